@@ -1,0 +1,3 @@
+from fissile.cli import main
+
+main()

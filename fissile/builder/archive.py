@@ -1,0 +1,150 @@
+"""Safe handling of source archives: deterministic zips from files and directories (so the same
+source always has the same sha256), and checks before anything is extracted."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+MAX_ARCHIVE_BYTES = 256 * 1024 * 1024
+MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
+MAX_FILES = 50_000
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+_SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache"}
+
+
+class ArchiveError(ValueError):
+    """The archive is unsafe or unreadable; the message says which entry and why."""
+
+
+@dataclass(frozen=True)
+class ArchiveSummary:
+    files: int
+    extracted_bytes: int
+
+
+def zip_path(source: str | Path) -> bytes:
+    """A zip of a file or a directory tree, identical bytes for identical content."""
+    root = Path(source)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        if root.is_file():
+            _add_file(archive, root, root.name)
+        elif root.is_dir():
+            for path in sorted(_walk(root)):
+                relative = path.relative_to(root).as_posix()
+                if path.is_symlink():
+                    _add_symlink(archive, root, path, relative)
+                else:
+                    _add_file(archive, path, relative)
+        else:
+            raise ArchiveError(f"{source} is neither a file nor a directory")
+    return buffer.getvalue()
+
+
+def _walk(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        base = Path(directory)
+        for name in files:
+            if not name.endswith((".pyc", ".pyo")):
+                found.append(base / name)
+        found.extend(base / d for d in dirs if (base / d).is_symlink())
+    return found
+
+
+def _add_file(archive: zipfile.ZipFile, path: Path, name: str) -> None:
+    info = zipfile.ZipInfo(name, _EPOCH)
+    mode = path.stat().st_mode
+    info.external_attr = (stat.S_IFREG | (0o755 if mode & 0o111 else 0o644)) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    archive.writestr(info, path.read_bytes())
+
+
+def _add_symlink(archive: zipfile.ZipFile, root: Path, path: Path, name: str) -> None:
+    target = os.readlink(path)
+    if not _inside(PurePosixPath(name).parent, target):
+        raise ArchiveError(f"{name}: symlink to {target} points outside the source")
+    info = zipfile.ZipInfo(name, _EPOCH)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive.writestr(info, target)
+
+
+def _inside(parent: PurePosixPath, target: str) -> bool:
+    if target.startswith("/"):
+        return False
+    depth = 0
+    for part in (*parent.parts, *PurePosixPath(target).parts):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in ("", "."):
+            depth += 1
+    return True
+
+
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) -> ArchiveSummary:
+    """Refuse archives that are not zips, escape their root, or expand past the limits."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_FILES:
+                raise ArchiveError(f"archive has {len(infos)} entries; the limit is {MAX_FILES}")
+            total = 0
+            for info in infos:
+                name = info.filename
+                pure = PurePosixPath(name.replace("\\", "/"))
+                if pure.is_absolute() or (pure.parts and pure.parts[0].endswith(":")):
+                    raise ArchiveError(f"{name}: absolute path in archive")
+                if ".." in pure.parts:
+                    raise ArchiveError(f"{name}: path escapes the archive (zip slip)")
+                if _is_symlink(info):
+                    target = archive.read(info).decode("utf-8", "replace")
+                    if not _inside(pure.parent, target):
+                        raise ArchiveError(f"{name}: symlink to {target} points outside the archive")
+                total += info.file_size
+                if total > max_extracted:
+                    raise ArchiveError(
+                        f"archive expands to more than {max_extracted // (1024 * 1024)} MiB"
+                    )
+            bad = archive.testzip()
+            if bad is not None:
+                raise ArchiveError(f"{bad}: corrupt entry (CRC mismatch)")
+            return ArchiveSummary(len(infos), total)
+    except zipfile.BadZipFile as exc:
+        raise ArchiveError(f"not a valid zip archive: {exc}") from None
+    except (OSError, EOFError, zipfile.LargeZipFile, NotImplementedError) as exc:
+        raise ArchiveError(f"unreadable archive: {exc}") from None
+
+
+def extract_archive(path: str | Path, destination: str | Path) -> None:
+    """Extract an archive that ``check_archive`` accepted, recreating safe symlinks."""
+    check_archive(path)
+    dest = Path(destination)
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            target = dest / info.filename.replace("\\", "/")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if _is_symlink(info):
+                os.symlink(archive.read(info).decode(), target)
+                continue
+            with archive.open(info) as src, open(target, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode:
+                os.chmod(target, mode | 0o600)

@@ -1,0 +1,50 @@
+"""The ``fissile`` command: one module per resource group, each thin (parse, call, print)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+import fissile
+from fissile.cli import env, fn, pkg, route, up
+from fissile.client import ClientError
+
+
+class _Group(click.Group):
+    """Turns API and usage errors into one line on stderr and a non-zero exit, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClientError as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(fissile.__version__, prog_name="fissile")
+def cli() -> None:
+    """fissile: serverless functions on your own machine, with millisecond cold starts.
+
+    The CLI talks to the control API at $FISSILE_API (default http://127.0.0.1:8081).
+    """
+
+
+cli.add_command(up.up)
+cli.add_command(env.env)
+cli.add_command(pkg.pkg)
+cli.add_command(pkg.pkg, name="package")
+cli.add_command(fn.fn)
+cli.add_command(fn.fn, name="function")
+cli.add_command(route.route)
+cli.add_command(route.route, name="httptrigger")
+cli.add_command(route.route, name="ht")
+
+
+def main() -> None:
+    cli(prog_name="fissile")

@@ -1,0 +1,91 @@
+"""``fissile env``: environments (a language runtime functions run on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from fissile.cli._output import Column, done, emit, output_option
+from fissile.client import Client
+
+COLUMNS: list[Column] = [
+    ("NAME", lambda e: e["name"]),
+    ("IMAGE", lambda e: e["image"]),
+    ("POOLSIZE", lambda e: e["poolsize"]),
+    ("PRELOAD", lambda e: e["preload"]),
+]
+
+
+def _modules(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
+@click.group()
+def env() -> None:
+    """Environments: the runtime and preloaded libraries functions run on."""
+
+
+@env.command()
+@click.option("--name", required=True)
+@click.option("--image", default="python", show_default=True, help="Runtime image.")
+@click.option("--poolsize", default=3, show_default=True, type=int, help="Warm instances kept.")
+@click.option("--preload", default=None, help="Comma-separated modules the zygote imports once.")
+@output_option
+def create(name: str, image: str, poolsize: int, preload: str | None, output: str) -> None:
+    """Create an environment."""
+    body = {"name": name, "image": image, "poolsize": poolsize, "preload": _modules(preload) or []}
+    with Client() as client:
+        created = client.create("environments", body)
+    if output == "table":
+        done(f"environment '{name}' created")
+    else:
+        emit(created, output, COLUMNS)
+
+
+@env.command("list")
+@output_option
+def list_(output: str) -> None:
+    """List environments."""
+    with Client() as client:
+        emit(client.list("environments"), output, COLUMNS)
+
+
+@env.command()
+@click.option("--name", required=True)
+@output_option
+def get(name: str, output: str) -> None:
+    """Show one environment."""
+    with Client() as client:
+        emit(client.get("environments", name), output, COLUMNS)
+
+
+@env.command()
+@click.option("--name", required=True)
+@click.option("--image", default=None)
+@click.option("--poolsize", default=None, type=int)
+@click.option("--preload", default=None, help="Comma-separated modules (replaces the list).")
+def update(name: str, image: str | None, poolsize: int | None, preload: str | None) -> None:
+    """Change an environment; a new image or preload list restarts its instances."""
+    with Client() as client:
+        current = client.get("environments", name)
+        body: dict[str, Any] = {k: current[k] for k in ("name", "image", "poolsize", "preload")}
+        if image is not None:
+            body["image"] = image
+        if poolsize is not None:
+            body["poolsize"] = poolsize
+        if preload is not None:
+            body["preload"] = _modules(preload)
+        client.update("environments", name, body)
+    done(f"environment '{name}' updated")
+
+
+@env.command()
+@click.option("--name", required=True)
+def delete(name: str) -> None:
+    """Delete an environment no function or package uses."""
+    with Client() as client:
+        client.delete("environments", name)
+    done(f"environment '{name}' deleted")

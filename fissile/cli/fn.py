@@ -1,0 +1,277 @@
+"""``fissile fn``: functions — create, inspect, call and read the logs of."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from fissile._units import format_duration, format_memory
+from fissile.cli._output import Column, done, emit, output_option
+from fissile.cli._params import DURATION, MEMORY, key_values, upload_source
+from fissile.cli.pkg import report_build
+from fissile.client import Client, ClientError
+
+COLUMNS: list[Column] = [
+    ("NAME", lambda f: f["name"]),
+    ("ENV", lambda f: f["env"]),
+    ("PACKAGE", lambda f: f["package"]),
+    ("ENTRYPOINT", lambda f: f["entrypoint"]),
+    ("TIMEOUT", lambda f: format_duration(f["timeout"])),
+    ("MEMORY", lambda f: format_memory(f["memory"])),
+    ("SCALE", lambda f: f"{f['min_scale']}-{f['max_scale']}"),
+    ("INSTANCES", lambda f: f["status"]["instances"]),
+    ("RESTARTS", lambda f: f["status"]["restarts"]),
+]
+
+SPEC_FIELDS = (
+    "name",
+    "env",
+    "package",
+    "entrypoint",
+    "timeout",
+    "memory",
+    "cpu",
+    "min_scale",
+    "max_scale",
+    "concurrency",
+    "idle_timeout",
+    "env_vars",
+)
+
+
+def _settings(options: dict[str, Any]) -> dict[str, Any]:
+    """Options given on the command line, under their API field names."""
+    fields = {
+        "entrypoint": options.get("entrypoint"),
+        "timeout": options.get("timeout"),
+        "memory": options.get("memory"),
+        "cpu": options.get("cpu"),
+        "min_scale": options.get("min_scale"),
+        "max_scale": options.get("max_scale"),
+        "concurrency": options.get("concurrency"),
+        "idle_timeout": options.get("idle_timeout"),
+    }
+    settings = {k: v for k, v in fields.items() if v is not None}
+    if options.get("env_vars"):
+        settings["env_vars"] = key_values(options["env_vars"], "--env-var")
+    return settings
+
+
+def _settings_options(func: Any) -> Any:
+    options = [
+        click.option("--entrypoint", default=None, help="module.func or func [default: main]"),
+        click.option("--timeout", type=DURATION, default=None, help="e.g. 60s [default: 60s]"),
+        click.option("--memory", type=MEMORY, default=None, help="e.g. 256Mi [default: 256Mi]"),
+        click.option("--cpu", type=float, default=None, help="CPU cores (enforced by the sandbox)."),
+        click.option("--min-scale", type=int, default=None, help="Instances kept warm [default: 0]"),
+        click.option("--max-scale", type=int, default=None, help="Instance limit [default: 10]"),
+        click.option("--concurrency", type=int, default=None, help="Requests per instance [1]"),
+        click.option("--idle-timeout", type=DURATION, default=None, help="Reap after [120s]"),
+        click.option("--env-var", "env_vars", multiple=True, help="KEY=VALUE (repeat)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _owned_package(client: Client, function: str, env: str, source: str) -> str:
+    """Upload ``source`` as a new package owned by ``function`` and wait for its build."""
+    name = f"{function[:52]}-{secrets.token_hex(4)}"
+    sha = upload_source(client, source)
+    client.create("packages", {"name": name, "env": env, "source": sha, "owner": function})
+    package = client.wait_for_build(name)
+    if package["status"]["state"] == "failed":
+        try:
+            client.delete("packages", name)
+        finally:
+            report_build(package)
+    return name
+
+
+@click.group()
+def fn() -> None:
+    """Functions: code plus entrypoint, environment, limits and scaling."""
+
+
+@fn.command()
+@click.option("--name", required=True)
+@click.option("--env", "env", default="python", show_default=True)
+@click.option("--code", default=None, help="A single source file.")
+@click.option("--src", default=None, help="A source directory or zip (built like a package).")
+@click.option("--pkg", "package", default=None, help="An existing package.")
+@_settings_options
+def create(
+    name: str, env: str, code: str | None, src: str | None, package: str | None, **options: Any
+) -> None:
+    """Create a function from a file, a source directory/zip, or a package."""
+    if sum(x is not None for x in (code, src, package)) != 1:
+        raise click.UsageError("give exactly one of --code, --src or --pkg")
+    with Client() as client:
+        created_package = None
+        if package is None:
+            created_package = _owned_package(client, name, env, code or src or "")
+            package = created_package
+        body = {"name": name, "env": env, "package": package, **_settings(options)}
+        try:
+            client.create("functions", body)
+        except ClientError:
+            if created_package is not None:
+                client.delete("packages", created_package)
+            raise
+    done(f"function '{name}' created")
+
+
+@fn.command()
+@click.option("--name", required=True)
+@click.option("--env", "env", default=None)
+@click.option("--code", default=None, help="New source file.")
+@click.option("--src", default=None, help="New source directory or zip.")
+@click.option("--pkg", "package", default=None, help="Switch to another package.")
+@_settings_options
+def update(
+    name: str,
+    env: str | None,
+    code: str | None,
+    src: str | None,
+    package: str | None,
+    **options: Any,
+) -> None:
+    """Change a function; new code rolls its instances (in-flight requests finish first)."""
+    if sum(x is not None for x in (code, src, package)) > 1:
+        raise click.UsageError("give at most one of --code, --src or --pkg")
+    with Client() as client:
+        current = client.get("functions", name)
+        body = {k: current[k] for k in SPEC_FIELDS if k in current}
+        if env is not None:
+            body["env"] = env
+        source = code or src
+        old_package = None
+        if package is not None:
+            body["package"] = package
+        elif source is not None:
+            old_package = current["package"]
+            body["package"] = _owned_package(client, name, body["env"], source)
+        body.update(_settings(options))
+        client.update("functions", name, body)
+        if old_package is not None:
+            owner = client.get("packages", old_package).get("owner")
+            if owner == name:
+                client.delete("packages", old_package)
+    done(f"function '{name}' updated")
+
+
+@fn.command()
+@click.option("--name", required=True)
+@output_option
+def get(name: str, output: str) -> None:
+    """Show a function, with its instances, restarts and last exit reason."""
+    with Client() as client:
+        function = client.get("functions", name)
+    if output != "table":
+        emit(function, output, COLUMNS)
+        return
+    status = function["status"]
+    rows = [
+        ("Name", function["name"]),
+        ("Env", function["env"]),
+        ("Package", function["package"]),
+        ("Entrypoint", function["entrypoint"]),
+        ("Timeout", format_duration(function["timeout"])),
+        ("Memory", format_memory(function["memory"])),
+        ("CPU", function.get("cpu") or "-"),
+        ("Scale", f"min {function['min_scale']}, max {function['max_scale']}"),
+        ("Concurrency", function["concurrency"]),
+        ("Idle timeout", format_duration(function["idle_timeout"])),
+        ("Env vars", ", ".join(f"{k}={v}" for k, v in function["env_vars"].items()) or "-"),
+        ("Instances", f"{status['instances']} ({status['busy']} busy, {status['starting']} starting)"),
+        ("Restarts", status["restarts"]),
+        ("Last exit", status.get("last_exit_reason") or "-"),
+        ("Last crash", status.get("last_crash_at") or "-"),
+    ]
+    for key, value in rows:
+        click.echo(f"{key + ':':<14}{value}")
+
+
+@fn.command("list")
+@output_option
+def list_(output: str) -> None:
+    """List functions."""
+    with Client() as client:
+        emit(client.list("functions"), output, COLUMNS)
+
+
+@fn.command()
+@click.option("--name", required=True)
+def delete(name: str) -> None:
+    """Delete a function (and the package created for it)."""
+    with Client() as client:
+        client.delete("functions", name)
+    done(f"function '{name}' deleted")
+
+
+@fn.command()
+@click.option("--name", required=True)
+@click.option("--method", "-X", default="GET", show_default=True)
+@click.option("--body", "-b", default=None, help="Request body.")
+@click.option("--body-file", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--header", "-H", "headers", multiple=True, help="'Name: value' (repeat).")
+@click.option("--subpath", default="", help="Path after /function/NAME, e.g. /items/3.")
+@click.option("--timeout", type=DURATION, default=300.0, show_default=True)
+def test(
+    name: str,
+    method: str,
+    body: str | None,
+    body_file: str | None,
+    headers: tuple[str, ...],
+    subpath: str,
+    timeout: float,
+) -> None:
+    """Call a function through the router and print its response."""
+    if body is not None and body_file is not None:
+        raise click.UsageError("give --body or --body-file, not both")
+    content = Path(body_file).read_bytes() if body_file else (body or "").encode()
+    header_map: dict[str, str] = {}
+    for header in headers:
+        key, sep, value = header.partition(":")
+        if not sep:
+            raise click.BadParameter(f"{header!r} is not 'Name: value'", param_hint="-H")
+        header_map[key.strip()] = value.strip()
+    with Client() as client:
+        client.get("functions", name)
+        router = client.info()["router_url"]
+    if subpath and not subpath.startswith("/"):
+        subpath = "/" + subpath
+    url = f"{router}/function/{name}{subpath}"
+    try:
+        response = httpx.request(
+            method.upper(), url, content=content, headers=header_map, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise ClientError(f"calling {url} failed: {exc}") from None
+    sys.stdout.buffer.write(response.content)
+    if response.content and not response.content.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+    if response.status_code >= 400:
+        click.echo(f"Error: {name} answered HTTP {response.status_code}", err=True)
+        sys.exit(1)
+
+
+@fn.command()
+@click.option("--name", required=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", default=200, show_default=True, help="Lines of history to show first.")
+def logs(name: str, follow: bool, tail: int) -> None:
+    """Print a function's log: its stdout/stderr and the platform's notes about it."""
+    with Client() as client:
+        try:
+            for chunk in client.logs(name, follow=follow, tail=tail):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,117 @@
+"""``fissile route`` (alias ``httptrigger``): URLs that call functions."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+import click
+
+from fissile.cli._output import Column, done, emit, output_option
+from fissile.client import Client
+
+COLUMNS: list[Column] = [
+    ("NAME", lambda t: t["name"]),
+    ("METHODS", lambda t: t["methods"]),
+    ("URL", lambda t: t.get("url") or f"{t.get('prefix')}/*"),
+    ("FUNCTION", lambda t: t["function"]),
+]
+
+
+def _name_for(function: str) -> str:
+    base = re.sub(r"[^a-z0-9-]", "-", function.lower()).strip("-")[:50] or "route"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+@click.group()
+def route() -> None:
+    """HTTP triggers: routes from the router to functions."""
+
+
+@route.command()
+@click.option("--name", default=None, help="Trigger name [default: generated].")
+@click.option("--function", required=True)
+@click.option("--url", default=None, help="Path template, e.g. /students/{id}.")
+@click.option("--prefix", default=None, help="Serve this path and everything under it.")
+@click.option("--method", "methods", multiple=True, help="HTTP method (repeat; ANY for all).")
+@output_option
+def create(
+    name: str | None,
+    function: str,
+    url: str | None,
+    prefix: str | None,
+    methods: tuple[str, ...],
+    output: str,
+) -> None:
+    """Route a URL to a function."""
+    if (url is None) == (prefix is None):
+        raise click.UsageError("give exactly one of --url or --prefix")
+    body: dict[str, Any] = {
+        "name": name or _name_for(function),
+        "function": function,
+        "url": url,
+        "prefix": prefix,
+        "methods": list(methods) or ["GET"],
+    }
+    with Client() as client:
+        created = client.create("httptriggers", body)
+    if output == "table":
+        done(f"route '{created['name']}' created: {' '.join(created['methods'])} {url or prefix}")
+    else:
+        emit(created, output, COLUMNS)
+
+
+@route.command("list")
+@click.option("--function", default=None, help="Only routes to this function.")
+@output_option
+def list_(function: str | None, output: str) -> None:
+    """List routes."""
+    with Client() as client:
+        triggers = client.list("httptriggers")
+    if function:
+        triggers = [t for t in triggers if t["function"] == function]
+    emit(triggers, output, COLUMNS)
+
+
+@route.command()
+@click.option("--name", required=True)
+@output_option
+def get(name: str, output: str) -> None:
+    """Show one route."""
+    with Client() as client:
+        emit(client.get("httptriggers", name), output, COLUMNS)
+
+
+@route.command()
+@click.option("--name", required=True)
+@click.option("--function", default=None)
+@click.option("--url", default=None)
+@click.option("--prefix", default=None)
+@click.option("--method", "methods", multiple=True)
+def update(
+    name: str, function: str | None, url: str | None, prefix: str | None, methods: tuple[str, ...]
+) -> None:
+    """Change a route."""
+    with Client() as client:
+        current = client.get("httptriggers", name)
+        body = {k: current.get(k) for k in ("name", "function", "url", "prefix", "methods")}
+        if function:
+            body["function"] = function
+        if url:
+            body["url"], body["prefix"] = url, None
+        if prefix:
+            body["prefix"], body["url"] = prefix, None
+        if methods:
+            body["methods"] = list(methods)
+        client.update("httptriggers", name, body)
+    done(f"route '{name}' updated")
+
+
+@route.command()
+@click.option("--name", required=True)
+def delete(name: str) -> None:
+    """Delete a route."""
+    with Client() as client:
+        client.delete("httptriggers", name)
+    done(f"route '{name}' deleted")

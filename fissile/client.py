@@ -1,0 +1,133 @@
+"""A typed client of the control API; the CLI and the tests use it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+DEFAULT_API = "http://127.0.0.1:8081"
+
+
+class ClientError(Exception):
+    """The API refused a request, or could not be reached."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "", fields: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.fields = fields or []
+
+
+class Client:
+    def __init__(self, base_url: str | None = None, timeout: float = 60.0) -> None:
+        self.base_url = (base_url or os.environ.get("FISSILE_API") or DEFAULT_API).rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ClientError(
+                f"cannot reach the fissile API at {self.base_url}: is `fissile up` running?"
+            ) from None
+        except httpx.TimeoutException:
+            raise ClientError(f"the fissile API at {self.base_url} did not answer in time") from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    # -- resources ----------------------------------------------------------------------
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", f"/v1/{kind}")
+        return result
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/v1/{kind}/{name}")
+        return result
+
+    def create(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/v1/{kind}", json=body)
+        return result
+
+    def update(self, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("PUT", f"/v1/{kind}/{name}", json=body)
+        return result
+
+    def delete(self, kind: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("DELETE", f"/v1/{kind}/{name}")
+        return result
+
+    # -- packages -----------------------------------------------------------------------
+
+    def upload_archive(self, data: bytes) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST", "/v1/archives", content=data, headers={"content-type": "application/zip"}
+        )
+        return result
+
+    def rebuild(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/v1/packages/{name}/rebuild")
+        return result
+
+    def wait_for_build(self, name: str, timeout: float = 900.0) -> dict[str, Any]:
+        """Poll a package until its build has succeeded or failed."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            package = self.get("packages", name)
+            if package["status"]["state"] in ("succeeded", "failed"):
+                return package
+            if time.monotonic() > deadline:
+                raise ClientError(f"package {name!r} is still building after {timeout:g}s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    # -- functions ----------------------------------------------------------------------
+
+    def logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[bytes]:
+        params = {"follow": str(follow).lower(), "tail": str(tail)}
+        try:
+            with self._http.stream(
+                "GET", f"/v1/functions/{name}/logs", params=params, timeout=None
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                yield from response.iter_bytes()
+        except httpx.ConnectError:
+            raise ClientError(f"cannot reach the fissile API at {self.base_url}") from None
+
+    def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/v1/info")
+        return result
+
+
+def _error(response: httpx.Response) -> ClientError:
+    try:
+        error = response.json()["error"]
+        return ClientError(
+            error["message"], response.status_code, error.get("code", ""), error.get("fields")
+        )
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip()[:300] or response.reason_phrase
+        return ClientError(f"HTTP {response.status_code}: {text}", response.status_code)

@@ -1,0 +1,48 @@
+"""Settings of one ``fissile up``: where data lives and where each listener binds."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    """``$FISSILE_DATA_DIR``, else ``$XDG_DATA_HOME/fissile`` (``~/.local/share/fissile``)."""
+    explicit = os.environ.get("FISSILE_DATA_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fissile"
+
+
+@dataclass
+class Config:
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_host: str = "127.0.0.1"
+    api_port: int = 8081
+    max_body: int = 16 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "fissile.db"
+
+    @property
+    def archives(self) -> Path:
+        return self.data_dir / "archives"
+
+    @property
+    def deploy(self) -> Path:
+        return self.data_dir / "deploy"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def router_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"

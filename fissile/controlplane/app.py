@@ -1,0 +1,168 @@
+"""The control API: CRUD of every resource under ``/v1``, archive uploads, logs, health."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+import fissile
+from fissile.builder import ArchiveError, ArchiveTooLarge
+from fissile.builder.archive import MAX_ARCHIVE_BYTES
+from fissile.controlplane.errors import ApiError
+from fissile.controlplane.resources import Resources
+from fissile.models import (
+    ArchiveInfo,
+    Environment,
+    EnvironmentSpec,
+    Function,
+    FunctionSpec,
+    HTTPTrigger,
+    HTTPTriggerSpec,
+    Package,
+    PackageSpec,
+    PlatformInfo,
+)
+from fissile.observability import LogBook
+
+
+def create_api(
+    resources: Resources, logs: LogBook, info: PlatformInfo, ready: Callable[[], bool]
+) -> FastAPI:
+    app = FastAPI(
+        title="fissile control API",
+        version=fissile.__version__,
+        description="Environments, packages, functions and HTTP triggers of a fissile platform.",
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = []
+        for error in exc.errors():
+            location = [str(part) for part in error.get("loc", ()) if part != "body"]
+            fields.append({"path": ".".join(location) or "body", "message": error.get("msg", "")})
+        summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
+        body = ApiError(422, "invalid", f"invalid request: {summary}", fields).body()
+        return JSONResponse(body, 422)
+
+    @app.get("/healthz", tags=["platform"])
+    async def healthz() -> JSONResponse:
+        if ready():
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "starting"}, 503)
+
+    @app.get("/v1/info", tags=["platform"])
+    async def platform_info() -> PlatformInfo:
+        return info
+
+    # -- archives -----------------------------------------------------------------------
+
+    @app.post("/v1/archives", status_code=201, tags=["packages"])
+    async def upload_archive(request: Request) -> ArchiveInfo:
+        """Upload a zip (the raw request body); it is checked, then kept by its sha256."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_ARCHIVE_BYTES:
+            raise ApiError(413, "too_large", f"archive exceeds {MAX_ARCHIVE_BYTES} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_ARCHIVE_BYTES:
+                raise ApiError(413, "too_large", f"archive exceeds {MAX_ARCHIVE_BYTES} bytes")
+            chunks.append(chunk)
+        try:
+            digest, length, summary = await asyncio.to_thread(resources.archives.put, chunks)
+        except ArchiveTooLarge as exc:
+            raise ApiError(413, "too_large", str(exc)) from None
+        except ArchiveError as exc:
+            raise ApiError(422, "bad_archive", str(exc)) from None
+        return ArchiveInfo(sha256=digest, size=length, files=summary.files)
+
+    # -- CRUD for every kind ------------------------------------------------------------
+
+    def crud(path: str, kind: str, spec_model: Any, read_model: Any, tag: str) -> None:
+        async def list_(request: Request) -> list[Any]:
+            return resources.list(kind)
+
+        async def get(name: str) -> Any:
+            return resources.get(kind, name)
+
+        async def delete(name: str) -> Any:
+            return resources.delete(kind, name)
+
+        async def create(spec: spec_model) -> Any:  # type: ignore[valid-type]
+            return resources.create(kind, spec)
+
+        async def update(name: str, spec: spec_model) -> Any:  # type: ignore[valid-type]
+            return resources.update(kind, name, spec)
+
+        app.add_api_route(path, list_, methods=["GET"], response_model=list[read_model], tags=[tag])
+        app.add_api_route(
+            path, create, methods=["POST"], response_model=read_model, status_code=201, tags=[tag]
+        )
+        app.add_api_route(path + "/{name}", get, methods=["GET"], response_model=read_model, tags=[tag])
+        app.add_api_route(
+            path + "/{name}", update, methods=["PUT"], response_model=read_model, tags=[tag]
+        )
+        app.add_api_route(
+            path + "/{name}", delete, methods=["DELETE"], response_model=read_model, tags=[tag]
+        )
+
+    crud("/v1/environments", "environments", EnvironmentSpec, Environment, "environments")
+    crud("/v1/packages", "packages", PackageSpec, Package, "packages")
+    crud("/v1/functions", "functions", FunctionSpec, Function, "functions")
+    crud("/v1/httptriggers", "httptriggers", HTTPTriggerSpec, HTTPTrigger, "httptriggers")
+
+    @app.post("/v1/packages/{name}/rebuild", response_model=Package, tags=["packages"])
+    async def rebuild(name: str) -> Any:
+        return resources.rebuild(name)
+
+    @app.get("/v1/functions/{name}/logs", tags=["functions"])
+    async def function_logs(
+        name: str,
+        follow: bool = False,
+        tail: int = Query(200, ge=0, le=100_000),
+    ) -> StreamingResponse:
+        resources.get("functions", name)
+        path = logs.function_log(name)
+        return StreamingResponse(
+            _stream_log(path, tail, follow, lambda: resources.store.find("functions", name) is None),
+            media_type="text/plain; charset=utf-8",
+        )
+
+    return app
+
+
+async def _stream_log(
+    path: Path, tail: int, follow: bool, gone: Callable[[], bool]
+) -> AsyncIterator[bytes]:
+    position = 0
+    if path.exists():
+        data = path.read_bytes()
+        lines = data.splitlines(keepends=True)
+        yield b"".join(lines[-tail:] if tail else [])
+        position = len(data)
+    while follow:
+        await asyncio.sleep(0.25)
+        if gone():
+            return
+        if not path.exists():
+            continue
+        size = path.stat().st_size
+        if size < position:  # rotated
+            position = 0
+        if size > position:
+            with path.open("rb") as handle:
+                handle.seek(position)
+                chunk = handle.read(size - position)
+            position = size
+            yield chunk

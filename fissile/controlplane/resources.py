@@ -1,0 +1,204 @@
+"""The rules of the resource graph, between the API and the store: references must exist,
+names are unique, nothing in use is deleted, and builds start when sources change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fissile.builder import ArchiveStore, Builder
+from fissile.controlplane.errors import ApiError, conflict, not_found
+from fissile.executor import Executor
+from fissile.models import (
+    SINGULAR,
+    BuildState,
+    BuildStatus,
+    EnvironmentSpec,
+    FunctionSpec,
+    HTTPTriggerSpec,
+    PackageSpec,
+    Spec,
+)
+from fissile.observability import LogBook
+from fissile.router.routes import Route, find_conflict
+from fissile.store import AlreadyExists, NotFound, Store
+
+
+class Resources:
+    def __init__(
+        self,
+        store: Store,
+        builder: Builder,
+        archives: ArchiveStore,
+        executor: Executor,
+        logs: LogBook,
+    ) -> None:
+        self.store = store
+        self.builder = builder
+        self.archives = archives
+        self.executor = executor
+        self.logs = logs
+
+    # -- reads --------------------------------------------------------------------------
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        return [self._view(kind, record.merged()) for record in self.store.list(kind)]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        record = self.store.find(kind, name)
+        if record is None:
+            raise not_found(SINGULAR[kind], name)
+        return self._view(kind, record.merged())
+
+    def _view(self, kind: str, document: dict[str, Any]) -> dict[str, Any]:
+        if kind == "functions":
+            document["status"] = self.executor.status(document["name"]).model_dump(mode="json")
+        return document
+
+    # -- writes -------------------------------------------------------------------------
+
+    def create(self, kind: str, spec: Spec) -> dict[str, Any]:
+        data = self._check(kind, spec, creating=True)
+        try:
+            record = self.store.create(kind, data["name"], data)
+        except AlreadyExists:
+            raise conflict(f"{SINGULAR[kind]} {data['name']!r} already exists") from None
+        if kind == "packages":
+            self.builder.submit(record.name)
+        return self._view(kind, record.merged())
+
+    def update(self, kind: str, name: str, spec: Spec) -> dict[str, Any]:
+        if getattr(spec, "name", name) != name:
+            raise ApiError(
+                422,
+                "invalid",
+                f"the body names {getattr(spec, 'name', '')!r} but the URL names {name!r}",
+                [{"path": "name", "message": "must match the name in the URL"}],
+            )
+        current = self.store.find(kind, name)
+        if current is None:
+            raise not_found(SINGULAR[kind], name)
+        data = self._check(kind, spec, creating=False)
+        rebuild = False
+        if kind == "packages":
+            old = (current.data.get("source"), current.data.get("buildcmd"), current.data["env"])
+            new = (data["source"], data.get("buildcmd"), data["env"])
+            if old == new:
+                data["status"] = current.data["status"]
+            else:
+                rebuild = True
+        record = self.store.update(kind, name, data)
+        if rebuild:
+            self.builder.submit(name)
+        return self._view(kind, record.merged())
+
+    def rebuild(self, name: str) -> dict[str, Any]:
+        current = self.store.find("packages", name)
+        if current is None:
+            raise not_found("package", name)
+        status = BuildStatus.model_validate(current.data.get("status", {}))
+        if status.state in (BuildState.pending, BuildState.building):
+            raise conflict(f"package {name!r} is already {status.state.value}")
+        fresh = BuildStatus(rebuild=status.rebuild + 1)
+        record = self.store.update(
+            "packages", name, {**current.data, "status": fresh.model_dump(mode="json")}
+        )
+        self.builder.submit(name)
+        return record.merged()
+
+    def delete(self, kind: str, name: str) -> dict[str, Any]:
+        record = self.store.find(kind, name)
+        if record is None:
+            raise not_found(SINGULAR[kind], name)
+        users = self._users(kind, name)
+        if users:
+            raise conflict(
+                f"{SINGULAR[kind]} {name!r} is in use by {', '.join(users)}; delete those first"
+            )
+        try:
+            deleted = self.store.delete(kind, name)
+        except NotFound:
+            raise not_found(SINGULAR[kind], name) from None
+        if kind == "functions":
+            self._delete_owned_package(name, record.data.get("package"))
+            self.logs.forget(name)
+        return deleted.merged()
+
+    def _delete_owned_package(self, function: str, package: str | None) -> None:
+        if package is None:
+            return
+        owned = self.store.find("packages", package)
+        if owned is None or owned.data.get("owner") != function:
+            return
+        if not self._users("packages", package):
+            self.store.delete("packages", package)
+
+    # -- rules --------------------------------------------------------------------------
+
+    def _check(self, kind: str, spec: Spec, creating: bool) -> dict[str, Any]:
+        data = spec.model_dump(mode="json")
+        if isinstance(spec, PackageSpec):
+            self._require("environments", spec.env, "env")
+            if not self.archives.exists(spec.source):
+                raise ApiError(
+                    422,
+                    "invalid",
+                    f"source archive {spec.source[:12]} has not been uploaded",
+                    [{"path": "source", "message": "upload it first: POST /v1/archives"}],
+                )
+            data["status"] = BuildStatus().model_dump(mode="json")
+        elif isinstance(spec, FunctionSpec):
+            self._require("environments", spec.env, "env")
+            package = self._require("packages", spec.package, "package")
+            if package.data["env"] != spec.env:
+                raise ApiError(
+                    422,
+                    "invalid",
+                    f"package {spec.package!r} is built for environment {package.data['env']!r},"
+                    f" not {spec.env!r}",
+                    [{"path": "env", "message": "must match the package's environment"}],
+                )
+            status = BuildStatus.model_validate(package.data.get("status", {}))
+            if status.state is BuildState.failed:
+                tail = "\n".join(status.log.strip().splitlines()[-15:])
+                raise conflict(f"package {spec.package!r} failed to build:\n{tail}")
+        elif isinstance(spec, HTTPTriggerSpec):
+            self._require("functions", spec.function, "function")
+            route = Route.from_trigger(spec)
+            existing = [
+                Route.from_trigger(HTTPTriggerSpec.model_validate(r.data))
+                for r in self.store.list("httptriggers")
+            ]
+            clash = find_conflict(route, existing)
+            if clash is not None:
+                methods = ", ".join(sorted(clash.methods)) or "any method"
+                raise conflict(
+                    f"HTTP trigger {clash.trigger!r} already routes {clash.path} ({methods})"
+                )
+        elif isinstance(spec, EnvironmentSpec):
+            pass
+        return data
+
+    def _require(self, kind: str, name: str, field: str) -> Any:
+        record = self.store.find(kind, name)
+        if record is None:
+            raise not_found(SINGULAR[kind], name, field)
+        return record
+
+    def _users(self, kind: str, name: str) -> list[str]:
+        users: list[str] = []
+        if kind == "environments":
+            users += [f"package {r.name!r}" for r in self.store.list("packages") if r.data["env"] == name]
+            users += [f"function {r.name!r}" for r in self.store.list("functions") if r.data["env"] == name]
+        elif kind == "packages":
+            users += [
+                f"function {r.name!r}"
+                for r in self.store.list("functions")
+                if r.data["package"] == name
+            ]
+        elif kind == "functions":
+            users += [
+                f"HTTP trigger {r.name!r}"
+                for r in self.store.list("httptriggers")
+                if r.data["function"] == name
+            ]
+        return users

@@ -1,0 +1,188 @@
+"""The zygote: one process per environment, started once, that forks instances.
+
+It imports the instance runtime and the environment's preload list, freezes the heap
+(``gc.freeze()``, so forked children share those pages instead of copying them when the
+collector touches them), and then waits on its control socket. It keeps no threads and no event
+loop, so ``fork()`` is safe. Messages are JSON over a SOCK_SEQPACKET socket; file descriptors
+(an instance's listening socket and its log pipe) travel with them as SCM_RIGHTS.
+
+Run as ``python -m fissile.executor._zygote --fd N --preload a,b``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import io
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from fissile.executor._prctl import die_with_parent, set_process_name
+
+_MAX_MESSAGE = 65536
+_BUILTIN_PRELOAD = ("fissile.runtime.server", "uvloop", "flask")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fissile-zygote")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--env", default="python")
+    parser.add_argument("--preload", default="")
+    args = parser.parse_args(argv)
+
+    die_with_parent()
+    if os.getppid() != args.parent:
+        sys.exit(0)  # the supervisor died before the death signal was armed
+    set_process_name(f"fz-{args.env}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = socket.socket(fileno=args.fd)
+
+    failures = _preload([*_BUILTIN_PRELOAD, *filter(None, args.preload.split(","))])
+    gc.collect()
+    gc.freeze()
+    _send(control, {"op": "ready", "pid": os.getpid(), "preload_failures": failures})
+    Zygote(control).run()
+
+
+def _preload(modules: list[str]) -> dict[str, str]:
+    failures: dict[str, str] = {}
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:  # a broken preload must not take the environment down
+            failures[module] = f"{type(exc).__name__}: {exc}"
+    return failures
+
+
+def _send(control: socket.socket, message: dict[str, Any]) -> None:
+    control.send(json.dumps(message).encode())
+
+
+class Zygote:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.children: set[int] = set()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+
+    def run(self) -> None:
+        while True:
+            try:
+                readable, _, _ = select.select([self.control, self.wake_r], [], [], 1.0)
+            except InterruptedError:
+                readable = []
+            if self.wake_r in readable:
+                while True:
+                    try:
+                        if not os.read(self.wake_r, 512):
+                            break
+                    except BlockingIOError:
+                        break
+            self.reap()
+            if self.control in readable and not self.receive():
+                self.shutdown()
+                return
+
+    def receive(self) -> bool:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, _MAX_MESSAGE, 8)
+        except OSError:
+            return False
+        if not data:
+            return False
+        message = json.loads(data)
+        op = message.get("op")
+        if op == "fork":
+            self.fork(message, fds)
+        elif op == "shutdown":
+            return False
+        else:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def fork(self, message: dict[str, Any], fds: list[int]) -> None:
+        listener_fd, log_fd = fds
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self.become_instance(message, listener_fd, log_fd)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(70)
+        os.close(listener_fd)
+        os.close(log_fd)
+        self.children.add(pid)
+        _send(self.control, {"op": "forked", "id": message["id"], "pid": pid})
+
+    def become_instance(self, message: dict[str, Any], listener_fd: int, log_fd: int) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        self.control.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        os.setsid()
+        die_with_parent()
+        set_process_name(f"fi-{message['id']}")
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+
+        from fissile.runtime.server import serve
+        from fissile.sandbox import apply_sandbox
+
+        apply_sandbox(message.get("sandbox") or {})
+        serve(socket.socket(fileno=listener_fd), message["token"])
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            try:
+                _send(self.control, {"op": "exit", "pid": pid, "status": status})
+            except OSError:
+                pass
+
+    def shutdown(self) -> None:
+        for pid in self.children:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for _ in list(self.children):
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Why the executor could not give a request an instance; the router turns these into answers."""
+
+from __future__ import annotations
+
+
+class ExecutorError(Exception):
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class FunctionNotFound(ExecutorError):
+    status = 404
+    code = "function_not_found"
+
+
+class Overloaded(ExecutorError):
+    status = 429
+    code = "overloaded"
+
+
+class LoadFailed(ExecutorError):
+    """The function's code could not be imported (syntax error, missing module, ...)."""
+
+    status = 500
+    code = "load_failed"
+
+
+class BuildFailed(ExecutorError):
+    status = 500
+    code = "build_failed"
+
+
+class NoCapacity(ExecutorError):
+    status = 503
+    code = "no_capacity"

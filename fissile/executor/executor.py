@@ -1,0 +1,297 @@
+"""The executor: keeps environments' zygotes and warm pools, functions' instances, and follows
+every change in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from fissile.executor.errors import BuildFailed, ExecutorError, FunctionNotFound
+from fissile.executor.instance import Instance, State
+from fissile.executor.pools import EnvironmentPool, FunctionPool
+from fissile.executor.zygote import Zygote
+from fissile.models import (
+    BuildState,
+    EnvironmentSpec,
+    FunctionSpec,
+    FunctionStatus,
+    Package,
+)
+from fissile.observability.logs import LogBook
+from fissile.store import Change, Store
+
+logger = logging.getLogger("fissile.executor")
+
+REAP_INTERVAL = 0.5
+
+
+class Executor:
+    def __init__(self, store: Store, deploy_root: Path, logs: LogBook) -> None:
+        self.store = store
+        self.deploy_root = deploy_root
+        self.logs = logs
+        # Unix socket paths are limited to 108 bytes, so they live in a short private dir.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="fissile-"))
+        self.environments: dict[str, EnvironmentPool] = {}
+        self.functions: dict[str, FunctionPool] = {}
+        self.packages: dict[str, Package] = {}
+        self._package_changed: dict[str, asyncio.Event] = {}
+        self._forking: dict[str, Instance] = {}
+        self._by_pid: dict[int, Instance] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._counter = 0
+        self._reaper: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for record in self.store.list("packages"):
+            self.packages[record.name] = Package.model_validate(record.merged())
+        envs = [EnvironmentSpec.model_validate(r.data) for r in self.store.list("environments")]
+        await asyncio.gather(*(self._add_environment(spec) for spec in envs))
+        for record in self.store.list("functions"):
+            self._add_function(FunctionSpec.model_validate(record.data))
+        self.store.subscribe(self.on_change)
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for pool in self.functions.values():
+            pool.close()
+        await asyncio.gather(*(env.stop() for env in self.environments.values()))
+        for task in list(self._tasks):
+            task.cancel()
+        for instance in list(self._by_pid.values()):
+            instance.kill("platform stopped")
+        for path in self.run_dir.glob("*"):
+            path.unlink(missing_ok=True)
+        self.run_dir.rmdir()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run a background task, kept referenced until it ends and logged if it fails."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task failed", exc_info=task.exception())
+
+    # -- lookups used by the router -----------------------------------------------------
+
+    def function(self, name: str) -> FunctionPool:
+        pool = self.functions.get(name)
+        if pool is None:
+            raise FunctionNotFound(f"function {name!r} not found")
+        return pool
+
+    def environment(self, name: str) -> EnvironmentPool:
+        env = self.environments.get(name)
+        if env is None:
+            raise ExecutorError(f"environment {name!r} is not running")
+        return env
+
+    def status(self, name: str) -> FunctionStatus:
+        pool = self.functions.get(name)
+        return pool.status() if pool is not None else FunctionStatus()
+
+    def ready(self) -> bool:
+        return all(env.zygote is not None for env in self.environments.values())
+
+    # -- instances ----------------------------------------------------------------------
+
+    async def fork(self, zygote: Zygote, env: str) -> Instance:
+        self._counter += 1
+        instance_id = f"i{self._counter}"
+        path = str(self.run_dir / f"{instance_id}.sock")
+        instance = Instance(instance_id, env, path, secrets.token_hex(16))
+        instance.zygote = zygote
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_fd, write_fd = os.pipe()
+        try:
+            listener.bind(path)
+            listener.listen(512)
+            self._forking[instance_id] = instance
+            await zygote.fork(instance_id, listener, write_fd, instance.token, {})
+        except BaseException:
+            self._forking.pop(instance_id, None)
+            os.close(read_fd)
+            Path(path).unlink(missing_ok=True)
+            raise
+        finally:
+            listener.close()
+            os.close(write_fd)
+        self.logs.attach(instance, read_fd)
+        return instance
+
+    def instance_forked(self, instance_id: str, pid: int) -> None:
+        instance = self._forking.pop(instance_id, None)
+        if instance is not None:
+            instance.pid = pid
+            self._by_pid[pid] = instance
+
+    def instance_exited(self, pid: int, status: int) -> None:
+        instance = self._by_pid.pop(pid, None)
+        if instance is not None:
+            instance.mark_exited(status)
+            self._forget(instance)
+
+    def zygote_lost(self, env: str, zygote: Zygote) -> None:
+        """A zygote is gone, and with it (by their parent-death signal) its instances."""
+        for pid, instance in list(self._by_pid.items()):
+            if instance.zygote is zygote:
+                del self._by_pid[pid]
+                instance.kill()
+                instance.mark_exited(-1)
+                if instance.exit_reason is not None and instance.exit_reason.startswith("ended"):
+                    instance.exit_reason = f"its {env} zygote exited"
+                self._forget(instance)
+
+    def _forget(self, instance: Instance) -> None:
+        Path(instance.socket_path).unlink(missing_ok=True)
+        if instance.function is not None:
+            pool = self.functions.get(instance.function)
+            if pool is not None:
+                pool.lost(instance, instance.expected_exit)
+        else:
+            env = self.environments.get(instance.env)
+            if env is not None:
+                env.discard(instance)
+
+    def retire(self, instance: Instance) -> None:
+        """Stop an instance on purpose (reaped, rolled, deleted): not counted as a crash."""
+        instance.expected_exit = True
+        if instance.state is not State.dead:
+            instance.state = State.draining if instance.inflight else instance.state
+        instance.kill("stopped by the platform")
+
+    def kill(self, instance: Instance, reason: str) -> None:
+        """End a misbehaving instance (past its timeout, dropped a request): a crash."""
+        pool = self.functions.get(instance.function) if instance.function else None
+        if pool is not None and instance in pool.instances:
+            pool.instances.remove(instance)
+        if instance.state is not State.dead:
+            instance.state = State.draining
+        instance.kill(reason)
+
+    # -- packages -----------------------------------------------------------------------
+
+    def deploy_path(self, deploy: str) -> str:
+        return str(self.deploy_root / deploy)
+
+    async def deploy_dir(self, package: str) -> str:
+        """The built deploy directory of ``package``, waiting for a build in progress."""
+        while True:
+            pkg = self.packages.get(package)
+            if pkg is None:
+                raise ExecutorError(f"package {package!r} not found")
+            if pkg.status.state is BuildState.succeeded and pkg.status.deploy:
+                return self.deploy_path(pkg.status.deploy)
+            if pkg.status.state is BuildState.failed:
+                raise BuildFailed(
+                    f"package {package!r} failed to build; see `fissile pkg info --name {package}`"
+                )
+            event = self._package_changed.setdefault(package, asyncio.Event())
+            await event.wait()
+
+    # -- following the store ------------------------------------------------------------
+
+    def on_change(self, change: Change) -> None:
+        if self._stopping:
+            return
+        kind = change.record.kind
+        if kind == "environments":
+            self._environment_changed(change)
+        elif kind == "functions":
+            self._function_changed(change)
+        elif kind == "packages":
+            self._package_changed_(change)
+
+    def _environment_changed(self, change: Change) -> None:
+        name = change.record.name
+        if change.action == "deleted":
+            env = self.environments.pop(name, None)
+            if env is not None:
+                self.spawn(env.stop())
+            return
+        spec = EnvironmentSpec.model_validate(change.record.data)
+        existing = self.environments.get(name)
+        if existing is None:
+            self.spawn(self._add_environment(spec))
+        else:
+            self.spawn(self._update_environment(existing, spec))
+
+    async def _add_environment(self, spec: EnvironmentSpec) -> None:
+        env = EnvironmentPool(spec, self)
+        self.environments[spec.name] = env
+        try:
+            await env.start()
+        except Exception as exc:
+            logger.error("environment %s failed to start: %s", spec.name, exc)
+
+    async def _update_environment(self, env: EnvironmentPool, spec: EnvironmentSpec) -> None:
+        if await env.update(spec):
+            for pool in self.functions.values():
+                if pool.spec.env == spec.name:
+                    pool.roll(f"environment {spec.name} changed")
+
+    def _function_changed(self, change: Change) -> None:
+        name = change.record.name
+        if change.action == "deleted":
+            pool = self.functions.pop(name, None)
+            if pool is not None:
+                pool.close()
+            return
+        spec = FunctionSpec.model_validate(change.record.data)
+        existing = self.functions.get(name)
+        if existing is None:
+            self._add_function(spec)
+        else:
+            existing.update(spec)
+            existing.keep_warm()
+
+    def _add_function(self, spec: FunctionSpec) -> None:
+        pool = FunctionPool(spec, self)
+        self.functions[spec.name] = pool
+        pool.keep_warm()
+
+    def _package_changed_(self, change: Change) -> None:
+        name = change.record.name
+        if change.action == "deleted":
+            self.packages.pop(name, None)
+        else:
+            package = Package.model_validate(change.record.merged())
+            previous = self.packages.get(name)
+            self.packages[name] = package
+            old = previous.status.deploy if previous is not None else None
+            new = package.status.deploy
+            if old is not None and new is not None and old != new:
+                for pool in self.functions.values():
+                    if pool.spec.package == name:
+                        pool.roll(f"package {name} rebuilt")
+        event = self._package_changed.pop(name, None)
+        if event is not None:
+            event.set()
+
+    # -- reaping and keeping warm ---------------------------------------------------------
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL)
+            now = time.monotonic()
+            for pool in list(self.functions.values()):
+                pool.reap(now)
+                pool.keep_warm()

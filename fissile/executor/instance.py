@@ -1,0 +1,117 @@
+"""One running, isolated copy of a function: a process forked from a zygote."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import os
+import signal
+import time
+
+from fissile.executor.connection import InstanceConnection, InstanceGone, InstanceResponse
+
+
+class State(enum.Enum):
+    warm = "warm"  # forked, sandboxed, no function yet
+    specializing = "specializing"
+    ready = "ready"
+    draining = "draining"  # old code: finishes in-flight requests, takes no new ones
+    dead = "dead"
+
+
+class Instance:
+    def __init__(self, instance_id: str, env: str, socket_path: str, token: str) -> None:
+        self.id = instance_id
+        self.env = env
+        self.socket_path = socket_path
+        self.token = token
+        self.pid = 0
+        self.state = State.warm
+        self.function: str | None = None
+        self.generation = 0
+        self.inflight = 0
+        self.started_at = time.monotonic()
+        self.last_used = self.started_at
+        self.exit_reason: str | None = None
+        self.expected_exit = False  # retired by the platform, not crashed
+        self.zygote: object | None = None
+        self.exited = asyncio.Event()
+        self._idle: list[InstanceConnection] = []
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not State.dead
+
+    async def connection(self) -> InstanceConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        try:
+            return await InstanceConnection.open(self.socket_path)
+        except OSError as exc:
+            raise InstanceGone(f"cannot connect to instance: {exc}") from exc
+
+    def keep(self, conn: InstanceConnection, reusable: bool) -> None:
+        if reusable and not conn.closed and self.state is not State.dead:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def control(self, path: str, payload: object, timeout: float) -> InstanceResponse:
+        """Call one of the runtime's control endpoints (``/_fissile/...``)."""
+        body = json.dumps(payload).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: instance\r\nx-fissile-control: {self.token}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        conn = await self.connection()
+        try:
+            response = await asyncio.wait_for(conn.request(head.encode() + body), timeout)
+        except BaseException:
+            conn.close()
+            raise
+        self.keep(conn, response.keep_alive)
+        return response
+
+    def kill(self, reason: str | None = None) -> None:
+        """Kill the instance and everything it started (its own process group)."""
+        if reason and self.exit_reason is None:
+            self.exit_reason = reason
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+        if self.pid and self.state is not State.dead:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except OSError:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def mark_exited(self, status: int) -> None:
+        if self.exit_reason is None:
+            self.exit_reason = describe_exit(status)
+        self.state = State.dead
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+        self.exited.set()
+
+    def __repr__(self) -> str:
+        return f"<Instance {self.id} pid={self.pid} {self.state.value} fn={self.function}>"
+
+
+def describe_exit(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = "unknown"
+        return f"killed by signal {number} ({name})"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"ended (wait status {status})"

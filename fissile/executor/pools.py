@@ -1,0 +1,360 @@
+"""Pools: per environment, a zygote and warm unspecialized instances; per function, the
+specialized instances that serve it, and the requests waiting for one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fissile.executor.errors import ExecutorError, LoadFailed, Overloaded
+from fissile.executor.instance import Instance, State
+from fissile.executor.zygote import Zygote
+from fissile.models import EnvironmentSpec, FunctionSpec, FunctionStatus
+
+if TYPE_CHECKING:
+    from fissile.executor.executor import Executor
+
+logger = logging.getLogger("fissile.executor")
+
+MAX_QUEUE = 1000
+
+
+class EnvironmentPool:
+    def __init__(self, spec: EnvironmentSpec, executor: Executor) -> None:
+        self.spec = spec
+        self.executor = executor
+        self.zygote: Zygote | None = None
+        self.warm: deque[Instance] = deque()
+        self._refill: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    async def start(self) -> None:
+        zygote = Zygote(
+            self.name, self.spec.preload, self.executor.instance_forked, self.executor.instance_exited
+        )
+        zygote.on_death = self._zygote_died
+        await zygote.start()
+        self.zygote = zygote
+        self.refill()
+
+    def _zygote_died(self, zygote: Zygote) -> None:
+        self.executor.zygote_lost(self.name, zygote)
+        if not self._stopped and zygote is self.zygote:
+            self.zygote = None
+            self.executor.spawn(self._restart())
+
+    async def _restart(self) -> None:
+        delay = 0.1
+        while not self._stopped and self.zygote is None:
+            try:
+                await self.start()
+                return
+            except Exception as exc:
+                logger.error("environment %s: zygote restart failed: %s", self.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def take(self) -> Instance:
+        """A warm instance for a function to specialize; forks one if the pool is empty."""
+        while self.warm:
+            instance = self.warm.popleft()
+            if instance.alive:
+                self.refill()
+                return instance
+        instance = await self.fork()
+        self.refill()
+        return instance
+
+    async def fork(self) -> Instance:
+        if self.zygote is None or not self.zygote.alive:
+            if self._stopped:
+                raise ExecutorError(f"environment {self.name} is stopping")
+            await self._restart()
+        assert self.zygote is not None
+        return await self.executor.fork(self.zygote, self.name)
+
+    def refill(self) -> None:
+        if self._refill is None or self._refill.done():
+            self._refill = self.executor.spawn(self._fill())
+
+    async def _fill(self) -> None:
+        while not self._stopped and len(self.warm) < self.spec.poolsize:
+            try:
+                self.warm.append(await self.fork())
+            except Exception as exc:
+                logger.warning("environment %s: cannot fill the warm pool: %s", self.name, exc)
+                return
+
+    def discard(self, instance: Instance) -> None:
+        try:
+            self.warm.remove(instance)
+        except ValueError:
+            pass
+
+    async def update(self, spec: EnvironmentSpec) -> bool:
+        """Apply a changed spec; True when the zygote had to restart (its instances died)."""
+        restart = (spec.image, spec.preload) != (self.spec.image, self.spec.preload)
+        self.spec = spec
+        if restart:
+            await self.stop()
+            self._stopped = False
+            await self.start()
+            return True
+        while len(self.warm) > spec.poolsize:
+            self.executor.retire(self.warm.pop())
+        self.refill()
+        return False
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._refill is not None:
+            self._refill.cancel()
+        for instance in self.warm:
+            self.executor.retire(instance)
+        self.warm.clear()
+        if self.zygote is not None:
+            zygote, self.zygote = self.zygote, None
+            await zygote.stop()
+            self.executor.zygote_lost(self.name, zygote)
+
+
+class FunctionPool:
+    def __init__(self, spec: FunctionSpec, executor: Executor) -> None:
+        self.spec = spec
+        self.executor = executor
+        self.generation = 1
+        self.instances: list[Instance] = []
+        self.draining: set[Instance] = set()
+        self.starting = 0
+        self.waiters: deque[asyncio.Future[Instance]] = deque()
+        self.restarts = 0
+        self.last_exit_reason: str | None = None
+        self.last_crash_at: datetime | None = None
+        self.deleted = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def pick(self) -> Instance | None:
+        """The least-loaded ready instance with room for one more request."""
+        best: Instance | None = None
+        limit = self.spec.concurrency
+        for instance in self.instances:
+            if instance.inflight < limit and (best is None or instance.inflight < best.inflight):
+                best = instance
+                if instance.inflight == 0:
+                    break
+        return best
+
+    async def acquire(self) -> Instance:
+        instance = self.pick()
+        if instance is not None:
+            instance.inflight += 1
+            return instance
+        if len(self.waiters) >= MAX_QUEUE:
+            raise Overloaded(f"function {self.name} has {MAX_QUEUE} requests waiting")
+        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        self.scale_up()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(waiter.result())
+            else:
+                try:
+                    self.waiters.remove(waiter)
+                except ValueError:
+                    pass
+            raise
+
+    def release(self, instance: Instance) -> None:
+        instance.inflight -= 1
+        instance.last_used = time.monotonic()
+        if instance.state is State.draining:
+            if instance.inflight == 0:
+                self.draining.discard(instance)
+                if instance.exit_reason is None:  # not already killed for misbehaving
+                    self.executor.retire(instance)
+        elif instance.state is State.ready:
+            self.wake()
+
+    def wake(self) -> None:
+        while self.waiters:
+            instance = self.pick()
+            if instance is None:
+                return
+            waiter = self.waiters.popleft()
+            if waiter.done():
+                continue
+            instance.inflight += 1
+            waiter.set_result(instance)
+
+    # -- scaling ------------------------------------------------------------------------
+
+    def scale_up(self) -> None:
+        wanted = math.ceil(len(self.waiters) / self.spec.concurrency)
+        while self.starting < wanted and len(self.instances) + self.starting < self.spec.max_scale:
+            self.starting += 1
+            self.executor.spawn(self._start())
+
+    async def _start(self) -> None:
+        generation = self.generation
+        instance: Instance | None = None
+        try:
+            deploy_dir = await self.executor.deploy_dir(self.spec.package)
+            instance = await self.executor.environment(self.spec.env).take()
+            await self._specialize(instance, deploy_dir)
+        except Exception as exc:
+            if instance is not None:
+                self.executor.retire(instance)
+            self._fail_waiters(exc)
+            return
+        finally:
+            self.starting -= 1
+        if generation != self.generation or self.deleted:
+            self.executor.retire(instance)
+            self.scale_up()
+            return
+        self.instances.append(instance)
+        self.wake()
+
+    async def _specialize(self, instance: Instance, deploy_dir: str) -> None:
+        instance.state = State.specializing
+        instance.function = self.name
+        instance.generation = self.generation
+        payload: dict[str, Any] = {
+            "function": self.name,
+            "deploy_dir": deploy_dir,
+            "entrypoint": self.spec.entrypoint,
+            "env_vars": self.spec.env_vars,
+            "concurrency": self.spec.concurrency,
+            "timeout": self.spec.timeout,
+        }
+        try:
+            response = await instance.control("/_fissile/specialize", payload, self.spec.timeout)
+        except TimeoutError:
+            raise LoadFailed(
+                f"loading {self.name} took longer than its timeout ({self.spec.timeout:g}s)"
+            ) from None
+        except Exception as exc:
+            reason = instance.exit_reason or str(exc)
+            raise LoadFailed(f"instance died while loading {self.name}: {reason}") from exc
+        if response.status != 200:
+            raise LoadFailed(_error_message(response.body))
+        instance.state = State.ready
+        instance.last_used = time.monotonic()
+        self.executor.logs.platform(self.name, f"instance {instance.id} ready (pid {instance.pid})")
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        error = exc if isinstance(exc, ExecutorError) else ExecutorError(str(exc))
+        logger.warning("function %s: %s", self.name, error)
+        self.executor.logs.platform(self.name, f"cannot start an instance: {error}")
+        if self.instances:
+            return  # ready instances will serve the waiters
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def keep_warm(self) -> None:
+        while len(self.instances) + self.starting < self.spec.min_scale:
+            self.starting += 1
+            self.executor.spawn(self._start())
+
+    def reap(self, now: float) -> None:
+        idle_timeout = self.spec.idle_timeout
+        surplus = len(self.instances) - self.spec.min_scale
+        if surplus <= 0:
+            return
+        idle = sorted(
+            (i for i in self.instances if i.inflight == 0 and now - i.last_used >= idle_timeout),
+            key=lambda i: i.last_used,
+        )
+        for instance in idle[:surplus]:
+            self.instances.remove(instance)
+            self.executor.logs.platform(self.name, f"instance {instance.id} reaped after idling")
+            self.executor.retire(instance)
+
+    # -- change -------------------------------------------------------------------------
+
+    def update(self, spec: FunctionSpec) -> None:
+        roll = spec.code_fields() != self.spec.code_fields()
+        self.spec = spec
+        if roll:
+            self.roll("function updated")
+        else:
+            self.wake()
+            self.scale_up()
+
+    def roll(self, why: str) -> None:
+        """New requests get new instances; in-flight ones finish on the old ones."""
+        self.generation += 1
+        old, self.instances = self.instances, []
+        for instance in old:
+            instance.state = State.draining
+            if instance.inflight == 0:
+                self.executor.retire(instance)
+            else:
+                self.draining.add(instance)
+        self.executor.logs.platform(self.name, f"rolling instances: {why}")
+        self.scale_up()
+
+    def lost(self, instance: Instance, expected: bool) -> None:
+        """An instance of this function exited."""
+        if instance in self.instances:
+            self.instances.remove(instance)
+        self.draining.discard(instance)
+        if not expected:
+            self.restarts += 1
+            self.last_exit_reason = instance.exit_reason
+            self.last_crash_at = datetime.now(UTC)
+            self.executor.logs.platform(
+                self.name, f"instance {instance.id} died: {instance.exit_reason}"
+            )
+        self.scale_up()
+
+    def close(self) -> None:
+        self.deleted = True
+        self.generation += 1
+        for instance in [*self.instances, *self.draining]:
+            self.executor.retire(instance)
+        self.instances.clear()
+        self.draining.clear()
+        error = ExecutorError(f"function {self.name} was deleted")
+        error.status = 404
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    def status(self) -> FunctionStatus:
+        return FunctionStatus(
+            instances=len(self.instances),
+            busy=sum(1 for i in self.instances if i.inflight),
+            starting=self.starting,
+            restarts=self.restarts,
+            last_exit_reason=self.last_exit_reason,
+            last_crash_at=self.last_crash_at,
+        )
+
+
+def _error_message(body: bytes) -> str:
+    import json
+
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace")[:500]

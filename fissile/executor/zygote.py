@@ -1,0 +1,154 @@
+"""The supervisor's side of a zygote: start it, ask it to fork, hear about exits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger("fissile.executor")
+
+ExitCallback = Callable[[int, int], None]
+ForkCallback = Callable[[str, int], None]
+
+
+class ZygoteError(Exception):
+    pass
+
+
+class Zygote:
+    def __init__(
+        self, env: str, preload: list[str], on_forked: ForkCallback, on_exit: ExitCallback
+    ) -> None:
+        self.env = env
+        self.preload = preload
+        # Both callbacks run synchronously as messages arrive, so an instance is registered
+        # under its pid before the message about its exit can be handled.
+        self.on_forked = on_forked
+        self.on_exit = on_exit
+        self.on_death: Callable[[Zygote], None] | None = None
+        self.process: asyncio.subprocess.Process | None = None
+        self.control: socket.socket | None = None
+        self.preload_failures: dict[str, str] = {}
+        self.alive = False
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._forks: dict[str, asyncio.Future[int]] = {}
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def start(self, timeout: float = 60.0) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control = ours
+        ours.setblocking(False)
+        self._ready = loop.create_future()
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fissile.executor._zygote",
+            "--fd",
+            str(theirs.fileno()),
+            "--parent",
+            str(os.getpid()),
+            "--env",
+            self.env,
+            "--preload",
+            ",".join(self.preload),
+            pass_fds=[theirs.fileno()],
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
+        )
+        theirs.close()
+        loop.add_reader(ours.fileno(), self._readable)
+        try:
+            ready = await asyncio.wait_for(self._ready, timeout)
+        except (TimeoutError, ZygoteError):
+            await self.stop()
+            raise ZygoteError(f"the {self.env} zygote did not start within {timeout:g}s") from None
+        self.alive = True
+        self.preload_failures = ready.get("preload_failures") or {}
+        for module, error in self.preload_failures.items():
+            logger.warning("environment %s: cannot preload %s: %s", self.env, module, error)
+
+    async def fork(
+        self, instance_id: str, listener: socket.socket, log_fd: int, token: str, sandbox: dict[str, Any]
+    ) -> int:
+        if not self.alive or self.control is None:
+            raise ZygoteError(f"the {self.env} zygote is not running")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._forks[instance_id] = future
+        message = {"op": "fork", "id": instance_id, "token": token, "sandbox": sandbox}
+        try:
+            socket.send_fds(self.control, [json.dumps(message).encode()], [listener.fileno(), log_fd])
+        except OSError as exc:
+            self._forks.pop(instance_id, None)
+            raise ZygoteError(f"cannot reach the {self.env} zygote: {exc}") from exc
+        return await future
+
+    def _readable(self) -> None:
+        assert self.control is not None
+        while True:
+            try:
+                data = self.control.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost()
+                return
+            message = json.loads(data)
+            op = message.get("op")
+            if op == "exit":
+                self.on_exit(message["pid"], message["status"])
+            elif op == "forked":
+                self.on_forked(message["id"], message["pid"])
+                future = self._forks.pop(message["id"], None)
+                if future is not None and not future.done():
+                    future.set_result(message["pid"])
+            elif op == "ready" and self._ready is not None and not self._ready.done():
+                self._ready.set_result(message)
+
+    def _lost(self) -> None:
+        was_alive = self.alive
+        self.alive = False
+        if self.control is not None:
+            asyncio.get_running_loop().remove_reader(self.control.fileno())
+            self.control.close()
+            self.control = None
+        error = ZygoteError(f"the {self.env} zygote exited")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(error)
+        for future in self._forks.values():
+            if not future.done():
+                future.set_exception(error)
+        self._forks.clear()
+        if was_alive:
+            logger.error("the %s zygote exited unexpectedly", self.env)
+            if self.on_death is not None:
+                self.on_death(self)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop the zygote; it kills the instances it forked before exiting."""
+        self.alive = False
+        if self.control is not None:
+            try:
+                self.control.send(json.dumps({"op": "shutdown"}).encode())
+            except OSError:
+                pass
+            asyncio.get_running_loop().remove_reader(self.control.fileno())
+            self.control.close()
+            self.control = None
+        if self.process is not None and self.process.returncode is None:
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()

@@ -1,0 +1,300 @@
+"""Pydantic models of every resource: one source of truth for the API, the store and the CLI.
+
+Each resource has a *spec* (what a user declares) and, where the platform adds state, a read
+model that extends it (``Package`` adds build status, ``Function`` adds live instance counts).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from fissile._units import parse_duration, parse_memory
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="lowercase letters, digits and '-', starting and ending with a letter or digit",
+    ),
+]
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(ge=0, description="seconds, or a string such as '500ms', '30s', '2m'"),
+]
+Memory = Annotated[
+    int,
+    BeforeValidator(parse_memory),
+    Field(ge=0, description="bytes, or a string such as '128Mi' or '1Gi'"),
+]
+
+#: Environment images this node can run; Fission's image names map onto them.
+IMAGES = {"python"}
+IMAGE_ALIASES = {
+    "fission/python-env": "python",
+    "ghcr.io/fission/python-env": "python",
+}
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _normalise_image(value: Any) -> Any:
+    if isinstance(value, str):
+        bare = value.split(":", 1)[0]
+        for prefix, image in IMAGE_ALIASES.items():
+            if bare == prefix or bare.startswith(prefix + "-"):
+                return image
+    return value
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Meta(BaseModel):
+    """Fields the platform keeps for every stored resource."""
+
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    generation: int = 0
+
+
+# --- Environment -------------------------------------------------------------------------
+
+
+class EnvironmentSpec(Spec):
+    name: Name
+    image: Annotated[str, BeforeValidator(_normalise_image)] = "python"
+    poolsize: int = Field(3, ge=0, le=64, description="warm, unspecialized instances kept ready")
+    preload: list[str] = Field(
+        default_factory=list, description="modules the environment's zygote imports once"
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _known_image(cls, value: str) -> str:
+        if value not in IMAGES:
+            raise ValueError(
+                f"unsupported image {value!r}; this node runs: {', '.join(sorted(IMAGES))}"
+            )
+        return value
+
+    @field_validator("preload")
+    @classmethod
+    def _module_names(cls, value: list[str]) -> list[str]:
+        for module in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module):
+                raise ValueError(f"{module!r} is not a module name")
+        return value
+
+
+class Environment(EnvironmentSpec, Meta):
+    pass
+
+
+# --- Package -----------------------------------------------------------------------------
+
+
+class BuildState(StrEnum):
+    pending = "pending"
+    building = "building"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class PackageSpec(Spec):
+    name: Name
+    env: Name
+    source: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of an uploaded source archive"
+    )
+    buildcmd: str | None = Field(None, max_length=4096)
+    owner: Name | None = Field(None, description="the function that created this package")
+
+
+class BuildStatus(BaseModel):
+    state: BuildState = BuildState.pending
+    deploy: str | None = Field(None, description="content address of the deploy directory")
+    log: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    rebuild: int = Field(0, description="explicit rebuilds so far; part of the build's address")
+
+
+class Package(PackageSpec, Meta):
+    status: BuildStatus = Field(default_factory=BuildStatus)
+
+
+# --- Function ----------------------------------------------------------------------------
+
+ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+EnvVars = dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str]
+
+
+class FunctionSpec(Spec):
+    name: Name
+    env: Name
+    package: Name
+    entrypoint: str = Field("main", pattern=ENTRYPOINT_PATTERN)
+    timeout: Duration = Field(60.0, gt=0, le=86400)
+    memory: Memory = Field(256 * 1024**2, ge=16 * 1024**2)
+    cpu: float | None = Field(None, gt=0, le=64, description="CPU cores (enforced by the sandbox)")
+    min_scale: int = Field(0, ge=0, le=1000)
+    max_scale: int = Field(10, ge=1, le=1000)
+    concurrency: int = Field(1, ge=1, le=1000, description="in-flight requests per instance")
+    idle_timeout: Duration = Field(120.0, ge=0)
+    env_vars: EnvVars = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _scale_bounds(self) -> FunctionSpec:
+        if self.min_scale > self.max_scale:
+            raise ValueError(
+                f"min_scale ({self.min_scale}) cannot exceed max_scale ({self.max_scale})"
+            )
+        return self
+
+    def code_fields(self) -> tuple[Any, ...]:
+        """Fields whose change must roll the function's instances."""
+        return (
+            self.env,
+            self.package,
+            self.entrypoint,
+            self.memory,
+            self.cpu,
+            tuple(sorted(self.env_vars.items())),
+        )
+
+
+class FunctionStatus(BaseModel):
+    instances: int = 0
+    busy: int = 0
+    starting: int = 0
+    restarts: int = 0
+    last_exit_reason: str | None = None
+    last_crash_at: datetime | None = None
+
+
+class Function(FunctionSpec, Meta):
+    status: FunctionStatus = Field(default_factory=FunctionStatus)
+
+
+# --- HTTPTrigger -------------------------------------------------------------------------
+
+_URL_SEGMENT = r"(\{[A-Za-z_][A-Za-z0-9_]*(:[^/{}]+)?\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)"
+
+
+class HTTPTriggerSpec(Spec):
+    name: Name
+    function: Name
+    url: str | None = Field(
+        None, description="path template: /students/{id} or /items/{id:[0-9]+}"
+    )
+    prefix: str | None = Field(None, description="serve this path and everything under it")
+    methods: list[str] = Field(default_factory=lambda: ["GET"])
+
+    @field_validator("url", "prefix")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        if len(value) > 1024:
+            raise ValueError("must be at most 1024 characters")
+        trimmed = value.rstrip("/") or "/"
+        if trimmed != "/":
+            for segment in trimmed[1:].split("/"):
+                if not re.fullmatch(_URL_SEGMENT, segment):
+                    raise ValueError(f"invalid path segment {segment!r}")
+                if segment.startswith("{") and ":" in segment:
+                    try:
+                        re.compile(segment[1:-1].split(":", 1)[1])
+                    except re.error as exc:
+                        raise ValueError(f"invalid pattern in {segment!r}: {exc}") from exc
+        if trimmed.startswith("/function/") or trimmed == "/function":
+            raise ValueError("/function/... is reserved for direct function calls")
+        if trimmed.startswith("/_fissile"):
+            raise ValueError("/_fissile is reserved by the router")
+        return trimmed
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        methods: list[str] = []
+        for method in value:
+            upper = method.upper()
+            if upper in ("ANY", "*"):
+                return ["*"]
+            if upper not in HTTP_METHODS:
+                raise ValueError(f"unknown HTTP method {method!r}")
+            if upper not in methods:
+                methods.append(upper)
+        if not methods:
+            raise ValueError("at least one method (or ANY) is required")
+        return methods
+
+    @model_validator(mode="after")
+    def _url_or_prefix(self) -> HTTPTriggerSpec:
+        if (self.url is None) == (self.prefix is None):
+            raise ValueError("give exactly one of url or prefix")
+        if self.prefix is not None and "{" in self.prefix:
+            raise ValueError("a prefix cannot hold {params}")
+        return self
+
+
+class HTTPTrigger(HTTPTriggerSpec, Meta):
+    pass
+
+
+# --- Registry of kinds ---------------------------------------------------------------------
+
+Kind = Literal["environments", "packages", "functions", "httptriggers"]
+
+SPEC_MODELS: dict[str, type[Spec]] = {
+    "environments": EnvironmentSpec,
+    "packages": PackageSpec,
+    "functions": FunctionSpec,
+    "httptriggers": HTTPTriggerSpec,
+}
+READ_MODELS: dict[str, type[BaseModel]] = {
+    "environments": Environment,
+    "packages": Package,
+    "functions": Function,
+    "httptriggers": HTTPTrigger,
+}
+SINGULAR = {
+    "environments": "environment",
+    "packages": "package",
+    "functions": "function",
+    "httptriggers": "HTTP trigger",
+}
+
+
+class ArchiveInfo(BaseModel):
+    sha256: str
+    size: int
+    files: int
+
+
+class PlatformInfo(BaseModel):
+    version: str
+    router_url: str
+    data_dir: str
+

@@ -1,0 +1,99 @@
+"""Function logs: each instance's stdout and stderr arrive on a pipe; lines go to the log file of
+the function it serves (or of its environment while it is still warm and unassigned)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Protocol
+
+MAX_LOG_BYTES = 10 * 1024 * 1024
+_MAX_LINE = 16384
+
+
+class LogSource(Protocol):
+    id: str
+    env: str
+    function: str | None
+
+
+class LogBook:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "functions").mkdir(parents=True, exist_ok=True)
+        (root / "environments").mkdir(parents=True, exist_ok=True)
+        self._files: dict[Path, IO[str]] = {}
+
+    def function_log(self, function: str) -> Path:
+        return self.root / "functions" / f"{function}.log"
+
+    def environment_log(self, env: str) -> Path:
+        return self.root / "environments" / f"{env}.log"
+
+    def attach(self, source: LogSource, fd: int) -> None:
+        """Read ``fd`` (the read end of an instance's output pipe) until it closes."""
+        os.set_blocking(fd, False)
+        loop = asyncio.get_running_loop()
+        pending = bytearray()
+
+        def readable() -> None:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(fd)
+                os.close(fd)
+                if pending:
+                    self._emit(source, bytes(pending))
+                return
+            pending.extend(data)
+            while True:
+                end = pending.find(b"\n")
+                if end < 0:
+                    if len(pending) > _MAX_LINE:
+                        self._emit(source, bytes(pending[:_MAX_LINE]))
+                        del pending[:_MAX_LINE]
+                    break
+                self._emit(source, bytes(pending[:end]))
+                del pending[: end + 1]
+
+        loop.add_reader(fd, readable)
+
+    def _emit(self, source: LogSource, line: bytes) -> None:
+        target = (
+            self.function_log(source.function) if source.function else self.environment_log(source.env)
+        )
+        self._write(target, f"{source.id} {line.decode('utf-8', 'replace').rstrip()}")
+
+    def platform(self, function: str, message: str) -> None:
+        """A line from fissile itself about a function (crashes, timeouts, rollouts)."""
+        self._write(self.function_log(function), f"fissile {message}")
+
+    def forget(self, function: str) -> None:
+        path = self.function_log(function)
+        handle = self._files.pop(path, None)
+        if handle is not None:
+            handle.close()
+        path.unlink(missing_ok=True)
+        path.with_suffix(".log.1").unlink(missing_ok=True)
+
+    def _write(self, path: Path, text: str) -> None:
+        handle = self._files.get(path)
+        if handle is None:
+            handle = self._files[path] = path.open("a", encoding="utf-8", buffering=1)
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        handle.write(f"{stamp} {text}\n")
+        if handle.tell() > MAX_LOG_BYTES:
+            handle.close()
+            os.replace(path, path.with_suffix(".log.1"))
+            del self._files[path]
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()

@@ -1,0 +1,167 @@
+"""``fissile up``: one process running the control API, the router, the executor and the
+builder on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+import fissile
+from fissile.builder import ArchiveStore, Builder
+from fissile.config import Config
+from fissile.controlplane import Resources, create_api
+from fissile.executor import Executor
+from fissile.models import EnvironmentSpec, PlatformInfo
+from fissile.observability import LogBook
+from fissile.router import Router
+from fissile.store import Store, open_store
+
+logger = logging.getLogger("fissile")
+
+
+class StartupError(Exception):
+    pass
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the platform (two servers share it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen for the {what} on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Platform:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stopping = asyncio.Event()
+        self.store: Store | None = None
+        self.executor: Executor | None = None
+        self.builder: Builder | None = None
+        self.logs: LogBook | None = None
+        self._servers: list[_Server] = []
+        self._ready = False
+
+    def ready(self) -> bool:
+        return self._ready and self.executor is not None and self.executor.ready()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stopping.set)
+        try:
+            await self.start()
+            await self.stopping.wait()
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        config = self.config
+        router_sock = _listen(config.host, config.port, "router")
+        api_sock = _listen(config.api_host, config.api_port, "control API")
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = store = open_store(f"sqlite://{config.database}")
+        _first_start(store)
+        self.logs = logs = LogBook(config.logs)
+        archives = ArchiveStore(config.archives)
+        self.executor = executor = Executor(store, config.deploy, logs)
+        self.builder = builder = Builder(store, archives, config.deploy)
+        resources = Resources(store, builder, archives, executor, logs)
+        router = Router(executor, max_body=config.max_body)
+        info = PlatformInfo(
+            version=fissile.__version__, router_url=config.router_url, data_dir=str(config.data_dir)
+        )
+        api = create_api(resources, logs, info, self.ready)
+
+        builder.resume()
+        await executor.start()
+        router.follow(store)
+        for app, sock in ((router, router_sock), (api, api_sock)):
+            server = _Server(
+                uvicorn.Config(
+                    app,
+                    http="httptools",
+                    lifespan="off",
+                    access_log=False,
+                    log_level="warning",
+                    server_header=False,
+                    date_header=False,
+                )
+            )
+            self._servers.append(server)
+            asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not all(server.started for server in self._servers):
+            await asyncio.sleep(0.01)
+        self._ready = True
+        print(
+            f"fissile {fissile.__version__}: router {config.router_url},"
+            f" control API http://{config.api_host}:{config.api_port},"
+            f" data {config.data_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def stop(self) -> None:
+        self._ready = False
+        for server in self._servers:
+            server.should_exit = True
+        if self.builder is not None:
+            await self.builder.stop()
+        if self.executor is not None:
+            await self.executor.stop()
+        for _ in range(100):
+            if all(not server.started or server.should_exit for server in self._servers):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        if self.logs is not None:
+            self.logs.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def _first_start(store: Store) -> None:
+    """A new data dir gets the built-in ``python`` environment (once: deleting it sticks)."""
+    if store.find("meta", "platform") is not None:
+        return
+    if store.find("environments", "python") is None:
+        store.create("environments", "python", EnvironmentSpec(name="python").model_dump(mode="json"))
+    store.create("meta", "platform", {"initialized_by": fissile.__version__})
+
+
+def run(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    platform = Platform(config)
+    factory: Any = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(platform.run())

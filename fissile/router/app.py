@@ -1,0 +1,206 @@
+"""The router: the public data plane, a raw ASGI callable (a framework layer here costs 20-45 %
+of throughput, DESIGN.md). It reads only the in-memory route table and the executor's pools."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fissile.executor import Executor
+from fissile.executor.connection import InstanceResponse
+from fissile.models import HTTPTriggerSpec
+from fissile.router.proxy import Answer, forward
+from fissile.router.routes import MethodNotAllowed, Route, RouteTable
+from fissile.store import Change, Store
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DIRECT_PREFIX = "/function/"
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+
+# Never forwarded from the client: hop-by-hop headers, and our own metadata (so a client cannot
+# forge path params or the function name).
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"expect",
+    }
+)
+_DROP_FROM_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+class Router:
+    def __init__(self, executor: Executor, max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.executor = executor
+        self.max_body = max_body
+        self.table = RouteTable()
+        self._routes: dict[str, Route] = {}
+
+    def follow(self, store: Store) -> None:
+        """Load the HTTP triggers and keep the table current as they change."""
+        for record in store.list("httptriggers"):
+            self._routes[record.name] = Route.from_trigger(
+                HTTPTriggerSpec.model_validate(record.data)
+            )
+        self.table = RouteTable(self._routes.values())
+        store.subscribe(self._changed)
+
+    def _changed(self, change: Change) -> None:
+        if change.record.kind != "httptriggers":
+            return
+        if change.action == "deleted":
+            self._routes.pop(change.record.name, None)
+        else:
+            spec = HTTPTriggerSpec.model_validate(change.record.data)
+            self._routes[spec.name] = Route.from_trigger(spec)
+        self.table = RouteTable(self._routes.values())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        params: dict[str, str] = {}
+        if path.startswith(DIRECT_PREFIX):
+            function = path[len(DIRECT_PREFIX) :].split("/", 1)[0]
+        elif path == "/_fissile/healthz":
+            await _answer(send, Answer(200, "ok", "router is serving"))
+            return
+        else:
+            try:
+                match = self.table.match(method, path)
+            except MethodNotAllowed as exc:
+                allow = ", ".join(exc.allowed).encode()
+                message = f"{method} is not allowed on {path}"
+                await _answer(send, Answer(405, "method_not_allowed", message, [(b"allow", allow)]))
+                return
+            if match is None:
+                await _answer(send, Answer(404, "no_route", f"no route for {method} {path}"))
+                return
+            function = match.route.function
+            params = match.params
+
+        try:
+            pool = self.executor.function(function)
+        except Exception:
+            await _answer(
+                send, Answer(404, "function_not_found", f"function {function!r} not found")
+            )
+            return
+        try:
+            body = await self._body(scope, receive)
+        except BodyTooLarge:
+            limit = f"{self.max_body} bytes"
+            await _answer(send, Answer(413, "body_too_large", f"request body exceeds {limit}"))
+            return
+        except ClientGone:
+            return
+
+        result = await forward(
+            self.executor, pool, self._request(scope, function, params, body, pool.spec.timeout)
+        )
+        if isinstance(result, InstanceResponse):
+            headers = [(k, v) for k, v in result.headers if k.lower() not in _DROP_FROM_RESPONSE]
+            headers.append((b"content-length", str(len(result.body)).encode()))
+            await send({"type": "http.response.start", "status": result.status, "headers": headers})
+            await send({"type": "http.response.body", "body": result.body})
+        else:
+            await _answer(send, result)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body:
+                        raise BodyTooLarge
+                except ValueError:
+                    pass
+                break
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _request(
+        self, scope: Scope, function: str, params: dict[str, str], body: bytes, timeout: float
+    ) -> bytes:
+        target: bytes = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope["query_string"]
+        if query:
+            target += b"?" + query
+        lines = [scope["method"].encode(), b" ", target, b" HTTP/1.1\r\n"]
+        host = b""
+        for name, value in scope["headers"]:
+            if name in _HOP_BY_HOP or name.startswith(b"x-fissile-"):
+                continue
+            if name == b"host":
+                host = value
+            lines += [name, b": ", value, b"\r\n"]
+        scheme = scope.get("scheme", "http")
+        client = scope.get("client")
+        full_url = f"{scheme}://{host.decode('latin-1')}{target.decode('latin-1')}"
+        meta = [
+            f"x-fissile-function: {function}",
+            f"x-fissile-invocation-id: {secrets.token_hex(8)}",
+            f"x-fissile-timeout: {timeout:g}",
+            f"x-fissile-full-url: {full_url}",
+            f"x-forwarded-proto: {scheme}",
+        ]
+        if client:
+            meta.append(f"x-forwarded-for: {client[0]}")
+        if params:
+            meta.append(f"x-fissile-params: {json.dumps(params)}")
+            meta.extend(f"x-fissile-params-{key}: {value}" for key, value in params.items())
+        meta.append(f"content-length: {len(body)}")
+        lines.append(("\r\n".join(meta) + "\r\n\r\n").encode("latin-1", "replace"))
+        lines.append(body)
+        return b"".join(lines)
+
+
+async def _answer(send: Send, answer: Answer) -> None:
+    headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})

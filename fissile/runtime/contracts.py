@@ -1,0 +1,125 @@
+"""Adapters between the instance server and the ways a function can be written.
+
+* native: ``main(request)`` or ``main(request, context)``, sync or ``async def``;
+* fission: a zero-argument ``main()`` that reads ``flask.request`` (Fission's python env).
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fissile.runtime.context import Context
+from fissile.runtime.request import Request
+from fissile.runtime.response import Response, to_response
+
+Invoke = Callable[[Request, Context], Any]
+
+
+class Handler:
+    """A loaded function bound to its contract."""
+
+    def __init__(self, func: Callable[..., Any], contract: str, invoke: Invoke) -> None:
+        self.func = func
+        self.contract = contract
+        self.is_async = inspect.iscoroutinefunction(func)
+        self._invoke = invoke
+
+    def call(self, request: Request, context: Context) -> Response | Awaitable[Response]:
+        if self.is_async:
+            return self._call_async(request, context)
+        return to_response(self._invoke(request, context))
+
+    async def _call_async(self, request: Request, context: Context) -> Response:
+        return to_response(await self._invoke(request, context))
+
+
+def bind(func: Callable[..., Any], function_name: str) -> Handler:
+    arity = _required_positional(func)
+    if arity == 0:
+        return Handler(func, "fission", _fission_invoke(func, function_name))
+    if arity == 1:
+        return Handler(func, "native", lambda request, context: func(request))
+    if arity == 2:
+        return Handler(func, "native", func)
+    raise TypeError(
+        f"{getattr(func, '__name__', func)!r} takes {arity} arguments;"
+        " write main(), main(request) or main(request, context)"
+    )
+
+
+def _required_positional(func: Callable[..., Any]) -> int:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return 1
+    count = 0
+    for parameter in signature.parameters.values():
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            if parameter.default is parameter.empty:
+                count += 1
+        elif parameter.kind is parameter.VAR_POSITIONAL:
+            return max(count, 1)
+    return count
+
+
+def _fission_invoke(func: Callable[..., Any], function_name: str) -> Invoke:
+    """Run ``func`` inside a Flask request context, as Fission's python environment does."""
+    try:
+        import flask
+    except ImportError:
+        # Without Flask a zero-argument function can still run; it just cannot read a request.
+        return lambda request, context: func()
+
+    app = flask.Flask(function_name)
+
+    if inspect.iscoroutinefunction(func):
+
+        async def invoke_async(request: Request, context: Context) -> Any:
+            with app.request_context(_environ(request)):
+                return _from_flask(app.make_response(await func()))
+
+        return invoke_async
+
+    def invoke(request: Request, context: Context) -> Any:
+        with app.request_context(_environ(request)):
+            return _from_flask(app.make_response(func()))
+
+    return invoke
+
+
+def _from_flask(response: Any) -> Response:
+    headers = {key: value for key, value in response.headers.items() if key.lower() != "content-length"}
+    return Response(response.get_data(), response.status_code, headers)
+
+
+def _environ(request: Request) -> dict[str, Any]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": request.path,
+        "QUERY_STRING": request.query_string,
+        "SERVER_NAME": "fissile",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": request.headers.get("x-forwarded-for", "127.0.0.1").split(",")[0],
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": request.headers.get("x-forwarded-proto", "http"),
+        "wsgi.input": io.BytesIO(request.body),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "CONTENT_LENGTH": str(len(request.body)),
+    }
+    for key, value in request.headers.items():
+        if key == "content-type":
+            environ["CONTENT_TYPE"] = value
+        elif key == "host":
+            environ["HTTP_HOST"] = value
+            environ["SERVER_NAME"] = value.split(":")[0]
+        elif key != "content-length":
+            environ["HTTP_" + key.upper().replace("-", "_")] = value
+    return environ

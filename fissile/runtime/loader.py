@@ -1,0 +1,74 @@
+"""Finding a function's entrypoint in its deploy directory.
+
+Rules: ``module.func`` imports ``module`` from the deploy directory; a bare ``func`` is looked up
+in the package's only top-level ``.py`` file, or in ``main.py`` when there are several.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_IGNORED = {"setup.py", "conftest.py"}
+
+
+class LoadError(Exception):
+    """The function's code could not be loaded; the message is shown to the caller."""
+
+
+def load_entrypoint(deploy_dir: str, entrypoint: str) -> Callable[..., Any]:
+    root = Path(deploy_dir)
+    if not root.is_dir():
+        raise LoadError(f"deploy directory {deploy_dir} is missing")
+    module_name, _, func_name = entrypoint.rpartition(".")
+    if not module_name:
+        module_name = _default_module(root, entrypoint)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    os.chdir(root)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name.split(".")[0]:
+            raise LoadError(f"module {module_name!r} not found in the package") from exc
+        raise LoadError(f"importing {module_name!r} failed: {_describe(exc)}") from exc
+    except BaseException as exc:
+        raise LoadError(f"importing {module_name!r} failed: {_describe(exc)}") from exc
+    location = getattr(module, "__file__", None)
+    if location is None or not Path(location).resolve().is_relative_to(root.resolve()):
+        raise LoadError(
+            f"module {module_name!r} is shadowed by one the environment already imported"
+            f" ({location or 'built in'}); rename your module"
+        )
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise LoadError(f"module {module_name!r} has no attribute {func_name!r}")
+    if not callable(func):
+        raise LoadError(f"{module_name}.{func_name} is not callable")
+    return func  # type: ignore[no-any-return]
+
+
+def _default_module(root: Path, func_name: str) -> str:
+    candidates = sorted(
+        path.stem
+        for path in root.glob("*.py")
+        if path.name not in _IGNORED and path.stem.isidentifier()
+    )
+    if len(candidates) == 1:
+        return candidates[0]
+    if "main" in candidates:
+        return "main"
+    if not candidates:
+        raise LoadError("the package has no top-level .py file; set an entrypoint module.func")
+    raise LoadError(
+        f"entrypoint {func_name!r} is ambiguous among {', '.join(candidates)};"
+        f" use e.g. --entrypoint {candidates[0]}.{func_name}"
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

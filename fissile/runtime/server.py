@@ -1,0 +1,246 @@
+"""The HTTP/1.1 server inside an instance: httptools on asyncio, no framework.
+
+It listens on a unix socket handed over by the executor. Until specialized it only answers the
+executor's control requests (authenticated by a per-instance token); afterwards every request
+goes to the function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+from fissile.runtime.context import Context
+from fissile.runtime.contracts import Handler, bind
+from fissile.runtime.loader import LoadError, load_entrypoint
+from fissile.runtime.request import Request
+from fissile.runtime.response import JSON_TYPE, Response
+
+CONTROL_PREFIX = "/_fissile/"
+CONTROL_HEADER = "x-fissile-control"
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class InstanceApp:
+    """What an instance knows: its control token and, once specialized, its function."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.handler: Handler | None = None
+        self.function = ""
+        self.timeout = 60.0
+        self.threads: ThreadPoolExecutor | None = None
+        self.logger = logging.getLogger("function")
+
+    def specialize(self, spec: dict[str, Any]) -> Response:
+        if self.handler is not None:
+            return _error(409, "already_specialized", f"instance already runs {self.function}")
+        os.environ.update(spec.get("env_vars") or {})
+        self.function = spec["function"]
+        self.timeout = float(spec.get("timeout", 60.0))
+        self.logger = logging.getLogger(self.function)
+        try:
+            func = load_entrypoint(spec["deploy_dir"], spec.get("entrypoint") or "main")
+            handler = bind(func, self.function)
+        except (LoadError, TypeError) as exc:
+            print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
+            return _error(500, "load_failed", str(exc))
+        if not handler.is_async and int(spec.get("concurrency", 1)) > 1:
+            self.threads = ThreadPoolExecutor(int(spec["concurrency"]), self.function)
+        self.handler = handler
+        body = {"function": self.function, "contract": handler.contract, "async": handler.is_async}
+        return Response(body)
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection from the router; requests are answered in order."""
+
+    def __init__(self, app: InstanceApp) -> None:
+        self.app = app
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.queue: deque[tuple[Request, bool]] = deque()
+        self.busy = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.write(_error(400, "bad_request", f"malformed request: {exc}"), keep_alive=False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = {}
+        self.body = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        parsed = httptools.parse_url(self.url)
+        path = parsed.path.decode("latin-1")
+        query = parsed.query.decode("latin-1") if parsed.query else ""
+        method = self.parser.get_method().decode("ascii")
+        request = Request(method, path, query, self.headers, b"".join(self.body))
+        self.queue.append((request, self.parser.should_keep_alive()))
+        if not self.busy:
+            self.next()
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def next(self) -> None:
+        while self.queue and self.transport is not None:
+            request, keep_alive = self.queue.popleft()
+            result = self.dispatch(request)
+            if isinstance(result, Response):
+                self.write(result, keep_alive)
+                continue
+            self.busy = True
+            task = asyncio.ensure_future(result)
+            task.add_done_callback(lambda done, ka=keep_alive: self._finished(done, ka))
+            return
+
+    def _finished(self, task: asyncio.Future[Response], keep_alive: bool) -> None:
+        self.busy = False
+        self.write(task.result(), keep_alive)
+        self.next()
+
+    def dispatch(self, request: Request) -> Response | asyncio.Future[Response] | Any:
+        if request.path.startswith(CONTROL_PREFIX) and CONTROL_HEADER in request.headers:
+            return self.control(request)
+        handler = self.app.handler
+        if handler is None:
+            return _error(503, "not_specialized", "this instance has no function yet")
+        context = Context(
+            self.app.function,
+            request.headers.get("x-fissile-invocation-id", ""),
+            float(request.headers.get("x-fissile-timeout", self.app.timeout)),
+            self.app.logger,
+        )
+        request.params = _params(request.headers)
+        if handler.is_async:
+            return self._guard_async(handler, request, context)
+        if self.app.threads is not None:
+            loop = asyncio.get_running_loop()
+            return loop.run_in_executor(self.app.threads, _guard, handler, request, context)
+        return _guard(handler, request, context)
+
+    async def _guard_async(self, handler: Handler, request: Request, context: Context) -> Response:
+        try:
+            return await handler.call(request, context)  # type: ignore[misc]
+        except Exception as exc:
+            return _failed(self.app.function, exc)
+
+    def control(self, request: Request) -> Response:
+        if request.headers.get(CONTROL_HEADER) != self.app.token:
+            return _error(403, "forbidden", "bad control token")
+        if request.path == "/_fissile/specialize" and request.method == "POST":
+            return self.app.specialize(json.loads(request.body))
+        if request.path == "/_fissile/healthz":
+            return Response({"pid": os.getpid(), "function": self.app.function or None})
+        return _error(404, "not_found", f"no control endpoint {request.path}")
+
+    def write(self, response: Response, keep_alive: bool) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        status = response.status
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
+        for key, value in response.headers.items():
+            lines.append(f"{key}: {value}\r\n".encode("latin-1"))
+        lines.append(b"content-length: %d\r\n" % len(response.body))
+        if not keep_alive:
+            lines.append(b"connection: close\r\n")
+        lines.append(b"\r\n")
+        lines.append(response.body)
+        transport.write(b"".join(lines))
+        if not keep_alive:
+            transport.close()
+
+
+def _guard(handler: Handler, request: Request, context: Context) -> Response:
+    try:
+        return handler.call(request, context)  # type: ignore[return-value]
+    except Exception as exc:
+        return _failed(context.function, exc)
+
+
+def _failed(function: str, exc: BaseException) -> Response:
+    traceback.print_exc(file=sys.stderr)
+    sys.stderr.flush()
+    return Response(
+        {
+            "error": {
+                "code": "function_error",
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "function": function,
+            }
+        },
+        500,
+    )
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response({"error": {"code": code, "message": message}}, status, content_type=JSON_TYPE)
+
+
+def _params(headers: dict[str, str]) -> dict[str, str]:
+    # One JSON header keeps the parameter names' case, which header names lose.
+    raw = headers.get("x-fissile-params")
+    if not raw:
+        return {}
+    try:
+        params = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
+
+
+def serve(listener: socket.socket, token: str) -> None:
+    """Run the instance server on ``listener`` until SIGTERM; called in the forked child."""
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = InstanceApp(token)
+    listener.setblocking(False)
+    loop.run_until_complete(loop.create_unix_server(lambda: HttpConnection(app), sock=listener))
+    loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    loop.run_forever()

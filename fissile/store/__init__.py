@@ -1,0 +1,25 @@
+"""Where resources live. ``open_store`` picks an implementation by URL scheme, importing it lazily."""
+
+from __future__ import annotations
+
+from fissile.store.base import (
+    AlreadyExists,
+    Change,
+    NotFound,
+    Record,
+    StaleWrite,
+    Store,
+    StoreError,
+)
+
+__all__ = ["AlreadyExists", "Change", "NotFound", "Record", "StaleWrite", "Store", "StoreError", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """Open a store from a URL such as ``sqlite:///path/fissile.db``."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "sqlite":
+        from fissile.store.sqlite import SQLiteStore
+
+        return SQLiteStore(rest)
+    raise ValueError(f"unknown store {scheme!r}; supported: sqlite")
