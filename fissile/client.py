@@ -47,7 +47,9 @@ class Client:
                 f"cannot reach the fissile API at {self.base_url}: is `fissile up` running?"
             ) from None
         except httpx.TimeoutException:
-            raise ClientError(f"the fissile API at {self.base_url} did not answer in time") from None
+            raise ClientError(
+                f"the fissile API at {self.base_url} did not answer in time"
+            ) from None
         if response.status_code >= 400:
             raise _error(response)
         return response

@@ -203,9 +203,7 @@ _URL_SEGMENT = r"(\{[A-Za-z_][A-Za-z0-9_]*(:[^/{}]+)?\}|[A-Za-z0-9._~!$&'()*+,;=
 class HTTPTriggerSpec(Spec):
     name: Name
     function: Name
-    url: str | None = Field(
-        None, description="path template: /students/{id} or /items/{id:[0-9]+}"
-    )
+    url: str | None = Field(None, description="path template: /students/{id} or /items/{id:[0-9]+}")
     prefix: str | None = Field(None, description="serve this path and everything under it")
     methods: list[str] = Field(default_factory=lambda: ["GET"])
 
@@ -297,4 +295,3 @@ class PlatformInfo(BaseModel):
     version: str
     router_url: str
     data_dir: str
-

@@ -47,7 +47,9 @@ def _listen(host: str, port: int, what: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise StartupError(f"cannot listen for the {what} on {host}:{port}: {exc.strerror}") from None
+        raise StartupError(
+            f"cannot listen for the {what} on {host}:{port}: {exc.strerror}"
+        ) from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -147,7 +149,9 @@ def _first_start(store: Store) -> None:
     if store.find("meta", "platform") is not None:
         return
     if store.find("environments", "python") is None:
-        store.create("environments", "python", EnvironmentSpec(name="python").model_dump(mode="json"))
+        store.create(
+            "environments", "python", EnvironmentSpec(name="python").model_dump(mode="json")
+        )
     store.create("meta", "platform", {"initialized_by": fissile.__version__})
 
 

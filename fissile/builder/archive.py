@@ -111,7 +111,9 @@ def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) ->
                 if _is_symlink(info):
                     target = archive.read(info).decode("utf-8", "replace")
                     if not _inside(pure.parent, target):
-                        raise ArchiveError(f"{name}: symlink to {target} points outside the archive")
+                        raise ArchiveError(
+                            f"{name}: symlink to {target} points outside the archive"
+                        )
                 total += info.file_size
                 if total > max_extracted:
                     raise ArchiveError(

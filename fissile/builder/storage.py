@@ -29,9 +29,8 @@ class ArchiveStore:
         """Store an archive (checked before it is kept); returns its sha256, size and summary."""
         data = chunks if isinstance(chunks, bytes) else b"".join(chunks)
         if len(data) > MAX_ARCHIVE_BYTES:
-            raise ArchiveTooLarge(
-                f"archive is {len(data)} bytes; the limit is {MAX_ARCHIVE_BYTES // (1024 * 1024)} MiB"
-            )
+            limit = MAX_ARCHIVE_BYTES // (1024 * 1024)
+            raise ArchiveTooLarge(f"archive is {len(data)} bytes; the limit is {limit} MiB")
         digest = hashlib.sha256(data).hexdigest()
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
         try:

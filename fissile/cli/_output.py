@@ -8,8 +8,6 @@ from typing import Any
 
 import click
 import yaml
-from rich.console import Console
-from rich.table import Table
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
@@ -23,19 +21,21 @@ output_option = click.option(
 )
 
 
-def emit(data: dict[str, Any] | list[dict[str, Any]], output: str, columns: Sequence[Column]) -> None:
+def emit(
+    data: dict[str, Any] | list[dict[str, Any]], output: str, columns: Sequence[Column]
+) -> None:
     if output == "json":
         click.echo(json.dumps(data, indent=2, default=str))
     elif output == "yaml":
         click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), nl=False)
     else:
         rows = data if isinstance(data, list) else [data]
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for header, _ in columns:
-            table.add_column(header)
-        for row in rows:
-            table.add_row(*(_cell(getter(row)) for _, getter in columns))
-        Console(soft_wrap=True).print(table)
+        cells = [[header for header, _ in columns]]
+        cells += [[_cell(getter(row)) for _, getter in columns] for row in rows]
+        # Plain aligned columns, never truncated: names must stay copyable (kubectl's habit).
+        widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+        for line in cells:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
 
 
 def _cell(value: Any) -> str:

@@ -67,8 +67,12 @@ def _settings_options(func: Any) -> Any:
         click.option("--entrypoint", default=None, help="module.func or func [default: main]"),
         click.option("--timeout", type=DURATION, default=None, help="e.g. 60s [default: 60s]"),
         click.option("--memory", type=MEMORY, default=None, help="e.g. 256Mi [default: 256Mi]"),
-        click.option("--cpu", type=float, default=None, help="CPU cores (enforced by the sandbox)."),
-        click.option("--min-scale", type=int, default=None, help="Instances kept warm [default: 0]"),
+        click.option(
+            "--cpu", type=float, default=None, help="CPU cores (enforced by the sandbox)."
+        ),
+        click.option(
+            "--min-scale", type=int, default=None, help="Instances kept warm [default: 0]"
+        ),
         click.option("--max-scale", type=int, default=None, help="Instance limit [default: 10]"),
         click.option("--concurrency", type=int, default=None, help="Requests per instance [1]"),
         click.option("--idle-timeout", type=DURATION, default=None, help="Reap after [120s]"),
@@ -188,7 +192,10 @@ def get(name: str, output: str) -> None:
         ("Concurrency", function["concurrency"]),
         ("Idle timeout", format_duration(function["idle_timeout"])),
         ("Env vars", ", ".join(f"{k}={v}" for k, v in function["env_vars"].items()) or "-"),
-        ("Instances", f"{status['instances']} ({status['busy']} busy, {status['starting']} starting)"),
+        (
+            "Instances",
+            f"{status['instances']} ({status['busy']} busy, {status['starting']} starting)",
+        ),
         ("Restarts", status["restarts"]),
         ("Last exit", status.get("last_exit_reason") or "-"),
         ("Last crash", status.get("last_crash_at") or "-"),

@@ -1,6 +1,8 @@
-"""The control API: CRUD of every resource under ``/v1``, archive uploads, logs, health."""
+"""The control API: CRUD of every resource under ``/v1``, archive uploads, logs, health.
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI reads the request models from the
+route functions' annotations, which must be real classes, not strings.
+"""
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
@@ -91,7 +93,7 @@ def create_api(
 
     def crud(path: str, kind: str, spec_model: Any, read_model: Any, tag: str) -> None:
         async def list_(request: Request) -> list[Any]:
-            return resources.list(kind)
+            return resources.list_kind(kind)
 
         async def get(name: str) -> Any:
             return resources.get(kind, name)
@@ -99,17 +101,19 @@ def create_api(
         async def delete(name: str) -> Any:
             return resources.delete(kind, name)
 
-        async def create(spec: spec_model) -> Any:  # type: ignore[valid-type]
+        async def create(spec: spec_model) -> Any:
             return resources.create(kind, spec)
 
-        async def update(name: str, spec: spec_model) -> Any:  # type: ignore[valid-type]
+        async def update(name: str, spec: spec_model) -> Any:
             return resources.update(kind, name, spec)
 
         app.add_api_route(path, list_, methods=["GET"], response_model=list[read_model], tags=[tag])
         app.add_api_route(
             path, create, methods=["POST"], response_model=read_model, status_code=201, tags=[tag]
         )
-        app.add_api_route(path + "/{name}", get, methods=["GET"], response_model=read_model, tags=[tag])
+        app.add_api_route(
+            path + "/{name}", get, methods=["GET"], response_model=read_model, tags=[tag]
+        )
         app.add_api_route(
             path + "/{name}", update, methods=["PUT"], response_model=read_model, tags=[tag]
         )
@@ -135,7 +139,9 @@ def create_api(
         resources.get("functions", name)
         path = logs.function_log(name)
         return StreamingResponse(
-            _stream_log(path, tail, follow, lambda: resources.store.find("functions", name) is None),
+            _stream_log(
+                path, tail, follow, lambda: resources.store.find("functions", name) is None
+            ),
             media_type="text/plain; charset=utf-8",
         )
 

@@ -40,7 +40,7 @@ class Resources:
 
     # -- reads --------------------------------------------------------------------------
 
-    def list(self, kind: str) -> list[dict[str, Any]]:
+    def list_kind(self, kind: str) -> list[dict[str, Any]]:
         return [self._view(kind, record.merged()) for record in self.store.list(kind)]
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
@@ -187,8 +187,14 @@ class Resources:
     def _users(self, kind: str, name: str) -> list[str]:
         users: list[str] = []
         if kind == "environments":
-            users += [f"package {r.name!r}" for r in self.store.list("packages") if r.data["env"] == name]
-            users += [f"function {r.name!r}" for r in self.store.list("functions") if r.data["env"] == name]
+            users += [
+                f"package {r.name!r}" for r in self.store.list("packages") if r.data["env"] == name
+            ]
+            users += [
+                f"function {r.name!r}"
+                for r in self.store.list("functions")
+                if r.data["env"] == name
+            ]
         elif kind == "packages":
             users += [
                 f"function {r.name!r}"

@@ -10,7 +10,11 @@ import sys
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True) if sys.platform == "linux" else None
+_libc = (
+    ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    if sys.platform == "linux"
+    else None
+)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

@@ -80,7 +80,7 @@ class Zygote:
     def run(self) -> None:
         while True:
             try:
-                readable, _, _ = select.select([self.control, self.wake_r], [], [], 1.0)
+                readable, _, _ = select.select([self.control.fileno(), self.wake_r], [], [], 1.0)
             except InterruptedError:
                 readable = []
             if self.wake_r in readable:
@@ -91,7 +91,7 @@ class Zygote:
                     except BlockingIOError:
                         break
             self.reap()
-            if self.control in readable and not self.receive():
+            if self.control.fileno() in readable and not self.receive():
                 self.shutdown()
                 return
 

@@ -39,7 +39,10 @@ class EnvironmentPool:
 
     async def start(self) -> None:
         zygote = Zygote(
-            self.name, self.spec.preload, self.executor.instance_forked, self.executor.instance_exited
+            self.name,
+            self.spec.preload,
+            self.executor.instance_forked,
+            self.executor.instance_exited,
         )
         zygote.on_death = self._zygote_died
         await zygote.start()

@@ -78,7 +78,12 @@ class Zygote:
             logger.warning("environment %s: cannot preload %s: %s", self.env, module, error)
 
     async def fork(
-        self, instance_id: str, listener: socket.socket, log_fd: int, token: str, sandbox: dict[str, Any]
+        self,
+        instance_id: str,
+        listener: socket.socket,
+        log_fd: int,
+        token: str,
+        sandbox: dict[str, Any],
     ) -> int:
         if not self.alive or self.control is None:
             raise ZygoteError(f"the {self.env} zygote is not running")
@@ -86,7 +91,9 @@ class Zygote:
         self._forks[instance_id] = future
         message = {"op": "fork", "id": instance_id, "token": token, "sandbox": sandbox}
         try:
-            socket.send_fds(self.control, [json.dumps(message).encode()], [listener.fileno(), log_fd])
+            socket.send_fds(
+                self.control, [json.dumps(message).encode()], [listener.fileno(), log_fd]
+            )
         except OSError as exc:
             self._forks.pop(instance_id, None)
             raise ZygoteError(f"cannot reach the {self.env} zygote: {exc}") from exc

@@ -66,7 +66,9 @@ class LogBook:
 
     def _emit(self, source: LogSource, line: bytes) -> None:
         target = (
-            self.function_log(source.function) if source.function else self.environment_log(source.env)
+            self.function_log(source.function)
+            if source.function
+            else self.environment_log(source.env)
         )
         self._write(target, f"{source.id} {line.decode('utf-8', 'replace').rstrip()}")
 

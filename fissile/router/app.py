@@ -39,7 +39,9 @@ _HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
-_DROP_FROM_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length"})
+_DROP_FROM_RESPONSE = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
+)
 
 
 class BodyTooLarge(Exception):

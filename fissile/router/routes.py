@@ -24,8 +24,10 @@ class Route:
     prefix: bool = False
 
     def allows(self, method: str) -> bool:
-        return not self.methods or method in self.methods or (
-            method == "HEAD" and "GET" in self.methods
+        return (
+            not self.methods
+            or method in self.methods
+            or (method == "HEAD" and "GET" in self.methods)
         )
 
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fissile.runtime.context import Context
@@ -27,12 +27,12 @@ class Handler:
         self.is_async = inspect.iscoroutinefunction(func)
         self._invoke = invoke
 
-    def call(self, request: Request, context: Context) -> Response | Awaitable[Response]:
-        if self.is_async:
-            return self._call_async(request, context)
+    def call(self, request: Request, context: Context) -> Response:
+        """Run a sync function."""
         return to_response(self._invoke(request, context))
 
-    async def _call_async(self, request: Request, context: Context) -> Response:
+    async def call_async(self, request: Request, context: Context) -> Response:
+        """Run an ``async def`` function."""
         return to_response(await self._invoke(request, context))
 
 
@@ -91,7 +91,9 @@ def _fission_invoke(func: Callable[..., Any], function_name: str) -> Invoke:
 
 
 def _from_flask(response: Any) -> Response:
-    headers = {key: value for key, value in response.headers.items() if key.lower() != "content-length"}
+    headers = {
+        key: value for key, value in response.headers.items() if key.lower() != "content-length"
+    }
     return Response(response.get_data(), response.status_code, headers)
 
 

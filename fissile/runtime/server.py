@@ -8,6 +8,7 @@ goes to the function.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from fissile.runtime.response import JSON_TYPE, Response
 
 CONTROL_PREFIX = "/_fissile/"
 CONTROL_HEADER = "x-fissile-control"
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
@@ -130,10 +132,10 @@ class HttpConnection(asyncio.Protocol):
                 continue
             self.busy = True
             task = asyncio.ensure_future(result)
-            task.add_done_callback(lambda done, ka=keep_alive: self._finished(done, ka))
+            task.add_done_callback(functools.partial(self._finished, keep_alive=keep_alive))
             return
 
-    def _finished(self, task: asyncio.Future[Response], keep_alive: bool) -> None:
+    def _finished(self, task: asyncio.Future[Response], *, keep_alive: bool) -> None:
         self.busy = False
         self.write(task.result(), keep_alive)
         self.next()
@@ -160,7 +162,7 @@ class HttpConnection(asyncio.Protocol):
 
     async def _guard_async(self, handler: Handler, request: Request, context: Context) -> Response:
         try:
-            return await handler.call(request, context)  # type: ignore[misc]
+            return await handler.call_async(request, context)
         except Exception as exc:
             return _failed(self.app.function, exc)
 
@@ -193,13 +195,13 @@ class HttpConnection(asyncio.Protocol):
 
 def _guard(handler: Handler, request: Request, context: Context) -> Response:
     try:
-        return handler.call(request, context)  # type: ignore[return-value]
+        return handler.call(request, context)
     except Exception as exc:
         return _failed(context.function, exc)
 
 
 def _failed(function: str, exc: BaseException) -> Response:
-    traceback.print_exc(file=sys.stderr)
+    sys.stderr.write(_user_traceback(exc))
     sys.stderr.flush()
     return Response(
         {
@@ -212,6 +214,14 @@ def _failed(function: str, exc: BaseException) -> Response:
         },
         500,
     )
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback from the function's first frame on: the runtime's frames are noise."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _error(status: int, code: str, message: str) -> Response:

@@ -16,6 +16,6 @@ def apply_sandbox(config: dict[str, Any]) -> None:
     """Apply the sandbox described by ``config`` to the calling process."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     nofile = int(config.get("nofile", 4096))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     limit = nofile if hard == resource.RLIM_INFINITY else min(nofile, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))

@@ -1,4 +1,4 @@
-"""Where resources live. ``open_store`` picks an implementation by URL scheme, importing it lazily."""
+"""Where resources live. ``open_store`` picks an implementation by URL scheme, lazily."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ from fissile.store.base import (
     StoreError,
 )
 
-__all__ = ["AlreadyExists", "Change", "NotFound", "Record", "StaleWrite", "Store", "StoreError", "open_store"]
+__all__ = [
+    "AlreadyExists",
+    "Change",
+    "NotFound",
+    "Record",
+    "StaleWrite",
+    "Store",
+    "StoreError",
+    "open_store",
+]
 
 
 def open_store(url: str) -> Store:
