@@ -131,7 +131,10 @@ class PackageSpec(Spec):
 
 class BuildStatus(BaseModel):
     state: BuildState = BuildState.pending
-    deploy: str | None = Field(None, description="content address of the deploy directory")
+    deploy: str | None = Field(
+        None,
+        description="content address of the deploy directory served: the last good build",
+    )
     log: str = ""
     started_at: datetime | None = None
     finished_at: datetime | None = None

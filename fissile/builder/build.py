@@ -99,11 +99,19 @@ class Builder:
         spec = PackageSpec.model_validate({k: v for k, v in record.data.items() if k != "status"})
         env = self.store.find("environments", spec.env)
         image = env.data.get("image", "python") if env is not None else "python"
-        rebuild = int(record.data.get("status", {}).get("rebuild", 0))
+        previous = BuildStatus.model_validate(record.data.get("status", {}))
+        rebuild = previous.rebuild
+        # ``deploy`` keeps naming the last good build while a new one runs or if it fails, so
+        # the functions on this package keep serving their current code until the new one is in.
+        serving = previous.deploy
         key = build_key(spec, image, rebuild)
         started = datetime.now(UTC)
         self._set_status(
-            name, spec, BuildStatus(state=BuildState.building, started_at=started, rebuild=rebuild)
+            name,
+            spec,
+            BuildStatus(
+                state=BuildState.building, deploy=serving, started_at=started, rebuild=rebuild
+            ),
         )
         target = self.deploy_root / key
         if target.is_dir():
@@ -124,6 +132,7 @@ class Builder:
             log.append(f"build failed: {exc}\n")
             status = BuildStatus(
                 state=BuildState.failed,
+                deploy=serving,
                 log=_trim("".join(log)),
                 started_at=started,
                 finished_at=datetime.now(UTC),

@@ -82,10 +82,13 @@ class Resources:
         if kind == "packages":
             old = (current.data.get("source"), current.data.get("buildcmd"), current.data["env"])
             new = (data["source"], data.get("buildcmd"), data["env"])
+            previous = BuildStatus.model_validate(current.data.get("status", {}))
             if old == new:
                 data["status"] = current.data["status"]
             else:
                 rebuild = True
+                fresh = BuildStatus(deploy=previous.deploy, rebuild=previous.rebuild)
+                data["status"] = fresh.model_dump(mode="json")
         record = self.store.update(kind, name, data)
         if rebuild:
             self.builder.submit(name)
@@ -98,7 +101,7 @@ class Resources:
         status = BuildStatus.model_validate(current.data.get("status", {}))
         if status.state in (BuildState.pending, BuildState.building):
             raise conflict(f"package {name!r} is already {status.state.value}")
-        fresh = BuildStatus(rebuild=status.rebuild + 1)
+        fresh = BuildStatus(deploy=status.deploy, rebuild=status.rebuild + 1)
         record = self.store.update(
             "packages", name, {**current.data, "status": fresh.model_dump(mode="json")}
         )
@@ -158,7 +161,7 @@ class Resources:
                     [{"path": "env", "message": "must match the package's environment"}],
                 )
             status = BuildStatus.model_validate(package.data.get("status", {}))
-            if status.state is BuildState.failed:
+            if status.state is BuildState.failed and status.deploy is None:
                 tail = "\n".join(status.log.strip().splitlines()[-15:])
                 raise conflict(f"package {spec.package!r} failed to build:\n{tail}")
         elif isinstance(spec, HTTPTriggerSpec):

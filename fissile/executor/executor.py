@@ -193,12 +193,12 @@ class Executor:
         return str(self.deploy_root / deploy)
 
     async def deploy_dir(self, package: str) -> str:
-        """The built deploy directory of ``package``, waiting for a build in progress."""
+        """The deploy directory of ``package``, waiting for its first build if need be."""
         while True:
             pkg = self.packages.get(package)
             if pkg is None:
                 raise ExecutorError(f"package {package!r} not found")
-            if pkg.status.state is BuildState.succeeded and pkg.status.deploy:
+            if pkg.status.deploy:  # the last good build, also while a rebuild runs or failed
                 return self.deploy_path(pkg.status.deploy)
             if pkg.status.state is BuildState.failed:
                 raise BuildFailed(

@@ -140,6 +140,8 @@ class FunctionPool:
         self.starting = 0
         self.waiters: deque[asyncio.Future[Instance]] = deque()
         self.restarts = 0
+        self.failures = 0  # consecutive failed starts
+        self.retry_at = 0.0  # keep_warm waits until then after failures (crash-loop back-off)
         self.last_exit_reason: str | None = None
         self.last_crash_at: datetime | None = None
         self.deleted = False
@@ -223,10 +225,13 @@ class FunctionPool:
         except Exception as exc:
             if instance is not None:
                 self.executor.retire(instance)
+            self.failures += 1
+            self.retry_at = time.monotonic() + min(0.25 * 2**self.failures, 60.0)
             self._fail_waiters(exc)
             return
         finally:
             self.starting -= 1
+        self.failures = 0
         if generation != self.generation or self.deleted:
             self.executor.retire(instance)
             self.scale_up()
@@ -273,6 +278,8 @@ class FunctionPool:
                 waiter.set_exception(error)
 
     def keep_warm(self) -> None:
+        if self.failures and time.monotonic() < self.retry_at:
+            return
         while len(self.instances) + self.starting < self.spec.min_scale:
             self.starting += 1
             self.executor.spawn(self._start())
