@@ -64,6 +64,7 @@ class Platform:
         self.builder: Builder | None = None
         self.logs: LogBook | None = None
         self._servers: list[_Server] = []
+        self._serving: list[asyncio.Task[None]] = []
         self._ready = False
 
     def ready(self) -> bool:
@@ -113,7 +114,7 @@ class Platform:
                 )
             )
             self._servers.append(server)
-            asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+            self._serving.append(asyncio.create_task(server.serve(sockets=[sock])))
         while not all(server.started for server in self._servers):
             await asyncio.sleep(0.01)
         self._ready = True
@@ -133,11 +134,8 @@ class Platform:
             await self.builder.stop()
         if self.executor is not None:
             await self.executor.stop()
-        for _ in range(100):
-            if all(not server.started or server.should_exit for server in self._servers):
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        if self._serving:
+            await asyncio.wait(self._serving, timeout=5.0)
         if self.logs is not None:
             self.logs.close()
         if self.store is not None:

@@ -32,12 +32,21 @@ class EnvironmentPool:
         self.warm: deque[Instance] = deque()
         self._refill: asyncio.Task[None] | None = None
         self._stopped = False
+        # One zygote start at a time: a request arriving while the first start is still
+        # importing must wait for it, not start a second zygote.
+        self._starting = asyncio.Lock()
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     async def start(self) -> None:
+        async with self._starting:
+            if self.zygote is not None and self.zygote.alive:
+                return
+            await self._start_zygote()
+
+    async def _start_zygote(self) -> None:
         zygote = Zygote(
             self.name,
             self.spec.preload,
@@ -337,12 +346,16 @@ class FunctionPool:
         self.scale_up()
 
     def close(self) -> None:
+        """The function was deleted: in-flight requests finish, then its instances stop."""
         self.deleted = True
         self.generation += 1
-        for instance in [*self.instances, *self.draining]:
-            self.executor.retire(instance)
+        for instance in self.instances:
+            instance.state = State.draining
+            if instance.inflight == 0:
+                self.executor.retire(instance)
+            else:
+                self.draining.add(instance)
         self.instances.clear()
-        self.draining.clear()
         error = ExecutorError(f"function {self.name} was deleted")
         error.status = 404
         while self.waiters:
