@@ -149,12 +149,14 @@ class Executor:
             instance.mark_exited(status)
             self._forget(instance)
 
-    def zygote_lost(self, env: str, zygote: Zygote) -> None:
-        """A zygote is gone, and with it (by their parent-death signal) its instances."""
+    def zygote_lost(self, env: str, zygote: Zygote, reaped: bool = False) -> None:
+        """A zygote is gone, and with it its instances: reaped by it on a clean stop, or
+        killed by their parent-death signal (and by us, to be sure) if it died."""
         for pid, instance in list(self._by_pid.items()):
             if instance.zygote is zygote:
                 del self._by_pid[pid]
-                instance.kill()
+                if not reaped:
+                    instance.kill()
                 instance.mark_exited(-1)
                 if instance.exit_reason is not None and instance.exit_reason.startswith("ended"):
                     instance.exit_reason = f"its {env} zygote exited"

@@ -136,7 +136,7 @@ class EnvironmentPool:
         if self.zygote is not None:
             zygote, self.zygote = self.zygote, None
             await zygote.stop()
-            self.executor.zygote_lost(self.name, zygote)
+            self.executor.zygote_lost(self.name, zygote, reaped=True)
 
 
 class FunctionPool:
