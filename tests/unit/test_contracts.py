@@ -1,0 +1,212 @@
+"""fissile/runtime/contracts.py: native and Fission (Flask) function contracts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import flask
+import pytest
+
+from fissile.runtime.context import Context
+from fissile.runtime.contracts import bind
+from fissile.runtime.request import Request
+from fissile.runtime.response import Response
+
+
+def request(
+    method: str = "GET",
+    path: str = "/",
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> Request:
+    return Request(method, path, query, headers or {}, body)
+
+
+def context(timeout: float = 10.0) -> Context:
+    return Context("fn", "inv-1", timeout, logging.getLogger("fn"))
+
+
+# --- native ----------------------------------------------------------------------------
+
+
+def test_one_argument_function() -> None:
+    def main(req: Request) -> Any:
+        return {"path": req.path, "name": req.query.get("name")}
+
+    handler = bind(main, "fn")
+    assert (handler.contract, handler.is_async) == ("native", False)
+    response = handler.call(request(path="/p", query="name=ada"), context())
+    assert json.loads(response.body) == {"path": "/p", "name": "ada"}
+
+
+def test_two_argument_function_gets_the_context() -> None:
+    def main(req: Request, ctx: Context) -> Any:
+        return {"function": ctx.function, "id": ctx.invocation_id, "left": ctx.remaining() > 5}
+
+    handler = bind(main, "fn")
+    response = handler.call(request(), context())
+    assert json.loads(response.body) == {"function": "fn", "id": "inv-1", "left": True}
+
+
+def test_optional_and_variadic_parameters() -> None:
+    def defaults(req: Request, ctx: Context | None = None, extra: int = 1) -> Any:
+        return ctx is None
+
+    def variadic(*args: Any) -> Any:
+        return len(args)
+
+    assert bind(defaults, "fn").call(request(), context()).body == b"true"
+    assert bind(variadic, "fn").call(request(), context()).body == b"1"
+
+
+def test_too_many_arguments() -> None:
+    def main(a: Any, b: Any, c: Any) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"takes 3 arguments; write main\(\), main\(request\)"):
+        bind(main, "fn")
+
+
+async def test_async_function() -> None:
+    async def main(req: Request, ctx: Context) -> Any:
+        await asyncio.sleep(0)
+        return (req.text.upper(), 201)
+
+    handler = bind(main, "fn")
+    assert (handler.contract, handler.is_async) == ("native", True)
+    response = await handler.call_async(request(body=b"hi"), context())
+    assert (response.status, response.body) == (201, b"HI")
+
+
+def test_exceptions_propagate() -> None:
+    def main(req: Request) -> Any:
+        raise ValueError("nope")
+
+    with pytest.raises(ValueError, match="nope"):
+        bind(main, "fn").call(request(), context())
+
+
+def test_callable_object() -> None:
+    class Handler:
+        def __call__(self, req: Request) -> str:
+            return "called"
+
+    handler = bind(Handler(), "fn")
+    assert handler.contract == "native"
+    assert handler.call(request(), context()).body == b"called"
+
+
+# --- Fission (Flask) -------------------------------------------------------------------
+
+
+def test_zero_argument_main_reads_flask_request() -> None:
+    def main() -> Any:
+        r = flask.request
+        return {
+            "method": r.method,
+            "path": r.path,
+            "args": r.args.to_dict(),
+            "json": r.get_json(silent=True),
+            "header": r.headers.get("X-Thing"),
+            "host": r.host,
+            "remote": r.remote_addr,
+        }
+
+    handler = bind(main, "fn")
+    assert handler.contract == "fission"
+    response = handler.call(
+        request(
+            "POST",
+            "/students/3",
+            "sort=asc&x=1",
+            {
+                "content-type": "application/json",
+                "x-thing": "yes",
+                "host": "example.org:8080",
+                "x-forwarded-for": "10.1.2.3, 10.0.0.1",
+            },
+            b'{"a": 1}',
+        ),
+        context(),
+    )
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert "Content-Length" not in response.headers
+    assert json.loads(response.body) == {
+        "method": "POST",
+        "path": "/students/3",
+        "args": {"sort": "asc", "x": "1"},
+        "json": {"a": 1},
+        "header": "yes",
+        "host": "example.org:8080",
+        "remote": "10.1.2.3",
+    }
+
+
+def test_fission_string_return_is_html_like_flask() -> None:
+    def main() -> str:
+        return "hello " + flask.request.args.get("name", "world")
+
+    response = bind(main, "fn").call(request(query="name=ada"), context())
+    assert (response.status, response.body) == (200, b"hello ada")
+    assert response.headers["Content-Type"].startswith("text/html")
+
+
+def test_fission_tuple_return() -> None:
+    def main() -> Any:
+        return "created", 201, {"X-Id": "9"}
+
+    response = bind(main, "fn").call(request(), context())
+    assert (response.status, response.body) == (201, b"created")
+    assert response.headers["X-Id"] == "9"
+
+
+def test_fission_flask_response_return() -> None:
+    def main() -> Any:
+        return flask.Response(b"\x00raw", status=202, mimetype="application/x-thing")
+
+    response = bind(main, "fn").call(request(), context())
+    assert isinstance(response, Response)
+    assert (response.status, response.body) == (202, b"\x00raw")
+    assert response.headers["Content-Type"] == "application/x-thing"
+
+
+def test_fission_reads_the_raw_body() -> None:
+    def main() -> Any:
+        return flask.request.get_data()
+
+    response = bind(main, "fn").call(request("PUT", body=b"payload"), context())
+    assert response.body == b"payload"
+
+
+async def test_async_fission_function() -> None:
+    async def main() -> Any:
+        await asyncio.sleep(0)
+        return {"method": flask.request.method}
+
+    handler = bind(main, "fn")
+    assert (handler.contract, handler.is_async) == ("fission", True)
+    response = await handler.call_async(request("DELETE"), context())
+    assert json.loads(response.body) == {"method": "DELETE"}
+
+
+def test_fission_none_return_is_an_error() -> None:
+    def main() -> None:
+        return None
+
+    with pytest.raises(TypeError):
+        bind(main, "fn").call(request(), context())
+
+
+# --- context ---------------------------------------------------------------------------
+
+
+def test_context_deadline() -> None:
+    ctx = context(timeout=2.0)
+    assert 1.5 < ctx.remaining() <= 2.0
+    assert context(timeout=0).remaining() == 0.0
+    assert repr(ctx) == "<Context fn inv-1>"
