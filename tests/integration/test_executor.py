@@ -1,0 +1,288 @@
+"""fissile/executor with a real store, a real zygote, real instances and unix sockets; requests
+go through fissile/router/proxy.py forward(), as the router sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from typing import Any
+
+import pytest
+from intkit import Harness, pid_alive, until
+
+from fissile.executor import FunctionNotFound
+from fissile.executor.connection import InstanceResponse
+from fissile.models import BuildState, BuildStatus
+from fissile.router.proxy import Answer, forward
+
+CODE = """
+import os, sys, time
+
+def main(request):
+    if "sleep" in request.query:
+        time.sleep(float(request.query["sleep"]))
+    if "exit" in request.query:
+        os._exit(int(request.query["exit"]))
+    if "raise" in request.query:
+        raise KeyError(request.query["raise"])
+    if "print" in request.query:
+        print(request.query["print"])
+    return {"pid": os.getpid(), "greeting": os.environ.get("GREETING"), "body": request.text}
+"""
+
+
+def http(target: str = "/", body: bytes = b"") -> bytes:
+    return (
+        f"POST {target} HTTP/1.1\r\nhost: test\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+async def send(harness: Harness, function: str, target: str = "/", body: bytes = b"") -> Any:
+    pool = harness.executor.function(function)
+    return await forward(harness.executor, pool, http(target, body))
+
+
+async def ok(harness: Harness, function: str, target: str = "/") -> dict[str, Any]:
+    response = await send(harness, function, target)
+    assert isinstance(response, InstanceResponse), json.loads(response.body)
+    assert response.status == 200, response.body
+    result: dict[str, Any] = json.loads(response.body)
+    return result
+
+
+def error(answer: Any) -> dict[str, Any]:
+    assert isinstance(answer, Answer), f"expected an answer from the platform, got {answer!r}"
+    result: dict[str, Any] = json.loads(answer.body)["error"]
+    return result
+
+
+async def test_cold_start_then_reuse(harness: Harness) -> None:
+    harness.function("hello", CODE)
+    pool = harness.executor.function("hello")
+    assert pool.instances == []
+    first = await ok(harness, "hello")
+    second = await ok(harness, "hello")
+    assert first["pid"] == second["pid"]
+    assert first["pid"] not in (os.getpid(), harness.executor.environments["python"].zygote.pid)
+    assert [i.pid for i in pool.instances] == [first["pid"]]
+    status = harness.executor.status("hello")
+    assert (status.instances, status.busy, status.restarts) == (1, 0, 0)
+
+
+async def test_request_body_reaches_the_function(harness: Harness) -> None:
+    harness.function("echo", CODE)
+    response = await send(harness, "echo", "/", b"x" * 100_000)
+    assert isinstance(response, InstanceResponse)
+    assert json.loads(response.body)["body"] == "x" * 100_000
+
+
+async def test_warm_pool_is_refilled(harness: Harness) -> None:
+    env = harness.executor.environments["python"]
+    warm = await until(lambda: list(env.warm))
+    harness.function("hello", CODE)
+    served = await ok(harness, "hello")
+    # The warm instance became the function's instance, and a new warm one was forked.
+    assert served["pid"] == warm[0].pid
+    refilled = await until(lambda: list(env.warm))
+    assert refilled[0].pid != served["pid"]
+
+
+async def test_unknown_function(harness: Harness) -> None:
+    with pytest.raises(FunctionNotFound, match="function 'nope' not found"):
+        harness.executor.function("nope")
+
+
+async def test_function_raising_is_a_500(harness: Harness) -> None:
+    harness.function("boom", CODE)
+    response = await send(harness, "boom", "/?raise=oops")
+    assert isinstance(response, InstanceResponse)
+    assert response.status == 500
+    body = json.loads(response.body)["error"]
+    assert (body["type"], body["message"], body["function"]) == ("KeyError", "'oops'", "boom")
+    # The instance keeps serving.
+    assert (await ok(harness, "boom"))["pid"] == harness.executor.function("boom").instances[0].pid
+
+
+async def test_instance_exiting_is_a_502_naming_the_status(harness: Harness) -> None:
+    harness.function("quitter", CODE)
+    pid = (await ok(harness, "quitter"))["pid"]
+    answer = await send(harness, "quitter", "/?exit=3")
+    assert answer.status == 502
+    failure = error(answer)
+    assert failure["code"] == "instance_died"
+    assert "exited with status 3" in failure["message"]
+    await until(lambda: not pid_alive(pid))
+    status = harness.executor.status("quitter")
+    assert (status.restarts, status.last_exit_reason) == (1, "exited with status 3")
+    # The next request gets a fresh instance.
+    assert (await ok(harness, "quitter"))["pid"] != pid
+
+
+async def test_timeout_kills_the_instance(harness: Harness) -> None:
+    harness.function("slow", CODE, timeout=1)
+    pid = (await ok(harness, "slow"))["pid"]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await send(harness, "slow", "/?sleep=10")
+    assert 0.9 < loop.time() - started < 3
+    assert answer.status == 504
+    failure = error(answer)
+    assert failure["code"] == "timeout"
+    assert "did not answer within 1s; its instance was killed" in failure["message"]
+    await until(lambda: not pid_alive(pid))
+    assert harness.executor.status("slow").last_exit_reason == "timeout after 1s"
+    assert (await ok(harness, "slow"))["pid"] != pid
+
+
+async def test_load_failure_is_a_500_naming_the_problem(harness: Harness) -> None:
+    harness.function("broken", CODE, entrypoint="missing_attribute")
+    answer = await send(harness, "broken")
+    assert answer.status == 500
+    failure = error(answer)
+    assert failure["code"] == "load_failed"
+    assert failure["message"] == "module 'fx_broken' has no attribute 'missing_attribute'"
+
+
+async def test_crash_while_loading(harness: Harness) -> None:
+    harness.function("crashy", "import os\nos._exit(7)\n")
+    answer = await send(harness, "crashy")
+    assert answer.status == 500
+    failure = error(answer)
+    assert failure["code"] == "load_failed"
+    assert "instance died while loading crashy" in failure["message"]
+
+
+async def test_failed_package(harness: Harness) -> None:
+    harness.function("unbuilt", CODE)
+    record = harness.store.get("packages", "unbuilt-pkg")
+    failed = BuildStatus(state=BuildState.failed, log="pip exploded")
+    harness.store.update(
+        "packages", "unbuilt-pkg", {**record.data, "status": failed.model_dump(mode="json")}
+    )
+    answer = await send(harness, "unbuilt")
+    assert answer.status == 500
+    failure = error(answer)
+    assert failure["code"] == "build_failed"
+    assert "package 'unbuilt-pkg' failed to build" in failure["message"]
+
+
+async def test_updating_env_vars_rolls_to_a_new_instance(harness: Harness) -> None:
+    harness.function("roll", CODE, env_vars={"GREETING": "hello"})
+    before = await ok(harness, "roll")
+    assert before["greeting"] == "hello"
+    harness.update_function("roll", env_vars={"GREETING": "bonjour"})
+    after = await ok(harness, "roll")
+    assert after["greeting"] == "bonjour"
+    assert after["pid"] != before["pid"]
+    await until(lambda: not pid_alive(before["pid"]))
+    assert harness.executor.status("roll").restarts == 0  # retired, not crashed
+
+
+async def test_updating_only_limits_keeps_the_instance(harness: Harness) -> None:
+    harness.function("steady", CODE)
+    before = await ok(harness, "steady")
+    harness.update_function("steady", timeout=30, max_scale=3)
+    assert (await ok(harness, "steady"))["pid"] == before["pid"]
+
+
+async def test_rebuilt_package_rolls_to_the_new_code(harness: Harness) -> None:
+    harness.function("rebuilt", "def main(request):\n    return 'v1'\n")
+    response = await send(harness, "rebuilt")
+    assert response.body == b"v1"
+    new_deploy = harness.deploy_root / "rebuilt-v2"
+    new_deploy.mkdir()
+    (new_deploy / "fx_rebuilt.py").write_text("def main(request):\n    return 'v2'\n")
+    record = harness.store.get("packages", "rebuilt-pkg")
+    status = BuildStatus(state=BuildState.succeeded, deploy="rebuilt-v2")
+    harness.store.update(
+        "packages", "rebuilt-pkg", {**record.data, "status": status.model_dump(mode="json")}
+    )
+    assert (await send(harness, "rebuilt")).body == b"v2"
+
+
+async def test_scale_out_under_concurrent_requests(harness: Harness) -> None:
+    harness.function("wide", CODE, max_scale=2)
+    first, second = await asyncio.gather(
+        send(harness, "wide", "/?sleep=0.4"), send(harness, "wide", "/?sleep=0.4")
+    )
+    pids = {json.loads(first.body)["pid"], json.loads(second.body)["pid"]}
+    assert len(pids) == 2
+    assert len(harness.executor.function("wide").instances) == 2
+
+
+async def test_max_scale_queues_requests(harness: Harness) -> None:
+    harness.function("narrow", CODE, max_scale=1)
+    responses = await asyncio.gather(*(send(harness, "narrow", "/?sleep=0.1") for _ in range(3)))
+    assert {r.status for r in responses} == {200}
+    assert len({json.loads(r.body)["pid"] for r in responses}) == 1
+
+
+async def test_min_scale_keeps_one_instance(harness: Harness) -> None:
+    harness.function("warm", CODE, min_scale=1, idle_timeout=0.2)
+    pool = harness.executor.function("warm")
+    instances = await until(lambda: list(pool.instances))
+    pid = instances[0].pid
+    # Two reaper rounds later the instance is still there, unused.
+    await asyncio.sleep(1.1)
+    assert [i.pid for i in pool.instances] == [pid]
+    assert (await ok(harness, "warm"))["pid"] == pid
+
+
+async def test_idle_instances_are_reaped(harness: Harness) -> None:
+    harness.function("idle", CODE, idle_timeout=0.2)
+    pid = (await ok(harness, "idle"))["pid"]
+    pool = harness.executor.function("idle")
+    assert len(pool.instances) == 1
+    await until(lambda: not pool.instances, timeout=3)
+    await until(lambda: not pid_alive(pid))
+    assert harness.executor.status("idle").restarts == 0
+    assert (await ok(harness, "idle"))["pid"] != pid
+
+
+async def test_deleting_a_function_stops_its_instances(harness: Harness) -> None:
+    harness.function("doomed", CODE)
+    pid = (await ok(harness, "doomed"))["pid"]
+    harness.store.delete("functions", "doomed")
+    with pytest.raises(FunctionNotFound):
+        harness.executor.function("doomed")
+    await until(lambda: not pid_alive(pid))
+
+
+async def test_function_output_goes_to_its_log(harness: Harness) -> None:
+    harness.function("chatty", CODE)
+    await ok(harness, "chatty", "/?print=hello-from-the-function")
+    log = harness.logs.function_log("chatty")
+    await until(lambda: log.exists() and "hello-from-the-function" in log.read_text())
+    text = log.read_text()
+    assert "fissile instance i" in text and "ready (pid" in text
+
+
+async def test_zygote_death_is_survived(harness: Harness) -> None:
+    harness.function("phoenix", CODE)
+    env = harness.executor.environments["python"]
+    old_zygote = env.zygote
+    assert old_zygote is not None and old_zygote.pid is not None
+    instance_pid = (await ok(harness, "phoenix"))["pid"]
+    os.kill(old_zygote.pid, signal.SIGKILL)
+    # Its instances die with it (parent-death signal), and the environment restarts it.
+    await until(lambda: not pid_alive(instance_pid))
+    await until(lambda: env.zygote is not None and env.zygote is not old_zygote)
+    assert (await ok(harness, "phoenix"))["pid"] != instance_pid
+
+
+async def test_stop_leaves_no_processes(harness: Harness) -> None:
+    harness.function("one", CODE)
+    harness.function("two", CODE, min_scale=1)
+    await ok(harness, "one")
+    await until(lambda: harness.executor.function("two").instances)
+    await until(lambda: harness.executor.environments["python"].warm)
+    pids = harness.pids()
+    assert len(pids) >= 4  # zygote, two function instances, a warm one
+    assert all(pid_alive(pid) for pid in pids)
+    run_dir = harness.executor.run_dir
+    await harness.stop()
+    await until(lambda: not any(pid_alive(pid) for pid in pids))
+    assert not run_dir.exists()
