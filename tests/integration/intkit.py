@@ -30,11 +30,16 @@ async def until(condition: Callable[[], Any], timeout: float = 5.0, interval: fl
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting for its parent to reap it does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Harness:
