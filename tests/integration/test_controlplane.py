@@ -1,0 +1,446 @@
+"""The control API (fissile/controlplane/) assembled as fissile/platform.py does it, on a real
+store, builder and executor, driven in-process through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from intkit import Harness, until
+
+import fissile
+import fissile.controlplane.app as app_module
+from fissile.builder import ArchiveStore, Builder, zip_path
+from fissile.controlplane import Resources, create_api
+from fissile.models import PlatformInfo
+
+HELLO = "def main(request):\n    return 'hello'\n"
+
+
+class Api:
+    def __init__(self, harness: Harness, client: httpx.AsyncClient, builder: Builder) -> None:
+        self.harness = harness
+        self.client = client
+        self.builder = builder
+
+    async def upload(self, files: dict[str, str] | None = None) -> str:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for name, text in (files or {"main.py": HELLO}).items():
+                archive.writestr(name, text)
+        response = await self.client.post("/v1/archives", content=buffer.getvalue())
+        assert response.status_code == 201, response.text
+        sha: str = response.json()["sha256"]
+        return sha
+
+    async def package(self, name: str = "pkg", **fields: Any) -> dict[str, Any]:
+        body = {"name": name, "env": "python", "source": await self.upload(), **fields}
+        response = await self.client.post("/v1/packages", json=body)
+        assert response.status_code == 201, response.text
+        await self.builder.wait()
+        built: dict[str, Any] = (await self.client.get(f"/v1/packages/{name}")).json()
+        return built
+
+    async def function(self, name: str = "fn", package: str = "pkg", **fields: Any) -> Any:
+        body = {"name": name, "env": "python", "package": package, **fields}
+        return await self.client.post("/v1/functions", json=body)
+
+    async def trigger(self, name: str, function: str = "fn", **fields: Any) -> Any:
+        body = {"name": name, "function": function, **fields}
+        return await self.client.post("/v1/httptriggers", json=body)
+
+
+@pytest.fixture
+async def api(harness: Harness) -> AsyncIterator[Api]:
+    archives = ArchiveStore(harness.root / "archives")
+    builder = Builder(harness.store, archives, harness.deploy_root)
+    resources = Resources(harness.store, builder, archives, harness.executor, harness.logs)
+    info = PlatformInfo(
+        version=fissile.__version__, router_url="http://127.0.0.1:1", data_dir=str(harness.root)
+    )
+    app = create_api(resources, harness.logs, info, harness.executor.ready)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        try:
+            yield Api(harness, client, builder)
+        finally:
+            await builder.stop()
+
+
+def error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()["error"]
+    return body
+
+
+# --- platform ------------------------------------------------------------------------------
+
+
+async def test_healthz_and_info(api: Api) -> None:
+    response = await api.client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    info = (await api.client.get("/v1/info")).json()
+    assert info["version"] == fissile.__version__
+    assert info["router_url"] == "http://127.0.0.1:1"
+
+
+async def test_healthz_while_starting(api: Api) -> None:
+    resources = Resources(
+        api.harness.store, api.builder, api.builder.archives, api.harness.executor, api.harness.logs
+    )
+    info = PlatformInfo(version="x", router_url="http://r", data_dir="/d")
+    app = create_api(resources, api.harness.logs, info, lambda: False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        response = await c.get("/healthz")
+    assert (response.status_code, response.json()) == (503, {"status": "starting"})
+
+
+async def test_openapi_document(api: Api) -> None:
+    response = await api.client.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["info"]["title"] == "fissile control API"
+    for path in [
+        "/v1/environments",
+        "/v1/environments/{name}",
+        "/v1/packages/{name}/rebuild",
+        "/v1/functions/{name}/logs",
+        "/v1/httptriggers",
+        "/v1/archives",
+    ]:
+        assert path in document["paths"]
+    assert "FunctionSpec" in document["components"]["schemas"]
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "paths"),
+    [
+        ({"name": "e", "poolsize": -1}, ["poolsize"]),
+        ({"name": "Bad_Name"}, ["name"]),
+        ({"name": "e", "bogus": 1}, ["bogus"]),
+        ({"name": "e", "poolsize": -1, "preload": ["not-a-module"]}, ["poolsize", "preload"]),
+        ({}, ["name"]),
+    ],
+)
+async def test_invalid_bodies_name_their_fields(
+    api: Api, body: dict[str, Any], paths: list[str]
+) -> None:
+    failure = error(await api.client.post("/v1/environments", json=body), 422)
+    assert failure["code"] == "invalid"
+    assert [f["path"] for f in failure["fields"]] == paths
+    assert failure["message"].startswith("invalid request: " + paths[0] + ": ")
+
+
+async def test_nested_field_paths(api: Api) -> None:
+    await api.package()
+    response = await api.function(env_vars={"1BAD": "x"}, timeout="soon")
+    failure = error(response, 422)
+    paths = sorted(f["path"] for f in failure["fields"])
+    assert paths == ["env_vars.1BAD.[key]", "timeout"]
+
+
+async def test_model_level_errors(api: Api) -> None:
+    failure = error(await api.trigger("t", url="/a", prefix="/b"), 422)
+    assert failure["fields"][0]["path"] == "body"
+    assert "exactly one of url or prefix" in failure["message"]
+
+
+async def test_malformed_json(api: Api) -> None:
+    response = await api.client.post(
+        "/v1/environments", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert error(response, 422)["code"] == "invalid"
+
+
+@pytest.mark.xfail(
+    reason=(
+        "bug: fissile/_units.py parse_memory/parse_duration raise TypeError for JSON null "
+        "(and parse_memory for floats); pydantic lets TypeError through, so POST "
+        "/v1/functions with {'memory': null} is a 500 Internal Server Error instead of a 422 "
+        "naming the field"
+    ),
+    strict=True,
+)
+@pytest.mark.parametrize("fields", [{"memory": None}, {"memory": 134217728.0}, {"timeout": None}])
+async def test_wrong_json_types_for_units_are_422(api: Api, fields: dict[str, Any]) -> None:
+    await api.package()
+    failure = error(await api.function(**fields), 422)
+    assert [f["path"] for f in failure["fields"]] == list(fields)
+
+
+async def test_body_name_must_match_url(api: Api) -> None:
+    response = await api.client.put("/v1/environments/python", json={"name": "other"})
+    failure = error(response, 422)
+    assert failure["message"] == "the body names 'other' but the URL names 'python'"
+    assert failure["fields"] == [{"path": "name", "message": "must match the name in the URL"}]
+
+
+# --- not found and conflicts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "message"),
+    [
+        ("GET", "/v1/functions/nope", "function 'nope' not found"),
+        ("DELETE", "/v1/packages/nope", "package 'nope' not found"),
+        ("GET", "/v1/httptriggers/nope", "HTTP trigger 'nope' not found"),
+        ("POST", "/v1/packages/nope/rebuild", "package 'nope' not found"),
+        ("GET", "/v1/functions/nope/logs", "function 'nope' not found"),
+    ],
+)
+async def test_unknown_names_are_404(api: Api, method: str, path: str, message: str) -> None:
+    failure = error(await api.client.request(method, path), 404)
+    assert failure == {"code": "not_found", "message": message}
+
+
+async def test_update_of_unknown_name_is_404(api: Api) -> None:
+    response = await api.client.put("/v1/environments/ghost", json={"name": "ghost"})
+    assert error(response, 404)["message"] == "environment 'ghost' not found"
+
+
+async def test_references_must_exist(api: Api) -> None:
+    sha = await api.upload()
+    body = {"name": "p", "env": "ghost", "source": sha}
+    failure = error(await api.client.post("/v1/packages", json=body), 404)
+    assert failure["message"] == "environment 'ghost' not found (field env)"
+    assert failure["fields"] == [{"path": "env", "message": "environment 'ghost' not found"}]
+    failure = error(await api.function(package="ghost"), 404)
+    assert failure["fields"][0]["path"] == "package"
+    failure = error(await api.trigger("t", function="ghost", url="/x"), 404)
+    assert failure["fields"][0]["path"] == "function"
+
+
+async def test_package_source_must_be_uploaded(api: Api) -> None:
+    body = {"name": "p", "env": "python", "source": "f" * 64}
+    failure = error(await api.client.post("/v1/packages", json=body), 422)
+    assert failure["message"] == "source archive ffffffffffff has not been uploaded"
+    assert failure["fields"][0]["path"] == "source"
+
+
+async def test_duplicate_create_is_409(api: Api) -> None:
+    await api.package()
+    await api.package("pkg2")
+    assert (await api.function()).status_code == 201
+    failure = error(await api.function(package="pkg2"), 409)
+    assert failure == {"code": "conflict", "message": "function 'fn' already exists"}
+    # The first function is untouched.
+    assert (await api.client.get("/v1/functions/fn")).json()["package"] == "pkg"
+
+
+async def test_environment_in_use_cannot_be_deleted(api: Api) -> None:
+    await api.package()
+    failure = error(await api.client.delete("/v1/environments/python"), 409)
+    assert (
+        failure["message"] == "environment 'python' is in use by package 'pkg'; delete those first"
+    )
+    assert (await api.function()).status_code == 201
+    failure = error(await api.client.delete("/v1/environments/python"), 409)
+    assert "package 'pkg', function 'fn'" in failure["message"]
+    assert (await api.client.get("/v1/environments/python")).status_code == 200
+
+
+async def test_package_in_use_cannot_be_deleted(api: Api) -> None:
+    await api.package()
+    await api.function()
+    failure = error(await api.client.delete("/v1/packages/pkg"), 409)
+    assert failure["message"] == "package 'pkg' is in use by function 'fn'; delete those first"
+
+
+async def test_function_in_use_by_a_trigger_cannot_be_deleted(api: Api) -> None:
+    await api.package()
+    await api.function()
+    assert (await api.trigger("route", url="/hello")).status_code == 201
+    failure = error(await api.client.delete("/v1/functions/fn"), 409)
+    assert (
+        failure["message"] == "function 'fn' is in use by HTTP trigger 'route'; delete those first"
+    )
+    assert (await api.client.delete("/v1/httptriggers/route")).status_code == 200
+    deleted = await api.client.delete("/v1/functions/fn")
+    assert deleted.status_code == 200
+    assert deleted.json()["name"] == "fn"
+
+
+async def test_conflicting_routes_are_409(api: Api) -> None:
+    await api.package()
+    await api.function()
+    created = await api.trigger("first", url="/items/{id}", methods=["GET", "POST"])
+    assert created.status_code == 201
+    failure = error(await api.trigger("second", url="/items/{key}/", methods=["post"]), 409)
+    assert failure["message"] == "HTTP trigger 'first' already routes /items/{id} (GET, POST)"
+    # Another method on the same path, or the same trigger updated, is fine.
+    assert (await api.trigger("third", url="/items/{key}", methods=["DELETE"])).status_code == 201
+    update = {"name": "first", "function": "fn", "url": "/items/{id}", "methods": ["GET"]}
+    assert (await api.client.put("/v1/httptriggers/first", json=update)).status_code == 200
+
+
+# --- archives and packages -----------------------------------------------------------------
+
+
+async def test_archive_upload(api: Api) -> None:
+    data = zip_path(Path(__file__))
+    response = await api.client.post("/v1/archives", content=data)
+    assert response.status_code == 201
+    assert response.json() == {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "files": 1,
+    }
+    assert api.builder.archives.exists(response.json()["sha256"])
+
+
+async def test_garbage_archive_is_422(api: Api) -> None:
+    failure = error(await api.client.post("/v1/archives", content=b"not a zip" * 50), 422)
+    assert failure["code"] == "bad_archive"
+    assert failure["message"].startswith("not a valid zip archive")
+    assert list(api.builder.archives.root.iterdir()) == []
+
+
+async def test_zip_slip_archive_is_422(api: Api) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../../evil.py", "x")
+    failure = error(await api.client.post("/v1/archives", content=buffer.getvalue()), 422)
+    assert failure == {
+        "code": "bad_archive",
+        "message": "../../evil.py: path escapes the archive (zip slip)",
+    }
+
+
+async def test_too_large_archive_is_413(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "MAX_ARCHIVE_BYTES", 100)
+    failure = error(await api.client.post("/v1/archives", content=b"x" * 101), 413)
+    assert failure["code"] == "too_large"
+
+
+async def test_package_is_built(api: Api) -> None:
+    sha = await api.upload()
+    body = {"name": "pkg", "env": "python", "source": sha}
+    created = await api.client.post("/v1/packages", json=body)
+    assert created.status_code == 201
+    assert created.json()["status"]["state"] == "pending"
+    assert created.json()["generation"] == 1
+    await api.builder.wait()
+    built = (await api.client.get("/v1/packages/pkg")).json()
+    assert built["status"]["state"] == "succeeded"
+    assert (api.harness.deploy_root / built["status"]["deploy"] / "main.py").read_text() == HELLO
+    listed = (await api.client.get("/v1/packages")).json()
+    assert [p["name"] for p in listed] == ["pkg"]
+
+
+async def test_function_on_a_failed_package_is_409_with_the_log(api: Api) -> None:
+    package = await api.package(buildcmd="echo kaputt-dependency; exit 3")
+    assert package["status"]["state"] == "failed"
+    failure = error(await api.function(), 409)
+    assert failure["code"] == "conflict"
+    assert failure["message"].startswith("package 'pkg' failed to build:\n")
+    assert "kaputt-dependency" in failure["message"]
+    assert "sh exited with status 3" in failure["message"]
+
+
+async def test_rebuild(api: Api) -> None:
+    first = await api.package()
+    response = await api.client.post("/v1/packages/pkg/rebuild")
+    assert response.status_code == 200
+    assert response.json()["status"] == {
+        **response.json()["status"],
+        "state": "pending",
+        "rebuild": 1,
+    }
+    again = error(await api.client.post("/v1/packages/pkg/rebuild"), 409)
+    assert again["message"] == "package 'pkg' is already pending"
+    await api.builder.wait()
+    rebuilt = (await api.client.get("/v1/packages/pkg")).json()
+    assert rebuilt["status"]["state"] == "succeeded"
+    assert rebuilt["status"]["deploy"] != first["status"]["deploy"]
+
+
+async def test_package_update_rebuilds_only_when_the_build_changes(api: Api) -> None:
+    built = await api.package()
+    same = {k: built[k] for k in ("name", "env", "source", "buildcmd", "owner")}
+    unchanged = (await api.client.put("/v1/packages/pkg", json=same)).json()
+    assert unchanged["status"] == built["status"]
+    changed = {**same, "buildcmd": 'cp -r "$SRC_PKG" "$DEPLOY_PKG"'}
+    response = (await api.client.put("/v1/packages/pkg", json=changed)).json()
+    assert response["status"]["state"] == "pending"
+    await api.builder.wait()
+    after = (await api.client.get("/v1/packages/pkg")).json()
+    assert after["status"]["state"] == "succeeded"
+    assert after["status"]["deploy"] != built["status"]["deploy"]
+
+
+# --- functions -----------------------------------------------------------------------------
+
+
+async def test_function_lifecycle_reaches_the_executor(api: Api) -> None:
+    await api.package()
+    created = await api.function(timeout="30s", memory="128Mi", min_scale=1)
+    assert created.status_code == 201
+    body = created.json()
+    assert (body["timeout"], body["memory"], body["generation"]) == (30.0, 128 * 1024**2, 1)
+    assert body["status"]["restarts"] == 0
+    pool = api.harness.executor.function("fn")
+    await until(lambda: pool.instances)
+
+    async def instances() -> int:
+        count: int = (await api.client.get("/v1/functions/fn")).json()["status"]["instances"]
+        return count
+
+    assert await instances() == 1
+    updated = await api.client.put(
+        "/v1/functions/fn",
+        json={"name": "fn", "env": "python", "package": "pkg", "timeout": 5},
+    )
+    assert updated.status_code == 200
+    assert (updated.json()["timeout"], updated.json()["generation"]) == (5.0, 2)
+    assert api.harness.executor.function("fn").spec.timeout == 5.0
+    assert (await api.client.delete("/v1/functions/fn")).status_code == 200
+    assert "fn" not in api.harness.executor.functions
+
+
+async def test_deleting_a_function_deletes_the_package_it_owns(api: Api) -> None:
+    await api.package("owned", owner="fn")
+    await api.package("shared")
+    await api.function(package="owned")
+    await api.function("other", package="shared")
+    assert (await api.client.delete("/v1/functions/fn")).status_code == 200
+    assert (await api.client.get("/v1/packages/owned")).status_code == 404
+    assert (await api.client.delete("/v1/functions/other")).status_code == 200
+    assert (await api.client.get("/v1/packages/shared")).status_code == 200
+
+
+async def test_function_logs(api: Api) -> None:
+    await api.package()
+    await api.function()
+    for n in range(5):
+        api.harness.logs.platform("fn", f"note {n}")
+    response = await api.client.get("/v1/functions/fn/logs", params={"tail": 2})
+    assert response.status_code == 200
+    lines = response.text.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["fissile note 3", "fissile note 4"]
+    bad = error(await api.client.get("/v1/functions/fn/logs", params={"tail": -1}), 422)
+    assert bad["fields"][0]["path"].endswith("tail")
+
+
+@pytest.mark.xfail(
+    reason=(
+        "bug: fissile/controlplane/app.py create_api registers handlers for ApiError and "
+        "RequestValidationError only; Starlette's own HTTPException (unknown path 404, wrong "
+        "method 405) still answers {'detail': ...}, not the documented "
+        "{'error': {'code', 'message'}} envelope (fissile/controlplane/errors.py)"
+    ),
+    strict=True,
+)
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nothing"), ("PATCH", "/v1/functions")])
+async def test_every_error_uses_the_error_envelope(api: Api, method: str, path: str) -> None:
+    response = await api.client.request(method, path)
+    assert response.status_code in (404, 405)
+    assert set(response.json()["error"]) >= {"code", "message"}
