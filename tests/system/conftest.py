@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from syskit import Platform
+from syskit import Platform, Spawn
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +19,6 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         assert "Traceback" not in running.stderr(), running.stderr()[-5000:]
     finally:
         running.abandon()
-
-
-Spawn = Callable[..., Platform]
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,7 @@ def error_of(response: httpx.Response) -> dict[str, str]:
     assert set(body) == {"error"}, body
     error: dict[str, str] = body["error"]
     return error
+
+
+# ``spawn(data_dir=None, *extra_args)``: the fixture that starts dedicated platforms.
+Spawn = Callable[..., Platform]

@@ -95,12 +95,15 @@ def test_update_env_var_is_visible(platform: Platform, tmp_path: Path) -> None:
 def test_update_timeout_applies(platform: Platform, tmp_path: Path) -> None:
     write(tmp_path / "napper.py", VERSIONED.format(version="rested"))
     platform.ok("fn", "create", "--name", "napper", "--code", str(tmp_path / "napper.py"))
-    assert platform.get("/function/napper?sleep=1.2").text == "rested"
+    assert platform.get("/function/napper?sleep=0.7").text == "rested"
 
-    platform.ok("fn", "update", "--name", "napper", "--timeout", "1s")
-    assert platform.json_of("fn", "get", "--name", "napper")["timeout"] == 1
-    response = platform.get("/function/napper?sleep=1.5")
+    platform.ok("fn", "update", "--name", "napper", "--timeout", "500ms")
+    assert platform.json_of("fn", "get", "--name", "napper")["timeout"] == 0.5
+    started = time.monotonic()
+    response = platform.get("/function/napper?sleep=0.7")
     assert response.status_code == 504, response.text
+    assert time.monotonic() - started < 0.7
+    assert platform.get("/function/napper").text == "rested"
 
 
 def test_pkg_update_rolls_functions_on_it(platform: Platform, tmp_path: Path) -> None:
