@@ -115,6 +115,7 @@ async def test_instance_exiting_is_a_502_naming_the_status(harness: Harness) -> 
     assert failure["code"] == "instance_died"
     assert "exited with status 3" in failure["message"]
     await until(lambda: not pid_alive(pid))
+    await until(lambda: harness.executor.status("quitter").restarts)
     status = harness.executor.status("quitter")
     assert (status.restarts, status.last_exit_reason) == (1, "exited with status 3")
     # The next request gets a fresh instance.
@@ -133,7 +134,9 @@ async def test_timeout_kills_the_instance(harness: Harness) -> None:
     assert failure["code"] == "timeout"
     assert "did not answer within 1s; its instance was killed" in failure["message"]
     await until(lambda: not pid_alive(pid))
-    assert harness.executor.status("slow").last_exit_reason == "timeout after 1s"
+    # The zygote's report of the exit follows the death itself.
+    await until(lambda: harness.executor.status("slow").last_exit_reason == "timeout after 1s")
+    assert harness.executor.status("slow").restarts == 1
     assert (await ok(harness, "slow"))["pid"] != pid
 
 
@@ -173,11 +176,13 @@ async def test_updating_env_vars_rolls_to_a_new_instance(harness: Harness) -> No
     harness.function("roll", CODE, env_vars={"GREETING": "hello"})
     before = await ok(harness, "roll")
     assert before["greeting"] == "hello"
+    (old,) = harness.executor.function("roll").instances
     harness.update_function("roll", env_vars={"GREETING": "bonjour"})
     after = await ok(harness, "roll")
     assert after["greeting"] == "bonjour"
     assert after["pid"] != before["pid"]
-    await until(lambda: not pid_alive(before["pid"]))
+    await until(old.exited.is_set)
+    assert not pid_alive(before["pid"])
     assert harness.executor.status("roll").restarts == 0  # retired, not crashed
 
 
@@ -235,9 +240,10 @@ async def test_idle_instances_are_reaped(harness: Harness) -> None:
     harness.function("idle", CODE, idle_timeout=0.2)
     pid = (await ok(harness, "idle"))["pid"]
     pool = harness.executor.function("idle")
-    assert len(pool.instances) == 1
+    (instance,) = pool.instances
     await until(lambda: not pool.instances, timeout=3)
-    await until(lambda: not pid_alive(pid))
+    await until(instance.exited.is_set)
+    assert not pid_alive(pid)
     assert harness.executor.status("idle").restarts == 0
     assert (await ok(harness, "idle"))["pid"] != pid
 
@@ -284,5 +290,41 @@ async def test_stop_leaves_no_processes(harness: Harness) -> None:
     assert all(pid_alive(pid) for pid in pids)
     run_dir = harness.executor.run_dir
     await harness.stop()
-    await until(lambda: not any(pid_alive(pid) for pid in pids))
+    # Gone when stop() returns: the zygote kills and reaps its instances before exiting.
+    assert [pid for pid in pids if pid_alive(pid)] == []
     assert not run_dir.exists()
+
+
+async def test_slow_loading_is_a_504_and_the_instance_is_killed(harness: Harness) -> None:
+    harness.function("slowload", "import time\ntime.sleep(30)\n" + CODE, timeout=1)
+    answer = await send(harness, "slowload")
+    assert answer.status == 504
+    assert error(answer)["message"] == "no instance of slowload became ready within 1s"
+
+    def loading() -> list[int]:
+        return [i.pid for i in harness.executor._by_pid.values() if i.function == "slowload"]
+
+    pids = loading()
+    assert len(pids) == 1  # still importing
+    await until(lambda: not loading())
+    await until(lambda: not pid_alive(pids[0]))
+
+
+async def test_concurrency_shares_one_instance(harness: Harness) -> None:
+    harness.function("shared", CODE, concurrency=3, max_scale=1)
+    await ok(harness, "shared")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    responses = await asyncio.gather(*(send(harness, "shared", "/?sleep=0.4") for _ in range(3)))
+    assert loop.time() - started < 1.0  # three 0.4 s calls overlapped
+    assert len({json.loads(r.body)["pid"] for r in responses}) == 1
+
+
+async def test_functions_do_not_share_environment_variables(harness: Harness) -> None:
+    harness.function("secretive", CODE, env_vars={"GREETING": "top-secret"})
+    harness.function("nosy", CODE)
+    secret = await ok(harness, "secretive")
+    nosy = await ok(harness, "nosy")
+    assert secret["greeting"] == "top-secret"
+    assert nosy["greeting"] is None
+    assert nosy["pid"] != secret["pid"]
