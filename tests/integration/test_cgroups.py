@@ -245,6 +245,20 @@ def test_kill_all_kills_children_and_grandchildren(cgroups: Cgroups, children: C
     group.remove()
 
 
+def test_kill_all_without_waiting_and_errors_are_oserrors(
+    cgroups: Cgroups, children: Children
+) -> None:
+    group = cgroups.create("nowait")
+    pid = children.spawn(group, lambda: _spin(10))
+    group.kill_all(timeout=0)  # signals only: returns at once
+    status, _ = children.wait(pid)
+    assert _killed_by(status) == signal.SIGKILL
+    assert group.pids() == []
+    group.remove()
+    with pytest.raises(OSError):  # callers handling OSError handle CgroupError
+        group.add(pid)  # the group is gone (and so is the process)
+
+
 def test_remove_leaves_no_directory_and_is_idempotent(cgroups: Cgroups, children: Children) -> None:
     group = cgroups.create("gone")
     assert group.paths and all(path.is_dir() for path in group.paths)
