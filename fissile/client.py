@@ -12,6 +12,20 @@ import httpx
 DEFAULT_API = "http://127.0.0.1:8081"
 
 
+def find_token() -> str | None:
+    """``$FISSILE_TOKEN``, else the token file in the data dir (``$FISSILE_DATA_DIR`` or the
+    default), when this user can read it."""
+    token = os.environ.get("FISSILE_TOKEN")
+    if token:
+        return token.strip()
+    from fissile.config import default_data_dir
+
+    try:
+        return (default_data_dir() / "api-token").read_text().strip() or None
+    except OSError:
+        return None
+
+
 class ClientError(Exception):
     """The API refused a request, or could not be reached."""
 
@@ -24,9 +38,13 @@ class ClientError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str | None = None, timeout: float = 60.0, token: str | None = None
+    ) -> None:
         self.base_url = (base_url or os.environ.get("FISSILE_API") or DEFAULT_API).rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        token = token or find_token()
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -50,6 +68,13 @@ class Client:
             raise ClientError(
                 f"the fissile API at {self.base_url} did not answer in time"
             ) from None
+        if response.status_code == 401:
+            raise ClientError(
+                "the fissile API refused the token: set FISSILE_TOKEN, or FISSILE_DATA_DIR to the"
+                " platform's data dir",
+                401,
+                "unauthorized",
+            )
         if response.status_code >= 400:
             raise _error(response)
         return response

@@ -25,6 +25,7 @@ class Config:
     api_port: int = 8081
     max_body: int = 16 * 1024 * 1024
     log_level: str = "info"
+    sandbox: str = "auto"
 
     @property
     def database(self) -> Path:
@@ -41,6 +42,10 @@ class Config:
     @property
     def logs(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "api-token"
 
     @property
     def router_url(self) -> str:

@@ -52,6 +52,8 @@ IMAGE_ALIASES = {
     "ghcr.io/fission/python-env": "python",
 }
 
+Network = Literal["host", "none"]
+
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -85,6 +87,9 @@ class EnvironmentSpec(Spec):
     poolsize: int = Field(3, ge=0, le=64, description="warm, unspecialized instances kept ready")
     preload: list[str] = Field(
         default_factory=list, description="modules the environment's zygote imports once"
+    )
+    network: Network = Field(
+        "host", description="host: share the host's network; none: a private loopback only"
     )
 
     @field_validator("image")
@@ -164,6 +169,7 @@ class FunctionSpec(Spec):
     concurrency: int = Field(1, ge=1, le=1000, description="in-flight requests per instance")
     idle_timeout: Duration = Field(120.0, ge=0)
     env_vars: EnvVars = Field(default_factory=dict)
+    network: Network | None = Field(None, description="host or none; unset: the environment's")
 
     @model_validator(mode="after")
     def _scale_bounds(self) -> FunctionSpec:
@@ -181,6 +187,7 @@ class FunctionSpec(Spec):
             self.entrypoint,
             self.memory,
             self.cpu,
+            self.network,
             tuple(sorted(self.env_vars.items())),
         )
 
@@ -298,3 +305,5 @@ class PlatformInfo(BaseModel):
     version: str
     router_url: str
     data_dir: str
+    sandbox_mode: str = "off"
+    sandbox_active: dict[str, bool] = Field(default_factory=dict)

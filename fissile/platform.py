@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
@@ -18,10 +20,12 @@ import fissile
 from fissile.builder import ArchiveStore, Builder
 from fissile.config import Config
 from fissile.controlplane import Resources, create_api
+from fissile.controlplane.auth import ensure_token
 from fissile.executor import Executor
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
 from fissile.router import Router
+from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
 
 logger = logging.getLogger("fissile")
@@ -85,18 +89,36 @@ class Platform:
         router_sock = _listen(config.host, config.port, "router")
         api_sock = _listen(config.api_host, config.api_port, "control API")
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(config.data_dir, 0o700)
+        token = ensure_token(config.token_file)
         self.store = store = open_store(f"sqlite://{config.database}")
         _first_start(store)
         self.logs = logs = LogBook(config.logs)
         archives = ArchiveStore(config.archives)
-        self.executor = executor = Executor(store, config.deploy, logs)
+        try:
+            self.executor = executor = Executor(
+                store, config.deploy, logs, sandbox_mode=config.sandbox, data_dir=config.data_dir
+            )
+        except SandboxUnavailable as exc:
+            raise StartupError(str(exc)) from None
+        sandbox = executor.sandbox
+        _say(sandbox.summary())
+        if not _loopback(config.api_host):
+            _say(
+                f"WARNING: the control API listens on {config.api_host}, beyond loopback;"
+                " anyone who can reach it and holds the token controls this platform"
+            )
         self.builder = builder = Builder(store, archives, config.deploy)
         resources = Resources(store, builder, archives, executor, logs)
         router = Router(executor, max_body=config.max_body)
         info = PlatformInfo(
-            version=fissile.__version__, router_url=config.router_url, data_dir=str(config.data_dir)
+            version=fissile.__version__,
+            router_url=config.router_url,
+            data_dir=str(config.data_dir),
+            sandbox_mode=sandbox.mode,
+            sandbox_active=sandbox.active(),
         )
-        api = create_api(resources, logs, info, self.ready)
+        api = create_api(resources, logs, info, self.ready, token=token)
 
         builder.resume()
         await executor.start()
@@ -118,12 +140,10 @@ class Platform:
         while not all(server.started for server in self._servers):
             await asyncio.sleep(0.01)
         self._ready = True
-        print(
+        _say(
             f"fissile {fissile.__version__}: router {config.router_url},"
             f" control API http://{config.api_host}:{config.api_port},"
-            f" data {config.data_dir}",
-            file=sys.stderr,
-            flush=True,
+            f" data {config.data_dir}"
         )
 
     async def stop(self) -> None:
@@ -140,6 +160,17 @@ class Platform:
             self.logs.close()
         if self.store is not None:
             self.store.close()
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _first_start(store: Store) -> None:

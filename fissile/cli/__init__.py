@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 import fissile
-from fissile.cli import env, fn, pkg, route, up
+from fissile.cli import doctor, env, fn, pkg, route, up
 from fissile.client import ClientError
 
 
@@ -36,6 +36,7 @@ def cli() -> None:
 
 
 cli.add_command(up.up)
+cli.add_command(doctor.doctor)
 cli.add_command(env.env)
 cli.add_command(pkg.pkg)
 cli.add_command(pkg.pkg, name="package")

@@ -39,7 +39,7 @@ def emit(
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value) or "-"

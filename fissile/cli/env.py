@@ -14,7 +14,14 @@ COLUMNS: list[Column] = [
     ("IMAGE", lambda e: e["image"]),
     ("POOLSIZE", lambda e: e["poolsize"]),
     ("PRELOAD", lambda e: e["preload"]),
+    ("NETWORK", lambda e: e.get("network")),
 ]
+network_option = click.option(
+    "--network",
+    type=click.Choice(["host", "none"]),
+    default=None,
+    help="Default network of the environment's functions [default: host].",
+)
 
 
 def _modules(value: str | None) -> list[str] | None:
@@ -33,10 +40,19 @@ def env() -> None:
 @click.option("--image", default="python", show_default=True, help="Runtime image.")
 @click.option("--poolsize", default=3, show_default=True, type=int, help="Warm instances kept.")
 @click.option("--preload", default=None, help="Comma-separated modules the zygote imports once.")
+@network_option
 @output_option
-def create(name: str, image: str, poolsize: int, preload: str | None, output: str) -> None:
+def create(
+    name: str, image: str, poolsize: int, preload: str | None, network: str | None, output: str
+) -> None:
     """Create an environment."""
-    body = {"name": name, "image": image, "poolsize": poolsize, "preload": _modules(preload) or []}
+    body = {
+        "name": name,
+        "image": image,
+        "poolsize": poolsize,
+        "preload": _modules(preload) or [],
+        "network": network or "host",
+    }
     with Client() as client:
         created = client.create("environments", body)
     if output == "table":
@@ -67,17 +83,24 @@ def get(name: str, output: str) -> None:
 @click.option("--image", default=None)
 @click.option("--poolsize", default=None, type=int)
 @click.option("--preload", default=None, help="Comma-separated modules (replaces the list).")
-def update(name: str, image: str | None, poolsize: int | None, preload: str | None) -> None:
+@network_option
+def update(
+    name: str, image: str | None, poolsize: int | None, preload: str | None, network: str | None
+) -> None:
     """Change an environment; a new image or preload list restarts its instances."""
     with Client() as client:
         current = client.get("environments", name)
-        body: dict[str, Any] = {k: current[k] for k in ("name", "image", "poolsize", "preload")}
+        body: dict[str, Any] = {
+            k: current[k] for k in ("name", "image", "poolsize", "preload", "network")
+        }
         if image is not None:
             body["image"] = image
         if poolsize is not None:
             body["poolsize"] = poolsize
         if preload is not None:
             body["preload"] = _modules(preload)
+        if network is not None:
+            body["network"] = network
         client.update("environments", name, body)
     done(f"environment '{name}' updated")
 

@@ -41,6 +41,7 @@ SPEC_FIELDS = (
     "concurrency",
     "idle_timeout",
     "env_vars",
+    "network",
 )
 
 
@@ -55,6 +56,7 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
         "max_scale": options.get("max_scale"),
         "concurrency": options.get("concurrency"),
         "idle_timeout": options.get("idle_timeout"),
+        "network": options.get("network"),
     }
     settings = {k: v for k, v in fields.items() if v is not None}
     if options.get("env_vars"):
@@ -77,6 +79,12 @@ def _settings_options(func: Any) -> Any:
         click.option("--concurrency", type=int, default=None, help="Requests per instance [1]"),
         click.option("--idle-timeout", type=DURATION, default=None, help="Reap after [120s]"),
         click.option("--env-var", "env_vars", multiple=True, help="KEY=VALUE (repeat)."),
+        click.option(
+            "--network",
+            type=click.Choice(["host", "none"]),
+            default=None,
+            help="host, or none: a private loopback only [default: the environment's]",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -192,6 +200,7 @@ def get(name: str, output: str) -> None:
         ("Concurrency", function["concurrency"]),
         ("Idle timeout", format_duration(function["idle_timeout"])),
         ("Env vars", ", ".join(f"{k}={v}" for k, v in function["env_vars"].items()) or "-"),
+        ("Network", function.get("network") or "(environment's)"),
         (
             "Instances",
             f"{status['instances']} ({status['busy']} busy, {status['starting']} starting)",

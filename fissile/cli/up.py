@@ -25,6 +25,13 @@ from fissile.config import Config, default_data_dir
     "--max-body", default="16Mi", show_default=True, type=MEMORY, help="Largest request body."
 )
 @click.option(
+    "--sandbox",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "strict", "off"]),
+    help="auto: every isolation layer this host allows; strict: refuse to start without all.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -37,6 +44,7 @@ def up(
     api_host: str,
     api_port: int,
     max_body: int,
+    sandbox: str,
     log_level: str,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
@@ -50,6 +58,7 @@ def up(
         api_port=api_port,
         max_body=max_body,
         log_level=log_level,
+        sandbox=sandbox,
     )
     try:
         run(config)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 import fissile
 from fissile.builder import ArchiveError, ArchiveTooLarge
 from fissile.builder.archive import MAX_ARCHIVE_BYTES
+from fissile.controlplane.auth import authorized
 from fissile.controlplane.errors import ApiError
 from fissile.controlplane.resources import Resources
 from fissile.models import (
@@ -34,13 +35,31 @@ from fissile.observability import LogBook
 
 
 def create_api(
-    resources: Resources, logs: LogBook, info: PlatformInfo, ready: Callable[[], bool]
+    resources: Resources,
+    logs: LogBook,
+    info: PlatformInfo,
+    ready: Callable[[], bool],
+    token: str | None = None,
 ) -> FastAPI:
+    """The control API; with a ``token``, every request but ``/healthz`` must carry it."""
     app = FastAPI(
         title="fissile control API",
         version=fissile.__version__,
         description="Environments, packages, functions and HTTP triggers of a fissile platform.",
     )
+
+    if token is not None:
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Any:
+            if request.url.path != "/healthz" and not authorized(
+                request.headers.get("authorization"), token
+            ):
+                error = ApiError(401, "unauthorized", "missing or wrong bearer token")
+                return JSONResponse(
+                    error.body(), 401, headers={"www-authenticate": 'Bearer realm="fissile"'}
+                )
+            return await call_next(request)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

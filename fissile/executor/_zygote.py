@@ -27,7 +27,16 @@ from typing import Any
 from fissile.executor._prctl import die_with_parent, set_process_name
 
 _MAX_MESSAGE = 65536
-_BUILTIN_PRELOAD = ("fissile.runtime.server", "uvloop", "flask")
+# The sandbox's modules are imported here too: after pivot_root an instance may no longer see
+# the directory they came from (an editable install, say).
+_BUILTIN_PRELOAD = (
+    "fissile.runtime.server",
+    "fissile.sandbox.filesystem",
+    "fissile.sandbox.namespaces",
+    "fissile.sandbox.seccomp",
+    "uvloop",
+    "flask",
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,6 +79,7 @@ class Zygote:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.children: set[int] = set()
+        self.pid_forker: Any = None
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -115,14 +125,31 @@ class Zygote:
 
     def fork(self, message: dict[str, Any], fds: list[int]) -> None:
         listener_fd, log_fd = fds
-        pid = os.fork()
-        if pid == 0:
+
+        def child() -> None:
             try:
                 self.become_instance(message, listener_fd, log_fd)
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(70)
+
+        try:
+            if (message.get("sandbox") or {}).get("pid_namespace"):
+                if self.pid_forker is None:
+                    from fissile.sandbox.namespaces import PidNamespaceForker
+
+                    self.pid_forker = PidNamespaceForker()
+                pid = self.pid_forker.fork(child)
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    child()
+        except OSError as exc:
+            os.close(listener_fd)
+            os.close(log_fd)
+            _send(self.control, {"op": "fork_failed", "id": message["id"], "error": str(exc)})
+            return
         os.close(listener_fd)
         os.close(log_fd)
         self.children.add(pid)
@@ -150,8 +177,9 @@ class Zygote:
         from fissile.runtime.server import serve
         from fissile.sandbox import apply_sandbox
 
-        apply_sandbox(message.get("sandbox") or {})
-        serve(socket.socket(fileno=listener_fd), message["token"])
+        sandbox = message.get("sandbox") or {}
+        apply_sandbox(sandbox)
+        serve(socket.socket(fileno=listener_fd), message["token"], sandbox)
 
     def reap(self) -> None:
         while self.children:

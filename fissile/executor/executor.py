@@ -4,6 +4,7 @@ every change in the store."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import secrets
@@ -14,6 +15,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from fissile._units import format_memory
 from fissile.executor.errors import BuildFailed, ExecutorError, FunctionNotFound
 from fissile.executor.instance import Instance, State
 from fissile.executor.pools import EnvironmentPool, FunctionPool
@@ -26,20 +28,49 @@ from fissile.models import (
     Package,
 )
 from fissile.observability.logs import LogBook
+from fissile.sandbox import Sandbox
 from fissile.store import Change, Store
 
 logger = logging.getLogger("fissile.executor")
 
 REAP_INTERVAL = 0.5
+DEFAULT_MEMORY = 256 * 1024 * 1024  # an unspecialized instance's cgroup, until it has a function
+DEFAULT_PIDS = 256
 
 
 class Executor:
-    def __init__(self, store: Store, deploy_root: Path, logs: LogBook) -> None:
+    def __init__(
+        self,
+        store: Store,
+        deploy_root: Path,
+        logs: LogBook,
+        sandbox_mode: str = "off",
+        data_dir: Path | None = None,
+    ) -> None:
         self.store = store
         self.deploy_root = deploy_root
         self.logs = logs
-        # Unix socket paths are limited to 108 bytes, so they live in a short private dir.
+        # Unix socket paths are limited to 108 bytes, so they live in a short private dir
+        # (0700: only root, not functions running as other uids, may connect to instances).
         self.run_dir = Path(tempfile.mkdtemp(prefix="fissile-"))
+        staging = self.run_dir / "root"
+        staging.mkdir()
+        self.sandbox = Sandbox.prepare(
+            sandbox_mode,
+            data_dir=str(data_dir or deploy_root.parent),
+            deploy_root=str(deploy_root),
+            staging=str(staging),
+        )
+        self.cgroups: Any = None
+        if self.sandbox.fork_config.get("cgroups"):
+            from fissile.sandbox import cgroups
+
+            # One prefix per data dir: a restart after a crash finds and removes its leftovers,
+            # and two platforms on one host never touch each other's groups.
+            digest = hashlib.sha256(str(data_dir or deploy_root).encode()).hexdigest()[:12]
+            self.cgroups = cgroups.detect(prefix=f"fissile-{digest}")
+            if self.cgroups is not None:
+                cgroups.cleanup_stale(self.cgroups)
         self.environments: dict[str, EnvironmentPool] = {}
         self.functions: dict[str, FunctionPool] = {}
         self.packages: dict[str, Package] = {}
@@ -74,9 +105,14 @@ class Executor:
             task.cancel()
         for instance in list(self._by_pid.values()):
             instance.kill("platform stopped")
-        for path in self.run_dir.glob("*"):
+        for path in self.run_dir.glob("*.sock"):
             path.unlink(missing_ok=True)
+        (self.run_dir / "root").rmdir()
         self.run_dir.rmdir()
+        if self.cgroups is not None:
+            from fissile.sandbox import cgroups
+
+            cgroups.cleanup_stale(self.cgroups, remove_root=True)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background task, kept referenced until it ends and logged if it fails."""
@@ -125,7 +161,9 @@ class Executor:
             listener.bind(path)
             listener.listen(512)
             self._forking[instance_id] = instance
-            await zygote.fork(instance_id, listener, write_fd, instance.token, {})
+            await zygote.fork(
+                instance_id, listener, write_fd, instance.token, self.sandbox.fork_config
+            )
         except BaseException:
             self._forking.pop(instance_id, None)
             os.close(read_fd)
@@ -142,10 +180,41 @@ class Executor:
         if instance is not None:
             instance.pid = pid
             self._by_pid[pid] = instance
+            if self.cgroups is not None:
+                self._confine(instance)
+
+    def _confine(self, instance: Instance) -> None:
+        """Put a new instance in a cgroup of its own, with the defaults until specialized."""
+        from fissile.sandbox.cgroups import Limits
+
+        try:
+            group = self.cgroups.create(instance.id)
+            group.set_limits(Limits(memory=DEFAULT_MEMORY, cpu=None, pids=DEFAULT_PIDS))
+            group.add(instance.pid)
+        except Exception as exc:
+            logger.warning("instance %s: cgroup not applied: %s", instance.id, exc)
+            return
+        instance.cgroup = group
+
+    def limit(self, instance: Instance, spec: FunctionSpec) -> None:
+        """Apply a function's limits to the instance's cgroup, before its code loads."""
+        if instance.cgroup is None:
+            return
+        from fissile.sandbox.cgroups import Limits
+
+        instance.cgroup.set_limits(Limits(memory=spec.memory, cpu=spec.cpu, pids=DEFAULT_PIDS))
+        instance.memory_limit = spec.memory
 
     def instance_exited(self, pid: int, status: int) -> None:
         instance = self._by_pid.pop(pid, None)
         if instance is not None:
+            if instance.cgroup is not None and instance.exit_reason is None:
+                try:
+                    if instance.cgroup.oom_killed():
+                        limit = format_memory(instance.memory_limit)
+                        instance.exit_reason = f"out of memory (limit {limit})"
+                except OSError:
+                    pass
             instance.mark_exited(status)
             self._forget(instance)
 
@@ -164,6 +233,8 @@ class Executor:
 
     def _forget(self, instance: Instance) -> None:
         Path(instance.socket_path).unlink(missing_ok=True)
+        if instance.cgroup is not None:
+            self._remove_cgroup(instance.cgroup, attempts=20)
         if instance.function is not None:
             pool = self.functions.get(instance.function)
             if pool is not None:
@@ -172,6 +243,19 @@ class Executor:
             env = self.environments.get(instance.env)
             if env is not None:
                 env.discard(instance)
+
+    def _remove_cgroup(self, group: Any, attempts: int) -> None:
+        """Remove an instance's cgroup without blocking the loop: its last processes may take
+        a moment to exit after PID 1 is gone, so retry a few times."""
+        try:
+            group.kill_all(timeout=0)
+            group.remove(timeout=0)
+        except OSError as exc:
+            if attempts > 0 and not self._stopping:
+                loop = asyncio.get_running_loop()
+                loop.call_later(0.05, self._remove_cgroup, group, attempts - 1)
+            else:
+                logger.warning("cgroup %s not removed: %s", group.name, exc)
 
     def retire(self, instance: Instance) -> None:
         """Stop an instance on purpose (reaped, rolled, deleted): not counted as a crash."""

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from typing import Any
 
 from fissile.executor.connection import InstanceConnection, InstanceGone, InstanceResponse
 
@@ -36,6 +37,8 @@ class Instance:
         self.exit_reason: str | None = None
         self.expected_exit = False  # retired by the platform, not crashed
         self.zygote: object | None = None
+        self.cgroup: Any = None  # fissile.sandbox.cgroups.Group, when cgroups are in use
+        self.memory_limit = 0
         self.exited = asyncio.Event()
         self._idle: list[InstanceConnection] = []
 
@@ -88,6 +91,12 @@ class Instance:
             except OSError:
                 try:
                     os.kill(self.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            if self.cgroup is not None:
+                # Processes that left the group with setsid() are still in the cgroup.
+                try:
+                    self.cgroup.kill_all(timeout=0)
                 except OSError:
                     pass
 

@@ -15,6 +15,7 @@ from fissile.executor.errors import ExecutorError, LoadFailed, Overloaded
 from fissile.executor.instance import Instance, State
 from fissile.executor.zygote import Zygote
 from fissile.models import EnvironmentSpec, FunctionSpec, FunctionStatus
+from fissile.sandbox import uid_for
 
 if TYPE_CHECKING:
     from fissile.executor.executor import Executor
@@ -252,6 +253,7 @@ class FunctionPool:
         instance.state = State.specializing
         instance.function = self.name
         instance.generation = self.generation
+        env = self.executor.environment(self.spec.env).spec
         payload: dict[str, Any] = {
             "function": self.name,
             "deploy_dir": deploy_dir,
@@ -259,7 +261,14 @@ class FunctionPool:
             "env_vars": self.spec.env_vars,
             "concurrency": self.spec.concurrency,
             "timeout": self.spec.timeout,
+            "memory": self.spec.memory,
+            "network": self.spec.network or env.network,
+            "uid": uid_for(self.name),
         }
+        try:
+            self.executor.limit(instance, self.spec)
+        except OSError as exc:
+            raise LoadFailed(f"cannot apply the limits of {self.name}: {exc}") from exc
         try:
             response = await instance.control("/_fissile/specialize", payload, self.spec.timeout)
         except TimeoutError:

@@ -120,6 +120,10 @@ class Zygote:
                 future = self._forks.pop(message["id"], None)
                 if future is not None and not future.done():
                     future.set_result(message["pid"])
+            elif op == "fork_failed":
+                future = self._forks.pop(message["id"], None)
+                if future is not None and not future.done():
+                    future.set_exception(ZygoteError(f"fork failed: {message['error']}"))
             elif op == "ready" and self._ready is not None and not self._ready.done():
                 self._ready.set_result(message)
 

@@ -19,7 +19,7 @@ import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn
 
 import httptools
 
@@ -28,6 +28,7 @@ from fissile.runtime.contracts import Handler, bind
 from fissile.runtime.loader import LoadError, load_entrypoint
 from fissile.runtime.request import Request
 from fissile.runtime.response import JSON_TYPE, Response
+from fissile.sandbox import enter_function
 
 CONTROL_PREFIX = "/_fissile/"
 CONTROL_HEADER = "x-fissile-control"
@@ -38,8 +39,9 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 class InstanceApp:
     """What an instance knows: its control token and, once specialized, its function."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, sandbox: dict[str, Any] | None = None) -> None:
         self.token = token
+        self.sandbox = sandbox or {}
         self.handler: Handler | None = None
         self.function = ""
         self.timeout = 60.0
@@ -49,12 +51,17 @@ class InstanceApp:
     def specialize(self, spec: dict[str, Any]) -> Response:
         if self.handler is not None:
             return _error(409, "already_specialized", f"instance already runs {self.function}")
-        os.environ.update(spec.get("env_vars") or {})
         self.function = spec["function"]
         self.timeout = float(spec.get("timeout", 60.0))
         self.logger = logging.getLogger(self.function)
+        sys.dont_write_bytecode = True  # packages are read-only, and shared by instances
         try:
-            func = load_entrypoint(spec["deploy_dir"], spec.get("entrypoint") or "main")
+            deploy_dir = enter_function(self.sandbox, spec)
+        except Exception as exc:
+            print(f"fissile: cannot confine {self.function}: {exc}", file=sys.stderr, flush=True)
+            return _error(500, "sandbox_failed", f"sandbox: {exc}")
+        try:
+            func = load_entrypoint(deploy_dir, spec.get("entrypoint") or "main")
             handler = bind(func, self.function)
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
@@ -163,6 +170,8 @@ class HttpConnection(asyncio.Protocol):
     async def _guard_async(self, handler: Handler, request: Request, context: Context) -> Response:
         try:
             return await handler.call_async(request, context)
+        except SystemExit as exc:
+            _exit(exc)
         except Exception as exc:
             return _failed(self.app.function, exc)
 
@@ -196,8 +205,22 @@ class HttpConnection(asyncio.Protocol):
 def _guard(handler: Handler, request: Request, context: Context) -> Response:
     try:
         return handler.call(request, context)
+    except SystemExit as exc:
+        _exit(exc)
     except Exception as exc:
         return _failed(context.function, exc)
+
+
+def _exit(exc: SystemExit) -> NoReturn:
+    """``sys.exit()`` in a function ends its instance, as it would end a program; the caller
+    gets a 502 naming the exit status."""
+    code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 def _failed(function: str, exc: BaseException) -> Response:
@@ -240,7 +263,7 @@ def _params(headers: dict[str, str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in params.items()} if isinstance(params, dict) else {}
 
 
-def serve(listener: socket.socket, token: str) -> None:
+def serve(listener: socket.socket, token: str, sandbox: dict[str, Any] | None = None) -> None:
     """Run the instance server on ``listener`` until SIGTERM; called in the forked child."""
     try:
         import uvloop
@@ -249,7 +272,7 @@ def serve(listener: socket.socket, token: str) -> None:
     except ImportError:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    app = InstanceApp(token)
+    app = InstanceApp(token, sandbox)
     listener.setblocking(False)
     loop.run_until_complete(loop.create_unix_server(lambda: HttpConnection(app), sock=listener))
     loop.add_signal_handler(signal.SIGTERM, loop.stop)

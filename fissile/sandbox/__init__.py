@@ -1,21 +1,189 @@
-"""Isolation applied to an instance in the forked child, before any user code is imported.
+"""Isolation of function instances.
 
-This release applies process-level limits only (no core dumps); namespaces, cgroups and seccomp
-plug in here, chosen by name, in the isolation work that follows.
+Two moments matter. At **fork** (``apply_sandbox``, in the zygote's child, for warm instances that
+do not know their function yet): rlimits, private mount/IPC/UTS namespaces (the PID namespace is
+made by the zygote around the fork), and the instance's own root filesystem. At
+**specialization** (``enter_function``, just before the function's module is imported): the
+function's package mounted at ``/function`` (every other package detached), ``--network none``,
+a scrubbed environment, an unprivileged uid and a seccomp filter. The supervisor meanwhile puts
+each instance in a cgroup (``fissile.sandbox.cgroups``).
+
+Which layers are active depends on the host (``probe()``): as root on Linux all of them; as an
+ordinary user only rlimits and a separate process, with a warning.
 """
 
 from __future__ import annotations
 
+import os
 import resource
+import zlib
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["apply_sandbox"]
+from fissile.sandbox.capabilities import FEATURES, Capabilities, probe
+
+__all__ = [
+    "FEATURES",
+    "MODES",
+    "Capabilities",
+    "Sandbox",
+    "SandboxUnavailable",
+    "apply_sandbox",
+    "enter_function",
+    "probe",
+    "uid_for",
+]
+
+MODES = ("auto", "strict", "off")
+DEFAULT_TMP_SIZE = 64 * 1024 * 1024
+DEFAULT_PIDS = 256
+MAX_FILE_SIZE = 1024**3
+OPEN_FILES = 4096
+_BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+class SandboxUnavailable(Exception):
+    pass
+
+
+def uid_for(function: str) -> int:
+    """A stable unprivileged uid per function (100000-165535), so that functions do not share a
+    uid: one cannot signal or read the files of another even where namespaces would not stop it."""
+    return 100_000 + zlib.crc32(function.encode()) % 65_000
+
+
+@dataclass
+class Sandbox:
+    """The supervisor's view: what is active, and the config each fork carries."""
+
+    mode: str
+    capabilities: Capabilities
+    fork_config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(
+        cls,
+        mode: str,
+        data_dir: str,
+        deploy_root: str,
+        staging: str,
+        tmp_size: int = DEFAULT_TMP_SIZE,
+    ) -> Sandbox:
+        if mode not in MODES:
+            raise ValueError(f"unknown sandbox mode {mode!r}; use one of {', '.join(MODES)}")
+        caps = probe() if mode != "off" else Capabilities({"process": True, "rlimits": True})
+        if mode == "strict" and not caps.full:
+            why = "; ".join(
+                f"{name}: {caps.reasons.get(name, 'unavailable')}" for name in caps.missing()
+            )
+            raise SandboxUnavailable(f"--sandbox strict needs full isolation; missing {why}")
+        on = caps.supported.get
+        config: dict[str, Any] = {
+            "pid_namespace": bool(on("pid_namespace")),
+            "namespaces": bool(on("mount_namespace") and on("ipc_uts_namespace")),
+            "network_namespace": bool(on("network_namespace")),
+            "seccomp": bool(on("seccomp")),
+            "drop_uid": bool(on("unprivileged_uid")),
+            "cgroups": bool(on("cgroup_memory")),
+        }
+        if config["namespaces"] and config["pid_namespace"]:
+            from fissile.sandbox.filesystem import plan
+
+            config["filesystem"] = plan(data_dir, deploy_root, staging, tmp_size)
+        return cls(mode, caps, config)
+
+    def active(self) -> dict[str, bool]:
+        """Each feature of ``FEATURES`` and whether instances get it."""
+        if self.mode == "off":
+            return {name: name in ("process", "rlimits") for name in FEATURES}
+        return {name: bool(self.capabilities.supported.get(name)) for name in FEATURES}
+
+    def summary(self) -> str:
+        if self.mode == "off":
+            return (
+                "sandbox: OFF (--sandbox off): instances are separate processes with rlimits only"
+            )
+        return self.capabilities.summary()
+
+
+# -- in the instance, at fork -----------------------------------------------------------------
 
 
 def apply_sandbox(config: dict[str, Any]) -> None:
-    """Apply the sandbox described by ``config`` to the calling process."""
+    """Applied in the forked child before anything else runs there."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    nofile = int(config.get("nofile", 4096))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    limit = nofile if hard == resource.RLIM_INFINITY else min(nofile, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    nofile = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_FILE_SIZE, MAX_FILE_SIZE))
+    if config.get("namespaces"):
+        from fissile.sandbox import _libc, namespaces
+
+        namespaces.private_namespaces()
+        _libc.sethostname("fissile")
+        if config.get("filesystem"):
+            from fissile.sandbox.filesystem import build_root
+
+            build_root(config["filesystem"])
+
+
+# -- in the instance, at specialization ---------------------------------------------------------
+
+
+def enter_function(config: dict[str, Any], spec: dict[str, Any]) -> str:
+    """Confine the instance to one function; returns the directory to load its code from."""
+    deploy_dir: str = spec["deploy_dir"]
+    if spec.get("network") == "none":
+        if not config.get("network_namespace"):
+            raise SandboxUnavailable("--network none needs network namespaces (root on Linux)")
+        from fissile.sandbox.namespaces import isolate_network
+
+        isolate_network()
+    if config.get("filesystem"):
+        from fissile.sandbox.filesystem import mount_function
+
+        deploy_dir = mount_function(deploy_dir)
+    if config.get("namespaces"):
+        from fissile.sandbox import _libc
+
+        _libc.sethostname(spec["function"])
+    _scrub_environment(spec.get("env_vars") or {})
+    if not config.get("cgroups") and spec.get("memory"):
+        _limit_data(int(spec["memory"]))
+    if config.get("drop_uid"):
+        uid = int(spec.get("uid") or uid_for(spec["function"]))
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    if config.get("seccomp"):
+        from fissile.sandbox.seccomp import install_filter
+
+        install_filter()
+    return deploy_dir
+
+
+def _scrub_environment(env_vars: dict[str, str]) -> None:
+    """Functions see only a minimal environment plus their own variables — never the
+    supervisor's (which may hold a token or credentials)."""
+    kept = {key: os.environ[key] for key in _BASE_ENV if key in os.environ}
+    os.environ.clear()
+    os.environ.update(kept)
+    os.environ.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    os.environ["HOME"] = "/tmp"
+    os.environ["TMPDIR"] = "/tmp"
+    os.environ.update(env_vars)
+
+
+def _limit_data(memory: int) -> None:
+    """Without a memory cgroup, bound the data segment instead (coarser: counts reserved, not
+    used, memory) on top of what the zygote already mapped."""
+    current = 0
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    current = int(line.split()[1]) * 1024
+    except OSError:
+        return
+    limit = current + memory
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
