@@ -199,6 +199,8 @@ class FunctionStatus(BaseModel):
     restarts: int = 0
     last_exit_reason: str | None = None
     last_crash_at: datetime | None = None
+    failures_in_a_row: int = 0
+    backoff: float = Field(0.0, description="seconds until the next start while crash-looping")
 
 
 class Function(FunctionSpec, Meta):

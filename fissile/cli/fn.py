@@ -105,6 +105,13 @@ def _owned_package(client: Client, function: str, env: str, source: str) -> str:
     return name
 
 
+def _backoff(status: dict[str, Any]) -> str:
+    if not status.get("backoff"):
+        return "-"
+    failures = status.get("failures_in_a_row", 0)
+    return f"next start in {status['backoff']:.1f}s ({failures} failures in a row)"
+
+
 @click.group()
 def fn() -> None:
     """Functions: code plus entrypoint, environment, limits and scaling."""
@@ -206,6 +213,7 @@ def get(name: str, output: str) -> None:
             f"{status['instances']} ({status['busy']} busy, {status['starting']} starting)",
         ),
         ("Restarts", status["restarts"]),
+        ("Back-off", _backoff(status)),
         ("Last exit", status.get("last_exit_reason") or "-"),
         ("Last crash", status.get("last_crash_at") or "-"),
     ]

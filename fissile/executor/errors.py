@@ -22,6 +22,17 @@ class Overloaded(ExecutorError):
     code = "overloaded"
 
 
+class CrashLoop(ExecutorError):
+    """The function's instances keep dying; starts are spaced out exponentially."""
+
+    status = 503
+    code = "crash_loop"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class LoadFailed(ExecutorError):
     """The function's code could not be imported (syntax error, missing module, ...)."""
 

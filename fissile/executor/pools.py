@@ -11,7 +11,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from fissile.executor.errors import ExecutorError, LoadFailed, Overloaded
+from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, Overloaded
 from fissile.executor.instance import Instance, State
 from fissile.executor.zygote import Zygote
 from fissile.models import EnvironmentSpec, FunctionSpec, FunctionStatus
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("fissile.executor")
 
 MAX_QUEUE = 1000
+CRASH_LOOP = 3  # failures in a row before starts are spaced out
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
 
 
 class EnvironmentPool:
@@ -150,8 +153,10 @@ class FunctionPool:
         self.starting = 0
         self.waiters: deque[asyncio.Future[Instance]] = deque()
         self.restarts = 0
-        self.failures = 0  # consecutive failed starts
-        self.retry_at = 0.0  # keep_warm waits until then after failures (crash-loop back-off)
+        # Crash-loop back-off: consecutive failed starts and unexpected deaths, reset by a
+        # successful answer. From CRASH_LOOP failures on, no instance starts before retry_at.
+        self.failures = 0
+        self.retry_at = 0.0
         self.last_exit_reason: str | None = None
         self.last_crash_at: datetime | None = None
         self.deleted = False
@@ -178,6 +183,13 @@ class FunctionPool:
         if instance is not None:
             instance.inflight += 1
             return instance
+        wait = self.backing_off()
+        if wait and not self.starting:
+            raise CrashLoop(
+                f"function {self.name} is crash-looping ({self.failures} failures in a row,"
+                f" last: {self.last_exit_reason or 'failed to start'}); next start in {wait:.1f}s",
+                retry_after=wait,
+            )
         if len(self.waiters) >= MAX_QUEUE:
             raise Overloaded(f"function {self.name} has {MAX_QUEUE} requests waiting")
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
@@ -235,13 +247,11 @@ class FunctionPool:
         except Exception as exc:
             if instance is not None:
                 self.executor.retire(instance)
-            self.failures += 1
-            self.retry_at = time.monotonic() + min(0.25 * 2**self.failures, 60.0)
+            self._failed()
             self._fail_waiters(exc)
             return
         finally:
             self.starting -= 1
-        self.failures = 0
         if generation != self.generation or self.deleted:
             self.executor.retire(instance)
             self.scale_up()
@@ -295,8 +305,28 @@ class FunctionPool:
             if not waiter.done():
                 waiter.set_exception(error)
 
+    def _failed(self) -> None:
+        self.failures += 1
+        if self.failures >= CRASH_LOOP:
+            delay = min(BACKOFF_BASE * 2 ** (self.failures - CRASH_LOOP), BACKOFF_MAX)
+            self.retry_at = time.monotonic() + delay
+            self.executor.logs.platform(
+                self.name,
+                f"crash loop: {self.failures} failures in a row; next start in {delay:.1f}s",
+            )
+
+    def succeeded(self) -> None:
+        """A request was answered without a server error: the function is healthy."""
+        self.failures = 0
+
+    def backing_off(self) -> float:
+        """Seconds until the next instance may start (0 when not in back-off)."""
+        if self.failures < CRASH_LOOP:
+            return 0.0
+        return max(0.0, self.retry_at - time.monotonic())
+
     def keep_warm(self) -> None:
-        if self.failures and time.monotonic() < self.retry_at:
+        if self.backing_off():
             return
         while len(self.instances) + self.starting < self.spec.min_scale:
             self.starting += 1
@@ -346,6 +376,7 @@ class FunctionPool:
             self.instances.remove(instance)
         self.draining.discard(instance)
         if not expected:
+            self._failed()
             self.restarts += 1
             self.last_exit_reason = instance.exit_reason
             self.last_crash_at = datetime.now(UTC)
@@ -380,6 +411,8 @@ class FunctionPool:
             restarts=self.restarts,
             last_exit_reason=self.last_exit_reason,
             last_crash_at=self.last_crash_at,
+            failures_in_a_row=self.failures,
+            backoff=round(self.backing_off(), 3),
         )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 
 from fissile.executor import Executor, ExecutorError
 from fissile.executor.connection import InstanceGone, InstanceResponse
+from fissile.executor.errors import CrashLoop
 from fissile.executor.instance import Instance
 from fissile.executor.pools import FunctionPool
 
@@ -48,6 +50,8 @@ async def forward(
                 conn.close()
                 raise
             instance.keep(conn, response.keep_alive)
+            if response.status < 500:
+                pool.succeeded()
             return response
     except TimeoutError:
         if instance is not None and sent:
@@ -64,6 +68,9 @@ async def forward(
     except InstanceGone as exc:
         assert instance is not None
         return await _instance_died(executor, pool, instance, str(exc))
+    except CrashLoop as exc:
+        retry = str(max(1, math.ceil(exc.retry_after))).encode()
+        return Answer(exc.status, exc.code, exc.message, [(b"retry-after", retry)])
     except ExecutorError as exc:
         headers = [(b"retry-after", b"1")] if exc.status == 429 else None
         return Answer(exc.status, exc.code, exc.message, headers)
