@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -328,3 +330,97 @@ async def test_functions_do_not_share_environment_variables(harness: Harness) ->
     assert secret["greeting"] == "top-secret"
     assert nosy["greeting"] is None
     assert nosy["pid"] != secret["pid"]
+
+
+# --- environments --------------------------------------------------------------------------
+
+
+def update_environment(harness: Harness, **fields: Any) -> None:
+    record = harness.store.get("environments", "python")
+    harness.store.update("environments", "python", {**record.data, **fields})
+
+
+async def test_new_preload_restarts_the_zygote_and_rolls_functions(harness: Harness) -> None:
+    harness.function("hello", CODE)
+    env = harness.executor.environments["python"]
+    old_zygote = env.zygote
+    assert old_zygote is not None and old_zygote.pid is not None
+    before = await ok(harness, "hello")
+    update_environment(harness, preload=["json", "fx_no_such_module"])
+    await until(lambda: env.zygote is not None and env.zygote is not old_zygote)
+    assert env.zygote is not None
+    assert set(env.zygote.preload_failures) == {"fx_no_such_module"}
+    assert not pid_alive(old_zygote.pid)
+    after = await ok(harness, "hello")
+    assert after["pid"] != before["pid"]
+    assert not pid_alive(before["pid"])
+
+
+async def test_poolsize_changes_resize_the_warm_pool(harness: Harness) -> None:
+    env = harness.executor.environments["python"]
+    zygote = env.zygote
+    await until(lambda: len(env.warm) == 1)
+    update_environment(harness, poolsize=3)
+    await until(lambda: len(env.warm) == 3)
+    pids = [i.pid for i in env.warm]
+    update_environment(harness, poolsize=0)
+    await until(lambda: not env.warm)
+    await until(lambda: not any(pid_alive(pid) for pid in pids))
+    assert env.zygote is zygote  # a pool size change needs no new zygote
+
+
+async def test_deleting_the_environment_stops_its_zygote(harness: Harness) -> None:
+    harness.function("orphaned", CODE)
+    env = harness.executor.environments["python"]
+    assert env.zygote is not None and env.zygote.pid is not None
+    zygote_pid = env.zygote.pid
+    harness.store.delete("environments", "python")
+    assert "python" not in harness.executor.environments
+    await until(lambda: not pid_alive(zygote_pid))
+    answer = await send(harness, "orphaned")
+    assert answer.status == 503
+    assert error(answer)["message"] == "environment 'python' is not running"
+
+
+SUPERVISOR = """
+import asyncio, json, sys
+from pathlib import Path
+from fissile.executor import Executor
+from fissile.models import EnvironmentSpec
+from fissile.observability import LogBook
+from fissile.store.sqlite import SQLiteStore
+
+async def main():
+    root = Path(sys.argv[1])
+    store = SQLiteStore(root / "fissile.db")
+    env = EnvironmentSpec(name="python", poolsize=2)
+    store.create("environments", "python", env.model_dump(mode="json"))
+    executor = Executor(store, root / "deploy", LogBook(root / "logs"))
+    await executor.start()
+    pool = executor.environments["python"]
+    while len(pool.warm) < 2:
+        await asyncio.sleep(0.01)
+    print(json.dumps([pool.zygote.pid, *(i.pid for i in pool.warm)]), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_no_orphans_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SUPERVISOR, str(tmp_path), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        pids = json.loads(line)
+        assert len(pids) == 3 and all(pid_alive(pid) for pid in pids)
+        process.kill()
+        await process.wait()
+        # The zygote and its instances follow their parent (PR_SET_PDEATHSIG).
+        await until(lambda: not any(pid_alive(pid) for pid in pids))
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
