@@ -365,3 +365,27 @@ def test_build_key_depends_on_source_command_image_and_rebuild() -> None:
         build_key(spec, "python", rebuild=1),
     ]
     assert len({key, *different}) == 5
+
+
+async def test_a_change_during_a_build_is_built_next(builds: Builds, tmp_path: Path) -> None:
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    slow = 'sleep 0.3; cp -r "$SRC_PKG" "$DEPLOY_PKG"; echo first > "$DEPLOY_PKG/which"'
+    fast = 'cp -r "$SRC_PKG" "$DEPLOY_PKG"; echo second > "$DEPLOY_PKG/which"'
+    spec = builds.create("moving", source, slow)
+    published: list[str | None] = []
+    builds.store.subscribe(
+        lambda change: published.append(change.record.data["status"].get("deploy"))
+    )
+    builds.builder.submit("moving")
+    await until(lambda: builds.status("moving").state == "building")
+    record = builds.store.get("packages", "moving")
+    builds.store.update("packages", "moving", {**record.data, "buildcmd": fast})
+    builds.builder.submit("moving")
+    await builds.builder.wait()
+    status = builds.status("moving")
+    assert status.state == "succeeded", status.log
+    assert status.deploy == build_key(spec.model_copy(update={"buildcmd": fast}), "python")
+    assert (builds.deployed(status) / "which").read_text() == "second\n"
+    # The first build's result, for a command no longer wanted, was never published.
+    assert build_key(spec, "python") not in published
+    assert status.deploy in published
