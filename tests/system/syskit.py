@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,8 @@ class Platform:
     def stop_cleanly(self) -> None:
         """SIGTERM: exit status 0, and no zygote or instance left behind."""
         before = self.children()
+        # Not a vacuous check: the built-in python environment always has a zygote running.
+        assert any(p.comm.startswith("fz-") for p in before), before
         pid = self.pid
         rc = self.stop()
         survivors = wait_gone(before) + spawned_by(pid)
@@ -312,6 +315,12 @@ class Platform:
         assert result.rc == 0, result
         assert "Traceback" not in result.err, result
         return result
+
+    def ok_many(self, *commands: tuple[str, ...]) -> list[Result]:
+        """Run independent commands that must all succeed, two at a time (the CLI's start-up
+        is most of a command's cost)."""
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(lambda args: self.ok(*args), commands))
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.get(self.router_url + path, **kwargs)

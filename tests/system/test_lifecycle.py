@@ -29,25 +29,28 @@ def _populate(platform: Platform, work: Path) -> None:
         import os
 
         def main(request):
+            print("student-called", request.path)
             return {"id": request.params.get("id"), "path": request.path,
                     "secret": os.environ.get("SECRET")}
         """,
     )
     write(work / "pkgsrc" / "main.py", "def main(request):\n    return 'from a package'\n")
-    platform.ok(
-        "fn", "create", "--name", "hello", "--env", "python", "--code", str(work / "hello.py")
-    )
-    platform.ok("route", "create", "--function", "hello", "--url", "/hello")
-    platform.ok(
-        "fn", "create", "--name", "student", "--code", str(work / "student.py"),
-        "--env-var", "SECRET=s3", "--timeout", "7s",
+    platform.ok_many(
+        ("fn", "create", "--name", "hello", "--env", "python", "--code", str(work / "hello.py")),
+        (
+            "fn", "create", "--name", "student", "--code", str(work / "student.py"),
+            "--env-var", "SECRET=s3", "--timeout", "7s",
+        ),
+        ("env", "create", "--name", "py-small", "--poolsize", "1"),
     )  # fmt: skip
-    platform.ok("route", "create", "--function", "student", "--url", "/students/{id:[0-9]+}")
-    platform.ok("route", "create", "--function", "student", "--prefix", "/campus")
-    platform.ok("env", "create", "--name", "py-small", "--poolsize", "1")
-    platform.ok(
-        "pkg", "create", "--name", "kept-pkg", "--env", "py-small", "--src", str(work / "pkgsrc"),
-        "--wait",
+    platform.ok_many(
+        ("route", "create", "--function", "hello", "--url", "/hello"),
+        ("route", "create", "--function", "student", "--url", "/students/{id:[0-9]+}"),
+        ("route", "create", "--function", "student", "--prefix", "/campus"),
+        (
+            "pkg", "create", "--name", "kept-pkg", "--env", "py-small",
+            "--src", str(work / "pkgsrc"), "--wait",
+        ),
     )  # fmt: skip
     platform.ok("fn", "create", "--name", "packaged", "--env", "py-small", "--pkg", "kept-pkg")
 
@@ -81,6 +84,9 @@ def test_restart_keeps_resources_and_routes(spawn: Spawn, tmp_path: Path) -> Non
     listed = second.ok("fn", "list").out
     for name in ("hello", "student", "packaged"):
         assert name in listed
+    # The function's log from before the restart is still there.
+    log = second.ok("fn", "logs", "--name", "student").out
+    assert "student-called /students/12" in log, log
     second.stop_cleanly()
 
 

@@ -20,13 +20,17 @@ def main(request):
 def routed(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Platform:
     source = write(tmp_path_factory.mktemp("routing") / "router_echo.py", ECHO)
     platform.ok("fn", "create", "--name", "router-echo", "--code", str(source))
-    for args in (
-        ("--url", "/students/{id}"),
-        ("--url", "/courses/{id:[0-9]+}"),
-        ("--url", "/items/{name}", "--method", "PUT", "--method", "DELETE"),
-        ("--prefix", "/api/v1", "--method", "GET", "--method", "POST"),
-    ):
-        platform.ok("route", "create", "--function", "router-echo", *args)
+    platform.ok_many(
+        *(
+            ("route", "create", "--function", "router-echo", *args)
+            for args in (
+                ("--url", "/students/{id}"),
+                ("--url", "/courses/{id:[0-9]+}"),
+                ("--url", "/items/{name}", "--method", "PUT", "--method", "DELETE"),
+                ("--prefix", "/api/v1", "--method", "GET", "--method", "POST"),
+            )
+        )
+    )
     return platform
 
 
