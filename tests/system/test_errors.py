@@ -281,7 +281,7 @@ def test_function_that_never_returns(platform: Platform, tmp_path: Path) -> None
     elapsed = time.monotonic() - started
     assert response.status_code == 504, response.text
     assert error_of(response)["code"] == "timeout"
-    assert 1.9 <= elapsed <= 4.0, elapsed
+    assert 1.9 <= elapsed <= 4.5, elapsed
 
     # Its instance was killed (no CPU left burning), and a new one serves.
     assert platform.get("/function/spinner").text == "quick"

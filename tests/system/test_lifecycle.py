@@ -165,10 +165,10 @@ def test_sigkill_leaves_no_children(spawn: Spawn, tmp_path: Path) -> None:
 
 
 def _sigterm_during_slow_request(spawn: Spawn, tmp_path: Path) -> tuple[Platform, list[Any]]:
-    """SIGTERM a platform while a 1.5 s request is in flight; returns what the client got."""
+    """SIGTERM a platform while a 4 s request is in flight; returns what the client got."""
     platform = spawn()
     write(
-        tmp_path / "slow.py", "import time\ndef main():\n    time.sleep(1.5)\n    return 'done'\n"
+        tmp_path / "slow.py", "import time\n\ndef main():\n    time.sleep(4)\n    return 'done'\n"
     )
     platform.ok("fn", "create", "--name", "slow", "--code", str(tmp_path / "slow.py"))
     got: list[Any] = []

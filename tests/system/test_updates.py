@@ -100,9 +100,9 @@ def test_update_timeout_applies(platform: Platform, tmp_path: Path) -> None:
     platform.ok("fn", "update", "--name", "napper", "--timeout", "500ms")
     assert platform.json_of("fn", "get", "--name", "napper")["timeout"] == 0.5
     started = time.monotonic()
-    response = platform.get("/function/napper?sleep=0.7")
+    response = platform.get("/function/napper?sleep=3")
     assert response.status_code == 504, response.text
-    assert time.monotonic() - started < 0.7
+    assert time.monotonic() - started < 2.5  # cut short, not waited out
     assert platform.get("/function/napper").text == "rested"
 
 
