@@ -184,6 +184,7 @@ class Platform:
         self.extra_args = extra_args
         self.log_path = data_dir.parent / f"{data_dir.name}-platform-{int(time.time() * 1e3)}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         self.port = 0
         self.api_port = 0
         self.http = httpx.Client(timeout=30.0)
@@ -210,13 +211,22 @@ class Platform:
 
     # life
     def start(self) -> Platform:
+        """Launch and wait until it serves; fails the test with its stderr otherwise."""
         for _attempt in range(3):
-            self.port, self.api_port = free_port(), free_port()
-            if self._start_once():
+            self.launch()
+            if self.wait_serving():
                 return self
+            if "cannot listen" not in self.stderr()[self._log_offset :]:
+                pytest.fail(
+                    f"fissile up exited with {self.process.returncode if self.process else None}"
+                    f" before serving:\n{self.stderr()}"
+                )
+            # A port was taken between picking and binding it: try others.
         pytest.fail(f"fissile up could not get free ports:\n{self.stderr()}")
 
-    def _start_once(self) -> bool:
+    def launch(self) -> None:
+        """Start ``fissile up`` on free ports, without waiting."""
+        self.port, self.api_port = free_port(), free_port()
         env = dict(os.environ)
         env.pop("FISSILE_API", None)
         # Builds must not need the network: pip may only use local paths.
@@ -236,30 +246,27 @@ class Platform:
             str(self.api_port),
             *self.extra_args,
         ]
+        self._log_offset = len(self.stderr())
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
             )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
+
+    def wait_serving(self, timeout: float = STARTUP_TIMEOUT) -> bool:
+        """True once /healthz answers 200, False if the process exits first."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                if "cannot listen" in self.stderr():
-                    return False  # a port was taken between picking and binding it: retry
-                pytest.fail(
-                    f"fissile up exited with {self.process.returncode} before serving:\n"
-                    f"{self.stderr()}"
-                )
+                return False
             try:
                 if self.http.get(f"{self.api_url}/healthz", timeout=1.0).status_code == 200:
                     return True
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        self.process.kill()
-        self.process.wait()
-        pytest.fail(
-            f"fissile up did not serve /healthz within {STARTUP_TIMEOUT:g}s:\n{self.stderr()}"
-        )
+        self.abandon()
+        pytest.fail(f"fissile up did not serve /healthz within {timeout:g}s:\n{self.stderr()}")
 
     def children(self) -> list[Proc]:
         """The platform's descendants right now, plus zygote forks re-parented elsewhere."""
