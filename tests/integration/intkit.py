@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +102,38 @@ class Harness:
             pids |= {i.pid for i in [*pool.instances, *pool.draining] if i.pid}
         pids |= set(self.executor._by_pid)
         return {pid for pid in pids if pid}
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def subreaper() -> Iterator[Callable[[list[int]], None]]:
+    """Make this process adopt its orphaned descendants (instead of init, which may never reap
+    them here); yields a function that kills and reaps the given pids if they are ours."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    def reap(pids: list[int]) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 5
+        pending = set(pids)
+        while pending and time.monotonic() < deadline:
+            for pid in list(pending):
+                try:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:  # not ours, or reaped already
+                    pending.discard(pid)
+                    continue
+                if done:
+                    pending.discard(pid)
+            time.sleep(0.01)
+
+    try:
+        yield reap
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
