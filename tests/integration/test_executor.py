@@ -409,19 +409,22 @@ async def main():
 asyncio.run(main())
 """
 
-# Preloaded into the zygote: forked instances take 0.5 s to reach their setup (os.setsid comes
-# right before the parent-death signal is armed), which widens a race that is otherwise hit
-# only under load.
+# Preloaded into the zygote: a forked instance waits for the zygote to be gone before it goes on
+# with its setup (os.setsid comes right before the parent-death signal is armed). That forces the
+# order of a race that is otherwise hit only under load.
 SLOW_CHILD = """
 import os, time
 
+_ZYGOTE = os.getpid()
 _setsid = os.setsid
 
-def _slow_setsid():
-    time.sleep(0.5)
+def _setsid_after_the_zygote_died():
+    deadline = time.monotonic() + 10
+    while os.getppid() == _ZYGOTE and time.monotonic() < deadline:
+        time.sleep(0.01)
     return _setsid()
 
-os.setsid = _slow_setsid
+os.setsid = _setsid_after_the_zygote_died
 """
 
 
@@ -483,7 +486,6 @@ async def test_no_orphans_when_the_zygote_dies_while_forking(tmp_path: Path) -> 
         try:
             process.kill()
             await process.wait()
-            await asyncio.sleep(1)  # past the instances' slow setup
             await until(lambda: not any(pid_alive(pid) for pid in pids), timeout=2)
         finally:
             if process.returncode is None:
