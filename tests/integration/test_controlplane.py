@@ -3,6 +3,7 @@ store, builder and executor, driven in-process through httpx's ASGI transport.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import zipfile
@@ -444,3 +445,22 @@ async def test_every_error_uses_the_error_envelope(api: Api, method: str, path: 
     response = await api.client.request(method, path)
     assert response.status_code in (404, 405)
     assert set(response.json()["error"]) >= {"code", "message"}
+
+
+async def test_following_logs_sees_new_lines_and_ends_with_the_function(api: Api) -> None:
+    await api.package()
+    await api.function()
+    api.harness.logs.platform("fn", "before")
+    follow = asyncio.create_task(
+        api.client.get("/v1/functions/fn/logs", params={"follow": "true"}, timeout=10)
+    )
+    await asyncio.sleep(0.3)
+    api.harness.logs.platform("fn", "while following")
+    await asyncio.sleep(0.4)
+    assert not follow.done()
+    assert (await api.client.delete("/v1/functions/fn")).status_code == 200
+    response = await asyncio.wait_for(follow, 5)
+    assert response.status_code == 200
+    text = response.text
+    assert "fissile before" in text
+    assert "fissile while following" in text

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from intkit import Harness, pid_alive, subreaper, until
 
-from fissile.executor import FunctionNotFound
+from fissile.executor import FunctionNotFound, pools
 from fissile.executor.connection import InstanceResponse
 from fissile.models import BuildState, BuildStatus
 from fissile.router.proxy import Answer, forward
@@ -492,3 +492,20 @@ async def test_no_orphans_when_the_zygote_dies_while_forking(tmp_path: Path) -> 
                 process.kill()
                 await process.wait()
             reap(pids)  # the orphans this test made
+
+
+async def test_too_many_waiting_requests_are_429(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pools, "MAX_QUEUE", 1)
+    harness.function("busy", CODE, max_scale=1)
+    first = asyncio.create_task(send(harness, "busy", "/?sleep=0.2"))
+    await until(lambda: harness.executor.function("busy").waiters or first.done())
+    answer = await send(harness, "busy")
+    assert answer.status == 429
+    assert error(answer) == {
+        "code": "overloaded",
+        "message": "function busy has 1 requests waiting",
+    }
+    assert (b"retry-after", b"1") in answer.headers
+    assert (await first).status == 200
