@@ -179,9 +179,12 @@ def assert_one_line_error(result: Result, *needles: str) -> None:
 class Platform:
     """One ``fissile up`` subprocess on free loopback ports."""
 
-    def __init__(self, data_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, extra_args: tuple[str, ...] = (), cwd: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args
+        self.cwd = cwd  # where `fissile up` is started from
         self.log_path = data_dir.parent / f"{data_dir.name}-platform-{int(time.time() * 1e3)}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
@@ -249,7 +252,7 @@ class Platform:
         self._log_offset = len(self.stderr())
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.cwd
             )
 
     def wait_serving(self, timeout: float = STARTUP_TIMEOUT) -> bool:
@@ -355,5 +358,5 @@ def error_of(response: httpx.Response) -> dict[str, str]:
     return error
 
 
-# ``spawn(data_dir=None, *extra_args)``: the fixture that starts dedicated platforms.
+# ``spawn(data_dir=None, *extra_args, cwd=None)``: the fixture that starts dedicated platforms.
 Spawn = Callable[..., Platform]

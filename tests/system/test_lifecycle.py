@@ -157,6 +157,37 @@ def test_second_platform_on_the_same_data_dir_is_refused(spawn: Spawn) -> None:
     first.stop_cleanly()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug: the directory `fissile up` is started from is on every instance's sys.path (the "
+        "zygote runs as `python -m fissile.executor._zygote`, which puts the cwd at "
+        "sys.path[0]), so functions can import the operator's files, e.g. a checkout's "
+        "modules; sys.path[:2] inside a function is [<deploy dir>, <cwd of fissile up>]"
+    ),
+)
+def test_functions_cannot_import_from_the_platforms_cwd(spawn: Spawn, tmp_path: Path) -> None:
+    operator_dir = tmp_path / "operator"
+    write(operator_dir / "operator_private.py", "SECRET = 'operator data'\n")
+    platform = spawn(None, cwd=operator_dir)
+    write(
+        tmp_path / "snoop.py",
+        """
+        def main(request):
+            try:
+                import operator_private
+            except ImportError:
+                return "not importable"
+            return operator_private.SECRET
+        """,
+    )
+    platform.ok("fn", "create", "--name", "snoop", "--code", str(tmp_path / "snoop.py"))
+    try:
+        assert platform.get("/function/snoop").text == "not importable"
+    finally:
+        platform.stop_cleanly()
+
+
 def test_body_limit(spawn: Spawn, tmp_path: Path) -> None:
     platform = spawn(None, "--max-body", "1Ki")
     write(tmp_path / "size.py", "def main(request):\n    return str(len(request.body))\n")
