@@ -456,7 +456,7 @@ async def test_following_logs_sees_new_lines_and_ends_with_the_function(api: Api
     )
     await asyncio.sleep(0.3)
     api.harness.logs.platform("fn", "while following")
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.6)  # the stream looks for new lines every 0.25 s
     assert not follow.done()
     assert (await api.client.delete("/v1/functions/fn")).status_code == 200
     response = await asyncio.wait_for(follow, 5)

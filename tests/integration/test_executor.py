@@ -299,15 +299,16 @@ async def test_stop_leaves_no_processes(harness: Harness) -> None:
 
 async def test_slow_loading_is_a_504_and_the_instance_is_killed(harness: Harness) -> None:
     harness.function("slowload", "import time\ntime.sleep(30)\n" + CODE, timeout=1)
-    answer = await send(harness, "slowload")
-    assert answer.status == 504
-    assert error(answer)["message"] == "no instance of slowload became ready within 1s"
 
     def loading() -> list[int]:
         return [i.pid for i in harness.executor._by_pid.values() if i.function == "slowload"]
 
-    pids = loading()
+    request = asyncio.create_task(send(harness, "slowload"))
+    pids = await until(loading)
     assert len(pids) == 1  # still importing
+    answer = await request
+    assert answer.status == 504
+    assert error(answer)["message"] == "no instance of slowload became ready within 1s"
     await until(lambda: not loading())
     await until(lambda: not pid_alive(pids[0]))
 
@@ -499,8 +500,12 @@ async def test_too_many_waiting_requests_are_429(
 ) -> None:
     monkeypatch.setattr(pools, "MAX_QUEUE", 1)
     harness.function("busy", CODE, max_scale=1)
-    first = asyncio.create_task(send(harness, "busy", "/?sleep=0.2"))
-    await until(lambda: harness.executor.function("busy").waiters or first.done())
+    await ok(harness, "busy")
+    pool = harness.executor.function("busy")
+    running = asyncio.create_task(send(harness, "busy", "/?sleep=0.5"))
+    await until(lambda: pool.instances[0].inflight == 1)
+    waiting = asyncio.create_task(send(harness, "busy"))
+    await until(lambda: pool.waiters)
     answer = await send(harness, "busy")
     assert answer.status == 429
     assert error(answer) == {
@@ -508,4 +513,4 @@ async def test_too_many_waiting_requests_are_429(
         "message": "function busy has 1 requests waiting",
     }
     assert (b"retry-after", b"1") in answer.headers
-    assert (await first).status == 200
+    assert [r.status for r in await asyncio.gather(running, waiting)] == [200, 200]
