@@ -51,7 +51,7 @@ def test_in_flight_request_finishes_on_old_code(platform: Platform, tmp_path: Pa
 
     def slow_call() -> None:
         with httpx.Client(timeout=30) as client:
-            results.append(client.get(f"{platform.router_url}/function/rolling?sleep=3"))
+            results.append(client.get(f"{platform.router_url}/function/rolling?sleep=2"))
 
     caller = threading.Thread(target=slow_call)
     caller.start()
