@@ -143,14 +143,15 @@ def test_failed_package_rebuild_keeps_the_last_good_build(
 ) -> None:
     good = write(tmp_path / "good" / "main.py", VERSIONED.format(version="last-good")).parent
     bad = write(tmp_path / "bad" / "main.py", VERSIONED.format(version="never")).parent
-    write(bad / "requirements.txt", "./not-there\n")
     platform.ok(
         "pkg", "create", "--name", "flaky-pkg", "--env", "python", "--src", str(good), "--wait"
     )
     platform.ok("fn", "create", "--name", "on-flaky", "--pkg", "flaky-pkg")
     assert platform.get("/function/on-flaky").text == "last-good"
 
-    result = platform.cli("pkg", "update", "--name", "flaky-pkg", "--src", str(bad), "--wait")
+    result = platform.cli(
+        "pkg", "update", "--name", "flaky-pkg", "--src", str(bad), "--buildcmd", "exit 3", "--wait"
+    )
     assert result.rc == 1, result
     assert "Status:   failed" in platform.ok("pkg", "info", "--name", "flaky-pkg").out
     assert platform.get("/function/on-flaky").text == "last-good"
