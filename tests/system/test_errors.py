@@ -92,7 +92,7 @@ def test_duplicate_names_are_refused(platform: Platform, steady: object, tmp_pat
     assert_one_line_error(platform.cli("env", "create", "--name", "python"), "already exists")
 
 
-def test_unreachable_api_is_one_line_error(tmp_path: Path) -> None:
+def test_unreachable_api_is_one_line_error() -> None:
     result = run_cli(f"http://127.0.0.1:{free_port()}", "fn", "list")
     assert_one_line_error(result, "cannot reach")
 
