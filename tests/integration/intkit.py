@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,36 +101,11 @@ class Harness:
         return {pid for pid in pids if pid}
 
 
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-@contextlib.contextmanager
-def subreaper() -> Iterator[Callable[[list[int]], None]]:
-    """Make this process adopt its orphaned descendants (instead of init, which may never reap
-    them here); yields a function that kills and reaps the given pids if they are ours."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-    def reap(pids: list[int]) -> None:
-        for pid in pids:
+def kill_survivors(pids: list[int]) -> None:
+    """SIGKILL whichever of ``pids`` (processes a test started) still run."""
+    for pid in pids:
+        if pid_alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
-                continue
-        deadline = time.monotonic() + 5
-        pending = set(pids)
-        while pending and time.monotonic() < deadline:
-            for pid in list(pending):
-                try:
-                    done, _ = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:  # not ours, or reaped already
-                    pending.discard(pid)
-                    continue
-                if done:
-                    pending.discard(pid)
-            time.sleep(0.01)
-
-    try:
-        yield reap
-    finally:
-        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+                pass

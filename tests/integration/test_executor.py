@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from intkit import Harness, pid_alive, subreaper, until
+from intkit import Harness, kill_survivors, pid_alive, until
 
 from fissile.executor import FunctionNotFound, pools
 from fissile.executor.connection import InstanceResponse
@@ -453,28 +453,28 @@ async def run_supervisor(
 
 
 async def test_no_orphans_when_the_supervisor_is_killed(tmp_path: Path) -> None:
-    with subreaper() as reap:
-        process, pids = await run_supervisor(tmp_path, "", "serving")
-        try:
-            assert len(pids) == 3 and all(pid_alive(pid) for pid in pids)
+    process, pids = await run_supervisor(tmp_path, "", "serving")
+    try:
+        assert len(pids) == 3 and all(pid_alive(pid) for pid in pids)
+        process.kill()
+        await process.wait()
+        # The zygote and its instances follow their parent (PR_SET_PDEATHSIG).
+        await until(lambda: not any(pid_alive(pid) for pid in pids))
+    finally:
+        if process.returncode is None:
             process.kill()
             await process.wait()
-            # The zygote and its instances follow their parent (PR_SET_PDEATHSIG).
-            await until(lambda: not any(pid_alive(pid) for pid in pids))
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            reap(pids)
+        kill_survivors(pids)
 
 
 @pytest.mark.xfail(
     reason=(
         "bug: fissile/executor/_zygote.py Zygote.become_instance arms PR_SET_PDEATHSIG "
         "(die_with_parent) without then checking that the zygote is still its parent; if the "
-        "zygote dies between fork() and the prctl (seen under CPU load when the supervisor is "
-        "SIGKILLed right after a fork), the instance is reparented to init and keeps running "
-        "forever. main() does this check for the zygote itself; the instance needs it too"
+        "zygote is killed between fork() and that prctl and no supervisor is left to clean up "
+        "(seen under CPU load when the supervisor is SIGKILLed right after a fork), the "
+        "instance is reparented to init and runs forever. main() makes this check for the "
+        "zygote itself; the instance needs it too"
     ),
     strict=True,
 )
@@ -482,17 +482,22 @@ async def test_no_orphans_when_the_zygote_dies_while_forking(tmp_path: Path) -> 
     (tmp_path / "preload").mkdir()
     (tmp_path / "preload" / "fx_slow_child.py").write_text(SLOW_CHILD)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "preload")}
-    with subreaper() as reap:
-        process, pids = await run_supervisor(tmp_path, "fx_slow_child", "forked", env)
-        try:
+    process, pids = await run_supervisor(tmp_path, "fx_slow_child", "forked", env)
+    zygote, *instances = pids
+    try:
+        # The supervisor is frozen (it cannot kill the instances it knows of), the zygote is
+        # killed while its new instances are still setting up, then the supervisor dies too.
+        os.kill(process.pid, signal.SIGSTOP)
+        os.kill(zygote, signal.SIGKILL)
+        await until(lambda: not pid_alive(zygote))
+        process.kill()
+        await process.wait()
+        await until(lambda: not any(pid_alive(pid) for pid in instances), timeout=2)
+    finally:
+        if process.returncode is None:
             process.kill()
             await process.wait()
-            await until(lambda: not any(pid_alive(pid) for pid in pids), timeout=2)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            reap(pids)  # the orphans this test made
+        kill_survivors(pids)  # the orphans this test made
 
 
 async def test_too_many_waiting_requests_are_429(
