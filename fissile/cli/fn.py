@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from fissile.cli._output import Column, done, emit, output_option
 from fissile.cli._params import DURATION, MEMORY, key_values, upload_source
 from fissile.cli.pkg import report_build
 from fissile.client import Client, ClientError
+from fissile.models import NAME_PATTERN
 
 COLUMNS: list[Column] = [
     ("NAME", lambda f: f["name"]),
@@ -115,6 +117,12 @@ def create(
     """Create a function from a file, a source directory/zip, or a package."""
     if sum(x is not None for x in (code, src, package)) != 1:
         raise click.UsageError("give exactly one of --code, --src or --pkg")
+    if not re.fullmatch(NAME_PATTERN, name) or len(name) > 63:
+        # Checked here, not only by the API: the package made for --code/--src comes first.
+        raise ClientError(
+            f"invalid function name {name!r}: use at most 63 lowercase letters, digits and '-',"
+            " starting and ending with a letter or digit"
+        )
     with Client() as client:
         created_package = None
         if package is None:

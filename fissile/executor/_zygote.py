@@ -70,6 +70,16 @@ class Zygote:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.children: set[int] = set()
+        # Instances arm a parent-death signal after fork; if the zygote died before that, the
+        # signal never comes. A pidfd of the zygote tells them: it turns readable when the
+        # zygote exits, and (unlike getppid) it works from inside a PID namespace too.
+        self.pid = os.getpid()
+        self.pidfd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.pidfd = os.pidfd_open(self.pid)
+            except OSError:
+                pass
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -137,6 +147,13 @@ class Zygote:
         os.close(self.wake_w)
         os.setsid()
         die_with_parent()
+        if self.pidfd is not None:
+            orphaned = bool(select.select([self.pidfd], [], [], 0)[0])
+            os.close(self.pidfd)
+        else:
+            orphaned = os.getppid() != self.pid
+        if orphaned:
+            os._exit(0)  # the zygote died before the parent-death signal was armed
         set_process_name(f"fi-{message['id']}")
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)

@@ -335,22 +335,19 @@ async def test_an_unsafe_archive_fails_the_build(builds: Builds, tmp_path: Path)
     assert "zip slip" in status.log
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/builder/build.py Builder._build only turns BuildError into a failed "
-        "status; any other exception (here extract_archive's FileExistsError for an archive "
-        "that check_archive accepts, holding a file 'a' and a file 'a/b') is only logged, "
-        "and the package stays in state 'building' forever"
-    ),
-    strict=True,
-)
-async def test_unexpected_build_errors_fail_the_package(builds: Builds, tmp_path: Path) -> None:
-    data = tmp_path / "collide.zip"
+async def test_unexpected_build_errors_fail_the_package(
+    builds: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("fissile.builder.build.extract_archive", broken)
+    data = tmp_path / "plain.zip"
     with zipfile.ZipFile(data, "w") as archive:
-        archive.writestr("a", "file")
-        archive.writestr("a/b", "file under a file")
-    status = await builds.build("collide", data.read_bytes())
+        archive.writestr("main.py", "def main(): return 1\n")
+    status = await builds.build("unexpected", data.read_bytes())
     assert status.state == "failed"
+    assert "RuntimeError: disk on fire" in status.log
 
 
 def test_build_key_depends_on_source_command_image_and_rebuild() -> None:

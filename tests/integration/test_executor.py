@@ -467,17 +467,6 @@ async def test_no_orphans_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         kill_survivors(pids)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/executor/_zygote.py Zygote.become_instance arms PR_SET_PDEATHSIG "
-        "(die_with_parent) without then checking that the zygote is still its parent; if the "
-        "zygote is killed between fork() and that prctl and no supervisor is left to clean up "
-        "(seen under CPU load when the supervisor is SIGKILLed right after a fork), the "
-        "instance is reparented to init and runs forever. main() makes this check for the "
-        "zygote itself; the instance needs it too"
-    ),
-    strict=True,
-)
 async def test_no_orphans_when_the_zygote_dies_while_forking(tmp_path: Path) -> None:
     (tmp_path / "preload").mkdir()
     (tmp_path / "preload" / "fx_slow_child.py").write_text(SLOW_CHILD)

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from syskit import (
     FISSILE,
     Platform,
@@ -240,16 +239,6 @@ def test_invalid_function_name(platform: Platform, tmp_path: Path) -> None:
     assert "Bad_Name" not in platform.ok("fn", "list").out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: `fn create --name Bad_Name --code x.py` is validated only through the package the "
-        "CLI creates for the function, so the error describes that package: 'invalid request: "
-        "name: String should match pattern ...; owner: String should match pattern ...' -- "
-        "it never names the function or the value 'Bad_Name', and mentions the internal "
-        "field 'owner'"
-    ),
-)
 def test_invalid_function_name_error_names_the_function(platform: Platform, tmp_path: Path) -> None:
     source = write(tmp_path / "x.py", "def main(): return 1\n")
     result = platform.cli("fn", "create", "--name", "Bad_Name", "--code", str(source))

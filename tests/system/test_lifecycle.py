@@ -132,15 +132,6 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "in use" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a second `fissile up` on a data dir another one is serving starts and serves too "
-        "(no lock on the data dir): two supervisors then share one SQLite store, each with its "
-        "own in-memory route table, zygotes, builder and log files, so resources created "
-        "through one are not routed by the other"
-    ),
-)
 def test_second_platform_on_the_same_data_dir_is_refused(spawn: Spawn) -> None:
     first = spawn()
     second = Platform(first.data_dir)
@@ -157,15 +148,6 @@ def test_second_platform_on_the_same_data_dir_is_refused(spawn: Spawn) -> None:
     first.stop_cleanly()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: the directory `fissile up` is started from is on every instance's sys.path (the "
-        "zygote runs as `python -m fissile.executor._zygote`, which puts the cwd at "
-        "sys.path[0]), so functions can import the operator's files, e.g. a checkout's "
-        "modules; sys.path[:2] inside a function is [<deploy dir>, <cwd of fissile up>]"
-    ),
-)
 def test_functions_cannot_import_from_the_platforms_cwd(spawn: Spawn, tmp_path: Path) -> None:
     operator_dir = tmp_path / "operator"
     write(operator_dir / "operator_private.py", "SECRET = 'operator data'\n")
@@ -294,15 +276,6 @@ def test_sigterm_with_request_in_flight_stops_cleanly(spawn: Spawn, tmp_path: Pa
     assert status == 200 or json.loads(text)["error"]["code"], outcome
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: SIGTERM does not drain in-flight requests: Platform.stop() stops the executor "
-        "(zygote and instances) while the router still waits on them, so a request already "
-        "being served gets 502 'the instance of slow died: its python zygote exited' instead "
-        "of its 200 response"
-    ),
-)
 def test_sigterm_drains_in_flight_requests(spawn: Spawn, tmp_path: Path) -> None:
     _, got = _sigterm_during_slow_request(spawn, tmp_path)
     assert got == [(200, "done")]
