@@ -327,6 +327,7 @@ def stop_process(proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0
         report["exit_code"] = proc.returncode
     except subprocess.TimeoutExpired:
         log(f"{what} (pid {proc.pid}) ignored SIGTERM for {timeout}s; sending SIGKILL")
+        report["stack_dump"] = _stack_dump(proc.pid)
         proc.kill()
         proc.wait()
         report["exit_code"] = proc.returncode
@@ -413,6 +414,23 @@ def wait_until_quiet(max_wait: float, threshold: float = 10.0) -> dict[str, Any]
     if other >= threshold:
         log(f"machine still busy after {waited}s: other processes use {other}% of the CPUs")
     return {"waited_s": waited, "other_processes_pct": other}
+
+
+def _stack_dump(pid: int) -> str | None:
+    """Python stacks of a hung process, with py-spy if it is installed (on PATH or named by
+    $FISSILE_BENCH_PYSPY); the hang itself is the finding, this says where it is."""
+    pyspy = os.environ.get("FISSILE_BENCH_PYSPY") or shutil.which("py-spy")
+    if not pyspy:
+        return None
+    try:
+        out = subprocess.run(
+            [pyspy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"py-spy failed: {exc}"
+    dump = out.stdout or out.stderr
+    log(f"stacks of pid {pid}:\n{dump}")
+    return dump
 
 
 class BareUvicorn:
@@ -556,6 +574,9 @@ class Platform:
         if self.proc is not None:
             self.stop_report = stop_process(self.proc, "fissile up")
             self.proc = None
+            if self.stop_report.get("killed") or self.stop_report["exit_code"] != 0:
+                self.stop_report["log_tail"] = self.log_tail()
+                log(f"fissile up did not stop cleanly; its log ends:\n{self.log_tail()}")
             log(
                 f"fissile up stopped in {self.stop_report['stop_seconds']}s"
                 f" (exit {self.stop_report['exit_code']})"
