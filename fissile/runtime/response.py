@@ -74,7 +74,7 @@ def to_response(value: Any) -> Response:
             return Response(body, _status(status), headers)
         raise TypeError("return (body, status) or (body, status, headers)")
     if value is None:
-        return Response(b"", 204)
+        return Response(None, 204)
     return Response(value)
 
 
