@@ -23,9 +23,9 @@ _MEMORY_FACTORS = {
 }
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: object) -> float:
     """Seconds from ``90``, ``"90"``, ``"1.5s"``, ``"500ms"``, ``"2m"``, ``"1h"``."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("a duration must be a number of seconds or a string like '30s'")
     if isinstance(value, int | float):
         seconds = float(value)
@@ -51,10 +51,12 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def parse_memory(value: str | int) -> int:
+def parse_memory(value: object) -> int:
     """Bytes from ``268435456``, ``"256Mi"``, ``"1Gi"``, ``"512M"``."""
-    if isinstance(value, bool):
-        raise ValueError("memory must be a number of bytes or a string like '256Mi'")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("memory must be a whole number of bytes or a string like '256Mi'")
     if isinstance(value, int):
         amount = value
     else:

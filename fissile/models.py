@@ -20,15 +20,14 @@ from pydantic import (
     model_validator,
 )
 
+from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile._units import parse_duration, parse_memory
-
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 Name = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=63,
+        max_length=NAME_MAX,
         pattern=NAME_PATTERN,
         description="lowercase letters, digits and '-', starting and ending with a letter or digit",
     ),

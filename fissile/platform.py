@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import logging
 import os
@@ -29,6 +30,9 @@ from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
 
 logger = logging.getLogger("fissile")
+
+# How long a stopping platform lets in-flight requests finish.
+DRAIN_TIMEOUT = 30
 
 
 class StartupError(Exception):
@@ -63,6 +67,8 @@ class Platform:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.stopping = asyncio.Event()
+        self.hurry = asyncio.Event()  # a second signal: stop without waiting for requests
+        self._lock: int | None = None
         self.store: Store | None = None
         self.executor: Executor | None = None
         self.builder: Builder | None = None
@@ -77,12 +83,17 @@ class Platform:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self.stopping.set)
+            loop.add_signal_handler(signum, self._signalled)
         try:
             await self.start()
             await self.stopping.wait()
         finally:
             await self.stop()
+
+    def _signalled(self) -> None:
+        if self.stopping.is_set():
+            self.hurry.set()
+        self.stopping.set()
 
     async def start(self) -> None:
         config = self.config
@@ -90,6 +101,7 @@ class Platform:
         api_sock = _listen(config.api_host, config.api_port, "control API")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(config.data_dir, 0o700)
+        self._lock = _lock_data_dir(config)
         token = ensure_token(config.token_file)
         self.store = store = open_store(f"sqlite://{config.database}")
         _first_start(store)
@@ -133,6 +145,7 @@ class Platform:
                     log_level="warning",
                     server_header=False,
                     date_header=False,
+                    timeout_graceful_shutdown=DRAIN_TIMEOUT,
                 )
             )
             self._servers.append(server)
@@ -147,19 +160,50 @@ class Platform:
         )
 
     async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to DRAIN_TIMEOUT, or until a
+        second Ctrl-C), then stop builds, instances and zygotes."""
         self._ready = False
         for server in self._servers:
             server.should_exit = True
+        if self._serving:
+            hurry = asyncio.create_task(self.hurry.wait())
+            drained = asyncio.create_task(asyncio.wait(self._serving))
+            await asyncio.wait(
+                [drained, hurry], timeout=DRAIN_TIMEOUT + 1, return_when=asyncio.FIRST_COMPLETED
+            )
+            hurry.cancel()
+            drained.cancel()
+            for server in self._servers:
+                server.force_exit = True
+            await asyncio.wait(self._serving, timeout=2.0)
         if self.builder is not None:
             await self.builder.stop()
         if self.executor is not None:
             await self.executor.stop()
-        if self._serving:
-            await asyncio.wait(self._serving, timeout=5.0)
         if self.logs is not None:
             self.logs.close()
         if self.store is not None:
             self.store.close()
+        if self._lock is not None:
+            os.close(self._lock)
+
+
+def _lock_data_dir(config: Config) -> int:
+    """One ``fissile up`` per data dir: two would share the store but not their route tables,
+    zygotes or builds."""
+    path = config.data_dir / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise StartupError(
+            f"the data dir {config.data_dir} is in use by another fissile up (pid {holder})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def _say(line: str) -> None:

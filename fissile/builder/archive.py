@@ -101,9 +101,16 @@ def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) ->
             if len(infos) > MAX_FILES:
                 raise ArchiveError(f"archive has {len(infos)} entries; the limit is {MAX_FILES}")
             total = 0
+            # Entries that are not directories: nothing may lie below one. Below a symlink
+            # that would write through the link (a chain of links, each "inside" on its own,
+            # can lead out); below a file, extraction would fail half-way.
+            leaves = {PurePosixPath(i.filename.replace("\\", "/")) for i in infos if not i.is_dir()}
             for info in infos:
                 name = info.filename
                 pure = PurePosixPath(name.replace("\\", "/"))
+                for parent in pure.parents:
+                    if parent in leaves:
+                        raise ArchiveError(f"{name}: lies below {parent}, which is not a directory")
                 if pure.is_absolute() or (pure.parts and pure.parts[0].endswith(":")):
                     raise ArchiveError(f"{name}: absolute path in archive")
                 if ".." in pure.parts:
@@ -141,6 +148,8 @@ def extract_archive(path: str | Path, destination: str | Path) -> None:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.parent.resolve().is_relative_to(dest.resolve()):
+                raise ArchiveError(f"{info.filename}: would be written outside the destination")
             if _is_symlink(info):
                 os.symlink(archive.read(info).decode(), target)
                 continue

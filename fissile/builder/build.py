@@ -22,6 +22,7 @@ from typing import Any
 
 from fissile.builder.archive import ArchiveError, extract_archive
 from fissile.builder.storage import ArchiveStore
+from fissile.executor._prctl import die_with_parent
 from fissile.models import BuildState, BuildStatus, PackageSpec
 from fissile.store import NotFound, Store
 
@@ -128,7 +129,10 @@ class Builder:
         log: list[str] = []
         try:
             await self._make(spec, target, log)
-        except BuildError as exc:
+        except Exception as exc:
+            if not isinstance(exc, BuildError):
+                logger.exception("building package %s failed unexpectedly", name)
+                exc = BuildError(f"{type(exc).__name__}: {exc}")
             log.append(f"build failed: {exc}\n")
             status = BuildStatus(
                 state=BuildState.failed,
@@ -180,7 +184,7 @@ class Builder:
                 if not deploy.is_dir():
                     raise BuildError("the build command did not create $DEPLOY_PKG")
             elif (src / "requirements.txt").is_file():
-                await asyncio.to_thread(shutil.copytree, src, deploy, symlinks=True)
+                deploy.mkdir()
                 command = [
                     sys.executable,
                     "-m",
@@ -196,6 +200,9 @@ class Builder:
                 ]
                 log.append("$ pip install -r requirements.txt --target $DEPLOY_PKG\n")
                 await _run(command, src, dict(os.environ), log)
+                # The source goes in after the dependencies: copied first, a local requirement
+                # kept in a directory of its package's name (./mylib) would make pip skip it.
+                await asyncio.to_thread(_overlay, src, deploy)
             else:
                 os.replace(src, deploy)
                 log.append("no requirements.txt and no build command: source deployed as is\n")
@@ -217,6 +224,7 @@ async def _run(command: list[str], cwd: Path, env: dict[str, str], log: list[str
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,  # a killed supervisor takes its builds along
     )
     assert process.stdout is not None
     try:
@@ -232,6 +240,19 @@ async def _run(command: list[str], cwd: Path, env: dict[str, str], log: list[str
     log.append(output.decode("utf-8", "replace"))
     if code != 0:
         raise BuildError(f"{Path(command[0]).name} exited with status {code}")
+
+
+def _overlay(src: Path, deploy: Path) -> None:
+    """Copy the source into the deploy dir, leaving what the dependencies installed in place
+    (a source entry that collides with an installed one is the local requirement's own tree)."""
+    for entry in src.iterdir():
+        target = deploy / entry.name
+        if target.exists() or target.is_symlink():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target, symlinks=True)
+        else:
+            shutil.copy2(entry, target, follow_symlinks=False)
 
 
 def _trim(text: str) -> str:

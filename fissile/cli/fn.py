@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import click
 import httpx
 
+from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile._units import format_duration, format_memory
 from fissile.cli._output import Column, done, emit, output_option
 from fissile.cli._params import DURATION, MEMORY, key_values, upload_source
@@ -130,6 +132,12 @@ def create(
     """Create a function from a file, a source directory/zip, or a package."""
     if sum(x is not None for x in (code, src, package)) != 1:
         raise click.UsageError("give exactly one of --code, --src or --pkg")
+    if not re.fullmatch(NAME_PATTERN, name) or len(name) > NAME_MAX:
+        # Checked here, not only by the API: the package made for --code/--src comes first.
+        raise ClientError(
+            f"invalid function name {name!r}: use at most 63 lowercase letters, digits and '-',"
+            " starting and ending with a letter or digit"
+        )
     with Client() as client:
         created_package = None
         if package is None:

@@ -80,6 +80,16 @@ class Zygote:
         self.control = control
         self.children: set[int] = set()
         self.pid_forker: Any = None
+        # Instances arm a parent-death signal after fork; if the zygote died before that, the
+        # signal never comes. A pidfd of the zygote tells them: it turns readable when the
+        # zygote exits, and (unlike getppid) it works from inside a PID namespace too.
+        self.pid = os.getpid()
+        self.pidfd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.pidfd = os.pidfd_open(self.pid)
+            except OSError:
+                pass
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -164,6 +174,14 @@ class Zygote:
         os.close(self.wake_w)
         os.setsid()
         die_with_parent()
+        if self.pidfd is not None:
+            orphaned = bool(select.select([self.pidfd], [], [], 0)[0])
+            os.close(self.pidfd)
+        else:
+            # From inside a PID namespace the parent shows as 0: only a changed parent counts.
+            orphaned = os.getppid() not in (self.pid, 0)
+        if orphaned:
+            os._exit(0)  # the zygote died before the parent-death signal was armed
         set_process_name(f"fi-{message['id']}")
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)

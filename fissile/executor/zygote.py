@@ -51,6 +51,7 @@ class Zygote:
         self._ready = loop.create_future()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
+            "-P",  # no cwd on sys.path: functions must not import the operator's files
             "-m",
             "fissile.executor._zygote",
             "--fd",
@@ -63,6 +64,7 @@ class Zygote:
             ",".join(self.preload),
             pass_fds=[theirs.fileno()],
             stdin=asyncio.subprocess.DEVNULL,
+            cwd="/",
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
         )
         theirs.close()

@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
@@ -195,11 +196,21 @@ class Router:
             meta.append(f"x-forwarded-for: {client[0]}")
         if params:
             meta.append(f"x-fissile-params: {json.dumps(params)}")
-            meta.extend(f"x-fissile-params-{key}: {value}" for key, value in params.items())
+            # Path params are percent-decoded: escape control characters again so a value
+            # cannot end the header line (CR LF) and smuggle headers into the instance.
+            meta.extend(
+                f"x-fissile-params-{key}: {_header_safe(value)}" for key, value in params.items()
+            )
         meta.append(f"content-length: {len(body)}")
         lines.append(("\r\n".join(meta) + "\r\n\r\n").encode("latin-1", "replace"))
         lines.append(body)
         return b"".join(lines)
+
+
+def _header_safe(value: str) -> str:
+    if value.isprintable():
+        return value
+    return quote(value, safe="".join(chr(c) for c in range(0x20, 0x7F)))
 
 
 async def _answer(send: Send, answer: Answer) -> None:

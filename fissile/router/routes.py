@@ -24,11 +24,7 @@ class Route:
     prefix: bool = False
 
     def allows(self, method: str) -> bool:
-        return (
-            not self.methods
-            or method in self.methods
-            or (method == "HEAD" and "GET" in self.methods)
-        )
+        return not self.methods or method in self.methods
 
     @classmethod
     def from_trigger(cls, trigger: HTTPTriggerSpec) -> Route:
@@ -112,13 +108,17 @@ class RouteTable:
         method is wrong, returns None when no route has the path."""
         normalized = path.rstrip("/") or "/"
         allowed: list[str] = []
-        found = False
+        implicit_head: Match | None = None
         for route, params in self._candidates(normalized):
-            found = True
             if route.allows(method):
                 return Match(route, params)
+            if method == "HEAD" and implicit_head is None and "GET" in route.methods:
+                # A GET route answers HEAD too, unless a route names HEAD itself.
+                implicit_head = Match(route, params)
             allowed.extend(route.methods)
-        if found:
+        if implicit_head is not None:
+            return implicit_head
+        if allowed:
             raise MethodNotAllowed(allowed)
         return None
 

@@ -91,9 +91,8 @@ def _fission_invoke(func: Callable[..., Any], function_name: str) -> Invoke:
 
 
 def _from_flask(response: Any) -> Response:
-    headers = {
-        key: value for key, value in response.headers.items() if key.lower() != "content-length"
-    }
+    # A list, not a dict: Flask responses may repeat headers (two Set-Cookie lines).
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
     return Response(response.get_data(), response.status_code, headers)
 
 

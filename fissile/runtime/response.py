@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 JSON_TYPE = "application/json"
@@ -11,8 +11,12 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 BYTES_TYPE = "application/octet-stream"
 
 
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
 class Response:
-    """An explicit response: body, status and headers."""
+    """An explicit response: body, status and headers (a dict, or a list of ``(name, value)``
+    pairs when a header repeats, like ``set-cookie``)."""
 
     __slots__ = ("body", "headers", "status")
 
@@ -20,17 +24,19 @@ class Response:
         self,
         body: Any = b"",
         status: int = 200,
-        headers: Mapping[str, str] | None = None,
+        headers: Headers | None = None,
         content_type: str | None = None,
     ) -> None:
         payload, default_type = encode_body(body)
         self.body = payload
         self.status = status
-        self.headers = dict(headers or {})
+        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in pairs]
         if content_type is not None:
-            self.headers["content-type"] = content_type
-        elif not any(key.lower() == "content-type" for key in self.headers) and default_type:
-            self.headers["content-type"] = default_type
+            self.headers = [(k, v) for k, v in self.headers if k.lower() != "content-type"]
+            self.headers.append(("content-type", content_type))
+        elif default_type and not any(k.lower() == "content-type" for k, _ in self.headers):
+            self.headers.append(("content-type", default_type))
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {len(self.body)} bytes>"
@@ -65,10 +71,10 @@ def to_response(value: Any) -> Response:
             body, status, headers = value
             if not isinstance(headers, Mapping):
                 raise TypeError("the third item of a returned tuple must be a dict of headers")
-            return Response(body, _status(status), {str(k): str(v) for k, v in headers.items()})
+            return Response(body, _status(status), headers)
         raise TypeError("return (body, status) or (body, status, headers)")
     if value is None:
-        return Response(b"", 204)
+        return Response(None, 204)
     return Response(value)
 
 

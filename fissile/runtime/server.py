@@ -32,6 +32,8 @@ from fissile.sandbox import enter_function
 
 CONTROL_PREFIX = "/_fissile/"
 CONTROL_HEADER = "x-fissile-control"
+# Set by the server itself: a function's own copy would contradict it.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
@@ -188,10 +190,13 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        try:
+            head = _head(response.headers)
+        except ValueError as exc:
+            response = _error(500, "invalid_response", f"{self.app.function}: {exc}")
+            head = _head(response.headers)
         status = response.status
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
-        for key, value in response.headers.items():
-            lines.append(f"{key}: {value}\r\n".encode("latin-1"))
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), head]
         lines.append(b"content-length: %d\r\n" % len(response.body))
         if not keep_alive:
             lines.append(b"connection: close\r\n")
@@ -200,6 +205,22 @@ class HttpConnection(asyncio.Protocol):
         transport.write(b"".join(lines))
         if not keep_alive:
             transport.close()
+
+
+def _head(headers: list[tuple[str, str]]) -> bytes:
+    """Header lines, refusing what would corrupt the response (CR/LF, non-latin-1)."""
+    lines = []
+    for key, value in headers:
+        if key.lower() in _FRAMING:
+            continue
+        line = f"{key}: {value}"
+        if "\r" in line or "\n" in line or ":" in key or not key:
+            raise ValueError(f"invalid header {key!r}")
+        try:
+            lines.append(line.encode("latin-1") + b"\r\n")
+        except UnicodeEncodeError:
+            raise ValueError(f"header {key!r} is not latin-1; encode its value") from None
+    return b"".join(lines)
 
 
 def _guard(handler: Handler, request: Request, context: Context) -> Response:

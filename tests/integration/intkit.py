@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -98,3 +99,13 @@ class Harness:
             pids |= {i.pid for i in [*pool.instances, *pool.draining] if i.pid}
         pids |= set(self.executor._by_pid)
         return {pid for pid in pids if pid}
+
+
+def kill_survivors(pids: list[int]) -> None:
+    """SIGKILL whichever of ``pids`` (processes a test started) still run."""
+    for pid in pids:
+        if pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -335,22 +335,19 @@ async def test_an_unsafe_archive_fails_the_build(builds: Builds, tmp_path: Path)
     assert "zip slip" in status.log
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/builder/build.py Builder._build only turns BuildError into a failed "
-        "status; any other exception (here extract_archive's FileExistsError for an archive "
-        "that check_archive accepts, holding a file 'a' and a file 'a/b') is only logged, "
-        "and the package stays in state 'building' forever"
-    ),
-    strict=True,
-)
-async def test_unexpected_build_errors_fail_the_package(builds: Builds, tmp_path: Path) -> None:
-    data = tmp_path / "collide.zip"
+async def test_unexpected_build_errors_fail_the_package(
+    builds: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("fissile.builder.build.extract_archive", broken)
+    data = tmp_path / "plain.zip"
     with zipfile.ZipFile(data, "w") as archive:
-        archive.writestr("a", "file")
-        archive.writestr("a/b", "file under a file")
-    status = await builds.build("collide", data.read_bytes())
+        archive.writestr("main.py", "def main(): return 1\n")
+    status = await builds.build("unexpected", data.read_bytes())
     assert status.state == "failed"
+    assert "RuntimeError: disk on fire" in status.log
 
 
 def test_build_key_depends_on_source_command_image_and_rebuild() -> None:
@@ -365,3 +362,27 @@ def test_build_key_depends_on_source_command_image_and_rebuild() -> None:
         build_key(spec, "python", rebuild=1),
     ]
     assert len({key, *different}) == 5
+
+
+async def test_a_change_during_a_build_is_built_next(builds: Builds, tmp_path: Path) -> None:
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    slow = 'sleep 0.3; cp -r "$SRC_PKG" "$DEPLOY_PKG"; echo first > "$DEPLOY_PKG/which"'
+    fast = 'cp -r "$SRC_PKG" "$DEPLOY_PKG"; echo second > "$DEPLOY_PKG/which"'
+    spec = builds.create("moving", source, slow)
+    published: list[str | None] = []
+    builds.store.subscribe(
+        lambda change: published.append(change.record.data["status"].get("deploy"))
+    )
+    builds.builder.submit("moving")
+    await until(lambda: builds.status("moving").state == "building")
+    record = builds.store.get("packages", "moving")
+    builds.store.update("packages", "moving", {**record.data, "buildcmd": fast})
+    builds.builder.submit("moving")
+    await builds.builder.wait()
+    status = builds.status("moving")
+    assert status.state == "succeeded", status.log
+    assert status.deploy == build_key(spec.model_copy(update={"buildcmd": fast}), "python")
+    assert (builds.deployed(status) / "which").read_text() == "second\n"
+    # The first build's result, for a command no longer wanted, was never published.
+    assert build_key(spec, "python") not in published
+    assert status.deploy in published

@@ -3,6 +3,7 @@ store, builder and executor, driven in-process through httpx's ASGI transport.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import zipfile
@@ -161,16 +162,7 @@ async def test_malformed_json(api: Api) -> None:
     assert error(response, 422)["code"] == "invalid"
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/_units.py parse_memory/parse_duration raise TypeError for JSON null "
-        "(and parse_memory for floats); pydantic lets TypeError through, so POST "
-        "/v1/functions with {'memory': null} is a 500 Internal Server Error instead of a 422 "
-        "naming the field"
-    ),
-    strict=True,
-)
-@pytest.mark.parametrize("fields", [{"memory": None}, {"memory": 134217728.0}, {"timeout": None}])
+@pytest.mark.parametrize("fields", [{"memory": None}, {"memory": 134217728.5}, {"timeout": None}])
 async def test_wrong_json_types_for_units_are_422(api: Api, fields: dict[str, Any]) -> None:
     await api.package()
     failure = error(await api.function(**fields), 422)
@@ -430,17 +422,27 @@ async def test_function_logs(api: Api) -> None:
     assert bad["fields"][0]["path"].endswith("tail")
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/controlplane/app.py create_api registers handlers for ApiError and "
-        "RequestValidationError only; Starlette's own HTTPException (unknown path 404, wrong "
-        "method 405) still answers {'detail': ...}, not the documented "
-        "{'error': {'code', 'message'}} envelope (fissile/controlplane/errors.py)"
-    ),
-    strict=True,
-)
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nothing"), ("PATCH", "/v1/functions")])
 async def test_every_error_uses_the_error_envelope(api: Api, method: str, path: str) -> None:
     response = await api.client.request(method, path)
     assert response.status_code in (404, 405)
     assert set(response.json()["error"]) >= {"code", "message"}
+
+
+async def test_following_logs_sees_new_lines_and_ends_with_the_function(api: Api) -> None:
+    await api.package()
+    await api.function()
+    api.harness.logs.platform("fn", "before")
+    follow = asyncio.create_task(
+        api.client.get("/v1/functions/fn/logs", params={"follow": "true"}, timeout=10)
+    )
+    await asyncio.sleep(0.3)
+    api.harness.logs.platform("fn", "while following")
+    await asyncio.sleep(0.6)  # the stream looks for new lines every 0.25 s
+    assert not follow.done()
+    assert (await api.client.delete("/v1/functions/fn")).status_code == 200
+    response = await asyncio.wait_for(follow, 5)
+    assert response.status_code == 200
+    text = response.text
+    assert "fissile before" in text
+    assert "fissile while following" in text

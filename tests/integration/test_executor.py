@@ -7,12 +7,14 @@ import asyncio
 import json
 import os
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from intkit import Harness, pid_alive, until
+from intkit import Harness, kill_survivors, pid_alive, until
 
-from fissile.executor import FunctionNotFound
+from fissile.executor import FunctionNotFound, pools
 from fissile.executor.connection import InstanceResponse
 from fissile.models import BuildState, BuildStatus
 from fissile.router.proxy import Answer, forward
@@ -297,15 +299,16 @@ async def test_stop_leaves_no_processes(harness: Harness) -> None:
 
 async def test_slow_loading_is_a_504_and_the_instance_is_killed(harness: Harness) -> None:
     harness.function("slowload", "import time\ntime.sleep(30)\n" + CODE, timeout=1)
-    answer = await send(harness, "slowload")
-    assert answer.status == 504
-    assert error(answer)["message"] == "no instance of slowload became ready within 1s"
 
     def loading() -> list[int]:
         return [i.pid for i in harness.executor._by_pid.values() if i.function == "slowload"]
 
-    pids = loading()
+    request = asyncio.create_task(send(harness, "slowload"))
+    pids = await until(loading)
     assert len(pids) == 1  # still importing
+    answer = await request
+    assert answer.status == 504
+    assert error(answer)["message"] == "no instance of slowload became ready within 1s"
     await until(lambda: not loading())
     await until(lambda: not pid_alive(pids[0]))
 
@@ -328,3 +331,180 @@ async def test_functions_do_not_share_environment_variables(harness: Harness) ->
     assert secret["greeting"] == "top-secret"
     assert nosy["greeting"] is None
     assert nosy["pid"] != secret["pid"]
+
+
+# --- environments --------------------------------------------------------------------------
+
+
+def update_environment(harness: Harness, **fields: Any) -> None:
+    record = harness.store.get("environments", "python")
+    harness.store.update("environments", "python", {**record.data, **fields})
+
+
+async def test_new_preload_restarts_the_zygote_and_rolls_functions(harness: Harness) -> None:
+    harness.function("hello", CODE)
+    env = harness.executor.environments["python"]
+    old_zygote = env.zygote
+    assert old_zygote is not None and old_zygote.pid is not None
+    before = await ok(harness, "hello")
+    update_environment(harness, preload=["json", "fx_no_such_module"])
+    await until(lambda: env.zygote is not None and env.zygote is not old_zygote)
+    assert env.zygote is not None
+    assert set(env.zygote.preload_failures) == {"fx_no_such_module"}
+    assert not pid_alive(old_zygote.pid)
+    after = await ok(harness, "hello")
+    assert after["pid"] != before["pid"]
+    assert not pid_alive(before["pid"])
+
+
+async def test_poolsize_changes_resize_the_warm_pool(harness: Harness) -> None:
+    env = harness.executor.environments["python"]
+    zygote = env.zygote
+    await until(lambda: len(env.warm) == 1)
+    update_environment(harness, poolsize=3)
+    await until(lambda: len(env.warm) == 3)
+    pids = [i.pid for i in env.warm]
+    update_environment(harness, poolsize=0)
+    await until(lambda: not env.warm)
+    await until(lambda: not any(pid_alive(pid) for pid in pids))
+    assert env.zygote is zygote  # a pool size change needs no new zygote
+
+
+async def test_deleting_the_environment_stops_its_zygote(harness: Harness) -> None:
+    harness.function("orphaned", CODE)
+    env = harness.executor.environments["python"]
+    assert env.zygote is not None and env.zygote.pid is not None
+    zygote_pid = env.zygote.pid
+    harness.store.delete("environments", "python")
+    assert "python" not in harness.executor.environments
+    await until(lambda: not pid_alive(zygote_pid))
+    answer = await send(harness, "orphaned")
+    assert answer.status == 503
+    assert error(answer)["message"] == "environment 'python' is not running"
+
+
+SUPERVISOR = """
+import asyncio, json, sys
+from pathlib import Path
+from fissile.executor import Executor
+from fissile.models import EnvironmentSpec
+from fissile.observability import LogBook
+from fissile.store.sqlite import SQLiteStore
+
+async def main():
+    root, preload, wait_serving = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "serving"
+    store = SQLiteStore(root / "fissile.db")
+    env = EnvironmentSpec(name="python", poolsize=2, preload=[preload] if preload else [])
+    store.create("environments", "python", env.model_dump(mode="json"))
+    executor = Executor(store, root / "deploy", LogBook(root / "logs"))
+    await executor.start()
+    pool = executor.environments["python"]
+    while len(pool.warm) < 2:
+        await asyncio.sleep(0.01)
+    if wait_serving:
+        for instance in pool.warm:
+            await instance.control("/_fissile/healthz", {}, 10)
+    print(json.dumps([pool.zygote.pid, *(i.pid for i in pool.warm)]), flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+# Preloaded into the zygote: a forked instance waits for the zygote to be gone before it goes on
+# with its setup (os.setsid comes right before the parent-death signal is armed). That forces the
+# order of a race that is otherwise hit only under load.
+SLOW_CHILD = """
+import os, time
+
+_ZYGOTE = os.getpid()
+_setsid = os.setsid
+
+def _setsid_after_the_zygote_died():
+    deadline = time.monotonic() + 10
+    while os.getppid() == _ZYGOTE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _setsid()
+
+os.setsid = _setsid_after_the_zygote_died
+"""
+
+
+async def run_supervisor(
+    root: Path, preload: str, wait: str, env: dict[str, str] | None = None
+) -> tuple[asyncio.subprocess.Process, list[int]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SUPERVISOR,
+        str(root),
+        preload,
+        wait,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return process, json.loads(line)
+
+
+async def test_no_orphans_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    process, pids = await run_supervisor(tmp_path, "", "serving")
+    try:
+        assert len(pids) == 3 and all(pid_alive(pid) for pid in pids)
+        process.kill()
+        await process.wait()
+        # The zygote and its instances follow their parent (PR_SET_PDEATHSIG).
+        await until(lambda: not any(pid_alive(pid) for pid in pids))
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        kill_survivors(pids)
+
+
+async def test_no_orphans_when_the_zygote_dies_while_forking(tmp_path: Path) -> None:
+    (tmp_path / "preload").mkdir()
+    (tmp_path / "preload" / "fx_slow_child.py").write_text(SLOW_CHILD)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "preload")}
+    process, pids = await run_supervisor(tmp_path, "fx_slow_child", "forked", env)
+    zygote, *instances = pids
+    try:
+        # The supervisor is frozen (it cannot kill the instances it knows of), the zygote is
+        # killed while its new instances are still setting up, then the supervisor dies too.
+        os.kill(process.pid, signal.SIGSTOP)
+        os.kill(zygote, signal.SIGKILL)
+        await until(lambda: not pid_alive(zygote))
+        process.kill()
+        await process.wait()
+        await until(lambda: not any(pid_alive(pid) for pid in instances), timeout=2)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        kill_survivors(pids)  # the orphans this test made
+
+
+async def test_too_many_waiting_requests_are_429(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pools, "MAX_QUEUE", 1)
+    harness.function("busy", CODE, max_scale=1)
+    await ok(harness, "busy")
+    pool = harness.executor.function("busy")
+    running = asyncio.create_task(send(harness, "busy", "/?sleep=0.5"))
+    await until(lambda: pool.instances[0].inflight == 1)
+    waiting = asyncio.create_task(send(harness, "busy"))
+    await until(lambda: pool.waiters)
+    answer = await send(harness, "busy")
+    assert answer.status == 429
+    assert error(answer) == {
+        "code": "overloaded",
+        "message": "function busy has 1 requests waiting",
+    }
+    assert (b"retry-after", b"1") in answer.headers
+    assert [r.status for r in await asyncio.gather(running, waiting)] == [200, 200]

@@ -307,16 +307,6 @@ async def test_malformed_request_is_a_400_and_closes(instance: Instance) -> None
     writer.close()
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/runtime/server.py HttpConnection.write encodes header values as "
-        "latin-1 without a guard; for a sync function returning a non-latin-1 header value "
-        "the UnicodeEncodeError escapes the httptools callback and the client gets "
-        "'400 bad_request: malformed request: on_message_complete callback error' "
-        "(its request was fine; expected a 500 function error or an encoded header)"
-    ),
-    strict=True,
-)
 async def test_non_latin1_header_from_a_sync_function(instance: Instance) -> None:
     conn = await instance.connect()
     await instance.specialize(conn, entrypoint="fxserved.unicode_header")
@@ -324,15 +314,6 @@ async def test_non_latin1_header_from_a_sync_function(instance: Instance) -> Non
     assert response.status in (200, 500)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/runtime/server.py HttpConnection._finished calls write() for an async "
-        "function's response; a non-latin-1 header value raises UnicodeEncodeError inside "
-        "the done-callback, so no response is ever written and the request hangs until the "
-        "router's timeout kills the instance"
-    ),
-    strict=True,
-)
 async def test_non_latin1_header_from_an_async_function(instance: Instance) -> None:
     conn = await instance.connect()
     await instance.specialize(conn, entrypoint="fxserved.unicode_header_async")
@@ -340,14 +321,6 @@ async def test_non_latin1_header_from_an_async_function(instance: Instance) -> N
     assert response.status in (200, 500)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/runtime/contracts.py _from_flask copies Flask's response headers into "
-        "a dict (fissile Response.headers), so repeated headers collapse: a Fission-style "
-        "function that sets two cookies sends only the last Set-Cookie"
-    ),
-    strict=True,
-)
 async def test_fission_function_setting_two_cookies(instance: Instance) -> None:
     conn = await instance.connect()
     await instance.specialize(conn, entrypoint="fxserved.cookies")

@@ -157,15 +157,6 @@ async def test_router_health(routed: Routed) -> None:
     assert error(response, 200, "ok") == "router is serving"
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/router/app.py Router._request writes each path parameter as a raw "
-        "'x-fissile-params-<name>: <value>' header line; scope['path'] is percent-decoded, so "
-        "a request to /items/a%0D%0Ax-injected:%20yes puts CR LF in the value and injects "
-        "headers (or a whole smuggled request) into the instance's keep-alive connection"
-    ),
-    strict=True,
-)
 async def test_path_params_cannot_inject_headers(routed: Routed) -> None:
     routed.route("items", url="/items/{id}")
     response = await routed.client.get("/items/a%0D%0Ax-injected:%20yes")

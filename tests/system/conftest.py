@@ -23,14 +23,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 @pytest.fixture
 def spawn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Spawn]:
-    """``spawn(data_dir=None, *extra_args)`` starts a dedicated platform for one test; any
+    """``spawn(data_dir=None, *extra_args, cwd=None)`` starts a dedicated platform for one test; any
     still running when the test ends is killed (by its pid)."""
     started: list[Platform] = []
 
-    def start(data_dir: Path | None = None, *extra_args: str) -> Platform:
+    def start(data_dir: Path | None = None, *extra_args: str, cwd: Path | None = None) -> Platform:
         if data_dir is None:
             data_dir = tmp_path_factory.mktemp("dedicated") / "data"
-        running = Platform(data_dir, extra_args)
+        running = Platform(data_dir, extra_args, cwd)
         started.append(running)
         return running.start()
 

@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,11 +179,15 @@ def assert_one_line_error(result: Result, *needles: str) -> None:
 class Platform:
     """One ``fissile up`` subprocess on free loopback ports."""
 
-    def __init__(self, data_dir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, extra_args: tuple[str, ...] = (), cwd: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.extra_args = extra_args
+        self.cwd = cwd  # where `fissile up` is started from
         self.log_path = data_dir.parent / f"{data_dir.name}-platform-{int(time.time() * 1e3)}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         self.port = 0
         self.api_port = 0
         self.http = httpx.Client(timeout=30.0)
@@ -209,13 +214,22 @@ class Platform:
 
     # life
     def start(self) -> Platform:
+        """Launch and wait until it serves; fails the test with its stderr otherwise."""
         for _attempt in range(3):
-            self.port, self.api_port = free_port(), free_port()
-            if self._start_once():
+            self.launch()
+            if self.wait_serving():
                 return self
+            if "cannot listen" not in self.stderr()[self._log_offset :]:
+                pytest.fail(
+                    f"fissile up exited with {self.process.returncode if self.process else None}"
+                    f" before serving:\n{self.stderr()}"
+                )
+            # A port was taken between picking and binding it: try others.
         pytest.fail(f"fissile up could not get free ports:\n{self.stderr()}")
 
-    def _start_once(self) -> bool:
+    def launch(self) -> None:
+        """Start ``fissile up`` on free ports, without waiting."""
+        self.port, self.api_port = free_port(), free_port()
         env = dict(os.environ)
         env.pop("FISSILE_API", None)
         # Builds must not need the network: pip may only use local paths.
@@ -235,30 +249,27 @@ class Platform:
             str(self.api_port),
             *self.extra_args,
         ]
+        self._log_offset = len(self.stderr())
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.cwd
             )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
+
+    def wait_serving(self, timeout: float = STARTUP_TIMEOUT) -> bool:
+        """True once /healthz answers 200, False if the process exits first."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                if "cannot listen" in self.stderr():
-                    return False  # a port was taken between picking and binding it: retry
-                pytest.fail(
-                    f"fissile up exited with {self.process.returncode} before serving:\n"
-                    f"{self.stderr()}"
-                )
+                return False
             try:
                 if self.http.get(f"{self.api_url}/healthz", timeout=1.0).status_code == 200:
                     return True
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        self.process.kill()
-        self.process.wait()
-        pytest.fail(
-            f"fissile up did not serve /healthz within {STARTUP_TIMEOUT:g}s:\n{self.stderr()}"
-        )
+        self.abandon()
+        pytest.fail(f"fissile up did not serve /healthz within {timeout:g}s:\n{self.stderr()}")
 
     def children(self) -> list[Proc]:
         """The platform's descendants right now, plus zygote forks re-parented elsewhere."""
@@ -282,6 +293,8 @@ class Platform:
     def stop_cleanly(self) -> None:
         """SIGTERM: exit status 0, and no zygote or instance left behind."""
         before = self.children()
+        # Not a vacuous check: the built-in python environment always has a zygote running.
+        assert any(p.comm.startswith("fz-") for p in before), before
         pid = self.pid
         rc = self.stop()
         survivors = wait_gone(before) + spawned_by(pid)
@@ -313,6 +326,12 @@ class Platform:
         assert "Traceback" not in result.err, result
         return result
 
+    def ok_many(self, *commands: tuple[str, ...]) -> list[Result]:
+        """Run independent commands that must all succeed, two at a time (the CLI's start-up
+        is most of a command's cost)."""
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(lambda args: self.ok(*args), commands))
+
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.http.get(self.router_url + path, **kwargs)
 
@@ -339,5 +358,5 @@ def error_of(response: httpx.Response) -> dict[str, str]:
     return error
 
 
-# ``spawn(data_dir=None, *extra_args)``: the fixture that starts dedicated platforms.
+# ``spawn(data_dir=None, *extra_args, cwd=None)``: the fixture that starts dedicated platforms.
 Spawn = Callable[..., Platform]

@@ -88,8 +88,9 @@ def _subcommands(help_text: str) -> list[str]:
 
 
 def test_help_on_every_command() -> None:
-    """Every group (aliases too) and every command of each distinct group has --help (and -h);
-    none needs a platform: the CLI points at a port where nothing listens."""
+    """Every group (aliases too) answers --help, and so does each command of one group (``fn``,
+    the richest) plus ``create`` of every other; none needs a platform: the CLI points at a
+    port where nothing listens. (Each command costs the CLI's start-up, so not all ~25.)"""
     api = f"http://127.0.0.1:{free_port()}"
     top = run_cli(api, "--help")
     assert top.rc == 0, top
@@ -97,25 +98,25 @@ def test_help_on_every_command() -> None:
     assert {"env", "pkg", "package", "fn", "function", "route", "httptrigger", "ht", "up"} <= set(
         groups
     )
-    with ThreadPoolExecutor(4) as pool:
-        group_helps = list(pool.map(lambda g: run_cli(api, g, "--help"), groups))
-        commands: list[tuple[str, ...]] = []
-        seen: set[str] = set()
-        for group, result in zip(groups, group_helps, strict=True):
+    with ThreadPoolExecutor(2) as pool:
+        helps = pool.map(lambda g: run_cli(api, g, "--help"), groups)
+        group_helps = dict(zip(groups, helps, strict=True))
+        for group, result in group_helps.items():
             assert result.rc == 0, result
             assert f"Usage: fissile {group}" in result.out, result
-            body = result.out.split("\n", 1)[1]
-            if "Commands:" in body and body not in seen:  # aliases share one group
-                seen.add(body)
-                commands += [(group, sub) for sub in _subcommands(body)]
-        assert len(commands) >= 20, commands
-        commands.append(("fn", "create", "-h"))
-        results = list(
-            pool.map(lambda c: run_cli(api, *c, *(() if "-h" in c else ("--help",))), commands)
-        )
+        fn_commands = _subcommands(group_helps["fn"].out)
+        assert {"create", "update", "get", "list", "delete", "test", "logs"} <= set(fn_commands)
+        commands = [("fn", c, "--help") for c in fn_commands]
+        commands += [(g, "create", "--help") for g in ("env", "pkg", "route")]
+        commands += [("function", "create", "-h"), ("ht", "list", "-h")]
+        results = list(pool.map(lambda c: run_cli(api, *c), commands))
     for command, result in zip(commands, results, strict=True):
         assert result.rc == 0, result
-        assert f"Usage: fissile {' '.join(c for c in command if c != '-h')}" in result.out, result
+        assert f"Usage: fissile {' '.join(command[:-1])}" in result.out, result
         assert result.err == "", result
+    # An alias shows the same help as its group.
+    assert group_helps["function"].out.replace("function", "fn") == group_helps["fn"].out.replace(
+        "function", "fn"
+    )
     version = run_cli(api, "--version")
     assert version.rc == 0 and "fissile" in version.out, version

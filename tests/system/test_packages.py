@@ -6,7 +6,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import pytest
 from syskit import Platform, write
 
 # A PEP 517 backend with no build requirements, kept inside the library's directory, so pip
@@ -100,17 +99,6 @@ def test_fn_create_from_source_dir_installs_local_dependency(
     check_greeting(platform, "deps-dir")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a local requirement whose directory has the package's own name (./mylib holding "
-        "mylib/mylib/__init__.py) is silently not installed: the builder copies the source into "
-        "the deploy dir first, so `pip install --target` finds deploy/mylib already there, "
-        "warns 'Target directory ... already exists' and skips it; the build still reports "
-        "succeeded and `import mylib` gets the source tree as a namespace package "
-        "(AttributeError: module 'mylib' has no attribute 'greet')"
-    ),
-)
 def test_local_dependency_dir_named_like_its_package(platform: Platform, tmp_path: Path) -> None:
     source = make_source(tmp_path / "src", "mylib")
     platform.ok(

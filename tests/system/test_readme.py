@@ -57,8 +57,12 @@ def test_native_contracts(platform: Platform, tmp_path: Path) -> None:
             return "async " + request.text, 201, {"x-async": "yes"}
         """,
     )
-    for name in ("native", "withctx", "asyncfn"):
-        platform.ok("fn", "create", "--name", name, "--code", str(tmp_path / f"{name}.py"))
+    platform.ok_many(
+        *(
+            ("fn", "create", "--name", name, "--code", str(tmp_path / f"{name}.py"))
+            for name in ("native", "withctx", "asyncfn")
+        )
+    )
 
     response = platform.request(
         "POST", "/function/native?a=1&b=two", json={"k": [1, 2]}, headers={"X-Demo": "d"}

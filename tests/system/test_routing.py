@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from syskit import Platform, error_of, write
 
@@ -20,13 +22,17 @@ def main(request):
 def routed(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Platform:
     source = write(tmp_path_factory.mktemp("routing") / "router_echo.py", ECHO)
     platform.ok("fn", "create", "--name", "router-echo", "--code", str(source))
-    for args in (
-        ("--url", "/students/{id}"),
-        ("--url", "/courses/{id:[0-9]+}"),
-        ("--url", "/items/{name}", "--method", "PUT", "--method", "DELETE"),
-        ("--prefix", "/api/v1", "--method", "GET", "--method", "POST"),
-    ):
-        platform.ok("route", "create", "--function", "router-echo", *args)
+    platform.ok_many(
+        *(
+            ("route", "create", "--function", "router-echo", *args)
+            for args in (
+                ("--url", "/students/{id}"),
+                ("--url", "/courses/{id:[0-9]+}"),
+                ("--url", "/items/{name}", "--method", "PUT", "--method", "DELETE"),
+                ("--prefix", "/api/v1", "--method", "GET", "--method", "POST"),
+            )
+        )
+    )
     return platform
 
 
@@ -128,3 +134,62 @@ def test_route_delete_stops_serving(routed: Platform) -> None:
     assert routed.get("/t").status_code == 200
     routed.ok("route", "delete", "--name", "temp-route")
     assert routed.get("/t").status_code == 404
+
+
+def test_methods_split_between_functions(platform: Platform, tmp_path: Path) -> None:
+    for name in ("reader", "writer"):
+        write(
+            tmp_path / f"{name}.py", f"def main(request):\n    return '{name} ' + request.method\n"
+        )
+    platform.ok_many(
+        ("fn", "create", "--name", "split-reader", "--code", str(tmp_path / "reader.py")),
+        ("fn", "create", "--name", "split-writer", "--code", str(tmp_path / "writer.py")),
+    )
+    platform.ok_many(
+        ("route", "create", "--function", "split-reader", "--url", "/split", "--method", "GET"),
+        ("route", "create", "--function", "split-writer", "--url", "/split", "--method", "POST"),
+    )
+    assert platform.get("/split").text == "reader GET"
+    assert platform.request("HEAD", "/split").status_code == 200
+    assert platform.request("POST", "/split").text == "writer POST"
+    response = platform.request("DELETE", "/split")
+    assert response.status_code == 405
+    assert sorted(m.strip() for m in response.headers["allow"].split(",")) == ["GET", "POST"]
+
+
+def test_most_specific_route_wins(platform: Platform, tmp_path: Path) -> None:
+    for name in ("me", "byid", "rest"):
+        write(tmp_path / f"{name}.py", f"def main(request):\n    return '{name}'\n")
+    platform.ok_many(
+        *(
+            ("fn", "create", "--name", f"users-{name}", "--code", str(tmp_path / f"{name}.py"))
+            for name in ("me", "byid", "rest")
+        )
+    )
+    platform.ok_many(
+        ("route", "create", "--function", "users-me", "--url", "/users/me"),
+        ("route", "create", "--function", "users-byid", "--url", "/users/{id}"),
+        ("route", "create", "--function", "users-rest", "--prefix", "/users"),
+    )
+    answers = {path: platform.get(path).text for path in ("/users/me", "/users/7", "/users/7/x")}
+    assert answers == {"/users/me": "me", "/users/7": "byid", "/users/7/x": "rest"}
+    assert platform.get("/users").text == "rest"
+
+
+def test_client_cannot_forge_platform_headers(routed: Platform) -> None:
+    forged = {
+        "X-Fissile-Params": '{"id": "evil"}',
+        "X-Fissile-Params-id": "evil",
+        "X-Fissile-Function": "other",
+    }
+    assert routed.get("/students/real", headers=forged).json()["params"] == {"id": "real"}
+    assert routed.get("/function/router-echo", headers=forged).json()["params"] == {}
+
+
+def test_route_update_moves_the_url(routed: Platform, tmp_path: Path) -> None:
+    routed.ok("route", "create", "--name", "movable", "--function", "router-echo", "--url", "/m1")
+    assert routed.get("/m1").status_code == 200
+    routed.ok("route", "update", "--name", "movable", "--url", "/m2", "--method", "POST")
+    assert routed.get("/m1").status_code == 404
+    assert routed.request("POST", "/m2").json()["path"] == "/m2"
+    assert routed.get("/m2").status_code == 405

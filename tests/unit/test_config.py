@@ -64,13 +64,5 @@ def test_router_url(host: str, url: str, tmp_path: Path) -> None:
     assert Config(data_dir=tmp_path, host=host, port=9000).router_url == url
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/config.py Config.router_url formats an IPv6 host without brackets: "
-        "Config(host='::1', port=8080).router_url is 'http://::1:8080' (not a valid URL; "
-        "`fissile fn test` then fails); expected 'http://[::1]:8080'"
-    ),
-    strict=True,
-)
 def test_router_url_of_an_ipv6_host(tmp_path: Path) -> None:
     assert Config(data_dir=tmp_path, host="::1", port=8080).router_url == "http://[::1]:8080"

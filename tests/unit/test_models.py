@@ -165,16 +165,7 @@ def test_function_field_errors(field: str, value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("memory", None), ("memory", 268435456.0), ("timeout", None), ("idle_timeout", None)],
-)
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/_units.py parse_memory/parse_duration call re.match on non-str, non-int "
-        "values (None, float for memory, lists), raising TypeError instead of ValueError, so "
-        "pydantic does not turn it into a ValidationError (the API answers 500, not 422)"
-    ),
-    raises=TypeError,
-    strict=True,
+    [("memory", None), ("memory", 268435456.5), ("timeout", None), ("idle_timeout", None)],
 )
 def test_function_unit_fields_with_wrong_json_types_are_validation_errors(
     field: str, value: Any

@@ -33,7 +33,7 @@ from fissile.runtime.response import (
 def test_json_values(value: Any, body: Any) -> None:
     response = to_response(value)
     assert response.status == 200
-    assert response.headers == {"content-type": JSON_TYPE}
+    assert dict(response.headers) == {"content-type": JSON_TYPE}
     assert json.loads(response.body) == body
 
 
@@ -45,7 +45,7 @@ def test_json_falls_back_to_str_for_unknown_types() -> None:
 def test_text() -> None:
     response = to_response("héllo")
     assert (response.status, response.body) == (200, "héllo".encode())
-    assert response.headers == {"content-type": TEXT_TYPE}
+    assert dict(response.headers) == {"content-type": TEXT_TYPE}
 
 
 @pytest.mark.parametrize("value", [b"\x00\xff", bytearray(b"\x00\xff"), memoryview(b"\x00\xff")])
@@ -53,7 +53,7 @@ def test_bytes(value: Any) -> None:
     response = to_response(value)
     assert response.body == b"\x00\xff"
     assert isinstance(response.body, bytes)
-    assert response.headers == {"content-type": BYTES_TYPE}
+    assert dict(response.headers) == {"content-type": BYTES_TYPE}
 
 
 def test_none_is_204_with_no_body() -> None:
@@ -65,7 +65,7 @@ def test_body_and_status() -> None:
     response = to_response(({"created": 1}, 201))
     assert response.status == 201
     assert json.loads(response.body) == {"created": 1}
-    assert response.headers["content-type"] == JSON_TYPE
+    assert dict(response.headers)["content-type"] == JSON_TYPE
     assert to_response(("gone", HTTPStatus.GONE)).status == 410
 
 
@@ -74,12 +74,12 @@ def test_body_status_and_headers() -> None:
     assert response.status == 202
     assert response.body == b"<p>hi</p>"
     # The function's content type replaces the default one, whatever its case.
-    assert response.headers == {"Content-Type": "text/html", "X-Count": "3"}
+    assert dict(response.headers) == {"Content-Type": "text/html", "X-Count": "3"}
 
 
 def test_tuple_with_none_body() -> None:
     response = to_response((None, 404))
-    assert (response.status, response.body, response.headers) == (404, b"", {})
+    assert (response.status, response.body, dict(response.headers)) == (404, b"", {})
 
 
 @pytest.mark.parametrize("status", ["200", 99, 600, True, 200.0, None])
@@ -106,11 +106,11 @@ def test_response_is_returned_as_is() -> None:
 
 def test_explicit_response() -> None:
     response = Response({"a": 1}, 201)
-    assert (response.status, response.headers) == (201, {"content-type": JSON_TYPE})
+    assert (response.status, dict(response.headers)) == (201, {"content-type": JSON_TYPE})
     typed = Response("<b>", content_type="text/html")
-    assert typed.headers == {"content-type": "text/html"}
+    assert dict(typed.headers) == {"content-type": "text/html"}
     custom = Response("x", headers={"CONTENT-TYPE": "text/csv"})
-    assert custom.headers == {"CONTENT-TYPE": "text/csv"}
+    assert dict(custom.headers) == {"CONTENT-TYPE": "text/csv"}
     assert repr(Response(b"abc")) == "<Response 200 3 bytes>"
 
 

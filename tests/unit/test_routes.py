@@ -163,15 +163,6 @@ def test_any_method_route() -> None:
         assert served_by(table, method, "/x") == ("any", {})
 
 
-@pytest.mark.xfail(
-    reason=(
-        "bug: fissile/router/routes.py RouteTable.match returns the first candidate whose "
-        "allows() is true, and Route.allows() lets a GET route take HEAD, so an explicit HEAD "
-        "trigger on the same path is shadowed by a GET trigger created before it (and "
-        "find_conflict does not report the two as conflicting)"
-    ),
-    strict=True,
-)
 def test_explicit_head_route_wins_over_implicit_head_of_get() -> None:
     table = RouteTable(
         [

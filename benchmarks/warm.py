@@ -1,0 +1,344 @@
+"""Warm throughput and latency: a warm hello through the fissile router against a bare uvicorn
+app (httptools + uvloop, one worker, access log off) answering the same ``Hello, world!``, under
+the same wrk load, in the same run.
+
+Measured:
+
+* wrk load (default 2 threads, 32 connections, 10 s after a 2 s warm-up): req/s, p50/p99, for
+  bare uvicorn (before and after the platform runs) and for each fissile case (Fission-style
+  hello at max_scale 10 and 1, native hello at max_scale 10);
+* sequential latency without load, one keep-alive connection per target, rounds visiting bare,
+  the router, and one instance's unix socket directly (found through the function's log and
+  /proc, bypassing the router): router overhead = router p50 - direct p50.
+
+    .venv/bin/python benchmarks/warm.py [--duration 10] [--connections 32] [--scales 10,1]
+
+Prints JSON and writes it to benchmarks/results/warm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (
+    HELLO_BODY,
+    BareUvicorn,
+    CpuMeter,
+    Platform,
+    RawHTTP,
+    Workdir,
+    get_request,
+    http_get,
+    log,
+    machine_info,
+    ratio,
+    run_pyload,
+    run_wrk,
+    summarize,
+    wait_until_quiet,
+    write_results,
+    wrk_path,
+    wrk_version,
+)
+
+TARGET_RPS_RATIO = 0.35
+CONTRACTS = {
+    "fission_style": 'def main():\n    return "Hello, world!"\n',
+    "native": 'def main(request):\n    return "Hello, world!"\n',
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--scales",
+        default="10,1",
+        help="max_scale of the fissile function, one measured run each; the first is the"
+        " headline (10 is the platform's default)",
+    )
+    parser.add_argument(
+        "--native-scales",
+        default="10",
+        help="max_scale of extra runs with a native `def main(request)` hello ('' for none)",
+    )
+    parser.add_argument("--concurrency", type=int, default=1, help="the function's concurrency")
+    parser.add_argument(
+        "--sequential", type=int, default=2000, help="requests of the one-connection latency test"
+    )
+    parser.add_argument(
+        "--no-wrk", action="store_true", help="use the Python load generator even if wrk exists"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        help="before each measured run, wait up to this many seconds for other processes to"
+        " use < 10%% of the CPUs (0: don't wait; the CPU use of others is recorded anyway)",
+    )
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/warm.json")
+    return parser.parse_args()
+
+
+class Load:
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.wrk = None if args.no_wrk else wrk_path()
+
+    def describe(self) -> dict[str, Any]:
+        if self.wrk:
+            return {"tool": "wrk", "path": self.wrk, "version": wrk_version(self.wrk)}
+        return {
+            "tool": "python-asyncio",
+            "why": "wrk not found" if not self.args.no_wrk else "--no-wrk",
+            "caveat": "one Python process generating load; numbers are a floor for both sides",
+        }
+
+    def run(self, port: int, path: str, duration: float) -> dict[str, Any]:
+        args = self.args
+        if self.wrk:
+            url = f"http://127.0.0.1:{port}{path}"
+            return run_wrk(self.wrk, url, args.threads, args.connections, duration, self.workdir)
+        return run_pyload(port, path, args.connections, duration)
+
+    def measure(self, port: int, path: str) -> dict[str, Any]:
+        quiet = wait_until_quiet(self.args.quiet_wait) if self.args.quiet_wait > 0 else None
+        if self.args.warmup > 0:
+            self.run(port, path, self.args.warmup)
+        meter = CpuMeter().start()
+        result = self.run(port, path, self.args.duration)
+        result["cpu"] = meter.stop()
+        if quiet is not None:
+            result["quiet_wait"] = quiet
+        log(
+            f"  {path}: {result['requests_per_s']:.0f} req/s,"
+            f" p50 {result['latency_ms']['p50']:.2f} ms, p99 {result['latency_ms']['p99']:.2f} ms"
+            f" (other processes: {result['cpu']['other_processes_pct']}% CPU)"
+        )
+        return result
+
+
+def check(port: int, path: str) -> None:
+    status, body = http_get(port, path)
+    if status != 200 or body != HELLO_BODY:
+        raise RuntimeError(f"GET {path}: HTTP {status} {body[:200]!r}")
+
+
+def bench_fissile(
+    args: argparse.Namespace, load: Load, workdir: Path, bare: BareUvicorn
+) -> dict[str, Any]:
+    log("fissile")
+    (workdir / "fissile").mkdir()
+    platform = Platform(workdir / "fissile")
+    platform.start()
+    runs: dict[str, Any] = {}
+    result: dict[str, Any] = {"runs": runs}
+    targets: list[tuple[str, Callable[[], RawHTTP], str]] = [
+        ("bare", lambda: RawHTTP.tcp(bare.port), "/")
+    ]
+    try:
+        for key, contract, scale in cases(args):
+            # A new function per case (the previous one's instances stay idle), so a run never
+            # inherits more instances than its max_scale allows.
+            name = "hello" if not runs else key.replace("_", "-")
+            path = f"/{name}"
+            platform.create_function(
+                name, CONTRACTS[contract], route=path, max_scale=scale, concurrency=args.concurrency
+            )
+            check(platform.port, path)
+            log(f" {contract}, max_scale {scale}, concurrency {args.concurrency}: GET {path}")
+            run: dict[str, Any] = {"path": path, "contract": contract, "max_scale": scale}
+            run["load"] = load.measure(platform.port, path)
+            run["function_status_after"] = platform.client.get("functions", name).get("status")
+            runs[key] = run
+            if not any(target[0] == f"{contract}_router" for target in targets):
+                targets.append((f"{contract}_router", lambda: RawHTTP.tcp(platform.port), path))
+                socket_path = instance_socket(platform, name)
+                if socket_path is not None:
+                    targets.append(
+                        (f"{contract}_direct", lambda p=socket_path: RawHTTP.unix(p), path)
+                    )
+        if args.sequential:
+            log(f" sequential latency: {args.sequential} rounds over {len(targets)} targets")
+            result["sequential_ms"] = sequential(targets, args.sequential)
+    finally:
+        result["platform"] = {"startup_s": platform.startup_seconds, "stop": platform.stop()}
+    return result
+
+
+def cases(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """(key, contract, max_scale) of each fissile run; the first is the headline."""
+    found = [(f"fission_style_max{scale}", "fission_style", scale) for scale in args.scales]
+    found[1:1] = [(f"native_max{scale}", "native", scale) for scale in args.native_scales]
+    return found
+
+
+def instance_socket(platform: Platform, function: str) -> str | None:
+    """The unix socket of a live instance of ``function``: its pid from the function's log
+    ("instance iN ready (pid P)"), its listening socket from /proc."""
+    text = b"".join(platform.client.logs(function, tail=1000)).decode(errors="replace")
+    pids = {int(pid) for pid in re.findall(r"instance \S+ ready \(pid (\d+)\)", text)}
+    for instance in platform.instances():
+        if instance["pid"] in pids and instance["sockets"]:
+            path: str = instance["sockets"][0]
+            return path
+    log(f"  no instance socket of {function} found; no direct measurement")
+    return None
+
+
+def sequential(
+    targets: list[tuple[str, Callable[[], RawHTTP], str]], rounds: int
+) -> dict[str, Any]:
+    """One keep-alive connection per target, one request at a time; each round visits every
+    target once, so all of them see the same background load."""
+    clients = [(name, connect(), get_request(path)) for name, connect, path in targets]
+    samples: dict[str, list[float]] = {name: [] for name, _, _ in clients}
+    try:
+        for i in range(rounds + 200):  # the first 200 rounds warm up
+            for name, client, raw in clients:
+                begin = time.perf_counter()
+                status, body = client.request(raw)
+                elapsed = (time.perf_counter() - begin) * 1000
+                if status != 200 or body != HELLO_BODY:
+                    raise RuntimeError(f"{name}: HTTP {status} {body[:200]!r}")
+                if i >= 200:
+                    samples[name].append(elapsed)
+    finally:
+        for _, client, _ in clients:
+            client.close()
+    return {name: summarize(values) for name, values in samples.items()}
+
+
+def average(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of several load runs' req/s and latency percentiles."""
+    return {
+        "requests_per_s": round(sum(r["requests_per_s"] for r in runs) / len(runs), 1),
+        "latency_ms": {
+            key: round(sum(r["latency_ms"][key] for r in runs) / len(runs), 3)
+            for key in ("p50", "p90", "p99")
+        },
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    args.scales = [int(s) for s in str(args.scales).split(",") if s.strip()]
+    args.native_scales = [int(s) for s in str(args.native_scales).split(",") if s.strip()]
+    started = time.monotonic()
+    with Workdir("fissile-bench-warm-") as workdir:
+        load = Load(args, workdir)
+        result: dict[str, Any] = {
+            "benchmark": "warm",
+            "machine": machine_info(),
+            "parameters": {**vars(args), "load_generator": load.describe()},
+        }
+        # The baseline stays up (idle) all along: measured before the platform starts and
+        # after it stops, and part of the interleaved sequential-latency rounds.
+        server = BareUvicorn(workdir)
+        server.start()
+        try:
+            check(server.port, "/")
+            log("bare uvicorn (before fissile)")
+            bare_runs = [load.measure(server.port, "/")]
+            fissile = bench_fissile(args, load, workdir, server)
+            log("bare uvicorn (after fissile)")
+            bare_runs.append(load.measure(server.port, "/"))
+        finally:
+            bare_stop = server.stop()
+    bare = {"runs": bare_runs, "average": average(bare_runs), "stop": bare_stop}
+
+    bare_load = bare["average"]
+    comparisons: dict[str, Any] = {}
+    for key, run in fissile["runs"].items():
+        fl = run["load"]
+        comparisons[key] = {
+            "fissile_rps": fl["requests_per_s"],
+            "bare_rps": bare_load["requests_per_s"],
+            "rps_ratio_fissile_over_bare": ratio(fl["requests_per_s"], bare_load["requests_per_s"]),
+            "p50_ms": {"fissile": fl["latency_ms"]["p50"], "bare": bare_load["latency_ms"]["p50"]},
+            "p99_ms": {"fissile": fl["latency_ms"]["p99"], "bare": bare_load["latency_ms"]["p99"]},
+            "p50_ratio_fissile_over_bare": ratio(
+                fl["latency_ms"]["p50"], bare_load["latency_ms"]["p50"]
+            ),
+            "p99_ratio_fissile_over_bare": ratio(
+                fl["latency_ms"]["p99"], bare_load["latency_ms"]["p99"]
+            ),
+            "p50_difference_ms_fissile_minus_bare": round(
+                fl["latency_ms"]["p50"] - bare_load["latency_ms"]["p50"], 3
+            ),
+        }
+    headline_key = next(iter(fissile["runs"]))
+    headline = comparisons[headline_key]
+    overhead: dict[str, Any] = {
+        "under_load_p50_minus_bare_p50_ms": headline["p50_difference_ms_fissile_minus_bare"],
+    }
+    seq = fissile.get("sequential_ms", {})
+    if "bare" in seq:
+        p50 = {name: values["p50"] for name, values in seq.items()}
+        overhead["sequential_p50_ms"] = p50
+        for contract in CONTRACTS:
+            router, direct_p50 = p50.get(f"{contract}_router"), p50.get(f"{contract}_direct")
+            if router is None:
+                continue
+            overhead[contract] = {
+                "router_minus_bare_p50_ms": round(router - p50["bare"], 3),
+                "router_minus_direct_p50_ms": (
+                    round(router - direct_p50, 3) if direct_p50 is not None else None
+                ),
+                "direct_minus_bare_p50_ms": (
+                    round(direct_p50 - p50["bare"], 3) if direct_p50 is not None else None
+                ),
+            }
+    result.update(
+        bare=bare,
+        fissile=fissile,
+        comparison=comparisons,
+        router_overhead=overhead,
+        target={
+            "run": headline_key,
+            "rps_ratio_at_least": TARGET_RPS_RATIO,
+            "rps_ratio": headline["rps_ratio_fissile_over_bare"],
+            "met": (headline["rps_ratio_fissile_over_bare"] or 0) >= TARGET_RPS_RATIO,
+        },
+        notes=[
+            f"{os.cpu_count()} CPUs, nothing pinned: the load generator, the platform process"
+            " (router + control API + executor on one event loop) and the instance processes"
+            " compete for them; bare uvicorn shares them only with the load generator.",
+            "The fissile side does more work per request by design: router parse + route match"
+            " + a second HTTP/1.1 hop over a unix socket + the instance's own parse and the"
+            " Fission-style (Flask request) handler. Bare is one process, one hop.",
+            "Bare is measured twice, before the platform starts and after it stops, and"
+            " compared by the average of both (each run is in bare.runs).",
+            f"Each fissile run uses a new function with that max_scale and concurrency"
+            f" {args.concurrency}; with concurrency 1 and {args.connections} connections the"
+            " pool scales to max_scale instances.",
+            "sequential_ms: no load; one keep-alive connection per target, one request at a"
+            " time from a small Python client (its cost is in every figure alike), rounds"
+            " visiting every target in turn. <contract>_direct sends the same request to one"
+            " instance's unix socket (found through the function's log and /proc), skipping the"
+            " router: router_minus_direct is what the router hop adds per request. A unix"
+            " socket round trip is cheaper than a loopback TCP one, so direct may beat bare"
+            " without the instance being faster; router_minus_bare compares TCP with TCP.",
+            "cpu.other_processes_pct: CPU used during a run by processes this benchmark did not"
+            " start (e.g. a test suite); anything well above 0 makes that run pessimistic.",
+        ],
+        elapsed_s=round(time.monotonic() - started, 1),
+    )
+    write_results("warm", result, args.output)
+
+
+if __name__ == "__main__":
+    main()

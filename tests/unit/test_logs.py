@@ -1,0 +1,113 @@
+"""fissile/observability/logs.py: per-function log files fed by instances' output pipes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import fissile.observability.logs as logs_module
+from fissile.observability.logs import LogBook
+
+
+@dataclass
+class Source:
+    id: str
+    env: str
+    function: str | None
+
+
+def lines(path: Path) -> list[str]:
+    """The log's lines without their timestamps."""
+    return [line.split(" ", 1)[1] for line in path.read_text().splitlines()]
+
+
+async def feed(book: LogBook, source: Source, chunks: list[bytes]) -> None:
+    """Write ``chunks`` into an attached pipe, one read's worth at a time, then close it."""
+    read_fd, write_fd = os.pipe()
+    book.attach(source, read_fd)
+    for chunk in chunks:
+        os.write(write_fd, chunk)
+        await asyncio.sleep(0.01)
+    os.close(write_fd)
+
+
+async def logged(path: Path, expected: list[str]) -> None:
+    for _ in range(250):
+        if path.exists() and lines(path) == expected:
+            return
+        await asyncio.sleep(0.01)
+    assert path.exists() and lines(path) == expected
+
+
+async def test_lines_go_to_the_function_log(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    await feed(book, Source("i1", "python", "hello"), [b"first line\nsecond ", b"line\n"])
+    await logged(book.function_log("hello"), ["i1 first line", "i1 second line"])
+    book.close()
+
+
+async def test_unassigned_instances_log_to_their_environment(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    await feed(book, Source("i7", "python", None), [b"warming up\n"])
+    await logged(book.environment_log("python"), ["i7 warming up"])
+    assert not book.function_log("python").exists()
+    book.close()
+
+
+async def test_partial_last_line_and_bad_utf8(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    await feed(book, Source("i1", "python", "f"), [b"complete\n", b"no newline \xff"])
+    await logged(book.function_log("f"), ["i1 complete", "i1 no newline \ufffd"])
+    book.close()
+
+
+async def test_unterminated_output_is_split_at_the_line_limit(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    await feed(book, Source("i1", "python", "f"), [b"x" * 10000, b"y" * 10000, b"\n"])
+    expected = ["i1 " + "x" * 10000 + "y" * 6384, "i1 " + "y" * 3616]
+    await logged(book.function_log("f"), expected)
+    book.close()
+
+
+def test_platform_lines_and_timestamps(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    book.platform("hello", "instance i1 ready")
+    (line,) = book.function_log("hello").read_text().splitlines()
+    stamp, text = line.split(" ", 1)
+    assert text == "fissile instance i1 ready"
+    assert stamp.endswith("Z") and "T" in stamp and len(stamp) == len("2024-01-01T00:00:00.000Z")
+    book.close()
+
+
+def test_rotation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs_module, "MAX_LOG_BYTES", 200)
+    book = LogBook(tmp_path)
+    for n in range(10):
+        book.platform("f", f"message number {n}")
+    current = book.function_log("f")
+    rotated = current.with_suffix(".log.1")
+    assert rotated.exists()
+    everything = lines(rotated) + (lines(current) if current.exists() else [])
+    assert everything[-1] == "fissile message number 9"
+    assert rotated.stat().st_size > 200
+    book.close()
+
+
+def test_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs_module, "MAX_LOG_BYTES", 100)
+    book = LogBook(tmp_path)
+    for n in range(5):
+        book.platform("f", f"line {n} of a function that will be deleted")
+    book.platform("g", "another function")
+    book.forget("f")
+    assert not book.function_log("f").exists()
+    assert not book.function_log("f").with_suffix(".log.1").exists()
+    assert book.function_log("g").exists()
+    # A function of the same name starts a fresh log.
+    book.platform("f", "reborn")
+    assert lines(book.function_log("f")) == ["fissile reborn"]
+    book.close()
