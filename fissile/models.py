@@ -193,6 +193,9 @@ class FunctionSpec(Spec):
 
 class FunctionStatus(BaseModel):
     instances: int = 0
+    pids: list[int] = Field(
+        default_factory=list, description="host process ids of the ready instances"
+    )
     busy: int = 0
     starting: int = 0
     restarts: int = 0

@@ -158,4 +158,4 @@ def extract_archive(path: str | Path, destination: str | Path) -> None:
                     out.write(chunk)
             mode = (info.external_attr >> 16) & 0o777
             if mode:
-                os.chmod(target, mode | 0o600)
+                os.chmod(target, mode | 0o644)

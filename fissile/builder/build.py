@@ -207,6 +207,7 @@ class Builder:
                 os.replace(src, deploy)
                 log.append("no requirements.txt and no build command: source deployed as is\n")
             try:
+                await asyncio.to_thread(_readable_by_all, deploy)
                 os.replace(deploy, target)
             except OSError:
                 if not target.is_dir():
@@ -240,6 +241,18 @@ async def _run(command: list[str], cwd: Path, env: dict[str, str], log: list[str
     log.append(output.decode("utf-8", "replace"))
     if code != 0:
         raise BuildError(f"{Path(command[0]).name} exited with status {code}")
+
+
+def _readable_by_all(root: Path) -> None:
+    """Functions run as unprivileged uids: their package must be readable (and its
+    directories searchable) by everyone; nothing in it needs to be writable."""
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, 0o755 if mode & 0o111 else 0o644)
 
 
 def _overlay(src: Path, deploy: Path) -> None:

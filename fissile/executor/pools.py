@@ -406,6 +406,7 @@ class FunctionPool:
     def status(self) -> FunctionStatus:
         return FunctionStatus(
             instances=len(self.instances),
+            pids=[i.pid for i in self.instances],
             busy=sum(1 for i in self.instances if i.inflight),
             starting=self.starting,
             restarts=self.restarts,

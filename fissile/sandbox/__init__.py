@@ -155,6 +155,11 @@ def enter_function(config: dict[str, Any], spec: dict[str, Any]) -> str:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
+        # A change of credentials clears the parent-death signal: arm it again, or this
+        # instance would outlive a killed zygote.
+        from fissile.executor._prctl import die_with_parent
+
+        die_with_parent()
     if config.get("seccomp"):
         from fissile.sandbox.seccomp import install_filter
 

@@ -147,9 +147,18 @@ class Result:
 
 
 def run_cli(
-    api_url: str, *args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT
+    api_url: str,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = CLI_TIMEOUT,
+    data_dir: Path | None = None,
 ) -> Result:
+    """Run the CLI against ``api_url``; with ``data_dir`` it finds the platform's token there,
+    as a user's shell with FISSILE_DATA_DIR set would."""
     env = {**os.environ, "FISSILE_API": api_url}
+    env.pop("FISSILE_TOKEN", None)
+    if data_dir is not None:
+        env["FISSILE_DATA_DIR"] = str(data_dir)
     completed = subprocess.run(
         [str(FISSILE), *args],
         cwd=cwd,
@@ -317,7 +326,7 @@ class Platform:
 
     # use
     def cli(self, *args: str, cwd: Path | None = None, timeout: float = CLI_TIMEOUT) -> Result:
-        return run_cli(self.api_url, *args, cwd=cwd, timeout=timeout)
+        return run_cli(self.api_url, *args, cwd=cwd, timeout=timeout, data_dir=self.data_dir)
 
     def ok(self, *args: str, cwd: Path | None = None) -> Result:
         """Run a command that must succeed."""

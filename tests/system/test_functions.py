@@ -77,7 +77,11 @@ def test_logs_follow(platform: Platform, tmp_path: Path) -> None:
     platform.ok("fn", "create", "--name", "followed", "--code", str(tmp_path / "follow.py"))
     follower = subprocess.Popen(
         [str(FISSILE), "fn", "logs", "--name", "followed", "--follow"],
-        env={**os.environ, "FISSILE_API": platform.api_url},
+        env={
+            **os.environ,
+            "FISSILE_API": platform.api_url,
+            "FISSILE_DATA_DIR": str(platform.data_dir),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -104,7 +108,11 @@ def test_logs_follow(platform: Platform, tmp_path: Path) -> None:
 
 
 def test_idle_instances_are_reaped_and_min_scale_kept(platform: Platform, tmp_path: Path) -> None:
-    write(tmp_path / "idle.py", "import os\n\ndef main(request):\n    return str(os.getpid())\n")
+    # Each instance answers an id of its own (pids inside an instance's PID namespace are 1).
+    write(
+        tmp_path / "idle.py",
+        "import uuid\nID = uuid.uuid4().hex\n\ndef main(request):\n    return ID\n",
+    )
     platform.ok(
         "fn", "create", "--name", "idler", "--code", str(tmp_path / "idle.py"),
         "--idle-timeout", "1s",
@@ -118,16 +126,17 @@ def test_idle_instances_are_reaped_and_min_scale_kept(platform: Platform, tmp_pa
         count: int = platform.json_of("fn", "get", "--name", name)["status"]["instances"]
         return count
 
-    first_pid = int(platform.get("/function/idler").text)
-    keeper_pid = int(platform.get("/function/keeper").text)
+    first_id = platform.get("/function/idler").text
+    keeper_id = platform.get("/function/keeper").text
+    [first_pid] = platform.json_of("fn", "get", "--name", "idler")["status"]["pids"]
     [first] = [p for p in platform.children() if p.pid == first_pid]
     wait_for(lambda: instances("idler") == 0, 6, "the idle instance to be reaped")
     assert not wait_gone([first]), "the reaped instance's process is still running"
     # Scaled to zero, it still answers (a cold start).
-    assert int(platform.get("/function/idler").text) != first_pid
+    assert platform.get("/function/idler").text != first_id
     # min-scale 1 keeps one instance past the idle timeout: the same one.
     assert instances("keeper") == 1
-    assert int(platform.get("/function/keeper").text) == keeper_pid
+    assert platform.get("/function/keeper").text == keeper_id
 
 
 def test_large_and_binary_bodies(platform: Platform, tmp_path: Path) -> None:
