@@ -57,7 +57,7 @@ class InstanceApp:
         self.logger = logging.getLogger(self.function)
         try:
             func = load_entrypoint(spec["deploy_dir"], spec.get("entrypoint") or "main")
-            handler = bind(func, self.function)
+            handler = bind(func, self.function, spec["deploy_dir"])
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", str(exc))
