@@ -33,6 +33,14 @@ PYTHON = sys.executable
 
 HELLO_BODY = b"Hello, world!"
 
+# Servers under test run in their own session, as a service would. With the kernel's
+# autogroup scheduling (sched_autogroup_enabled=1) a session is one CPU-scheduling group, and
+# sharing one with the benchmark's own processes measurably hurt fissile: any process there
+# that merely wakes up every 100 ms (an idle uvicorn does) stretched fissile's warm p99 from
+# ~15 ms to 100-1500 ms on 2 CPUs. Ctrl-C still stops them: the benchmarks stop what they
+# started in `finally` blocks.
+SERVER_SESSION = True
+
 # A bare ASGI app answering like the fissile hello: the baseline of the warm benchmark and of
 # the "start a server and answer its first request" cold-start baseline.
 BARE_APP = """\
@@ -470,7 +478,9 @@ class BareUvicorn:
     def start(self, timeout: float = 30.0) -> float:
         """Start it; returns seconds until the port accepted connections."""
         begin = time.perf_counter()
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, start_new_session=SERVER_SESSION
+        )
         wait_for_port(self.port, timeout, self.proc)
         return time.perf_counter() - begin
 
@@ -533,6 +543,7 @@ class Platform:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=SERVER_SESSION,
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -137,18 +137,24 @@ def check(port: int, path: str) -> None:
         raise RuntimeError(f"GET {path}: HTTP {status} {body[:200]!r}")
 
 
-def bench_fissile(
-    args: argparse.Namespace, load: Load, workdir: Path, bare: BareUvicorn
-) -> dict[str, Any]:
+def measure_bare(load: Load, workdir: Path, stops: list[dict[str, Any]]) -> dict[str, Any]:
+    server = BareUvicorn(workdir)
+    server.start()
+    try:
+        check(server.port, "/")
+        return load.measure(server.port, "/")
+    finally:
+        stops.append(server.stop())
+
+
+def bench_fissile(args: argparse.Namespace, load: Load, workdir: Path) -> dict[str, Any]:
     log("fissile")
     (workdir / "fissile").mkdir()
     platform = Platform(workdir / "fissile")
     platform.start()
     runs: dict[str, Any] = {}
     result: dict[str, Any] = {"runs": runs}
-    targets: list[tuple[str, Callable[[], RawHTTP], str]] = [
-        ("bare", lambda: RawHTTP.tcp(bare.port), "/")
-    ]
+    targets: list[tuple[str, Callable[[], RawHTTP], str]] = []
     try:
         for key, contract, scale in cases(args):
             # A new function per case (the previous one's instances stay idle), so a run never
@@ -172,8 +178,16 @@ def bench_fissile(
                         (f"{contract}_direct", lambda p=socket_path: RawHTTP.unix(p), path)
                     )
         if args.sequential:
-            log(f" sequential latency: {args.sequential} rounds over {len(targets)} targets")
-            result["sequential_ms"] = sequential(targets, args.sequential)
+            # A bare server for these rounds only: nothing else of the benchmark's should be
+            # running during the load runs above (see SERVER_SESSION in _harness.py).
+            bare = BareUvicorn(workdir)
+            bare.start()
+            try:
+                targets.insert(0, ("bare", lambda: RawHTTP.tcp(bare.port), "/"))
+                log(f" sequential latency: {args.sequential} rounds over {len(targets)} targets")
+                result["sequential_ms"] = sequential(targets, args.sequential)
+            finally:
+                bare.stop()
     finally:
         result["platform"] = {"startup_s": platform.startup_seconds, "stop": platform.stop()}
     return result
@@ -245,20 +259,15 @@ def main() -> None:
             "machine": machine_info(),
             "parameters": {**vars(args), "load_generator": load.describe()},
         }
-        # The baseline stays up (idle) all along: measured before the platform starts and
-        # after it stops, and part of the interleaved sequential-latency rounds.
-        server = BareUvicorn(workdir)
-        server.start()
-        try:
-            check(server.port, "/")
-            log("bare uvicorn (before fissile)")
-            bare_runs = [load.measure(server.port, "/")]
-            fissile = bench_fissile(args, load, workdir, server)
-            log("bare uvicorn (after fissile)")
-            bare_runs.append(load.measure(server.port, "/"))
-        finally:
-            bare_stop = server.stop()
-    bare = {"runs": bare_runs, "average": average(bare_runs), "stop": bare_stop}
+        # Bare runs with nothing of fissile's up, before the platform starts and after it
+        # stops; each time a new server.
+        bare_runs, bare_stops = [], []
+        log("bare uvicorn (before fissile)")
+        bare_runs.append(measure_bare(load, workdir, bare_stops))
+        fissile = bench_fissile(args, load, workdir)
+        log("bare uvicorn (after fissile)")
+        bare_runs.append(measure_bare(load, workdir, bare_stops))
+    bare = {"runs": bare_runs, "average": average(bare_runs), "stops": bare_stops}
 
     bare_load = bare["average"]
     comparisons: dict[str, Any] = {}
@@ -320,8 +329,13 @@ def main() -> None:
             "The fissile side does more work per request by design: router parse + route match"
             " + a second HTTP/1.1 hop over a unix socket + the instance's own parse and the"
             " Fission-style (Flask request) handler. Bare is one process, one hop.",
-            "Bare is measured twice, before the platform starts and after it stops, and"
-            " compared by the average of both (each run is in bare.runs).",
+            "Bare is measured twice, each time on a new server, before the platform starts and"
+            " after it stops, and compared by the average of both (each run is in bare.runs)."
+            " No bare server runs during fissile's load runs.",
+            "Servers under test (fissile up, uvicorn) run in their own session, hence their"
+            " own autogroup for the CPU scheduler, as a service would; wrk runs in the"
+            " benchmark's session. Each fissile instance is a session (and autogroup) of its"
+            " own as well (it calls setsid).",
             f"Each fissile run uses a new function with that max_scale and concurrency"
             f" {args.concurrency}; with concurrency 1 and {args.connections} connections the"
             " pool scales to max_scale instances.",

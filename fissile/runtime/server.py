@@ -64,7 +64,7 @@ class InstanceApp:
             return _error(500, "sandbox_failed", f"sandbox: {exc}")
         try:
             func = load_entrypoint(deploy_dir, spec.get("entrypoint") or "main")
-            handler = bind(func, self.function)
+            handler = bind(func, self.function, deploy_dir)
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", str(exc))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -210,3 +213,52 @@ def test_context_deadline() -> None:
     assert 1.5 < ctx.remaining() <= 2.0
     assert context(timeout=0).remaining() == 0.0
     assert repr(ctx) == "<Context fn inv-1>"
+
+
+def _load(tmp_path: Path, name: str, source: str) -> Any:
+    """Import ``source`` as module ``name`` from ``tmp_path`` (cleaned up by the caller)."""
+    (tmp_path / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(name).main
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_zero_argument_function_without_flask_skips_the_request_context(tmp_path: Path) -> None:
+    main = _load(tmp_path, "fx_plain_hello", "def main():\n    return 'Hello, world!'\n")
+    try:
+        handler = bind(main, "hello", str(tmp_path))
+        response = handler.call(Request("GET", "/", "", {}, b""), context())
+        assert handler.contract == "fission"
+        assert response.body == b"Hello, world!"
+        # Flask's reading of a str, without Flask.
+        assert dict(response.headers) == {"content-type": "text/html; charset=utf-8"}
+        created = handler.call(Request("GET", "/", "", {}, b""), context())
+        assert created.status == 200
+    finally:
+        sys.modules.pop("fx_plain_hello", None)
+
+
+def test_zero_argument_function_using_flask_gets_the_request(tmp_path: Path) -> None:
+    main = _load(
+        tmp_path,
+        "fx_flask_echo",
+        "from flask import request\n\ndef main():\n    return request.args.get('x', '')\n",
+    )
+    try:
+        handler = bind(main, "echo", str(tmp_path))
+        response = handler.call(Request("GET", "/", "x=42", {}, b""), context())
+        assert response.body == b"42"
+    finally:
+        sys.modules.pop("fx_flask_echo", None)
+
+
+def test_zero_argument_function_returning_none_is_an_error_as_in_flask(tmp_path: Path) -> None:
+    main = _load(tmp_path, "fx_plain_none", "def main():\n    return None\n")
+    try:
+        handler = bind(main, "none", str(tmp_path))
+        with pytest.raises(TypeError, match="returned None"):
+            handler.call(Request("GET", "/", "", {}, b""), context())
+    finally:
+        sys.modules.pop("fx_plain_none", None)
