@@ -91,7 +91,9 @@ def update(
     with Client() as client:
         current = client.get("environments", name)
         body: dict[str, Any] = {
-            k: current[k] for k in ("name", "image", "poolsize", "preload", "network")
+            k: current[k]
+            for k in ("name", "image", "poolsize", "preload", "network", "labels")
+            if k in current
         }
         if image is not None:
             body["image"] = image

@@ -44,6 +44,7 @@ SPEC_FIELDS = (
     "idle_timeout",
     "env_vars",
     "network",
+    "labels",
 )
 
 

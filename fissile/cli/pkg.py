@@ -69,7 +69,7 @@ def update(name: str, src: str | None, buildcmd: str | None, wait: bool) -> None
     """Replace a package's source or build command; functions on it roll once it is built."""
     with Client() as client:
         body = client.get("packages", name)
-        spec = {k: body.get(k) for k in ("name", "env", "source", "buildcmd", "owner")}
+        spec = {k: body.get(k) for k in ("name", "env", "source", "buildcmd", "owner", "labels")}
         if src is not None:
             spec["source"] = upload_source(client, src)
         if buildcmd is not None:

@@ -95,7 +95,9 @@ def update(
     """Change a route."""
     with Client() as client:
         current = client.get("httptriggers", name)
-        body = {k: current.get(k) for k in ("name", "function", "url", "prefix", "methods")}
+        body = {
+            k: current.get(k) for k in ("name", "function", "url", "prefix", "methods", "labels")
+        }
         if function:
             body["function"] = function
         if url:
