@@ -49,6 +49,8 @@ def from_document(document: Document) -> Deployment | None:
     ``uid``), or None when it has neither."""
     data = document.data
     ident = data.get("id") if document.api_version == API_VERSION else data.get("uid")
+    if document.api_version != API_VERSION and not ident:
+        ident = data.get("id")
     if not isinstance(ident, str) or not ident.strip():
         return None
     return Deployment(str(data.get("name") or ""), ident.strip())

@@ -14,7 +14,7 @@ from typing import Any
 
 from fissile.builder.archive import ArchiveError, zip_path
 from fissile.specs.deployment import API_VERSION as FISSILE_API_VERSION
-from fissile.specs.documents import Document, FieldPath, SpecError, format_path
+from fissile.specs.documents import Document, FieldPath, SpecError
 
 API_VERSION = "fission.io/v1"
 ARCHIVE_SCHEME = "archive://"
@@ -80,9 +80,10 @@ class _Reader:
 
     def finish(self, kind: str, archive: bytes | None = None) -> None:
         for path in _leaves(self.document.data, ()):
-            if path in self.used or any(path[: i + 1] in _SILENT for i in range(len(path))):
+            prefixes = [path[: i + 1] for i in range(len(path))]
+            if any(p in self.used or p in _SILENT for p in prefixes):
                 continue
-            self.warn(path, f"{format_path(path)} has no equivalent in fissile; ignored")
+            self.warn(path, "has no equivalent in fissile; ignored")
         self.out.documents.append(
             Document(
                 self.document.file,
@@ -101,6 +102,12 @@ def _leaves(value: Any, path: FieldPath) -> Iterator[FieldPath]:
             yield from _leaves(child, (*path, str(key)))
     elif value not in (None, "", [], False, 0):
         yield path
+
+
+def is_bare(document: Document) -> bool:
+    """Fission writes its ArchiveUploadSpec (and some DeploymentConfig) without apiVersion."""
+    bare = "apiVersion" not in document.data
+    return bare and document.kind in ("ArchiveUploadSpec", "DeploymentConfig")
 
 
 def convert(documents: list[Document], directory: Path) -> Converted:
@@ -208,6 +215,8 @@ def _http_trigger(reader: _Reader, archives: dict[str, Document], directory: Pat
             reader.warn(("spec", "relativeurl"), "ignored: the trigger has a prefix")
     else:
         reader.map("url", "spec", "relativeurl")
+    if not reader.get("spec", "createingress"):
+        reader.get("spec", "ingressconfig")  # only read by Fission when it makes an ingress
     methods = reader.get("spec", "methods")
     if methods:
         reader.map("methods", "spec", "methods")

@@ -84,16 +84,21 @@ def make_plan(desired: Sequence[Desired], live: Live, deployment: str, delete: b
             if current is None:
                 forward.append(Step("create", kind, resource.name, resource))
                 continue
+            have = spec_of(kind, current)
+            changed = tuple(k for k, v in resource.body.items() if have.get(k) != v)
             owner = (current.get("labels") or {}).get(LABEL)
             if owner != deployment:
+                if changed == ("labels",):
+                    # Declared exactly as it already is (the built-in python environment in
+                    # most Fission specs): used as it is, never changed or deleted.
+                    forward.append(Step("unchanged", kind, resource.name, resource))
+                    continue
                 whose = f"deployment {owner}" if owner else "no spec directory"
                 plan.errors.append(
                     f"{resource.where}: {SINGULAR[kind]} '{resource.name}' already exists and"
                     f" belongs to {whose}; rename it here or delete it first"
                 )
                 continue
-            have = spec_of(kind, current)
-            changed = tuple(k for k, v in resource.body.items() if have.get(k) != v)
             action: Action = "update" if changed else "unchanged"
             forward.append(Step(action, kind, resource.name, resource, changed))
     deletes = [

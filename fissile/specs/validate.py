@@ -68,7 +68,7 @@ def load_specs(directory: Path) -> SpecSet:
     native: list[Document] = []
     foreign: list[Document] = []
     for document in documents:
-        if document.api_version == fission.API_VERSION:
+        if document.api_version == fission.API_VERSION or fission.is_bare(document):
             foreign.append(document)
         elif document.api_version == API_VERSION:
             native.append(document)
@@ -120,6 +120,9 @@ def _resources(document: Document, directory: Path, errors: list[SpecError]) -> 
     if isinstance(labels, dict) and LABEL in labels:
         errors.append(document.error(("labels", LABEL), "is set by `fissile spec apply`"))
         return []
+    if kind in ("packages", "functions"):
+        # As on the command line: the built-in environment unless another is named.
+        fields.setdefault("env", "python")
     made: list[Desired] = []
     archive: bytes | None = None
     if kind == "packages":
