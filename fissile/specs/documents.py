@@ -62,10 +62,12 @@ class Document:
         node = self.node
         line = self.line
         for part in path:
-            node = _child(node, part)
-            if node is None:
+            found = _child(node, part)
+            if found is None:
                 break
-            line = node.start_mark.line + 1
+            # A mapping entry is shown at its key: a block value starts on the next line.
+            marker, node = found
+            line = marker.start_mark.line + 1
         return line
 
     def error(self, path: FieldPath, message: str) -> SpecError:
@@ -75,14 +77,15 @@ class Document:
         return SpecError(self.file, self.line_of(path), format_path(shown), message)
 
 
-def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    """The entry ``part`` of a mapping or sequence node: (the node marking it, its value)."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.value == str(part):
-                return value  # type: ignore[no-any-return]
+                return key, value
     elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
         items: list[yaml.Node] = node.value
-        return items[part] if 0 <= part < len(items) else None
+        return (items[part], items[part]) if 0 <= part < len(items) else None
     return None
 
 
