@@ -10,6 +10,7 @@ import click
 from fissile._units import parse_duration, parse_memory
 from fissile.builder.archive import ArchiveError, zip_path
 from fissile.client import Client
+from fissile.specs.write import save
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -76,8 +77,6 @@ def spec_options(func: Any) -> Any:
 
 
 def write_spec(specdir: Path, kind: str, fields: dict[str, Any]) -> None:
-    from fissile.specs.write import save
-
     try:
         path = save(specdir, kind, fields)
     except FileExistsError as exc:

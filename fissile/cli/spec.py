@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -12,7 +11,7 @@ from fissile.client import Client, ClientError
 from fissile.specs import deployment
 from fissile.specs.apply import execute
 from fissile.specs.documents import SpecError
-from fissile.specs.plan import ORDER, Plan, make_plan
+from fissile.specs.plan import ORDER, Plan, Step, make_plan
 from fissile.specs.validate import SpecSet, load_specs
 
 dir_option = click.option(
@@ -41,12 +40,12 @@ def init(directory: Path, name: str | None, ident: str | None) -> None:
     click.echo(f"created {path}; add resources with `--spec` on create commands or by hand")
 
 
-def _load(directory: Path, need_deployment: bool = True) -> SpecSet:
+def _load(directory: Path) -> SpecSet:
     """Load and validate; print warnings, and on errors print every one of them and exit."""
     specs = load_specs(directory)
     for warning in specs.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if need_deployment and specs.deployment is None and not specs.errors:
+    if specs.deployment is None and not specs.errors:
         specs.errors.append(
             SpecError(
                 directory,
@@ -131,12 +130,14 @@ def _execute(client: Client, plan: Plan, wait: bool) -> None:
     if outcome.ok:
         return
     click.echo(f"failed: {outcome.failed}: {outcome.error}", err=True)
-    lines: list[Any] = outcome.done or ["nothing"]
-    click.echo("applied: " + "; ".join(str(s) for s in lines), err=True)
-    pending: list[Any] = outcome.not_done or ["nothing"]
-    click.echo("not applied: " + "; ".join(str(s) for s in pending), err=True)
+    click.echo(f"applied: {_steps(outcome.done)}", err=True)
+    click.echo(f"not applied: {_steps(outcome.not_done)}", err=True)
     click.echo("Error: the spec was applied only in part; fix it and apply again", err=True)
     sys.exit(1)
+
+
+def _steps(steps: list[Step]) -> str:
+    return "; ".join(str(step) for step in steps) or "nothing"
 
 
 @spec.command()

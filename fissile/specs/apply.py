@@ -34,7 +34,9 @@ class Outcome:
 
 
 class BuildFailed(Exception):
-    pass
+    def __init__(self, step: Step, message: str) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def execute(
@@ -50,10 +52,13 @@ def execute(
             if wait and building and step.kind not in ("environments", "packages"):
                 _wait(api, building, echo)
                 building = []
+        except BuildFailed as exc:
+            outcome.failed, outcome.error, outcome.not_done = exc.step, str(exc), steps[index:]
+            return outcome
+        try:
             _run(api, step)
-        except (ClientError, BuildFailed) as exc:
-            outcome.failed = step
-            outcome.error = exc.message if isinstance(exc, ClientError) else str(exc)
+        except ClientError as exc:
+            outcome.failed, outcome.error = step, exc.message
             outcome.not_done = steps[index + 1 :]
             return outcome
         outcome.done.append(step)
@@ -64,8 +69,7 @@ def execute(
         try:
             _wait(api, building, echo)
         except BuildFailed as exc:
-            outcome.error = str(exc)
-            outcome.failed = building[-1]
+            outcome.failed, outcome.error = exc.step, str(exc)
     return outcome
 
 
@@ -99,5 +103,5 @@ def _wait(api: Api, steps: list[Step], echo: Callable[[str], None]) -> None:
         status = package["status"]
         if status["state"] == "failed":
             tail = "\n".join(str(status.get("log", "")).strip().splitlines()[-20:])
-            raise BuildFailed(f"package '{step.name}' failed to build:\n{tail}")
+            raise BuildFailed(step, f"the build failed:\n{tail}")
         echo(f"built package '{step.name}'")

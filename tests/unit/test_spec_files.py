@@ -341,9 +341,10 @@ def test_plan_reports_dangling_references(specs: Path) -> None:
 
 
 class FakeApi:
-    def __init__(self, fail_on: str = "") -> None:
+    def __init__(self, fail_on: str = "", failed_build: str = "") -> None:
         self.calls: list[str] = []
         self.fail_on = fail_on
+        self.failed_build = failed_build
 
     def _call(self, what: str) -> dict[str, Any]:
         if what == self.fail_on:
@@ -365,6 +366,8 @@ class FakeApi:
 
     def wait_for_build(self, name: str, timeout: float = 0) -> dict[str, Any]:
         self.calls.append(f"wait {name}")
+        if name == self.failed_build:
+            return {"status": {"state": "failed", "log": "pip: no such package"}}
         return {"status": {"state": "succeeded"}}
 
 
@@ -384,3 +387,15 @@ def test_apply_stops_at_the_first_failure_and_says_what_was_done(specs: Path) ->
     assert [str(s) for s in outcome.not_done] == ["create HTTP trigger 'hello-route'"]
     # Builds were waited for before any function was touched.
     assert api.calls.index("wait lib") < api.calls.index("create functions hello")
+
+
+def test_a_failed_build_with_wait_changes_no_function(specs: Path) -> None:
+    live = {"environments": [BUILTIN]}
+    plan = make_plan(load_specs(specs).resources, live, DEPLOYMENT, delete=False)
+    api = FakeApi(failed_build="lib")
+    outcome = execute(api, plan, wait=True, echo=lambda _: None)
+    assert str(outcome.failed) == "create package 'lib'"
+    assert "pip: no such package" in outcome.error
+    assert [str(s) for s in outcome.done] == ["create package 'hello-code'", "create package 'lib'"]
+    assert str(outcome.not_done[0]) == "create function 'hello'"
+    assert not [call for call in api.calls if call.startswith("create functions")]
