@@ -26,7 +26,8 @@ class SpecError:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}"
+        # Line 0: about the directory or the whole set, not one place in a file.
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 

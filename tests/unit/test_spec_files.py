@@ -217,7 +217,11 @@ def test_duplicates_and_code_plus_package_are_errors(specs: Path) -> None:
 
 
 def test_missing_directory_and_missing_deployment(tmp_path: Path) -> None:
-    assert "spec init" in str(load_specs(tmp_path / "nope").errors[0])
+    missing = str(load_specs(tmp_path / "nope").errors[0])
+    assert (
+        missing == f"{tmp_path / 'nope'}: no spec directory here: run `fissile spec init --dir"
+        f" {tmp_path / 'nope'}`"
+    )
     write(tmp_path / "specs" / "a.yaml", "apiVersion: fissile.dev/v1\nkind: Environment\nname: e\n")
     loaded = load_specs(tmp_path / "specs")
     assert loaded.errors == [] and loaded.deployment is None
