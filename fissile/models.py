@@ -65,6 +65,11 @@ def _normalise_image(value: Any) -> Any:
     return value
 
 
+Labels = dict[
+    Annotated[str, Field(min_length=1, max_length=253)], Annotated[str, Field(max_length=253)]
+]
+
+
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -89,6 +94,9 @@ class EnvironmentSpec(Spec):
     )
     network: Network = Field(
         "host", description="host: share the host's network; none: a private loopback only"
+    )
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
     )
 
     @field_validator("image")
@@ -131,6 +139,9 @@ class PackageSpec(Spec):
     )
     buildcmd: str | None = Field(None, max_length=4096)
     owner: Name | None = Field(None, description="the function that created this package")
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
+    )
 
 
 class BuildStatus(BaseModel):
@@ -169,6 +180,9 @@ class FunctionSpec(Spec):
     idle_timeout: Duration = Field(120.0, ge=0)
     env_vars: EnvVars = Field(default_factory=dict)
     network: Network | None = Field(None, description="host or none; unset: the environment's")
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
+    )
 
     @model_validator(mode="after")
     def _scale_bounds(self) -> FunctionSpec:
@@ -220,6 +234,9 @@ class HTTPTriggerSpec(Spec):
     url: str | None = Field(None, description="path template: /students/{id} or /items/{id:[0-9]+}")
     prefix: str | None = Field(None, description="serve this path and everything under it")
     methods: list[str] = Field(default_factory=lambda: ["GET"])
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
+    )
 
     @field_validator("url", "prefix")
     @classmethod

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 import fissile
-from fissile.cli import doctor, env, fn, pkg, route, up
+from fissile.cli import doctor, env, fn, pkg, route, spec, up
 from fissile.client import ClientError
 
 
@@ -45,6 +45,7 @@ cli.add_command(fn.fn, name="function")
 cli.add_command(route.route)
 cli.add_command(route.route, name="httptrigger")
 cli.add_command(route.route, name="ht")
+cli.add_command(spec.spec)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import click
 from fissile._units import parse_duration, parse_memory
 from fissile.builder.archive import ArchiveError, zip_path
 from fissile.client import Client
+from fissile.specs.write import save
 
 
 class DurationType(click.ParamType):  # type: ignore[type-arg]
@@ -59,3 +60,25 @@ def upload_source(client: Client, source: str) -> str:
         raise click.ClickException(str(exc)) from None
     sha: str = client.upload_archive(data)["sha256"]
     return sha
+
+
+def spec_options(func: Any) -> Any:
+    """``--spec``: write the resource into the spec directory instead of creating it."""
+    func = click.option(
+        "--specdir",
+        default="specs",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Spec directory for --spec.",
+    )(func)
+    return click.option(
+        "--spec", is_flag=True, help="Write a spec file (specs/<kind>-<name>.yaml) instead."
+    )(func)
+
+
+def write_spec(specdir: Path, kind: str, fields: dict[str, Any]) -> None:
+    try:
+        path = save(specdir, kind, fields)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{exc.filename} already exists") from None
+    click.echo(f"wrote {path}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
 from fissile.cli._output import Column, done, emit, output_option
+from fissile.cli._params import spec_options, write_spec
 from fissile.client import Client
 
 COLUMNS: list[Column] = [
@@ -42,8 +44,16 @@ def env() -> None:
 @click.option("--preload", default=None, help="Comma-separated modules the zygote imports once.")
 @network_option
 @output_option
+@spec_options
 def create(
-    name: str, image: str, poolsize: int, preload: str | None, network: str | None, output: str
+    name: str,
+    image: str,
+    poolsize: int,
+    preload: str | None,
+    network: str | None,
+    output: str,
+    spec: bool,
+    specdir: Path,
 ) -> None:
     """Create an environment."""
     body = {
@@ -53,6 +63,9 @@ def create(
         "preload": _modules(preload) or [],
         "network": network or "host",
     }
+    if spec:
+        write_spec(specdir, "Environment", body)
+        return
     with Client() as client:
         created = client.create("environments", body)
     if output == "table":
@@ -91,7 +104,9 @@ def update(
     with Client() as client:
         current = client.get("environments", name)
         body: dict[str, Any] = {
-            k: current[k] for k in ("name", "image", "poolsize", "preload", "network")
+            k: current[k]
+            for k in ("name", "image", "poolsize", "preload", "network", "labels")
+            if k in current
         }
         if image is not None:
             body["image"] = image

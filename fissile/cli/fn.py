@@ -14,9 +14,17 @@ import httpx
 from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile._units import format_duration, format_memory
 from fissile.cli._output import Column, done, emit, output_option
-from fissile.cli._params import DURATION, MEMORY, key_values, upload_source
+from fissile.cli._params import (
+    DURATION,
+    MEMORY,
+    key_values,
+    spec_options,
+    upload_source,
+    write_spec,
+)
 from fissile.cli.pkg import report_build
 from fissile.client import Client, ClientError
+from fissile.specs.write import relative_source
 
 COLUMNS: list[Column] = [
     ("NAME", lambda f: f["name"]),
@@ -44,6 +52,7 @@ SPEC_FIELDS = (
     "idle_timeout",
     "env_vars",
     "network",
+    "labels",
 )
 
 
@@ -126,12 +135,30 @@ def fn() -> None:
 @click.option("--src", default=None, help="A source directory or zip (built like a package).")
 @click.option("--pkg", "package", default=None, help="An existing package.")
 @_settings_options
+@spec_options
 def create(
-    name: str, env: str, code: str | None, src: str | None, package: str | None, **options: Any
+    name: str,
+    env: str,
+    code: str | None,
+    src: str | None,
+    package: str | None,
+    spec: bool,
+    specdir: Path,
+    **options: Any,
 ) -> None:
     """Create a function from a file, a source directory/zip, or a package."""
     if sum(x is not None for x in (code, src, package)) != 1:
         raise click.UsageError("give exactly one of --code, --src or --pkg")
+    if spec:
+        fields: dict[str, Any] = {"name": name, "env": env}
+        if code is not None:
+            fields["code"] = relative_source(specdir, code)
+        elif src is not None:
+            fields["src"] = relative_source(specdir, src)
+        else:
+            fields["package"] = package
+        write_spec(specdir, "Function", {**fields, **_settings(options)})
+        return
     if not re.fullmatch(NAME_PATTERN, name) or len(name) > NAME_MAX:
         # Checked here, not only by the API: the package made for --code/--src comes first.
         raise ClientError(

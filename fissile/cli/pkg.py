@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
 from fissile.cli._output import Column, done, emit, output_option
-from fissile.cli._params import upload_source
+from fissile.cli._params import spec_options, upload_source, write_spec
 from fissile.client import Client, ClientError
+from fissile.specs.write import relative_source
 
 COLUMNS: list[Column] = [
     ("NAME", lambda p: p["name"]),
@@ -46,10 +48,24 @@ def pkg() -> None:
 @src_option
 @click.option("--buildcmd", default=None, help="Build command, run with $SRC_PKG and $DEPLOY_PKG.")
 @click.option("--wait/--no-wait", default=False, help="Wait for the build and show its result.")
-def create(name: str, env: str, src: str | None, buildcmd: str | None, wait: bool) -> None:
+@spec_options
+def create(
+    name: str,
+    env: str,
+    src: str | None,
+    buildcmd: str | None,
+    wait: bool,
+    spec: bool,
+    specdir: Path,
+) -> None:
     """Upload a source and start its build."""
     if src is None:
         raise click.UsageError("--src is required")
+    if spec:
+        source = relative_source(specdir, src)
+        fields = {"name": name, "env": env, "source": source, "buildcmd": buildcmd}
+        write_spec(specdir, "Package", fields)
+        return
     with Client() as client:
         sha = upload_source(client, src)
         body = {"name": name, "env": env, "source": sha, "buildcmd": buildcmd}
@@ -69,7 +85,7 @@ def update(name: str, src: str | None, buildcmd: str | None, wait: bool) -> None
     """Replace a package's source or build command; functions on it roll once it is built."""
     with Client() as client:
         body = client.get("packages", name)
-        spec = {k: body.get(k) for k in ("name", "env", "source", "buildcmd", "owner")}
+        spec = {k: body.get(k) for k in ("name", "env", "source", "buildcmd", "owner", "labels")}
         if src is not None:
             spec["source"] = upload_source(client, src)
         if buildcmd is not None:

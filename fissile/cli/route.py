@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import secrets
+from pathlib import Path
 from typing import Any
 
 import click
 
 from fissile.cli._output import Column, done, emit, output_option
+from fissile.cli._params import spec_options, write_spec
 from fissile.client import Client
 
 COLUMNS: list[Column] = [
@@ -36,6 +38,7 @@ def route() -> None:
 @click.option("--prefix", default=None, help="Serve this path and everything under it.")
 @click.option("--method", "methods", multiple=True, help="HTTP method (repeat; ANY for all).")
 @output_option
+@spec_options
 def create(
     name: str | None,
     function: str,
@@ -43,6 +46,8 @@ def create(
     prefix: str | None,
     methods: tuple[str, ...],
     output: str,
+    spec: bool,
+    specdir: Path,
 ) -> None:
     """Route a URL to a function."""
     if (url is None) == (prefix is None):
@@ -54,6 +59,9 @@ def create(
         "prefix": prefix,
         "methods": list(methods) or ["GET"],
     }
+    if spec:
+        write_spec(specdir, "HTTPTrigger", body)
+        return
     with Client() as client:
         created = client.create("httptriggers", body)
     if output == "table":
@@ -95,7 +103,9 @@ def update(
     """Change a route."""
     with Client() as client:
         current = client.get("httptriggers", name)
-        body = {k: current.get(k) for k in ("name", "function", "url", "prefix", "methods")}
+        body = {
+            k: current.get(k) for k in ("name", "function", "url", "prefix", "methods", "labels")
+        }
         if function:
             body["function"] = function
         if url:
