@@ -564,7 +564,9 @@ class Platform:
         self.startup_seconds = round(time.perf_counter() - begin, 3)
         from fissile.client import Client
 
-        self._client = Client(self.api_url)
+        # The control API wants the bearer token the platform wrote in its data dir.
+        token = (self.data_dir / "api-token").read_text().strip()
+        self._client = Client(self.api_url, token=token)
         log(f"fissile up ready in {self.startup_seconds:.2f}s (router :{self.port})")
 
     @property

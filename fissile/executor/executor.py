@@ -38,6 +38,32 @@ DEFAULT_MEMORY = 256 * 1024 * 1024  # an unspecialized instance's cgroup, until 
 DEFAULT_PIDS = 256
 
 
+def _prune_dead_platforms(ours: Any) -> None:
+    """Remove the cgroup trees of platforms (``fissile-<digest>-<pid>``) whose supervisor is
+    gone: killed outright, they could not clean up."""
+    import re
+
+    from fissile.sandbox import cgroups
+
+    seen: set[str] = set()
+    for base in ours.paths:
+        for sibling in Path(base).parent.iterdir():
+            match = re.fullmatch(r"fissile-[0-9a-f]{12}-(\d+)", sibling.name)
+            if match is None or sibling.name in seen or sibling.name == Path(base).name:
+                continue
+            seen.add(sibling.name)
+            try:
+                os.kill(int(match.group(1)), 0)
+                continue  # that platform is alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            stale = cgroups.detect(prefix=sibling.name)
+            if stale is not None:
+                cgroups.cleanup_stale(stale, remove_root=True)
+
+
 class Executor:
     def __init__(
         self,
@@ -67,10 +93,12 @@ class Executor:
 
             # One prefix per data dir: a restart after a crash finds and removes its leftovers,
             # and two platforms on one host never touch each other's groups.
+            # The supervisor's pid in the name tells a dead platform's leftovers from a live
+            # one's: any start removes the trees of platforms that died without cleaning up.
             digest = hashlib.sha256(str(data_dir or deploy_root).encode()).hexdigest()[:12]
-            self.cgroups = cgroups.detect(prefix=f"fissile-{digest}")
+            self.cgroups = cgroups.detect(prefix=f"fissile-{digest}-{os.getpid()}")
             if self.cgroups is not None:
-                cgroups.cleanup_stale(self.cgroups)
+                _prune_dead_platforms(self.cgroups)
         self.environments: dict[str, EnvironmentPool] = {}
         self.functions: dict[str, FunctionPool] = {}
         self.packages: dict[str, Package] = {}
@@ -161,11 +189,17 @@ class Executor:
             listener.bind(path)
             listener.listen(512)
             self._forking[instance_id] = instance
-            await zygote.fork(
-                instance_id, listener, write_fd, instance.token, self.sandbox.fork_config
-            )
+            config = self.sandbox.fork_config
+            if self.cgroups is not None:
+                instance.cgroup = self._cgroup_for(instance)
+                if instance.cgroup is not None:
+                    procs = [str(Path(p) / "cgroup.procs") for p in instance.cgroup.paths]
+                    config = {**config, "cgroup_procs": procs}
+            await zygote.fork(instance_id, listener, write_fd, instance.token, config)
         except BaseException:
             self._forking.pop(instance_id, None)
+            if instance.cgroup is not None:
+                self._remove_cgroup(instance.cgroup, attempts=20)
             os.close(read_fd)
             Path(path).unlink(missing_ok=True)
             raise
@@ -180,21 +214,20 @@ class Executor:
         if instance is not None:
             instance.pid = pid
             self._by_pid[pid] = instance
-            if self.cgroups is not None:
-                self._confine(instance)
 
-    def _confine(self, instance: Instance) -> None:
-        """Put a new instance in a cgroup of its own, with the defaults until specialized."""
+    def _cgroup_for(self, instance: Instance) -> Any:
+        """A cgroup for a new instance, with the defaults until it is specialized. The child
+        joins it itself: on cgroup v1 that write waits ~10 ms for an RCU grace period, which
+        must not stall this event loop (benchmarks/sandbox.py measured it)."""
         from fissile.sandbox.cgroups import Limits
 
         try:
             group = self.cgroups.create(instance.id)
             group.set_limits(Limits(memory=DEFAULT_MEMORY, cpu=None, pids=DEFAULT_PIDS))
-            group.add(instance.pid)
         except Exception as exc:
-            logger.warning("instance %s: cgroup not applied: %s", instance.id, exc)
-            return
-        instance.cgroup = group
+            logger.warning("instance %s: cgroup not made: %s", instance.id, exc)
+            return None
+        return group
 
     def limit(self, instance: Instance, spec: FunctionSpec) -> None:
         """Apply a function's limits to the instance's cgroup, before its code loads."""

@@ -321,14 +321,15 @@ def test_limits_can_be_lowered_raised_and_lifted(cgroups: Cgroups) -> None:
     if available["cpu"]:
         group.set_limits(Limits(cpu=0.5))
         settings = _settings(cgroups, group)
-        assert settings["cpu"] == ("50000" if v1 else "50000 100000")
-        assert settings.get("period", "100000") == "100000"
+        # Quotas per 10 ms period (CPU_PERIOD_US): bursts stay short.
+        assert settings["cpu"] == ("5000" if v1 else "5000 10000")
+        assert settings.get("period", "10000") == "10000"
         group.set_limits(Limits(cpu=2.5))
-        assert _settings(cgroups, group)["cpu"] == ("250000" if v1 else "250000 100000")
-        group.set_limits(Limits(cpu=0.001))  # below the kernel's 1 ms minimum: clamped
-        assert _settings(cgroups, group)["cpu"] == ("1000" if v1 else "1000 100000")
+        assert _settings(cgroups, group)["cpu"] == ("25000" if v1 else "25000 10000")
+        group.set_limits(Limits(cpu=0.01))  # below the kernel's 1 ms minimum: clamped
+        assert _settings(cgroups, group)["cpu"] == ("1000" if v1 else "1000 10000")
         group.set_limits(Limits(cpu=None))
-        assert _settings(cgroups, group)["cpu"] == ("-1" if v1 else "max 100000")
+        assert _settings(cgroups, group)["cpu"] == ("-1" if v1 else "max 10000")
     if available["pids"]:
         group.set_limits(Limits(pids=5))
         assert _settings(cgroups, group)["pids"] == "5"
