@@ -34,6 +34,7 @@ unit integration system: install-test
 bench: install
 	$(BIN)/python benchmarks/coldstart.py
 	$(BIN)/python benchmarks/warm.py
+	$(BIN)/python benchmarks/sandbox.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
