@@ -512,6 +512,7 @@ class Platform:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "fissile-up.log"
         self.startup_seconds: float | None = None
+        self.token: str | None = None
         self.stop_report: dict[str, Any] | None = None
         self._log: io.BufferedWriter | None = None
         self._client: Any = None
@@ -565,8 +566,8 @@ class Platform:
         from fissile.client import Client
 
         # The control API wants the bearer token the platform wrote in its data dir.
-        token = (self.data_dir / "api-token").read_text().strip()
-        self._client = Client(self.api_url, token=token)
+        self.token = (self.data_dir / "api-token").read_text().strip()
+        self._client = Client(self.api_url, token=self.token)
         log(f"fissile up ready in {self.startup_seconds:.2f}s (router :{self.port})")
 
     @property

@@ -185,7 +185,7 @@ def bench_cli(platform: Platform, iterations: int, workdir: Path, run_id: str) -
     """`fissile fn create --code` as a user runs it (a new CLI process each time)."""
     fissile = Path(PYTHON).parent / "fissile"
     command = [str(fissile)] if fissile.exists() else [PYTHON, "-m", "fissile"]
-    env = {**os.environ, "FISSILE_API": platform.api_url}
+    env = {**os.environ, "FISSILE_API": platform.api_url, "FISSILE_TOKEN": platform.token or ""}
     create_ms: list[float] = []
     cold_ms: list[float] = []
     source, expected = VARIANTS["fission_style"]
@@ -195,12 +195,14 @@ def bench_cli(platform: Platform, iterations: int, workdir: Path, run_id: str) -
         path.parent.mkdir(parents=True)
         path.write_text(f"# {name}\n{source}")
         begin = time.perf_counter()
-        subprocess.run(
+        out = subprocess.run(
             [*command, "fn", "create", "--name", name, "--env", "python", "--code", str(path)],
             env=env,
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if out.returncode != 0:
+            raise RuntimeError(f"fissile fn create failed ({out.returncode}): {out.stderr}")
         create_ms.append((time.perf_counter() - begin) * 1000)
         cold, _ = first_request(platform.port, f"/function/{name}", expected, 0)
         cold_ms.append(cold)
