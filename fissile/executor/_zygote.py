@@ -172,7 +172,10 @@ class Zygote:
         self.control.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
-        os.setsid()
+        # A process group of its own (killpg ends everything it starts), but not a session:
+        # with sched autogroup each session weighs as much as the router's, so a session per
+        # instance let a crowd of instances starve the router (benchmarks/warm.py, p99 x100).
+        os.setpgid(0, 0)
         die_with_parent()
         if self.pidfd is not None:
             orphaned = bool(select.select([self.pidfd], [], [], 0)[0])

@@ -63,8 +63,9 @@ class InstanceApp:
             print(f"fissile: cannot confine {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "sandbox_failed", f"sandbox: {exc}")
         try:
+            before = set(sys.modules)
             func = load_entrypoint(deploy_dir, spec.get("entrypoint") or "main")
-            handler = bind(func, self.function, deploy_dir)
+            handler = bind(func, self.function, deploy_dir, set(sys.modules) - before)
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", str(exc))

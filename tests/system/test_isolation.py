@@ -141,7 +141,12 @@ def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     commands: list[tuple[str, ...]] = []
     for name, source in {**HOSTILE, "spy": SPY, "neighbour": NEIGHBOUR}.items():
         path = write(code / f"{name}.py", source)
-        extra = {"spinner": ("--timeout", "2s"), "membomb": ("--memory", "64Mi")}.get(name, ())
+        extra = {
+            "spinner": ("--timeout", "2s"),
+            "membomb": ("--memory", "64Mi"),
+            # Room for 255 forked copies, so the process limit, not memory, stops the bomb.
+            "forkbomb": ("--memory", "2Gi"),
+        }.get(name, ())
         commands.append(("fn", "create", "--name", name, "--code", str(path), *extra))
     platform.ok_many(*commands)
     platform.ok("fn", "create", "--name", "offline", "--code", str(code / "spy.py"))

@@ -228,7 +228,7 @@ def _load(tmp_path: Path, name: str, source: str) -> Any:
 def test_zero_argument_function_without_flask_skips_the_request_context(tmp_path: Path) -> None:
     main = _load(tmp_path, "fx_plain_hello", "def main():\n    return 'Hello, world!'\n")
     try:
-        handler = bind(main, "hello", str(tmp_path))
+        handler = bind(main, "hello", str(tmp_path), {"fx_plain_hello"})
         response = handler.call(Request("GET", "/", "", {}, b""), context())
         assert handler.contract == "fission"
         assert response.body == b"Hello, world!"
@@ -247,7 +247,7 @@ def test_zero_argument_function_using_flask_gets_the_request(tmp_path: Path) -> 
         "from flask import request\n\ndef main():\n    return request.args.get('x', '')\n",
     )
     try:
-        handler = bind(main, "echo", str(tmp_path))
+        handler = bind(main, "echo", str(tmp_path), {"fx_flask_echo"})
         response = handler.call(Request("GET", "/", "x=42", {}, b""), context())
         assert response.body == b"42"
     finally:
@@ -257,7 +257,7 @@ def test_zero_argument_function_using_flask_gets_the_request(tmp_path: Path) -> 
 def test_zero_argument_function_returning_none_is_an_error_as_in_flask(tmp_path: Path) -> None:
     main = _load(tmp_path, "fx_plain_none", "def main():\n    return None\n")
     try:
-        handler = bind(main, "none", str(tmp_path))
+        handler = bind(main, "none", str(tmp_path), {"fx_plain_none"})
         with pytest.raises(TypeError, match="returned None"):
             handler.call(Request("GET", "/", "", {}, b""), context())
     finally:
