@@ -502,8 +502,9 @@ class BareUvicorn:
 class Platform:
     """``fissile up`` on free loopback ports with a throwaway data dir."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_args: Sequence[str] = ()) -> None:
         self.workdir = workdir
+        self.extra_args = tuple(extra_args)
         self.data_dir = workdir / "data"
         self.port = free_port()
         self.api_port = free_port()
@@ -540,6 +541,7 @@ class Platform:
                 "127.0.0.1",
                 "--api-port",
                 str(self.api_port),
+                *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -146,63 +146,14 @@ class SandboxPlatform(Platform):
 
     def __init__(self, workdir: Path, sandbox: str) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        super().__init__(workdir)
+        super().__init__(workdir, ("--sandbox", sandbox))
         self.sandbox = sandbox
         self.info: dict[str, Any] = {}
 
     def start(self, timeout: float = 60.0) -> None:
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        begin = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "fissile",
-                "up",
-                "--data-dir",
-                str(self.data_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--api-host",
-                "127.0.0.1",
-                "--api-port",
-                str(self.api_port),
-                "--sandbox",
-                self.sandbox,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"fissile up --sandbox {self.sandbox} exited ({self.proc.returncode}):\n"
-                    f"{self.log_tail()}"
-                )
-            try:
-                status, _ = http_get(self.api_port, "/healthz", timeout=2)
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"fissile up not ready after {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.02)
-        self.startup_seconds = round(time.perf_counter() - begin, 3)
-        from fissile.client import Client
-
-        token = (self.data_dir / "api-token").read_text().strip()
-        self._client = Client(self.api_url, token=token)
+        super().start(timeout)
         self.info = self.client.info()
-        log(
-            f"fissile up --sandbox {self.sandbox} ready in {self.startup_seconds:.2f}s"
-            f" (router :{self.port})"
-        )
+        log(f"  (that was fissile up --sandbox {self.sandbox})")
 
     def create_environment(self, name: str, poolsize: int, timeout: float = 30.0) -> None:
         self.client.create("environments", {"name": name, "image": "python", "poolsize": poolsize})
