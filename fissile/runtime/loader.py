@@ -7,7 +7,9 @@ in the package's only top-level ``.py`` file, or in ``main.py`` when there are s
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +33,10 @@ def load_entrypoint(deploy_dir: str, entrypoint: str) -> Callable[..., Any]:
         sys.path.insert(0, str(root))
     os.chdir(root)
     try:
-        module = importlib.import_module(module_name)
+        if module_name.isidentifier() or "." in module_name:
+            module = importlib.import_module(module_name)
+        else:
+            module = _import_file(root / f"{module_name}.py")
     except ModuleNotFoundError as exc:
         if exc.name == module_name.split(".")[0]:
             raise LoadError(f"module {module_name!r} not found in the package") from exc
@@ -52,12 +57,27 @@ def load_entrypoint(deploy_dir: str, entrypoint: str) -> Callable[..., Any]:
     return func  # type: ignore[no-any-return]
 
 
+def _import_file(path: Path) -> Any:
+    """Import a single file whose name is no module name (``hello-world.py``, as Fission
+    allows), under a name of its own."""
+    name = "fissile_function_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot load {path.name}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def _default_module(root: Path, func_name: str) -> str:
-    candidates = sorted(
+    files = sorted(
         path.stem
         for path in root.glob("*.py")
-        if path.name not in _IGNORED and path.stem.isidentifier()
+        if path.name not in _IGNORED and not path.name.startswith(".")
     )
+    # Files named like modules first; a lone "hello-world.py" is loaded by its path.
+    candidates = [stem for stem in files if stem.isidentifier()] or files
     if len(candidates) == 1:
         return candidates[0]
     if "main" in candidates:

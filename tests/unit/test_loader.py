@@ -168,3 +168,8 @@ def test_loading_enters_the_deploy_directory(tmp_path: Path) -> None:
     import fxsibling  # type: ignore[import-not-found]
 
     assert fxsibling.VALUE == "sibling"
+
+
+def test_a_lone_file_named_unlike_a_module_is_loaded_by_path(tmp_path: Path) -> None:
+    root = deploy(tmp_path, {"hello-world.py": "def main():\n    return 'dashed'\n"})
+    assert load_entrypoint(root, "main")() == "dashed"
