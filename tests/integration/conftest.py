@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from intkit import Harness
 
 from fissile.models import EnvironmentSpec
-
-
-@pytest.fixture
-def isolated_import() -> Iterator[None]:
-    """Undo what loading a function in this process does: working directory, sys.path,
-    imported modules and environment variables."""
-    cwd = os.getcwd()
-    path = list(sys.path)
-    modules = set(sys.modules)
-    environ = dict(os.environ)
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
-        sys.path[:] = path
-        for name in set(sys.modules) - modules:
-            del sys.modules[name]
-        os.environ.clear()
-        os.environ.update(environ)
 
 
 @pytest.fixture

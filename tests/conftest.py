@@ -1,4 +1,4 @@
-"""Fixtures of the unit tests."""
+"""Fixtures shared by every test layer."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 @pytest.fixture
 def isolated_import() -> Iterator[None]:
-    """Undo what loading a function does to this process: the working directory, sys.path,
-    the modules it imported and the environment variables it set."""
+    """Undo what loading a function in this process does: working directory, sys.path,
+    imported modules and environment variables."""
     cwd = os.getcwd()
     path = list(sys.path)
     modules = set(sys.modules)
