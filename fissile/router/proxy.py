@@ -34,9 +34,10 @@ class Answer:
 
 
 async def forward(
-    executor: Executor, pool: FunctionPool, request: bytes
+    executor: Executor, pool: FunctionPool, request: bytes, timeout: float | None = None
 ) -> InstanceResponse | Answer:
-    timeout = pool.spec.timeout
+    if timeout is None:
+        timeout = pool.spec.timeout
     instance: Instance | None = None
     sent = False
     try:

@@ -1,0 +1,94 @@
+"""Calling a function from inside the platform (async workers, timers, MQ and watch triggers):
+the same request encoding and forwarding as the router, without an HTTP client in between."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+
+from fissile.executor import Executor
+from fissile.executor.connection import InstanceResponse
+from fissile.router.proxy import Answer, forward
+
+Headers = Iterable[tuple[str, str]] | Mapping[str, str]
+
+# Headers a caller inside the platform may not set: hop-by-hop ones, and those the encoder
+# writes itself.
+_RESERVED = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "expect",
+        "x-fissile-function",
+        "x-fissile-invocation-id",
+        "x-fissile-timeout",
+    }
+)
+
+
+def new_invocation_id() -> str:
+    return secrets.token_hex(8)
+
+
+def encode_request(
+    function: str,
+    method: str,
+    target: str,
+    headers: Headers,
+    body: bytes,
+    timeout: float,
+    invocation_id: str,
+) -> bytes:
+    """One complete HTTP/1.1 request for an instance, with the platform's metadata headers."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    lines = [f"{method} {target} HTTP/1.1"]
+    has_host = False
+    for name, value in items:
+        lower = name.lower()
+        if lower in _RESERVED or "\r" in value or "\n" in value:
+            continue
+        has_host = has_host or lower == "host"
+        lines.append(f"{name}: {value}")
+    if not has_host:
+        lines.append("host: fissile")
+    lines += [
+        f"x-fissile-function: {function}",
+        f"x-fissile-invocation-id: {invocation_id}",
+        f"x-fissile-timeout: {timeout:g}",
+        f"content-length: {len(body)}",
+    ]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    return head + body
+
+
+async def invoke(
+    executor: Executor,
+    function: str,
+    *,
+    method: str = "POST",
+    path: str = "/",
+    headers: Headers = (),
+    body: bytes = b"",
+    invocation_id: str | None = None,
+    timeout: float | None = None,
+) -> InstanceResponse | Answer:
+    """Run one request through one of the function's instances (starting one if needed) and
+    return its response, or the platform's answer when it failed (404, 429, 502, 503, 504).
+
+    ``timeout`` may only shorten the function's own timeout (a caller's remaining deadline)."""
+    try:
+        pool = executor.function(function)
+    except Exception:
+        return Answer(404, "function_not_found", f"function {function!r} not found")
+    limit = pool.spec.timeout if timeout is None else min(timeout, pool.spec.timeout)
+    if not path.startswith("/"):
+        path = "/" + path
+    request = encode_request(
+        function, method, path, headers, body, limit, invocation_id or new_invocation_id()
+    )
+    return await forward(executor, pool, request, timeout=limit)
