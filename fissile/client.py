@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Iterator
@@ -143,6 +144,27 @@ class Client:
                 yield from response.iter_bytes()
         except httpx.ConnectError:
             raise ClientError(f"cannot reach the fissile API at {self.base_url}") from None
+
+    # -- invocations --------------------------------------------------------------------
+
+    def invocations(
+        self, status: str | None = None, function: str | None = None, limit: int = 100
+    ) -> builtins.list[dict[str, Any]]:
+        params: dict[str, str | int] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if function:
+            params["function"] = function
+        result: builtins.list[dict[str, Any]] = self._json("GET", "/v1/invocations", params=params)
+        return result
+
+    def invocation(self, invocation_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/v1/invocations/{invocation_id}")
+        return result
+
+    def cancel_invocation(self, invocation_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("DELETE", f"/v1/invocations/{invocation_id}")
+        return result
 
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", "/v1/info")

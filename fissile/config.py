@@ -26,6 +26,15 @@ class Config:
     max_body: int = 16 * 1024 * 1024
     log_level: str = "info"
     sandbox: str = "auto"
+    retention: float = 24 * 3600.0  # how long finished async invocations are kept
+
+    @property
+    def invocations_db(self) -> Path:
+        return self.data_dir / "invocations.db"
+
+    @property
+    def invocation_bodies(self) -> Path:
+        return self.data_dir / "invocations"
 
     @property
     def database(self) -> Path:

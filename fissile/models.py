@@ -178,6 +178,9 @@ class FunctionSpec(Spec):
     max_scale: int = Field(10, ge=1, le=1000)
     concurrency: int = Field(1, ge=1, le=1000, description="in-flight requests per instance")
     idle_timeout: Duration = Field(120.0, ge=0)
+    async_retries: int = Field(
+        0, ge=0, le=20, description="extra attempts of a failed asynchronous invocation"
+    )
     env_vars: EnvVars = Field(default_factory=dict)
     network: Network | None = Field(None, description="host or none; unset: the environment's")
     labels: Labels = Field(
@@ -225,6 +228,11 @@ class Function(FunctionSpec, Meta):
 
 # --- HTTPTrigger -------------------------------------------------------------------------
 
+_RESERVED_PREFIXES = {
+    "/function": "direct function calls",
+    "/async-function": "asynchronous function calls",
+    "/invocations": "asynchronous invocation results",
+}
 _URL_SEGMENT = r"(\{[A-Za-z_][A-Za-z0-9_]*(:[^/{}]+)?\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)"
 
 
@@ -257,8 +265,9 @@ class HTTPTriggerSpec(Spec):
                         re.compile(segment[1:-1].split(":", 1)[1])
                     except re.error as exc:
                         raise ValueError(f"invalid pattern in {segment!r}: {exc}") from exc
-        if trimmed.startswith("/function/") or trimmed == "/function":
-            raise ValueError("/function/... is reserved for direct function calls")
+        for reserved, why in _RESERVED_PREFIXES.items():
+            if trimmed == reserved or trimmed.startswith(reserved + "/"):
+                raise ValueError(f"{reserved}/... is reserved for {why}")
         if trimmed.startswith("/_fissile"):
             raise ValueError("/_fissile is reserved by the router")
         return trimmed

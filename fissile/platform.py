@@ -22,10 +22,13 @@ from fissile.builder import ArchiveStore, Builder
 from fissile.config import Config
 from fissile.controlplane import Resources, create_api
 from fissile.controlplane.auth import ensure_token
+from fissile.events import EventBus
 from fissile.executor import Executor
+from fissile.invocations import Invocations, InvocationStore
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
 from fissile.router import Router
+from fissile.router.front_door import FrontDoor
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
 
@@ -73,6 +76,8 @@ class Platform:
         self.executor: Executor | None = None
         self.builder: Builder | None = None
         self.logs: LogBook | None = None
+        self.events = EventBus()
+        self.invocations: Invocations | None = None
         self._servers: list[_Server] = []
         self._serving: list[asyncio.Task[None]] = []
         self._ready = False
@@ -122,7 +127,13 @@ class Platform:
             )
         self.builder = builder = Builder(store, archives, config.deploy)
         resources = Resources(store, builder, archives, executor, logs)
-        router = Router(executor, max_body=config.max_body)
+        self.invocations = invocations = Invocations(
+            InvocationStore(config.invocations_db, config.invocation_bodies),
+            executor,
+            self.events,
+            retention=config.retention,
+        )
+        router = Router(executor, max_body=config.max_body, front_door=FrontDoor(invocations))
         info = PlatformInfo(
             version=fissile.__version__,
             router_url=config.router_url,
@@ -130,10 +141,11 @@ class Platform:
             sandbox_mode=sandbox.mode,
             sandbox_active=sandbox.active(),
         )
-        api = create_api(resources, logs, info, self.ready, token=token)
+        api = create_api(resources, logs, info, self.ready, token=token, invocations=invocations)
 
         builder.resume()
         await executor.start()
+        await invocations.start()
         router.follow(store)
         for app, sock in ((router, router_sock), (api, api_sock)):
             server = _Server(
@@ -179,6 +191,10 @@ class Platform:
             for server in self._servers:
                 server.force_exit = True
             await asyncio.wait(self._serving, timeout=2.0)
+        if self.invocations is not None:
+            await self.invocations.stop()
+            self.invocations.store.close()
+        await self.events.drain()
         if self.builder is not None:
             await self.builder.stop()
         if self.executor is not None:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 import fissile
-from fissile.cli import doctor, env, fn, pkg, route, spec, up
+from fissile.cli import doctor, env, fn, invocation, pkg, route, spec, up
 from fissile.client import ClientError
 
 
@@ -46,6 +46,8 @@ cli.add_command(route.route)
 cli.add_command(route.route, name="httptrigger")
 cli.add_command(route.route, name="ht")
 cli.add_command(spec.spec)
+cli.add_command(invocation.invocation)
+cli.add_command(invocation.invocation, name="inv")
 
 
 def main() -> None:

@@ -67,6 +67,7 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
         "max_scale": options.get("max_scale"),
         "concurrency": options.get("concurrency"),
         "idle_timeout": options.get("idle_timeout"),
+        "async_retries": options.get("async_retries"),
         "network": options.get("network"),
     }
     settings = {k: v for k, v in fields.items() if v is not None}
@@ -89,6 +90,12 @@ def _settings_options(func: Any) -> Any:
         click.option("--max-scale", type=int, default=None, help="Instance limit [default: 10]"),
         click.option("--concurrency", type=int, default=None, help="Requests per instance [1]"),
         click.option("--idle-timeout", type=DURATION, default=None, help="Reap after [120s]"),
+        click.option(
+            "--async-retries",
+            type=click.IntRange(0, 20),
+            default=None,
+            help="Retries of a failed asynchronous invocation [0]",
+        ),
         click.option("--env-var", "env_vars", multiple=True, help="KEY=VALUE (repeat)."),
         click.option(
             "--network",
@@ -241,6 +248,7 @@ def get(name: str, output: str) -> None:
         ("Scale", f"min {function['min_scale']}, max {function['max_scale']}"),
         ("Concurrency", function["concurrency"]),
         ("Idle timeout", format_duration(function["idle_timeout"])),
+        ("Async retries", function.get("async_retries", 0)),
         ("Env vars", ", ".join(f"{k}={v}" for k, v in function["env_vars"].items()) or "-"),
         ("Network", function.get("network") or "(environment's)"),
         (
@@ -281,6 +289,12 @@ def delete(name: str) -> None:
 @click.option("--header", "-H", "headers", multiple=True, help="'Name: value' (repeat).")
 @click.option("--subpath", default="", help="Path after /function/NAME, e.g. /items/3.")
 @click.option("--timeout", type=DURATION, default=300.0, show_default=True)
+@click.option(
+    "--async",
+    "asynchronous",
+    is_flag=True,
+    help="Queue an asynchronous invocation and print its id (see `fissile invocation`).",
+)
 def test(
     name: str,
     method: str,
@@ -289,8 +303,10 @@ def test(
     headers: tuple[str, ...],
     subpath: str,
     timeout: float,
+    asynchronous: bool,
 ) -> None:
-    """Call a function through the router and print its response."""
+    """Call a function through the router and print its response (or, with --async, the id
+    of the queued invocation)."""
     if body is not None and body_file is not None:
         raise click.UsageError("give --body or --body-file, not both")
     content = Path(body_file).read_bytes() if body_file else (body or "").encode()
@@ -305,13 +321,18 @@ def test(
         router = client.info()["router_url"]
     if subpath and not subpath.startswith("/"):
         subpath = "/" + subpath
-    url = f"{router}/function/{name}{subpath}"
+    url = f"{router}/{'async-function' if asynchronous else 'function'}/{name}{subpath}"
     try:
         response = httpx.request(
             method.upper(), url, content=content, headers=header_map, timeout=timeout
         )
     except httpx.HTTPError as exc:
         raise ClientError(f"calling {url} failed: {exc}") from None
+    if asynchronous and response.status_code == 202:
+        accepted = response.json()
+        click.echo(accepted["id"])
+        click.echo(f"status: {accepted['status_url']}", err=True)
+        return
     sys.stdout.buffer.write(response.content)
     if response.content and not response.content.endswith(b"\n"):
         sys.stdout.buffer.write(b"\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fissile.cli._params import MEMORY
+from fissile.cli._params import DURATION, MEMORY
 from fissile.config import Config, default_data_dir
 
 
@@ -32,6 +32,13 @@ from fissile.config import Config, default_data_dir
     help="auto: every isolation layer this host allows; strict: refuse to start without all.",
 )
 @click.option(
+    "--retention",
+    default="24h",
+    show_default=True,
+    type=DURATION,
+    help="How long finished asynchronous invocations are kept.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -45,6 +52,7 @@ def up(
     api_port: int,
     max_body: int,
     sandbox: str,
+    retention: float,
     log_level: str,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
@@ -59,6 +67,7 @@ def up(
         max_body=max_body,
         log_level=log_level,
         sandbox=sandbox,
+        retention=retention,
     )
     try:
         run(config)

@@ -20,6 +20,7 @@ from fissile.builder.archive import MAX_ARCHIVE_BYTES
 from fissile.controlplane.auth import authorized
 from fissile.controlplane.errors import ApiError
 from fissile.controlplane.resources import Resources
+from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
     ArchiveInfo,
     Environment,
@@ -41,6 +42,7 @@ def create_api(
     info: PlatformInfo,
     ready: Callable[[], bool],
     token: str | None = None,
+    invocations: Invocations | None = None,
 ) -> FastAPI:
     """The control API; with a ``token``, every request but ``/healthz`` must carry it."""
     app = FastAPI(
@@ -177,7 +179,39 @@ def create_api(
             media_type="text/plain; charset=utf-8",
         )
 
+    if invocations is not None:
+        _invocation_routes(app, invocations)
     return app
+
+
+def _invocation_routes(app: FastAPI, invocations: Invocations) -> None:
+    """Listing and managing asynchronous invocations (the data plane serves single ones to
+    whoever holds an id; listing them all is an operator's business)."""
+
+    @app.get("/v1/invocations", tags=["invocations"])
+    async def list_invocations(
+        status: Status | None = None,
+        function: str | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> list[dict[str, Any]]:
+        found = invocations.list(None if status is None else str(status), function, limit)
+        return [invocation.to_json() for invocation in found]
+
+    @app.get("/v1/invocations/{invocation_id}", tags=["invocations"])
+    async def get_invocation(invocation_id: str) -> dict[str, Any]:
+        invocation = invocations.get(invocation_id)
+        if invocation is None:
+            raise ApiError(404, "not_found", f"invocation {invocation_id!r} not found")
+        return invocation.to_json()
+
+    @app.delete("/v1/invocations/{invocation_id}", tags=["invocations"])
+    async def cancel_invocation(invocation_id: str) -> dict[str, Any]:
+        try:
+            invocation = await invocations.cancel(invocation_id)
+        except InvocationError as exc:
+            code = "not_found" if exc.status == 404 else exc.code
+            raise ApiError(exc.status, code, exc.message) from None
+        return invocation.to_json()
 
 
 async def _stream_log(

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
 from fissile.models import HTTPTriggerSpec
+from fissile.router.front_door import INVOCATIONS_PREFIX, FrontDoor
 from fissile.router.proxy import Answer, forward
 from fissile.router.routes import MethodNotAllowed, Route, RouteTable
 from fissile.store import Change, Store
@@ -22,6 +23,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DIRECT_PREFIX = "/function/"
+ASYNC_PREFIX = "/async-function/"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 
 # Never forwarded from the client: hop-by-hop headers, and our own metadata (so a client cannot
@@ -54,9 +56,15 @@ class ClientGone(Exception):
 
 
 class Router:
-    def __init__(self, executor: Executor, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        max_body: int = DEFAULT_MAX_BODY,
+        front_door: FrontDoor | None = None,
+    ) -> None:
         self.executor = executor
         self.max_body = max_body
+        self.front_door = front_door
         self.table = RouteTable()
         self._routes: dict[str, Route] = {}
 
@@ -91,14 +99,25 @@ class Router:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1003})
+            if self.front_door is not None and scope["path"].startswith(INVOCATIONS_PREFIX):
+                await self.front_door.websocket(scope, receive, send)
+            else:
+                await receive()
+                await send({"type": "websocket.close", "code": 1003})
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
         params: dict[str, str] = {}
+        asynchronous = False
         if path.startswith(DIRECT_PREFIX):
             function = path[len(DIRECT_PREFIX) :].split("/", 1)[0]
+        elif path.startswith(ASYNC_PREFIX) and self.front_door is not None:
+            function = path[len(ASYNC_PREFIX) :].split("/", 1)[0]
+            asynchronous = True
+        elif path.startswith(INVOCATIONS_PREFIX) and self.front_door is not None:
+            await self.front_door.http(scope, receive, send)
+            return
         elif path == "/_fissile/healthz":
             await _answer(send, Answer(200, "ok", "router is serving"))
             return
@@ -131,6 +150,17 @@ class Router:
             return
         except ClientGone:
             return
+
+        if self.front_door is not None:
+            if not asynchronous:
+                for name, value in scope["headers"]:
+                    if name == b"prefer":
+                        asynchronous = b"respond-async" in value.lower()
+                        break
+            if asynchronous:
+                meta, callback = _async_headers(scope, function, params)
+                await self.front_door.accept(scope, send, function, meta, body, callback)
+                return
 
         result = await forward(
             self.executor, pool, self._request(scope, function, params, body, pool.spec.timeout)
@@ -205,6 +235,40 @@ class Router:
         lines.append(("\r\n".join(meta) + "\r\n\r\n").encode("latin-1", "replace"))
         lines.append(body)
         return b"".join(lines)
+
+
+def _async_headers(
+    scope: Scope, function: str, params: dict[str, str]
+) -> tuple[list[tuple[str, str]], str | None]:
+    """The headers an asynchronous invocation will carry to its function (the platform's own
+    metadata is added when it runs), and the callback URL the client asked for."""
+    headers: list[tuple[str, str]] = []
+    callback: str | None = None
+    host = ""
+    for name, value in scope["headers"]:
+        if name == b"x-callback-url":
+            callback = value.decode("latin-1")
+            continue
+        if name in _HOP_BY_HOP or name == b"prefer" or name.startswith(b"x-fissile-"):
+            continue
+        if name == b"host":
+            host = value.decode("latin-1")
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    scheme = scope.get("scheme", "http")
+    target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    if scope["query_string"]:
+        target += "?" + scope["query_string"].decode("latin-1")
+    headers += [
+        ("x-fissile-full-url", f"{scheme}://{host}{target}"),
+        ("x-forwarded-proto", scheme),
+    ]
+    client = scope.get("client")
+    if client:
+        headers.append(("x-forwarded-for", client[0]))
+    if params:
+        headers.append(("x-fissile-params", json.dumps(params)))
+        headers += [(f"x-fissile-params-{k}", _header_safe(v)) for k, v in params.items()]
+    return headers, callback
 
 
 def _header_safe(value: str) -> str:

@@ -4,10 +4,11 @@ the same request encoding and forwarding as the router, without an HTTP client i
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
+from fissile.executor.instance import Instance
 from fissile.router.proxy import Answer, forward
 
 Headers = Iterable[tuple[str, str]] | Mapping[str, str]
@@ -76,6 +77,7 @@ async def invoke(
     body: bytes = b"",
     invocation_id: str | None = None,
     timeout: float | None = None,
+    on_acquire: Callable[[Instance], None] | None = None,
 ) -> InstanceResponse | Answer:
     """Run one request through one of the function's instances (starting one if needed) and
     return its response, or the platform's answer when it failed (404, 429, 502, 503, 504).
@@ -91,4 +93,4 @@ async def invoke(
     request = encode_request(
         function, method, path, headers, body, limit, invocation_id or new_invocation_id()
     )
-    return await forward(executor, pool, request, timeout=limit)
+    return await forward(executor, pool, request, timeout=limit, on_acquire=on_acquire)

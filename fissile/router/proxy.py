@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import Callable
 
 from fissile.executor import Executor, ExecutorError
 from fissile.executor.connection import InstanceGone, InstanceResponse
@@ -23,19 +24,26 @@ EXIT_REPORT_GRACE = 0.2
 class Answer:
     """A response for the client that did not come from the function."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "code", "headers", "message", "status")
 
     def __init__(
         self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
         self.status = status
+        self.code = code
+        self.message = message
         self.body = json.dumps({"error": {"code": code, "message": message}}).encode()
         self.headers = [(b"content-type", b"application/json"), *(headers or [])]
 
 
 async def forward(
-    executor: Executor, pool: FunctionPool, request: bytes, timeout: float | None = None
+    executor: Executor,
+    pool: FunctionPool,
+    request: bytes,
+    timeout: float | None = None,
+    on_acquire: Callable[[Instance], None] | None = None,
 ) -> InstanceResponse | Answer:
+    """``on_acquire`` learns which instance serves the request (to kill it on a cancel)."""
     if timeout is None:
         timeout = pool.spec.timeout
     instance: Instance | None = None
@@ -43,6 +51,8 @@ async def forward(
     try:
         async with asyncio.timeout(timeout):
             instance = await pool.acquire()
+            if on_acquire is not None:
+                on_acquire(instance)
             conn = await instance.connection()
             sent = True
             try:

@@ -1,0 +1,399 @@
+"""Asynchronous invocations: accept (durably), run through the executor with the function's
+own concurrency and timeout, retry, record, and tell whoever waits.
+
+Queued ids live in memory per function (the database is the truth, memory the index): a
+starting platform rebuilds the index from the database, and an invocation that was running when
+the platform died runs again (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import heapq
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from fissile.events import EventBus
+from fissile.executor import Executor
+from fissile.executor.connection import InstanceResponse
+from fissile.executor.instance import Instance
+from fissile.invocations.callbacks import CallbackSender
+from fissile.invocations.errors import InvocationError
+from fissile.invocations.records import Invocation, Response, Status
+from fissile.invocations.store import InvocationStore
+from fissile.router.invoke import invoke
+
+logger = logging.getLogger("fissile.invocations")
+
+DEFAULT_RETENTION = 24 * 3600.0
+# Back-off between attempts: 0.5 s doubling, at most a minute.
+RETRY_BASE = 0.5
+RETRY_MAX = 60.0
+# How long to wait before trying again when the function had no room (429): not an attempt.
+OVERLOAD_PAUSE = 0.2
+# At most this many invocations run at once across all functions.
+MAX_RUNNING = 256
+
+
+def new_id() -> str:
+    """128 random bits: an id is the capability to read the result on the public data plane."""
+    return secrets.token_hex(16)
+
+
+class Invocations:
+    def __init__(
+        self,
+        store: InvocationStore,
+        executor: Executor,
+        events: EventBus | None = None,
+        retention: float = DEFAULT_RETENTION,
+        callbacks: CallbackSender | None = None,
+        max_running: int = MAX_RUNNING,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.events = events
+        self.retention = retention
+        self.callbacks = callbacks or CallbackSender()
+        self.max_running = max_running
+        self._queues: dict[str, deque[str]] = {}
+        self._delayed: list[tuple[float, str, str]] = []
+        self._running: dict[str, _Attempt] = {}
+        self._per_function: dict[str, int] = {}
+        self._watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._accepting = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = time.time()
+        resumed = 0
+        for invocation in self.store.unfinished():
+            if invocation.status is Status.running:
+                # Cut off mid-run by a dead platform: that attempt had no outcome and does not
+                # count; the invocation runs again.
+                invocation.status = Status.queued
+                invocation.attempts = max(0, invocation.attempts - 1)
+                invocation.next_attempt_at = now
+                invocation.error = "interrupted by a platform restart; run again"
+                self.store.started(invocation)
+                self.store.requeued(invocation)
+            self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
+            resumed += 1
+        if resumed:
+            logger.info("resuming %d unfinished asynchronous invocations", resumed)
+        for invocation in self.store.pending_callbacks():
+            self._spawn(self._call_back(invocation))
+        self._accepting = True
+        self._loops = [
+            asyncio.create_task(self._dispatch_forever()),
+            asyncio.create_task(self._expire_forever()),
+        ]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking and starting work; give running attempts ``grace`` seconds, then cut
+        them off (they stay ``running`` in the database and run again at the next start)."""
+        self._accepting = False
+        for task in self._loops:
+            task.cancel()
+        running = [attempt.task for attempt in self._running.values()]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+
+    # -- the front door -----------------------------------------------------------------
+
+    def submit(
+        self,
+        function: str,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        callback_url: str | None = None,
+    ) -> Invocation:
+        """Record one invocation durably and queue it; raises InvocationError (404 unknown
+        function, 503 platform stopping)."""
+        if not self._accepting:
+            raise InvocationError(503, "stopping", "the platform is stopping; try again")
+        try:
+            pool = self.executor.function(function)
+        except Exception:
+            raise InvocationError(
+                404, "function_not_found", f"function {function!r} not found"
+            ) from None
+        now = time.time()
+        invocation = Invocation(
+            id=new_id(),
+            function=function,
+            status=Status.queued,
+            method=method,
+            target=target,
+            headers=headers,
+            max_attempts=1 + pool.spec.async_retries,
+            created_at=now,
+            next_attempt_at=now,
+            callback_url=callback_url,
+            callback_state="pending" if callback_url else None,
+        )
+        self.store.add(invocation, body)
+        self._enqueue(invocation.id, function, now)
+        return invocation
+
+    def get(self, invocation_id: str) -> Invocation | None:
+        return self.store.get(invocation_id)
+
+    def list(
+        self, status: str | None = None, function: str | None = None, limit: int = 100
+    ) -> builtins.list[Invocation]:
+        return self.store.list(status, function, limit)
+
+    async def cancel(self, invocation_id: str) -> Invocation:
+        invocation = self.store.get(invocation_id)
+        if invocation is None:
+            raise InvocationError(
+                404, "invocation_not_found", f"invocation {invocation_id!r} not found"
+            )
+        if invocation.final:
+            raise InvocationError(
+                409,
+                "already_finished",
+                f"invocation {invocation_id} already finished ({invocation.status})",
+            )
+        attempt = self._running.get(invocation_id)
+        if attempt is not None:
+            attempt.cancelled = True
+            if attempt.instance is not None:
+                # The function would go on running in its instance: end it.
+                self.executor.kill(attempt.instance, "invocation cancelled")
+            attempt.task.cancel()
+            invocation = attempt.invocation
+        invocation.status = Status.cancelled
+        invocation.error = "cancelled"
+        self._finish(invocation)
+        return invocation
+
+    # -- watching -----------------------------------------------------------------------
+
+    def watch(self, invocation_id: str) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of the invocation's documents from now on, ending with the final one."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._watchers.setdefault(invocation_id, set()).add(queue)
+        return queue
+
+    def unwatch(self, invocation_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        watchers = self._watchers.get(invocation_id)
+        if watchers is not None:
+            watchers.discard(queue)
+            if not watchers:
+                del self._watchers[invocation_id]
+
+    def _notify(self, invocation: Invocation) -> None:
+        watchers = self._watchers.get(invocation.id)
+        if watchers:
+            document = invocation.to_json()
+            for queue in watchers:
+                queue.put_nowait(document)
+
+    # -- dispatching --------------------------------------------------------------------
+
+    def _enqueue(self, invocation_id: str, function: str, at: float) -> None:
+        if at > time.time():
+            heapq.heappush(self._delayed, (at, invocation_id, function))
+        else:
+            self._queues.setdefault(function, deque()).append(invocation_id)
+        self._wakeup.set()
+
+    def _limit(self, function: str) -> int:
+        """Attempts of one function in flight at once: what its instances can take, so the
+        async backlog never overflows the function's wait queue."""
+        pool = self.executor.functions.get(function)
+        if pool is None:
+            return 1
+        return pool.spec.max_scale * pool.spec.concurrency
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            self._wakeup.clear()
+            now = time.time()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, invocation_id, function = heapq.heappop(self._delayed)
+                self._queues.setdefault(function, deque()).append(invocation_id)
+            for function, queue in list(self._queues.items()):
+                limit = self._limit(function)
+                while queue and len(self._running) < self.max_running:
+                    if self._per_function.get(function, 0) >= limit:
+                        break
+                    self._start(queue.popleft(), function)
+                if not queue:
+                    del self._queues[function]
+            timeout = None
+            if self._delayed:
+                timeout = max(0.0, self._delayed[0][0] - time.time())
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    def _start(self, invocation_id: str, function: str) -> None:
+        invocation = self.store.get(invocation_id)
+        if invocation is None or invocation.status is not Status.queued:
+            return  # cancelled or expired meanwhile
+        self._per_function[function] = self._per_function.get(function, 0) + 1
+        attempt = _Attempt(invocation)
+        self._running[invocation_id] = attempt
+        attempt.task = asyncio.create_task(self._run(attempt))
+        attempt.task.add_done_callback(lambda _: self._ended(invocation_id, function))
+
+    def _ended(self, invocation_id: str, function: str) -> None:
+        self._running.pop(invocation_id, None)
+        left = self._per_function.get(function, 1) - 1
+        if left > 0:
+            self._per_function[function] = left
+        else:
+            self._per_function.pop(function, None)
+        self._wakeup.set()
+
+    async def _run(self, attempt: _Attempt) -> None:
+        invocation = attempt.invocation
+        invocation.status = Status.running
+        invocation.attempts += 1
+        invocation.started_at = time.time()
+        self.store.started(invocation)
+        self._notify(invocation)
+        body = self.store.request_body(invocation.id)
+        result = await invoke(
+            self.executor,
+            invocation.function,
+            method=invocation.method,
+            path=invocation.target,
+            headers=invocation.headers,
+            body=body,
+            invocation_id=invocation.id,
+            on_acquire=attempt.acquired,
+        )
+        if attempt.cancelled:
+            return
+        if isinstance(result, InstanceResponse):
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in result.headers]
+            response = Response(result.status, headers, result.body)
+            invocation.response = response
+            if result.status < 400:
+                invocation.status = Status.succeeded
+                invocation.error = None
+                return self._finish(invocation)
+            if result.status < 500:
+                invocation.status = Status.failed
+                invocation.error = f"the function answered {result.status}"
+                return self._finish(invocation)
+            return self._failed(invocation, f"the function answered {result.status}", False)
+        if result.status == 429:
+            # No room right now: not the function's failure, so not an attempt.
+            invocation.attempts -= 1
+            invocation.status = Status.queued
+            invocation.next_attempt_at = time.time() + OVERLOAD_PAUSE
+            self.store.requeued(invocation)
+            self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
+            return None
+        invocation.response = None
+        if result.status == 404:
+            invocation.status = Status.failed
+            invocation.error = result.message
+            return self._finish(invocation)
+        return self._failed(invocation, result.message, result.status == 504)
+
+    def _failed(self, invocation: Invocation, error: str, timed_out: bool) -> None:
+        invocation.error = error
+        if invocation.attempts < invocation.max_attempts:
+            delay = min(RETRY_MAX, RETRY_BASE * 2 ** (invocation.attempts - 1))
+            invocation.status = Status.queued
+            invocation.next_attempt_at = time.time() + delay
+            self.store.requeued(invocation)
+            self._notify(invocation)
+            self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
+            logger.info(
+                "invocation %s of %s failed (%s); attempt %d of %d in %.1fs",
+                invocation.id,
+                invocation.function,
+                error,
+                invocation.attempts + 1,
+                invocation.max_attempts,
+                delay,
+            )
+            return
+        if invocation.max_attempts > 1:
+            invocation.status = Status.dead
+        else:
+            invocation.status = Status.timed_out if timed_out else Status.failed
+        self._finish(invocation)
+
+    def _finish(self, invocation: Invocation) -> None:
+        invocation.finished_at = time.time()
+        self.store.finished(invocation)
+        self._notify(invocation)
+        self._watchers.pop(invocation.id, None)
+        if self.events is not None:
+            self.events.publish(
+                "invocation.completed",
+                {
+                    "id": invocation.id,
+                    "function": invocation.function,
+                    "status": str(invocation.status),
+                    "attempts": invocation.attempts,
+                    "response_status": (
+                        None if invocation.response is None else invocation.response.status
+                    ),
+                    "error": invocation.error,
+                },
+            )
+        if invocation.callback_url:
+            self._spawn(self._call_back(invocation))
+
+    # -- callbacks and retention --------------------------------------------------------
+
+    async def _call_back(self, invocation: Invocation) -> None:
+        await self.callbacks.deliver(invocation, lambda: self.store.callback_progress(invocation))
+
+    async def _expire_forever(self) -> None:
+        interval = max(0.2, min(60.0, self.retention / 2))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                expired = self.store.expire(time.time() - self.retention)
+            except Exception:
+                logger.exception("expiring invocation records failed")
+                continue
+            if expired:
+                logger.info("expired %d invocation records", expired)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class _Attempt:
+    __slots__ = ("cancelled", "instance", "invocation", "task")
+
+    def __init__(self, invocation: Invocation) -> None:
+        self.invocation = invocation
+        self.instance: Instance | None = None
+        self.cancelled = False
+        self.task: asyncio.Task[None] = None  # type: ignore[assignment]
+
+    def acquired(self, instance: Instance) -> None:
+        self.instance = instance
+
+
+Acquired = Callable[[Instance], None]
