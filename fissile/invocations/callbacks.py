@@ -38,12 +38,16 @@ def check_callback_url(url: str) -> str | None:
 
 class CallbackSender:
     def __init__(
-        self, attempts: int = ATTEMPTS, base_delay: float = BASE_DELAY, timeout: float = TIMEOUT
+        self,
+        attempts: int = ATTEMPTS,
+        base_delay: float = BASE_DELAY,
+        timeout: float = TIMEOUT,
+        client: Any = None,
     ) -> None:
         self.attempts = attempts
         self.base_delay = base_delay
         self.timeout = timeout
-        self._client: Any = None
+        self._client = client  # an httpx.AsyncClient; made on first use unless given
 
     async def deliver(self, invocation: Invocation, saved: Callable[[], None]) -> None:
         assert invocation.callback_url is not None
