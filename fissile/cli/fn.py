@@ -261,7 +261,7 @@ def get(name: str, output: str) -> None:
         ("Last crash", status.get("last_crash_at") or "-"),
     ]
     for key, value in rows:
-        click.echo(f"{key + ':':<14}{value}")
+        click.echo(f"{key + ':':<15}{value}")
 
 
 @fn.command("list")
