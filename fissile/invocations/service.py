@@ -111,6 +111,7 @@ class Invocations:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
+        await self.callbacks.close()
 
     # -- the front door -----------------------------------------------------------------
 
@@ -273,16 +274,24 @@ class Invocations:
         self.store.started(invocation)
         self._notify(invocation)
         body = self.store.request_body(invocation.id)
-        result = await invoke(
-            self.executor,
-            invocation.function,
-            method=invocation.method,
-            path=invocation.target,
-            headers=invocation.headers,
-            body=body,
-            invocation_id=invocation.id,
-            on_acquire=attempt.acquired,
-        )
+        try:
+            result = await invoke(
+                self.executor,
+                invocation.function,
+                method=invocation.method,
+                path=invocation.target,
+                headers=invocation.headers,
+                body=body,
+                invocation_id=invocation.id,
+                on_acquire=attempt.acquired,
+            )
+        except Exception as exc:
+            # A fault of the platform, not of the function: record it rather than leave the
+            # invocation running forever.
+            logger.exception("invocation %s failed inside the platform", invocation.id)
+            if not attempt.cancelled:
+                self._failed(invocation, f"platform error: {type(exc).__name__}: {exc}", False)
+            return
         if attempt.cancelled:
             return
         if isinstance(result, InstanceResponse):
