@@ -1,0 +1,772 @@
+"""Asynchronous invocations end to end: the 202 front door, workers with retries and dead
+letters, cancelling, callbacks, retention, SSE and websocket push, large bodies, and accepted
+work surviving a platform killed outright.
+
+Most tests share the session's platform (functions created once, by the module fixture); the
+crash and retention tests run their own. Counting how often a function ran, and receiving
+callbacks, is done by small HTTP servers on loopback threads of this process: instances have
+private file systems but the host's network, so they can reach them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets.exceptions
+import websockets.sync.client
+from syskit import Platform, Proc, Spawn, error_of, wait_gone, write
+
+FINAL = {"succeeded", "failed", "timed_out", "cancelled", "dead"}
+ACCEPTED_KEYS = {"id", "status", "status_url", "result_url", "events_url", "ws_url"}
+ID = re.compile(r"[0-9a-f]{32}")
+
+# -- loopback receivers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+Answerer = Callable[[Received, int], tuple[int, bytes]]
+
+
+class Receiver:
+    """An HTTP server on a loopback thread: records every request and answers with what
+    ``answer(request, nth_request_on_that_path)`` returns."""
+
+    def __init__(self, answer: Answerer) -> None:
+        self.received: list[Received] = []
+        self.hits: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                request = Received(
+                    "POST",
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length),
+                )
+                with owner._lock:
+                    owner.received.append(request)
+                    owner.hits[self.path] += 1
+                    nth = owner.hits[self.path]
+                status, body = answer(request, nth)
+                self.send_response(status)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            return self.hits[path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _count(request: Received, nth: int) -> tuple[int, bytes]:
+    return 200, str(nth).encode()
+
+
+@pytest.fixture
+def receivers() -> Iterator[Callable[[Answerer], Receiver]]:
+    started: list[Receiver] = []
+
+    def start(answer: Answerer) -> Receiver:
+        started.append(Receiver(answer))
+        return started[-1]
+
+    yield start
+    for receiver in started:
+        receiver.close()
+
+
+# -- functions -----------------------------------------------------------------------------
+
+ECHO = """
+def main(request, context):
+    return {
+        "method": request.method,
+        "path": request.path,
+        "params": request.params,
+        "query": request.query,
+        "body": request.text,
+        "id": context.invocation_id,
+        "prefer": request.headers.get("prefer"),
+    }
+"""
+
+SLEEPY = """
+import time
+
+def main(request):
+    seconds = float(request.query.get("s", "0.5"))
+    time.sleep(seconds)
+    return {"slept": seconds}
+"""
+
+# Reports each attempt to the counter (keyed by the invocation id, which an asynchronous
+# invocation keeps across its attempts) and fails until the attempt named in the query.
+COUNTED = """
+import os
+import time
+import urllib.request
+
+def main(request, context):
+    url = os.environ["COUNTER"] + "/" + context.invocation_id
+    with urllib.request.urlopen(urllib.request.Request(url, data=b""), timeout=10) as answer:
+        attempt = int(answer.read())
+    if attempt < int(request.query.get("succeed_on", "1")):
+        return {"attempt": attempt}, int(request.query.get("fail_with", "503"))
+    time.sleep(float(request.query.get("s", "0")))
+    return {"attempt": attempt, "n": request.json()["n"] if request.body else None}
+"""
+
+MIRROR = """
+def main(request):
+    return request.body[::-1] + request.body
+"""
+
+ALWAYS_500 = """
+def main(request):
+    return {"broken": True}, 500
+"""
+
+REFUSE = """
+def main(request):
+    return {"refused": request.text}, 422
+"""
+
+
+@dataclass
+class Functions:
+    platform: Platform
+    counter: Receiver
+
+
+@pytest.fixture(scope="module")
+def counter() -> Iterator[Receiver]:
+    receiver = Receiver(_count)
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def fns(
+    platform: Platform, counter: Receiver, tmp_path_factory: pytest.TempPathFactory
+) -> Functions:
+    work = tmp_path_factory.mktemp("async")
+    sources = {
+        "echo": ECHO,
+        "sleepy": SLEEPY,
+        "counted": COUNTED,
+        "mirror": MIRROR,
+        "always500": ALWAYS_500,
+        "refuse": REFUSE,
+    }
+    for name, text in sources.items():
+        write(work / f"{name}.py", text)
+
+    def create(name: str, source: str, *options: str) -> tuple[str, ...]:
+        return ("fn", "create", "--name", name, "--code", str(work / f"{source}.py"), *options)
+
+    platform.ok_many(
+        create("as-echo", "echo"),
+        create("as-sleepy", "sleepy", "--max-scale", "1"),
+        create("as-hold", "sleepy", "--max-scale", "1"),
+        create("as-neighbour", "sleepy"),
+        create(
+            "as-flaky", "counted", "--async-retries", "3", "--env-var", f"COUNTER={counter.url}"
+        ),
+        create("as-once", "counted", "--env-var", f"COUNTER={counter.url}"),
+        create("as-mirror", "mirror"),
+        create("as-dead", "always500", "--async-retries", "2"),
+        create("as-500", "always500"),
+        create("as-refuse", "refuse", "--async-retries", "3"),
+        create("as-slow", "sleepy", "--timeout", "1s"),
+    )
+    platform.ok(
+        "route", "create", "--function", "as-echo", "--url", "/as-orders/{order}/items/{item}",
+        "--method", "POST",
+    )  # fmt: skip
+    return Functions(platform, counter)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def submit(
+    platform: Platform,
+    function: str,
+    subpath: str = "",
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> str:
+    """POST /async-function/<function><subpath>: must be accepted; returns the id."""
+    response = platform.request(
+        "POST", f"/async-function/{function}{subpath}", content=body, headers=headers
+    )
+    return accepted(platform, response)
+
+
+def accepted(platform: Platform, response: httpx.Response) -> str:
+    assert response.status_code == 202, response.text
+    document = response.json()
+    assert set(document) == ACCEPTED_KEYS, document
+    invocation_id: str = document["id"]
+    assert ID.fullmatch(invocation_id), document
+    assert document["status"] == "queued", document
+    base = f"{platform.router_url}/invocations/{invocation_id}"
+    ws = base.replace("http://", "ws://", 1)
+    assert document["status_url"] == base
+    assert document["result_url"] == f"{base}/result"
+    assert document["events_url"] == f"{base}/events"
+    assert document["ws_url"] == f"{ws}/ws"
+    assert response.headers["location"] == f"/invocations/{invocation_id}"
+    assert response.headers["preference-applied"] == "respond-async"
+    return invocation_id
+
+
+def status_of(platform: Platform, invocation_id: str) -> dict[str, Any]:
+    response = platform.get(f"/invocations/{invocation_id}")
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def wait_for(
+    platform: Platform, invocation_id: str, statuses: set[str] = FINAL, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Poll the invocation until its status is one of ``statuses``; returns its document."""
+    deadline = time.monotonic() + timeout
+    while True:
+        document = status_of(platform, invocation_id)
+        if document["status"] in statuses:
+            return document
+        assert time.monotonic() < deadline, f"still {document['status']}: {document}"
+        time.sleep(0.02)
+
+
+def control(platform: Platform, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """A request to the control API with the platform's token, as an operator's script."""
+    token = (platform.data_dir / "api-token").read_text().strip()
+    headers = {"authorization": f"Bearer {token}"}
+    return platform.http.request(method, platform.api_url + path, headers=headers, **kwargs)
+
+
+def body_of(document: dict[str, Any]) -> Any:
+    response = document["response"]
+    assert response is not None and response["body_encoding"] == "text", document
+    return json.loads(response["body"])
+
+
+# -- the front door ------------------------------------------------------------------------
+
+
+def test_unknown_function_is_404_and_nothing_is_queued(fns: Functions) -> None:
+    platform = fns.platform
+    for response in (
+        platform.request("POST", "/async-function/as-nope", content=b"x"),
+        platform.request("POST", "/async-function/as-nope/sub/path"),
+        platform.request("GET", "/function/as-nope", headers={"prefer": "respond-async"}),
+    ):
+        assert response.status_code == 404, response.text
+        assert "location" not in response.headers
+        assert error_of(response) == {
+            "code": "function_not_found",
+            "message": "function 'as-nope' not found",
+        }
+    assert control(platform, "GET", "/v1/invocations?function=as-nope").json() == []
+    listed = platform.ok("invocation", "list", "--function", "as-nope", "-o", "json").out
+    assert json.loads(listed) == []
+
+
+def test_unknown_invocation_is_404_everywhere(fns: Functions) -> None:
+    platform = fns.platform
+    missing = "0" * 32
+    expected = {"code": "invocation_not_found", "message": f"invocation {missing!r} not found"}
+    for method, path in (
+        ("GET", f"/invocations/{missing}"),
+        ("GET", f"/invocations/{missing}/result"),
+        ("GET", f"/invocations/{missing}/events"),
+        ("DELETE", f"/invocations/{missing}"),
+    ):
+        response = platform.request(method, path)
+        assert response.status_code == 404, (method, path, response.text)
+        assert error_of(response) == expected, (method, path)
+    result = platform.cli("invocation", "get", missing)
+    assert result.rc == 1 and f"invocation {missing!r} not found" in result.err, result
+
+
+def test_prefer_respond_async_on_a_route_with_params(fns: Functions) -> None:
+    platform = fns.platform
+    response = platform.request(
+        "POST",
+        "/as-orders/17/items/b%20c?x=1",
+        content=b"hello",
+        headers={"Prefer": "respond-async, wait=10", "content-type": "text/plain"},
+    )
+    invocation_id = accepted(platform, response)
+    document = wait_for(platform, invocation_id)
+    assert document["status"] == "succeeded", document
+    assert document["function"] == "as-echo"
+    assert (document["method"], document["path"]) == ("POST", "/as-orders/17/items/b%20c?x=1")
+    assert (document["attempts"], document["max_attempts"], document["error"]) == (1, 1, None)
+    assert document["response"]["status"] == 200
+    seen = body_of(document)
+    assert seen == {
+        "method": "POST",
+        "path": "/as-orders/17/items/b%20c",
+        "params": {"order": "17", "item": "b c"},
+        "query": {"x": "1"},
+        "body": "hello",
+        "id": invocation_id,  # the function sees the asynchronous invocation's id
+        "prefer": None,  # consumed by the router
+    }
+    # Just what the same call made synchronously sees.
+    direct = platform.request(
+        "POST",
+        "/as-orders/17/items/b%20c?x=1",
+        content=b"hello",
+        headers={"content-type": "text/plain"},
+    ).json()
+    assert {**direct, "id": invocation_id} == seen
+
+    result = platform.get(f"/invocations/{invocation_id}/result")
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "application/json"
+    assert result.headers["x-fissile-invocation-status"] == "succeeded"
+    assert result.json() == seen
+
+
+def test_fn_test_async_prints_an_id_and_wait_exit_codes(fns: Functions) -> None:
+    platform = fns.platform
+    result = platform.ok("fn", "test", "--name", "as-echo", "--async", "-X", "POST", "-b", "hi")
+    invocation_id = result.out.strip()
+    assert ID.fullmatch(invocation_id), result
+    assert f"status: {platform.router_url}/invocations/{invocation_id}" in result.err, result
+
+    waited = platform.cli("invocation", "wait", invocation_id, "-o", "json")
+    assert waited.rc == 0, waited
+    document = json.loads(waited.out)
+    assert document["status"] == "succeeded"
+    assert body_of(document)["body"] == "hi"
+    # The alias and the table output.
+    described = platform.ok("inv", "get", invocation_id).out
+    assert re.search(r"^Status: +succeeded$", described, re.M), described
+    assert re.search(r"^Response: +HTTP 200$", described, re.M), described
+
+    # A function answering 4xx: failed, and wait exits 1 after describing it.
+    refused = submit(platform, "as-refuse", body=b"nope")
+    waited = platform.cli("invocation", "wait", refused)
+    assert waited.rc == 1, waited
+    assert re.search(r"^Status: +failed$", waited.out, re.M), waited
+    assert re.search(r"^Attempts: +1 of 4$", waited.out, re.M), waited  # 4xx is not retried
+    assert '{"refused": "nope"}' in waited.out, waited
+
+    # Still running when wait gives up: exit 1 with one error line.
+    slow = submit(platform, "as-neighbour", "?s=3")
+    waited = platform.cli("invocation", "wait", slow, "--timeout", "0.3s")
+    assert waited.rc == 1, waited
+    lines = waited.err.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"Error: invocation {slow} is still (queued|running) after 0\.3s", lines[0]
+    ), waited
+    assert "Traceback" not in waited.err
+
+
+# -- cancelling ----------------------------------------------------------------------------
+
+
+def test_cancel_queued_and_running(fns: Functions) -> None:
+    platform = fns.platform
+    running = submit(platform, "as-hold", "?s=30")
+    queued = submit(platform, "as-hold", "?s=0")
+    wait_for(platform, running, {"running"})
+    assert status_of(platform, queued)["status"] == "queued"
+
+    # A queued one: it never runs.
+    result = platform.ok("invocation", "cancel", queued)
+    assert result.out == f"invocation {queued} cancelled\n"
+    document = status_of(platform, queued)
+    assert (document["status"], document["attempts"], document["error"]) == (
+        "cancelled",
+        0,
+        "cancelled",
+    )
+    assert document["started_at"] is None and document["response"] is None
+    no_result = platform.get(f"/invocations/{queued}/result")
+    assert no_result.status_code == 409
+    assert error_of(no_result)["code"] == "no_result"
+
+    # A running one: its instance is killed, which frees the function's only slot; another
+    # function's request in flight meanwhile is untouched.
+    neighbour: list[httpx.Response] = []
+    caller = threading.Thread(
+        target=lambda: neighbour.append(platform.get("/function/as-neighbour?s=1"))
+    )
+    caller.start()
+    response = platform.request("DELETE", f"/invocations/{running}")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    started = time.monotonic()
+    again = platform.get("/function/as-hold?s=0")
+    assert (again.status_code, again.json()) == (200, {"slept": 0.0})
+    # Had the instance not been killed, this waited for the 30 s sleep.
+    assert time.monotonic() - started < 10
+    caller.join(30)
+    assert [(r.status_code, r.json()) for r in neighbour] == [(200, {"slept": 1.0})]
+    document = status_of(platform, running)
+    assert (document["status"], document["attempts"], document["error"]) == (
+        "cancelled",
+        1,
+        "cancelled",
+    )
+    assert document["response"] is None
+    log = platform.ok("fn", "logs", "--name", "as-hold").out
+    assert "invocation cancelled" in log, log
+
+    # Finished ones cannot be cancelled.
+    response = platform.request("DELETE", f"/invocations/{running}")
+    assert response.status_code == 409
+    assert error_of(response) == {
+        "code": "already_finished",
+        "message": f"invocation {running} already finished (cancelled)",
+    }
+    done = submit(platform, "as-echo")
+    wait_for(platform, done)
+    result = platform.cli("invocation", "cancel", done)
+    assert result.rc == 1, result
+    assert result.err == f"Error: invocation {done} already finished (succeeded)\n", result
+
+
+# -- retries, dead letters, timeouts -------------------------------------------------------
+
+
+def test_retries_then_dead_letter(fns: Functions) -> None:
+    platform = fns.platform
+    dead = submit(platform, "as-dead")
+    document = wait_for(platform, dead, timeout=30)
+    assert document["status"] == "dead", document
+    assert (document["attempts"], document["max_attempts"]) == (3, 3)
+    assert document["error"] == "the function answered 500"
+    assert document["response"]["status"] == 500
+    assert body_of(document) == {"broken": True}
+    listed = json.loads(platform.ok("invocation", "list", "--status", "dead", "-o", "json").out)
+    assert dead in [item["id"] for item in listed]
+    assert {item["status"] for item in listed} == {"dead"}
+    table = platform.ok("invocation", "list", "--status", "dead", "--function", "as-dead").out
+    assert re.search(rf"^{dead} +as-dead +dead +3/3 +500 ", table, re.M), table
+    # The raw result of a dead letter is the last response.
+    result = platform.get(f"/invocations/{dead}/result")
+    assert (result.status_code, result.json()) == (500, {"broken": True})
+    assert result.headers["x-fissile-invocation-status"] == "dead"
+
+    # Without retries, a 5xx fails at once.
+    once = submit(platform, "as-500")
+    document = wait_for(platform, once)
+    assert (document["status"], document["attempts"], document["max_attempts"]) == (
+        "failed",
+        1,
+        1,
+    )
+
+
+def test_retries_until_success(fns: Functions) -> None:
+    platform = fns.platform
+    invocation_id = submit(platform, "as-flaky", "?succeed_on=3", body=b'{"n": 5}')
+    document = wait_for(platform, invocation_id, timeout=30)
+    assert document["status"] == "succeeded", document
+    assert (document["attempts"], document["max_attempts"], document["error"]) == (3, 4, None)
+    assert body_of(document) == {"attempt": 3, "n": 5}
+    assert fns.counter.count(f"/{invocation_id}") == 3
+
+
+def test_timeout_without_retries(fns: Functions) -> None:
+    platform = fns.platform
+    invocation_id = submit(platform, "as-slow", "?s=5")
+    document = wait_for(platform, invocation_id, timeout=15)
+    assert document["status"] == "timed_out", document
+    assert (document["attempts"], document["max_attempts"]) == (1, 1)
+    assert document["response"] is None
+    assert "1s" in document["error"] or "timeout" in document["error"], document
+    result = platform.get(f"/invocations/{invocation_id}/result")
+    assert result.status_code == 409
+    error = error_of(result)
+    assert error["code"] == "no_result"
+    assert error["message"].startswith(f"invocation {invocation_id} ended timed_out"), error
+
+
+# -- callbacks -----------------------------------------------------------------------------
+
+
+def test_callback_retried_until_delivered(
+    fns: Functions, receivers: Callable[[Answerer], Receiver]
+) -> None:
+    platform = fns.platform
+    receiver = receivers(lambda request, nth: (500, b"down") if nth <= 2 else (204, b""))
+    invocation_id = submit(
+        platform,
+        "as-echo",
+        "/cb",
+        body=b"call me",
+        headers={"X-Callback-Url": f"{receiver.url}/hook?k=v"},
+    )
+    deadline = time.monotonic() + 20
+    while receiver.count("/hook?k=v") < 3:
+        assert time.monotonic() < deadline, receiver.received
+        time.sleep(0.05)
+    time.sleep(0.3)  # nothing more comes once delivered
+    assert len(receiver.received) == 3
+    for request in receiver.received:
+        assert request.method == "POST"
+        assert request.headers["x-fissile-invocation-id"] == invocation_id
+        assert request.headers["x-fissile-invocation-status"] == "succeeded"
+        assert request.headers["x-fissile-response-status"] == "200"
+        assert request.headers["content-type"] == "application/json"
+        body = json.loads(request.body)
+        assert (body["body"], body["path"], body["id"]) == (
+            "call me",
+            "/async-function/as-echo/cb",
+            invocation_id,
+        )
+
+    document = json.loads(platform.ok("invocation", "get", invocation_id, "-o", "json").out)
+    assert document["callback"] == {
+        "url": f"{receiver.url}/hook?k=v",
+        "state": "delivered",
+        "attempts": 3,
+        "error": None,
+    }
+
+
+def test_bad_callback_url_is_refused(fns: Functions) -> None:
+    platform = fns.platform
+    response = platform.request(
+        "POST", "/async-function/as-echo", headers={"X-Callback-Url": "ftp://example/x"}
+    )
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "bad_callback_url"
+
+
+# -- push: SSE and websocket ---------------------------------------------------------------
+
+
+def _sse(platform: Platform, invocation_id: str) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    with platform.http.stream(
+        "GET", f"{platform.router_url}/invocations/{invocation_id}/events", timeout=30
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        kind = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: "):
+                assert kind is not None
+                events.append((kind, json.loads(line[len("data: ") :])))
+    return events
+
+
+def test_sse_streams_status_then_result(fns: Functions) -> None:
+    platform = fns.platform
+    invocation_id = submit(platform, "as-sleepy", "?s=0.6")
+    events = _sse(platform, invocation_id)
+    kinds = [kind for kind, _ in events]
+    statuses = [document["status"] for _, document in events]
+    assert kinds[-1] == "result" and set(kinds[:-1]) == {"status"}, events
+    assert statuses in (["queued", "running", "succeeded"], ["running", "succeeded"]), events
+    assert body_of(events[-1][1]) == {"slept": 0.6}
+    assert all(document["id"] == invocation_id for _, document in events)
+
+    # Already finished: the result at once, and the stream ends.
+    again = _sse(platform, invocation_id)
+    assert [(kind, document["status"]) for kind, document in again] == [("result", "succeeded")]
+
+
+def test_websocket_pushes_status_then_result_then_closes(fns: Functions) -> None:
+    platform = fns.platform
+    invocation_id = submit(platform, "as-sleepy", "?s=0.6")
+    ws_url = f"ws://127.0.0.1:{platform.port}/invocations/{invocation_id}/ws"
+    messages = []
+    with websockets.sync.client.connect(ws_url, open_timeout=10) as socket:
+        with pytest.raises(websockets.exceptions.ConnectionClosedOK):
+            while True:
+                messages.append(json.loads(socket.recv(timeout=30)))
+        assert socket.close_code == 1000
+    events = [(m["event"], m["invocation"]["status"]) for m in messages]
+    assert events in (
+        [("status", "queued"), ("status", "running"), ("result", "succeeded")],
+        [("status", "running"), ("result", "succeeded")],
+    ), messages
+    assert body_of(messages[-1]["invocation"]) == {"slept": 0.6}
+
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        websockets.sync.client.connect(
+            f"ws://127.0.0.1:{platform.port}/invocations/{'f' * 32}/ws", open_timeout=10
+        )
+    assert refused.value.response.status_code == 403
+
+
+# -- large bodies --------------------------------------------------------------------------
+
+
+def test_large_bodies_round_trip_through_files(fns: Functions) -> None:
+    platform = fns.platform
+    body = bytes(range(256)) * 400  # 100 KiB, not UTF-8
+    bodies = platform.data_dir / "invocations"
+    # Behind a busy function's instance, so the request is still stored when we look.
+    blocker = submit(platform, "as-mirror", body=b"x")
+    invocation_id = submit(platform, "as-mirror", body=body)
+    document = wait_for(platform, invocation_id)
+    wait_for(platform, blocker)
+    assert document["status"] == "succeeded", document
+    assert document["response"]["body_encoding"] == "base64"
+    result = platform.get(f"/invocations/{invocation_id}/result")
+    assert result.status_code == 200
+    assert result.headers["content-type"] == "application/octet-stream"
+    assert result.content == body[::-1] + body
+    # The response lives in a file; the request's file went once the invocation finished.
+    assert (bodies / f"{invocation_id}.response").stat().st_size == 2 * len(body)
+    assert not (bodies / f"{invocation_id}.request").exists()
+
+
+# -- a dedicated platform each -------------------------------------------------------------
+
+
+def test_retention_expires_finished_records(spawn: Spawn, tmp_path: Path) -> None:
+    platform = spawn(None, "--retention", "1s")
+    write(tmp_path / "mirror.py", MIRROR)
+    platform.ok("fn", "create", "--name", "mirror", "--code", str(tmp_path / "mirror.py"))
+    body = b"r" * (70 * 1024)
+    invocation_id = submit(platform, "mirror", body=body)
+    document = wait_for(platform, invocation_id)
+    assert document["status"] == "succeeded"
+    stored = platform.data_dir / "invocations" / f"{invocation_id}.response"
+    assert stored.exists()
+    finished = time.monotonic()
+    while platform.get(f"/invocations/{invocation_id}").status_code == 200:
+        assert time.monotonic() - finished < 5, "the record outlived its retention"
+        time.sleep(0.05)
+    response = platform.get(f"/invocations/{invocation_id}/result")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "invocation_not_found"
+    assert not stored.exists()
+    assert control(platform, "GET", f"/v1/invocations/{invocation_id}").status_code == 404
+    platform.stop_cleanly()
+
+
+CRASH_TOTAL = 300
+CRASH_AFTER = 40  # attempts begun when the platform is killed
+
+
+class CrashingCounter:
+    """Counts attempts per invocation; once every invocation is submitted and ``CRASH_AFTER``
+    have begun, SIGKILLs the platform from inside the next new attempt's call, before
+    answering it, so that attempt is surely cut off mid-run."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.submitted = threading.Event()
+        self.killed = threading.Event()
+        self.children: list[Proc] = []
+        self.started: set[str] = set()
+
+    def __call__(self, request: Received, nth: int) -> tuple[int, bytes]:
+        if nth == 1:
+            self.started.add(request.path)
+            ready = self.submitted.is_set() and len(self.started) > CRASH_AFTER
+            if ready and not self.killed.is_set():
+                self.killed.set()
+                self.children.extend(self.platform.children())
+                os.kill(self.platform.pid, signal.SIGKILL)
+        return 200, str(nth).encode()
+
+
+# Slow (about 15 s): 300 invocations of 0.1 s on 4 instances, twice a platform start.
+@pytest.mark.slow
+def test_accepted_invocations_survive_sigkill(
+    spawn: Spawn, tmp_path: Path, receivers: Callable[[Answerer], Receiver]
+) -> None:
+    data_dir = tmp_path / "data"
+    first = spawn(data_dir)
+    crash = CrashingCounter(first)
+    counter = receivers(crash)
+    write(tmp_path / "work.py", COUNTED)
+    first.ok(
+        "fn", "create", "--name", "work", "--code", str(tmp_path / "work.py"),
+        "--max-scale", "4", "--env-var", f"COUNTER={counter.url}",
+    )  # fmt: skip
+    ids: dict[str, int] = {}
+    for n in range(CRASH_TOTAL):
+        body = json.dumps({"n": n}).encode()
+        ids[submit(first, "work", "?s=0.1", body=body)] = n
+    crash.submitted.set()
+    assert first.process is not None
+    first.process.wait(60)
+    assert crash.killed.is_set(), "the platform finished before it was killed"
+    assert first.process.returncode == -signal.SIGKILL
+    assert len(crash.started) < CRASH_TOTAL // 2, "too little backlog left at the kill"
+    # Its zygotes and instances (some mid-request) die with it.
+    assert any(p.comm.startswith("fi-") for p in crash.children), crash.children
+    assert not wait_gone(crash.children, 5.0)
+
+    second = spawn(data_dir)
+    deadline = time.monotonic() + 90
+    while True:
+        records = control(second, "GET", "/v1/invocations?function=work&limit=1000").json()
+        if all(record["status"] in FINAL for record in records):
+            break
+        assert time.monotonic() < deadline, Counter(r["status"] for r in records)
+        time.sleep(0.2)
+    by_id = {record["id"]: record for record in records}
+    assert set(by_id) == set(ids), "accepted invocations lost, or unknown ones found"
+    for invocation_id, n in ids.items():
+        record = by_id[invocation_id]
+        assert record["status"] == "succeeded", record
+        assert record["attempts"] == 1, record  # the interrupted attempt does not count
+        assert body_of(record)["n"] == n, record
+    for invocation_id in list(ids)[:: CRASH_TOTAL // 10]:
+        result = second.get(f"/invocations/{invocation_id}/result")
+        assert (result.status_code, result.json()["n"]) == (200, ids[invocation_id])
+
+    runs = Counter(counter.hits[f"/{invocation_id}"] for invocation_id in ids)
+    # Every one ran; only those cut off mid-run (at most the 4 instances' worth) ran twice.
+    assert set(runs) <= {1, 2}, runs
+    assert 1 <= runs[2] <= 4, runs
+    print(f"\n{len(ids)} accepted before the kill; {runs[2]} ran twice")
+    second.stop_cleanly()
