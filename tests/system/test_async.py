@@ -139,7 +139,8 @@ def main(request):
 """
 
 # Reports each attempt to the counter (keyed by the invocation id, which an asynchronous
-# invocation keeps across its attempts) and fails until the attempt named in the query.
+# invocation keeps across its attempts), fails until the attempt named in the query, and
+# takes ``s`` seconds on its first attempt only (a run again after a restart is quick).
 COUNTED = """
 import os
 import time
@@ -151,7 +152,8 @@ def main(request, context):
         attempt = int(answer.read())
     if attempt < int(request.query.get("succeed_on", "1")):
         return {"attempt": attempt}, int(request.query.get("fail_with", "503"))
-    time.sleep(float(request.query.get("s", "0")))
+    if attempt == 1:
+        time.sleep(float(request.query.get("s", "0")))
     return {"attempt": attempt, "n": request.json()["n"] if request.body else None}
 """
 
@@ -717,7 +719,7 @@ class CrashingCounter:
         return 200, str(nth).encode()
 
 
-# Slow (about 15 s): 300 invocations of 0.1 s on 4 instances, twice a platform start.
+# Slow (about 11 s): 300 invocations of 0.1 s on 4 instances, twice a platform start.
 @pytest.mark.slow
 def test_accepted_invocations_survive_sigkill(
     spawn: Spawn, tmp_path: Path, receivers: Callable[[Answerer], Receiver]
@@ -733,7 +735,9 @@ def test_accepted_invocations_survive_sigkill(
     )  # fmt: skip
     ids: dict[str, int] = {}
     for n in range(CRASH_TOTAL):
-        body = json.dumps({"n": n}).encode()
+        # Every tenth body is over 64 KiB: it waits in a file, which must survive too.
+        padding = "x" * (70 * 1024) if n % 10 == 0 else ""
+        body = json.dumps({"n": n, "padding": padding}).encode()
         ids[submit(first, "work", "?s=0.1", body=body)] = n
     crash.submitted.set()
     assert first.process is not None
@@ -744,6 +748,8 @@ def test_accepted_invocations_survive_sigkill(
     # Its zygotes and instances (some mid-request) die with it.
     assert any(p.comm.startswith("fi-") for p in crash.children), crash.children
     assert not wait_gone(crash.children, 5.0)
+    stored = {path.stem for path in (data_dir / "invocations").glob("*.request")}
+    assert stored and stored <= set(ids), stored
 
     second = spawn(data_dir)
     deadline = time.monotonic() + 90
@@ -764,9 +770,63 @@ def test_accepted_invocations_survive_sigkill(
         result = second.get(f"/invocations/{invocation_id}/result")
         assert (result.status_code, result.json()["n"]) == (200, ids[invocation_id])
 
+    assert not list((data_dir / "invocations").glob("*.request"))
+
     runs = Counter(counter.hits[f"/{invocation_id}"] for invocation_id in ids)
     # Every one ran; only those cut off mid-run (at most the 4 instances' worth) ran twice.
     assert set(runs) <= {1, 2}, runs
     assert 1 <= runs[2] <= 4, runs
     print(f"\n{len(ids)} accepted before the kill; {runs[2]} ran twice")
     second.stop_cleanly()
+
+
+# Slow (about 10 s): the stop's 5 s grace for running invocations, two platform starts.
+@pytest.mark.slow
+def test_sigterm_leaves_unfinished_invocations_to_the_next_start(
+    spawn: Spawn, tmp_path: Path, receivers: Callable[[Answerer], Receiver]
+) -> None:
+    data_dir = tmp_path / "data"
+    first = spawn(data_dir)
+    counter = receivers(_count)
+    write(tmp_path / "work.py", COUNTED)
+    first.ok(
+        "fn", "create", "--name", "work", "--code", str(tmp_path / "work.py"),
+        "--max-scale", "2", "--env-var", f"COUNTER={counter.url}",
+    )  # fmt: skip
+    short = submit(first, "work", "?s=1", body=b'{"n": 1}')  # ends within the stop's grace
+    long = submit(first, "work", "?s=8", body=b'{"n": 2}')  # cut off by the stop
+    queued = submit(first, "work", "?s=0", body=b'{"n": 3}')  # never started
+    wait_for(first, short, {"running"})
+    wait_for(first, long, {"running"})
+    assert status_of(first, queued)["status"] == "queued"
+    first.stop_cleanly()
+
+    second = spawn(data_dir)
+    documents = {i: wait_for(second, i, timeout=30) for i in (short, long, queued)}
+    for invocation_id, n in ((short, 1), (long, 2), (queued, 3)):
+        document = documents[invocation_id]
+        assert document["status"] == "succeeded", document
+        assert document["attempts"] == 1, document
+        assert body_of(document)["n"] == n
+    runs = {i: counter.count(f"/{i}") for i in (short, long, queued)}
+    assert runs == {short: 1, long: 2, queued: 1}
+    second.stop_cleanly()
+    assert "Traceback" not in second.stderr(), second.stderr()[-5000:]
+
+
+# Slow (about 7 s): the stop's 5 s grace for running invocations.
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="Invocations.stop() cancels only callback tasks, not attempts still running after"
+    " the grace: the executor's stop then kills their instances and each attempt records its"
+    " error on the closed invocation store (ProgrammingError traceback in the log)",
+)
+def test_sigterm_with_a_long_invocation_running_logs_no_error(spawn: Spawn, tmp_path: Path) -> None:
+    platform = spawn()
+    write(tmp_path / "sleepy.py", SLEEPY)
+    platform.ok("fn", "create", "--name", "sleepy", "--code", str(tmp_path / "sleepy.py"))
+    invocation_id = submit(platform, "sleepy", "?s=20")
+    wait_for(platform, invocation_id, {"running"})
+    platform.stop_cleanly()
+    assert "Traceback" not in platform.stderr(), platform.stderr()[-5000:]
