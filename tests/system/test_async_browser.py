@@ -1,7 +1,7 @@
 """examples/async-browser in a real browser: the example's specs applied to a running platform,
-its page opened in headless Chromium (driven by Playwright), the button clicked; the page must
+its page opened in headless Chromium (driven by Playwright), its buttons clicked. The page must
 show the 202 and the invocation's id first, then each status and the result pushed over the
-invocation's websocket.
+invocation's websocket; a cancel and a failing call end the same way, with their status.
 
 Needs Debian's ``chromium`` and the ``playwright`` package (the test extra); skipped without
 them, failed without them when CI=true. Playwright only drives the system's Chromium: it never
@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from syskit import Platform
+from syskit import Platform, error_of
 
-pytestmark = pytest.mark.slow  # a browser start and a 1.5 s task: about 5 s
+pytestmark = pytest.mark.slow  # one browser, three runs of a 1.5 s task: about 8 s
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "async-browser"
 CHROMIUM_FLAGS = [
@@ -36,6 +37,7 @@ CHROMIUM_FLAGS = [
 # The example's long task with its defaults: primes below 200 000, in about 1.5 s.
 PRIMES_BELOW_200000 = 17984
 TASK_SECONDS = 1.5
+DONE = "window.demo.transport !== null || window.demo.error !== null"
 
 
 def missing(reason: str) -> None:
@@ -45,16 +47,16 @@ def missing(reason: str) -> None:
 
 
 def chromium_path() -> str:
-    found = shutil.which("chromium") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-    )
+    found = shutil.which("chromium")
+    if found is None and Path("/usr/bin/chromium").exists():
+        found = "/usr/bin/chromium"
     if found is None:
         missing("chromium is not installed (apt-get install chromium)")
     assert found is not None
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def deployed(platform: Platform) -> Iterator[Platform]:
     """The example applied from its own spec directory, and destroyed afterwards."""
     specs = str(EXAMPLE / "specs")
@@ -63,105 +65,174 @@ def deployed(platform: Platform) -> Iterator[Platform]:
     try:
         yield platform
     finally:
-        platform.ok("spec", "destroy", "--dir", specs)
+        destroyed = platform.ok("spec", "destroy", "--dir", specs)
+        assert "async-page" in destroyed.out, destroyed
 
 
-def test_page_shows_202_then_statuses_and_result_over_the_websocket(
-    deployed: Platform, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium with a fresh profile (a persistent context is Playwright's way of
+    taking a --user-data-dir of our own)."""
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         missing("the playwright package is not installed (make install-test)")
-
-    page_url = f"{deployed.router_url}/async-demo"
-    served = deployed.get("/async-demo")
-    assert served.status_code == 200, served.text
-    assert served.headers["content-type"] == "text/html; charset=utf-8"
-
-    sockets: list[Any] = []
-    frames: list[str] = []
-    problems: list[str] = []
     with sync_playwright() as playwright:
-        # A persistent context is Playwright's way of taking a --user-data-dir of our own.
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
+            str(tmp_path_factory.mktemp("chromium") / "profile"),
             executable_path=executable,
             headless=True,
             args=CHROMIUM_FLAGS,
         )
         try:
-            page = context.new_page()
-            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-            page.on(
-                "console",
-                lambda message: (
-                    problems.append(f"console: {message.text}") if message.type == "error" else None
-                ),
-            )
-
-            def opened(socket: Any) -> None:
-                sockets.append(socket)
-                socket.on("framereceived", lambda payload: frames.append(payload))
-
-            page.on("websocket", opened)
-            page.goto(page_url)
-            assert page.text_content("#accepted") == "nothing sent yet"
-
-            page.click("#run")
-            page.wait_for_function("window.demo.transport !== null || window.demo.error !== null")
-            demo: dict[str, Any] = page.evaluate("window.demo")
-            accepted_text = page.text_content("#accepted")
-            result_text = page.text_content("#result")
-            statuses = page.eval_on_selector_all(
-                "#statuses li", "items => items.map(i => i.dataset.status)"
-            )
-            shown_primes = page.get_attribute("#result", "data-primes")
-            raw = page.text_content("#raw")
-            # The server closes the socket (1000) right after the result.
-            page.wait_for_function("document.getElementById('run').disabled === false")
-            closed = [socket.is_closed() for socket in sockets]
+            yield context
         finally:
             context.close()
 
-    assert demo["error"] is None, demo
-    assert problems == []
 
-    # First the 202 with the id, as the page shows it.
+@dataclass
+class DemoPage:
+    """The example's page in a new tab, with what the browser itself saw: the websockets it
+    opened, the frames they received, and any page error or console error."""
+
+    page: Any
+    sockets: list[Any] = field(default_factory=list)
+    frames: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("console", self._console)
+        self.page.on("websocket", self._opened)
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.problems.append(f"console: {message.text}")
+
+    def _opened(self, socket: Any) -> None:
+        self.sockets.append(socket)
+        socket.on("framereceived", lambda payload: self.frames.append(payload))
+
+    def demo(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.page.evaluate("window.demo")
+        return found
+
+    def text(self, selector: str) -> str:
+        return str(self.page.text_content(selector))
+
+    def statuses(self) -> list[str]:
+        shown: list[str] = self.page.eval_on_selector_all(
+            "#statuses li", "items => items.map(i => i.dataset.status)"
+        )
+        return shown
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for the result (or an error) and for the server to close the websocket."""
+        self.page.wait_for_function(DONE)
+        self.page.wait_for_function("document.getElementById('run').disabled === false")
+        return self.demo()
+
+    def received(self) -> list[dict[str, Any]]:
+        return [json.loads(frame) for frame in self.frames]
+
+
+@pytest.fixture
+def page(deployed: Platform, browser: Any) -> Iterator[DemoPage]:
+    tab = DemoPage(browser.new_page())
+    try:
+        tab.page.goto(f"{deployed.router_url}/async-demo")
+        assert tab.text("#accepted") == "nothing sent yet"
+        yield tab
+    finally:
+        tab.page.close()
+
+
+def check_accepted(demo: dict[str, Any], page: DemoPage, platform: Platform) -> str:
+    """The 202, as the page shows it, and the one websocket the browser opened: its ws_url."""
     accepted = demo["accepted"]
-    invocation_id = accepted["id"]
+    invocation_id: str = accepted["id"]
     assert accepted["status"] == 202
     assert accepted["location"] == f"/invocations/{invocation_id}"
-    assert accepted_text == f"202 Accepted: invocation {invocation_id}"
-
-    # Then the websocket named in the 202: the browser opened exactly that one.
-    assert demo["wsUrl"] == f"ws://127.0.0.1:{deployed.port}/invocations/{invocation_id}/ws"
-    assert [socket.url for socket in sockets] == [demo["wsUrl"]]
-    assert closed == [True]
-    received = [json.loads(frame) for frame in frames]
+    assert page.text("#accepted") == f"202 Accepted: invocation {invocation_id}"
+    assert demo["wsUrl"] == f"ws://127.0.0.1:{platform.port}/invocations/{invocation_id}/ws"
+    assert [socket.url for socket in page.sockets] == [demo["wsUrl"]]
+    assert [socket.is_closed() for socket in page.sockets] == [True]
+    received = page.received()
     assert received == demo["messages"]
+    assert all(message["invocation"]["id"] == invocation_id for message in received)
     events = [message["event"] for message in received]
     assert events[-1] == "result" and set(events[:-1]) <= {"status"}, events
-    assert all(message["invocation"]["id"] == invocation_id for message in received)
-    assert statuses == [message["invocation"]["status"] for message in received]
-    assert statuses[-1] == "succeeded"
-    assert set(statuses[:-1]) <= {"queued", "running"}, statuses
+    assert page.statuses() == [message["invocation"]["status"] for message in received]
+    assert set(page.statuses()[:-1]) <= {"queued", "running"}, page.statuses()
+    assert demo["transport"] == "websocket" and demo["error"] is None, demo
+    assert page.problems == []
+    return invocation_id
+
+
+def test_page_shows_202_then_statuses_and_result_over_the_websocket(
+    deployed: Platform, page: DemoPage
+) -> None:
+    served = deployed.get("/async-demo")
+    assert served.status_code == 200, served.text
+    assert served.headers["content-type"] == "text/html; charset=utf-8"
+
+    page.page.click("#run")
+    demo = page.finish()
+    invocation_id = check_accepted(demo, page, deployed)
+    assert page.statuses()[-1] == "succeeded"
 
     # The 202 came back at once; the result only when the task was done, seconds later.
     times = demo["times"]
-    assert accepted["at"] <= times[0] <= times[-1]
-    assert (times[-1] - accepted["at"]) / 1000 >= TASK_SECONDS * 0.9, (accepted, times)
+    assert demo["accepted"]["at"] <= times[0] <= times[-1]
+    assert (times[-1] - demo["accepted"]["at"]) / 1000 >= TASK_SECONDS * 0.9, demo
 
     # The result the page rendered is the function's answer, as the platform recorded it.
-    assert demo["transport"] == "websocket"
-    assert shown_primes == str(PRIMES_BELOW_200000)
-    assert result_text is not None and result_text.startswith(
+    assert page.page.get_attribute("#result", "data-primes") == str(PRIMES_BELOW_200000)
+    assert page.text("#result").startswith(
         f"{PRIMES_BELOW_200000} primes below 200000, computed in "
     )
-    answer = json.loads(raw or "")
+    answer = json.loads(page.text("#raw"))
     assert answer["primes"] == PRIMES_BELOW_200000 and answer["seconds"] >= TASK_SECONDS
     stored = deployed.get(f"/invocations/{invocation_id}/result")
     assert stored.status_code == 200
     assert stored.headers["x-fissile-invocation-status"] == "succeeded"
     assert stored.json() == answer
+
+
+def test_cancel_from_the_page_ends_the_invocation_over_the_websocket(
+    deployed: Platform, page: DemoPage
+) -> None:
+    page.page.click("#run")
+    page.page.wait_for_selector("#statuses li[data-status=running]")
+    page.page.click("#cancel")
+    demo = page.finish()
+    invocation_id = check_accepted(demo, page, deployed)
+    assert demo["cancel"] == {"status": 200}
+    assert page.statuses()[-1] == "cancelled"
+    assert page.text("#result") == "ended cancelled: cancelled"
+    # Cut short: the result came before the task could have finished.
+    assert (demo["times"][-1] - demo["accepted"]["at"]) / 1000 < TASK_SECONDS, demo
+
+    record = deployed.get(f"/invocations/{invocation_id}").json()
+    assert record["status"] == "cancelled" and record["response"] is None
+    no_result = deployed.get(f"/invocations/{invocation_id}/result")
+    assert no_result.status_code == 409
+    assert error_of(no_result)["code"] == "no_result"
+
+
+def test_a_failing_call_shows_its_status_and_the_function_s_answer(
+    deployed: Platform, page: DemoPage
+) -> None:
+    page.page.fill("#limit", "1")
+    page.page.click("#run")
+    demo = page.finish()
+    invocation_id = check_accepted(demo, page, deployed)
+    assert page.statuses()[-1] == "failed"
+    final = demo["messages"][-1]["invocation"]
+    assert final["response"]["status"] == 400
+    assert page.text("#result") == (
+        "ended failed: the function answered 400: "
+        + json.dumps({"error": "limit must be within 2..2000000 and seconds within 0..10"})
+    )
+    assert deployed.get(f"/invocations/{invocation_id}").json()["status"] == "failed"
