@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from syskit import Platform, error_of
 
-pytestmark = pytest.mark.slow  # one browser, three runs of a 1.5 s task: about 8 s
+pytestmark = pytest.mark.slow  # one browser, a 1.5 s task, a cancel and a failure: about 6 s
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "async-browser"
 CHROMIUM_FLAGS = [
@@ -203,6 +203,7 @@ def test_page_shows_202_then_statuses_and_result_over_the_websocket(
 def test_cancel_from_the_page_ends_the_invocation_over_the_websocket(
     deployed: Platform, page: DemoPage
 ) -> None:
+    page.page.fill("#seconds", "10")
     page.page.click("#run")
     page.page.wait_for_selector("#statuses li[data-status=running]")
     page.page.click("#cancel")
@@ -211,8 +212,8 @@ def test_cancel_from_the_page_ends_the_invocation_over_the_websocket(
     assert demo["cancel"] == {"status": 200}
     assert page.statuses()[-1] == "cancelled"
     assert page.text("#result") == "ended cancelled: cancelled"
-    # Cut short: the result came before the task could have finished.
-    assert (demo["times"][-1] - demo["accepted"]["at"]) / 1000 < TASK_SECONDS, demo
+    # Cut short: the result came long before the task could have finished.
+    assert (demo["times"][-1] - demo["accepted"]["at"]) / 1000 < 5, demo
 
     record = deployed.get(f"/invocations/{invocation_id}").json()
     assert record["status"] == "cancelled" and record["response"] is None
