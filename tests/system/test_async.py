@@ -837,10 +837,26 @@ def test_large_bodies_round_trip_through_files(fns: Functions) -> None:
 # -- a dedicated platform each -------------------------------------------------------------
 
 
-def test_retention_expires_finished_records(spawn: Spawn, tmp_path: Path) -> None:
+def test_retention_expires_finished_records(
+    spawn: Spawn, tmp_path: Path, receivers: Callable[[Answerer], Receiver]
+) -> None:
     platform = spawn(None, "--retention", "1s")
     write(tmp_path / "mirror.py", MIRROR)
     platform.ok("fn", "create", "--name", "mirror", "--code", str(tmp_path / "mirror.py"))
+    # A record whose callback is still being retried outlives the retention period.
+    kept: list[int] = []
+
+    def answer(request: Received, nth: int) -> tuple[int, bytes]:
+        if nth < 3:
+            return 500, b""
+        # The 3rd delivery comes 1.5 s after the invocation ended, past the 1 s retention.
+        kept.append(
+            platform.get(f"/invocations/{request.headers['x-fissile-invocation-id']}").status_code
+        )
+        return 200, b""
+
+    receiver = receivers(answer)
+    with_callback = submit(platform, "mirror", body=b"cb", headers={"X-Callback-Url": receiver.url})
     body = b"r" * (70 * 1024)
     invocation_id = submit(platform, "mirror", body=body)
     document = wait_for(platform, invocation_id)
@@ -856,6 +872,12 @@ def test_retention_expires_finished_records(spawn: Spawn, tmp_path: Path) -> Non
     assert error_of(response)["code"] == "invocation_not_found"
     assert not stored.exists()
     assert control(platform, "GET", f"/v1/invocations/{invocation_id}").status_code == 404
+
+    deadline = time.monotonic() + 10
+    while platform.get(f"/invocations/{with_callback}").status_code == 200:
+        assert time.monotonic() < deadline, status_of(platform, with_callback)
+        time.sleep(0.05)
+    assert kept == [200]  # still there at its delivery; gone once delivered
     platform.stop_cleanly()
 
 
@@ -997,3 +1019,53 @@ def test_sigterm_with_a_long_invocation_running_logs_no_error(spawn: Spawn, tmp_
     wait_for(platform, invocation_id, {"running"})
     platform.stop_cleanly()
     assert "Traceback" not in platform.stderr(), platform.stderr()[-5000:]
+
+
+class KillingReceiver:
+    """A callback receiver that SIGKILLs the platform when the first delivery arrives, before
+    answering it; later deliveries are answered 200."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.children: list[Proc] = []
+
+    def __call__(self, request: Received, nth: int) -> tuple[int, bytes]:
+        if nth == 1:
+            self.children.extend(self.platform.children())
+            os.kill(self.platform.pid, signal.SIGKILL)
+            return 500, b""
+        return 200, b""
+
+
+def test_callback_pending_at_a_crash_is_delivered_after_restart(
+    spawn: Spawn, tmp_path: Path, receivers: Callable[[Answerer], Receiver]
+) -> None:
+    data_dir = tmp_path / "data"
+    first = spawn(data_dir)
+    killer = KillingReceiver(first)
+    receiver = receivers(killer)
+    write(tmp_path / "echo.py", ECHO)
+    first.ok("fn", "create", "--name", "echo", "--code", str(tmp_path / "echo.py"))
+    invocation_id = submit(
+        first, "echo", body=b"keep me", headers={"X-Callback-Url": f"{receiver.url}/hook"}
+    )
+    assert first.process is not None
+    first.process.wait(30)
+    assert first.process.returncode == -signal.SIGKILL
+    assert not wait_gone(killer.children, 5.0)
+
+    second = spawn(data_dir)
+    deadline = time.monotonic() + 20
+    while (document := status_of(second, invocation_id))["callback"]["state"] == "pending":
+        assert time.monotonic() < deadline, document
+        time.sleep(0.05)
+    assert document["status"] == "succeeded"
+    assert document["callback"]["state"] == "delivered", document
+    # Delivered at least once: the attempt the crash cut off, then the one after the restart.
+    assert receiver.count("/hook") == 2
+    assert document["callback"]["attempts"] == 1  # the cut-off attempt had no outcome
+    first_try, delivered = receiver.received
+    assert delivered.body == first_try.body
+    assert json.loads(delivered.body)["body"] == "keep me"
+    assert delivered.headers["x-fissile-invocation-status"] == "succeeded"
+    second.stop_cleanly()
