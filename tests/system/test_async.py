@@ -29,7 +29,7 @@ import httpx
 import pytest
 import websockets.exceptions
 import websockets.sync.client
-from syskit import Platform, Proc, Spawn, error_of, wait_gone, write
+from syskit import Platform, Proc, Spawn, assert_one_line_error, error_of, wait_gone, write
 
 FINAL = {"succeeded", "failed", "timed_out", "cancelled", "dead"}
 ACCEPTED_KEYS = {"id", "status", "status_url", "result_url", "events_url", "ws_url"}
@@ -351,8 +351,14 @@ def test_unknown_invocation_is_404_everywhere(fns: Functions) -> None:
     response = platform.request("GET", f"/invocations/{missing}/other")
     assert response.status_code == 404
     assert error_of(response)["code"] == "no_route"
-    result = platform.cli("invocation", "get", missing)
-    assert result.rc == 1 and f"invocation {missing!r} not found" in result.err, result
+    for command in (("get", missing), ("wait", missing), ("cancel", missing)):
+        assert_one_line_error(
+            platform.cli("invocation", *command), f"invocation {missing!r} not found"
+        )
+    response = control(platform, "GET", "/v1/invocations?status=finished")
+    assert response.status_code == 422, response.text
+    result = platform.cli("invocation", "list", "--status", "finished")
+    assert result.rc == 2 and "'finished' is not one of" in result.err, result
 
 
 def test_prefer_respond_async_on_a_route_with_params(fns: Functions) -> None:
@@ -474,6 +480,13 @@ def test_cancel_queued_and_running(fns: Functions) -> None:
     queued = submit(platform, "as-hold", "?s=0")
     wait_for(platform, running, {"running"})
     assert status_of(platform, queued)["status"] == "queued"
+    no_result = platform.get(f"/invocations/{running}/result")
+    assert no_result.status_code == 409
+    assert no_result.headers["retry-after"] == "1"
+    assert error_of(no_result) == {
+        "code": "no_result",
+        "message": f"invocation {running} is running; no result yet",
+    }
 
     # A queued one: it never runs.
     result = platform.ok("invocation", "cancel", queued)
