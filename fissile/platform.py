@@ -180,6 +180,8 @@ class Platform:
         self._ready = False
         for server in self._servers:
             server.should_exit = True
+        if self.invocations is not None:
+            self.invocations.close_watchers()
         if self._serving:
             hurry = asyncio.create_task(self.hurry.wait())
             drained = asyncio.create_task(asyncio.wait(self._serving))

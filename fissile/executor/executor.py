@@ -297,8 +297,11 @@ class Executor:
             instance.state = State.draining if instance.inflight else instance.state
         instance.kill("stopped by the platform")
 
-    def kill(self, instance: Instance, reason: str) -> None:
-        """End a misbehaving instance (past its timeout, dropped a request): a crash."""
+    def kill(self, instance: Instance, reason: str, crash: bool = True) -> None:
+        """End an instance now: a misbehaving one (past its timeout, dropped a request) is a
+        crash; one ended for its caller's sake (a cancelled invocation) is not."""
+        if not crash:
+            instance.expected_exit = True
         pool = self.functions.get(instance.function) if instance.function else None
         if pool is not None and instance in pool.instances:
             pool.instances.remove(instance)

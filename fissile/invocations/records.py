@@ -22,6 +22,9 @@ FINAL = frozenset(
     {Status.succeeded, Status.failed, Status.timed_out, Status.cancelled, Status.dead}
 )
 
+# Put on watchers' queues when the platform stops (compared by identity): not a state.
+CLOSING: dict[str, Any] = {"status": "closing"}
+
 
 @dataclass(slots=True)
 class Response:

@@ -24,7 +24,7 @@ from fissile.executor.connection import InstanceResponse
 from fissile.executor.instance import Instance
 from fissile.invocations.callbacks import CallbackSender
 from fissile.invocations.errors import InvocationError
-from fissile.invocations.records import Invocation, Response, Status
+from fissile.invocations.records import CLOSING, Invocation, Response, Status
 from fissile.invocations.store import InvocationStore
 from fissile.router.invoke import invoke
 
@@ -70,6 +70,7 @@ class Invocations:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._accepting = False
+        self._closing = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -102,11 +103,18 @@ class Invocations:
         """Stop taking and starting work; give running attempts ``grace`` seconds, then cut
         them off (they stay ``running`` in the database and run again at the next start)."""
         self._accepting = False
+        self.close_watchers()
         for task in self._loops:
             task.cancel()
         running = [attempt.task for attempt in self._running.values()]
         if running:
             await asyncio.wait(running, timeout=grace)
+        for attempt in list(self._running.values()):
+            # Left as running in the database: the next start runs them again.
+            attempt.cancelled = True
+            attempt.task.cancel()
+        if self._running:
+            await asyncio.wait([a.task for a in self._running.values()], timeout=1.0)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -177,7 +185,7 @@ class Invocations:
             attempt.cancelled = True
             if attempt.instance is not None:
                 # The function would go on running in its instance: end it.
-                self.executor.kill(attempt.instance, "invocation cancelled")
+                self.executor.kill(attempt.instance, "invocation cancelled", crash=False)
             attempt.task.cancel()
             invocation = attempt.invocation
         invocation.status = Status.cancelled
@@ -188,10 +196,21 @@ class Invocations:
     # -- watching -----------------------------------------------------------------------
 
     def watch(self, invocation_id: str) -> asyncio.Queue[dict[str, Any]]:
-        """A queue of the invocation's documents from now on, ending with the final one."""
+        """A queue of the invocation's documents from now on, ending with the final one, or
+        with CLOSING when the platform stops first."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        if self._closing:
+            queue.put_nowait(CLOSING)
         self._watchers.setdefault(invocation_id, set()).add(queue)
         return queue
+
+    def close_watchers(self) -> None:
+        """End every open stream and websocket: a stopping platform must not wait for
+        watchers of invocations that may run for a long time yet."""
+        self._closing = True
+        for watchers in self._watchers.values():
+            for queue in watchers:
+                queue.put_nowait(CLOSING)
 
     def unwatch(self, invocation_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
         watchers = self._watchers.get(invocation_id)

@@ -153,9 +153,10 @@ class Router:
 
         if self.front_door is not None:
             if not asynchronous:
+                # Several Prefer lines combine like one comma-separated list (RFC 7240).
                 for name, value in scope["headers"]:
-                    if name == b"prefer":
-                        asynchronous = b"respond-async" in value.lower()
+                    if name == b"prefer" and b"respond-async" in value.lower():
+                        asynchronous = True
                         break
             if asynchronous:
                 meta, callback = _async_headers(scope, function, params)

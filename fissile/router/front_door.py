@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fissile.invocations.callbacks import check_callback_url
 from fissile.invocations.errors import InvocationError
-from fissile.invocations.records import Invocation
+from fissile.invocations.records import CLOSING, Invocation
 
 if TYPE_CHECKING:
     from fissile.invocations.service import Invocations
@@ -157,11 +157,18 @@ class FrontDoor:
                     ],
                 }
             )
-            async for kind, document in _updates(current, queue, receive, SSE_KEEPALIVE):
-                if kind == "keepalive":
-                    chunk = b": keepalive\n\n"
-                else:
-                    chunk = f"event: {kind}\ndata: {json.dumps(document)}\n\n".encode()
+            try:
+                async for kind, document in _updates(current, queue, receive, SSE_KEEPALIVE):
+                    if kind == "keepalive":
+                        chunk = b": keepalive\n\n"
+                    else:
+                        chunk = f"event: {kind}\ndata: {json.dumps(document)}\n\n".encode()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except _Disconnected:
+                return
+            except _Closing:
+                # EventSource reconnects after `retry` ms: by then the platform may be back.
+                chunk = b"event: closing\nretry: 1000\ndata: {}\n\n"
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
@@ -189,6 +196,8 @@ class FrontDoor:
                 text = json.dumps({"event": kind, "invocation": document})
                 await send({"type": "websocket.send", "text": text})
             await send({"type": "websocket.close", "code": 1000})
+        except _Closing:
+            await send({"type": "websocket.close", "code": 1001})  # going away
         except _Disconnected:
             pass
         finally:
@@ -197,6 +206,10 @@ class FrontDoor:
 
 class _Disconnected(Exception):
     pass
+
+
+class _Closing(Exception):
+    """The platform is stopping: end the stream cleanly, the client can come back."""
 
 
 async def _updates(
@@ -227,6 +240,8 @@ async def _updates(
                 yield "keepalive", {}
                 continue
             document = getter.result()
+            if document is CLOSING:
+                raise _Closing
             if document["status"] in ("queued", "running"):
                 yield "status", document
             else:
