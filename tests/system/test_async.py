@@ -416,13 +416,6 @@ def test_prefer_respond_async_on_a_route_with_params(fns: Functions) -> None:
     assert result.json() == seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Router.http reads only the first Prefer header line (it breaks out of the header"
-    " loop at the first `prefer`), so respond-async in a second Prefer line (RFC 7240 allows"
-    " several; they combine like one comma-separated list) is ignored and the call runs"
-    " synchronously",
-)
 def test_respond_async_in_a_second_prefer_header(fns: Functions) -> None:
     platform = fns.platform
     response = platform.request(
@@ -543,12 +536,6 @@ def test_cancel_queued_and_running(fns: Functions) -> None:
     assert result.err == f"Error: invocation {done} already finished (succeeded)\n", result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='a cancel kills the instance with Executor.kill ("a crash"), so the pool counts it'
-    " in restarts and failures_in_a_row: three cancels in a row make a healthy function"
-    " crash-loop (503 crash_loop, back-off growing with each further cancel)",
-)
 def test_cancels_are_not_crashes(fns: Functions) -> None:
     platform = fns.platform
     for _ in range(3):
@@ -1056,12 +1043,6 @@ def test_sigterm_leaves_unfinished_invocations_to_the_next_start(
 
 # Slow (about 7 s): the stop's 5 s grace for running invocations.
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Invocations.stop() cancels only callback tasks, not attempts still running after"
-    " the grace: the executor's stop then kills their instances and each attempt records its"
-    " error on the closed invocation store (ProgrammingError traceback in the log)",
-)
 def test_sigterm_with_a_long_invocation_running_logs_no_error(spawn: Spawn, tmp_path: Path) -> None:
     platform = spawn()
     write(tmp_path / "sleepy.py", SLEEPY)
@@ -1122,14 +1103,8 @@ def test_callback_pending_at_a_crash_is_delivered_after_restart(
     second.stop_cleanly()
 
 
-# Slow (about 12 s when failing): a platform start and a stop given 10 s.
+# Slow (about 7 s): the stop's 5 s grace for the running invocation.
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="an open /events stream counts as an in-flight request: SIGTERM waits the whole"
-    " 30 s drain for it (the invocation it watches keeps running meanwhile), then cuts the"
-    " stream mid-chunk instead of ending it (a websocket watcher is closed with 1012 at once)",
-)
 def test_watchers_do_not_hold_up_a_stop(spawn: Spawn, tmp_path: Path) -> None:
     platform = spawn()
     write(tmp_path / "sleepy.py", SLEEPY)
@@ -1140,8 +1115,8 @@ def test_watchers_do_not_hold_up_a_stop(spawn: Spawn, tmp_path: Path) -> None:
 
     def watch_events() -> None:
         try:
-            _sse(platform, invocation_id)
-            ended.append("sse")
+            events = _sse(platform, invocation_id)
+            ended.append(f"sse {events[-1][0]}")
         except httpx.HTTPError as exc:
             ended.append(f"sse: {exc!r}")
 
@@ -1164,5 +1139,5 @@ def test_watchers_do_not_hold_up_a_stop(spawn: Spawn, tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     for watcher in watchers:
         watcher.join(5)
-    assert len(ended) == 2 and "sse" in ended, ended  # the stream ended, not cut
-    assert {"ws 1001", "ws 1012"} & set(ended), ended  # going away, or service restart
+    # The stream ends with an event saying so (not cut mid-chunk); the websocket goes away.
+    assert sorted(ended) == ["sse closing", "ws 1001"], ended
