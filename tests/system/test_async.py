@@ -1023,7 +1023,56 @@ def test_accepted_invocations_survive_sigkill(
     second.stop_cleanly()
 
 
-# Slow (about 10 s): the stop's 5 s grace for running invocations, two platform starts.
+class Watchers:
+    """An event stream and a websocket open on one invocation, each on a thread; ``ended``
+    says how each one ended."""
+
+    def __init__(self, platform: Platform, invocation_id: str) -> None:
+        self.platform = platform
+        self.invocation_id = invocation_id
+        self.ended: list[str] = []
+        self.connected = threading.Semaphore(0)
+        self.threads = [
+            threading.Thread(target=self._events),
+            threading.Thread(target=self._socket),
+        ]
+        for thread in self.threads:
+            thread.start()
+        for _ in self.threads:
+            assert self.connected.acquire(timeout=10), "a watcher did not connect"
+
+    def _events(self) -> None:
+        url = f"{self.platform.router_url}/invocations/{self.invocation_id}/events"
+        last = None
+        try:
+            with httpx.stream("GET", url, timeout=60) as response:
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        if last is None:
+                            self.connected.release()
+                        last = line[len("event: ") :]
+            self.ended.append(f"sse {last}")
+        except httpx.HTTPError as exc:
+            self.ended.append(f"sse {exc!r}")
+
+    def _socket(self) -> None:
+        url = f"ws://127.0.0.1:{self.platform.port}/invocations/{self.invocation_id}/ws"
+        try:
+            with websockets.sync.client.connect(url, open_timeout=10) as socket:
+                socket.recv(timeout=10)
+                self.connected.release()
+                while True:
+                    socket.recv(timeout=60)
+        except websockets.exceptions.ConnectionClosed as exc:
+            self.ended.append(f"ws {exc.rcvd.code if exc.rcvd else None}")
+
+    def join(self) -> list[str]:
+        for thread in self.threads:
+            thread.join(10)
+        return sorted(self.ended)
+
+
+# Slow (about 8 s): the stop's 5 s grace for running invocations, two platform starts.
 @pytest.mark.slow
 def test_sigterm_leaves_unfinished_invocations_to_the_next_start(
     spawn: Spawn, tmp_path: Path, receivers: Callable[[Answerer], Receiver]
@@ -1037,12 +1086,20 @@ def test_sigterm_leaves_unfinished_invocations_to_the_next_start(
         "--max-scale", "2", "--env-var", f"COUNTER={counter.url}",
     )  # fmt: skip
     short = submit(first, "work", "?s=1", body=b'{"n": 1}')  # ends within the stop's grace
-    long = submit(first, "work", "?s=8", body=b'{"n": 2}')  # cut off by the stop
+    long = submit(first, "work", "?s=60", body=b'{"n": 2}')  # cut off by the stop
     queued = submit(first, "work", "?s=0", body=b'{"n": 3}')  # never started
     wait_for(first, short, {"running"})
     wait_for(first, long, {"running"})
     assert status_of(first, queued)["status"] == "queued"
+    watchers = Watchers(first, long)
+    started = time.monotonic()
     first.stop_cleanly()
+    # Watchers do not hold up the stop (the drain would wait 30 s for an open stream): the
+    # stream ends with an event saying so, the websocket goes away; the attempt still running
+    # after the 5 s grace is cut off without an error.
+    assert time.monotonic() - started < 10
+    assert watchers.join() == ["sse closing", "ws 1001"]
+    assert "Traceback" not in first.stderr(), first.stderr()[-5000:]
 
     second = spawn(data_dir)
     documents = {i: wait_for(second, i, timeout=30) for i in (short, long, queued)}
@@ -1055,18 +1112,6 @@ def test_sigterm_leaves_unfinished_invocations_to_the_next_start(
     assert runs == {short: 1, long: 2, queued: 1}
     second.stop_cleanly()
     assert "Traceback" not in second.stderr(), second.stderr()[-5000:]
-
-
-# Slow (about 7 s): the stop's 5 s grace for running invocations.
-@pytest.mark.slow
-def test_sigterm_with_a_long_invocation_running_logs_no_error(spawn: Spawn, tmp_path: Path) -> None:
-    platform = spawn()
-    write(tmp_path / "sleepy.py", SLEEPY)
-    platform.ok("fn", "create", "--name", "sleepy", "--code", str(tmp_path / "sleepy.py"))
-    invocation_id = submit(platform, "sleepy", "?s=20")
-    wait_for(platform, invocation_id, {"running"})
-    platform.stop_cleanly()
-    assert "Traceback" not in platform.stderr(), platform.stderr()[-5000:]
 
 
 class KillingReceiver:
@@ -1117,43 +1162,3 @@ def test_callback_pending_at_a_crash_is_delivered_after_restart(
     assert json.loads(delivered.body)["body"] == "keep me"
     assert delivered.headers["x-fissile-invocation-status"] == "succeeded"
     second.stop_cleanly()
-
-
-# Slow (about 7 s): the stop's 5 s grace for the running invocation.
-@pytest.mark.slow
-def test_watchers_do_not_hold_up_a_stop(spawn: Spawn, tmp_path: Path) -> None:
-    platform = spawn()
-    write(tmp_path / "sleepy.py", SLEEPY)
-    platform.ok("fn", "create", "--name", "sleepy", "--code", str(tmp_path / "sleepy.py"))
-    invocation_id = submit(platform, "sleepy", "?s=60")
-    wait_for(platform, invocation_id, {"running"})
-    ended: list[str] = []
-
-    def watch_events() -> None:
-        try:
-            events = _sse(platform, invocation_id)
-            ended.append(f"sse {events[-1][0]}")
-        except httpx.HTTPError as exc:
-            ended.append(f"sse: {exc!r}")
-
-    def watch_socket() -> None:
-        url = f"ws://127.0.0.1:{platform.port}/invocations/{invocation_id}/ws"
-        try:
-            with websockets.sync.client.connect(url, open_timeout=10) as socket:
-                while True:
-                    socket.recv(timeout=60)
-        except websockets.exceptions.ConnectionClosed as exc:
-            ended.append(f"ws {exc.rcvd.code if exc.rcvd else None}")
-
-    watchers = [threading.Thread(target=watch_events), threading.Thread(target=watch_socket)]
-    for watcher in watchers:
-        watcher.start()
-    time.sleep(0.5)  # both connected
-    started = time.monotonic()
-    rc = platform.stop(timeout=10)  # the stop's own grace for running invocations is 5 s
-    assert rc == 0
-    assert time.monotonic() - started < 10
-    for watcher in watchers:
-        watcher.join(5)
-    # The stream ends with an event saying so (not cut mid-chunk); the websocket goes away.
-    assert sorted(ended) == ["sse closing", "ws 1001"], ended
