@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -181,7 +182,7 @@ def main(request, context):
 
 MIRROR = """
 def main(request):
-    return request.body[::-1] + request.body
+    return request.body[::-1] + request.body, 200, {"x-mirrored": str(len(request.body))}
 """
 
 ALWAYS_500 = """
@@ -461,6 +462,9 @@ def test_fn_test_async_prints_an_id_and_wait_exit_codes(fns: Functions) -> None:
     assert re.search(r"^Status: +failed$", waited.out, re.M), waited
     assert re.search(r"^Attempts: +1 of 4$", waited.out, re.M), waited  # 4xx is not retried
     assert '{"refused": "nope"}' in waited.out, waited
+    result = platform.get(f"/invocations/{refused}/result")
+    assert (result.status_code, result.json()) == (422, {"refused": "nope"})
+    assert result.headers["x-fissile-invocation-status"] == "failed"
 
     # Still running when wait gives up: exit 1 with one error line.
     slow = submit(platform, "as-neighbour", "?s=3")
@@ -883,6 +887,7 @@ def test_large_bodies_round_trip_through_files(fns: Functions) -> None:
     assert result.status_code == 200
     assert result.headers["content-type"] == "application/octet-stream"
     assert result.content == body[::-1] + body
+    assert result.headers["x-mirrored"] == str(len(body))  # the function's own headers
     # The response lives in a file; the request's file went once the invocation finished.
     assert (bodies / f"{invocation_id}.response").stat().st_size == 2 * len(body)
     assert not (bodies / f"{invocation_id}.request").exists()
@@ -976,12 +981,16 @@ def test_accepted_invocations_survive_sigkill(
         "fn", "create", "--name", "work", "--code", str(tmp_path / "work.py"),
         "--max-scale", "4", "--env-var", f"COUNTER={counter.url}",
     )  # fmt: skip
-    ids: dict[str, int] = {}
-    for n in range(CRASH_TOTAL):
+
+    def one(n: int) -> tuple[str, int]:
         # Every tenth body is over 64 KiB: it waits in a file, which must survive too.
         padding = "x" * (70 * 1024) if n % 10 == 0 else ""
         body = json.dumps({"n": n, "padding": padding}).encode()
-        ids[submit(first, "work", "?s=0.1", body=body)] = n
+        return submit(first, "work", "?s=0.1", body=body), n
+
+    with ThreadPoolExecutor(8) as pool:  # clients in parallel
+        ids = dict(pool.map(one, range(CRASH_TOTAL)))
+    assert len(ids) == CRASH_TOTAL  # distinct ids
     crash.submitted.set()
     assert first.process is not None
     first.process.wait(60)
