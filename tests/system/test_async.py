@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -739,6 +739,7 @@ def test_callback_retried_until_delivered(
         assert request.method == "POST"
         assert request.headers["x-fissile-invocation-id"] == invocation_id
         assert request.headers["x-fissile-invocation-status"] == "succeeded"
+        assert request.headers["x-fissile-function"] == "as-echo"
         assert request.headers["x-fissile-response-status"] == "200"
         assert request.headers["content-type"] == "application/json"
         assert request.body == result.content
@@ -760,6 +761,8 @@ def test_callback_retried_until_delivered(
         "attempts": 3,
         "error": None,
     }
+    described = platform.ok("invocation", "get", invocation_id).out
+    assert f"Callback: {receiver.url}/hook?k=v (delivered, 3 attempts)\n" in described, described
 
 
 def test_callback_of_an_invocation_without_a_response(
@@ -965,6 +968,22 @@ def test_retention_expires_finished_records(
     platform.stop_cleanly()
 
 
+def test_body_limit_applies_before_acceptance(spawn: Spawn, tmp_path: Path) -> None:
+    platform = spawn(None, "--max-body", "100Ki")
+    write(tmp_path / "mirror.py", MIRROR)
+    platform.ok("fn", "create", "--name", "mirror", "--code", str(tmp_path / "mirror.py"))
+    response = platform.request("POST", "/async-function/mirror", content=b"b" * (101 * 1024))
+    assert response.status_code == 413
+    assert error_of(response) == {
+        "code": "body_too_large",
+        "message": f"request body exceeds {100 * 1024} bytes",
+    }
+    assert control(platform, "GET", "/v1/invocations").json() == []
+    invocation_id = submit(platform, "mirror", body=b"b" * (100 * 1024))
+    assert wait_for(platform, invocation_id)["status"] == "succeeded"
+    platform.stop_cleanly()
+
+
 CRASH_TOTAL = 300
 CRASH_AFTER = 40  # attempts begun when the platform is killed
 
@@ -1028,6 +1047,7 @@ def test_accepted_invocations_survive_sigkill(
     stored = {path.stem for path in (data_dir / "invocations").glob("*.request")}
     assert stored and stored <= set(ids), stored
 
+    restarted = datetime.now(UTC)
     second = spawn(data_dir)
     deadline = time.monotonic() + 90
     while True:
@@ -1048,6 +1068,15 @@ def test_accepted_invocations_survive_sigkill(
         assert (result.status_code, result.json()["n"]) == (200, ids[invocation_id])
 
     assert not list((data_dir / "invocations").glob("*.request"))
+    # The backlog resumed in the order it was accepted.
+    resumed = sorted(
+        (record["created_at"], datetime.fromisoformat(record["started_at"]))
+        for record in records
+        if datetime.fromisoformat(record["started_at"]) > restarted
+    )
+    assert len(resumed) >= CRASH_TOTAL // 2
+    starts = [started for _, started in resumed]
+    assert starts == sorted(starts)
 
     runs = Counter(counter.hits[f"/{invocation_id}"] for invocation_id in ids)
     # Every one ran; only those cut off mid-run (at most the 4 instances' worth) ran twice.
