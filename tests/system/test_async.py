@@ -860,6 +860,24 @@ def test_sse_streams_status_then_result(fns: Functions) -> None:
     assert [(kind, document["status"]) for kind, document in again] == [("result", "succeeded")]
 
 
+def test_watchers_leaving_early_leave_the_invocation_alone(fns: Functions) -> None:
+    platform = fns.platform
+    invocation_id = submit(platform, "as-neighbour", "?s=1")
+    wait_for(platform, invocation_id, {"running"})
+    url = f"{platform.router_url}/invocations/{invocation_id}/events"
+    with platform.http.stream("GET", url) as response:
+        first = next(response.iter_lines())
+        assert first == "event: status"
+    ws_url = f"ws://127.0.0.1:{platform.port}/invocations/{invocation_id}/ws"
+    with websockets.sync.client.connect(ws_url, open_timeout=10) as socket:
+        message = json.loads(socket.recv(timeout=10))
+        assert (message["event"], message["invocation"]["status"]) == ("status", "running")
+    document = wait_for(platform, invocation_id)
+    assert (document["status"], body_of(document)) == ("succeeded", {"slept": 1.0})
+    # Whoever comes later still gets the result.
+    assert [kind for kind, _ in _sse(platform, invocation_id)] == ["result"]
+
+
 def test_websocket_pushes_status_then_result_then_closes(fns: Functions) -> None:
     platform = fns.platform
     invocation_id = submit(platform, "as-sleepy", "?s=0.6")
