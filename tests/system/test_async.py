@@ -152,6 +152,16 @@ def main(request):
     os._exit(3)
 """
 
+# Crashes its instance on one input only.
+POISON = """
+import os
+
+def main(request):
+    if request.text == "poison":
+        os._exit(4)
+    return {"ok": request.text}
+"""
+
 SLEEPY = """
 import time
 
@@ -222,6 +232,7 @@ def fns(
         "always500": ALWAYS_500,
         "refuse": REFUSE,
         "crash": CRASH,
+        "poison": POISON,
     }
     for name, text in sources.items():
         write(work / f"{name}.py", text)
@@ -245,6 +256,7 @@ def fns(
         create("as-refuse", "refuse", "--async-retries", "3"),
         create("as-slow", "sleepy", "--timeout", "1s"),
         create("as-crash", "crash"),
+        create("as-poison", "poison", "--max-scale", "1"),
     )
     platform.ok(
         "route", "create", "--function", "as-echo", "--url", "/as-orders/{order}/items/{item}",
@@ -686,6 +698,30 @@ def test_crash_without_retries_fails(fns: Functions) -> None:
         "message": f"invocation {invocation_id} ended failed without a response:"
         " the instance of as-crash died: exited with status 3",
     }
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="three poison invocations crash the function's instances, so the pool backs off"
+    " (crash_loop); the worker records the executor's 503 crash_loop answer as the next"
+    " invocations' failed attempt, and good invocations queued behind fail without ever"
+    " running (with retries, the back-off burns their attempts); a crash_loop refusal should"
+    " put the invocation back until the back-off ends, like a 429",
+)
+def test_poison_invocations_do_not_fail_the_ones_behind(fns: Functions) -> None:
+    platform = fns.platform
+    poison = [submit(platform, "as-poison", body=b"poison") for _ in range(3)]
+    good = [submit(platform, "as-poison", body=f"good{n}".encode()) for n in range(2)]
+    for invocation_id in poison:
+        document = wait_for(platform, invocation_id)
+        assert (document["status"], document["error"]) == (
+            "failed",
+            "the instance of as-poison died: exited with status 4",
+        )
+    for n, invocation_id in enumerate(good):
+        document = wait_for(platform, invocation_id, timeout=15)
+        assert (document["status"], document["attempts"]) == ("succeeded", 1), document
+        assert body_of(document) == {"ok": f"good{n}"}
 
 
 def test_timeout_without_retries(fns: Functions) -> None:
