@@ -317,6 +317,7 @@ def check_ledger(
         "finished_during_run_per_s": round(done_during / run["duration_s"], 1),
         "backlog_at_end": added - done_during,
         "drain_s": round(waited, 2),
+        "drain_per_s": round((added - done_during) / waited, 1) if waited > 0 else None,
         "drained": not drained.get("queued") and not drained.get("running"),
         "succeeded_after_drain": succeeded,
         "not_succeeded": {s: n - before.get(s, 0) for s, n in drained.items() if s != "succeeded"},
@@ -469,6 +470,7 @@ def main() -> None:
             "async_accepted_per_s": accepted_per_s,
             "async_over_sync": ratio(accepted_per_s, runs["sync"]["answered_2xx_per_s"]),
             "async_executed_during_run_per_s": runs["async"]["finished_during_run_per_s"],
+            "async_executed_after_run_per_s": runs["async"]["drain_per_s"],
         },
         latency=latencies,
         target={
