@@ -959,11 +959,8 @@ def test_large_bodies_round_trip_through_files(fns: Functions) -> None:
     platform = fns.platform
     body = bytes(range(256)) * 400  # 100 KiB, not UTF-8
     bodies = platform.data_dir / "invocations"
-    # Behind a busy function's instance, so the request is still stored when we look.
-    blocker = submit(platform, "as-mirror", body=b"x")
     invocation_id = submit(platform, "as-mirror", body=body)
     document = wait_for(platform, invocation_id)
-    wait_for(platform, blocker)
     assert document["status"] == "succeeded", document
     assert document["response"]["body_encoding"] == "base64"
     result = platform.get(f"/invocations/{invocation_id}/result")
@@ -974,6 +971,15 @@ def test_large_bodies_round_trip_through_files(fns: Functions) -> None:
     # The response lives in a file; the request's file went once the invocation finished.
     assert (bodies / f"{invocation_id}.response").stat().st_size == 2 * len(body)
     assert not (bodies / f"{invocation_id}.request").exists()
+
+    # Queued behind a busy instance, the request waits in its file; a cancel removes it.
+    blocker = submit(platform, "as-hold", "?s=1")
+    queued = submit(platform, "as-hold", "?s=0", body=body)
+    stored = bodies / f"{queued}.request"
+    assert stored.read_bytes() == body
+    assert platform.request("DELETE", f"/invocations/{queued}").status_code == 200
+    assert not stored.exists()
+    assert wait_for(platform, blocker)["status"] == "succeeded"
 
 
 # -- a dedicated platform each -------------------------------------------------------------
