@@ -3,13 +3,15 @@ its page opened in headless Chromium (driven by Playwright), its buttons clicked
 show the 202 and the invocation's id first, then each status and the result pushed over the
 invocation's websocket; a cancel and a failing call end the same way, with their status.
 
-Needs Debian's ``chromium`` and the ``playwright`` package (the test extra); skipped without
-them, failed without them when CI=true. Playwright only drives the system's Chromium: it never
-downloads a browser of its own.
+The browser tests need Debian's ``chromium`` and the ``playwright`` package (the test extra);
+they are skipped without them, failed without them when CI=true. Playwright only drives the
+system's Chromium: it never downloads a browser of its own. One test does what the page's
+script does from Python, so the example is checked everywhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -21,7 +23,8 @@ from typing import Any
 import pytest
 from syskit import Platform, error_of
 
-pytestmark = pytest.mark.slow  # one browser, a 1.5 s task, a cancel and a failure: about 6 s
+# The browser tests are slow (marked each): one browser, a 1.5 s task, a cancel and a failure,
+# about 6 s together.
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "async-browser"
 CHROMIUM_FLAGS = [
@@ -148,6 +151,31 @@ def page(deployed: Platform, browser: Any) -> Iterator[DemoPage]:
         tab.page.close()
 
 
+def test_the_example_without_a_browser(deployed: Platform) -> None:
+    """What the page's script does, from Python: the example works where Chromium is missing."""
+    from websockets.asyncio.client import connect
+
+    accepted = deployed.request(
+        "POST", "/async-function/long-task", json={"limit": 1000, "seconds": 0.3}
+    )
+    assert accepted.status_code == 202, accepted.text
+    document = accepted.json()
+    assert accepted.headers["location"] == f"/invocations/{document['id']}"
+
+    async def follow() -> tuple[list[dict[str, Any]], int | None]:
+        async with connect(document["ws_url"], open_timeout=10) as socket:
+            received = [json.loads(raw) async for raw in socket]
+            return received, socket.close_code
+
+    received, close_code = asyncio.run(asyncio.wait_for(follow(), 30))
+    assert close_code == 1000
+    assert received[-1]["event"] == "result"
+    final = received[-1]["invocation"]
+    assert final["status"] == "succeeded" and final["id"] == document["id"]
+    answer = json.loads(final["response"]["body"])
+    assert answer["limit"] == 1000 and answer["primes"] == 168 and answer["seconds"] >= 0.3
+
+
 def check_accepted(demo: dict[str, Any], page: DemoPage, platform: Platform) -> str:
     """The 202, as the page shows it, and the one websocket the browser opened: its ws_url."""
     accepted = demo["accepted"]
@@ -170,6 +198,7 @@ def check_accepted(demo: dict[str, Any], page: DemoPage, platform: Platform) -> 
     return invocation_id
 
 
+@pytest.mark.slow
 def test_page_shows_202_then_statuses_and_result_over_the_websocket(
     deployed: Platform, page: DemoPage
 ) -> None:
@@ -200,6 +229,7 @@ def test_page_shows_202_then_statuses_and_result_over_the_websocket(
     assert stored.json() == answer
 
 
+@pytest.mark.slow
 def test_cancel_from_the_page_ends_the_invocation_over_the_websocket(
     deployed: Platform, page: DemoPage
 ) -> None:
@@ -222,6 +252,7 @@ def test_cancel_from_the_page_ends_the_invocation_over_the_websocket(
     assert error_of(no_result)["code"] == "no_result"
 
 
+@pytest.mark.slow
 def test_a_failing_call_shows_its_status_and_the_function_s_answer(
     deployed: Platform, page: DemoPage
 ) -> None:
