@@ -30,9 +30,22 @@ _BODY_HEADERS = frozenset({"content-type", "content-encoding", "content-language
 
 def check_callback_url(url: str) -> str | None:
     """Why ``url`` cannot be a callback target, or None when it can."""
-    parts = urlsplit(url)
+    problem = f"X-Callback-Url must be an absolute http(s) URL, not {url!r}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsing the port is the check (ValueError when invalid)
+    except ValueError:
+        return problem
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"X-Callback-Url must be an absolute http(s) URL, not {url!r}"
+        return problem
+    if any(c in url for c in " \r\n\t"):
+        return problem
+    try:
+        import httpx
+
+        httpx.URL(url)
+    except Exception:
+        return problem
     return None
 
 
@@ -86,7 +99,7 @@ class CallbackSender:
             self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
         try:
             response = await self._client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # httpx.HTTPError, InvalidURL, ...: all end in the record
             return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= response.status_code < 300:
             return None

@@ -326,12 +326,18 @@ class Invocations:
                 invocation.error = f"the function answered {result.status}"
                 return self._finish(invocation)
             return self._failed(invocation, f"the function answered {result.status}", False)
-        if result.status == 429:
-            # No room right now: not the function's failure, so not an attempt.
+        if result.status == 429 or result.code == "crash_loop":
+            # No room right now, or starts held back while the function crash-loops (other
+            # invocations crashed it): not this invocation's failure, so not an attempt.
+            pause = OVERLOAD_PAUSE
+            pool = self.executor.functions.get(invocation.function)
+            if pool is not None:
+                pause = max(pause, pool.backing_off())
             invocation.attempts -= 1
             invocation.status = Status.queued
-            invocation.next_attempt_at = time.time() + OVERLOAD_PAUSE
+            invocation.next_attempt_at = time.time() + pause
             self.store.requeued(invocation)
+            self._notify(invocation)
             self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
             return None
         invocation.response = None

@@ -114,9 +114,11 @@ class InvocationStore:
 
     def requeued(self, invocation: Invocation) -> None:
         self._execute(
-            "UPDATE invocations SET status = ?, next_attempt_at = ?, error = ? WHERE id = ?",
+            "UPDATE invocations SET status = ?, attempts = ?, next_attempt_at = ?, error = ?"
+            " WHERE id = ?",
             (
                 str(invocation.status),
+                invocation.attempts,
                 invocation.next_attempt_at,
                 invocation.error,
                 invocation.id,
