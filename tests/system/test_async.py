@@ -1072,7 +1072,7 @@ class CrashingCounter:
         return 200, str(nth).encode()
 
 
-# Slow (about 11 s): 300 invocations of 0.1 s on 4 instances, twice a platform start.
+# Slow (about 11 s): 300+ invocations of 0.1 s on 4 instances, twice a platform start.
 @pytest.mark.slow
 def test_accepted_invocations_survive_sigkill(
     spawn: Spawn, tmp_path: Path, receivers: Callable[[Answerer], Receiver]
@@ -1096,12 +1096,40 @@ def test_accepted_invocations_survive_sigkill(
     with ThreadPoolExecutor(8) as pool:  # clients in parallel
         ids = dict(pool.map(one, range(CRASH_TOTAL)))
     assert len(ids) == CRASH_TOTAL  # distinct ids
+    # A client goes on submitting until the kill cuts it off: every 202 it got must hold.
+    late: dict[str, int] = {}
+
+    def keep_submitting() -> None:
+        with httpx.Client(timeout=10) as client:
+            for n in itertools.count(CRASH_TOTAL):
+                body = json.dumps({"n": n}).encode()
+                try:
+                    response = client.post(
+                        f"{first.router_url}/async-function/work?s=0.1", content=body
+                    )
+                except httpx.HTTPError:
+                    return
+                assert response.status_code == 202, response.text
+                late[response.json()["id"]] = n
+
+    # The kill comes with the first attempt begun once the submitter runs (after
+    # CRASH_AFTER have begun, so some finished before it): a few late ones are accepted.
+    deadline = time.monotonic() + 30
+    while len(crash.started) < CRASH_AFTER:
+        assert time.monotonic() < deadline, "the backlog does not move"
+        time.sleep(0.01)
+    submitter = threading.Thread(target=keep_submitting)
+    submitter.start()
     crash.submitted.set()
     assert first.process is not None
     first.process.wait(60)
+    submitter.join(10)
+    assert not submitter.is_alive()
+    ids.update(late)
     assert crash.killed.is_set(), "the platform finished before it was killed"
     assert first.process.returncode == -signal.SIGKILL
     assert len(crash.started) < CRASH_TOTAL // 2, "too little backlog left at the kill"
+    assert len(late) < 200, "the kill came late"
     # Its zygotes and instances (some mid-request) die with it.
     assert any(p.comm.startswith("fi-") for p in crash.children), crash.children
     assert not wait_gone(crash.children, 5.0)
@@ -1112,13 +1140,18 @@ def test_accepted_invocations_survive_sigkill(
     second = spawn(data_dir)
     deadline = time.monotonic() + 90
     while True:
-        records = control(second, "GET", "/v1/invocations?function=work&limit=1000").json()
+        records = control(second, "GET", "/v1/invocations?function=work&limit=10000").json()
         if all(record["status"] in FINAL for record in records):
             break
         assert time.monotonic() < deadline, Counter(r["status"] for r in records)
         time.sleep(0.2)
     by_id = {record["id"]: record for record in records}
-    assert set(by_id) == set(ids), "accepted invocations lost, or unknown ones found"
+    assert set(ids) <= set(by_id), "accepted invocations lost"
+    # At most the one in flight at the kill was stored without its 202 reaching the client.
+    unanswered = set(by_id) - set(ids)
+    assert len(unanswered) <= 1, unanswered
+    for invocation_id in unanswered:
+        assert by_id[invocation_id]["status"] == "succeeded"
     for invocation_id, n in ids.items():
         record = by_id[invocation_id]
         assert record["status"] == "succeeded", record
@@ -1143,7 +1176,7 @@ def test_accepted_invocations_survive_sigkill(
     # Every one ran; only those cut off mid-run (at most the 4 instances' worth) ran twice.
     assert set(runs) <= {1, 2}, runs
     assert 1 <= runs[2] <= 4, runs
-    print(f"\n{len(ids)} accepted before the kill; {runs[2]} ran twice")
+    print(f"\n{len(ids)} accepted ({len(late)} while it was killed); {runs[2]} ran twice")
     second.stop_cleanly()
 
 
