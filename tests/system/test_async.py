@@ -352,6 +352,9 @@ def test_unknown_function_is_404_and_nothing_is_queued(fns: Functions) -> None:
     assert control(platform, "GET", "/v1/invocations?function=as-nope").json() == []
     listed = platform.ok("invocation", "list", "--function", "as-nope", "-o", "json").out
     assert json.loads(listed) == []
+    result = platform.cli("fn", "test", "--name", "as-nope", "--async")
+    assert_one_line_error(result, "as-nope", "not found")
+    assert result.out == ""
 
 
 def test_unknown_invocation_is_404_everywhere(fns: Functions) -> None:
