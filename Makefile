@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/coldstart.py
 	$(BIN)/python benchmarks/warm.py
 	$(BIN)/python benchmarks/sandbox.py
+	$(BIN)/python benchmarks/async.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

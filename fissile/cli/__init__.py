@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -21,6 +22,10 @@ class _Group(click.Group):
         except ClientError as exc:
             click.echo(f"Error: {exc.message}", err=True)
             sys.exit(1)
+        except BrokenPipeError:
+            # The reader went away (`fissile inv list | head`): not an error of ours.
+            sys.stderr.close()
+            os._exit(0)
         except OSError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(1)

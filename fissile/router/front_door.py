@@ -107,7 +107,7 @@ class FrontDoor:
             await self._document(scope, send, invocation)
             return
         if what == "events":
-            await self._events(invocation_id, receive, send)
+            await self._events(scope, invocation_id, receive, send)
             return
         found = self.invocations.get(invocation_id)
         if found is None:
@@ -140,12 +140,17 @@ class FrontDoor:
         headers.append((b"x-fissile-invocation-status", str(invocation.status).encode()))
         await _send(send, response.status, response.body, headers)
 
-    async def _events(self, invocation_id: str, receive: Receive, send: Send) -> None:
+    async def _events(self, scope: Scope, invocation_id: str, receive: Receive, send: Send) -> None:
         queue = self.invocations.watch(invocation_id)
         try:
             current = self.invocations.get(invocation_id)
             if current is None:
                 await _not_found(send, invocation_id)
+                return
+            if current.final and _header(scope, b"last-event-id") == b"result":
+                # A browser's EventSource reconnects whenever a stream ends; after the result
+                # was delivered, 204 is what tells it to stop.
+                await _send(send, 204, b"", [])
                 return
             await send(
                 {
@@ -162,7 +167,8 @@ class FrontDoor:
                     if kind == "keepalive":
                         chunk = b": keepalive\n\n"
                     else:
-                        chunk = f"event: {kind}\ndata: {json.dumps(document)}\n\n".encode()
+                        data = json.dumps(document)
+                        chunk = f"id: {kind}\nevent: {kind}\ndata: {data}\n\n".encode()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except _Disconnected:
                 return
@@ -256,6 +262,13 @@ async def _disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] in ("http.disconnect", "websocket.disconnect"):
             return
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
 
 
 def _split(path: str) -> tuple[str, str]:

@@ -174,6 +174,8 @@ async def test_cancel_queued_and_running(door: Door) -> None:
     queued = await door.submit("/async-function/work")
     await until(lambda: door.service.get(running).status is Status.running)  # type: ignore[union-attr]
     pool = door.harness.executor.function("work")
+    # "running" is recorded before an instance is acquired: wait for the one serving it.
+    await until(lambda: pool.instances and pool.instances[0].inflight)
     pid = pool.instances[0].pid
     cancelled = await door.client.delete(f"/invocations/{queued}")
     assert cancelled.json()["status"] == "cancelled"

@@ -271,13 +271,6 @@ def test_a_failing_call_shows_its_status_and_the_function_s_answer(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a browser's EventSource on events_url never stops: the stream ends after `event:"
-    " result`, which EventSource treats as a dropped connection, and it reconnects every ~3 s"
-    " and gets the result again; the events carry no `id:`, so a reconnect cannot be told"
-    " apart and answered 204 No Content (the SSE way to tell a browser to stop)",
-)
 def test_an_event_source_stops_after_the_result(deployed: Platform, page: DemoPage) -> None:
     seen = page.page.evaluate(
         """async () => {

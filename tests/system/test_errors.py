@@ -373,7 +373,7 @@ def test_function_that_dies(platform: Platform, tmp_path: Path, crash: str, caus
     # A fresh instance serves the next request; the crash is on record.
     assert platform.get(f"/function/{name}").text == "alive"
     shown = platform.ok("fn", "get", "--name", name).out
-    assert "Restarts:     1" in shown, shown
+    assert "Restarts:      1" in shown, shown
     assert cause in shown
 
 
