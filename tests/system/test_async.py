@@ -41,6 +41,7 @@ from syskit import (
     assert_one_line_error,
     error_of,
     process_table,
+    spawned_by,
     wait_gone,
     write,
 )
@@ -1125,6 +1126,7 @@ def test_accepted_invocations_survive_sigkill(
     # Its zygotes and instances (some mid-request) die with it.
     assert any(p.comm.startswith("fi-") for p in crash.children), crash.children
     assert not wait_gone(crash.children, 5.0)
+    assert not spawned_by(first.pid)
     stored = {path.stem for path in (data_dir / "invocations").glob("*.request")}
     assert stored and stored <= set(ids), stored
 
@@ -1295,6 +1297,7 @@ def test_callback_pending_at_a_crash_is_delivered_after_restart(
     first.process.wait(30)
     assert first.process.returncode == -signal.SIGKILL
     assert not wait_gone(killer.children, 5.0)
+    assert not spawned_by(first.pid)
 
     second = spawn(data_dir)
     deadline = time.monotonic() + 20
