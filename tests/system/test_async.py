@@ -857,20 +857,28 @@ def test_malformed_callback_urls_are_refused(spawn: Spawn, tmp_path: Path) -> No
 # -- push: SSE and websocket ---------------------------------------------------------------
 
 
-def _sse(platform: Platform, invocation_id: str) -> list[tuple[str, dict[str, Any]]]:
+def _sse(
+    platform: Platform, invocation_id: str, headers: dict[str, str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The (event, data) pairs of the invocation's event stream, read to its end; each event's
+    id is its kind (what a reconnecting EventSource sends back as Last-Event-ID)."""
     events: list[tuple[str, dict[str, Any]]] = []
-    with platform.http.stream(
-        "GET", f"{platform.router_url}/invocations/{invocation_id}/events", timeout=30
-    ) as response:
+    url = f"{platform.router_url}/invocations/{invocation_id}/events"
+    with platform.http.stream("GET", url, headers=headers, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/event-stream"
-        kind = None
+        fields: dict[str, str] = {}
         for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line[len("event: ") :]
-            elif line.startswith("data: "):
-                assert kind is not None
-                events.append((kind, json.loads(line[len("data: ") :])))
+            if line.startswith(":"):
+                continue
+            if line:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+                continue
+            if fields:  # a blank line ends an event
+                assert fields.get("id") == fields["event"], fields
+                events.append((fields["event"], json.loads(fields["data"])))
+                fields = {}
     return events
 
 
@@ -888,6 +896,13 @@ def test_sse_streams_status_then_result(fns: Functions) -> None:
     # Already finished: the result at once, and the stream ends.
     again = _sse(platform, invocation_id)
     assert [(kind, document["status"]) for kind, document in again] == [("result", "succeeded")]
+    # An EventSource reconnecting after the result is told to stop; one that saw only a
+    # status gets the result.
+    url = f"/invocations/{invocation_id}/events"
+    stop = platform.get(url, headers={"last-event-id": "result"})
+    assert (stop.status_code, stop.content) == (204, b"")
+    later = _sse(platform, invocation_id, {"last-event-id": "status"})
+    assert [(kind, document["status"]) for kind, document in later] == [("result", "succeeded")]
 
 
 def test_watchers_leaving_early_leave_the_invocation_alone(fns: Functions) -> None:
@@ -896,8 +911,9 @@ def test_watchers_leaving_early_leave_the_invocation_alone(fns: Functions) -> No
     wait_for(platform, invocation_id, {"running"})
     url = f"{platform.router_url}/invocations/{invocation_id}/events"
     with platform.http.stream("GET", url) as response:
-        first = next(response.iter_lines())
-        assert first == "event: status"
+        lines = response.iter_lines()
+        assert next(lines) == "id: status"
+        assert next(lines) == "event: status"
     ws_url = f"ws://127.0.0.1:{platform.port}/invocations/{invocation_id}/ws"
     with websockets.sync.client.connect(ws_url, open_timeout=10) as socket:
         message = json.loads(socket.recv(timeout=10))
