@@ -144,6 +144,23 @@ class Client:
         except httpx.ConnectError:
             raise ClientError(f"cannot reach the fissile API at {self.base_url}") from None
 
+    def publish(
+        self,
+        topic: str,
+        body: bytes,
+        mqtype: str = "embedded",
+        broker_url: str | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        params = {"mqtype": mqtype}
+        if broker_url:
+            params["broker_url"] = broker_url
+        headers = {"content-type": content_type or "application/octet-stream"}
+        result: dict[str, Any] = self._json(
+            "POST", f"/v1/topics/{topic}/messages", content=body, params=params, headers=headers
+        )
+        return result
+
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", "/v1/info")
         return result

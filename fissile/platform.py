@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -22,12 +23,18 @@ from fissile.builder import ArchiveStore, Builder
 from fissile.config import Config
 from fissile.controlplane import Resources, create_api
 from fissile.controlplane.auth import ensure_token
+from fissile.events import EventBus
 from fissile.executor import Executor
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
 from fissile.router import Router
+from fissile.router.internal import PlatformSocketApp
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
+from fissile.triggers.mq.consumer import ConsumerManager
+from fissile.triggers.mq.hub import BrokerHub
+from fissile.triggers.timer import TimerService, TimerState
+from fissile.triggers.watch import WatchService, publish_function_changes
 
 logger = logging.getLogger("fissile")
 
@@ -73,6 +80,12 @@ class Platform:
         self.executor: Executor | None = None
         self.builder: Builder | None = None
         self.logs: LogBook | None = None
+        self.events = EventBus()
+        self.brokers: BrokerHub | None = None
+        self.consumers: ConsumerManager | None = None
+        self.timers: TimerService | None = None
+        self.watches: WatchService | None = None
+        self._timer_state: TimerState | None = None
         self._servers: list[_Server] = []
         self._serving: list[asyncio.Task[None]] = []
         self._ready = False
@@ -109,7 +122,12 @@ class Platform:
         archives = ArchiveStore(config.archives)
         try:
             self.executor = executor = Executor(
-                store, config.deploy, logs, sandbox_mode=config.sandbox, data_dir=config.data_dir
+                store,
+                config.deploy,
+                logs,
+                sandbox_mode=config.sandbox,
+                data_dir=config.data_dir,
+                events=self.events,
             )
         except SandboxUnavailable as exc:
             raise StartupError(str(exc)) from None
@@ -121,8 +139,15 @@ class Platform:
                 " anyone who can reach it and holds the token controls this platform"
             )
         self.builder = builder = Builder(store, archives, config.deploy)
-        resources = Resources(store, builder, archives, executor, logs)
+        self.brokers = brokers = BrokerHub(config.data_dir / "mq.db")
+        self.consumers = consumers = ConsumerManager(store, brokers, executor)
+        self._timer_state = TimerState(config.data_dir / "triggers.db")
+        self.timers = timers = TimerService(store, self._timer_state, executor)
+        self.watches = watches = WatchService(store, self.events, executor)
+        statuses: dict[str, Any] = {"mqtriggers": consumers.status, "timetriggers": timers.status}
+        resources = Resources(store, builder, archives, executor, logs, statuses)
         router = Router(executor, max_body=config.max_body)
+        platform_socket = _listen_unix(executor.platform_socket)
         info = PlatformInfo(
             version=fissile.__version__,
             router_url=config.router_url,
@@ -130,12 +155,22 @@ class Platform:
             sandbox_mode=sandbox.mode,
             sandbox_active=sandbox.active(),
         )
-        api = create_api(resources, logs, info, self.ready, token=token)
+        api = create_api(resources, logs, info, self.ready, token=token, publisher=brokers.deliver)
+        internal = PlatformSocketApp(executor, brokers.deliver)
 
         builder.resume()
         await executor.start()
         router.follow(store)
-        for app, sock in ((router, router_sock), (api, api_sock)):
+        publish_function_changes(store, self.events)
+        watches.start()
+        consumers.start()
+        timers.start()
+        servers: list[tuple[Any, socket.socket]] = [
+            (router, router_sock),
+            (api, api_sock),
+            (internal, platform_socket),
+        ]
+        for app, sock in servers:
             server = _Server(
                 uvicorn.Config(
                     app,
@@ -156,6 +191,9 @@ class Platform:
         while not all(server.started for server in self._servers):
             await asyncio.sleep(0.01)
         self._ready = True
+        self.events.publish(
+            "node.started", {"version": fissile.__version__, "router_url": config.router_url}
+        )
         _say(
             f"fissile {fissile.__version__}: router {config.router_url},"
             f" control API http://{config.api_host}:{config.api_port},"
@@ -179,6 +217,17 @@ class Platform:
             for server in self._servers:
                 server.force_exit = True
             await asyncio.wait(self._serving, timeout=2.0)
+        if self.timers is not None:
+            self.timers.stop()
+        if self.watches is not None:
+            self.watches.stop()
+        if self.consumers is not None:
+            await self.consumers.stop()
+        if self.brokers is not None:
+            await self.brokers.close()
+        if self._timer_state is not None:
+            self._timer_state.close()
+        await self.events.drain(timeout=2.0)
         if self.builder is not None:
             await self.builder.stop()
         if self.executor is not None:
@@ -189,6 +238,18 @@ class Platform:
             self.store.close()
         if self._lock is not None:
             os.close(self._lock)
+
+
+def _listen_unix(path: Path) -> socket.socket:
+    """The platform socket: instances run as other uids, hence 0666 (its directory is the
+    executor's, reachable by instances only through their sandbox's bind)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path.unlink(missing_ok=True)
+    sock.bind(str(path))
+    os.chmod(path, 0o666)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
 
 
 def _lock_data_dir(config: Config) -> int:

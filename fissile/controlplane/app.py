@@ -5,7 +5,8 @@ route functions' annotations, which must be real classes, not strings.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,21 @@ from fissile.models import (
     FunctionSpec,
     HTTPTrigger,
     HTTPTriggerSpec,
+    MessageQueueTrigger,
+    MessageQueueTriggerSpec,
     Package,
     PackageSpec,
     PlatformInfo,
+    TimeTrigger,
+    TimeTriggerSpec,
+    WatchTrigger,
+    WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.triggers.mq.hub import PublishRefused
+
+# (mqtype, topic, body, headers, broker URL); raises PublishRefused.
+Publisher = Callable[[str, str, bytes, dict[str, str], str | None], Awaitable[None]]
 
 
 def create_api(
@@ -41,6 +52,7 @@ def create_api(
     info: PlatformInfo,
     ready: Callable[[], bool],
     token: str | None = None,
+    publisher: Publisher | None = None,
 ) -> FastAPI:
     """The control API; with a ``token``, every request but ``/healthz`` must carry it."""
     app = FastAPI(
@@ -157,6 +169,34 @@ def create_api(
     crud("/v1/packages", "packages", PackageSpec, Package, "packages")
     crud("/v1/functions", "functions", FunctionSpec, Function, "functions")
     crud("/v1/httptriggers", "httptriggers", HTTPTriggerSpec, HTTPTrigger, "httptriggers")
+    crud("/v1/timetriggers", "timetriggers", TimeTriggerSpec, TimeTrigger, "triggers")
+    crud("/v1/mqtriggers", "mqtriggers", MessageQueueTriggerSpec, MessageQueueTrigger, "triggers")
+    crud("/v1/watchtriggers", "watchtriggers", WatchTriggerSpec, WatchTrigger, "triggers")
+
+    if publisher is not None:
+        send = publisher
+
+        @app.post("/v1/topics/{topic}/messages", status_code=202, tags=["triggers"])
+        async def publish(
+            topic: str,
+            request: Request,
+            mqtype: str = "embedded",
+            broker_url: str | None = None,
+        ) -> dict[str, Any]:
+            """Publish the raw request body to a topic (``fissile topic publish``)."""
+            body = await request.body()
+            headers = {
+                k: v
+                for k, v in request.headers.items()
+                if k == "content-type" or k.startswith("x-message-")
+            }
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+                raise ApiError(422, "invalid", f"invalid topic {topic!r}")
+            try:
+                await send(mqtype, topic, body, headers, broker_url)
+            except PublishRefused as exc:
+                raise ApiError(exc.status, exc.code, exc.message) from None
+            return {"topic": topic, "mqtype": mqtype, "size": len(body)}
 
     @app.post("/v1/packages/{name}/rebuild", response_model=Package, tags=["packages"])
     async def rebuild(name: str) -> Any:

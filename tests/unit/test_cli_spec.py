@@ -60,6 +60,9 @@ def test_documents_stored_without_labels_still_load(kind: str) -> None:
         "packages": {"name": "p", "env": "python", "source": "0" * 64},
         "functions": {"name": "f", "env": "python", "package": "p"},
         "httptriggers": {"name": "t", "function": "f", "url": "/t"},
+        "timetriggers": {"name": "t", "function": "f", "cron": "@hourly"},
+        "mqtriggers": {"name": "t", "function": "f", "topic": "in"},
+        "watchtriggers": {"name": "t", "function": "f", "event": "function.created"},
     }
     model = READ_MODELS[kind].model_validate(documents[kind])
     assert model.model_dump()["labels"] == {}

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from fissile.models import (
     READ_MODELS,
     SPEC_MODELS,
+    TRIGGER_KINDS,
     BuildState,
     EnvironmentSpec,
     Function,
@@ -282,7 +283,7 @@ def test_prefix_cannot_hold_params() -> None:
 
 
 def test_registries_cover_every_kind() -> None:
-    kinds = {"environments", "packages", "functions", "httptriggers"}
+    kinds = {"environments", "packages", "functions", *TRIGGER_KINDS}
     assert set(SPEC_MODELS) == kinds
     assert set(READ_MODELS) == kinds
     for kind, model in SPEC_MODELS.items():
