@@ -17,7 +17,8 @@ def main(request):
     data = request.json()
     if data.get("fail"):
         raise ValueError("cannot double " + str(data["n"]))
-    return {"n": data["n"], "double": data["n"] * 2, "attempt": request.headers["x-fissile-attempt"]}
+    attempt = request.headers["x-fissile-attempt"]
+    return {"n": data["n"], "double": data["n"] * 2, "attempt": attempt}
 """
 
 

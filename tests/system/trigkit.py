@@ -55,3 +55,24 @@ def read_topic(
         return found
 
     return asyncio.run(read())
+
+
+def log_lines(data_dir: Path, function: str, marker: str) -> list[list[str]]:
+    """The words after ``marker`` on each line of a function's log that holds it."""
+    path = data_dir / "logs" / "functions" / f"{function}.log"
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return [line.split(marker, 1)[1].split() for line in text.splitlines() if marker in line]
+
+
+def wait_for_lines(
+    data_dir: Path, function: str, marker: str, count: int, timeout: float = 20.0
+) -> list[list[str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = log_lines(data_dir, function, marker)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
