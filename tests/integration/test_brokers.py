@@ -8,6 +8,7 @@ the same URL, as a platform that stops and starts again does.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 import time
@@ -136,7 +137,7 @@ async def test_acked_messages_are_not_delivered_again(open_broker: Opener) -> No
 
     again = await open_broker()
     subscription = await again.subscribe(topic, group)
-    assert await subscription.fetch(10, 1.5) == []
+    assert await subscription.fetch(10, 1.0) == []
     # The reopened subscription works: what is published now comes, and only that.
     await again.publish(topic, b"next")
     [delivery] = await drain(subscription, 1)
@@ -175,7 +176,25 @@ async def test_unacked_messages_come_again_after_a_restart(open_broker: Opener) 
     # Acked after the restart: gone for good.
     third = await open_broker()
     subscription = await third.subscribe(topic, group)
-    assert await subscription.fetch(10, 1.5) == []
+    assert await subscription.fetch(10, 1.0) == []
+
+
+async def test_acks_in_any_order_and_at_once_all_count(open_broker: Opener) -> None:
+    broker = await open_broker()
+    topic, group = unique("t"), unique("g")
+    subscription = await broker.subscribe(topic, group)
+    for i in range(20):
+        await broker.publish(topic, str(i).encode())
+    got = await drain(subscription, 20)
+    assert len(got) == 20
+    # As a trigger running deliveries concurrently acks them: all at once, last first.
+    await asyncio.gather(*(delivery.ack() for delivery in reversed(got)))
+    await subscription.close()
+    await broker.close()
+
+    again = await open_broker()
+    subscription = await again.subscribe(topic, group)
+    assert await subscription.fetch(10, 1.0) == []
 
 
 async def test_order_is_kept_on_one_stream(open_broker: Opener) -> None:

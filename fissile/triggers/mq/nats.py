@@ -78,6 +78,7 @@ class NatsBroker:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._streams: dict[str, str] = {}
+        self._subscriptions: set[NatsSubscription] = set()
 
     def _error(self, what: str, exc: BaseException | str) -> BrokerError:
         return BrokerError(f"nats at {redact(self.url)}: {what}: {exc}")
@@ -175,9 +176,13 @@ class NatsBroker:
             )
         except (nats.errors.Error, TimeoutError) as exc:
             raise self._error(f"consumer {durable!r} on stream {stream!r}", repr(exc)) from exc
-        return NatsSubscription(self, topic, pull)
+        subscription = NatsSubscription(self, topic, pull)
+        self._subscriptions.add(subscription)
+        return subscription
 
     async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             try:
@@ -245,6 +250,7 @@ class NatsSubscription:
         if self._closed:
             return
         self._closed = True
+        self.broker._subscriptions.discard(self)
         if self._keepalive is not None:
             self._keepalive.cancel()
             await asyncio.gather(self._keepalive, return_exceptions=True)

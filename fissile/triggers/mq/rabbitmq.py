@@ -95,6 +95,7 @@ class RabbitMQBroker:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._subscriptions: set[RabbitMQSubscription] = set()
 
     def _error(self, what: str, exc: BaseException | str) -> BrokerError:
         cause = str(exc) or type(exc).__name__ if isinstance(exc, BaseException) else exc
@@ -147,9 +148,12 @@ class RabbitMQBroker:
         except FAILURES as exc:
             await subscription.close()
             raise self._error(f"subscribe {queue_name(topic, group)!r}", exc) from exc
+        self._subscriptions.add(subscription)
         return subscription
 
     async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.close()
         connection, self._connection, self._channel, self._exchange = (
             self._connection,
             None,
@@ -205,6 +209,7 @@ class RabbitMQSubscription:
         if self._closed:
             return
         self._closed = True
+        self.broker._subscriptions.discard(self)
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
             try:

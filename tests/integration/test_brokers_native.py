@@ -1,0 +1,163 @@
+"""What each network broker does beyond the common contract: how a dead consumer's deliveries
+come back, how URLs and their options are read, and how a broker's own names are chosen."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from brokerkit import kafka_url, nats_url, redis_url, unique  # noqa: F401 (fixtures)
+
+from fissile.triggers.mq.base import BrokerError, redact, split_options
+
+
+async def test_redis_claims_what_a_dead_consumer_left_pending(redis_url: str) -> None:  # noqa: F811
+    from fissile.triggers.mq.redis import RedisBroker
+
+    topic, group = unique("t"), unique("g")
+    dead = RedisBroker(f"{redis_url}?consumer=node-a")
+    await dead.start()
+    subscription = await dead.subscribe(topic, group)
+    await dead.publish(topic, b"orphan", {"k": "v"})
+    [delivery] = await subscription.fetch(1, 5)
+    assert delivery.message.redelivered is False
+    await dead.close()  # node-a never comes back
+
+    other = RedisBroker(f"{redis_url}?consumer=node-b&claim_idle=0.3")
+    await other.start()
+    try:
+        subscription = await other.subscribe(topic, group)
+        begin = time.monotonic()
+        got = []
+        while not got and time.monotonic() - begin < 5:
+            got = await subscription.fetch(10, 0.1)
+        # Not before it was idle for claim_idle: node-a might only have been slow.
+        assert time.monotonic() - begin >= 0.25
+        [claimed] = got
+        assert (claimed.message.body, claimed.message.headers) == (b"orphan", {"k": "v"})
+        assert claimed.message.id == delivery.message.id
+        assert claimed.message.redelivered is True
+        await claimed.ack()
+        assert await subscription.fetch(10, 0.5) == []
+    finally:
+        await other.close()
+
+
+async def test_redis_refuses_a_header_named_like_the_body_field(redis_url: str) -> None:  # noqa: F811
+    from fissile.triggers.mq.redis import RedisBroker
+
+    broker = RedisBroker(redis_url)
+    await broker.start()
+    try:
+        with pytest.raises(BrokerError, match="'body' is reserved"):
+            await broker.publish(unique("t"), b"x", {"body": "y"})
+    finally:
+        await broker.close()
+
+
+async def test_nats_keeps_a_slow_delivery_and_returns_a_dead_ones(nats_url: str) -> None:  # noqa: F811
+    from fissile.triggers.mq.nats import NatsBroker
+
+    topic, group = unique("t"), unique("g")
+    url = f"{nats_url}?ack_wait=1"
+    worker, other = NatsBroker(url), NatsBroker(url)
+    await worker.start()
+    await other.start()
+    try:
+        working = await worker.subscribe(topic, group)
+        await worker.publish(topic, b"slow")
+        [delivery] = await working.fetch(1, 5)
+        waiting = await other.subscribe(topic, group)
+        # Longer than ack_wait: the worker says it is still at it, so nobody else gets it.
+        assert await waiting.fetch(1, 1.6) == []
+        # Fault injection: the worker's connection drops without a word (a crash).
+        assert worker._nc is not None
+        await worker._nc.close()
+        [again] = await waiting.fetch(1, 5)
+        assert again.message.body == b"slow"
+        assert again.message.id == delivery.message.id
+        assert again.message.redelivered is True
+        await again.ack()
+    finally:
+        await other.close()
+        await worker.close()
+
+
+async def test_nats_names_streams_and_consumers_it_may_use(nats_url: str) -> None:  # noqa: F811
+    from fissile.triggers.mq.nats import jetstream_name
+
+    assert jetstream_name("fissile", "orders") == "fissile_orders"
+    dotted = jetstream_name("fissile", "orders.eu")
+    assert "." not in dotted and dotted.startswith("fissile_orders_eu_")
+    # Replacing characters must not make two topics share a stream.
+    assert dotted != jetstream_name("fissile", "orders_eu")
+
+
+async def test_kafka_topics_get_the_partitions_asked_for(kafka_url: str) -> None:  # noqa: F811
+    from aiokafka import TopicPartition
+
+    from fissile.triggers.mq.kafka import KafkaBroker
+
+    broker = KafkaBroker(f"{kafka_url}&partitions=3")
+    await broker.start()
+    try:
+        topic, group = unique("t"), unique("g")
+        subscription = await broker.subscribe(topic, group)
+        for i in range(30):
+            await broker.publish(topic, str(i).encode())
+        got: list[str] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 30 and time.monotonic() < deadline:
+            for delivery in await subscription.fetch(30, 0.5):
+                got.append(delivery.message.id)
+                await delivery.ack()
+        partitions = {ident.split(":")[0] for ident in got}
+        assert len(got) == 30
+        assert partitions <= {"0", "1", "2"}
+        assert len(partitions) > 1
+        consumer = subscription._consumer  # type: ignore[attr-defined]
+        assert {tp.partition for tp in consumer.assignment()} == {0, 1, 2}
+        committed = [await consumer.committed(TopicPartition(topic, p)) for p in range(3)]
+        assert sum(c or 0 for c in committed) == 30
+    finally:
+        await broker.close()
+
+
+def test_kafka_urls_with_and_without_scheme() -> None:
+    from fissile.triggers.mq.kafka import KafkaBroker, bootstrap_servers
+
+    assert bootstrap_servers("127.0.0.1:9092") == "127.0.0.1:9092"
+    assert bootstrap_servers("kafka://127.0.0.1:1,127.0.0.1:2?partitions=2") == (
+        "127.0.0.1:1,127.0.0.1:2"
+    )
+    broker = KafkaBroker("kafka://127.0.0.1:1?partitions=4&session_timeout_ms=1000")
+    assert (broker.partitions, broker.session_timeout_ms) == (4, 1000)
+    assert KafkaBroker().servers == "127.0.0.1:9092"
+
+
+def test_options_are_taken_out_of_the_url_and_checked() -> None:
+    from fissile.triggers.mq.redis import RedisBroker
+
+    url, ours = split_options("redis://h:1/0?consumer=a&socket_timeout=3", ["consumer"])
+    assert (url, ours) == ("redis://h:1/0?socket_timeout=3", {"consumer": "a"})
+    with pytest.raises(BrokerError, match="claim_idle='soon' must be a number"):
+        RedisBroker("redis://127.0.0.1:6379/0?claim_idle=soon")
+
+
+def test_passwords_never_reach_messages() -> None:
+    assert redact("amqp://guest:guest@127.0.0.1:5672/") == "amqp://guest:***@127.0.0.1:5672/"
+    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+async def test_a_wrong_password_is_a_broker_error_naming_the_broker() -> None:
+    from brokerkit import require_service
+
+    url = require_service("rabbitmq").replace("guest:guest", "guest:not-the-password")
+    from fissile.triggers.mq.rabbitmq import RabbitMQBroker
+
+    broker = RabbitMQBroker(url)
+    with pytest.raises(BrokerError) as caught:
+        await asyncio.wait_for(broker.start(), 15)
+    assert "rabbitmq at amqp://guest:***@127.0.0.1:5672/" in str(caught.value)
+    assert "not-the-password" not in str(caught.value)
