@@ -219,9 +219,9 @@ class KafkaSubscription:
         }
         self._consumer = AIOKafkaConsumer(
             group_id=group,
-            # A new group starts at the end: it sees what is published from now on (its first
-            # positions are committed at once, so that holds across a restart too).
-            auto_offset_reset="latest",
+            # A new group starts at the oldest message the topic holds: nothing published
+            # before the trigger existed is skipped.
+            auto_offset_reset="earliest",
             session_timeout_ms=broker.session_timeout_ms,
             heartbeat_interval_ms=broker.heartbeat_interval_ms,
             **common,
@@ -239,14 +239,8 @@ class KafkaSubscription:
         for consumer in (self._consumer, self._marks):
             await asyncio.wait_for(consumer.start(), CONNECT_TIMEOUT * 2)
             self._started.append(consumer)
+        # Joining the group goes on in the background; the first fetches wait for it.
         self._consumer.subscribe([self.topic], listener=_Revocations(self))
-        # Joining the group is done in the background; wait for it so that what is published
-        # after subscribe() returns is this group's.
-        join = max(CONNECT_TIMEOUT * 2, self.broker.session_timeout_ms / 1000 * 3)
-        async with asyncio.timeout(join):
-            while not self._consumer.assignment():
-                await asyncio.sleep(0.01)
-            await self._prepare_assigned()
 
     async def _prepare_assigned(self) -> None:
         new = [tp for tp in self._consumer.assignment() if tp not in self.parts]
@@ -256,9 +250,10 @@ class KafkaSubscription:
     async def _prepare(self, tp: TopicPartition, first_offset: int | None = None) -> Partition:
         committed = await self._consumer.committed(tp)
         if committed is None:
-            start = first_offset if first_offset is not None else await self._consumer.position(tp)
-            await self._consumer.commit({tp: start})
-            committed = start
+            # A new group: it starts where the first fetch does (the oldest message held).
+            committed = (
+                first_offset if first_offset is not None else await self._consumer.position(tp)
+            )
         assigned = set(self._marks.assignment()) | {tp}
         self._marks.assign(list(assigned))
         self._marks.pause(*assigned)

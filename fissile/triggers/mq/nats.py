@@ -2,11 +2,11 @@
 
 A topic is a NATS subject. Publishing stores the message in the stream that covers the subject:
 one the operator made, or else one fissile creates (file storage, named after the topic). Each
-group is a durable pull consumer with explicit acks that starts at the stream's end when it is
-first created. A delivery not acked within ``ack_wait`` seconds is delivered again; while a
-delivery is being worked on the subscription tells the server so (``in_progress``) every half
-``ack_wait``, so only a dead consumer's deliveries come back, and closing a subscription hands its
-unacked deliveries back at once (``nak``).
+group is a durable pull consumer with explicit acks that starts, when first created, at the
+oldest message the stream holds. A delivery not acked within ``ack_wait`` seconds is delivered
+again; while a delivery is being worked on the subscription tells the server so
+(``in_progress``) every half ``ack_wait``, so only a dead consumer's deliveries come back, and
+closing a subscription hands its unacked deliveries back at once (``nak``).
 
 URL options (query string): ``ack_wait`` (seconds, default 30), ``max_ack_pending`` (default
 1000).
@@ -166,7 +166,7 @@ class NatsBroker:
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait,
-            deliver_policy=DeliverPolicy.NEW,
+            deliver_policy=DeliverPolicy.ALL,
             filter_subject=topic,
             max_ack_pending=self.max_ack_pending,
         )
@@ -207,9 +207,9 @@ class NatsSubscription:
             raise BrokerError(f"nats: the subscription to {self.topic!r} is closed")
         try:
             msgs = await self._pull.fetch(max(1, max_messages), max(timeout, 0.01))
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError is one too: nothing came in time
             return []
-        except (nats.errors.Error, TimeoutError) as exc:
+        except nats.errors.Error as exc:
             raise self.broker._error(f"fetch from {self.topic!r}", repr(exc)) from exc
         out: list[Delivery] = []
         for msg in msgs:
@@ -236,6 +236,17 @@ class NatsSubscription:
             raise self.broker._error(f"ack on {self.topic!r}", repr(exc)) from exc
         self._inflight.pop(id(delivery), None)
 
+    def _pulled_not_handed_out(self) -> list[Msg]:
+        """Messages a fetch that timed out pulled in late: the server counts them as delivered.
+        (nats-py keeps them in its subscription's queue; no public API reaches them.)"""
+        queue = getattr(getattr(self._pull, "_sub", None), "_pending_queue", None)
+        pulled: list[Msg] = []
+        while isinstance(queue, asyncio.Queue) and not queue.empty():
+            msg = queue.get_nowait()
+            if isinstance(msg, Msg) and msg.reply and msg.reply.startswith("$JS.ACK."):
+                pulled.append(msg)
+        return pulled
+
     async def _work_in_progress(self) -> None:
         """Tell the server every half ack_wait that deliveries being worked on are alive."""
         try:
@@ -258,6 +269,8 @@ class NatsSubscription:
         for delivery in list(self._inflight.values()):
             await _quietly(delivery._msg.nak())
         self._inflight.clear()
+        for msg in self._pulled_not_handed_out():
+            await _quietly(msg.nak())
         await _quietly(self._pull.unsubscribe())
 
 

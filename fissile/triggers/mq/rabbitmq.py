@@ -133,8 +133,8 @@ class RabbitMQBroker:
             message_id=uuid.uuid4().hex,
         )
         try:
-            # No group subscribed yet means no queue bound: the message has nowhere to go
-            # (as on every broker, a group sees what is published after its first subscription).
+            # No group subscribed yet means no queue bound: RabbitMQ drops the message (unlike
+            # the log-based brokers, it keeps nothing for groups that do not exist yet).
             await self._exchange.publish(
                 message, routing_key=topic, mandatory=False, timeout=CONNECT_TIMEOUT
             )

@@ -132,11 +132,12 @@ class RedisSubscription:
         self._closed = False
 
     async def create_group(self) -> None:
-        """The group starts at the stream's end: it sees what is published from now on."""
+        """A new group starts at the oldest entry the stream holds: nothing published before the
+        trigger existed is skipped."""
         try:
             await self.broker.call(
                 f"XGROUP CREATE {self.topic!r} {self.group!r}",
-                self.broker.client.xgroup_create(self.topic, self.group, id="$", mkstream=True),
+                self.broker.client.xgroup_create(self.topic, self.group, id="0", mkstream=True),
                 CONNECT_TIMEOUT,
             )
         except BrokerError as exc:
@@ -176,7 +177,7 @@ class RedisSubscription:
         except BrokerError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            # The stream or group was deleted under us: start again from the stream's end.
+            # The stream or group was deleted under us: make the group again.
             await self.create_group()
             return []
         if not reply:
