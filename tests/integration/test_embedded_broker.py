@@ -88,3 +88,24 @@ async def test_another_process_writing_is_seen_by_polling(tmp_path: Path) -> Non
     await writer.publish("t", b"from afar")
     (delivery,) = await waiting
     assert delivery.message.body == b"from afar"
+
+
+async def test_messages_go_once_every_group_acked_them_or_they_expire(tmp_path: Path) -> None:
+    broker = await started(tmp_path / "mq.db")
+    fast = await broker.subscribe("t", "fast")
+    slow = await broker.subscribe("t", "slow")
+    for n in range(3):
+        await broker.publish("t", str(n).encode())
+    await broker.publish("nobody-reads", b"kept a while")
+    for delivery in await fast.fetch(10, 0.1):
+        await delivery.ack()
+    assert broker.prune() == 0  # the slow group has not had them yet
+    (first, *others) = await slow.fetch(10, 0.1)
+    await first.ack()
+    assert broker.prune() == 1  # only what both groups acked
+    assert [d.message.body for d in others] == [b"1", b"2"]
+    # Past the retention: gone unless a group holds it unacked.
+    assert broker.prune(now=time.time() + 8 * 24 * 3600) == 1  # "nobody-reads"
+    for delivery in others:
+        await delivery.ack()
+    assert broker.prune() == 2

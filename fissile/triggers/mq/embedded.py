@@ -8,8 +8,10 @@ owner (a subscription that ended or a process that was killed) are handed out ag
 redelivered, before new messages. That is the whole of at-least-once here.
 
 A new group starts at the oldest message the topic still holds, so nothing published before a
-trigger existed is skipped. Writes use WAL with ``synchronous=NORMAL``: a killed process loses
-nothing committed; only a power cut may lose the last transactions.
+trigger existed is skipped. A message is kept until every group of its topic has acked it, and
+at most ``RETENTION`` (a topic nobody consumes does not grow for ever); pruning runs at start
+and every ``PRUNE_EVERY`` publishes. Writes use WAL with ``synchronous=NORMAL``: a killed
+process loses nothing committed; only a power cut may lose the last transactions.
 
 Calls are synchronous on the event loop: each is one short transaction (tens of microseconds).
 Subscribers of the same broker object are woken by ``publish`` at once; other processes writing
@@ -31,6 +33,8 @@ from pathlib import Path
 from fissile.triggers.mq.base import BrokerError, Delivery, Message
 
 POLL = 0.2
+RETENTION = 7 * 24 * 3600.0
+PRUNE_EVERY = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -66,6 +70,7 @@ class EmbeddedBroker:
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._wakeups: dict[str, set[asyncio.Event]] = {}
+        self._published = 0
 
     async def start(self) -> None:
         if self._db is not None:
@@ -80,6 +85,7 @@ class EmbeddedBroker:
         except (OSError, sqlite3.Error) as exc:
             raise BrokerError(f"embedded broker at {self.path}: {exc}") from None
         self._db = db
+        self.prune()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -100,6 +106,9 @@ class EmbeddedBroker:
                 "INSERT INTO messages (topic, body, headers, published_at) VALUES (?, ?, ?, ?)",
                 (topic, body, json.dumps(dict(headers or {})), time.time()),
             )
+        self._published += 1
+        if self._published % PRUNE_EVERY == 0:
+            self.prune()
         for event in self._wakeups.get(topic, ()):
             event.set()
 
@@ -110,6 +119,22 @@ class EmbeddedBroker:
                 (group, topic),
             )
         return EmbeddedSubscription(self, topic, group)
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete messages every group of their topic has acked, and those older than
+        ``RETENTION`` that no group holds unacked; returns how many went."""
+        cutoff = (time.time() if now is None else now) - RETENTION
+        with self._lock:
+            consumed = self.db.execute(
+                "DELETE FROM messages WHERE seq < (SELECT MIN(c.next_seq) FROM cursors c"
+                " WHERE c.topic = messages.topic) AND seq NOT IN (SELECT seq FROM pending)"
+            ).rowcount
+            expired = self.db.execute(
+                "DELETE FROM messages WHERE published_at < ?"
+                " AND seq NOT IN (SELECT seq FROM pending)",
+                (cutoff,),
+            ).rowcount
+        return int(consumed) + int(expired)
 
     # -- used by subscriptions ------------------------------------------------------------
 
