@@ -30,6 +30,12 @@ logger = logging.getLogger("fissile.timer")
 MAX_SLEEP = 30.0
 
 
+def next_slot(schedule: Schedule, now: datetime, last_fired: datetime | None) -> datetime:
+    """The next slot to fire: after now (missed slots are skipped) and after the last slot
+    fired (never twice, even when the clock went back)."""
+    return schedule.next_after(now if last_fired is None else max(now, last_fired))
+
+
 class TimerState:
     """The last slot each timer fired, in a small SQLite file of the data dir."""
 
@@ -91,9 +97,7 @@ class Timer:
     async def _run(self) -> None:
         name = self.spec.name
         while True:
-            now = datetime.now(UTC)
-            last = self.state.last_fired(name)
-            slot = self.schedule.next_after(max(now, last) if last is not None else now)
+            slot = next_slot(self.schedule, datetime.now(UTC), self.state.last_fired(name))
             self.next_fire = slot
             while (delay := slot.timestamp() - time.time()) > 0:
                 await asyncio.sleep(min(delay, MAX_SLEEP))
