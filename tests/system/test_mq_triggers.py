@@ -141,3 +141,27 @@ def test_publish_refusals_are_clear(platform: Platform) -> None:
         "nats://127.0.0.1:1",
     )
     assert down.rc == 1 and "127.0.0.1:1" in down.err, down
+
+
+def test_an_update_moves_the_consumer_to_the_new_topic(platform: Platform, doubler: str) -> None:
+    first, second, out = unique("in"), unique("in"), unique("out")
+    platform.ok(
+        "mqt",
+        "create",
+        "--name",
+        "mq-moving",
+        "--function",
+        doubler,
+        "--topic",
+        first,
+        "--resptopic",
+        out,
+    )
+    platform.ok("topic", "publish", "--topic", first, "--body", '{"n": 1}')
+    assert len(read_topic("embedded", out, 1, data_dir=platform.data_dir)) == 1
+    platform.ok("mqt", "update", "--name", "mq-moving", "--topic", second)
+    platform.ok("topic", "publish", "--topic", second, "--body", '{"n": 5}')
+    platform.ok("topic", "publish", "--topic", first, "--body", '{"n": 100}')
+    answers = read_topic("embedded", out, 2, data_dir=platform.data_dir, settle=1.0)
+    platform.ok("mqt", "delete", "--name", "mq-moving")
+    assert sorted(json.loads(m.body)["double"] for m in answers) == [2, 10]

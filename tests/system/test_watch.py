@@ -52,3 +52,28 @@ def test_unknown_events_are_refused(platform: Platform, tmp_path: Path) -> None:
         "watch", "create", "--name", "w", "--function", "watcher-2", "--event", "function.eaten"
     )
     assert_one_line_error(result, "unknown event 'function.eaten'")
+
+
+def test_a_watch_fires_on_instance_crashed(platform: Platform, tmp_path: Path) -> None:
+    source = write(tmp_path / "watcher.py", WATCHER)
+    platform.ok("fn", "create", "--name", "crash-watcher", "--code", str(source))
+    crasher = write(tmp_path / "crasher.py", "import os\n\ndef main(request):\n    os._exit(3)\n")
+    platform.ok("fn", "create", "--name", "watched-crasher", "--code", str(crasher))
+    platform.ok(
+        "watch",
+        "create",
+        "--name",
+        "on-crash",
+        "--function",
+        "crash-watcher",
+        "--event",
+        "instance.*",
+    )
+    assert platform.get("/function/watched-crasher").status_code == 502
+    lines = wait_for_lines(platform.data_dir, "crash-watcher", "EVENT ", 1, timeout=10)
+    platform.ok("watch", "delete", "--name", "on-crash")
+    assert lines, "the watcher was not called"
+    event = json.loads(" ".join(lines[0][1:]))
+    assert event["type"] == "instance.crashed"
+    assert event["data"]["function"] == "watched-crasher"
+    assert "exited with status 3" in event["data"]["reason"]
