@@ -158,10 +158,12 @@ def test_an_update_moves_the_consumer_to_the_new_topic(platform: Platform, doubl
         out,
     )
     platform.ok("topic", "publish", "--topic", first, "--body", '{"n": 1}')
-    assert len(read_topic("embedded", out, 1, data_dir=platform.data_dir)) == 1
+    (before,) = read_topic("embedded", out, 1, data_dir=platform.data_dir)
+    assert json.loads(before.body)["double"] == 2
     platform.ok("mqt", "update", "--name", "mq-moving", "--topic", second)
     platform.ok("topic", "publish", "--topic", second, "--body", '{"n": 5}')
     platform.ok("topic", "publish", "--topic", first, "--body", '{"n": 100}')
-    answers = read_topic("embedded", out, 2, data_dir=platform.data_dir, settle=1.0)
+    # A new reader sees only what no group had yet: the answers read above are pruned.
+    answers = read_topic("embedded", out, 1, data_dir=platform.data_dir, settle=1.0)
     platform.ok("mqt", "delete", "--name", "mq-moving")
-    assert sorted(json.loads(m.body)["double"] for m in answers) == [2, 10]
+    assert [json.loads(m.body)["double"] for m in answers] == [10]
