@@ -38,6 +38,7 @@ FETCH_WAIT = 1.0
 RETRY_BASE = 0.1
 RETRY_MAX = 2.0
 RECONNECT_MAX = 30.0
+DISCARD_AFTER = 3
 ERROR_BODY_LIMIT = 4096
 
 Invoker = Callable[..., Any]
@@ -81,6 +82,7 @@ class Consumer:
     async def _run(self) -> None:
         spec = self.spec
         delay = 0.5
+        failures = 0
         while True:
             subscription: Subscription | None = None
             broker: Broker | None = None
@@ -88,7 +90,7 @@ class Consumer:
                 broker = await self.hub.get(spec.mqtype, spec.broker_url)
                 subscription = await broker.subscribe(spec.topic, group_of(spec.name))
                 self.status.state, self.status.error = "running", None
-                delay = 0.5
+                delay, failures = 0.5, 0
                 await self._consume(subscription)
             except asyncio.CancelledError:
                 raise
@@ -99,9 +101,10 @@ class Consumer:
                 if self.status.error != message:
                     logger.warning("mq trigger %s: %s", spec.name, message)
                 self.status.state, self.status.error = "error", message
-                if broker is not None:
-                    # The connection may be what broke: the next attempt makes a new one.
-                    self.hub.forget(broker)
+                failures += 1
+                if broker is not None and failures >= DISCARD_AFTER:
+                    # Clients reconnect by themselves; one that keeps failing is replaced.
+                    self.hub.discard(broker)
             finally:
                 if subscription is not None:
                     try:

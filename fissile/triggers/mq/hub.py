@@ -42,6 +42,7 @@ class BrokerHub:
         self.embedded_path = embedded_path
         self._brokers: dict[tuple[str, str], Broker] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def get(self, mqtype: str, url: str | None = None) -> Broker:
         """The connected broker for ``mqtype`` at ``url`` (its local default when unset);
@@ -70,11 +71,14 @@ class BrokerHub:
                 self._brokers[key] = broker
         return broker
 
-    def forget(self, broker: Broker) -> None:
-        """Drop a broker whose connection broke, so the next ``get`` connects again."""
+    def discard(self, broker: Broker) -> None:
+        """Close a broker that keeps failing; the next ``get`` connects again."""
         for key, known in list(self._brokers.items()):
             if known is broker:
                 del self._brokers[key]
+                task = asyncio.get_running_loop().create_task(_close_quietly(broker))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     async def publish(
         self,
@@ -95,10 +99,9 @@ class BrokerHub:
     async def close(self) -> None:
         brokers, self._brokers = list(self._brokers.values()), {}
         for broker in brokers:
-            try:
-                await broker.close()
-            except Exception:  # closing a broken connection: nothing left to do
-                pass
+            await _close_quietly(broker)
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=5.0)
 
     async def deliver(
         self, mqtype: str, topic: str, body: bytes, headers: dict[str, str], url: str | None
@@ -113,3 +116,10 @@ class BrokerHub:
             raise PublishRefused(422, "missing_extra", str(exc)) from None
         except BrokerError as exc:
             raise PublishRefused(502, "broker_unavailable", str(exc)) from None
+
+
+async def _close_quietly(broker: Broker) -> None:
+    try:
+        await broker.close()
+    except Exception:  # closing a broken connection: nothing left to do
+        pass
