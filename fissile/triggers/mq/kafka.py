@@ -15,7 +15,8 @@ background after each fetch: it is a hint, never a reason to hold a message back
 
 URL: ``kafka://host:port[,host:port…]`` or plain ``host:port``. Options (query string):
 ``partitions`` (for topics fissile creates, default 1), ``session_timeout_ms`` (default 10000),
-``heartbeat_interval_ms`` (default 3000). The idempotent producer is off: Tansu lacks it.
+``heartbeat_interval_ms`` (default 3000), ``fetch_max_wait_ms`` (default 100). The idempotent
+producer is off: Tansu lacks it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from fissile.triggers.mq.base import (
     split_options,
 )
 
-OPTIONS = ("partitions", "session_timeout_ms", "heartbeat_interval_ms")
+OPTIONS = ("partitions", "session_timeout_ms", "heartbeat_interval_ms", "fetch_max_wait_ms")
 MARKS_SUFFIX = ".delivered"
 TOPIC_EXISTS = 36
 FAILURES: tuple[type[BaseException], ...] = (aiokafka.errors.KafkaError, OSError, TimeoutError)
@@ -106,6 +107,10 @@ class KafkaBroker:
         self.partitions = int(option(options, "partitions", 1, self.url)) or 1
         self.session_timeout_ms = int(option(options, "session_timeout_ms", 10000, self.url))
         self.heartbeat_interval_ms = int(option(options, "heartbeat_interval_ms", 3000, self.url))
+        # How long the broker may hold an empty fetch. Kafka answers a held fetch as soon as a
+        # message arrives, but not every Kafka-protocol broker does (Tansu waits it out), and
+        # then this is what a message waits at worst (aiokafka's 500 ms default is long).
+        self.fetch_max_wait_ms = int(option(options, "fetch_max_wait_ms", 100, self.url))
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._topics: set[str] = set()
@@ -224,6 +229,7 @@ class KafkaSubscription:
             auto_offset_reset="earliest",
             session_timeout_ms=broker.session_timeout_ms,
             heartbeat_interval_ms=broker.heartbeat_interval_ms,
+            fetch_max_wait_ms=broker.fetch_max_wait_ms,
             **common,
         )
         # Only commits and reads offsets (its partitions stay paused): the delivery marks.
