@@ -165,10 +165,8 @@ class KafkaBroker:
         await self.ensure_topic(topic)
         pairs = [(name, value.encode()) for name, value in (headers or {}).items()]
         try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(topic, body, headers=pairs or None),
-                CONNECT_TIMEOUT * 2,
-            )
+            async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+                await self._producer.send_and_wait(topic, body, headers=pairs or None)
         except FAILURES as exc:
             raise self._error(f"publish to {topic!r}", exc) from exc
 

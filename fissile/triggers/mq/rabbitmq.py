@@ -71,7 +71,8 @@ class RabbitMQDelivery:
 
     async def ack(self) -> None:
         try:
-            await asyncio.wait_for(self._incoming.ack(), CONNECT_TIMEOUT)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self._incoming.ack()
         except FAILURES as exc:
             raise self._subscription.broker._error(
                 f"ack on {self._subscription.queue!r}", exc

@@ -82,7 +82,9 @@ class RedisBroker:
     async def call(self, what: str, awaitable: Awaitable[T], timeout: float) -> T:
         """Await a redis-py call; connection trouble and timeouts become BrokerError."""
         try:
-            return await asyncio.wait_for(awaitable, timeout)
+            # asyncio.timeout, not wait_for: no task per call on this hot path.
+            async with asyncio.timeout(timeout):
+                return await awaitable
         except TimeoutError:
             raise BrokerError(
                 f"redis at {redact(self.url)}: {what} timed out after {timeout:g}s"
