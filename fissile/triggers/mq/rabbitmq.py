@@ -23,10 +23,10 @@ import aio_pika.exceptions
 import aiormq.exceptions
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractRobustConnection,
 )
 
 from fissile.triggers.mq.base import (
@@ -48,6 +48,8 @@ FAILURES: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
     TimeoutError,
+    # aio-pika's word for "that connection or channel is closed (reconnecting)".
+    RuntimeError,
 )
 
 
@@ -93,31 +95,51 @@ class RabbitMQBroker:
         self._client_url, options = split_options(self.url, OPTIONS)
         self.exchange_name = options.get("exchange") or "fissile"
         self.prefetch = int(option(options, "prefetch", 100, self.url)) or 100
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._subscriptions: set[RabbitMQSubscription] = set()
+        self._reconnecting = asyncio.Lock()
+        self._closed = False
 
     def _error(self, what: str, exc: BaseException | str) -> BrokerError:
         cause = str(exc) or type(exc).__name__ if isinstance(exc, BaseException) else exc
         return BrokerError(f"rabbitmq at {redact(self.url)}: {what}: {cause}")
 
     async def start(self) -> None:
+        await self._connect("connect")
+
+    async def _connect(self, what: str) -> None:
+        """A new connection and publishing channel. (Not aio-pika's robust connection: after a
+        dropped connection its channels could stay closed; here the next call connects again.)"""
+        await self._drop_connection()
         try:
             self._connection = await asyncio.wait_for(
-                aio_pika.connect_robust(self._client_url, timeout=CONNECT_TIMEOUT),
-                CONNECT_TIMEOUT * 2,
+                aio_pika.connect(self._client_url, timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT * 2
             )
             self._channel = await self._connection.channel(publisher_confirms=True)
             self._exchange = await self._channel.declare_exchange(
                 self.exchange_name, aio_pika.ExchangeType.DIRECT, durable=True
             )
         except FAILURES as exc:
-            await self.close()
-            raise self._error("connect", exc) from exc
+            await self._drop_connection()
+            raise self._error(what, exc) from exc
+
+    async def _usable(self, what: str) -> AbstractExchange:
+        """The publishing exchange, connecting again first if the connection was lost."""
+        if self._closed:
+            raise BrokerError("rabbitmq: the broker is closed")
+        channel = self._channel
+        if self._exchange is None or channel is None or channel.is_closed:
+            async with self._reconnecting:
+                channel = self._channel
+                if self._exchange is None or channel is None or channel.is_closed:
+                    await self._connect(what)
+        assert self._exchange is not None
+        return self._exchange
 
     @property
-    def connection(self) -> AbstractRobustConnection:
+    def connection(self) -> AbstractConnection:
         if self._connection is None:
             raise BrokerError("rabbitmq: the broker is not started")
         return self._connection
@@ -125,8 +147,7 @@ class RabbitMQBroker:
     async def publish(
         self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> None:
-        if self._exchange is None:
-            raise BrokerError("rabbitmq: the broker is not started")
+        exchange = await self._usable(f"publish to {topic!r}")
         message = aio_pika.Message(
             body,
             headers=dict(headers or {}),
@@ -136,13 +157,14 @@ class RabbitMQBroker:
         try:
             # No group subscribed yet means no queue bound: RabbitMQ drops the message (unlike
             # the log-based brokers, it keeps nothing for groups that do not exist yet).
-            await self._exchange.publish(
+            await exchange.publish(
                 message, routing_key=topic, mandatory=False, timeout=CONNECT_TIMEOUT
             )
         except FAILURES as exc:
             raise self._error(f"publish to {topic!r}", exc) from exc
 
     async def subscribe(self, topic: str, group: str) -> Subscription:
+        await self._usable(f"subscribe {queue_name(topic, group)!r}")
         subscription = RabbitMQSubscription(self, topic, group)
         try:
             await subscription.open()
@@ -153,15 +175,19 @@ class RabbitMQBroker:
         return subscription
 
     async def close(self) -> None:
+        self._closed = True
         for subscription in list(self._subscriptions):
             await subscription.close()
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
         connection, self._connection, self._channel, self._exchange = (
             self._connection,
             None,
             None,
             None,
         )
-        if connection is not None:
+        if connection is not None and not connection.is_closed:
             try:
                 await asyncio.wait_for(connection.close(), CONNECT_TIMEOUT)
             except FAILURES:
@@ -195,6 +221,9 @@ class RabbitMQSubscription:
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
         if self._closed:
             raise BrokerError(f"rabbitmq: the subscription of {self.queue!r} is closed")
+        if self._channel is None or self._channel.is_closed:
+            # Its unacked deliveries went back to the queue; subscribing again gets them.
+            raise self.broker._error(f"consume {self.queue!r}", "the channel was closed")
         out: list[Delivery] = []
         if self._received.empty():
             try:
