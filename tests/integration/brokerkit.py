@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -181,12 +181,28 @@ def tansu(advertised_port: int | None = None) -> Iterator[Tansu]:
         running.stop()
 
 
+def with_options(url: str, **options: object) -> str:
+    """``url`` with these query options added (or replaced)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update({name: str(value) for name, value in options.items()})
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# After a crash (SIGKILL), JetStream hands a dead consumer's deliveries out again only after
+# ack_wait (30 s by default): tests that kill a platform use this much instead.
+NATS_CRASH_ACK_WAIT = 3
+
+
 @contextlib.contextmanager
 def broker_url(mqtype: str) -> Iterator[str]:
-    """The URL of a running broker of ``mqtype`` (Kafka: a Tansu started for the block)."""
+    """The URL of a running broker of ``mqtype`` (Kafka: a Tansu started for the block), with
+    options that keep crash recovery short (NATS ``ack_wait``; Kafka's session timeout)."""
     if mqtype == "kafka":
         with tansu() as running:
             yield running.url
+    elif mqtype == "nats":
+        yield with_options(require_service(mqtype), ack_wait=NATS_CRASH_ACK_WAIT)
     else:
         yield require_service(mqtype)
 

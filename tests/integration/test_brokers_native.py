@@ -20,6 +20,7 @@ from brokerkit import (  # noqa: F401 (fixtures)
     redis_url,
     tansu,
     unique,
+    with_options,
 )
 
 from fissile.triggers.mq.base import BrokerError, Delivery, broker_class, redact, split_options
@@ -29,7 +30,7 @@ async def test_redis_claims_what_a_dead_consumer_left_pending(redis_url: str) ->
     from fissile.triggers.mq.redis import RedisBroker
 
     topic, group = unique("t"), unique("g")
-    dead = RedisBroker(f"{redis_url}?consumer=node-a")
+    dead = RedisBroker(with_options(redis_url, consumer="node-a"))
     await dead.start()
     subscription = await dead.subscribe(topic, group)
     await dead.publish(topic, b"orphan", {"k": "v"})
@@ -37,7 +38,7 @@ async def test_redis_claims_what_a_dead_consumer_left_pending(redis_url: str) ->
     assert delivery.message.redelivered is False
     await dead.close()  # node-a never comes back
 
-    other = RedisBroker(f"{redis_url}?consumer=node-b&claim_idle=0.3")
+    other = RedisBroker(with_options(redis_url, consumer="node-b", claim_idle=0.3))
     await other.start()
     try:
         subscription = await other.subscribe(topic, group)
@@ -73,7 +74,7 @@ async def test_nats_keeps_a_slow_delivery_and_returns_a_dead_ones(nats_url: str)
     from fissile.triggers.mq.nats import NatsBroker
 
     topic, group = unique("t"), unique("g")
-    url = f"{nats_url}?ack_wait=1"
+    url = with_options(nats_url, ack_wait=1)
     worker, other = NatsBroker(url), NatsBroker(url)
     await worker.start()
     await other.start()
@@ -112,7 +113,7 @@ async def test_kafka_topics_get_the_partitions_asked_for(kafka_url: str) -> None
 
     from fissile.triggers.mq.kafka import KafkaBroker
 
-    broker = KafkaBroker(f"{kafka_url}&partitions=3")
+    broker = KafkaBroker(with_options(kafka_url, partitions=3))
     await broker.start()
     try:
         topic, group = unique("t"), unique("g")
