@@ -18,7 +18,6 @@ COLUMNS: list[Column] = [
     ("METHODS", lambda t: t["methods"]),
     ("URL", lambda t: t.get("url") or f"{t.get('prefix')}/*"),
     ("FUNCTION", lambda t: t["function"]),
-    ("WEBHOOK", lambda t: "signed" if t.get("webhook_secret") else None),
 ]
 
 
