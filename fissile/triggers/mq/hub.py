@@ -110,6 +110,8 @@ class BrokerHub:
         if mqtype not in BROKERS:
             known = ", ".join(BROKERS)
             raise PublishRefused(422, "invalid", f"unknown mqtype {mqtype!r} (known: {known})")
+        if mqtype == "embedded" and url:
+            raise PublishRefused(422, "invalid", "the embedded broker takes no broker URL")
         try:
             await self.publish(mqtype, topic, body, headers, url)
         except MissingExtra as exc:
