@@ -72,7 +72,7 @@ class PlatformSocketApp:
         self, function: str, headers: Mapping[str, str], body: bytes
     ) -> InstanceResponse | Answer:
         try:
-            depth = int(headers.get(CHAIN_DEPTH, "0")) + 1
+            depth = max(0, int(headers.get(CHAIN_DEPTH, "0"))) + 1
             deadline = float(headers[DEADLINE]) if DEADLINE in headers else None
         except ValueError:
             return Answer(400, "bad_request", f"{CHAIN_DEPTH} and {DEADLINE} must be numbers")

@@ -109,3 +109,15 @@ async def test_messages_go_once_every_group_acked_them_or_they_expire(tmp_path: 
     for delivery in others:
         await delivery.ack()
     assert broker.prune() == 2
+
+
+async def test_a_dropped_group_no_longer_holds_messages(tmp_path: Path) -> None:
+    broker = await started(tmp_path / "mq.db")
+    await broker.subscribe("t", "gone")
+    await broker.publish("t", b"m")
+    assert broker.prune() == 0  # the group has not had it
+    broker.drop_group("gone")
+    live = await broker.subscribe("t", "live")
+    (delivery,) = await live.fetch(1, 0.1)
+    await delivery.ack()
+    assert broker.prune() == 1

@@ -63,7 +63,17 @@ async def test_answers_go_to_the_response_topic(hub: BrokerHub) -> None:
         seen.append(request["headers"])
         return ok(b'{"echo": ' + request["body"] + b"}")
 
-    await hub.publish("embedded", "in", b"1", {"content-type": "application/json", "k": "v"})
+    await hub.publish(
+        "embedded",
+        "in",
+        b"1",
+        {
+            "content-type": "application/json",
+            "k": "v",
+            "bad name\r\nx-injected": "1",
+            "x-fissile-function": "forged",
+        },
+    )
     consumer = Consumer(spec(), hub, None, function)  # type: ignore[arg-type]
     consumer.start()
     (answer,) = await drain(hub, "out", 1)
@@ -75,6 +85,8 @@ async def test_answers_go_to_the_response_topic(hub: BrokerHub) -> None:
     assert headers["x-fissile-topic"] == "in"
     assert headers["x-fissile-redelivered"] == "false"
     assert headers["k"] == "v"
+    assert "x-fissile-function" not in headers
+    assert not any("injected" in name for name in headers)
     assert consumer.status.processed == 1
 
 

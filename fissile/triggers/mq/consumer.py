@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from fissile.router.invoke import invoke
 from fissile.router.proxy import Answer
 from fissile.store import Change, Store
 from fissile.triggers.mq.base import Broker, BrokerError, Delivery, Subscription
+from fissile.triggers.mq.embedded import EmbeddedBroker
 from fissile.triggers.mq.hub import BrokerHub
 
 logger = logging.getLogger("fissile.mqt")
@@ -42,6 +44,7 @@ DISCARD_AFTER = 3
 ERROR_BODY_LIMIT = 4096
 
 Invoker = Callable[..., Any]
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 
 def group_of(trigger: str) -> str:
@@ -144,11 +147,7 @@ class Consumer:
         while True:
             attempts += 1
             headers = {
-                **{
-                    k: v
-                    for k, v in message.headers.items()
-                    if not k.lower().startswith("x-fissile-")
-                },
+                **_message_headers(message.headers),
                 "x-fissile-trigger": "mqt",
                 "x-fissile-trigger-name": spec.name,
                 "x-fissile-topic": message.topic,
@@ -204,6 +203,16 @@ class Consumer:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX)
+
+
+def _message_headers(headers: dict[str, str]) -> dict[str, str]:
+    """A message's own headers as request headers: valid names only (a broker may carry any
+    bytes), and none of the platform's."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if _TOKEN.fullmatch(name) and not name.lower().startswith("x-fissile-")
+    }
 
 
 def _response_headers(result: InstanceResponse, message_id: str, function: str) -> dict[str, str]:
@@ -280,7 +289,7 @@ class ConsumerManager:
         old = self.consumers.pop(change.record.name, None)
         if change.action == "deleted":
             if old is not None:
-                asyncio.get_running_loop().create_task(old.stop())
+                asyncio.get_running_loop().create_task(self._retire(old))
             return
         spec = MessageQueueTriggerSpec.model_validate(change.record.data)
         if old is not None and old.spec == spec:
@@ -301,6 +310,15 @@ class ConsumerManager:
         placeholder.status.state = "starting"
         self.consumers[spec.name] = placeholder
         asyncio.get_running_loop().create_task(restart())
+
+    async def _retire(self, consumer: Consumer) -> None:
+        """A deleted trigger: its consumer stops and, on the embedded broker, its group goes
+        (its cursor would otherwise keep every later message of the topic)."""
+        await consumer.stop()
+        if consumer.spec.mqtype == "embedded" and consumer.spec.name not in self.consumers:
+            broker = await self.hub.get("embedded")
+            if isinstance(broker, EmbeddedBroker):
+                broker.drop_group(group_of(consumer.spec.name))
 
     async def stop(self) -> None:
         self._stopping = True

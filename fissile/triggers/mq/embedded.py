@@ -136,6 +136,12 @@ class EmbeddedBroker:
             ).rowcount
         return int(consumed) + int(expired)
 
+    def drop_group(self, group: str) -> None:
+        """Forget a consumer group: its cursors and its unacked deliveries."""
+        with self._lock:
+            self.db.execute("DELETE FROM cursors WHERE grp = ?", (group,))
+            self.db.execute("DELETE FROM pending WHERE grp = ?", (group,))
+
     # -- used by subscriptions ------------------------------------------------------------
 
     def _claim(self, topic: str, group: str, owner: str, limit: int) -> list[Delivery]:
