@@ -1,10 +1,13 @@
 """Functions that call functions and publish to topics (``context.invoke``,
-``context.publish``), through the platform socket: with the sandbox on (the shared platform;
-also with --network none) and off (a dedicated platform)."""
+``context.publish``), through the platform socket: with the full sandbox (``--sandbox strict``,
+also with --network none; needs root, skips elsewhere but never under CI=true) and with the
+sandbox off (dedicated platforms)."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,14 +67,29 @@ def check_invoke_and_publish(platform: Platform, prefix: str) -> None:
     assert published.headers["content-type"] == "application/json"
 
 
-def test_invoke_and_publish_in_the_sandbox(platform: Platform, tmp_path: Path) -> None:
-    deploy(platform, tmp_path, "sbx", "--timeout", "10s")
-    check_invoke_and_publish(platform, "sbx")
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("the full sandbox needs root (namespaces, cgroups)")
+    platform = Platform(tmp_path_factory.mktemp("composition") / "data", ("--sandbox", "strict"))
+    platform.start()
+    yield platform
+    try:
+        platform.stop_cleanly()
+    finally:
+        platform.abandon()
 
 
-def test_invoke_and_publish_without_network(platform: Platform, tmp_path: Path) -> None:
-    deploy(platform, tmp_path, "nonet", "--timeout", "10s", "--network", "none")
-    check_invoke_and_publish(platform, "nonet")
+@pytest.mark.slow  # a dedicated --sandbox strict platform (shared by the next test): about 5 s
+def test_invoke_and_publish_in_the_sandbox(strict: Platform, tmp_path: Path) -> None:
+    deploy(strict, tmp_path, "sbx", "--timeout", "10s")
+    check_invoke_and_publish(strict, "sbx")
+
+
+@pytest.mark.slow
+def test_invoke_and_publish_without_network(strict: Platform, tmp_path: Path) -> None:
+    deploy(strict, tmp_path, "nonet", "--timeout", "10s", "--network", "none")
+    check_invoke_and_publish(strict, "nonet")
 
 
 def test_unknown_function_and_loop(platform: Platform, tmp_path: Path) -> None:
