@@ -253,6 +253,8 @@ class Proxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Future[list[object]]] = set()
+        self._closing = False
 
     async def start(self, port: int = 0) -> Proxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
@@ -270,9 +272,19 @@ class Proxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        await asyncio.gather(
+        pipes = asyncio.gather(
             self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
         )
+        self._pipes.add(pipes)
+        try:
+            await pipes
+        except asyncio.CancelledError:
+            # close() cancelled the pipes: end the handler quietly (asyncio logs a handler
+            # task that ends cancelled as an error).
+            if not self._closing:
+                raise
+        finally:
+            self._pipes.discard(pipes)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -292,7 +304,12 @@ class Proxy:
         return cut
 
     async def close(self) -> None:
-        self.cut()
+        self._closing = True
         if self._server is not None:
             self._server.close()
+        self.cut()
+        for pipes in list(self._pipes):
+            pipes.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()

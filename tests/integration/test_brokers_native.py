@@ -248,3 +248,15 @@ async def _survive_a_cut(mqtype: str, url: str, proxy: Proxy) -> None:
         with contextlib.suppress(BrokerError):
             await subscription.close()
         await broker.close()
+
+
+def test_an_absent_broker_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import brokerkit
+
+    monkeypatch.setitem(brokerkit.SERVICE_URLS, "redis", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no redis broker listens at"):
+        brokerkit.require_service("redis")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: broker tests must run"):
+        brokerkit.require_service("redis")

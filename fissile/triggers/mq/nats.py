@@ -108,7 +108,7 @@ class NatsBroker:
             cause = failures[-1] if failures else exc
             raise self._error("connect", str(cause) or type(cause).__name__) from exc
         # ...and reconnect forever once connected: a broker restart must not stop triggers.
-        nc.options.update(allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=2)
+        nc.options.update(allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         self._nc = nc
         self._js = nc.jetstream(timeout=CONNECT_TIMEOUT)
         try:
