@@ -105,6 +105,18 @@ async def test_a_new_group_starts_at_the_oldest_message_held(open_broker: Opener
         assert [d.message.body for d in got] == [b"early", b"on time"]
 
 
+async def test_bodies_and_headers_arrive_unchanged(open_broker: Opener) -> None:
+    broker = await open_broker()
+    topic, group = unique("t"), unique("g")
+    subscription = await broker.subscribe(topic, group)
+    body = bytes(range(256)) * 1024  # 256 KiB, every byte value
+    headers = {"x-city": "Zürich ☀", "x-empty": "", "content-type": "application/octet-stream"}
+    await broker.publish(topic, body, headers)
+    await broker.publish(topic, b"")
+    got = await drain(subscription, 2)
+    assert [(d.message.body, d.message.headers) for d in got] == [(body, headers), (b"", {})]
+
+
 async def test_fetch_returns_at_most_max_messages(open_broker: Opener) -> None:
     broker = await open_broker()
     topic, group = unique("t"), unique("g")
