@@ -14,9 +14,9 @@ mark when its partition is (re)assigned is flagged redelivered. The mark is writ
 background after each fetch: it is a hint, never a reason to hold a message back.
 
 URL: ``kafka://host:port[,host:port…]`` or plain ``host:port``. Options (query string):
-``partitions`` (for topics fissile creates, default 1), ``session_timeout_ms`` (default 10000),
-``heartbeat_interval_ms`` (default 3000), ``fetch_max_wait_ms`` (default 100). The idempotent
-producer is off: Tansu lacks it.
+``partitions`` and ``replication`` (for topics fissile creates, default 1 and 1),
+``session_timeout_ms`` (default 10000), ``heartbeat_interval_ms`` (default 3000),
+``fetch_max_wait_ms`` (default 100). The idempotent producer is off: Tansu lacks it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,13 @@ from fissile.triggers.mq.base import (
     split_options,
 )
 
-OPTIONS = ("partitions", "session_timeout_ms", "heartbeat_interval_ms", "fetch_max_wait_ms")
+OPTIONS = (
+    "partitions",
+    "replication",
+    "session_timeout_ms",
+    "heartbeat_interval_ms",
+    "fetch_max_wait_ms",
+)
 MARKS_SUFFIX = ".delivered"
 TOPIC_EXISTS = 36
 FAILURES: tuple[type[BaseException], ...] = (aiokafka.errors.KafkaError, OSError, TimeoutError)
@@ -105,6 +111,7 @@ class KafkaBroker:
         )
         self.servers = bootstrap_servers(self.url)
         self.partitions = int(option(options, "partitions", 1, self.url)) or 1
+        self.replication = int(option(options, "replication", 1, self.url)) or 1
         self.session_timeout_ms = int(option(options, "session_timeout_ms", 10000, self.url))
         self.heartbeat_interval_ms = int(option(options, "heartbeat_interval_ms", 3000, self.url))
         # How long the broker may hold an empty fetch. Kafka answers a held fetch as soon as a
@@ -146,7 +153,7 @@ class KafkaBroker:
             raise BrokerError("kafka: the broker is not started")
         try:
             reply: Any = await asyncio.wait_for(
-                self._admin.create_topics([NewTopic(topic, self.partitions, 1)]),
+                self._admin.create_topics([NewTopic(topic, self.partitions, self.replication)]),
                 CONNECT_TIMEOUT * 2,
             )
         except FAILURES as exc:
