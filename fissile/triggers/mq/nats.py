@@ -81,6 +81,9 @@ class NatsBroker:
         self._subscriptions: set[NatsSubscription] = set()
 
     def _error(self, what: str, exc: BaseException | str) -> BrokerError:
+        if isinstance(exc, BaseException):
+            # nats-py's errors often have no text (TimeoutError()): name the kind then.
+            exc = str(exc) or type(exc).__name__
         return BrokerError(f"nats at {redact(self.url)}: {what}: {exc}")
 
     async def start(self) -> None:
@@ -115,7 +118,7 @@ class NatsBroker:
             await self._js.account_info()
         except (nats.errors.Error, TimeoutError) as exc:
             await self.close()
-            raise self._error("JetStream is not enabled on this server", repr(exc)) from exc
+            raise self._error("JetStream is not enabled on this server", exc) from exc
 
     @property
     def js(self) -> JetStreamContext:
@@ -136,11 +139,12 @@ class NatsBroker:
                 try:
                     await self.js.add_stream(config)
                 except nats.js.errors.BadRequestError as exc:
-                    # Another client created it first (or a subject overlap: say which).
+                    # Another client created it first; anything else (a subject overlap…)
+                    # is an error with JetStream's own description.
                     if exc.err_code != 10058:  # stream name already in use
                         raise
         except (nats.errors.Error, TimeoutError) as exc:
-            raise self._error(f"stream for topic {topic!r}", repr(exc)) from exc
+            raise self._error(f"stream for topic {topic!r}", exc) from exc
         self._streams[topic] = name
         return name
 
@@ -157,7 +161,7 @@ class NatsBroker:
                 await self.stream_for(topic)
                 await self.js.publish(topic, body, headers=dict(headers) if headers else None)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise self._error(f"publish to {topic!r}", repr(exc)) from exc
+            raise self._error(f"publish to {topic!r}", exc) from exc
 
     async def subscribe(self, topic: str, group: str) -> Subscription:
         stream = await self.stream_for(topic)
@@ -175,7 +179,7 @@ class NatsBroker:
                 topic, durable=durable, stream=stream, config=config
             )
         except (nats.errors.Error, TimeoutError) as exc:
-            raise self._error(f"consumer {durable!r} on stream {stream!r}", repr(exc)) from exc
+            raise self._error(f"consumer {durable!r} on stream {stream!r}", exc) from exc
         subscription = NatsSubscription(self, topic, pull)
         self._subscriptions.add(subscription)
         return subscription
@@ -210,7 +214,7 @@ class NatsSubscription:
         except TimeoutError:  # nats.errors.TimeoutError is one too: nothing came in time
             return []
         except nats.errors.Error as exc:
-            raise self.broker._error(f"fetch from {self.topic!r}", repr(exc)) from exc
+            raise self.broker._error(f"fetch from {self.topic!r}", exc) from exc
         out: list[Delivery] = []
         for msg in msgs:
             meta = msg.metadata
@@ -233,7 +237,7 @@ class NatsSubscription:
         try:
             await delivery._msg.ack_sync(timeout=CONNECT_TIMEOUT)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise self.broker._error(f"ack on {self.topic!r}", repr(exc)) from exc
+            raise self.broker._error(f"ack on {self.topic!r}", exc) from exc
         self._inflight.pop(id(delivery), None)
 
     def _pulled_not_handed_out(self) -> list[Msg]:
