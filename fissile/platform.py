@@ -28,13 +28,9 @@ from fissile.executor import Executor
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
 from fissile.router import Router
-from fissile.router.internal import PlatformSocketApp
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
-from fissile.triggers.mq.consumer import ConsumerManager
-from fissile.triggers.mq.hub import BrokerHub
-from fissile.triggers.timer import TimerService, TimerState
-from fissile.triggers.watch import WatchService, publish_function_changes
+from fissile.triggers.service import Triggers
 
 logger = logging.getLogger("fissile")
 
@@ -81,11 +77,7 @@ class Platform:
         self.builder: Builder | None = None
         self.logs: LogBook | None = None
         self.events = EventBus()
-        self.brokers: BrokerHub | None = None
-        self.consumers: ConsumerManager | None = None
-        self.timers: TimerService | None = None
-        self.watches: WatchService | None = None
-        self._timer_state: TimerState | None = None
+        self.triggers: Triggers | None = None
         self._servers: list[_Server] = []
         self._serving: list[asyncio.Task[None]] = []
         self._ready = False
@@ -139,13 +131,8 @@ class Platform:
                 " anyone who can reach it and holds the token controls this platform"
             )
         self.builder = builder = Builder(store, archives, config.deploy)
-        self.brokers = brokers = BrokerHub(config.data_dir / "mq.db")
-        self.consumers = consumers = ConsumerManager(store, brokers, executor)
-        self._timer_state = TimerState(config.data_dir / "triggers.db")
-        self.timers = timers = TimerService(store, self._timer_state, executor)
-        self.watches = watches = WatchService(store, self.events, executor)
-        statuses: dict[str, Any] = {"mqtriggers": consumers.status, "timetriggers": timers.status}
-        resources = Resources(store, builder, archives, executor, logs, statuses)
+        self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
+        resources = Resources(store, builder, archives, executor, logs, triggers.statuses)
         router = Router(executor, max_body=config.max_body)
         platform_socket = _listen_unix(executor.platform_socket)
         info = PlatformInfo(
@@ -155,20 +142,18 @@ class Platform:
             sandbox_mode=sandbox.mode,
             sandbox_active=sandbox.active(),
         )
-        api = create_api(resources, logs, info, self.ready, token=token, publisher=brokers.deliver)
-        internal = PlatformSocketApp(executor, brokers.deliver)
+        api = create_api(
+            resources, logs, info, self.ready, token=token, publisher=triggers.brokers.deliver
+        )
 
         builder.resume()
         await executor.start()
         router.follow(store)
-        publish_function_changes(store, self.events)
-        watches.start()
-        consumers.start()
-        timers.start()
+        triggers.start()
         servers: list[tuple[Any, socket.socket]] = [
             (router, router_sock),
             (api, api_sock),
-            (internal, platform_socket),
+            (triggers.socket_app, platform_socket),
         ]
         for app, sock in servers:
             server = _Server(
@@ -217,17 +202,8 @@ class Platform:
             for server in self._servers:
                 server.force_exit = True
             await asyncio.wait(self._serving, timeout=2.0)
-        if self.timers is not None:
-            self.timers.stop()
-        if self.watches is not None:
-            self.watches.stop()
-        if self.consumers is not None:
-            await self.consumers.stop()
-        if self.brokers is not None:
-            await self.brokers.close()
-        if self._timer_state is not None:
-            self._timer_state.close()
-        await self.events.drain(timeout=2.0)
+        if self.triggers is not None:
+            await self.triggers.stop()
         if self.builder is not None:
             await self.builder.stop()
         if self.executor is not None:
