@@ -116,12 +116,12 @@ class Collector:
             return list(self.messages[topic])
 
     async def _main(self) -> None:
-        if self.mqtype == "embedded":
-            assert self.data_dir is not None
-            broker: Any = EmbeddedBroker(str(self.data_dir / "mq.db"))
-        else:
-            broker = broker_class(self.mqtype)(self.url)  # type: ignore[call-arg]
         try:
+            if self.mqtype == "embedded":
+                assert self.data_dir is not None
+                broker: Any = EmbeddedBroker(str(self.data_dir / "mq.db"))
+            else:
+                broker = broker_class(self.mqtype)(self.url)  # type: ignore[call-arg]
             await broker.start()
             group = unique("collector")
             subscriptions = [await broker.subscribe(topic, group) for topic in self.topics]
