@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Iterator
@@ -158,6 +159,23 @@ class Client:
         headers = {"content-type": content_type or "application/octet-stream"}
         result: dict[str, Any] = self._json(
             "POST", f"/v1/topics/{topic}/messages", content=body, params=params, headers=headers
+        )
+        return result
+
+    def consume(
+        self,
+        topic: str,
+        mqtype: str = "embedded",
+        broker_url: str | None = None,
+        group: str = "fissile-cli",
+        count: int = 10,
+        wait: float = 1.0,
+    ) -> builtins.list[dict[str, Any]]:
+        params: dict[str, Any] = {"mqtype": mqtype, "group": group, "count": count, "wait": wait}
+        if broker_url:
+            params["broker_url"] = broker_url
+        result: builtins.list[dict[str, Any]] = self._json(
+            "GET", f"/v1/topics/{topic}/messages", params=params
         )
         return result
 

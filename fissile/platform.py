@@ -142,9 +142,7 @@ class Platform:
             sandbox_mode=sandbox.mode,
             sandbox_active=sandbox.active(),
         )
-        api = create_api(
-            resources, logs, info, self.ready, token=token, publisher=triggers.brokers.deliver
-        )
+        api = create_api(resources, logs, info, self.ready, token=token, brokers=triggers.brokers)
 
         builder.resume()
         await executor.start()

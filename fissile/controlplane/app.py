@@ -5,8 +5,9 @@ route functions' annotations, which must be real classes, not strings.
 """
 
 import asyncio
+import base64
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
-from fissile.triggers.mq.hub import PublishRefused
-
-# (mqtype, topic, body, headers, broker URL); raises PublishRefused.
-Publisher = Callable[[str, str, bytes, dict[str, str], str | None], Awaitable[None]]
+from fissile.triggers.mq.hub import BrokerHub, Refused
 
 
 def create_api(
@@ -52,7 +50,7 @@ def create_api(
     info: PlatformInfo,
     ready: Callable[[], bool],
     token: str | None = None,
-    publisher: Publisher | None = None,
+    brokers: BrokerHub | None = None,
 ) -> FastAPI:
     """The control API; with a ``token``, every request but ``/healthz`` must carry it."""
     app = FastAPI(
@@ -173,8 +171,8 @@ def create_api(
     crud("/v1/mqtriggers", "mqtriggers", MessageQueueTriggerSpec, MessageQueueTrigger, "triggers")
     crud("/v1/watchtriggers", "watchtriggers", WatchTriggerSpec, WatchTrigger, "triggers")
 
-    if publisher is not None:
-        send = publisher
+    if brokers is not None:
+        hub = brokers
 
         @app.post("/v1/topics/{topic}/messages", status_code=202, tags=["triggers"])
         async def publish(
@@ -184,19 +182,41 @@ def create_api(
             broker_url: str | None = None,
         ) -> dict[str, Any]:
             """Publish the raw request body to a topic (``fissile topic publish``)."""
+            _topic(topic)
             body = await request.body()
-            headers = {
-                k: v
-                for k, v in request.headers.items()
-                if k == "content-type" or k.startswith("x-message-")
-            }
-            if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
-                raise ApiError(422, "invalid", f"invalid topic {topic!r}")
+            headers = {k: v for k, v in request.headers.items() if k == "content-type"}
             try:
-                await send(mqtype, topic, body, headers, broker_url)
-            except PublishRefused as exc:
+                await hub.deliver(mqtype, topic, body, headers, broker_url)
+            except Refused as exc:
                 raise ApiError(exc.status, exc.code, exc.message) from None
             return {"topic": topic, "mqtype": mqtype, "size": len(body)}
+
+        @app.get("/v1/topics/{topic}/messages", tags=["triggers"])
+        async def consume(
+            topic: str,
+            mqtype: str = "embedded",
+            broker_url: str | None = None,
+            group: str = Query("fissile-cli", pattern=r"^[A-Za-z0-9._-]{1,200}$"),
+            count: int = Query(10, ge=1, le=1000),
+            wait: float = Query(1.0, ge=0, le=60),
+        ) -> list[dict[str, Any]]:
+            """Take up to ``count`` messages as consumer group ``group`` and ack them
+            (``fissile topic consume``); bodies are base64."""
+            _topic(topic)
+            try:
+                messages = await hub.take(mqtype, topic, group, count, wait, broker_url)
+            except Refused as exc:
+                raise ApiError(exc.status, exc.code, exc.message) from None
+            return [
+                {
+                    "id": m.id,
+                    "topic": m.topic,
+                    "headers": m.headers,
+                    "redelivered": m.redelivered,
+                    "body_base64": base64.b64encode(m.body).decode(),
+                }
+                for m in messages
+            ]
 
     @app.post("/v1/packages/{name}/rebuild", response_model=Package, tags=["packages"])
     async def rebuild(name: str) -> Any:
@@ -218,6 +238,11 @@ def create_api(
         )
 
     return app
+
+
+def _topic(topic: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+        raise ApiError(422, "invalid", f"invalid topic {topic!r}")
 
 
 async def _stream_log(

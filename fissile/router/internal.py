@@ -26,7 +26,7 @@ from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
 from fissile.router.invoke import invoke, new_invocation_id
 from fissile.router.proxy import Answer
-from fissile.triggers.mq.hub import PublishRefused
+from fissile.triggers.mq.hub import Refused
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -104,7 +104,7 @@ class PlatformSocketApp:
         meta = {k: v for k, v in headers.items() if k == "content-type"}
         try:
             await self.publisher(mqtype, topic, body, meta, url)
-        except PublishRefused as exc:
+        except Refused as exc:
             return Answer(exc.status, exc.code, exc.message)
         return _Accepted(topic, len(body))
 

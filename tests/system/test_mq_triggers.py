@@ -167,3 +167,20 @@ def test_an_update_moves_the_consumer_to_the_new_topic(platform: Platform, doubl
     answers = read_topic("embedded", out, 1, data_dir=platform.data_dir, settle=1.0)
     platform.ok("mqt", "delete", "--name", "mq-moving")
     assert [json.loads(m.body)["double"] for m in answers] == [10]
+
+
+def test_topic_consume_reads_each_message_once_per_group(platform: Platform) -> None:
+    topic = unique("peek")
+    platform.ok("topic", "publish", "--topic", topic, "--body", '{"a": 1}')
+    platform.ok("topic", "publish", "--topic", topic, "--body", "second line")
+    first = platform.ok("topic", "consume", "--topic", topic, "--group", "peeker")
+    assert first.out.splitlines() == ['{"a": 1}', "second line"]
+    again = platform.ok("topic", "consume", "--topic", topic, "--group", "peeker", "--wait", "0")
+    assert again.out == ""
+    platform.ok("topic", "publish", "--topic", topic, "--body", "third")
+    (message,) = platform.json_of("topic", "consume", "--topic", topic, "--group", "peeker")
+    assert base64.b64decode(message["body_base64"]) == b"third"
+    assert message["headers"] == {"content-type": "application/octet-stream"}
+    bad = platform.cli("topic", "consume", "--topic", topic, "--mqtype", "redis",
+                       "--broker-url", "redis://127.0.0.1:1/0", "--wait", "0")  # fmt: skip
+    assert_one_line_error(bad, "127.0.0.1:1")

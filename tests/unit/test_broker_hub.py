@@ -7,27 +7,27 @@ from pathlib import Path
 import pytest
 
 from fissile.triggers.mq import base
-from fissile.triggers.mq.hub import BrokerHub, PublishRefused
+from fissile.triggers.mq.hub import BrokerHub, Refused
 
 
 async def test_unknown_mqtype_and_missing_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub = BrokerHub(tmp_path / "mq.db")
-    with pytest.raises(PublishRefused) as unknown:
+    with pytest.raises(Refused) as unknown:
         await hub.deliver("sqs", "t", b"x", {}, None)
     assert unknown.value.status == 422 and "known: embedded" in unknown.value.message
 
     monkeypatch.setitem(
         base.BROKERS, "kafka", ("fissile.triggers.mq.kafka:KafkaBroker", "kafka", "no_such_client")
     )
-    with pytest.raises(PublishRefused) as missing:
+    with pytest.raises(Refused) as missing:
         await hub.deliver("kafka", "t", b"x", {}, None)
     assert missing.value.status == 422
     assert missing.value.code == "missing_extra"
     assert "pip install 'fissile[kafka]'" in missing.value.message
 
-    with pytest.raises(PublishRefused) as embedded_url:
+    with pytest.raises(Refused) as embedded_url:
         await hub.deliver("embedded", "t", b"x", {}, "sqlite:///elsewhere")
     assert embedded_url.value.status == 422
     await hub.close()

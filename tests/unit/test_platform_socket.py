@@ -10,7 +10,7 @@ import pytest
 
 from fissile.router import internal
 from fissile.router.internal import MAX_DEPTH, PlatformSocketApp
-from fissile.triggers.mq.hub import PublishRefused
+from fissile.triggers.mq.hub import Refused
 
 
 class Recorder:
@@ -63,7 +63,7 @@ def invoked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 async def refuse(*args: Any) -> None:
-    raise PublishRefused(502, "broker_unavailable", "redis at redis://127.0.0.1:1: refused")
+    raise Refused(502, "broker_unavailable", "redis at redis://127.0.0.1:1: refused")
 
 
 async def test_depth_past_the_limit_is_508(invoked: list[dict[str, Any]]) -> None:

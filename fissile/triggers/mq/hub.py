@@ -12,12 +12,13 @@ from fissile.triggers.mq.base import (
     DEFAULT_URLS,
     Broker,
     BrokerError,
+    Message,
     MissingExtra,
     broker_class,
 )
 
 
-class PublishRefused(Exception):
+class Refused(Exception):
     """A publish from outside the platform (API, function) that could not be done: ``status``
     is the HTTP status to answer with."""
 
@@ -107,17 +108,42 @@ class BrokerHub:
         self, mqtype: str, topic: str, body: bytes, headers: dict[str, str], url: str | None
     ) -> None:
         """``publish`` for callers outside the platform: refusals carry an HTTP status."""
-        if mqtype not in BROKERS:
-            known = ", ".join(BROKERS)
-            raise PublishRefused(422, "invalid", f"unknown mqtype {mqtype!r} (known: {known})")
-        if mqtype == "embedded" and url:
-            raise PublishRefused(422, "invalid", "the embedded broker takes no broker URL")
+        _check(mqtype, url)
         try:
             await self.publish(mqtype, topic, body, headers, url)
         except MissingExtra as exc:
-            raise PublishRefused(422, "missing_extra", str(exc)) from None
+            raise Refused(422, "missing_extra", str(exc)) from None
         except BrokerError as exc:
-            raise PublishRefused(502, "broker_unavailable", str(exc)) from None
+            raise Refused(502, "broker_unavailable", str(exc)) from None
+
+    async def take(
+        self, mqtype: str, topic: str, group: str, count: int, wait: float, url: str | None
+    ) -> list[Message]:
+        """Up to ``count`` messages of ``topic`` for consumer group ``group``, acked (what
+        ``fissile topic consume`` shows); waits up to ``wait`` seconds for the first."""
+        _check(mqtype, url)
+        try:
+            broker = await self.get(mqtype, url)
+            subscription = await broker.subscribe(topic, group)
+            try:
+                deliveries = await subscription.fetch(count, wait)
+                for delivery in deliveries:
+                    await delivery.ack()
+            finally:
+                await subscription.close()
+        except MissingExtra as exc:
+            raise Refused(422, "missing_extra", str(exc)) from None
+        except BrokerError as exc:
+            raise Refused(502, "broker_unavailable", str(exc)) from None
+        return [delivery.message for delivery in deliveries]
+
+
+def _check(mqtype: str, url: str | None) -> None:
+    if mqtype not in BROKERS:
+        known = ", ".join(BROKERS)
+        raise Refused(422, "invalid", f"unknown mqtype {mqtype!r} (known: {known})")
+    if mqtype == "embedded" and url:
+        raise Refused(422, "invalid", "the embedded broker takes no broker URL")
 
 
 async def _close_quietly(broker: Broker) -> None:
