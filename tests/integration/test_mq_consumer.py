@@ -134,7 +134,9 @@ async def test_no_ack_until_the_outcome_is_recorded(
     consumer = Consumer(spec(), hub, None, function)  # type: ignore[arg-type]
     consumer.start()
     await asyncio.sleep(0.5)
+    error = consumer.status.error
     await consumer.stop()  # the platform stops while the outcome cannot be recorded
+    assert error is not None and "response topic unavailable" in error
     monkeypatch.setattr(hub, "publish", original)
     assert consumer.status.processed == 0
 

@@ -196,12 +196,16 @@ class Consumer:
         while True:
             try:
                 await self.hub.publish(self.spec.mqtype, topic, body, headers, self.spec.broker_url)
-                return
             except BrokerError as exc:
-                logger.warning(
-                    "mq trigger %s: cannot publish to %s: %s", self.spec.name, topic, exc
-                )
+                message = f"cannot record an outcome on {topic!r} (retrying): {exc}"
+                if self.status.error != message:
+                    logger.warning("mq trigger %s: %s", self.spec.name, message)
+                self.status.error = message
                 await asyncio.sleep(delay)
+            else:
+                if self.status.error is not None and self.status.state == "running":
+                    self.status.error = None
+                return
                 delay = min(delay * 2, RECONNECT_MAX)
 
 
