@@ -97,16 +97,19 @@ async def test_failures_are_retried_then_reported_without_blocking(hub: BrokerHu
         calls.append(request["body"])
         if request["body"] == b"bad":
             return Answer(504, "timeout", "timeout after 1s")
+        if request["body"] == b"fault" and calls.count(b"fault") == 1:
+            raise RuntimeError("a fault of the platform")
         return ok(request["body"])
 
-    for body in (b"bad", b"good-1", b"good-2"):
+    for body in (b"bad", b"good-1", b"fault", b"good-2"):
         await hub.publish("embedded", "in", body)
     consumer = Consumer(spec(maxretries=2), hub, None, function)  # type: ignore[arg-type]
     consumer.start()
-    answers = await drain(hub, "out", 2)
+    answers = await drain(hub, "out", 3)
     (report,) = await drain(hub, "err", 1)
     await consumer.stop()
-    assert [m.body for m in answers] == [b"good-1", b"good-2"]
+    # In order; the fault counted as a failed attempt, retried.
+    assert [m.body for m in answers] == [b"good-1", b"fault", b"good-2"]
     assert calls.count(b"bad") == 3
     error = json.loads(report.body)
     assert error["error"] == "timeout after 1s"

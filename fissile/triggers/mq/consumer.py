@@ -155,9 +155,13 @@ class Consumer:
                 "x-fissile-redelivered": "true" if message.redelivered or attempts > 1 else "false",
                 "x-fissile-attempt": str(attempts),
             }
-            result = await self.invoker(
-                self.executor, spec.function, headers=headers, body=message.body
-            )
+            try:
+                result = await self.invoker(
+                    self.executor, spec.function, headers=headers, body=message.body
+                )
+            except Exception as exc:  # a fault of the platform's own: an attempt that failed
+                logger.exception("mq trigger %s: calling %s failed", spec.name, spec.function)
+                result = Answer(500, "internal", f"{type(exc).__name__}: {exc}")
             if isinstance(result, InstanceResponse) and 200 <= result.status < 300:
                 if spec.resptopic:
                     await self._record(
