@@ -34,8 +34,9 @@ SERVICE_URLS = {
 }
 NETWORK_BROKERS = ("redis", "nats", "rabbitmq", "kafka")
 
-# Group joins on Tansu take about half the session timeout (DESIGN.md): keep it short in tests.
-KAFKA_TEST_OPTIONS = "session_timeout_ms=1000&heartbeat_interval_ms=300"
+# Group joins on Tansu take about half the session timeout (DESIGN.md), and Tansu holds an empty
+# fetch for all of fetch_max_wait_ms even when a message arrives: keep both short in tests.
+KAFKA_TEST_OPTIONS = "session_timeout_ms=1000&heartbeat_interval_ms=300&fetch_max_wait_ms=100"
 
 
 def in_ci() -> bool:
