@@ -53,6 +53,9 @@ class Subscription(Protocol):
 
 
 class Broker(Protocol):
+    """Made with its URL (``cls(url)``; the embedded broker: its file), then ``start()``ed.
+    Options of fissile's own travel in the URL's query string (``split_options``)."""
+
     mqtype: str
 
     async def start(self) -> None:
