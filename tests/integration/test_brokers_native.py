@@ -264,3 +264,54 @@ def test_an_absent_broker_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true: broker tests must run"):
         brokerkit.require_service("redis")
+
+
+async def test_kafka_group_members_share_partitions_and_take_over(kafka_url: str) -> None:  # noqa: F811
+    """Two members of one group split a two-partition topic; when one leaves, the other takes
+    its partitions, and nothing published is lost on the way (rebalances included)."""
+    from fissile.triggers.mq.kafka import KafkaBroker
+
+    topic, group = unique("t"), unique("g")
+    one = KafkaBroker(with_options(kafka_url, partitions=2))
+    two = KafkaBroker(with_options(kafka_url, partitions=2))
+    await one.start()
+    await two.start()
+    try:
+        first = await one.subscribe(topic, group)
+        second = await two.subscribe(topic, group)
+        members = [s._consumer for s in (first, second)]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 20
+        while not all(len(m.assignment()) == 1 for m in members):
+            assert time.monotonic() < deadline, [m.assignment() for m in members]
+            await asyncio.sleep(0.05)
+        sent = {f"m{i}".encode() for i in range(40)}
+        for body in sorted(sent):
+            await one.publish(topic, body)
+        seen: set[bytes] = set()
+        per_member: dict[int, set[str]] = {0: set(), 1: set()}
+        deadline = time.monotonic() + 20
+        while seen != sent and time.monotonic() < deadline:
+            for index, subscription in enumerate((first, second)):
+                for delivery in await subscription.fetch(40, 0.2):
+                    seen.add(delivery.message.body)
+                    per_member[index].add(delivery.message.id.split(":")[0])
+                    await delivery.ack()
+        assert seen == sent
+        # Both members worked once the group settled (each on its own partition).
+        assert per_member[0] and per_member[1]
+
+        await first.close()
+        later = {f"n{i}".encode() for i in range(10)}
+        for body in sorted(later):
+            await two.publish(topic, body)
+        got: set[bytes] = set()
+        deadline = time.monotonic() + 20
+        while not later <= got and time.monotonic() < deadline:
+            for delivery in await second.fetch(20, 0.5):
+                got.add(delivery.message.body)
+                await delivery.ack()
+        assert later <= got
+        assert per_member[0] | per_member[1] == {"0", "1"}
+    finally:
+        await two.close()
+        await one.close()
