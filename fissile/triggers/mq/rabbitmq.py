@@ -103,7 +103,7 @@ class RabbitMQBroker:
         self._closed = False
 
     def _error(self, what: str, exc: BaseException | str) -> BrokerError:
-        cause = str(exc) or type(exc).__name__ if isinstance(exc, BaseException) else exc
+        cause = (str(exc) or type(exc).__name__) if isinstance(exc, BaseException) else exc
         return BrokerError(f"rabbitmq at {redact(self.url)}: {what}: {cause}")
 
     async def start(self) -> None:
