@@ -166,6 +166,42 @@ class Client:
         result: dict[str, Any] = self._json("DELETE", f"/v1/invocations/{invocation_id}")
         return result
 
+    # -- topics ---------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        body: bytes,
+        mqtype: str = "embedded",
+        broker_url: str | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        params = {"mqtype": mqtype}
+        if broker_url:
+            params["broker_url"] = broker_url
+        headers = {"content-type": content_type or "application/octet-stream"}
+        result: dict[str, Any] = self._json(
+            "POST", f"/v1/topics/{topic}/messages", content=body, params=params, headers=headers
+        )
+        return result
+
+    def consume(
+        self,
+        topic: str,
+        mqtype: str = "embedded",
+        broker_url: str | None = None,
+        group: str = "fissile-cli",
+        count: int = 10,
+        wait: float = 1.0,
+    ) -> builtins.list[dict[str, Any]]:
+        params: dict[str, Any] = {"mqtype": mqtype, "group": group, "count": count, "wait": wait}
+        if broker_url:
+            params["broker_url"] = broker_url
+        result: builtins.list[dict[str, Any]] = self._json(
+            "GET", f"/v1/topics/{topic}/messages", params=params
+        )
+        return result
+
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", "/v1/info")
         return result

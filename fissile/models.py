@@ -242,6 +242,13 @@ class HTTPTriggerSpec(Spec):
     url: str | None = Field(None, description="path template: /students/{id} or /items/{id:[0-9]+}")
     prefix: str | None = Field(None, description="serve this path and everything under it")
     methods: list[str] = Field(default_factory=lambda: ["GET"])
+    webhook_secret: str | None = Field(
+        None,
+        min_length=8,
+        max_length=512,
+        description="verify a GitHub-style X-Hub-Signature-256 HMAC of the body with this secret;"
+        " requests with a bad or missing signature get 401. Never shown by `get`.",
+    )
     labels: Labels = Field(
         default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
     )
@@ -301,27 +308,167 @@ class HTTPTrigger(HTTPTriggerSpec, Meta):
     pass
 
 
+#: What a read of an HTTP trigger shows instead of its webhook secret.
+SECRET_MASK = "********"
+
+
+# --- TimeTrigger -------------------------------------------------------------------------
+
+
+class TimeTriggerSpec(Spec):
+    name: Name
+    function: Name
+    cron: str = Field(
+        description="5 cron fields, or 6 with a leading seconds field; @hourly, @daily...;"
+        " or '@every 30s'"
+    )
+    timezone: str = Field("UTC", description="IANA time zone the cron fields are read in")
+    method: Literal["GET", "POST", "PUT"] = "POST"
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
+    )
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TimeTriggerSpec:
+        from fissile.triggers.schedule import Schedule, ScheduleError
+
+        try:
+            Schedule(self.cron, self.timezone)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class TimeTriggerStatus(BaseModel):
+    last_fired: datetime | None = None
+    next_fire: datetime | None = None
+
+
+class TimeTrigger(TimeTriggerSpec, Meta):
+    status: TimeTriggerStatus = Field(default_factory=TimeTriggerStatus)
+
+
+# --- MessageQueueTrigger -----------------------------------------------------------------
+
+MQTYPES = ("embedded", "redis", "nats", "rabbitmq", "kafka")
+MQType = Literal["embedded", "redis", "nats", "rabbitmq", "kafka"]
+Topic = Annotated[str, Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class MessageQueueTriggerSpec(Spec):
+    name: Name
+    function: Name
+    mqtype: MQType = "embedded"
+    topic: Topic
+    resptopic: Topic | None = Field(None, description="where 2xx response bodies are published")
+    errortopic: Topic | None = Field(
+        None, description="where a message that failed every attempt is published, with the error"
+    )
+    maxretries: int = Field(3, ge=0, le=100, description="retries after the first attempt")
+    concurrency: int = Field(1, ge=1, le=1000, description="messages in flight at once")
+    broker_url: str | None = Field(
+        None, max_length=2048, description="the broker's URL; unset: its local default"
+    )
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
+    )
+
+    @model_validator(mode="after")
+    def _topics(self) -> MessageQueueTriggerSpec:
+        if self.mqtype == "embedded" and self.broker_url:
+            raise ValueError("the embedded broker takes no broker_url")
+        if self.topic in (self.resptopic, self.errortopic):
+            raise ValueError("resptopic and errortopic must differ from topic (a loop)")
+        return self
+
+
+class ConsumerStatus(BaseModel):
+    state: Literal["starting", "running", "error", "stopped"] = "stopped"
+    error: str | None = None
+    processed: int = Field(0, description="messages whose function answered 2xx")
+    failed: int = Field(
+        0, description="messages sent to the error topic (or dropped) after retries"
+    )
+    inflight: int = 0
+
+
+class MessageQueueTrigger(MessageQueueTriggerSpec, Meta):
+    status: ConsumerStatus = Field(default_factory=ConsumerStatus)
+
+
+# --- WatchTrigger ------------------------------------------------------------------------
+
+EVENT_PATTERN = r"^(\*|[a-z]+\.(\*|[a-z_]+))$"
+
+
+class WatchTriggerSpec(Spec):
+    name: Name
+    function: Name
+    event: str = Field(
+        pattern=EVENT_PATTERN,
+        description="function.created, function.updated, function.deleted, instance.crashed,"
+        " invocation.completed, node.started; or function.*, *",
+    )
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
+    )
+
+    @field_validator("event")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from fissile.events import EVENT_TYPES
+
+        if value == "*" or value in EVENT_TYPES:
+            return value
+        if value.endswith(".*") and any(t.startswith(value[:-1]) for t in EVENT_TYPES):
+            return value
+        raise ValueError(f"unknown event {value!r}; known: {', '.join(EVENT_TYPES)}")
+
+
+class WatchTrigger(WatchTriggerSpec, Meta):
+    pass
+
+
 # --- Registry of kinds ---------------------------------------------------------------------
 
-Kind = Literal["environments", "packages", "functions", "httptriggers"]
+Kind = Literal[
+    "environments",
+    "packages",
+    "functions",
+    "httptriggers",
+    "timetriggers",
+    "mqtriggers",
+    "watchtriggers",
+]
+#: Kinds that point at a function and make it run.
+TRIGGER_KINDS = ("httptriggers", "timetriggers", "mqtriggers", "watchtriggers")
 
 SPEC_MODELS: dict[str, type[Spec]] = {
     "environments": EnvironmentSpec,
     "packages": PackageSpec,
     "functions": FunctionSpec,
     "httptriggers": HTTPTriggerSpec,
+    "timetriggers": TimeTriggerSpec,
+    "mqtriggers": MessageQueueTriggerSpec,
+    "watchtriggers": WatchTriggerSpec,
 }
 READ_MODELS: dict[str, type[BaseModel]] = {
     "environments": Environment,
     "packages": Package,
     "functions": Function,
     "httptriggers": HTTPTrigger,
+    "timetriggers": TimeTrigger,
+    "mqtriggers": MessageQueueTrigger,
+    "watchtriggers": WatchTrigger,
 }
 SINGULAR = {
     "environments": "environment",
     "packages": "package",
     "functions": "function",
     "httptriggers": "HTTP trigger",
+    "timetriggers": "timer",
+    "mqtriggers": "message queue trigger",
+    "watchtriggers": "watch trigger",
 }
 
 

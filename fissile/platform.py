@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -31,6 +32,7 @@ from fissile.router import Router
 from fissile.router.front_door import FrontDoor
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
+from fissile.triggers.service import Triggers
 
 logger = logging.getLogger("fissile")
 
@@ -78,6 +80,7 @@ class Platform:
         self.logs: LogBook | None = None
         self.events = EventBus()
         self.invocations: Invocations | None = None
+        self.triggers: Triggers | None = None
         self._servers: list[_Server] = []
         self._serving: list[asyncio.Task[None]] = []
         self._ready = False
@@ -114,7 +117,12 @@ class Platform:
         archives = ArchiveStore(config.archives)
         try:
             self.executor = executor = Executor(
-                store, config.deploy, logs, sandbox_mode=config.sandbox, data_dir=config.data_dir
+                store,
+                config.deploy,
+                logs,
+                sandbox_mode=config.sandbox,
+                data_dir=config.data_dir,
+                events=self.events,
             )
         except SandboxUnavailable as exc:
             raise StartupError(str(exc)) from None
@@ -126,7 +134,8 @@ class Platform:
                 " anyone who can reach it and holds the token controls this platform"
             )
         self.builder = builder = Builder(store, archives, config.deploy)
-        resources = Resources(store, builder, archives, executor, logs)
+        self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
+        resources = Resources(store, builder, archives, executor, logs, triggers.statuses)
         self.invocations = invocations = Invocations(
             InvocationStore(config.invocations_db, config.invocation_bodies),
             executor,
@@ -134,6 +143,7 @@ class Platform:
             retention=config.retention,
         )
         router = Router(executor, max_body=config.max_body, front_door=FrontDoor(invocations))
+        platform_socket = _listen_unix(executor.platform_socket)
         info = PlatformInfo(
             version=fissile.__version__,
             router_url=config.router_url,
@@ -141,13 +151,27 @@ class Platform:
             sandbox_mode=sandbox.mode,
             sandbox_active=sandbox.active(),
         )
-        api = create_api(resources, logs, info, self.ready, token=token, invocations=invocations)
+        api = create_api(
+            resources,
+            logs,
+            info,
+            self.ready,
+            token=token,
+            invocations=invocations,
+            brokers=triggers.brokers,
+        )
 
         builder.resume()
         await executor.start()
         await invocations.start()
         router.follow(store)
-        for app, sock in ((router, router_sock), (api, api_sock)):
+        triggers.start()
+        servers: list[tuple[Any, socket.socket]] = [
+            (router, router_sock),
+            (api, api_sock),
+            (triggers.socket_app, platform_socket),
+        ]
+        for app, sock in servers:
             server = _Server(
                 uvicorn.Config(
                     app,
@@ -168,6 +192,9 @@ class Platform:
         while not all(server.started for server in self._servers):
             await asyncio.sleep(0.01)
         self._ready = True
+        self.events.publish(
+            "node.started", {"version": fissile.__version__, "router_url": config.router_url}
+        )
         _say(
             f"fissile {fissile.__version__}: router {config.router_url},"
             f" control API http://{config.api_host}:{config.api_port},"
@@ -193,6 +220,8 @@ class Platform:
             for server in self._servers:
                 server.force_exit = True
             await asyncio.wait(self._serving, timeout=2.0)
+        if self.triggers is not None:
+            await self.triggers.stop()
         if self.invocations is not None:
             await self.invocations.stop()
             self.invocations.store.close()
@@ -207,6 +236,18 @@ class Platform:
             self.store.close()
         if self._lock is not None:
             os.close(self._lock)
+
+
+def _listen_unix(path: Path) -> socket.socket:
+    """The platform socket: instances run as other uids, hence 0666 (its directory is the
+    executor's, reachable by instances only through their sandbox's bind)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path.unlink(missing_ok=True)
+    sock.bind(str(path))
+    os.chmod(path, 0o666)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
 
 
 def _lock_data_dir(config: Config) -> int:

@@ -9,7 +9,20 @@ from typing import Any
 import click
 
 import fissile
-from fissile.cli import doctor, env, fn, invocation, pkg, route, spec, up
+from fissile.cli import (
+    doctor,
+    env,
+    fn,
+    invocation,
+    mqt,
+    pkg,
+    route,
+    spec,
+    timer,
+    topic,
+    up,
+    watch,
+)
 from fissile.client import ClientError
 
 
@@ -53,6 +66,12 @@ cli.add_command(route.route, name="ht")
 cli.add_command(spec.spec)
 cli.add_command(invocation.invocation)
 cli.add_command(invocation.invocation, name="inv")
+cli.add_command(timer.timer)
+cli.add_command(timer.timer, name="tt")
+cli.add_command(mqt.mqt)
+cli.add_command(mqt.mqt, name="mqtrigger")
+cli.add_command(topic.topic)
+cli.add_command(watch.watch)
 
 
 def main() -> None:

@@ -37,6 +37,13 @@ def route() -> None:
 @click.option("--url", default=None, help="Path template, e.g. /students/{id}.")
 @click.option("--prefix", default=None, help="Serve this path and everything under it.")
 @click.option("--method", "methods", multiple=True, help="HTTP method (repeat; ANY for all).")
+@click.option(
+    "--webhook-secret",
+    default=None,
+    envvar="FISSILE_WEBHOOK_SECRET",
+    help="Require a GitHub-style X-Hub-Signature-256 HMAC of the body made with this secret"
+    " [env: FISSILE_WEBHOOK_SECRET].",
+)
 @output_option
 @spec_options
 def create(
@@ -45,6 +52,7 @@ def create(
     url: str | None,
     prefix: str | None,
     methods: tuple[str, ...],
+    webhook_secret: str | None,
     output: str,
     spec: bool,
     specdir: Path,
@@ -59,6 +67,8 @@ def create(
         "prefix": prefix,
         "methods": list(methods) or ["GET"],
     }
+    if webhook_secret:
+        body["webhook_secret"] = webhook_secret
     if spec:
         write_spec(specdir, "HTTPTrigger", body)
         return
@@ -97,15 +107,27 @@ def get(name: str, output: str) -> None:
 @click.option("--url", default=None)
 @click.option("--prefix", default=None)
 @click.option("--method", "methods", multiple=True)
+@click.option("--webhook-secret", default=None, help="Set or change the webhook secret.")
+@click.option("--no-webhook-secret", is_flag=True, help="Stop checking signatures.")
 def update(
-    name: str, function: str | None, url: str | None, prefix: str | None, methods: tuple[str, ...]
+    name: str,
+    function: str | None,
+    url: str | None,
+    prefix: str | None,
+    methods: tuple[str, ...],
+    webhook_secret: str | None,
+    no_webhook_secret: bool,
 ) -> None:
     """Change a route."""
+    fields = ("name", "function", "url", "prefix", "methods", "webhook_secret", "labels")
     with Client() as client:
         current = client.get("httptriggers", name)
-        body = {
-            k: current.get(k) for k in ("name", "function", "url", "prefix", "methods", "labels")
-        }
+        # A read shows the secret masked; sent back so, it is kept as it is.
+        body = {k: current.get(k) for k in fields}
+        if webhook_secret:
+            body["webhook_secret"] = webhook_secret
+        if no_webhook_secret:
+            body["webhook_secret"] = None
         if function:
             body["function"] = function
         if url:

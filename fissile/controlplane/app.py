@@ -5,6 +5,8 @@ route functions' annotations, which must be real classes, not strings.
 """
 
 import asyncio
+import base64
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,18 @@ from fissile.models import (
     FunctionSpec,
     HTTPTrigger,
     HTTPTriggerSpec,
+    MessageQueueTrigger,
+    MessageQueueTriggerSpec,
     Package,
     PackageSpec,
     PlatformInfo,
+    TimeTrigger,
+    TimeTriggerSpec,
+    WatchTrigger,
+    WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.triggers.mq.hub import BrokerHub, Refused
 
 
 def create_api(
@@ -43,6 +52,7 @@ def create_api(
     ready: Callable[[], bool],
     token: str | None = None,
     invocations: Invocations | None = None,
+    brokers: BrokerHub | None = None,
 ) -> FastAPI:
     """The control API; with a ``token``, every request but ``/healthz`` must carry it."""
     app = FastAPI(
@@ -159,6 +169,56 @@ def create_api(
     crud("/v1/packages", "packages", PackageSpec, Package, "packages")
     crud("/v1/functions", "functions", FunctionSpec, Function, "functions")
     crud("/v1/httptriggers", "httptriggers", HTTPTriggerSpec, HTTPTrigger, "httptriggers")
+    crud("/v1/timetriggers", "timetriggers", TimeTriggerSpec, TimeTrigger, "triggers")
+    crud("/v1/mqtriggers", "mqtriggers", MessageQueueTriggerSpec, MessageQueueTrigger, "triggers")
+    crud("/v1/watchtriggers", "watchtriggers", WatchTriggerSpec, WatchTrigger, "triggers")
+
+    if brokers is not None:
+        hub = brokers
+
+        @app.post("/v1/topics/{topic}/messages", status_code=202, tags=["triggers"])
+        async def publish(
+            topic: str,
+            request: Request,
+            mqtype: str = "embedded",
+            broker_url: str | None = None,
+        ) -> dict[str, Any]:
+            """Publish the raw request body to a topic (``fissile topic publish``)."""
+            _topic(topic)
+            body = await request.body()
+            headers = {k: v for k, v in request.headers.items() if k == "content-type"}
+            try:
+                await hub.deliver(mqtype, topic, body, headers, broker_url)
+            except Refused as exc:
+                raise ApiError(exc.status, exc.code, exc.message) from None
+            return {"topic": topic, "mqtype": mqtype, "size": len(body)}
+
+        @app.get("/v1/topics/{topic}/messages", tags=["triggers"])
+        async def consume(
+            topic: str,
+            mqtype: str = "embedded",
+            broker_url: str | None = None,
+            group: str = Query("fissile-cli", pattern=r"^[A-Za-z0-9._-]{1,200}$"),
+            count: int = Query(10, ge=1, le=1000),
+            wait: float = Query(1.0, ge=0, le=60),
+        ) -> list[dict[str, Any]]:
+            """Take up to ``count`` messages as consumer group ``group`` and ack them
+            (``fissile topic consume``); bodies are base64."""
+            _topic(topic)
+            try:
+                messages = await hub.take(mqtype, topic, group, count, wait, broker_url)
+            except Refused as exc:
+                raise ApiError(exc.status, exc.code, exc.message) from None
+            return [
+                {
+                    "id": m.id,
+                    "topic": m.topic,
+                    "headers": m.headers,
+                    "redelivered": m.redelivered,
+                    "body_base64": base64.b64encode(m.body).decode(),
+                }
+                for m in messages
+            ]
 
     @app.post("/v1/packages/{name}/rebuild", response_model=Package, tags=["packages"])
     async def rebuild(name: str) -> Any:
@@ -212,6 +272,11 @@ def _invocation_routes(app: FastAPI, invocations: Invocations) -> None:
             code = "not_found" if exc.status == 404 else exc.code
             raise ApiError(exc.status, code, exc.message) from None
         return invocation.to_json()
+
+
+def _topic(topic: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+        raise ApiError(422, "invalid", f"invalid topic {topic!r}")
 
 
 async def _stream_log(

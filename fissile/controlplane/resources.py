@@ -3,20 +3,28 @@ names are unique, nothing in use is deleted, and builds start when sources chang
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from pydantic import BaseModel
 
 from fissile.builder import ArchiveStore, Builder
 from fissile.controlplane.errors import ApiError, conflict, not_found
 from fissile.executor import Executor
 from fissile.models import (
+    SECRET_MASK,
     SINGULAR,
+    TRIGGER_KINDS,
     BuildState,
     BuildStatus,
     EnvironmentSpec,
     FunctionSpec,
     HTTPTriggerSpec,
+    MessageQueueTriggerSpec,
     PackageSpec,
     Spec,
+    TimeTriggerSpec,
+    WatchTriggerSpec,
 )
 from fissile.observability import LogBook
 from fissile.router.routes import Route, find_conflict
@@ -31,7 +39,11 @@ class Resources:
         archives: ArchiveStore,
         executor: Executor,
         logs: LogBook,
+        statuses: dict[str, Callable[[str], BaseModel]] | None = None,
     ) -> None:
+        """``statuses``: per kind, where the live status of a resource comes from (the MQ
+        consumers, the timers)."""
+        self.statuses = statuses or {}
         self.store = store
         self.builder = builder
         self.archives = archives
@@ -52,6 +64,10 @@ class Resources:
     def _view(self, kind: str, document: dict[str, Any]) -> dict[str, Any]:
         if kind == "functions":
             document["status"] = self.executor.status(document["name"]).model_dump(mode="json")
+        elif kind in self.statuses:
+            document["status"] = self.statuses[kind](document["name"]).model_dump(mode="json")
+        elif kind == "httptriggers" and document.get("webhook_secret"):
+            document["webhook_secret"] = SECRET_MASK
         return document
 
     # -- writes -------------------------------------------------------------------------
@@ -78,6 +94,9 @@ class Resources:
         if current is None:
             raise not_found(SINGULAR[kind], name)
         data = self._check(kind, spec, creating=False)
+        if kind == "httptriggers" and data.get("webhook_secret") == SECRET_MASK:
+            # What a read showed, sent back unchanged: the secret stays as it is.
+            data["webhook_secret"] = current.data.get("webhook_secret")
         rebuild = False
         if kind == "packages":
             old = (current.data.get("source"), current.data.get("buildcmd"), current.data["env"])
@@ -177,6 +196,8 @@ class Resources:
                 raise conflict(
                     f"HTTP trigger {clash.trigger!r} already routes {clash.path} ({methods})"
                 )
+        elif isinstance(spec, TimeTriggerSpec | MessageQueueTriggerSpec | WatchTriggerSpec):
+            self._require("functions", spec.function, "function")
         elif isinstance(spec, EnvironmentSpec):
             pass
         return data
@@ -205,9 +226,10 @@ class Resources:
                 if r.data["package"] == name
             ]
         elif kind == "functions":
-            users += [
-                f"HTTP trigger {r.name!r}"
-                for r in self.store.list("httptriggers")
-                if r.data["function"] == name
-            ]
+            for trigger_kind in TRIGGER_KINDS:
+                users += [
+                    f"{SINGULAR[trigger_kind]} {r.name!r}"
+                    for r in self.store.list(trigger_kind)
+                    if r.data["function"] == name
+                ]
         return users

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fissile._units import format_memory
+from fissile.events import EventBus
 from fissile.executor.errors import BuildFailed, ExecutorError, FunctionNotFound
 from fissile.executor.instance import Instance, State
 from fissile.executor.pools import EnvironmentPool, FunctionPool
@@ -72,6 +73,7 @@ class Executor:
         logs: LogBook,
         sandbox_mode: str = "off",
         data_dir: Path | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.store = store
         self.deploy_root = deploy_root
@@ -81,11 +83,18 @@ class Executor:
         self.run_dir = Path(tempfile.mkdtemp(prefix="fissile-"))
         staging = self.run_dir / "root"
         staging.mkdir()
+        # Where the platform socket (context.invoke/publish) is served: bound into sandboxed
+        # instances at /run/fissile, so 0755 (functions run as other uids).
+        self.platform_dir = self.run_dir / "platform"
+        self.platform_dir.mkdir()
+        self.platform_dir.chmod(0o755)
+        self.events = events
         self.sandbox = Sandbox.prepare(
             sandbox_mode,
             data_dir=str(data_dir or deploy_root.parent),
             deploy_root=str(deploy_root),
             staging=str(staging),
+            platform_dir=str(self.platform_dir),
         )
         self.cgroups: Any = None
         if self.sandbox.fork_config.get("cgroups"):
@@ -136,6 +145,9 @@ class Executor:
         for path in self.run_dir.glob("*.sock"):
             path.unlink(missing_ok=True)
         (self.run_dir / "root").rmdir()
+        for path in self.platform_dir.iterdir():
+            path.unlink(missing_ok=True)
+        self.platform_dir.rmdir()
         self.run_dir.rmdir()
         if self.cgroups is not None:
             from fissile.sandbox import cgroups
@@ -171,6 +183,19 @@ class Executor:
     def status(self, name: str) -> FunctionStatus:
         pool = self.functions.get(name)
         return pool.status() if pool is not None else FunctionStatus()
+
+    @property
+    def platform_socket(self) -> Path:
+        """The platform socket on this host."""
+        return self.platform_dir / "platform.sock"
+
+    def platform_socket_for_instances(self) -> str:
+        """The platform socket's path as instances see it."""
+        if self.sandbox.fork_config.get("filesystem"):
+            from fissile.sandbox.filesystem import PLATFORM_DIR
+
+            return f"{PLATFORM_DIR}/platform.sock"
+        return str(self.platform_socket)
 
     def ready(self) -> bool:
         return all(env.zygote is not None for env in self.environments.values())

@@ -268,7 +268,10 @@ class FunctionPool:
             "function": self.name,
             "deploy_dir": deploy_dir,
             "entrypoint": self.spec.entrypoint,
-            "env_vars": self.spec.env_vars,
+            "env_vars": {
+                **self.spec.env_vars,
+                "FISSILE_PLATFORM_SOCKET": self.executor.platform_socket_for_instances(),
+            },
             "concurrency": self.spec.concurrency,
             "timeout": self.spec.timeout,
             "memory": self.spec.memory,
@@ -383,6 +386,17 @@ class FunctionPool:
             self.executor.logs.platform(
                 self.name, f"instance {instance.id} died: {instance.exit_reason}"
             )
+            if self.executor.events is not None:
+                self.executor.events.publish(
+                    "instance.crashed",
+                    {
+                        "function": self.name,
+                        "instance": instance.id,
+                        "pid": instance.pid,
+                        "reason": instance.exit_reason,
+                        "restarts": self.restarts,
+                    },
+                )
         self.scale_up()
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from fissile.models import HTTPTriggerSpec
 from fissile.router.front_door import INVOCATIONS_PREFIX, FrontDoor
 from fissile.router.proxy import Answer, forward
 from fissile.router.routes import MethodNotAllowed, Route, RouteTable
+from fissile.router.webhook import check_signature
 from fissile.store import Change, Store
 
 Scope = dict[str, Any]
@@ -67,13 +68,12 @@ class Router:
         self.front_door = front_door
         self.table = RouteTable()
         self._routes: dict[str, Route] = {}
+        self._webhook_secrets: dict[str, bytes] = {}  # trigger name -> secret
 
     def follow(self, store: Store) -> None:
         """Load the HTTP triggers and keep the table current as they change."""
         for record in store.list("httptriggers"):
-            self._routes[record.name] = Route.from_trigger(
-                HTTPTriggerSpec.model_validate(record.data)
-            )
+            self._add(HTTPTriggerSpec.model_validate(record.data))
         self.table = RouteTable(self._routes.values())
         store.subscribe(self._changed)
 
@@ -82,10 +82,17 @@ class Router:
             return
         if change.action == "deleted":
             self._routes.pop(change.record.name, None)
+            self._webhook_secrets.pop(change.record.name, None)
         else:
-            spec = HTTPTriggerSpec.model_validate(change.record.data)
-            self._routes[spec.name] = Route.from_trigger(spec)
+            self._add(HTTPTriggerSpec.model_validate(change.record.data))
         self.table = RouteTable(self._routes.values())
+
+    def _add(self, spec: HTTPTriggerSpec) -> None:
+        self._routes[spec.name] = Route.from_trigger(spec)
+        if spec.webhook_secret:
+            self._webhook_secrets[spec.name] = spec.webhook_secret.encode()
+        else:
+            self._webhook_secrets.pop(spec.name, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -110,6 +117,7 @@ class Router:
         path: str = scope["path"]
         params: dict[str, str] = {}
         asynchronous = False
+        secret: bytes | None = None
         if path.startswith(DIRECT_PREFIX):
             function = path[len(DIRECT_PREFIX) :].split("/", 1)[0]
         elif path.startswith(ASYNC_PREFIX) and self.front_door is not None:
@@ -134,6 +142,7 @@ class Router:
                 return
             function = match.route.function
             params = match.params
+            secret = self._webhook_secrets.get(match.route.trigger)
 
         try:
             pool = self.executor.function(function)
@@ -150,6 +159,11 @@ class Router:
             return
         except ClientGone:
             return
+        if secret is not None:
+            refusal = check_signature(secret, scope["headers"], body)
+            if refusal is not None:
+                await _answer(send, Answer(401, "bad_signature", refusal))
+                return
 
         if self.front_door is not None:
             if not asynchronous:

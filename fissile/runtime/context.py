@@ -2,22 +2,85 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import os
+import socket
 import time
+from typing import Any
+from urllib.parse import quote, urlencode
+
+SOCKET_ENV = "FISSILE_PLATFORM_SOCKET"
+
+
+class PlatformError(Exception):
+    """The platform socket could not be reached, or refused a publish."""
+
+
+class Reply:
+    """What ``context.invoke`` returns: the called function's answer (or the platform's, such
+    as 404 for an unknown function, 504 past the deadline, 508 for a call loop)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Reply {self.status} {len(self.body)} bytes>"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("fissile", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 class Context:
-    """Facts about the current invocation, and the function's logger."""
+    """Facts about the current invocation, the function's logger, and the way to call other
+    functions and publish to topics."""
 
-    __slots__ = ("_deadline", "function", "invocation_id", "logger")
+    __slots__ = ("_deadline", "chain_depth", "chain_id", "function", "invocation_id", "logger")
 
     def __init__(
-        self, function: str, invocation_id: str, timeout: float, logger: logging.Logger
+        self,
+        function: str,
+        invocation_id: str,
+        timeout: float,
+        logger: logging.Logger,
+        chain_id: str = "",
+        chain_depth: int = 0,
     ) -> None:
         self.function = function
         self.invocation_id = invocation_id
         self._deadline = time.monotonic() + timeout
         self.logger = logger
+        self.chain_id = chain_id or invocation_id
+        self.chain_depth = chain_depth
 
     @property
     def deadline(self) -> float:
@@ -28,5 +91,69 @@ class Context:
         """Seconds left before the function's timeout."""
         return max(0.0, self._deadline - time.monotonic())
 
+    def invoke(
+        self,
+        function: str,
+        data: Any = None,
+        *,
+        content_type: str | None = None,
+    ) -> Reply:
+        """Call ``function`` synchronously through the platform and return its answer. ``data``:
+        bytes, str, or anything JSON-serializable. The callee gets at most this invocation's
+        remaining time; a chain of calls deeper than the platform's limit is answered 508."""
+        body, kind = _encode(data, content_type)
+        headers = {
+            "content-type": kind,
+            "x-fissile-chain-id": self.chain_id,
+            "x-fissile-chain-depth": str(self.chain_depth),
+            "x-fissile-deadline": f"{self.remaining():.3f}",
+            "x-fissile-caller": self.function,
+        }
+        return self._post(f"/invoke/{quote(function, safe='')}", headers, body)
+
+    def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        mqtype: str = "embedded",
+        broker_url: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Publish ``data`` (bytes, str, or JSON-serializable) to ``topic``; returns once the
+        broker has it. Raises PlatformError when it was refused."""
+        body, kind = _encode(data, content_type)
+        query = {"topic": topic, "mqtype": mqtype}
+        if broker_url:
+            query["broker_url"] = broker_url
+        reply = self._post(f"/publish?{urlencode(query)}", {"content-type": kind}, body)
+        if not reply.ok:
+            raise PlatformError(f"publish to {topic!r} failed ({reply.status}): {reply.text}")
+
+    def _post(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
+        path = os.environ.get(SOCKET_ENV)
+        if not path:
+            raise PlatformError(f"no platform socket: {SOCKET_ENV} is not set")
+        connection = _UnixConnection(path, timeout=max(self.remaining(), 0.001) + 5.0)
+        try:
+            connection.request("POST", target, body=body, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, payload)
+        except OSError as exc:
+            raise PlatformError(f"cannot reach the platform at {path}: {exc}") from exc
+        finally:
+            connection.close()
+
     def __repr__(self) -> str:
         return f"<Context {self.function} {self.invocation_id}>"
+
+
+def _encode(data: Any, content_type: str | None) -> tuple[bytes, str]:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data), content_type or "application/octet-stream"
+    if isinstance(data, str):
+        return data.encode(), content_type or "text/plain; charset=utf-8"
+    if data is None:
+        return b"", content_type or "application/octet-stream"
+    return json.dumps(data).encode(), content_type or "application/json"

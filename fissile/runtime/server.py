@@ -156,11 +156,15 @@ class HttpConnection(asyncio.Protocol):
         handler = self.app.handler
         if handler is None:
             return _error(503, "not_specialized", "this instance has no function yet")
+        headers = request.headers
+        depth = headers.get("x-fissile-chain-depth", "0")
         context = Context(
             self.app.function,
-            request.headers.get("x-fissile-invocation-id", ""),
-            float(request.headers.get("x-fissile-timeout", self.app.timeout)),
+            headers.get("x-fissile-invocation-id", ""),
+            float(headers.get("x-fissile-timeout", self.app.timeout)),
             self.app.logger,
+            headers.get("x-fissile-chain-id", ""),
+            int(depth) if depth.isdigit() else 0,
         )
         request.params = _params(request.headers)
         if handler.is_async:

@@ -68,6 +68,7 @@ class Sandbox:
         deploy_root: str,
         staging: str,
         tmp_size: int = DEFAULT_TMP_SIZE,
+        platform_dir: str | None = None,
     ) -> Sandbox:
         if mode not in MODES:
             raise ValueError(f"unknown sandbox mode {mode!r}; use one of {', '.join(MODES)}")
@@ -89,7 +90,7 @@ class Sandbox:
         if config["namespaces"] and config["pid_namespace"]:
             from fissile.sandbox.filesystem import plan
 
-            config["filesystem"] = plan(data_dir, deploy_root, staging, tmp_size)
+            config["filesystem"] = plan(data_dir, deploy_root, staging, tmp_size, platform_dir)
         return cls(mode, caps, config)
 
     def active(self) -> dict[str, bool]:

@@ -7,6 +7,8 @@ only null, zero, full, random and urandom. The platform's data directory is not 
 an empty mount where it would show through a bound directory). At fork time every package is
 reachable at ``/.deploy`` (root-only) because the function is not known yet; specialization binds
 the function's own package at ``/function`` and detaches ``/.deploy`` before any user code runs.
+The directory of the platform socket (``context.invoke``/``publish``) is bound read-only at
+``/run/fissile``: a unix socket on a read-only mount can still be connected to.
 """
 
 from __future__ import annotations
@@ -34,10 +36,17 @@ from fissile.sandbox._libc import (
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 FUNCTION_DIR = "/function"
+PLATFORM_DIR = "/run/fissile"
 _DEPLOY_DIR = "/.deploy"
 
 
-def plan(data_dir: str, deploy_root: str, staging: str, tmp_size: int) -> dict[str, Any]:
+def plan(
+    data_dir: str,
+    deploy_root: str,
+    staging: str,
+    tmp_size: int,
+    platform_dir: str | None = None,
+) -> dict[str, Any]:
     """What ``build_root`` will mount, computed once by the supervisor."""
     candidates = [p for p in SYSTEM_PATHS if os.path.lexists(p)]
     # fissile's own package too: with an editable install it is on no sys.path entry.
@@ -56,6 +65,7 @@ def plan(data_dir: str, deploy_root: str, staging: str, tmp_size: int) -> dict[s
         "deploy_root": deploy_root,
         "staging": staging,
         "tmp_size": tmp_size,
+        "platform_dir": platform_dir,
     }
 
 
@@ -111,6 +121,10 @@ def build_root(plan: dict[str, Any]) -> None:
     for path in plan["masks"]:
         if os.path.isdir(root + path):
             _tmpfs(root + path, 4096, "000", MS_RDONLY | MS_NOEXEC)
+
+    if plan.get("platform_dir"):
+        os.makedirs(root + PLATFORM_DIR, exist_ok=True)
+        _bind(plan["platform_dir"], root + PLATFORM_DIR)
 
     os.makedirs(root + _DEPLOY_DIR, mode=0o700)
     _bind(plan["deploy_root"], root + _DEPLOY_DIR)

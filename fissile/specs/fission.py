@@ -225,11 +225,66 @@ def _http_trigger(reader: _Reader, archives: dict[str, Document], directory: Pat
     reader.finish("HTTPTrigger")
 
 
+def _function_ref(reader: _Reader) -> bool:
+    reader.map("function", "spec", "functionref", "name")
+    if reader.get("spec", "functionref", "type") not in (None, "", "name"):
+        reader.error(("spec", "functionref", "type"), "only functionref type 'name' is supported")
+        return False
+    return True
+
+
+def _time_trigger(reader: _Reader, archives: dict[str, Document], directory: Path) -> None:
+    _name(reader)
+    if not _function_ref(reader):
+        return
+    reader.map("cron", "spec", "cron")
+    reader.map("method", "spec", "method")
+    reader.finish("TimeTrigger")
+
+
+#: Fission's messageQueueType -> fissile's mqtype, and the metadata field naming the broker.
+_MQTYPES = {
+    "kafka": ("kafka", "bootstrapServers"),
+    "nats-jetstream": ("nats", "natsServer"),
+    "nats-streaming": ("nats", "natsServer"),
+    "rabbitmq": ("rabbitmq", "host"),
+    "redis": ("redis", "address"),
+}
+
+
+def _mq_trigger(reader: _Reader, archives: dict[str, Document], directory: Path) -> None:
+    _name(reader)
+    if not _function_ref(reader):
+        return
+    kind = reader.get("spec", "messageQueueType")
+    if kind not in _MQTYPES:
+        known = ", ".join(sorted(_MQTYPES))
+        reader.error(("spec", "messageQueueType"), f"{kind!r} is not supported; use one of {known}")
+        return
+    mqtype, address = _MQTYPES[kind]
+    reader.fields["mqtype"] = mqtype
+    reader.origins["mqtype"] = ("spec", "messageQueueType")
+    reader.map("topic", "spec", "topic")
+    reader.map("resptopic", "spec", "respTopic")
+    reader.map("errortopic", "spec", "errorTopic")
+    reader.map("maxretries", "spec", "maxRetries")
+    url = reader.get("spec", "metadata", address)
+    if isinstance(url, str) and url:
+        if mqtype == "redis" and "://" not in url:
+            url = f"redis://{url}"
+        reader.fields["broker_url"] = url
+        reader.origins["broker_url"] = ("spec", "metadata", address)
+    reader.get("spec", "mqtkind")  # fission or keda: one consumer either way here
+    reader.finish("MessageQueueTrigger")
+
+
 _CONVERTERS = {
     "Environment": _environment,
     "Package": _package,
     "Function": _function,
     "HTTPTrigger": _http_trigger,
+    "TimeTrigger": _time_trigger,
+    "MessageQueueTrigger": _mq_trigger,
 }
 
 

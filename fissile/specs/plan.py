@@ -9,18 +9,18 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from fissile.models import SINGULAR, SPEC_MODELS
+from fissile.models import SINGULAR, SPEC_MODELS, TRIGGER_KINDS
 from fissile.specs.deployment import LABEL
 from fissile.specs.validate import Desired
 
 Action = Literal["create", "update", "delete", "unchanged"]
 #: The order resources are created in; deletes go the other way.
-ORDER = ("environments", "packages", "functions", "httptriggers")
+ORDER = ("environments", "packages", "functions", *TRIGGER_KINDS)
 #: Where a resource's references point: (field, kind).
 REFERENCES = {
     "packages": (("env", "environments"),),
     "functions": (("env", "environments"), ("package", "packages")),
-    "httptriggers": (("function", "functions"),),
+    **{kind: (("function", "functions"),) for kind in TRIGGER_KINDS},
 }
 
 Live = Mapping[str, Sequence[Mapping[str, Any]]]
@@ -109,8 +109,8 @@ def make_plan(desired: Sequence[Desired], live: Live, deployment: str, delete: b
     ]
     if not delete:
         plan.orphans, deletes = deletes, []
-    first = [s for s in deletes if s.kind == "httptriggers"]
-    plan.steps = first + forward + [s for s in deletes if s.kind != "httptriggers"]
+    first = [s for s in deletes if s.kind in TRIGGER_KINDS]
+    plan.steps = first + forward + [s for s in deletes if s.kind not in TRIGGER_KINDS]
     plan.errors += _dangling(desired, live_by_key, {(s.kind, s.name) for s in deletes})
     return plan
 

@@ -22,9 +22,12 @@ KINDS = {
     "Package": "packages",
     "Function": "functions",
     "HTTPTrigger": "httptriggers",
+    "TimeTrigger": "timetriggers",
+    "MessageQueueTrigger": "mqtriggers",
+    "WatchTrigger": "watchtriggers",
 }
-#: Kinds Fission has and fissile will have, refused by name rather than silently skipped.
-NOT_YET = ("TimeTrigger", "MessageQueueTrigger", "KubernetesWatchTrigger", "CanaryConfig")
+#: Kinds Fission has and fissile does not, refused by name rather than silently skipped.
+NOT_YET = ("KubernetesWatchTrigger", "CanaryConfig")
 #: A Function's ``code``/``src`` makes a package of this name, so a re-apply finds it again.
 CODE_SUFFIX = "-code"
 

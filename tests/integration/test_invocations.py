@@ -234,4 +234,4 @@ async def test_server_sent_events_and_websocket_less_clients(door: Door) -> None
     # Already finished: the result at once.
     async with door.client.stream("GET", f"/invocations/{invocation_id}/events") as response:
         text = (await response.aread()).decode()
-    assert text.startswith("event: result")
+    assert text.startswith("id: result\nevent: result")

@@ -175,7 +175,7 @@ def test_validation_errors_name_file_line_and_field(platform: Platform, tmp_path
         url: no-slash
         ---
         apiVersion: fissile.dev/v1
-        kind: TimeTrigger
+        kind: KubernetesWatchTrigger
         name: spec-tick
         """,
     )
@@ -187,7 +187,8 @@ def test_validation_errors_name_file_line_and_field(platform: Platform, tmp_path
         assert errors[0].startswith("specs/bad.yaml:5: timeout: "), result
         assert errors[1].startswith("specs/bad.yaml:11: url: "), result
         assert errors[2] == (
-            "specs/bad.yaml:14: kind: kind TimeTrigger is not supported yet by this fissile"
+            "specs/bad.yaml:14: kind: kind KubernetesWatchTrigger"
+            " is not supported yet by this fissile"
         )
         assert errors[3] == "Error: 3 errors in specs; nothing was changed"
     assert "spec-invalid" not in {f["name"] for f in platform.json_of("fn", "list")}

@@ -32,6 +32,12 @@ def test_create_commands_with_spec_write_loadable_files(
         ["fn", "create", "--name", "single", "--code", "src/app.py", "--spec"],
         ["route", "create", "--name", "app-route", "--function", "app", "--prefix", "/app",
          "--method", "ANY", "--spec"],
+        ["timer", "create", "--name", "app-tick", "--function", "app", "--cron",
+         "*/5 * * * * *", "--timezone", "Europe/Oslo", "--spec"],
+        ["mqt", "create", "--name", "app-in", "--function", "app", "--mqtype", "redis",
+         "--topic", "in", "--errortopic", "in-failed", "--maxretries", "1", "--spec"],
+        ["watch", "create", "--name", "app-watch", "--function", "app", "--event",
+         "function.*", "--spec"],
     ]  # fmt: skip
     for args in commands:
         result = runner.invoke(cli, args)
@@ -46,6 +52,10 @@ def test_create_commands_with_spec_write_loadable_files(
     assert found["functions", "app"]["memory"] == 64 * 1024**2
     assert found["functions", "app"]["env_vars"] == {"A": "1"}
     assert found["functions", "single"]["package"] == "single-code"
+    assert found["timetriggers", "app-tick"]["timezone"] == "Europe/Oslo"
+    mqt = found["mqtriggers", "app-in"]
+    assert (mqt["mqtype"], mqt["errortopic"], mqt["maxretries"]) == ("redis", "in-failed", 1)
+    assert found["watchtriggers", "app-watch"]["event"] == "function.*"
     assert found["httptriggers", "app-route"]["methods"] == ["*"]
 
     again = runner.invoke(cli, commands[0])
@@ -60,6 +70,9 @@ def test_documents_stored_without_labels_still_load(kind: str) -> None:
         "packages": {"name": "p", "env": "python", "source": "0" * 64},
         "functions": {"name": "f", "env": "python", "package": "p"},
         "httptriggers": {"name": "t", "function": "f", "url": "/t"},
+        "timetriggers": {"name": "t", "function": "f", "cron": "@hourly"},
+        "mqtriggers": {"name": "t", "function": "f", "topic": "in"},
+        "watchtriggers": {"name": "t", "function": "f", "event": "function.created"},
     }
     model = READ_MODELS[kind].model_validate(documents[kind])
     assert model.model_dump()["labels"] == {}

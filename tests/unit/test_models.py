@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from fissile.models import (
     READ_MODELS,
     SPEC_MODELS,
+    TRIGGER_KINDS,
     BuildState,
     EnvironmentSpec,
     Function,
@@ -282,8 +283,37 @@ def test_prefix_cannot_hold_params() -> None:
 
 
 def test_registries_cover_every_kind() -> None:
-    kinds = {"environments", "packages", "functions", "httptriggers"}
+    kinds = {"environments", "packages", "functions", *TRIGGER_KINDS}
     assert set(SPEC_MODELS) == kinds
     assert set(READ_MODELS) == kinds
     for kind, model in SPEC_MODELS.items():
         assert issubclass(READ_MODELS[kind], model)
+
+
+def test_trigger_kinds_validate_their_fields() -> None:
+    from fissile.models import MessageQueueTriggerSpec, TimeTriggerSpec, WatchTriggerSpec
+
+    mq = MessageQueueTriggerSpec(name="m", function="f", topic="in")
+    assert (mq.mqtype, mq.maxretries, mq.concurrency) == ("embedded", 3, 1)
+    with pytest.raises(ValidationError, match="must differ from topic"):
+        MessageQueueTriggerSpec(name="m", function="f", topic="in", errortopic="in")
+    with pytest.raises(ValidationError, match="takes no broker_url"):
+        MessageQueueTriggerSpec(name="m", function="f", topic="in", broker_url="x://y")
+    with pytest.raises(ValidationError, match="mqtype"):
+        MessageQueueTriggerSpec(name="m", function="f", topic="in", mqtype="sqs")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="topic"):
+        MessageQueueTriggerSpec(name="m", function="f", topic="a topic")
+
+    assert TimeTriggerSpec(name="t", function="f", cron="@every 5m").timezone == "UTC"
+    with pytest.raises(ValidationError, match="unknown time zone"):
+        TimeTriggerSpec(name="t", function="f", cron="@hourly", timezone="Mars/Base")
+
+    assert WatchTriggerSpec(name="w", function="f", event="function.*").event == "function.*"
+    for event in ("function.eaten", "nothing.*", "FUNCTION.CREATED"):
+        with pytest.raises(ValidationError):
+            WatchTriggerSpec(name="w", function="f", event=event)
+
+
+def test_webhook_secrets_are_not_trivially_short() -> None:
+    with pytest.raises(ValidationError, match="at least 8"):
+        trigger(url="/hook", webhook_secret="short")

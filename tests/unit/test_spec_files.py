@@ -149,7 +149,7 @@ def test_every_error_at_once_with_file_line_and_field(specs: Path) -> None:
         source: ../nowhere
         ---
         apiVersion: fissile.dev/v1
-        kind: TimeTrigger
+        kind: KubernetesWatchTrigger
         name: tick
         cron: "@every 1m"
         ---
@@ -172,7 +172,10 @@ def test_every_error_at_once_with_file_line_and_field(specs: Path) -> None:
     assert ("bad.yaml", 27, "kind") in located
     assert ("bad.yaml", 30, "apiVersion") in located
     messages = {str(e) for e in errors}
-    assert f"{bad}:22: kind: kind TimeTrigger is not supported yet by this fissile" in messages
+    assert (
+        f"{bad}:22: kind: kind KubernetesWatchTrigger is not supported yet by this fissile"
+        in messages
+    )
     assert any("unknown kind 'Frobnicator'" in m for m in messages)
     assert any("does not exist" in m and ":19: source:" in m for m in messages)
 

@@ -194,10 +194,8 @@ def test_fission_errors_point_at_fission_fields(tmp_path: Path) -> None:
         messages
     )
     assert any(":62: metadata.name: String should match pattern" in m for m in messages), messages
-    assert any("kind TimeTrigger is not supported yet by this fissile" in m for m in messages)
-    assert any(
-        "kind MessageQueueTrigger is not supported yet by this fissile" in m for m in messages
-    )
+    assert not any("TimeTrigger" in m or "tick" in m for m in messages), messages
+    assert any("spec.messageQueueType: None is not supported" in m for m in messages), messages
 
 
 def test_archive_globs_from_the_project_root(tmp_path: Path) -> None:
@@ -233,3 +231,76 @@ def test_archive_globs_from_the_project_root(tmp_path: Path) -> None:
     assert package.archive is not None
     with zipfile.ZipFile(io.BytesIO(package.archive)) as archive:
         assert sorted(archive.namelist()) == ["requirements.txt", "user.py"]
+
+
+TRIGGERS = """
+apiVersion: fission.io/v1
+kind: TimeTrigger
+metadata:
+  name: nightly
+  namespace: default
+spec:
+  cron: 0 30 2 * * *
+  functionref:
+    name: hello
+    type: name
+  method: GET
+---
+apiVersion: fission.io/v1
+kind: MessageQueueTrigger
+metadata:
+  name: orders
+  namespace: default
+spec:
+  functionref:
+    name: hello
+    type: name
+  messageQueueType: kafka
+  mqtkind: keda
+  topic: orders
+  respTopic: orders-done
+  errorTopic: orders-failed
+  maxRetries: 5
+  contentType: application/json
+  metadata:
+    bootstrapServers: 127.0.0.1:9092
+---
+apiVersion: fission.io/v1
+kind: MessageQueueTrigger
+metadata:
+  name: redis-orders
+spec:
+  functionref:
+    name: hello
+  messageQueueType: redis
+  topic: orders
+  metadata:
+    address: 127.0.0.1:6379
+"""
+
+
+def test_fission_timer_and_mq_triggers_map_onto_fissile_kinds(tmp_path: Path) -> None:
+    loaded = load_specs(make(tmp_path, function_hello=HELLO, triggers=TRIGGERS))
+    assert loaded.errors == []
+    by_name = {r.name: r for r in loaded.resources}
+    nightly = by_name["nightly"]
+    assert nightly.kind == "timetriggers"
+    assert (nightly.body["cron"], nightly.body["method"]) == ("0 30 2 * * *", "GET")
+    orders = by_name["orders"]
+    assert orders.kind == "mqtriggers"
+    assert {k: orders.body[k] for k in ("mqtype", "topic", "resptopic", "errortopic")} == {
+        "mqtype": "kafka",
+        "topic": "orders",
+        "resptopic": "orders-done",
+        "errortopic": "orders-failed",
+    }
+    assert (orders.body["maxretries"], orders.body["broker_url"]) == (5, "127.0.0.1:9092")
+    assert by_name["redis-orders"].body["broker_url"] == "redis://127.0.0.1:6379"
+    warned = {(w.file.name, w.path) for w in loaded.warnings}
+    assert ("triggers.yaml", "spec.contentType") in warned
+
+
+def test_fission_mq_types_without_a_broker_here_are_refused(tmp_path: Path) -> None:
+    sqs = TRIGGERS.split("---")[1].replace("messageQueueType: kafka", "messageQueueType: aws-sqs")
+    errors = load_specs(make(tmp_path, function_hello=HELLO, triggers=sqs)).errors
+    assert any("spec.messageQueueType: 'aws-sqs' is not supported" in str(e) for e in errors)

@@ -9,9 +9,13 @@ imported only when their type is used, so an unused client library is never impo
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+# How long connecting to a broker may take before start() gives up with a BrokerError.
+CONNECT_TIMEOUT = 5.0
 
 
 class BrokerError(Exception):
@@ -49,6 +53,9 @@ class Subscription(Protocol):
 
 
 class Broker(Protocol):
+    """Made with its URL (``cls(url)``; the embedded broker: its file), then ``start()``ed.
+    Options of fissile's own travel in the URL's query string (``split_options``)."""
+
     mqtype: str
 
     async def start(self) -> None:
@@ -98,3 +105,41 @@ def broker_class(mqtype: str) -> type[Broker]:
     module_name, _, attr = target.partition(":")
     cls: type[Broker] = getattr(importlib.import_module(module_name), attr)
     return cls
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def split_options(url: str, names: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """Take fissile's own options (``names``) out of ``url``'s query string: the rest of the URL
+    goes to the client library, which would refuse options it does not know."""
+    parts = urlsplit(url)
+    wanted = set(names)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in wanted:
+            ours[key] = value
+        else:
+            theirs.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+def option(options: Mapping[str, str], name: str, default: float, url: str) -> float:
+    """A positive number from the URL's options, or a BrokerError naming the option."""
+    raw = options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise BrokerError(f"{redact(url)}: option {name}={raw!r} must be a number >= 0")
+    return value

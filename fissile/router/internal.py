@@ -1,0 +1,138 @@
+"""The platform socket: what functions reach the platform through, for ``context.invoke`` and
+``context.publish``. A raw ASGI app served on a unix socket in the executor's run dir, which the
+sandbox binds into every instance's root at ``/run/fissile`` (so it works with ``--network
+none`` and a private root).
+
+- ``POST /invoke/<function>``: a synchronous call through the same path as the router. The
+  caller sends its chain id, its depth and its remaining time (``x-fissile-chain-id``,
+  ``x-fissile-chain-depth``, ``x-fissile-deadline``); the callee gets depth + 1 and at most the
+  caller's remaining time. A call deeper than ``MAX_DEPTH`` is refused with 508 Loop Detected,
+  so a function calling itself stops.
+- ``POST /publish?topic=T&mqtype=M[&broker_url=U]``: the body, published to a topic.
+
+Anyone who can connect may call any function and publish to any topic; that is no more than an
+instance with the host's network can do through the router.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from fissile.executor import Executor
+from fissile.executor.connection import InstanceResponse
+from fissile.router.invoke import invoke, new_invocation_id
+from fissile.router.proxy import Answer
+from fissile.triggers.mq.hub import Refused
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Publisher = Callable[[str, str, bytes, dict[str, str], str | None], Awaitable[None]]
+
+MAX_DEPTH = 16
+MAX_BODY = 16 * 1024 * 1024
+CHAIN_ID = "x-fissile-chain-id"
+CHAIN_DEPTH = "x-fissile-chain-depth"
+DEADLINE = "x-fissile-deadline"
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# Caller headers passed on to the callee.
+_PASSED = frozenset({"content-type", "accept"})
+
+
+class PlatformSocketApp:
+    def __init__(self, executor: Executor, publisher: Publisher) -> None:
+        self.executor = executor
+        self.publisher = publisher
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if scope["method"] != "POST":
+            await _reply(send, Answer(405, "method_not_allowed", "use POST"))
+            return
+        body = await _body(receive)
+        if body is None:
+            await _reply(send, Answer(413, "body_too_large", f"body exceeds {MAX_BODY} bytes"))
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if path.startswith("/invoke/"):
+            await _reply(send, await self.invoke(path[len("/invoke/") :], headers, body))
+        elif path == "/publish":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            await _reply(send, await self.publish(query, headers, body))
+        else:
+            await _reply(send, Answer(404, "not_found", f"no endpoint {path}"))
+
+    async def invoke(
+        self, function: str, headers: Mapping[str, str], body: bytes
+    ) -> InstanceResponse | Answer:
+        try:
+            depth = max(0, int(headers.get(CHAIN_DEPTH, "0"))) + 1
+            deadline = float(headers[DEADLINE]) if DEADLINE in headers else None
+        except ValueError:
+            return Answer(400, "bad_request", f"{CHAIN_DEPTH} and {DEADLINE} must be numbers")
+        chain = headers.get(CHAIN_ID) or new_invocation_id()
+        if depth > MAX_DEPTH:
+            return Answer(
+                508,
+                "loop_detected",
+                f"call chain {chain} is {depth} calls deep (limit {MAX_DEPTH}); is a function"
+                " calling itself?",
+            )
+        if deadline is not None and deadline <= 0:
+            return Answer(504, "timeout", "the caller's deadline has passed")
+        forwarded = {k: v for k, v in headers.items() if k in _PASSED}
+        forwarded |= {CHAIN_ID: chain, CHAIN_DEPTH: str(depth)}
+        caller = headers.get("x-fissile-caller")
+        if caller:
+            forwarded["x-fissile-caller"] = caller
+        return await invoke(self.executor, function, headers=forwarded, body=body, timeout=deadline)
+
+    async def publish(
+        self, query: Mapping[str, list[str]], headers: Mapping[str, str], body: bytes
+    ) -> Answer:
+        topic = (query.get("topic") or [""])[0]
+        mqtype = (query.get("mqtype") or ["embedded"])[0]
+        url = (query.get("broker_url") or [""])[0] or None
+        if not _TOPIC.match(topic):
+            return Answer(422, "invalid", f"invalid topic {topic!r}")
+        meta = {k: v for k, v in headers.items() if k == "content-type"}
+        try:
+            await self.publisher(mqtype, topic, body, meta, url)
+        except Refused as exc:
+            return Answer(exc.status, exc.code, exc.message)
+        return _Accepted(topic, len(body))
+
+
+class _Accepted(Answer):
+    def __init__(self, topic: str, size: int) -> None:
+        self.status = 202
+        self.body = json.dumps({"topic": topic, "size": size}).encode()
+        self.headers = [(b"content-type", b"application/json")]
+
+
+async def _body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _reply(send: Send, result: InstanceResponse | Answer) -> None:
+    drop = (b"content-length", b"transfer-encoding", b"connection", b"keep-alive")
+    headers = [(k, v) for k, v in result.headers if k.lower() not in drop]
+    headers.append((b"content-length", str(len(result.body)).encode()))
+    await send({"type": "http.response.start", "status": result.status, "headers": headers})
+    await send({"type": "http.response.body", "body": result.body})

@@ -1,0 +1,98 @@
+"""Platform-event (watch) triggers: a function called with each platform event it watches.
+
+The event arrives as a JSON body (``{"id", "type", "time", "data"}``) with the headers
+``X-Fissile-Trigger: watch``, ``X-Fissile-Trigger-Name`` and ``X-Fissile-Event-Type``. Delivery
+is at most once: events live in memory only, and a watcher that fails is logged, not retried.
+A watcher is never called for an ``instance.crashed`` of its own function, which would turn a
+crashing watcher into a loop.
+
+This module also turns store changes of functions into ``function.created``,
+``function.updated`` and ``function.deleted`` events.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from collections.abc import Callable
+
+from fissile.events import Event, EventBus
+from fissile.executor import Executor
+from fissile.executor.connection import InstanceResponse
+from fissile.models import WatchTriggerSpec
+from fissile.router.invoke import invoke
+from fissile.store import Change, Store
+
+logger = logging.getLogger("fissile.watch")
+
+
+def publish_function_changes(store: Store, events: EventBus) -> None:
+    def changed(change: Change) -> None:
+        if change.record.kind != "functions":
+            return
+        data = {"function": change.record.name, "generation": change.record.generation}
+        if change.action != "deleted":
+            data["env"] = change.record.data.get("env")
+            data["package"] = change.record.data.get("package")
+        events.publish(f"function.{change.action}", data)
+
+    store.subscribe(changed)
+
+
+class WatchService:
+    def __init__(self, store: Store, events: EventBus, executor: Executor) -> None:
+        self.store = store
+        self.events = events
+        self.executor = executor
+        self.watches: dict[str, WatchTriggerSpec] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        for record in self.store.list("watchtriggers"):
+            spec = WatchTriggerSpec.model_validate(record.data)
+            self.watches[spec.name] = spec
+        self.store.subscribe(self._changed)
+        self._unsubscribe = self.events.subscribe("*", self._event)
+
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _changed(self, change: Change) -> None:
+        if change.record.kind != "watchtriggers":
+            return
+        if change.action == "deleted":
+            self.watches.pop(change.record.name, None)
+        else:
+            self.watches[change.record.name] = WatchTriggerSpec.model_validate(change.record.data)
+
+    def _event(self, event: Event) -> None:
+        for spec in list(self.watches.values()):
+            if not _matches(spec.event, event.type):
+                continue
+            if event.type == "instance.crashed" and event.data.get("function") == spec.function:
+                continue
+            self.executor.spawn(self._deliver(spec, event))
+
+    async def _deliver(self, spec: WatchTriggerSpec, event: Event) -> None:
+        headers = {
+            "content-type": "application/json",
+            "x-fissile-trigger": "watch",
+            "x-fissile-trigger-name": spec.name,
+            "x-fissile-event-type": event.type,
+            "x-fissile-event-id": event.id,
+        }
+        body = json.dumps(event.to_json()).encode()
+        result = await invoke(self.executor, spec.function, headers=headers, body=body)
+        if not (isinstance(result, InstanceResponse) and result.status < 400):
+            self.executor.logs.platform(
+                spec.function,
+                f"watch {spec.name}: delivery of {event.type} {event.id} failed:"
+                f" status {result.status}",
+            )
+
+
+def _matches(pattern: str, event_type: str) -> bool:
+    return pattern in ("*", event_type) or fnmatch.fnmatchcase(event_type, pattern)

@@ -1,0 +1,121 @@
+"""The platform socket's app: call chains too deep, deadlines passed, bad headers and publish
+refusals are answered without running anything."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from fissile.router import internal
+from fissile.router.internal import MAX_DEPTH, PlatformSocketApp
+from fissile.triggers.mq.hub import Refused
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.messages[1]["body"])
+
+
+async def call(
+    app: PlatformSocketApp, path: str, headers: dict[str, str], query: bytes = b""
+) -> Recorder:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "query_string": query,
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    send = Recorder()
+    await app(scope, receive, send)
+    return send
+
+
+@pytest.fixture
+def invoked(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    async def fake_invoke(executor: Any, function: str, **kwargs: Any) -> Any:
+        calls.append({"function": function, **kwargs})
+        from fissile.router.proxy import Answer
+
+        return Answer(200, "ok", "called")
+
+    monkeypatch.setattr(internal, "invoke", fake_invoke)
+    return calls
+
+
+async def refuse(*args: Any) -> None:
+    raise Refused(502, "broker_unavailable", "redis at redis://127.0.0.1:1: refused")
+
+
+async def test_depth_past_the_limit_is_508(invoked: list[dict[str, Any]]) -> None:
+    app = PlatformSocketApp(None, refuse)  # type: ignore[arg-type]
+    deep = await call(
+        app, "/invoke/f", {"x-fissile-chain-depth": str(MAX_DEPTH), "x-fissile-chain-id": "c1"}
+    )
+    assert deep.status == 508
+    assert deep.body["error"]["code"] == "loop_detected"
+    assert "c1" in deep.body["error"]["message"]
+    assert invoked == []
+
+
+async def test_the_callee_gets_depth_plus_one_and_the_remaining_time(
+    invoked: list[dict[str, Any]],
+) -> None:
+    app = PlatformSocketApp(None, refuse)  # type: ignore[arg-type]
+    headers = {
+        "x-fissile-chain-depth": "3",
+        "x-fissile-chain-id": "c1",
+        "x-fissile-deadline": "2.5",
+        "x-fissile-caller": "a",
+        "content-type": "application/json",
+        "x-other": "not passed",
+    }
+    answered = await call(app, "/invoke/g", headers)
+    assert answered.status == 200
+    (made,) = invoked
+    assert made["function"] == "g" and made["timeout"] == 2.5 and made["body"] == b"{}"
+    assert made["headers"] == {
+        "content-type": "application/json",
+        "x-fissile-chain-id": "c1",
+        "x-fissile-chain-depth": "4",
+        "x-fissile-caller": "a",
+    }
+
+
+async def test_a_passed_deadline_and_bad_numbers(invoked: list[dict[str, Any]]) -> None:
+    app = PlatformSocketApp(None, refuse)  # type: ignore[arg-type]
+    late = await call(app, "/invoke/g", {"x-fissile-deadline": "0"})
+    assert late.status == 504
+    bad = await call(app, "/invoke/g", {"x-fissile-chain-depth": "deep"})
+    assert bad.status == 400
+    assert invoked == []
+
+
+async def test_publish_refusals_keep_their_status() -> None:
+    app = PlatformSocketApp(None, refuse)  # type: ignore[arg-type]
+    refused = await call(app, "/publish", {}, b"topic=t&mqtype=redis")
+    assert refused.status == 502
+    assert refused.body["error"]["code"] == "broker_unavailable"
+    invalid = await call(app, "/publish", {}, b"topic=no%20spaces")
+    assert invalid.status == 422
+    unknown = await call(app, "/elsewhere", {})
+    assert unknown.status == 404
