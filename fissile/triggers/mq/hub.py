@@ -15,6 +15,7 @@ from fissile.triggers.mq.base import (
     Message,
     MissingExtra,
     broker_class,
+    redact,
 )
 
 
@@ -68,7 +69,9 @@ class BrokerHub:
                 except BrokerError:
                     raise
                 except Exception as exc:
-                    raise BrokerError(f"{mqtype} broker at {key[1]}: {exc}") from exc
+                    # The client's own message may quote the URL too, password and all.
+                    cause = str(exc).replace(key[1], redact(key[1]))
+                    raise BrokerError(f"{mqtype} broker at {redact(key[1])}: {cause}") from exc
                 self._brokers[key] = broker
         return broker
 
