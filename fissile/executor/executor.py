@@ -412,5 +412,5 @@ class Executor:
             await asyncio.sleep(REAP_INTERVAL)
             now = time.monotonic()
             for pool in list(self.functions.values()):
-                pool.reap(now)
+                pool.autoscale(now)
                 pool.keep_warm()
