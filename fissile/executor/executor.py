@@ -17,6 +17,7 @@ from typing import Any
 
 from fissile._units import format_memory
 from fissile.executor.errors import BuildFailed, ExecutorError, FunctionNotFound
+from fissile.executor.importcache import ImportCache
 from fissile.executor.instance import Instance, State
 from fissile.executor.pools import EnvironmentPool, FunctionPool
 from fissile.executor.zygote import Zygote
@@ -101,6 +102,7 @@ class Executor:
                 _prune_dead_platforms(self.cgroups)
         self.environments: dict[str, EnvironmentPool] = {}
         self.functions: dict[str, FunctionPool] = {}
+        self.imports = ImportCache(self)
         self.packages: dict[str, Package] = {}
         self._package_changed: dict[str, asyncio.Event] = {}
         self._forking: dict[str, Instance] = {}
@@ -128,6 +130,7 @@ class Executor:
             self._reaper.cancel()
         for pool in self.functions.values():
             pool.close()
+        await self.imports.stop()
         await asyncio.gather(*(env.stop() for env in self.environments.values()))
         for task in list(self._tasks):
             task.cancel()
@@ -167,6 +170,15 @@ class Executor:
         if env is None:
             raise ExecutorError(f"environment {name!r} is not running")
         return env
+
+    async def instance_source(self, env: str, deploy_dir: str) -> EnvironmentPool:
+        """The pool a function's new instance comes from: its environment's, or a package
+        zygote's that has the function's dependencies imported (importcache.py)."""
+        return await self.imports.source(self.environment(env), deploy_dir)
+
+    def instances(self) -> list[Instance]:
+        """Every live instance process."""
+        return list(self._by_pid.values())
 
     def status(self, name: str) -> FunctionStatus:
         pool = self.functions.get(name)
@@ -343,6 +355,8 @@ class Executor:
         name = change.record.name
         if change.action == "deleted":
             env = self.environments.pop(name, None)
+            for package_pool in self.imports.forget_environment(name):
+                self.spawn(package_pool.stop())
             if env is not None:
                 self.spawn(env.stop())
             return
@@ -362,6 +376,10 @@ class Executor:
             logger.error("environment %s failed to start: %s", spec.name, exc)
 
     async def _update_environment(self, env: EnvironmentPool, spec: EnvironmentSpec) -> None:
+        if (spec.image, spec.preload) != (env.spec.image, env.spec.preload):
+            # Forked from the old zygote, with the old preload list under them.
+            for package_pool in self.imports.forget_environment(spec.name):
+                await package_pool.stop()
         if await env.update(spec):
             for pool in self.functions.values():
                 if pool.spec.env == spec.name:

@@ -286,7 +286,8 @@ class FunctionPool:
         instance: Instance | None = None
         try:
             deploy_dir = await self.executor.deploy_dir(self.spec.package)
-            instance = await self.executor.environment(self.spec.env).take()
+            source = await self.executor.instance_source(self.spec.env, deploy_dir)
+            instance = await source.take()
             await self._specialize(instance, deploy_dir)
         except Exception as exc:
             if instance is not None:
