@@ -110,6 +110,13 @@ class Autoscaler:
         self.desired = desired
         return Decision(desired, self.panic_since is not None, stable, panic, reason)
 
+    def rest(self, now: float) -> None:
+        """A tick with no demand and nothing running: skip the decision, but start the next
+        sample now, so the first one after a quiet spell is not diluted by it."""
+        self._tick_at = self._since = now
+        self._area = 0.0
+        self._samples.clear()
+
     def _limit_down(self, now: float, want: int, ready: int) -> int:
         """Scale down gradually: hold for SCALE_DOWN_PERIOD after a step, then halve at most."""
         current = max(ready, self.desired)

@@ -382,10 +382,13 @@ class FunctionPool:
             self.starting += 1
             self.executor.spawn(self._start())
 
-    def autoscale(self, now: float) -> Decision:
+    def autoscale(self, now: float) -> Decision | None:
         """One tick of the autoscaler: start instances up to the desired count, or stop idle
         ones above it (least recently used first)."""
         previous = self.scaler.desired
+        if not (previous or self.instances or self.starting or self.scaler.demand):
+            self.scaler.rest(now)  # scaled to zero and idle: nothing to decide (cheap for 1,000)
+            return None
         decision = self.scaler.decide(
             now,
             len(self.instances),

@@ -8,7 +8,6 @@ import itertools
 import json
 import time
 
-import pytest
 from intkit import Harness, until
 
 from fissile.executor.connection import InstanceResponse
@@ -77,7 +76,6 @@ async def test_sync_functions_default_to_one_request_per_instance(harness: Harne
     assert harness.executor.function("one").limit == 1
 
 
-@pytest.mark.slow  # ~6 s: scale-down is spaced 2 s per step by design
 async def test_scale_down_is_gradual_then_to_zero(harness: Harness) -> None:
     harness.function("ebb", SLOW, max_scale=4, idle_timeout=1.0)
     pool = harness.executor.function("ebb")

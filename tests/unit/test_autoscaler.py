@@ -156,3 +156,12 @@ def test_demand_in_flight_counts_as_activity() -> None:
     c.hold(1, 5.0, idle_timeout=1.0)
     # One long request: the instance is busy, never idle, whatever the idle timeout.
     assert c.hold(1, 10.0, idle_timeout=1.0).desired == 1
+
+
+def test_a_quiet_spell_skipped_by_rest_does_not_dilute_the_next_burst() -> None:
+    c = clock()
+    c.now += 100.0
+    c.scaler.rest(c.now)  # the pool's cheap path while scaled to zero
+    decision = c.hold(4, TICK)
+    assert decision.stable_average == pytest.approx(4.0)
+    assert decision.desired == 4
