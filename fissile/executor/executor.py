@@ -399,11 +399,23 @@ class Executor:
         else:
             existing.update(spec)
             existing.keep_warm()
+            self._prepare_imports(spec)
 
     def _add_function(self, spec: FunctionSpec) -> None:
         pool = FunctionPool(spec, self)
         self.functions[spec.name] = pool
         pool.keep_warm()
+        self._prepare_imports(spec)
+
+    def _prepare_imports(self, spec: FunctionSpec) -> None:
+        """Scan a new function's package (and make its package zygote) now, in the background,
+        rather than at its first request."""
+        package = self.packages.get(spec.package)
+        env = self.environments.get(spec.env)
+        if package is None or package.status.deploy is None or env is None or self._stopping:
+            return
+        deploy_dir = self.deploy_path(package.status.deploy)
+        self.spawn(self.imports.source(env, deploy_dir))
 
     def _package_changed_(self, change: Change) -> None:
         name = change.record.name
