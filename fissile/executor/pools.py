@@ -169,6 +169,7 @@ class FunctionPool:
         self.inflight = 0  # over all instances
         self.scaler = Autoscaler(time.monotonic(), target_for(self.limit), self._stable_window())
         self.decision: Decision | None = None
+        self._scaled_from: int | None = None
 
     @property
     def name(self) -> str:
@@ -276,10 +277,18 @@ class FunctionPool:
         if started:
             total = len(self.instances) + self.starting
             if total > self.scaler.desired:
-                self._log_decision(
-                    self.scaler.desired, total, f"{len(self.waiters)} queued, starting {started}"
-                )
+                if self._scaled_from is None:
+                    # One log line per burst of queueing, not one per queued request.
+                    self._scaled_from = self.scaler.desired
+                    asyncio.get_running_loop().call_soon(self._log_scale_up)
                 self.scaler.desired = total
+
+    def _log_scale_up(self) -> None:
+        old, self._scaled_from = self._scaled_from, None
+        if old is not None:
+            self._log_decision(
+                old, self.scaler.desired, f"{len(self.waiters)} queued, starting instances"
+            )
 
     async def _start(self) -> None:
         generation = self.generation
