@@ -71,7 +71,6 @@ def log(message: str) -> None:
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "hostname": platform.node(),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
@@ -180,11 +179,25 @@ def write_results(name: str, result: dict[str, Any], output: str | None = None) 
     result.setdefault("machine", {})["loadavg_at_end"] = list(os.getloadavg())
     path = Path(output) if output else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2)
+    text = _without_local_paths(json.dumps(result, indent=2))
     path.write_text(text + "\n")
     print(text, flush=True)
     log(f"results written to {path}")
     return path
+
+
+def _without_local_paths(text: str) -> str:
+    """Results are committed: this machine's paths become placeholders."""
+    for local, placeholder in (
+        (sys.prefix, "<venv>"),
+        (sys.base_prefix, "<python>"),
+        (str(REPO), "<repo>"),
+        (tempfile.gettempdir(), "<tmp>"),
+        (os.path.expanduser("~"), "<home>"),
+    ):
+        if local and local != "/":
+            text = text.replace(json.dumps(local)[1:-1], placeholder)
+    return text
 
 
 # -- ports and HTTP -----------------------------------------------------------------------
