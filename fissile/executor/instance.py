@@ -46,11 +46,18 @@ class Instance:
     def alive(self) -> bool:
         return self.state is not State.dead
 
-    async def connection(self) -> InstanceConnection:
+    def idle_connection(self) -> InstanceConnection | None:
+        """A kept-alive connection ready for a request, if there is one (no coroutine)."""
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def connection(self) -> InstanceConnection:
+        conn = self.idle_connection()
+        if conn is not None:
+            return conn
         try:
             return await InstanceConnection.open(self.socket_path)
         except OSError as exc:

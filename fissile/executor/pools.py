@@ -205,12 +205,18 @@ class FunctionPool:
                     break
         return best
 
-    async def acquire(self) -> Instance:
+    def take_ready(self) -> Instance | None:
+        """An instance with room, without waiting (the hot path's first try: no coroutine)."""
         instance = self.pick()
         if instance is not None:
             instance.inflight += 1
             self.inflight += 1
             self._observe()
+        return instance
+
+    async def acquire(self) -> Instance:
+        instance = self.take_ready()
+        if instance is not None:
             return instance
         wait = self.backing_off()
         if wait and not self.starting:

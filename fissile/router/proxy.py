@@ -42,8 +42,8 @@ async def forward(
     sent = False
     try:
         async with asyncio.timeout(timeout):
-            instance = await pool.acquire()
-            conn = await instance.connection()
+            instance = pool.take_ready() or await pool.acquire()
+            conn = instance.idle_connection() or await instance.connection()
             sent = True
             try:
                 response = await conn.request(request)
