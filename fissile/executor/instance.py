@@ -85,6 +85,15 @@ class Instance:
         self.keep(conn, response.keep_alive)
         return response
 
+    async def prime(self, timeout: float = 5.0) -> None:
+        """Open the connection specialization will use, with one request on it, while the
+        instance is warm: a cold start then skips the connect, the accept and the first run
+        of the instance's request path (~1-2 ms under the full sandbox)."""
+        try:
+            await self.control("/_fissile/healthz", {}, timeout)
+        except Exception:
+            pass  # it died, or is slow: a cold start finds out, as it would have
+
     def kill(self, reason: str | None = None) -> None:
         """Kill the instance and everything it started (its own process group)."""
         if reason and self.exit_reason is None:

@@ -109,10 +109,13 @@ class EnvironmentPool:
     async def _fill(self) -> None:
         while not self._stopped and len(self.warm) < self.spec.poolsize:
             try:
-                self.warm.append(await self.fork())
+                instance = await self.fork()
             except Exception as exc:
                 logger.warning("environment %s: cannot fill the warm pool: %s", self.name, exc)
                 return
+            await instance.prime()
+            if instance.alive:
+                self.warm.append(instance)
 
     def discard(self, instance: Instance) -> None:
         try:
