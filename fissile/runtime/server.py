@@ -298,7 +298,7 @@ def serve(listener: socket.socket, token: str, sandbox: dict[str, Any] | None = 
     listener.setblocking(False)
     loop.run_until_complete(loop.create_unix_server(lambda: HttpConnection(app), sock=listener))
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
-    loop.call_soon(_rehearse, app)
+    loop.call_soon(rehearse, app)
     loop.run_forever()
 
 
@@ -313,7 +313,7 @@ class _Discard(asyncio.Transport):
 _REHEARSAL = "def main(request):\n    return {'ok': True}\n"
 
 
-def _rehearse(app: InstanceApp) -> None:
+def rehearse(app: InstanceApp) -> None:
     """Walk the paths of a cold start once (a control request; loading, binding and calling a
     function; writing its answer) on throwaway objects, while the instance waits in the warm
     pool. After fork() the first touch of each page of the zygote's heap copies it, and the
