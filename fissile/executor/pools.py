@@ -423,7 +423,9 @@ class FunctionPool:
                 f" (stable), {decision.panic_average:.2f} (panic)",
             )
         current = len(self.instances) + self.starting
-        if decision.desired > current and not self.backing_off():
+        # Only a healthy function is scaled up ahead of requests: one whose last start failed
+        # is retried when a request asks for it (with the crash-loop back-off), not by ticks.
+        if decision.desired > current and not self.failures:
             while len(self.instances) + self.starting < decision.desired:
                 self.starting += 1
                 self.executor.spawn(self._start())

@@ -105,3 +105,18 @@ async def test_min_scale_is_kept_through_scale_down(harness: Harness) -> None:
     await asyncio.sleep(1.0)
     assert len(pool.instances) == 1
     assert harness.executor.status("floor").desired == 1
+
+
+async def test_a_function_that_cannot_load_is_not_retried_without_requests(
+    harness: Harness,
+) -> None:
+    harness.function("broken", "raise ImportError('nope')\n", max_scale=4)
+    pool = harness.executor.function("broken")
+    request = b"GET / HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\n\r\n"
+    answers = await asyncio.gather(*(forward(harness.executor, pool, request) for _ in range(3)))
+    assert {a.status for a in answers} == {500}
+    await until(lambda: not pool.starting)  # the starts the queue asked for have all failed
+    failures = pool.failures
+    await asyncio.sleep(1.2)  # two autoscaler ticks
+    assert pool.failures == failures
+    assert (pool.starting, len(pool.instances)) == (0, 0)
