@@ -460,6 +460,8 @@ class FunctionPool:
     def roll(self, why: str) -> None:
         """New requests get new instances; in-flight ones finish on the old ones."""
         self.generation += 1
+        self.is_async = None  # new code may be async where the old was not: learnt again
+        self._set_limit()
         old, self.instances = self.instances, []
         for instance in old:
             instance.state = State.draining

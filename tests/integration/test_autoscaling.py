@@ -120,3 +120,14 @@ async def test_a_function_that_cannot_load_is_not_retried_without_requests(
     await asyncio.sleep(1.2)  # two autoscaler ticks
     assert pool.failures == failures
     assert (pool.starting, len(pool.instances)) == (0, 0)
+
+
+async def test_new_code_relearns_whether_the_function_is_async(harness: Harness) -> None:
+    harness.function("turns", SLOW)
+    await get(harness, "turns", "/")
+    pool = harness.executor.function("turns")
+    assert pool.limit == 1
+    harness.package("turns-v2", {"fx_turns.py": ASYNC})
+    harness.update_function("turns", package="turns-v2")
+    await get(harness, "turns", "/")
+    assert (pool.is_async, pool.limit) == (True, 100)
