@@ -1,16 +1,20 @@
-"""The latest figures against the issue's targets, as a Markdown table (for docs/performance.md),
-read from benchmarks/results/*.json.
+"""The latest figures against the issue's targets, as a Markdown table, read from
+benchmarks/results/*.json. With ``--write``, it replaces the table in docs/performance.md (between
+its ``<!-- table -->`` markers), with the machine and date of the results.
 
-    .venv/bin/python benchmarks/table.py
+    .venv/bin/python benchmarks/table.py [--write]
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DOC = RESULTS.parents[1] / "docs" / "performance.md"
 
 
 def load(name: str) -> dict[str, Any] | None:
@@ -22,8 +26,15 @@ def verdict(met: bool | None) -> str:
     return "—" if met is None else ("met" if met else "**missed**")
 
 
-def main() -> None:
-    rows: list[tuple[str, str, str, str, str]] = []
+def others(cpu: dict[str, Any] | None) -> str:
+    """CPU that processes the benchmark did not start used meanwhile (of the whole machine)."""
+    if not cpu:
+        return "?"
+    return f"{cpu.get('other_processes_pct', '?')}%"
+
+
+def table() -> str:
+    rows: list[tuple[str, ...]] = []
     cold = load("coldstart")
     if cold is not None:
         c = cold["fissile"]["cold_start_ms"]["all"]
@@ -35,7 +46,9 @@ def main() -> None:
                 f"p50 {c['p50']:.2f} ms, p99 {c['p99']:.2f} ms",
                 "p50 ≤ 5 ms, p99 ≤ 20 ms",
                 f"new `python -c` hello: p50 {base:.1f} ms ({base / c['p50']:.1f}x slower)",
-                f"p50 {verdict(t['p50_met'])}, p99 {verdict(t['p99_met'])} (coldstart.json)",
+                f"p50 {verdict(t['p50_met'])}, p99 {verdict(t['p99_met'])}",
+                others(cold["fissile"].get("cpu")),
+                "coldstart.json",
             )
         )
     imports = load("imports")
@@ -49,7 +62,9 @@ def main() -> None:
                 f" zygote: {imports['fissile']['first_numpy_function_ms']:.0f} ms)",
                 "p50 ≤ 10 ms",
                 f"new `python -c 'import numpy'`: p50 {base:.1f} ms ({base / n['p50']:.1f}x)",
-                f"{verdict(imports['target']['met'])} (imports.json)",
+                verdict(imports["target"]["met"]),
+                others(imports["fissile"].get("cpu")),
+                "imports.json",
             )
         )
     warm = load("warm")
@@ -62,7 +77,9 @@ def main() -> None:
                 f"{head['fissile_rps']:.0f} req/s",
                 "≥ 0.5x bare uvicorn",
                 f"bare uvicorn {head['bare_rps']:.0f} req/s: {t['rps_ratio_over_bare']}x",
-                f"{verdict(t['rps_ratio_over_bare_met'])} (warm.json)",
+                verdict(t["rps_ratio_over_bare_met"]),
+                others(warm["fissile"]["runs"][t["run"]]["load"].get("cpu")),
+                "warm.json",
             )
         )
         if t.get("rps_ratio_over_ff") is not None:
@@ -72,7 +89,9 @@ def main() -> None:
                     f"{head['fissile_rps']:.0f} req/s",
                     "≥ 1.5x functions-framework",
                     f"functions-framework {head['ff_rps']:.0f} req/s: {t['rps_ratio_over_ff']}x",
-                    f"{verdict(t['rps_ratio_over_ff_met'])} (warm.json)",
+                    verdict(t["rps_ratio_over_ff_met"]),
+                    others((warm.get("functions_framework") or {}).get("cpu")),
+                    "warm.json",
                 )
             )
         lat = warm["fissile"]["runs"][t["run"]]["load"]["latency_ms"]
@@ -83,7 +102,9 @@ def main() -> None:
                 f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms",
                 "(reported)",
                 f"bare uvicorn p50 {bare['p50']:.2f} ms, p99 {bare['p99']:.2f} ms",
-                "— (warm.json)",
+                "—",
+                others(warm["fissile"]["runs"][t["run"]]["load"].get("cpu")),
+                "warm.json",
             )
         )
         overhead = t.get("router_overhead_p50_ms")
@@ -94,7 +115,9 @@ def main() -> None:
                     f"{overhead * 1000:.0f} µs",
                     "≤ 150 µs",
                     "same instance on its unix socket",
-                    f"{verdict(t['router_overhead_met'])} (warm.json)",
+                    verdict(t["router_overhead_met"]),
+                    "?",
+                    "warm.json",
                 )
             )
     burst = load("burst")
@@ -109,22 +132,39 @@ def main() -> None:
                 f" {f['max_instances_seen']} instances",
                 "zero errors, all served; p99 reported",
                 f"bare uvicorn (warm, no work): p99 {b['p99']:.1f} ms",
-                f"{verdict(burst['target']['met'])} (burst.json)",
+                verdict(burst["target"]["met"]),
+                others(f.get("cpu")),
+                "burst.json",
             )
         )
     memory = load("memory")
     if memory is not None:
         t = memory["target"]
         fresh = memory["baselines"]["fresh_interpreter_same_imports"]["private_mib"]
+        pool = memory["instances"]["warm_instance_mib"]["private_mib"].get("median")
         rows.append(
             (
-                "Private memory per idle warm (specialized) instance",
+                "Private memory per idle instance: specialized (served its function, idle)",
                 f"{t['instance_private_mib_median']:.2f} MiB",
                 "≤ 5 MiB",
                 f"a new interpreter with the same imports: {fresh:.1f} MiB",
-                f"{verdict(t['instance_met'])} (memory.json)",
+                verdict(t["instance_met"]),
+                "n/a",
+                "memory.json",
             )
         )
+        if pool is not None:
+            rows.append(
+                (
+                    "Private memory per idle instance: warm pool (forked, not specialized)",
+                    f"{pool:.2f} MiB",
+                    "≤ 5 MiB",
+                    f"a new interpreter with the same imports: {fresh:.1f} MiB",
+                    verdict(pool <= 5.0),
+                    "n/a",
+                    "memory.json",
+                )
+            )
         many = memory["many"]
         routing = many["routing_latency_ms"]
         rows.append(
@@ -136,13 +176,38 @@ def main() -> None:
                 "≤ +50 MB; routing not slower",
                 f"route lookup {memory['route_lookup']['ratio']}x with"
                 f" {many['functions'] - 1:,} routes vs 1",
-                f"{verdict(t['many_met'])} (memory.json)",
+                verdict(t["many_met"]),
+                "n/a",
+                "memory.json",
             )
         )
-    print("| figure | fissile | target | baseline (same run) | verdict |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    lines = [
+        "| figure | fissile | target | baseline (same run) | verdict | others' CPU | file |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    machine = (cold or warm or {}).get("machine", {})
+    lines += [
+        "",
+        f"Results of {machine.get('date', '?')} (git {machine.get('git_commit', '?')}),"
+        f" {machine.get('cpu_count', '?')} CPUs ({machine.get('cpu_model', '?')}), Python"
+        f" {machine.get('python', '?')}. *Others' CPU*: the share of the whole machine used during"
+        " the measurement by processes the benchmark did not start.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    text = table()
+    if "--write" not in sys.argv[1:]:
+        print(text)
+        return
+    doc = DOC.read_text()
+    pattern = re.compile(r"(<!-- table -->\n).*?(<!-- /table -->)", re.S)
+    if not pattern.search(doc):
+        raise SystemExit(f"no <!-- table --> markers in {DOC}")
+    DOC.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), doc))
+    print(f"updated {DOC.name}", file=sys.stderr)
 
 
 if __name__ == "__main__":
