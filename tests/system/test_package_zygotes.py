@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from syskit import Platform, descendants, write
 
-pytestmark = pytest.mark.slow  # a dedicated strict platform: ~5 s
+pytestmark = pytest.mark.slow  # a dedicated strict platform: ~2 s
 
 USES_YAML = """
 import os, sys
