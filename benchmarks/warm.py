@@ -190,13 +190,20 @@ def bench_fissile(args: argparse.Namespace, load: Load, workdir: Path) -> dict[s
             run["load"] = load.measure(platform.port, path)
             run["function_status_after"] = platform.client.get("functions", name).get("status")
             runs[key] = run
-            if not any(target[0] == f"{contract}_router" for target in targets):
-                targets.append((f"{contract}_router", lambda: RawHTTP.tcp(platform.port), path))
-                socket_path = instance_socket(platform, name)
-                if socket_path is not None:
-                    targets.append(
-                        (f"{contract}_direct", lambda p=socket_path: RawHTTP.unix(p), path)
-                    )
+        for contract in dict.fromkeys(contract for _, contract, _ in cases(args)):
+            # A function of its own with exactly one instance (min = max scale = 1), so the
+            # router and the direct client reach the same process, and the autoscaler (which
+            # scales the load runs' functions down meanwhile) cannot stop it.
+            name = f"seq-{contract.replace('_', '-')}"
+            path = f"/{name}"
+            platform.create_function(
+                name, CONTRACTS[contract], route=path, min_scale=1, max_scale=1
+            )
+            check(platform.port, path)
+            targets.append((f"{contract}_router", lambda: RawHTTP.tcp(platform.port), path))
+            socket_path = instance_socket(platform, name)
+            if socket_path is not None:
+                targets.append((f"{contract}_direct", lambda p=socket_path: RawHTTP.unix(p), path))
         if args.sequential:
             # A bare server for these rounds only: nothing else of the benchmark's should be
             # running during the load runs above (see SERVER_SESSION in _harness.py).
@@ -383,7 +390,8 @@ def main() -> None:
             " pool scales to max_scale instances.",
             "sequential_ms: no load; one keep-alive connection per target, one request at a"
             " time from a small Python client (its cost is in every figure alike), rounds"
-            " visiting every target in turn. <contract>_direct sends the same request to one"
+            " visiting every target in turn, to a function of their own with exactly one instance"
+            " (min_scale = max_scale = 1). <contract>_direct sends the same request to that"
             " instance's unix socket (found through the function's log and /proc), skipping the"
             " router: router_minus_direct is what the router hop adds per request. A unix"
             " socket round trip is cheaper than a loopback TCP one, so direct may beat bare"
