@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test install install-test lint typecheck unit integration system bench clean
+.PHONY: up test install install-test install-bench lint typecheck unit integration system bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,20 @@ test: lint typecheck
 unit integration system: install-test
 	$(BIN)/python -m pytest -q tests/$@
 
-bench: install
+install-bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+
+# wrk (Debian's package) makes warm.py's figures real; without it warm.py falls back to a
+# Python load generator and says so in its results.
+bench: install-bench
 	$(BIN)/python benchmarks/coldstart.py
+	$(BIN)/python benchmarks/imports.py
 	$(BIN)/python benchmarks/warm.py
+	$(BIN)/python benchmarks/burst.py
+	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/async.py
+	$(BIN)/python benchmarks/plot.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -71,7 +71,6 @@ def log(message: str) -> None:
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "hostname": platform.node(),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
@@ -180,11 +179,25 @@ def write_results(name: str, result: dict[str, Any], output: str | None = None) 
     result.setdefault("machine", {})["loadavg_at_end"] = list(os.getloadavg())
     path = Path(output) if output else RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(result, indent=2)
+    text = _without_local_paths(json.dumps(result, indent=2))
     path.write_text(text + "\n")
     print(text, flush=True)
     log(f"results written to {path}")
     return path
+
+
+def _without_local_paths(text: str) -> str:
+    """Results are committed: this machine's paths become placeholders."""
+    for local, placeholder in (
+        (sys.prefix, "<venv>"),
+        (sys.base_prefix, "<python>"),
+        (str(REPO), "<repo>"),
+        (tempfile.gettempdir(), "<tmp>"),
+        (os.path.expanduser("~"), "<home>"),
+    ):
+        if local and local != "/":
+            text = text.replace(json.dumps(local)[1:-1], placeholder)
+    return text
 
 
 # -- ports and HTTP -----------------------------------------------------------------------
@@ -497,6 +510,83 @@ class BareUvicorn:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
             self.stop()
+
+
+FF_SOURCE = """\
+def hello(request):
+    return "Hello, world!"
+"""
+
+
+class FunctionsFramework:
+    """Google's functions-framework (its default production server, gunicorn) serving the same
+    hello, as ``functions-framework --target hello`` runs it."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.source = workdir / "ff_main.py"
+        self.source.write_text(FF_SOURCE)
+
+    @staticmethod
+    def available() -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("functions_framework") is not None
+
+    def command(self) -> list[str]:
+        script = Path(PYTHON).parent / "functions-framework"
+        return [
+            str(script),
+            "--target",
+            "hello",
+            "--source",
+            str(self.source),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+
+    def start(self, timeout: float = 30.0) -> float:
+        begin = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=SERVER_SESSION,
+        )
+        wait_for_port(self.port, timeout, self.proc)
+        return time.perf_counter() - begin
+
+    def stop(self) -> dict[str, Any]:
+        assert self.proc is not None
+        report = stop_process(self.proc, "functions-framework")
+        self.proc = None
+        return report
+
+
+def memory_of(pid: int) -> dict[str, float] | None:
+    """MiB a process maps: rss, pss (its share of shared pages) and private (pages only it
+    maps: what it costs on top of what it shares), from /proc/<pid>/smaps_rollup."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kib: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if len(parts) == 2 and parts[1] == "kB":
+            kib[name] = int(parts[0])
+    private = kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0)
+    return {
+        "rss_mib": round(kib.get("Rss", 0) / 1024, 2),
+        "pss_mib": round(kib.get("Pss", 0) / 1024, 2),
+        "private_mib": round(private / 1024, 2),
+    }
 
 
 class Platform:

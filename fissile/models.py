@@ -176,7 +176,12 @@ class FunctionSpec(Spec):
     cpu: float | None = Field(None, gt=0, le=64, description="CPU cores (enforced by the sandbox)")
     min_scale: int = Field(0, ge=0, le=1000)
     max_scale: int = Field(10, ge=1, le=1000)
-    concurrency: int = Field(1, ge=1, le=1000, description="in-flight requests per instance")
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="in-flight requests per instance; unset: 1, or 100 for an async def function",
+    )
     idle_timeout: Duration = Field(120.0, ge=0)
     async_retries: int = Field(
         0, ge=0, le=20, description="extra attempts of a failed asynchronous invocation"
@@ -213,8 +218,13 @@ class FunctionStatus(BaseModel):
     pids: list[int] = Field(
         default_factory=list, description="host process ids of the ready instances"
     )
+    desired: int = Field(0, description="instances the autoscaler wants")
+    panic: bool = Field(False, description="the autoscaler is in panic mode (a burst)")
     busy: int = 0
     starting: int = 0
+    queued: int = Field(0, description="requests waiting for an instance")
+    inflight: int = Field(0, description="requests being served")
+    concurrency: int = Field(1, description="in-flight limit per instance in effect")
     restarts: int = 0
     last_exit_reason: str | None = None
     last_crash_at: datetime | None = None

@@ -88,7 +88,9 @@ def _settings_options(func: Any) -> Any:
             "--min-scale", type=int, default=None, help="Instances kept warm [default: 0]"
         ),
         click.option("--max-scale", type=int, default=None, help="Instance limit [default: 10]"),
-        click.option("--concurrency", type=int, default=None, help="Requests per instance [1]"),
+        click.option(
+            "--concurrency", type=int, default=None, help="Requests per instance [1; async: 100]"
+        ),
         click.option("--idle-timeout", type=DURATION, default=None, help="Reap after [120s]"),
         click.option(
             "--async-retries",
@@ -128,6 +130,22 @@ def _backoff(status: dict[str, Any]) -> str:
         return "-"
     failures = status.get("failures_in_a_row", 0)
     return f"next start in {status['backoff']:.1f}s ({failures} failures in a row)"
+
+
+def _concurrency(function: dict[str, Any]) -> str:
+    if function.get("concurrency") is not None:
+        return str(function["concurrency"])
+    return f"{function['status'].get('concurrency', 1)} (default: 1, async def: 100)"
+
+
+def _instances(status: dict[str, Any]) -> str:
+    """Current and desired instances, as the autoscaler sees them."""
+    line = (
+        f"{status['instances']} current, {status.get('desired', 0)} desired"
+        f" ({status['busy']} busy, {status['starting']} starting,"
+        f" {status.get('queued', 0)} queued)"
+    )
+    return line + (" panic: scaling for a burst" if status.get("panic") else "")
 
 
 @click.group()
@@ -246,15 +264,12 @@ def get(name: str, output: str) -> None:
         ("Memory", format_memory(function["memory"])),
         ("CPU", function.get("cpu") or "-"),
         ("Scale", f"min {function['min_scale']}, max {function['max_scale']}"),
-        ("Concurrency", function["concurrency"]),
+        ("Concurrency", _concurrency(function)),
         ("Idle timeout", format_duration(function["idle_timeout"])),
         ("Async retries", function.get("async_retries", 0)),
         ("Env vars", ", ".join(f"{k}={v}" for k, v in function["env_vars"].items()) or "-"),
         ("Network", function.get("network") or "(environment's)"),
-        (
-            "Instances",
-            f"{status['instances']} ({status['busy']} busy, {status['starting']} starting)",
-        ),
+        ("Instances", _instances(status)),
         ("Restarts", status["restarts"]),
         ("Back-off", _backoff(status)),
         ("Last exit", status.get("last_exit_reason") or "-"),

@@ -6,6 +6,11 @@ collector touches them), and then waits on its control socket. It keeps no threa
 loop, so ``fork()`` is safe. Messages are JSON over a SOCK_SEQPACKET socket; file descriptors
 (an instance's listening socket and its log pipe) travel with them as SCM_RIGHTS.
 
+A zygote can also fork a *package zygote* (the import cache, ``importcache.py``): a child that
+imports a function's dependencies on top of everything its parent has, freezes again, and then
+serves its own control socket exactly like its parent, so the functions needing those modules
+fork from it instead of importing them at every cold start.
+
 Run as ``python -m fissile.executor._zygote --fd N --preload a,b``.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -55,10 +61,55 @@ def main(argv: list[str] | None = None) -> None:
     control = socket.socket(fileno=args.fd)
 
     failures = _preload([*_BUILTIN_PRELOAD, *filter(None, args.preload.split(","))])
+    _rehearse()
     gc.collect()
     gc.freeze()
-    _send(control, {"op": "ready", "pid": os.getpid(), "preload_failures": failures})
+    _send(control, _ready(failures))
     Zygote(control).run()
+
+
+def _rehearse() -> None:
+    """Run an instance's request path once here, before freezing: the caches it fills
+    (method lookups, compiled patterns, the import system's) are then the zygote's, shared
+    by every instance instead of written by each."""
+    try:
+        from fissile.runtime.server import InstanceApp, rehearse
+
+        rehearse(InstanceApp("", {}))
+    except Exception:
+        pass
+
+
+def _ready(failures: dict[str, str], imported: list[str] | None = None) -> dict[str, Any]:
+    # The top-level modules already imported: the supervisor leaves them out of the import
+    # cache's keys, since every child of this zygote has them anyway.
+    modules = sorted({name.partition(".")[0] for name in sys.modules})
+    return {
+        "op": "ready",
+        "pid": os.getpid(),
+        "preload_failures": failures,
+        "imported": imported or [],
+        "modules": modules,
+    }
+
+
+def _import_available(modules: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Import those of ``modules`` the environment's Python has (on this process's sys.path,
+    which never holds a function's package: its code must only run in a sandbox)."""
+    imported: list[str] = []
+    failures: dict[str, str] = {}
+    for module in modules:
+        if module in sys.modules:
+            continue
+        try:
+            if importlib.util.find_spec(module) is None:
+                failures[module] = "not installed in the environment"
+                continue
+            importlib.import_module(module)
+            imported.append(module)
+        except BaseException as exc:
+            failures[module] = f"{type(exc).__name__}: {exc}"
+    return imported, failures
 
 
 def _preload(modules: list[str]) -> dict[str, str]:
@@ -126,6 +177,8 @@ class Zygote:
         op = message.get("op")
         if op == "fork":
             self.fork(message, fds)
+        elif op == "zygote":
+            self.fork_zygote(message, fds)
         elif op == "shutdown":
             return False
         else:
@@ -164,6 +217,52 @@ class Zygote:
         os.close(log_fd)
         self.children.add(pid)
         _send(self.control, {"op": "forked", "id": message["id"], "pid": pid})
+
+    def fork_zygote(self, message: dict[str, Any], fds: list[int]) -> None:
+        """Fork a package zygote: a plain fork (same namespaces as this zygote, so it can fork
+        sandboxed instances the same way), given its own control socket."""
+        (control_fd,) = fds
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(control_fd)
+            _send(self.control, {"op": "fork_failed", "id": message["id"], "error": str(exc)})
+            return
+        if pid == 0:
+            try:
+                self.become_zygote(message, control_fd)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(70)
+        os.close(control_fd)
+        self.children.add(pid)
+        _send(self.control, {"op": "forked", "id": message["id"], "pid": pid})
+
+    def become_zygote(self, message: dict[str, Any], control_fd: int) -> None:
+        signal.set_wakeup_fd(-1)
+        self.control.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        if self.pid_forker is not None:
+            self.pid_forker.close()
+        die_with_parent()
+        if self.pidfd is not None:
+            orphaned = bool(select.select([self.pidfd], [], [], 0)[0])
+            os.close(self.pidfd)
+        else:
+            orphaned = os.getppid() != self.pid
+        if orphaned:
+            os._exit(0)
+        set_process_name(f"fz-{message['id']}")
+        control = socket.socket(fileno=control_fd)
+        imported, failures = _import_available(list(message.get("modules") or []))
+        # The parent's heap is still frozen (shared with it); this freezes what was added.
+        gc.collect()
+        gc.freeze()
+        _send(control, _ready(failures, imported))
+        Zygote(control).run()
+        os._exit(0)
 
     def become_instance(self, message: dict[str, Any], listener_fd: int, log_fd: int) -> None:
         signal.set_wakeup_fd(-1)

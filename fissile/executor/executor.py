@@ -18,6 +18,7 @@ from typing import Any
 from fissile._units import format_memory
 from fissile.events import EventBus
 from fissile.executor.errors import BuildFailed, ExecutorError, FunctionNotFound
+from fissile.executor.importcache import ImportCache
 from fissile.executor.instance import Instance, State
 from fissile.executor.pools import EnvironmentPool, FunctionPool
 from fissile.executor.zygote import Zygote
@@ -110,6 +111,7 @@ class Executor:
                 _prune_dead_platforms(self.cgroups)
         self.environments: dict[str, EnvironmentPool] = {}
         self.functions: dict[str, FunctionPool] = {}
+        self.imports = ImportCache(self)
         self.packages: dict[str, Package] = {}
         self._package_changed: dict[str, asyncio.Event] = {}
         self._forking: dict[str, Instance] = {}
@@ -137,6 +139,7 @@ class Executor:
             self._reaper.cancel()
         for pool in self.functions.values():
             pool.close()
+        await self.imports.stop()
         await asyncio.gather(*(env.stop() for env in self.environments.values()))
         for task in list(self._tasks):
             task.cancel()
@@ -179,6 +182,15 @@ class Executor:
         if env is None:
             raise ExecutorError(f"environment {name!r} is not running")
         return env
+
+    async def instance_source(self, env: str, deploy_dir: str) -> EnvironmentPool:
+        """The pool a function's new instance comes from: its environment's, or a package
+        zygote's that has the function's dependencies imported (importcache.py)."""
+        return await self.imports.source(self.environment(env), deploy_dir)
+
+    def instances(self) -> list[Instance]:
+        """Every live instance process."""
+        return list(self._by_pid.values())
 
     def status(self, name: str) -> FunctionStatus:
         pool = self.functions.get(name)
@@ -371,6 +383,8 @@ class Executor:
         name = change.record.name
         if change.action == "deleted":
             env = self.environments.pop(name, None)
+            for package_pool in self.imports.forget_environment(name):
+                self.spawn(package_pool.stop())
             if env is not None:
                 self.spawn(env.stop())
             return
@@ -390,6 +404,10 @@ class Executor:
             logger.error("environment %s failed to start: %s", spec.name, exc)
 
     async def _update_environment(self, env: EnvironmentPool, spec: EnvironmentSpec) -> None:
+        if (spec.image, spec.preload) != (env.spec.image, env.spec.preload):
+            # Forked from the old zygote, with the old preload list under them.
+            for package_pool in self.imports.forget_environment(spec.name):
+                await package_pool.stop()
         if await env.update(spec):
             for pool in self.functions.values():
                 if pool.spec.env == spec.name:
@@ -409,11 +427,23 @@ class Executor:
         else:
             existing.update(spec)
             existing.keep_warm()
+            self._prepare_imports(spec)
 
     def _add_function(self, spec: FunctionSpec) -> None:
         pool = FunctionPool(spec, self)
         self.functions[spec.name] = pool
         pool.keep_warm()
+        self._prepare_imports(spec)
+
+    def _prepare_imports(self, spec: FunctionSpec) -> None:
+        """Scan a new function's package (and make its package zygote) now, in the background,
+        rather than at its first request."""
+        package = self.packages.get(spec.package)
+        env = self.environments.get(spec.env)
+        if package is None or package.status.deploy is None or env is None or self._stopping:
+            return
+        deploy_dir = self.deploy_path(package.status.deploy)
+        self.spawn(self.imports.source(env, deploy_dir))
 
     def _package_changed_(self, change: Change) -> None:
         name = change.record.name
@@ -440,5 +470,5 @@ class Executor:
             await asyncio.sleep(REAP_INTERVAL)
             now = time.monotonic()
             for pool in list(self.functions.values()):
-                pool.reap(now)
+                pool.autoscale(now)
                 pool.keep_warm()

@@ -46,11 +46,18 @@ class Instance:
     def alive(self) -> bool:
         return self.state is not State.dead
 
-    async def connection(self) -> InstanceConnection:
+    def idle_connection(self) -> InstanceConnection | None:
+        """A kept-alive connection ready for a request, if there is one (no coroutine)."""
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def connection(self) -> InstanceConnection:
+        conn = self.idle_connection()
+        if conn is not None:
+            return conn
         try:
             return await InstanceConnection.open(self.socket_path)
         except OSError as exc:
@@ -77,6 +84,15 @@ class Instance:
             raise
         self.keep(conn, response.keep_alive)
         return response
+
+    async def prime(self, timeout: float = 5.0) -> None:
+        """Open the connection specialization will use, with one request on it, while the
+        instance is warm: a cold start then skips the connect, the accept and the first run
+        of the instance's request path (~1-2 ms under the full sandbox)."""
+        try:
+            await self.control("/_fissile/healthz", {}, timeout)
+        except Exception:
+            pass  # it died, or is slow: a cold start finds out, as it would have
 
     def kill(self, reason: str | None = None) -> None:
         """Kill the instance and everything it started (its own process group)."""

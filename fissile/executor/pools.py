@@ -11,6 +11,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fissile.executor.autoscaler import STABLE_WINDOW, Autoscaler, Decision, target_for
 from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, Overloaded
 from fissile.executor.instance import Instance, State
 from fissile.executor.zygote import Zygote
@@ -26,6 +27,9 @@ MAX_QUEUE = 1000
 CRASH_LOOP = 3  # failures in a row before starts are spaced out
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
+# In-flight requests per instance when a function does not say: one for a sync function (its
+# instance runs one call at a time), this many for an ``async def`` one (they interleave).
+ASYNC_CONCURRENCY = 100
 
 
 class EnvironmentPool:
@@ -105,10 +109,13 @@ class EnvironmentPool:
     async def _fill(self) -> None:
         while not self._stopped and len(self.warm) < self.spec.poolsize:
             try:
-                self.warm.append(await self.fork())
+                instance = await self.fork()
             except Exception as exc:
                 logger.warning("environment %s: cannot fill the warm pool: %s", self.name, exc)
                 return
+            await instance.prime()
+            if instance.alive:
+                self.warm.append(instance)
 
     def discard(self, instance: Instance) -> None:
         try:
@@ -160,17 +167,40 @@ class FunctionPool:
         self.last_exit_reason: str | None = None
         self.last_crash_at: datetime | None = None
         self.deleted = False
+        self.is_async: bool | None = None  # learnt at the first specialization
+        self.limit = self._limit()
+        self.inflight = 0  # over all instances
+        self.scaler = Autoscaler(time.monotonic(), target_for(self.limit), self._stable_window())
+        self.decision: Decision | None = None
+        self._scaled_from: int | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def _limit(self) -> int:
+        if self.spec.concurrency is not None:
+            return self.spec.concurrency
+        return ASYNC_CONCURRENCY if self.is_async else 1
+
+    def _stable_window(self) -> float:
+        # A function that asks to be reaped sooner than the stable window gets a shorter one.
+        return max(min(STABLE_WINDOW, self.spec.idle_timeout), 0.001)
+
+    def _set_limit(self) -> None:
+        self.limit = self._limit()
+        self.scaler.target = target_for(self.limit)
+        self.scaler.stable_window = self._stable_window()
+
+    def _observe(self) -> None:
+        self.scaler.observe(time.monotonic(), self.inflight + len(self.waiters))
 
     # -- the hot path -------------------------------------------------------------------
 
     def pick(self) -> Instance | None:
         """The least-loaded ready instance with room for one more request."""
         best: Instance | None = None
-        limit = self.spec.concurrency
+        limit = self.limit
         for instance in self.instances:
             if instance.inflight < limit and (best is None or instance.inflight < best.inflight):
                 best = instance
@@ -178,10 +208,18 @@ class FunctionPool:
                     break
         return best
 
-    async def acquire(self) -> Instance:
+    def take_ready(self) -> Instance | None:
+        """An instance with room, without waiting (the hot path's first try: no coroutine)."""
         instance = self.pick()
         if instance is not None:
             instance.inflight += 1
+            self.inflight += 1
+            self._observe()
+        return instance
+
+    async def acquire(self) -> Instance:
+        instance = self.take_ready()
+        if instance is not None:
             return instance
         wait = self.backing_off()
         if wait and not self.starting:
@@ -194,6 +232,7 @@ class FunctionPool:
             raise Overloaded(f"function {self.name} has {MAX_QUEUE} requests waiting")
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
+        self._observe()
         self.scale_up()
         try:
             return await waiter
@@ -205,10 +244,12 @@ class FunctionPool:
                     self.waiters.remove(waiter)
                 except ValueError:
                     pass
+                self._observe()
             raise
 
     def release(self, instance: Instance) -> None:
         instance.inflight -= 1
+        self.inflight -= 1
         instance.last_used = time.monotonic()
         if instance.state is State.draining:
             if instance.inflight == 0:
@@ -217,6 +258,7 @@ class FunctionPool:
                     self.executor.retire(instance)
         elif instance.state is State.ready:
             self.wake()
+        self._observe()
 
     def wake(self) -> None:
         while self.waiters:
@@ -227,22 +269,43 @@ class FunctionPool:
             if waiter.done():
                 continue
             instance.inflight += 1
+            self.inflight += 1
             waiter.set_result(instance)
 
     # -- scaling ------------------------------------------------------------------------
 
     def scale_up(self) -> None:
-        wanted = math.ceil(len(self.waiters) / self.spec.concurrency)
+        """Start instances for the queue at once; the autoscaler's windows decide later how
+        many to keep."""
+        wanted = math.ceil(len(self.waiters) / self.limit)
+        started = 0
         while self.starting < wanted and len(self.instances) + self.starting < self.spec.max_scale:
             self.starting += 1
+            started += 1
             self.executor.spawn(self._start())
+        if started:
+            total = len(self.instances) + self.starting
+            if total > self.scaler.desired:
+                if self._scaled_from is None:
+                    # One log line per burst of queueing, not one per queued request.
+                    self._scaled_from = self.scaler.desired
+                    asyncio.get_running_loop().call_soon(self._log_scale_up)
+                self.scaler.desired = total
+
+    def _log_scale_up(self) -> None:
+        old, self._scaled_from = self._scaled_from, None
+        if old is not None:
+            self._log_decision(
+                old, self.scaler.desired, f"{len(self.waiters)} queued, starting instances"
+            )
 
     async def _start(self) -> None:
         generation = self.generation
         instance: Instance | None = None
         try:
             deploy_dir = await self.executor.deploy_dir(self.spec.package)
-            instance = await self.executor.environment(self.spec.env).take()
+            source = await self.executor.instance_source(self.spec.env, deploy_dir)
+            instance = await source.take()
             await self._specialize(instance, deploy_dir)
         except Exception as exc:
             if instance is not None:
@@ -272,7 +335,7 @@ class FunctionPool:
                 **self.spec.env_vars,
                 "FISSILE_PLATFORM_SOCKET": self.executor.platform_socket_for_instances(),
             },
-            "concurrency": self.spec.concurrency,
+            "concurrency": self.spec.concurrency or 1,
             "timeout": self.spec.timeout,
             "memory": self.spec.memory,
             "network": self.spec.network or env.network,
@@ -293,6 +356,10 @@ class FunctionPool:
             raise LoadFailed(f"instance died while loading {self.name}: {reason}") from exc
         if response.status != 200:
             raise LoadFailed(_error_message(response.body))
+        if self.is_async is None:
+            self.is_async = _is_async(response.body)
+            if self.spec.concurrency is None and self.is_async:
+                self._set_limit()
         instance.state = State.ready
         instance.last_used = time.monotonic()
         self.executor.logs.platform(self.name, f"instance {instance.id} ready (pid {instance.pid})")
@@ -307,6 +374,7 @@ class FunctionPool:
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
+        self._observe()
 
     def _failed(self) -> None:
         self.failures += 1
@@ -335,25 +403,57 @@ class FunctionPool:
             self.starting += 1
             self.executor.spawn(self._start())
 
-    def reap(self, now: float) -> None:
-        idle_timeout = self.spec.idle_timeout
-        surplus = len(self.instances) - self.spec.min_scale
-        if surplus <= 0:
-            return
-        idle = sorted(
-            (i for i in self.instances if i.inflight == 0 and now - i.last_used >= idle_timeout),
-            key=lambda i: i.last_used,
+    def autoscale(self, now: float) -> Decision | None:
+        """One tick of the autoscaler: start instances up to the desired count, or stop idle
+        ones above it (least recently used first)."""
+        previous = self.scaler.desired
+        if not (previous or self.instances or self.starting or self.scaler.demand):
+            self.scaler.rest(now)  # scaled to zero and idle: nothing to decide (cheap for 1,000)
+            return None
+        decision = self.scaler.decide(
+            now,
+            len(self.instances),
+            self.spec.min_scale,
+            self.spec.max_scale,
+            self.spec.idle_timeout,
         )
-        for instance in idle[:surplus]:
-            self.instances.remove(instance)
-            self.executor.logs.platform(self.name, f"instance {instance.id} reaped after idling")
-            self.executor.retire(instance)
+        self.decision = decision
+        if decision.desired != previous:
+            self._log_decision(
+                previous,
+                decision.desired,
+                f"{decision.reason}; average in flight {decision.stable_average:.2f}"
+                f" (stable), {decision.panic_average:.2f} (panic)",
+            )
+        current = len(self.instances) + self.starting
+        # Only a healthy function is scaled up ahead of requests: one whose last start failed
+        # is retried when a request asks for it (with the crash-loop back-off), not by ticks.
+        if decision.desired > current and not self.failures:
+            while len(self.instances) + self.starting < decision.desired:
+                self.starting += 1
+                self.executor.spawn(self._start())
+        surplus = len(self.instances) - decision.desired
+        if surplus > 0:
+            idle = sorted((i for i in self.instances if i.inflight == 0), key=lambda i: i.last_used)
+            for instance in idle[:surplus]:
+                self.instances.remove(instance)
+                self.executor.logs.platform(
+                    self.name, f"instance {instance.id} stopped: scaled down"
+                )
+                self.executor.retire(instance)
+        return decision
+
+    def _log_decision(self, old: int, new: int, why: str) -> None:
+        message = f"autoscaler: {old} -> {new} instances ({why})"
+        logger.info("function %s: %s", self.name, message)
+        self.executor.logs.platform(self.name, message)
 
     # -- change -------------------------------------------------------------------------
 
     def update(self, spec: FunctionSpec) -> None:
         roll = spec.code_fields() != self.spec.code_fields()
         self.spec = spec
+        self._set_limit()
         if roll:
             self.roll("function updated")
         else:
@@ -363,6 +463,8 @@ class FunctionPool:
     def roll(self, why: str) -> None:
         """New requests get new instances; in-flight ones finish on the old ones."""
         self.generation += 1
+        self.is_async = None  # new code may be async where the old was not: learnt again
+        self._set_limit()
         old, self.instances = self.instances, []
         for instance in old:
             instance.state = State.draining
@@ -420,6 +522,11 @@ class FunctionPool:
     def status(self) -> FunctionStatus:
         return FunctionStatus(
             instances=len(self.instances),
+            desired=self.scaler.desired,
+            panic=self.scaler.panic_since is not None,
+            queued=len(self.waiters),
+            inflight=self.inflight,
+            concurrency=self.limit,
             pids=[i.pid for i in self.instances],
             busy=sum(1 for i in self.instances if i.inflight),
             starting=self.starting,
@@ -429,6 +536,15 @@ class FunctionPool:
             failures_in_a_row=self.failures,
             backoff=round(self.backing_off(), 3),
         )
+
+
+def _is_async(body: bytes) -> bool:
+    import json
+
+    try:
+        return bool(json.loads(body).get("async"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def _error_message(body: bytes) -> str:

@@ -35,12 +35,18 @@ class Zygote:
         self.process: asyncio.subprocess.Process | None = None
         self.control: socket.socket | None = None
         self.preload_failures: dict[str, str] = {}
+        self.modules: frozenset[str] = frozenset()  # top-level modules it has imported
+        self.imported: list[str] = []  # a package zygote's own imports, beyond its parent's
+        self.parent: Zygote | None = None
+        self._pid: int | None = None  # a package zygote's (no subprocess of ours)
         self.alive = False
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._forks: dict[str, asyncio.Future[int]] = {}
 
     @property
     def pid(self) -> int | None:
+        if self._pid is not None:
+            return self._pid
         return self.process.pid if self.process else None
 
     async def start(self, timeout: float = 60.0) -> None:
@@ -74,10 +80,49 @@ class Zygote:
         except (TimeoutError, ZygoteError):
             await self.stop()
             raise ZygoteError(f"the {self.env} zygote did not start within {timeout:g}s") from None
-        self.alive = True
-        self.preload_failures = ready.get("preload_failures") or {}
+        self._started(ready)
         for module, error in self.preload_failures.items():
             logger.warning("environment %s: cannot preload %s: %s", self.env, module, error)
+
+    def _started(self, ready: dict[str, Any]) -> None:
+        self.alive = True
+        self.preload_failures = ready.get("preload_failures") or {}
+        self.modules = frozenset(ready.get("modules") or ())
+        self.imported = list(ready.get("imported") or ())
+
+    async def fork_zygote(
+        self, zygote_id: str, modules: list[str], timeout: float = 60.0
+    ) -> Zygote:
+        """A package zygote: forked from this one after importing ``modules`` (those the
+        environment's Python has), serving forks like this one."""
+        if not self.alive or self.control is None:
+            raise ZygoteError(f"the {self.env} zygote is not running")
+        loop = asyncio.get_running_loop()
+        child = Zygote(self.env, modules, self.on_forked, self.on_exit)
+        child.parent = self
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        child.control = ours
+        child._ready = loop.create_future()
+        loop.add_reader(ours.fileno(), child._readable)
+        forked: asyncio.Future[int] = loop.create_future()
+        self._forks[zygote_id] = forked
+        message = {"op": "zygote", "id": zygote_id, "modules": modules}
+        try:
+            try:
+                socket.send_fds(self.control, [json.dumps(message).encode()], [theirs.fileno()])
+            except OSError as exc:
+                self._forks.pop(zygote_id, None)
+                raise ZygoteError(f"cannot reach the {self.env} zygote: {exc}") from exc
+            finally:
+                theirs.close()
+            child._pid = await forked
+            ready = await asyncio.wait_for(child._ready, timeout)
+        except BaseException:
+            await child.stop()
+            raise
+        child._started(ready)
+        return child
 
     async def fork(
         self,
@@ -159,7 +204,9 @@ class Zygote:
             asyncio.get_running_loop().remove_reader(self.control.fileno())
             self.control.close()
             self.control = None
-        if self.process is not None and self.process.returncode is None:
+        if self.process is None:
+            return  # a package zygote: its parent reaps it
+        if self.process.returncode is None:
             try:
                 await asyncio.wait_for(self.process.wait(), timeout)
             except TimeoutError:

@@ -241,7 +241,7 @@ class Invocations:
         pool = self.executor.functions.get(function)
         if pool is None:
             return 1
-        return pool.spec.max_scale * pool.spec.concurrency
+        return pool.spec.max_scale * pool.limit
 
     async def _dispatch_forever(self) -> None:
         while True:

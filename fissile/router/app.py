@@ -189,14 +189,19 @@ class Router:
             await _answer(send, result)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        framed = False
         for name, value in scope["headers"]:
             if name == b"content-length":
+                framed = True
                 try:
                     if int(value) > self.max_body:
                         raise BodyTooLarge
                 except ValueError:
                     pass
-                break
+            elif name == b"transfer-encoding":
+                framed = True
+        if not framed:
+            return b""  # HTTP/1.1: no length, no chunks, no body (a GET): skip a receive()
         chunks: list[bytes] = []
         size = 0
         while True:

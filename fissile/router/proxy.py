@@ -50,10 +50,10 @@ async def forward(
     sent = False
     try:
         async with asyncio.timeout(timeout):
-            instance = await pool.acquire()
+            instance = pool.take_ready() or await pool.acquire()
             if on_acquire is not None:
                 on_acquire(instance)
-            conn = await instance.connection()
+            conn = instance.idle_connection() or await instance.connection()
             sent = True
             try:
                 response = await conn.request(request)

@@ -302,4 +302,58 @@ def serve(listener: socket.socket, token: str, sandbox: dict[str, Any] | None = 
     listener.setblocking(False)
     loop.run_until_complete(loop.create_unix_server(lambda: HttpConnection(app), sock=listener))
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
+    loop.call_soon(rehearse, app)
     loop.run_forever()
+
+
+class _Discard(asyncio.Transport):
+    def write(self, data: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_REHEARSAL = "def main(request):\n    return {'ok': True}\n"
+
+
+def rehearse(app: InstanceApp) -> None:
+    """Walk the paths of a cold start once (a control request; loading, binding and calling a
+    function; writing its answer) on throwaway objects, while the instance waits in the warm
+    pool. After fork() the first touch of each page of the zygote's heap copies it, and the
+    first run of each path is slow on cold caches: measured on a hello, this moves ~1-2 ms out
+    of the first request's way."""
+    try:
+        conn = HttpConnection(app)
+        conn.connection_made(_Discard())
+        conn.data_received(
+            b"POST /_fissile/healthz HTTP/1.1\r\nx-fissile-control: -\r\n"
+            b"content-length: 2\r\n\r\n{}"
+        )
+        handler = bind(_load_rehearsal(), "rehearsal")
+        request = Request("GET", "/", "", {"x-fissile-params": "{}"}, b"")
+        context = Context("rehearsal", "", 1.0, app.logger)
+        conn.write(_guard(handler, request, context), keep_alive=True)
+    except Exception:  # a rehearsal only: a real request reports its own errors
+        pass
+
+
+def _load_rehearsal() -> Any:
+    """Load a throwaway module the way a function is loaded (a new sys.path entry, a path
+    finder, compiling from source) from the instance's private /tmp, then forget it."""
+    directory = f"/tmp/.fissile-rehearsal-{os.getpid()}"
+    path = os.path.join(directory, "fissile_rehearsal.py")
+    cwd = os.getcwd()
+    os.mkdir(directory, 0o700)
+    try:
+        with open(path, "w") as file:
+            file.write(_REHEARSAL)
+        return load_entrypoint(directory, "main")
+    finally:
+        os.chdir(cwd)
+        sys.modules.pop("fissile_rehearsal", None)
+        while directory in sys.path:
+            sys.path.remove(directory)
+        sys.path_importer_cache.pop(directory, None)
+        os.unlink(path)
+        os.rmdir(directory)

@@ -38,6 +38,9 @@ class PidNamespaceForker:
     def __init__(self) -> None:
         self._own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
+    def close(self) -> None:
+        os.close(self._own)
+
     def fork(self, child: Callable[[], None]) -> int:
         unshare(CLONE_NEWPID)
         try:

@@ -126,7 +126,8 @@ def test_function_defaults() -> None:
     assert spec.entrypoint == "main"
     assert spec.timeout == 60.0
     assert spec.memory == 256 * 1024**2
-    assert (spec.min_scale, spec.max_scale, spec.concurrency) == (0, 10, 1)
+    # Unset concurrency: 1 for a sync function, more for async def (decided at specialization).
+    assert (spec.min_scale, spec.max_scale, spec.concurrency) == (0, 10, None)
     assert spec.idle_timeout == 120.0
     assert spec.env_vars == {}
 
