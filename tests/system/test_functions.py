@@ -145,15 +145,15 @@ def test_fn_get_shows_current_and_desired_instances(platform: Platform, tmp_path
     platform.ok("fn", "create", "--name", "scaled-sync", "--code", str(tmp_path / "sync.py"))
     platform.ok("fn", "create", "--name", "scaled-async", "--code", str(tmp_path / "aio.py"))
     shown = platform.ok("fn", "get", "--name", "scaled-sync").out
-    assert "Instances:    0 current, 0 desired (0 busy, 0 starting, 0 queued)" in shown, shown
+    assert "Instances:     0 current, 0 desired (0 busy, 0 starting, 0 queued)" in shown, shown
     assert platform.get("/function/scaled-sync").text == "sync"
     assert platform.get("/function/scaled-async").text == "async"
     shown = platform.ok("fn", "get", "--name", "scaled-sync").out
-    assert "Instances:    1 current, 1 desired (0 busy, 0 starting, 0 queued)" in shown, shown
-    assert "Concurrency:  1 (default: 1, async def: 100)" in shown, shown
+    assert "Instances:     1 current, 1 desired (0 busy, 0 starting, 0 queued)" in shown, shown
+    assert "Concurrency:   1 (default: 1, async def: 100)" in shown, shown
     # The default concurrency of an async def function, learnt when it loaded.
     shown = platform.ok("fn", "get", "--name", "scaled-async").out
-    assert "Concurrency:  100 (default: 1, async def: 100)" in shown, shown
+    assert "Concurrency:   100 (default: 1, async def: 100)" in shown, shown
     status = platform.json_of("fn", "get", "--name", "scaled-async")["status"]
     assert (status["desired"], status["concurrency"], status["panic"]) == (1, 100, False)
 
