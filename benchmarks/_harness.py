@@ -854,10 +854,17 @@ def wrk_version(wrk: str) -> str | None:
 
 
 def run_wrk(
-    wrk: str, url: str, threads: int, connections: int, duration: float, workdir: Path
+    wrk: str,
+    url: str,
+    threads: int,
+    connections: int,
+    duration: float,
+    workdir: Path,
+    lua: str = WRK_SCRIPT,
 ) -> dict[str, Any]:
+    """``lua`` must end with WRK_SCRIPT (its done() prints the report this parses)."""
     script = workdir / "report.lua"
-    script.write_text(WRK_SCRIPT)
+    script.write_text(lua)
     seconds = max(1, round(duration))
     command = [
         wrk,

@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from _harness import (
     log,
     machine_info,
     ratio,
+    run_wrk,
     summarize,
     wait_until_quiet,
     write_results,
@@ -108,49 +108,7 @@ def post_request(port: int, path: str) -> bytes:
 def run_wrk_post(
     wrk: str, url: str, args: argparse.Namespace, duration: float, workdir: Path
 ) -> dict[str, Any]:
-    script = workdir / "post.lua"
-    script.write_text(WRK_POST)
-    seconds = max(1, round(duration))
-    command = [
-        wrk,
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{seconds}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(script),
-        url,
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    if out.returncode != 0:
-        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
-    report = None
-    non_2xx = 0
-    for line in out.stdout.splitlines():
-        if line.startswith("WRK_JSON "):
-            report = json.loads(line[len("WRK_JSON ") :])
-        elif "Non-2xx or 3xx responses:" in line:
-            non_2xx = int(line.rsplit(":", 1)[1])
-    if report is None:
-        raise RuntimeError(f"no report in wrk's output:\n{out.stdout}")
-    seconds_run = report["duration_us"] / 1e6
-    lat = report["latency_us"]
-    return {
-        "tool": "wrk",
-        "threads": args.threads,
-        "connections": args.connections,
-        "duration_s": round(seconds_run, 3),
-        "requests": report["requests"],
-        "requests_per_s": round(report["requests"] / seconds_run, 1),
-        "non_2xx": non_2xx,
-        "errors": report["errors"],
-        "latency_ms": {
-            key: round(lat[key] / 1000, 3)
-            for key in ("min", "mean", "stdev", "p50", "p75", "p90", "p99", "p99_9", "max")
-        },
-    }
+    return run_wrk(wrk, url, args.threads, args.connections, duration, workdir, lua=WRK_POST)
 
 
 def run_pyload_post(port: int, path: str, connections: int, duration: float) -> dict[str, Any]:
