@@ -206,11 +206,11 @@ class Consumer:
                     logger.warning("mq trigger %s: %s", self.spec.name, message)
                 self.status.error = message
                 await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
             else:
                 if self.status.error is not None and self.status.state == "running":
                     self.status.error = None
                 return
-                delay = min(delay * 2, RECONNECT_MAX)
 
 
 def _message_headers(headers: dict[str, str]) -> dict[str, str]:
