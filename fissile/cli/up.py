@@ -58,6 +58,10 @@ def up(
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
 
+    if retention < 1:
+        # Shorter, a finished record would be gone before its caller could read it.
+        raise click.BadParameter("must be at least 1s", param_hint="--retention")
+
     config = Config(
         data_dir=data_dir or default_data_dir(),
         host=host,

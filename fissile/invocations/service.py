@@ -183,9 +183,16 @@ class Invocations:
         attempt = self._running.get(invocation_id)
         if attempt is not None:
             attempt.cancelled = True
-            if attempt.instance is not None:
-                # The function would go on running in its instance: end it.
-                self.executor.kill(attempt.instance, "invocation cancelled", crash=False)
+            instance = attempt.instance
+            if instance is not None and instance.inflight <= 1:
+                # The function would go on running in its instance: end it. An instance
+                # serving other requests too (concurrency > 1) is left to finish them; only
+                # this invocation's connection is dropped.
+                self.executor.kill(instance, "invocation cancelled", crash=False)
+                self.executor.logs.platform(
+                    invocation.function,
+                    f"invocation {invocation_id} cancelled: its instance {instance.id} stopped",
+                )
             attempt.task.cancel()
             invocation = attempt.invocation
         invocation.status = Status.cancelled
