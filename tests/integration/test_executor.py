@@ -215,6 +215,7 @@ async def test_scale_out_under_concurrent_requests(harness: Harness) -> None:
     first, second = await asyncio.gather(
         send(harness, "wide", "/?sleep=0.4"), send(harness, "wide", "/?sleep=0.4")
     )
+    assert (first.status, second.status) == (200, 200), (first.body, second.body)
     pids = {json.loads(first.body)["pid"], json.loads(second.body)["pid"]}
     assert len(pids) == 2
     assert len(harness.executor.function("wide").instances) == 2
