@@ -1,6 +1,9 @@
-"""The public data plane: route table, proxy to instances, and the ASGI router."""
+"""The public data plane: route table, proxy to instances, the ASGI router, the asynchronous
+front door, and calls into functions from inside the platform."""
 
 from fissile.router.app import Router
+from fissile.router.front_door import FrontDoor
+from fissile.router.invoke import invoke
 from fissile.router.routes import Route, RouteTable
 
-__all__ = ["Route", "RouteTable", "Router"]
+__all__ = ["FrontDoor", "Route", "RouteTable", "Router", "invoke"]
