@@ -173,8 +173,7 @@ def broker_urls(wanted: list[str], workdir: Path, tansu: Tansu) -> dict[str, str
 # -- plain consumer loops, straight on the client libraries --------------------------------------
 
 
-# Each loop first sets up its consumer and passes one warm-up message through it (connections,
-# group joins), then times publishing the N messages, then consuming them.
+# Each loop sets up its consumer, then ``timed`` measures it.
 
 
 async def plain_redis(url: str, bodies: list[bytes]) -> dict[str, Any]:
@@ -195,19 +194,11 @@ async def plain_redis(url: str, bodies: list[bytes]) -> dict[str, Any]:
 
     try:
         await client.xgroup_create(stream, group, id="0", mkstream=True)
-        await client.xadd(stream, {"body": b"warm-up"})
-        await consume(1)
-        begin = time.perf_counter()
-        for body in bodies:
-            await client.xadd(stream, {"body": body})
-        published = time.perf_counter() - begin
-        begin = time.perf_counter()
-        await consume(len(bodies))
-        consumed = time.perf_counter() - begin
+        result = await timed(lambda body: client.xadd(stream, {"body": body}), consume, bodies)
         await client.delete(stream)
     finally:
         await client.aclose()
-    return rates(len(bodies), published, consumed)
+    return result
 
 
 async def plain_nats(url: str, bodies: list[bytes]) -> dict[str, Any]:
@@ -233,19 +224,11 @@ async def plain_nats(url: str, bodies: list[bytes]) -> dict[str, Any]:
     try:
         await js.add_stream(name=stream, subjects=[subject])
         pull = await js.pull_subscribe(subject, durable="plain", stream=stream)
-        await js.publish(subject, b"warm-up")
-        await consume(1)
-        begin = time.perf_counter()
-        for body in bodies:
-            await js.publish(subject, body)
-        published = time.perf_counter() - begin
-        begin = time.perf_counter()
-        await consume(len(bodies))
-        consumed = time.perf_counter() - begin
+        result = await timed(lambda body: js.publish(subject, body), consume, bodies)
         await js.delete_stream(stream)
     finally:
         await nc.close()
-    return rates(len(bodies), published, consumed)
+    return result
 
 
 async def plain_rabbitmq(url: str, bodies: list[bytes]) -> dict[str, Any]:
@@ -269,19 +252,11 @@ async def plain_rabbitmq(url: str, bodies: list[bytes]) -> dict[str, Any]:
                 handle(message.body)
                 await message.ack()
 
-        await publish(b"warm-up")
-        await consume(1)
-        begin = time.perf_counter()
-        for body in bodies:
-            await publish(body)
-        published = time.perf_counter() - begin
-        begin = time.perf_counter()
-        await consume(len(bodies))
-        consumed = time.perf_counter() - begin
+        result = await timed(publish, consume, bodies)
         await queue.delete(if_unused=False, if_empty=False)
     finally:
         await connection.close()
-    return rates(len(bodies), published, consumed)
+    return result
 
 
 async def plain_kafka(url: str, bodies: list[bytes]) -> dict[str, Any]:
@@ -322,19 +297,11 @@ async def plain_kafka(url: str, bodies: list[bytes]) -> dict[str, Any]:
     await producer.start()
     await consumer.start()
     try:
-        await producer.send_and_wait(topic, b"warm-up")
-        await consume(1)
-        begin = time.perf_counter()
-        for body in bodies:
-            await producer.send_and_wait(topic, body)
-        published = time.perf_counter() - begin
-        begin = time.perf_counter()
-        await consume(len(bodies))
-        consumed = time.perf_counter() - begin
+        result = await timed(lambda body: producer.send_and_wait(topic, body), consume, bodies)
     finally:
         await consumer.stop()
         await producer.stop()
-    return rates(len(bodies), published, consumed)
+    return result
 
 
 PLAIN: dict[str, Callable[[str, list[bytes]], Awaitable[dict[str, Any]]]] = {
@@ -343,6 +310,25 @@ PLAIN: dict[str, Callable[[str, list[bytes]], Awaitable[dict[str, Any]]]] = {
     "rabbitmq": plain_rabbitmq,
     "kafka": plain_kafka,
 }
+
+
+async def timed(
+    publish: Callable[[bytes], Awaitable[Any]],
+    consume: Callable[[int], Awaitable[None]],
+    bodies: list[bytes],
+) -> dict[str, Any]:
+    """Pass one warm-up message through (connections, group joins), then time publishing the
+    messages, then consuming them."""
+    await publish(b"warm-up")
+    await consume(1)
+    begin = time.perf_counter()
+    for body in bodies:
+        await publish(body)
+    published = time.perf_counter() - begin
+    begin = time.perf_counter()
+    await consume(len(bodies))
+    consumed = time.perf_counter() - begin
+    return rates(len(bodies), published, consumed)
 
 
 def rates(count: int, published: float, consumed: float) -> dict[str, Any]:
@@ -379,19 +365,11 @@ async def broker_level(mqtype: str, url: str, bodies: list[bytes]) -> dict[str, 
                     await delivery.ack()
                     done += 1
 
-        await broker.publish(topic, b"warm-up")
-        await consume(1)
-        begin = time.perf_counter()
-        for body in bodies:
-            await broker.publish(topic, body)
-        published = time.perf_counter() - begin
-        begin = time.perf_counter()
-        await consume(len(bodies))
-        consumed = time.perf_counter() - begin
+        result = await timed(lambda body: broker.publish(topic, body), consume, bodies)
         await subscription.close()
     finally:
         await broker.close()
-    return rates(len(bodies), published, consumed)
+    return result
 
 
 async def round_trips(mqtype: str, url: str, count: int) -> list[float]:
