@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -65,7 +65,6 @@ class Invocation:
     callback_state: str | None = None  # pending | delivered | failed
     callback_attempts: int = 0
     callback_error: str | None = None
-    body: bytes | None = field(default=None, repr=False)  # loaded only by the worker
 
     @property
     def final(self) -> bool:

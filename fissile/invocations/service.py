@@ -15,7 +15,6 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from fissile.events import EventBus
@@ -435,6 +434,3 @@ class _Attempt:
 
     def acquired(self, instance: Instance) -> None:
         self.instance = instance
-
-
-Acquired = Callable[[Instance], None]

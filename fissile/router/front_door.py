@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fissile.invocations.callbacks import check_callback_url
 from fissile.invocations.errors import InvocationError
 from fissile.invocations.records import CLOSING, Invocation
+from fissile.router.proxy import Answer
 
 if TYPE_CHECKING:
     from fissile.invocations.service import Invocations
@@ -305,8 +306,8 @@ async def _error(
     message: str,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await _send(send, status, body, [_JSON, *(headers or [])])
+    answer = Answer(status, code, message, headers)  # the router's own error envelope
+    await _send(send, answer.status, answer.body, answer.headers)
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
