@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import sys
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,12 @@ logger = logging.getLogger("fissile.executor")
 
 MAX_ZYGOTES = 8
 MAX_MEMORY = 1024 * 1024 * 1024  # private bytes of all package zygotes together
+# CPython 3.11 keeps one AST-construction recursion counter per interpreter, not per thread
+# (gh-106905): ast.parse in two threads at once -- ours, or the traceback module underlining an
+# error in another thread -- can fail with a SystemError "recursion depth mismatch". Scans take
+# this lock, and a scan that still meets the error is retried.
+_PARSE = threading.Lock()
+PARSE_ATTEMPTS = 3
 POOLSIZE = 1  # warm instances kept forked from each package zygote
 MAX_FILES = 500  # source files scanned per package
 MAX_FILE_SIZE = 1024 * 1024
@@ -138,8 +145,13 @@ class ImportCache:
     async def key(self, env: EnvironmentPool, deploy_dir: str) -> Key:
         scan = self._scans.get(deploy_dir)
         if scan is None:
+            try:
+                scan = await asyncio.to_thread(scan_package, deploy_dir)
+            except Exception as exc:
+                # The cache only saves time: a package it cannot read loads without it.
+                logger.warning("import cache: cannot scan %s: %s", deploy_dir, exc)
+                return ()
             # Deploy dirs are content-addressed and immutable: scanned once each.
-            scan = await asyncio.to_thread(scan_package, deploy_dir)
             self._scans[deploy_dir] = scan
         imports, provided = scan
         loaded = env.zygote.modules if env.zygote is not None else frozenset()
@@ -252,9 +264,19 @@ def _imports_of(path: Path) -> set[str]:
     try:
         if path.stat().st_size > MAX_FILE_SIZE:
             return set()
-        tree = ast.parse(path.read_bytes(), str(path))
-    except (OSError, SyntaxError, ValueError):
+        source = path.read_bytes()
+    except OSError:
         return set()
+    for attempt in range(PARSE_ATTEMPTS):
+        try:
+            with _PARSE:
+                tree = ast.parse(source, str(path))
+            break
+        except (SyntaxError, ValueError):
+            return set()
+        except SystemError:
+            if attempt == PARSE_ATTEMPTS - 1:
+                raise
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -7,6 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from fissile.executor import importcache
 from fissile.executor.importcache import ImportCache, private_memory
 
 
@@ -42,3 +45,35 @@ async def test_a_package_is_scanned_once(tmp_path: Path) -> None:
 def test_private_memory_of_this_process_and_of_none() -> None:
     assert private_memory(os.getpid()) > 0
     assert private_memory(0) == 0
+
+
+def flaky_parse(failures: int) -> Any:
+    """ast.parse that first fails like CPython 3.11's racy AST recursion counter (gh-106905)."""
+    real = importcache.ast.parse
+    calls = {"n": 0}
+
+    def parse(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise SystemError("AST constructor recursion depth mismatch (before=27, after=20)")
+        return real(*args, **kwargs)
+
+    return parse
+
+
+async def test_a_racy_parse_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "main.py").write_text("import numpy\n")
+    monkeypatch.setattr(importcache.ast, "parse", flaky_parse(importcache.PARSE_ATTEMPTS - 1))
+    cache = ImportCache(executor=None)  # type: ignore[arg-type]
+    assert await cache.key(env_with(set()), str(tmp_path)) == ("numpy",)
+
+
+async def test_a_package_that_cannot_be_scanned_gets_no_zygote_and_is_scanned_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "main.py").write_text("import numpy\n")
+    monkeypatch.setattr(importcache.ast, "parse", flaky_parse(importcache.PARSE_ATTEMPTS))
+    cache = ImportCache(executor=None)  # type: ignore[arg-type]
+    assert await cache.key(env_with(set()), str(tmp_path)) == ()
+    # The failure is not remembered: the next load scans again.
+    assert await cache.key(env_with(set()), str(tmp_path)) == ("numpy",)
