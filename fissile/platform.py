@@ -28,7 +28,7 @@ from fissile.executor import Executor
 from fissile.invocations import Invocations, InvocationStore
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
-from fissile.router import Router
+from fissile.router import Router, RouterProtocol
 from fissile.router.front_door import FrontDoor
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
@@ -172,10 +172,13 @@ class Platform:
             (triggers.socket_app, platform_socket),
         ]
         for app, sock in servers:
+            # The router's protocol forwards function calls itself and hands the rest to
+            # uvicorn's (fissile/router/protocol.py).
+            protocol: Any = RouterProtocol if app is router else "httptools"
             server = _Server(
                 uvicorn.Config(
                     app,
-                    http="httptools",
+                    http=protocol,
                     lifespan="off",
                     access_log=False,
                     log_level="warning",

@@ -212,15 +212,30 @@ class FunctionPool:
         """An instance with room, without waiting (the hot path's first try: no coroutine)."""
         instance = self.pick()
         if instance is not None:
-            instance.inflight += 1
-            self.inflight += 1
-            self._observe()
+            self.take(instance)
         return instance
+
+    def take(self, instance: Instance) -> None:
+        """Count one more request on ``instance``, which ``pick`` chose."""
+        instance.inflight += 1
+        self.inflight += 1
+        self._observe()
 
     async def acquire(self) -> Instance:
         instance = self.take_ready()
         if instance is not None:
             return instance
+        waiter = self.enqueue()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            self.abandon(waiter)
+            raise
+
+    def enqueue(self) -> asyncio.Future[Instance]:
+        """Wait in the function's queue for an instance with room (scaling up for it); the
+        future's instance is already counted as taken. Raises when the function is
+        crash-looping or its queue is full."""
         wait = self.backing_off()
         if wait and not self.starting:
             raise CrashLoop(
@@ -234,18 +249,19 @@ class FunctionPool:
         self.waiters.append(waiter)
         self._observe()
         self.scale_up()
+        return waiter
+
+    def abandon(self, waiter: asyncio.Future[Instance]) -> None:
+        """The caller of ``enqueue`` gave up (timeout, cancel): leave the queue, or give back
+        the instance it was handed meanwhile."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            self.release(waiter.result())
+            return
         try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release(waiter.result())
-            else:
-                try:
-                    self.waiters.remove(waiter)
-                except ValueError:
-                    pass
-                self._observe()
-            raise
+            self.waiters.remove(waiter)
+        except ValueError:
+            pass
+        self._observe()
 
     def release(self, instance: Instance) -> None:
         instance.inflight -= 1

@@ -3,6 +3,7 @@ of throughput, DESIGN.md). It reads only the in-memory route table and the execu
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from urllib.parse import quote
 
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
+from fissile.executor.pools import FunctionPool
 from fissile.models import HTTPTriggerSpec
 from fissile.router.front_door import INVOCATIONS_PREFIX, FrontDoor
 from fissile.router.proxy import Answer, forward
@@ -26,6 +28,13 @@ Send = Callable[[Message], Awaitable[None]]
 DIRECT_PREFIX = "/function/"
 ASYNC_PREFIX = "/async-function/"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+# Ids of synchronous calls only correlate logs (they are no capability, unlike asynchronous
+# ones): a random prefix per process and a counter, without a getrandom() call per request.
+_INVOCATION_PREFIX = secrets.token_hex(4)
+_invocations = itertools.count()
+# Set by the router's protocol on a request it refused for its body's size but must let the
+# ASGI path answer (responses go out in order). A client setting it only refuses itself.
+REFUSED_BODY = b"x-fissile-refused-body"
 
 # Never forwarded from the client: hop-by-hop headers, and our own metadata (so a client cannot
 # forge path params or the function name).
@@ -93,6 +102,35 @@ class Router:
             self._webhook_secrets[spec.name] = spec.webhook_secret.encode()
         else:
             self._webhook_secrets.pop(spec.name, None)
+
+    def direct(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[FunctionPool, dict[str, str]] | None:
+        """The pool and path params of a plain synchronous call to a function, which the
+        router's protocol forwards itself; None for everything else (the router's own answers,
+        the front door, webhooks), which takes the ASGI path through ``http``."""
+        params: dict[str, str] = {}
+        if path.startswith(DIRECT_PREFIX):
+            function = path[len(DIRECT_PREFIX) :].split("/", 1)[0]
+        elif path.startswith((ASYNC_PREFIX, INVOCATIONS_PREFIX, "/_fissile/")):
+            return None
+        else:
+            try:
+                match = self.table.match(method, path)
+            except MethodNotAllowed:
+                return None
+            if match is None or match.route.trigger in self._webhook_secrets:
+                return None
+            function = match.route.function
+            params = match.params
+        pool = self.executor.functions.get(function)
+        if pool is None:
+            return None
+        if self.front_door is not None:
+            for name, value in headers:
+                if name == b"prefer" and b"respond-async" in value.lower():
+                    return None
+        return pool, params
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -177,9 +215,22 @@ class Router:
                 await self.front_door.accept(scope, send, function, meta, body, callback)
                 return
 
-        result = await forward(
-            self.executor, pool, self._request(scope, function, params, body, pool.spec.timeout)
+        target: bytes = scope.get("raw_path") or scope["path"].encode()
+        if scope["query_string"]:
+            target += b"?" + scope["query_string"]
+        client = scope.get("client")
+        request = encode_forward(
+            method,
+            target,
+            scope["headers"],
+            scope.get("scheme", "http"),
+            client[0] if client else None,
+            function,
+            params,
+            body,
+            pool.spec.timeout,
         )
+        result = await forward(self.executor, pool, request)
         if isinstance(result, InstanceResponse):
             headers = [(k, v) for k, v in result.headers if k.lower() not in _DROP_FROM_RESPONSE]
             headers.append((b"content-length", str(len(result.body)).encode()))
@@ -200,6 +251,8 @@ class Router:
                     pass
             elif name == b"transfer-encoding":
                 framed = True
+            elif name == REFUSED_BODY:
+                raise BodyTooLarge
         if not framed:
             return b""  # HTTP/1.1: no length, no chunks, no body (a GET): skip a receive()
         chunks: list[bytes] = []
@@ -217,44 +270,51 @@ class Router:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _request(
-        self, scope: Scope, function: str, params: dict[str, str], body: bytes, timeout: float
-    ) -> bytes:
-        target: bytes = scope.get("raw_path") or scope["path"].encode()
-        query: bytes = scope["query_string"]
-        if query:
-            target += b"?" + query
-        lines = [scope["method"].encode(), b" ", target, b" HTTP/1.1\r\n"]
-        host = b""
-        for name, value in scope["headers"]:
-            if name in _HOP_BY_HOP or name.startswith(b"x-fissile-"):
-                continue
-            if name == b"host":
-                host = value
-            lines += [name, b": ", value, b"\r\n"]
-        scheme = scope.get("scheme", "http")
-        client = scope.get("client")
-        full_url = f"{scheme}://{host.decode('latin-1')}{target.decode('latin-1')}"
-        meta = [
-            f"x-fissile-function: {function}",
-            f"x-fissile-invocation-id: {secrets.token_hex(8)}",
-            f"x-fissile-timeout: {timeout:g}",
-            f"x-fissile-full-url: {full_url}",
-            f"x-forwarded-proto: {scheme}",
-        ]
-        if client:
-            meta.append(f"x-forwarded-for: {client[0]}")
-        if params:
-            meta.append(f"x-fissile-params: {json.dumps(params)}")
-            # Path params are percent-decoded: escape control characters again so a value
-            # cannot end the header line (CR LF) and smuggle headers into the instance.
-            meta.extend(
-                f"x-fissile-params-{key}: {_header_safe(value)}" for key, value in params.items()
-            )
-        meta.append(f"content-length: {len(body)}")
-        lines.append(("\r\n".join(meta) + "\r\n\r\n").encode("latin-1", "replace"))
-        lines.append(body)
-        return b"".join(lines)
+
+def encode_forward(
+    method: str,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    scheme: str,
+    client: str | None,
+    function: str,
+    params: dict[str, str],
+    body: bytes,
+    timeout: float,
+) -> bytes:
+    """The request a client sent, as one complete HTTP/1.1 request for an instance: its
+    end-to-end headers (names in lower case) and the platform's metadata.
+
+    ``target`` is the request target as the client sent it (path and query, still encoded)."""
+    lines = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
+    host = b""
+    for name, value in headers:
+        if name in _HOP_BY_HOP or name.startswith(b"x-fissile-"):
+            continue
+        if name == b"host":
+            host = value
+        lines += [name, b": ", value, b"\r\n"]
+    full_url = f"{scheme}://{host.decode('latin-1')}{target.decode('latin-1')}"
+    meta = [
+        f"x-fissile-function: {function}",
+        f"x-fissile-invocation-id: {_INVOCATION_PREFIX}{next(_invocations):08x}",
+        f"x-fissile-timeout: {timeout:g}",
+        f"x-fissile-full-url: {full_url}",
+        f"x-forwarded-proto: {scheme}",
+    ]
+    if client:
+        meta.append(f"x-forwarded-for: {client}")
+    if params:
+        meta.append(f"x-fissile-params: {json.dumps(params)}")
+        # Path params are percent-decoded: escape control characters again so a value
+        # cannot end the header line (CR LF) and smuggle headers into the instance.
+        meta.extend(
+            f"x-fissile-params-{key}: {_header_safe(value)}" for key, value in params.items()
+        )
+    meta.append(f"content-length: {len(body)}")
+    lines.append(("\r\n".join(meta) + "\r\n\r\n").encode("latin-1", "replace"))
+    lines.append(body)
+    return b"".join(lines)
 
 
 def _async_headers(

@@ -1,0 +1,413 @@
+"""The router's HTTP/1.1 protocol: plain synchronous function calls are parsed, forwarded and
+answered here, straight from httptools' callbacks; every other request (the front door,
+websockets, webhooks, the router's own error answers) is handed to uvicorn's protocol and the
+ASGI router, on that connection from then on.
+
+Why not uvicorn alone: under wrk, uvicorn's protocol and the ASGI layer (a scope dict, a task,
+two send() messages per request) were ~60 % of the router's CPU for a hello (py-spy; 92 µs of
+router CPU per request), more than the forwarding itself. uvicorn still owns the sockets,
+shutdown and everything but the hot path; this protocol is its ``http`` class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from fissile.executor.connection import InstanceResponse
+from fissile.executor.pools import FunctionPool
+from fissile.router.app import REFUSED_BODY, Router, encode_forward
+from fissile.router.proxy import Answer, forward, forward_soon
+
+logger = logging.getLogger("fissile.router")
+
+# Responses that never reach the client from the instance: framing is the router's.
+_DROP_FROM_RESPONSE = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
+)
+# Request headers rewritten when a request is replayed to uvicorn's protocol (the body is
+# re-framed with a content length, and a 100 Continue was already sent).
+_REFRAMED = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+# Parsed requests waiting behind the one in flight (HTTP/1.1 pipelining) before reading pauses.
+MAX_PIPELINED = 16
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode()
+    return line
+
+
+class _Request:
+    __slots__ = ("body", "headers", "keep_alive", "method", "target", "upgrade", "version")
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+
+    def replay(self) -> bytes:
+        """The request as bytes again, for uvicorn's protocol."""
+        lines = [self.method.encode(), b" ", self.target, b" HTTP/", self.version.encode()]
+        lines.append(b"\r\n")
+        framed = False
+        for name, value in self.headers:
+            if name in _REFRAMED:
+                framed = framed or name != b"expect"
+                continue
+            lines += [name, b": ", value, b"\r\n"]
+        if framed or self.body:
+            lines.append(b"content-length: %d\r\n" % len(self.body))
+        lines += [b"\r\n", self.body]
+        return b"".join(lines)
+
+
+class RouterProtocol(asyncio.Protocol):
+    """uvicorn builds one per connection: ``uvicorn.Config(router, http=RouterProtocol)``."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        if not isinstance(config.app, Router):
+            raise TypeError("RouterProtocol serves a fissile Router")
+        self.router: Router = config.app
+        self.config = config
+        self.server_state = server_state
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client: str | None = None
+        self.delegate: HttpToolsProtocol | None = None
+        self.upgraded = False  # the delegate switched the connection to a websocket
+        self.queue: deque[_Request] = deque()
+        self.busy = False
+        self.keep_alive = True  # the request in flight's
+        self.closing = False  # close once the response in flight is written
+        self.keep_alive_timer: asyncio.TimerHandle | None = None
+        # The request being parsed.
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.refused = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server_state.connections.add(self)  # type: ignore[arg-type]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.client = str(peer[0])
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded and self.delegate is not None:
+            self.delegate.data_received(data)
+            return
+        if self.keep_alive_timer is not None:
+            self.keep_alive_timer.cancel()
+            self.keep_alive_timer = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # uvicorn's protocol performs the websocket handshake and swaps the transport's
+            # protocol; a websocket client sends nothing more before the 101.
+            self.queue.append(self._parsed(upgrade=True))
+            self._next()
+        except httptools.HttpParserError as exc:
+            if not self.refused:
+                self._refuse(Answer(400, "bad_request", f"invalid HTTP request: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server_state.connections.discard(self)
+        if self.keep_alive_timer is not None:
+            self.keep_alive_timer.cancel()
+        self.queue.clear()
+        self.transport = None
+        if self.delegate is not None:
+            self.delegate.connection_lost(exc)
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        # A client that does not read its responses stops being read from.
+        if self.delegate is not None:
+            self.delegate.pause_writing()
+        elif self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.delegate is not None:
+            self.delegate.resume_writing()
+        elif self.transport is not None:
+            self.transport.resume_reading()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful stop: close now if idle, else after the response in flight."""
+        if self.delegate is not None:
+            self.delegate.shutdown()
+        elif self.busy or self.queue:
+            self.closing = True
+        elif self.transport is not None:
+            self.transport.close()
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.target = b""
+        self.headers = []
+        self.body = []
+        self.size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if self.refused:
+            return
+        for name, value in self.headers:
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.router.max_body
+                except ValueError:
+                    continue
+                if too_large:
+                    self._too_large()
+                    return
+            elif (
+                name == b"expect"
+                and value.lower() == b"100-continue"
+                and self.transport is not None
+                and not self.queue
+                and not self.busy
+            ):
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.refused:
+            return
+        self.size += len(body)
+        if self.size > self.router.max_body:
+            self._too_large()
+            return
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.refused or self.parser.should_upgrade():
+            return  # an upgrade is queued when feed_data raises HttpParserUpgrade
+        self.queue.append(self._parsed(upgrade=False))
+        if len(self.queue) > MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()
+        self._next()
+
+    # -- serving ------------------------------------------------------------------------
+
+    def _parsed(self, upgrade: bool) -> _Request:
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        keep_alive = not upgrade and self.parser.should_keep_alive()
+        return _Request(
+            self.parser.get_method().decode("ascii"),
+            self.target,
+            self.parser.get_http_version(),
+            self.headers,
+            body,
+            keep_alive,
+            upgrade,
+        )
+
+    def _next(self) -> None:
+        """Serve the next parsed request, unless one is in flight (responses go out in order)."""
+        while self.queue and not self.busy and self.transport is not None:
+            request = self.queue.popleft()
+            if self.delegate is not None:
+                self._relay(request)
+                continue
+            direct = None if request.upgrade else self._direct(request)
+            if direct is None:
+                self._hand_over()
+                self._relay(request)
+                continue
+            self.busy = True
+            pool, params = direct
+            self.keep_alive = request.keep_alive
+            try:
+                data = encode_forward(
+                    request.method,
+                    request.target,
+                    request.headers,
+                    "http",
+                    self.client,
+                    pool.name,
+                    params,
+                    request.body,
+                    pool.spec.timeout,
+                )
+            except Exception:
+                logger.exception("router: cannot forward %s %r", request.method, request.target)
+                self._answered(Answer(500, "internal_error", "the router cannot forward this"))
+                continue
+            if forward_soon(self.router.executor, pool, data, self._answered):
+                continue
+            # No instance with room and an open connection: wait for one in a task.
+            task = self.loop.create_task(self._serve(pool, data))
+            self.server_state.tasks.add(task)
+            task.add_done_callback(self.server_state.tasks.discard)
+        if (
+            not self.queue
+            and not self.busy
+            and self.delegate is None
+            and self.transport is not None
+        ):
+            self.transport.resume_reading()
+            if self.keep_alive_timer is not None:
+                self.keep_alive_timer.cancel()
+            if self.closing:
+                self.transport.close()
+            else:
+                self.keep_alive_timer = self.loop.call_later(
+                    self.config.timeout_keep_alive, self._idle
+                )
+
+    def _direct(self, request: _Request) -> tuple[FunctionPool, dict[str, str]] | None:
+        if request.method == "HEAD" or not request.target.startswith(b"/"):
+            return None
+        raw_path = request.target.partition(b"?")[0]
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        if "%" in path:
+            path = unquote(path)
+        return self.router.direct(request.method, path, request.headers)
+
+    async def _serve(self, pool: FunctionPool, data: bytes) -> None:
+        try:
+            result = await forward(self.router.executor, pool, data)
+        except Exception:
+            logger.exception("router: forwarding to %s failed", pool.name)
+            result = Answer(500, "internal_error", "the router failed to serve this request")
+        self._answered(result)
+
+    def _answered(self, result: InstanceResponse | Answer) -> None:
+        self._respond(result.status, result.headers, result.body, self.keep_alive)
+        self.busy = False
+        self._next()
+
+    def _respond(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool
+    ) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the client left; the function's work is done regardless
+        lines = [status_line(status)]
+        for name, value in self.server_state.default_headers:
+            lines += [name, b": ", value, b"\r\n"]
+        for name, value in headers:
+            if name.lower() not in _DROP_FROM_RESPONSE:
+                lines += [name, b": ", value, b"\r\n"]
+        lines.append(b"content-length: %d\r\n" % len(body))
+        if not keep_alive:
+            lines.append(b"connection: close\r\n")
+            self.closing = True
+        lines += [b"\r\n", body]
+        transport.write(b"".join(lines))
+
+    def _too_large(self) -> None:
+        if self.delegate is not None:
+            # uvicorn's protocol may still be answering earlier requests: it answers this one
+            # after them (Router.http reads the mark), then closes; the body is not read.
+            self.refused = True
+            head = _Request(
+                self.parser.get_method().decode("ascii"),
+                self.target,
+                self.parser.get_http_version(),
+                [*self.headers, (REFUSED_BODY, b"1"), (b"connection", b"close")],
+                b"",
+                keep_alive=False,
+                upgrade=False,
+            )
+            self.delegate.data_received(head.replay())
+            return
+        limit = f"{self.router.max_body} bytes"
+        self._refuse(Answer(413, "body_too_large", f"request body exceeds {limit}"))
+
+    def _refuse(self, answer: Answer) -> None:
+        """Answer at once and close: the rest of what the client sends is not read."""
+        self.refused = True
+        if self.delegate is not None or self.busy or self.queue:
+            # Responses go out in order and the ones before this cannot be overtaken: the
+            # connection just closes.
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._respond(answer.status, answer.headers, answer.body, keep_alive=False)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _idle(self) -> None:
+        self.keep_alive_timer = None
+        if self.transport is not None and not self.busy and not self.queue:
+            self.transport.close()
+
+    # -- the ASGI path ------------------------------------------------------------------
+
+    def _hand_over(self) -> None:
+        """From now on uvicorn's protocol serves this connection; requests are replayed to it
+        as this parser completes them (a request may begin mid-packet, after a pipelined one,
+        so raw bytes cannot simply be passed on)."""
+        assert self.transport is not None
+        if self.keep_alive_timer is not None:
+            self.keep_alive_timer.cancel()
+            self.keep_alive_timer = None
+        self.server_state.connections.discard(self)
+        self.delegate = HttpToolsProtocol(
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        self.delegate.connection_made(self.transport)
+
+    def _relay(self, request: _Request) -> None:
+        assert self.delegate is not None
+        self.delegate.data_received(request.replay())
+        if request.upgrade:
+            # What follows is the upgraded protocol's, not HTTP: passed on as it comes.
+            self.upgraded = True
