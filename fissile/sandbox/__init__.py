@@ -117,6 +117,14 @@ def apply_sandbox(config: dict[str, Any]) -> None:
     for procs in config.get("cgroup_procs", ()):
         with open(procs, "w") as handle:
             handle.write("0")
+    # Done now, not at specialization (they cost ~1.3 ms of every cold start there): the
+    # supervisor's environment goes (it may hold a token or credentials), and the seccomp
+    # program is built so that installing it later is two syscalls.
+    _scrub_environment()
+    if config.get("seccomp"):
+        from fissile.sandbox.seccomp import build_program
+
+        build_program()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     nofile = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
@@ -153,7 +161,7 @@ def enter_function(config: dict[str, Any], spec: dict[str, Any]) -> str:
         from fissile.sandbox import _libc
 
         _libc.sethostname(spec["function"])
-    _scrub_environment(spec.get("env_vars") or {})
+    os.environ.update(spec.get("env_vars") or {})
     if not config.get("cgroups") and spec.get("memory"):
         _limit_data(int(spec["memory"]))
     if config.get("drop_uid"):
@@ -173,16 +181,15 @@ def enter_function(config: dict[str, Any], spec: dict[str, Any]) -> str:
     return deploy_dir
 
 
-def _scrub_environment(env_vars: dict[str, str]) -> None:
-    """Functions see only a minimal environment plus their own variables — never the
-    supervisor's (which may hold a token or credentials)."""
+def _scrub_environment() -> None:
+    """Functions see only a minimal environment (plus their own variables, added at
+    specialization) — never the supervisor's, which may hold a token or credentials."""
     kept = {key: os.environ[key] for key in _BASE_ENV if key in os.environ}
     os.environ.clear()
     os.environ.update(kept)
     os.environ.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     os.environ["HOME"] = "/tmp"
     os.environ["TMPDIR"] = "/tmp"
-    os.environ.update(env_vars)
 
 
 def _limit_data(memory: int) -> None:

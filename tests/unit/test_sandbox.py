@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 import fissile.sandbox as sandbox
-from fissile.sandbox import Capabilities, Sandbox, SandboxUnavailable, enter_function, uid_for
+from fissile.sandbox import (
+    Capabilities,
+    Sandbox,
+    SandboxUnavailable,
+    apply_sandbox,
+    enter_function,
+    uid_for,
+)
 from fissile.sandbox import capabilities as capabilities_module
 
 
@@ -102,6 +109,10 @@ def test_degraded_entry_scrubs_the_environment_and_bounds_data(tmp_path: Path) -
     def check() -> None:
         os.environ["FISSILE_TOKEN"] = "secret"
         os.environ["AWS_SECRET_ACCESS_KEY"] = "secret"
+        # Scrubbed as the instance starts, while warm: before any function is known.
+        apply_sandbox({})
+        assert "FISSILE_TOKEN" not in os.environ and "AWS_SECRET_ACCESS_KEY" not in os.environ
+        assert os.environ["HOME"] == "/tmp" and "PATH" in os.environ
         deploy = enter_function(
             {},
             {
