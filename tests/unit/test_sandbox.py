@@ -3,8 +3,12 @@ what an instance keeps of its environment."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import platform
 import resource
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from fissile.sandbox import (
     SandboxUnavailable,
     apply_sandbox,
     enter_function,
+    seccomp,
     uid_for,
 )
 from fissile.sandbox import capabilities as capabilities_module
@@ -140,5 +145,31 @@ def test_network_none_needs_network_namespaces(tmp_path: Path) -> None:
     def check() -> None:
         with pytest.raises(SandboxUnavailable, match="--network none needs network namespaces"):
             enter_function({}, {"function": "f", "deploy_dir": str(tmp_path), "network": "none"})
+
+    assert _in_child(check) == 0
+
+
+@pytest.mark.skipif(not seccomp.supported(), reason="seccomp is not available on this host")
+def test_seccomp_filter_is_installed_in_two_stages(tmp_path: Path) -> None:
+    """While warm, specialization's own syscalls stay allowed; once specialized, the whole
+    list is denied."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    table = {"x86_64": seccomp.X86_64_SYSCALLS, "aarch64": seccomp.AARCH64_SYSCALLS}
+    keyctl = table[platform.machine()]["keyctl"]
+
+    def denied(call: Callable[[], int]) -> bool:
+        ctypes.set_errno(0)
+        return call() == -1 and ctypes.get_errno() == errno.EPERM
+
+    def check() -> None:
+        apply_sandbox({"seccomp": True})
+        assert denied(lambda: libc.syscall(keyctl, 0, 0, 0, 0, 0))
+        assert denied(lambda: libc.ptrace(0, 0, None, None))
+        # umount2 of a path that is no mount point: allowed, so EINVAL, not EPERM.
+        assert not denied(lambda: libc.umount2(str(tmp_path).encode(), 0))
+        enter_function({"seccomp": True}, {"function": "f", "deploy_dir": str(tmp_path)})
+        assert denied(lambda: libc.umount2(str(tmp_path).encode(), 0))
+        assert denied(lambda: libc.unshare(0x00020000))
+        assert denied(lambda: libc.syscall(keyctl, 0, 0, 0, 0, 0))
 
     assert _in_child(check) == 0
