@@ -39,6 +39,7 @@ class Instance:
         self.zygote: object | None = None
         self.cgroup: Any = None  # fissile.sandbox.cgroups.Group, when cgroups are in use
         self.memory_limit = 0
+        self.limits: Any = None  # the cgroup's fissile.sandbox.cgroups.Limits, once set
         self.exited = asyncio.Event()
         self._idle: list[InstanceConnection] = []
 
