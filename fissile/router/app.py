@@ -3,6 +3,7 @@ of throughput, DESIGN.md). It reads only the in-memory route table and the execu
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import secrets
@@ -30,7 +31,7 @@ ASYNC_PREFIX = "/async-function/"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 # Ids of synchronous calls only correlate logs (they are no capability, unlike asynchronous
 # ones): a random prefix per process and a counter, without a getrandom() call per request.
-_INVOCATION_PREFIX = secrets.token_hex(4)
+_INVOCATION_PREFIX = secrets.token_hex(4).encode()
 _invocations = itertools.count()
 # Set by the router's protocol on a request it refused for its body's size but must let the
 # ASGI path answer (responses go out in order). A client setting it only refuses itself.
@@ -286,6 +287,8 @@ def encode_forward(
     end-to-end headers (names in lower case) and the platform's metadata.
 
     ``target`` is the request target as the client sent it (path and query, still encoded)."""
+    # Bytes throughout, and the parts fixed per function cached: this was ~12 % of the
+    # router's CPU per request under wrk (py-spy) when built from f-strings.
     lines = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
     host = b""
     for name, value in headers:
@@ -293,28 +296,36 @@ def encode_forward(
             continue
         if name == b"host":
             host = value
-        lines += [name, b": ", value, b"\r\n"]
-    full_url = f"{scheme}://{host.decode('latin-1')}{target.decode('latin-1')}"
-    meta = [
-        f"x-fissile-function: {function}",
-        f"x-fissile-invocation-id: {_INVOCATION_PREFIX}{next(_invocations):08x}",
-        f"x-fissile-timeout: {timeout:g}",
-        f"x-fissile-full-url: {full_url}",
-        f"x-forwarded-proto: {scheme}",
-    ]
+        lines += (name, b": ", value, b"\r\n")
+    lines += (
+        _fixed_meta(function, timeout, scheme),
+        b"x-fissile-invocation-id: %s%08x\r\nx-fissile-full-url: %s://%s%s\r\n"
+        % (_INVOCATION_PREFIX, next(_invocations), scheme.encode(), host, target),
+    )
     if client:
-        meta.append(f"x-forwarded-for: {client}")
+        lines.append(_forwarded_for(client))
     if params:
-        meta.append(f"x-fissile-params: {json.dumps(params)}")
+        meta = [f"x-fissile-params: {json.dumps(params)}"]
         # Path params are percent-decoded: escape control characters again so a value
         # cannot end the header line (CR LF) and smuggle headers into the instance.
         meta.extend(
             f"x-fissile-params-{key}: {_header_safe(value)}" for key, value in params.items()
         )
-    meta.append(f"content-length: {len(body)}")
-    lines.append(("\r\n".join(meta) + "\r\n\r\n").encode("latin-1", "replace"))
-    lines.append(body)
+        lines.append(("\r\n".join(meta) + "\r\n").encode("latin-1", "replace"))
+    lines += (b"content-length: %d\r\n\r\n" % len(body), body)
     return b"".join(lines)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed_meta(function: str, timeout: float, scheme: str) -> bytes:
+    text = f"x-fissile-function: {function}\r\nx-fissile-timeout: {timeout:g}\r\n"
+    text += f"x-forwarded-proto: {scheme}\r\n"
+    return text.encode("latin-1", "replace")
+
+
+@functools.lru_cache(maxsize=4096)
+def _forwarded_for(client: str) -> bytes:
+    return f"x-forwarded-for: {client}\r\n".encode("latin-1", "replace")
 
 
 def _async_headers(
