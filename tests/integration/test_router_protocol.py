@@ -324,3 +324,15 @@ async def test_graceful_stop_finishes_the_request_in_flight(served: Served) -> N
     [answer] = await client.responses(1)
     assert answer.status == 200
     assert await client.closed()
+
+
+async def test_a_function_that_cannot_load_gets_its_error_through_the_fast_path(
+    served: Served,
+) -> None:
+    served.harness.function("broken", "import not_a_module_anywhere\n")
+    client = await served.connect()
+    client.send(get("/function/broken") + get("/items/1"))
+    broken, fine = await client.responses(2)
+    assert broken.status == 500 and broken.json()["error"]["code"] == "load_failed"
+    assert "not_a_module_anywhere" in broken.json()["error"]["message"]
+    assert fine.status == 200
