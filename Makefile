@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test install install-test install-bench lint typecheck unit integration system bench clean
+.PHONY: bench-tools up test install install-test install-bench lint typecheck unit integration system bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,16 @@ unit integration system: install-test
 install-bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 
-# wrk (Debian's package) makes warm.py's figures real; without it warm.py falls back to a
-# Python load generator and says so in its results.
-bench: install-bench
+# wrk (Debian's package) makes warm.py's and async.py's figures real; installed here when
+# missing and apt-get may run. Without it warm.py falls back to a Python load generator and says
+# so in its results.
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } \
+	  >/dev/null 2>&1; } \
+	  || echo "wrk is not installed (apt-get install wrk): warm.py will use its Python load generator"
+
+bench: install-bench bench-tools
 	$(BIN)/python benchmarks/coldstart.py
 	$(BIN)/python benchmarks/imports.py
 	$(BIN)/python benchmarks/warm.py
