@@ -7,6 +7,7 @@ measured ≈ 30k req/s for raw asyncio against ≈ 12k for aiohttp's client and 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httptools
 
@@ -27,11 +28,16 @@ class InstanceResponse:
         self.keep_alive = keep_alive
 
 
+Outcome = Callable[[InstanceResponse | Exception], None]
+
+
 class InstanceConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[InstanceResponse] | None = None
+        self.on_outcome: Outcome | None = None
+        self.response: InstanceResponse | None = None  # parsed, not yet handed to on_outcome
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.closed = False
@@ -55,6 +61,17 @@ class InstanceConnection(asyncio.Protocol):
         self.transport.write(data)
         return waiter
 
+    def send(self, data: bytes, on_outcome: Outcome) -> None:
+        """``request`` without a future: ``on_outcome`` gets the response, or the exception,
+        straight from ``data_received`` (the router's hot path: no future, no call_soon)."""
+        if self.closed or self.transport is None:
+            on_outcome(InstanceGone("connection closed"))
+            return
+        self.on_outcome = on_outcome
+        self.headers = []
+        self.body = []
+        self.transport.write(data)
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -71,6 +88,14 @@ class InstanceConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(InstanceGone(f"malformed response from instance: {exc}"))
             self.close()
+            return
+        response, self.response = self.response, None
+        if response is not None:
+            # Called here, not from the parser's callback: what it does (write the client's
+            # response, send this connection its next request) must not run inside feed_data.
+            on_outcome, self.on_outcome = self.on_outcome, None
+            if on_outcome is not None:
+                on_outcome(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -81,6 +106,9 @@ class InstanceConnection(asyncio.Protocol):
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+        on_outcome, self.on_outcome = self.on_outcome, None
+        if on_outcome is not None:
+            on_outcome(exc)
 
     # -- httptools callbacks ------------------------------------------------------------
 
@@ -95,9 +123,11 @@ class InstanceConnection(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive()
         if not keep_alive:
             self.closed = True
-        if waiter is not None and not waiter.done():
-            waiter.set_result(
-                InstanceResponse(
-                    self.parser.get_status_code(), self.headers, b"".join(self.body), keep_alive
-                )
-            )
+        response = InstanceResponse(
+            self.parser.get_status_code(), self.headers, b"".join(self.body), keep_alive
+        )
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(response)
+        elif self.on_outcome is not None:
+            self.response = response

@@ -126,20 +126,18 @@ class _Exchange:
     def send(self, instance: Instance, conn: InstanceConnection) -> None:
         self.instance = instance
         self.conn = conn
-        conn.request(self.request).add_done_callback(self._answered)
+        conn.send(self.request, self._answered)
 
-    def _answered(self, waiter: asyncio.Future[InstanceResponse]) -> None:
-        # Retrieved even after a timeout, so asyncio never logs it as unretrieved.
-        exc = InstanceGone("cancelled") if waiter.cancelled() else waiter.exception()
+    def _answered(self, outcome: InstanceResponse | Exception) -> None:
         if self.done is None:
             return  # timed out: answered, the instance killed and released
         instance, conn = self.instance, self.conn
         assert instance is not None and conn is not None
-        if exc is not None:
+        if isinstance(outcome, Exception):
             conn.close()
-            self.executor.spawn(self._died(str(exc)))
+            self.executor.spawn(self._died(str(outcome)))
             return
-        response = waiter.result()
+        response = outcome
         instance.keep(conn, response.keep_alive)
         if response.status < 500:
             self.pool.succeeded()
