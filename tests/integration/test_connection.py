@@ -114,3 +114,31 @@ async def test_malformed_response(serve: Callable[[Script], Awaitable[str]]) -> 
 async def test_nothing_listening(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         await InstanceConnection.open(str(tmp_path / "missing.sock"))
+
+
+async def test_send_hands_each_outcome_to_its_callback(
+    serve: Callable[[Script], Awaitable[str]],
+) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\ncut")  # then gone
+        writer.close()
+
+    conn = await InstanceConnection.open(await serve(script))
+    outcomes: asyncio.Queue[object] = asyncio.Queue()
+
+    def first(outcome: object) -> None:
+        outcomes.put_nowait(outcome)
+        # A callback may send the next request at once: it runs after the parser is done.
+        conn.send(REQUEST, outcomes.put_nowait)
+
+    conn.send(REQUEST, first)
+    answered = await asyncio.wait_for(outcomes.get(), 5)
+    assert getattr(answered, "body", None) == b"ok"
+    second = await asyncio.wait_for(outcomes.get(), 5)
+    assert isinstance(second, InstanceGone)
+    # A closed connection answers at once.
+    conn.send(REQUEST, outcomes.put_nowait)
+    assert isinstance(outcomes.get_nowait(), InstanceGone)
