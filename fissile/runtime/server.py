@@ -63,9 +63,9 @@ class InstanceApp:
             print(f"fissile: cannot confine {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "sandbox_failed", f"sandbox: {exc}")
         try:
-            before = set(sys.modules)
+            mark = _modules_mark()
             func = load_entrypoint(deploy_dir, spec.get("entrypoint") or "main")
-            handler = bind(func, self.function, deploy_dir, set(sys.modules) - before)
+            handler = bind(func, self.function, deploy_dir, _modules_since(mark))
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", str(exc))
@@ -74,6 +74,32 @@ class InstanceApp:
         self.handler = handler
         body = {"function": self.function, "contract": handler.contract, "async": handler.is_async}
         return Response(body)
+
+
+_ModulesMark = tuple[int, str | None, object]
+
+
+def _modules_mark() -> _ModulesMark:
+    """Where ``sys.modules`` ends now: its size, and its newest entry."""
+    newest = next(reversed(sys.modules), None)
+    return len(sys.modules), newest, sys.modules.get(newest) if newest is not None else None
+
+
+def _modules_since(mark: _ModulesMark) -> list[str]:
+    """The modules imported since ``mark``, found from the end of ``sys.modules`` (a dict keeps
+    insertion order). Iterating all of it (``set(sys.modules)``) writes the reference count of
+    every module's name, and those strings lie scattered over the zygote's heap: that copied
+    ~180 of its pages, 0.7 MiB of each specialized instance's 6.3 MiB of private memory.
+    Should the import have removed or re-added the newest entry, the walk goes on to the
+    start: more names than needed, never fewer."""
+    count, newest, module = mark
+    added = len(sys.modules) - count
+    names: list[str] = []
+    for name in reversed(sys.modules):
+        if name == newest and sys.modules[name] is module and len(names) >= added:
+            break
+        names.append(name)
+    return names
 
 
 class HttpConnection(asyncio.Protocol):
