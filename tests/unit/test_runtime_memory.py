@@ -1,13 +1,18 @@
 """What the instance runtime does to keep its private memory small: finding the modules a
-function's import added without walking all of sys.modules."""
+function's import added without walking all of sys.modules, and handing back zeroed
+pages."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import sys
 from pathlib import Path
 
 import pytest
 
+from fissile.runtime import _pages
+from fissile.runtime._pages import release_zero_pages
 from fissile.runtime.server import _modules_mark, _modules_since
 
 pytestmark = pytest.mark.usefixtures("isolated_import")
@@ -51,3 +56,43 @@ def test_modules_since_survives_the_newest_module_moving_to_the_end(tmp_path: Pa
     __import__("fxmem_added")
     sys.modules["fxmem_moved"] = moved  # the same module, now the newest entry
     assert "fxmem_added" in _modules_since(mark)
+
+
+def _rss_kib(address: int) -> int:
+    """Rss of the mapping that starts at ``address``, from /proc/self/smaps."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"{address:08x}-"):
+            for field in lines[i + 1 :]:
+                if field.startswith("Rss:"):
+                    return int(field.split()[1])
+    raise LookupError(hex(address))
+
+
+@pytest.mark.skipif(_pages._madvise is None, reason="Linux only")
+def test_release_zero_pages_keeps_contents_and_drops_zero_pages() -> None:
+    page = mmap.PAGESIZE
+    region = mmap.mmap(-1, 8 * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        region.write(b"\0" * (8 * page))  # touch every page
+        region[2 * page + 7] = 1
+        region[5 * page] = 2
+        pointer = ctypes.c_char.from_buffer(region)
+        base = ctypes.addressof(pointer)
+        del pointer
+        before = bytes(region)
+        assert _rss_kib(base) == 8 * page // 1024
+        # An unaligned start and end: only whole pages inside the range are candidates.
+        released = release_zero_pages(base + 10, 8 * page - 20)
+        assert released == 4 * page  # pages 1, 3, 4 and 6; 0 and 7 are partial
+        assert _rss_kib(base) == 4 * page // 1024
+        assert bytes(region) == before
+        region[3 * page] = 9  # a released page is writable as before
+        assert region[3 * page] == 9
+    finally:
+        region.close()
+
+
+def test_release_zero_pages_of_nothing() -> None:
+    assert release_zero_pages(4096, 0) == 0
+    assert release_zero_pages(4097, 4000) == 0
