@@ -69,13 +69,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _rehearse() -> None:
-    """Run an instance's request path once here, before freezing: the caches it fills
-    (method lookups, compiled patterns, the import system's) are then the zygote's, shared
-    by every instance instead of written by each."""
+    """Run an instance's serving path once here, before freezing: the caches it fills
+    (method lookups, compiled patterns, the import system's, uvloop's) are then the zygote's,
+    shared by every instance instead of written by each."""
     try:
-        from fissile.runtime.server import InstanceApp, rehearse
+        from fissile.runtime.server import rehearse_serving
 
-        rehearse(InstanceApp("", {}))
+        rehearse_serving()
     except Exception:
         pass
 

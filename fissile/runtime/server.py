@@ -12,9 +12,11 @@ import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -338,6 +340,45 @@ def serve(listener: socket.socket, token: str, sandbox: dict[str, Any] | None = 
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
     loop.call_soon(rehearse, app)
     loop.run_forever()
+
+
+def rehearse_serving() -> None:
+    """Serve one control request the way an instance does (a new event loop, a unix server,
+    an accepted connection, the rehearsal), then close it all; for the zygote, before it
+    freezes its heap. What that path creates or fills once per process (uvloop's and asyncio's
+    lazily built objects, caches) is then the zygote's, shared, instead of written by each
+    instance: ~0.2 MiB of every instance's private memory. Leaves no thread, no loop, and no
+    file descriptor but libuv's signal pipe (which a forked child makes anew)."""
+    directory = tempfile.mkdtemp(prefix="fissile-rehearsal-")
+    path = os.path.join(directory, "s")
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        app = InstanceApp("rehearsal")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(path)
+            listener.listen()
+            listener.setblocking(False)
+            server = loop.run_until_complete(
+                loop.create_unix_server(lambda: HttpConnection(app), sock=listener)
+            )
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(path)
+                client.setblocking(False)
+                loop.call_soon(rehearse, app)
+                request = (
+                    b"POST /_fissile/healthz HTTP/1.1\r\nx-fissile-control: rehearsal\r\n"
+                    b"content-length: 2\r\n\r\n{}"
+                )
+                loop.run_until_complete(loop.sock_sendall(client, request))
+                loop.run_until_complete(asyncio.wait_for(loop.sock_recv(client, 65536), 5))
+            server.close()
+            loop.run_until_complete(server.wait_closed())
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class _Discard(asyncio.Transport):
