@@ -27,6 +27,7 @@ import select
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from typing import Any
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     failures = _preload([*_BUILTIN_PRELOAD, *filter(None, args.preload.split(","))])
     _rehearse()
     gc.collect()
+    _fill_pools()
     gc.freeze()
     _send(control, _ready(failures))
     Zygote(control).run()
@@ -78,6 +80,54 @@ def _rehearse() -> None:
         rehearse_serving()
     except Exception:
         pass
+
+
+# Objects that fill the free blocks of the heap's partly used pymalloc pools, kept for the
+# zygote's lifetime (see _fill_pools).
+_PLUGS: list[object] = []
+
+
+def _fill_pools() -> None:
+    """Fill the free blocks of pymalloc's partly used pools with objects that are never freed.
+
+    pymalloc puts a new small object in a partly used pool of its size first. After a fork,
+    every such allocation (the instance's, and the zygote's own while it goes on serving)
+    therefore writes to a page of the shared heap that holds other objects, and copies it.
+    With those pools full, new objects go to fresh pools, packed into pages nobody shares:
+    measured 0.3 MiB less private memory per specialized instance (0.25 MiB per warm one)
+    for 0.25 MiB more in the zygote (~3,000 blocks). Called right before ``gc.freeze()``;
+    does nothing where pymalloc is off."""
+    for _ in range(2):  # the first round's own temporaries leave a few holes
+        for size, free in _free_blocks().items():
+            if size == 16:
+                _PLUGS.extend([object() for _ in range(free)])
+            elif size == 32:
+                _PLUGS.extend([2**29 + i for i in range(free)])  # a one-digit int: 28 bytes
+            elif size > 32:
+                _PLUGS.extend([bytes(size - 33) for _ in range(free)])  # 33 bytes + length
+
+
+def _free_blocks() -> dict[int, int]:
+    """pymalloc's free blocks in partly used pools, by block size (sys._debugmallocstats)."""
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as out:
+            os.dup2(out.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+            out.seek(0)
+            text = out.read()
+    finally:
+        os.close(saved)
+    free: dict[int, int] = {}
+    # "class   size   num pools   blocks in use  avail blocks", one line per size class.
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 5 and all(field.isdigit() for field in fields):
+            free[int(fields[1])] = int(fields[4])
+    return free
 
 
 def _ready(failures: dict[str, str], imported: list[str] | None = None) -> dict[str, Any]:
@@ -259,6 +309,7 @@ class Zygote:
         imported, failures = _import_available(list(message.get("modules") or []))
         # The parent's heap is still frozen (shared with it); this freezes what was added.
         gc.collect()
+        _fill_pools()
         gc.freeze()
         _send(control, _ready(failures, imported))
         Zygote(control).run()
