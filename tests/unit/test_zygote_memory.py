@@ -1,4 +1,5 @@
-"""The zygote's preparation of its heap for forking (fissile/executor/_zygote.py)."""
+"""The zygote's preparation of its heap for forking (fissile/executor/_zygote.py): its holes
+filled, so that what is allocated after a fork lands in pages no other process shares."""
 
 from __future__ import annotations
 
@@ -43,3 +44,34 @@ def test_fill_pools_takes_up_the_free_blocks_of_partly_used_pools() -> None:
 
 def test_fill_pools_without_pymalloc_does_nothing() -> None:
     assert _run(PYTHONMALLOC="malloc") == [0, 0, 0, 0]
+
+
+MALLOC_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, gc
+    from fissile.executor import _zygote
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in _zygote._MALLINFO2_FIELDS]
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = Mallinfo2
+    # Free chunks scattered through the heap, as a zygote's imports leave them.
+    keep = [bytearray(600 + i % 7 * 100) for i in range(3000)]
+    del keep[::2]
+    gc.collect()
+    before = libc.mallinfo2()
+    _zygote._fill_malloc()
+    after = libc.mallinfo2()
+    print(before.fordblks - before.keepcost, after.fordblks - after.keepcost, after.ordblks)
+    """
+)
+
+
+def test_fill_malloc_takes_up_the_free_chunks() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", MALLOC_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    before, after, chunks = (int(field) for field in result.stdout.split())
+    assert before > 500_000  # ~1,500 freed chunks of 600-1,200 bytes
+    assert after < before // 10
+    assert chunks < 20  # the top of the heap, and a few small remainders
