@@ -114,8 +114,11 @@ def _fill_heap() -> None:
     off a warm one), malloc's ~0.4 MiB of free chunks another 0.25 MiB (0.15), for 0.5 MiB
     more RSS in the zygote and ~6 ms of its start. Does nothing where pymalloc is off or
     malloc is not glibc's."""
-    _fill_pools()
-    _fill_malloc()  # second: growing _PLUGS frees malloc'd arrays
+    try:
+        _fill_pools()
+        _fill_malloc()  # second: growing _PLUGS frees malloc'd arrays
+    except Exception:  # only memory is at stake, never the zygote's start
+        pass
 
 
 def _fill_malloc() -> None:
@@ -169,8 +172,12 @@ def _fill_pools() -> None:
 
 
 def _free_blocks() -> dict[int, int]:
-    """pymalloc's free blocks in partly used pools, by block size (sys._debugmallocstats)."""
-    saved = os.dup(2)
+    """pymalloc's free blocks in partly used pools, by block size (sys._debugmallocstats, which
+    writes to file descriptor 2; none without one)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return {}
     try:
         with tempfile.TemporaryFile() as out:
             os.dup2(out.fileno(), 2)
