@@ -17,6 +17,7 @@ Run as ``python -m fissile.executor._zygote --fd N --preload a,b``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import importlib
 import importlib.util
@@ -27,6 +28,7 @@ import select
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from typing import Any
 
@@ -63,21 +65,137 @@ def main(argv: list[str] | None = None) -> None:
     failures = _preload([*_BUILTIN_PRELOAD, *filter(None, args.preload.split(","))])
     _rehearse()
     gc.collect()
+    _fill_heap()
     gc.freeze()
     _send(control, _ready(failures))
     Zygote(control).run()
 
 
 def _rehearse() -> None:
-    """Run an instance's request path once here, before freezing: the caches it fills
-    (method lookups, compiled patterns, the import system's) are then the zygote's, shared
-    by every instance instead of written by each."""
+    """Run an instance's serving path once here, before freezing: the caches it fills
+    (method lookups, compiled patterns, the import system's, uvloop's) are then the zygote's,
+    shared by every instance instead of written by each."""
     try:
-        from fissile.runtime.server import InstanceApp, rehearse
+        from fissile.runtime.server import rehearse_serving
 
-        rehearse(InstanceApp("", {}))
+        rehearse_serving()
     except Exception:
         pass
+
+
+# What fills the holes of the heap for the zygote's lifetime (see _fill_heap): objects in the
+# free blocks of pymalloc's pools, and malloc's free chunks (their addresses).
+_PLUGS: list[object] = []
+_CHUNKS: list[int] = []
+_MALLINFO2_FIELDS = (
+    "arena",
+    "ordblks",
+    "smblks",
+    "hblks",
+    "hblkhd",
+    "usmblks",
+    "fsmblks",
+    "uordblks",
+    "fordblks",
+    "keepcost",  # the top chunk's size
+)
+
+
+def _fill_heap() -> None:
+    """Take up the free space scattered through the zygote's heap, for good, right before
+    ``gc.freeze()``.
+
+    Allocators reuse free space first: pymalloc a free block in a partly used pool of the
+    object's size, glibc's malloc a freed chunk (its per-thread cache, then its bins). After a
+    fork, each such allocation (the instance's, and the zygote's own while it goes on serving)
+    writes to a page of the shared heap that holds other objects, and copies it. With the holes
+    filled, new objects are packed into fresh pages nobody shares. Measured by driving a zygote
+    directly: pymalloc's ~3,000 free blocks took 0.3 MiB off each specialized instance (0.25
+    off a warm one), malloc's ~0.4 MiB of free chunks another 0.25 MiB (0.15), for 0.5 MiB
+    more RSS in the zygote and ~6 ms of its start. Does nothing where pymalloc is off or
+    malloc is not glibc's."""
+    try:
+        _fill_pools()
+        _fill_malloc()  # second: growing _PLUGS frees malloc'd arrays
+    except Exception:  # only memory is at stake, never the zygote's start
+        pass
+
+
+def _fill_malloc() -> None:
+    """Allocate glibc's free chunks (and empty its per-thread cache) from its main arena."""
+    try:
+        libc = ctypes.CDLL(None)
+        malloc, free, sbrk = libc.malloc, libc.free, libc.sbrk
+        mallinfo2 = libc.mallinfo2  # glibc >= 2.33
+    except (OSError, AttributeError):
+        return
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2_FIELDS]
+
+    mallinfo2.restype = Mallinfo2
+    malloc.restype = sbrk.restype = ctypes.c_void_p
+    malloc.argtypes = (ctypes.c_size_t,)
+    free.argtypes = (ctypes.c_void_p,)
+    sbrk.argtypes = (ctypes.c_ssize_t,)
+    # The per-thread cache: up to 7 chunks of each size up to 1,032 bytes, served first.
+    for size in range(24, 1033, 16):
+        _CHUNKS.extend(malloc(size) for _ in range(7))
+    # Then the free chunks, the large ones first, each size until malloc carves from the top
+    # of the heap (fresh memory): that one is given back, it merges with the top again. Never
+    # more in all than the arena had free.
+    budget = mallinfo2().fordblks
+    # Twice: growing _CHUNKS frees its old arrays.
+    for size in (65536, 16384, 4096, 1024, 256, 64, 24) * 2:
+        while budget >= size:
+            top = sbrk(0) - mallinfo2().keepcost
+            chunk = malloc(size)
+            if not chunk:
+                return
+            if chunk >= top:
+                free(chunk)
+                break
+            _CHUNKS.append(chunk)
+            budget -= size
+
+
+def _fill_pools() -> None:
+    """Fill the free blocks of pymalloc's partly used pools with objects never freed."""
+    for _ in range(2):  # the first round's own temporaries leave a few holes
+        for size, free in _free_blocks().items():
+            if size == 16:
+                _PLUGS.extend([object() for _ in range(free)])
+            elif size == 32:
+                _PLUGS.extend([2**29 + i for i in range(free)])  # a one-digit int: 28 bytes
+            elif size > 32:
+                _PLUGS.extend([bytes(size - 33) for _ in range(free)])  # 33 bytes + length
+
+
+def _free_blocks() -> dict[int, int]:
+    """pymalloc's free blocks in partly used pools, by block size (sys._debugmallocstats, which
+    writes to file descriptor 2; none without one)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return {}
+    try:
+        with tempfile.TemporaryFile() as out:
+            os.dup2(out.fileno(), 2)
+            try:
+                sys._debugmallocstats()
+            finally:
+                os.dup2(saved, 2)
+            out.seek(0)
+            text = out.read()
+    finally:
+        os.close(saved)
+    free: dict[int, int] = {}
+    # "class   size   num pools   blocks in use  avail blocks", one line per size class.
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 5 and all(field.isdigit() for field in fields):
+            free[int(fields[1])] = int(fields[4])
+    return free
 
 
 def _ready(failures: dict[str, str], imported: list[str] | None = None) -> dict[str, Any]:
@@ -259,6 +377,7 @@ class Zygote:
         imported, failures = _import_available(list(message.get("modules") or []))
         # The parent's heap is still frozen (shared with it); this freezes what was added.
         gc.collect()
+        _fill_heap()
         gc.freeze()
         _send(control, _ready(failures, imported))
         Zygote(control).run()
