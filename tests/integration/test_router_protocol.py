@@ -336,3 +336,24 @@ async def test_a_function_that_cannot_load_gets_its_error_through_the_fast_path(
     assert broken.status == 500 and broken.json()["error"]["code"] == "load_failed"
     assert "not_a_module_anywhere" in broken.json()["error"]["message"]
     assert fine.status == 200
+
+
+async def test_a_hand_over_at_a_packet_boundary_passes_the_bytes_through(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_replay(self: RouterProtocol, request: object) -> None:
+        raise AssertionError("replayed, not passed through")
+
+    monkeypatch.setattr(RouterProtocol, "_relay", no_replay)
+    client = await served.connect()
+    # A body split over two packets, then more requests in the same packet as its end.
+    head = b"POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\nabc"
+    client.send(head)
+    await asyncio.sleep(0.05)
+    client.send(b"def" + get("/items/1") + post("/items/2", b"two"))
+    nowhere, one, two = await client.responses(3)
+    assert nowhere.status == 404 and one.status == 200
+    assert two.json()["body"] == "two"
+    client.send(get("/items/3"))
+    [three] = await client.responses(1)
+    assert three.json()["params"] == {"id": "3"}
