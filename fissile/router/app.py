@@ -1,5 +1,7 @@
 """The router: the public data plane, a raw ASGI callable (a framework layer here costs 20-45 %
-of throughput, DESIGN.md). It reads only the in-memory route table and the executor's pools."""
+of throughput, DESIGN.md). Plain synchronous calls skip ASGI: the router's protocol
+(``protocol.py``) asks ``Router.direct`` for their pool and forwards them itself; this app serves
+everything else. It reads only the in-memory route table and the executor's pools."""
 
 from __future__ import annotations
 
