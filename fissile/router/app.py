@@ -55,7 +55,9 @@ _HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
-_DROP_FROM_RESPONSE = frozenset(
+# Instance response headers never passed on: the framing is the router's (here and in
+# protocol.py).
+DROP_FROM_RESPONSE = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
 )
 
@@ -235,7 +237,7 @@ class Router:
         )
         result = await forward(self.executor, pool, request)
         if isinstance(result, InstanceResponse):
-            headers = [(k, v) for k, v in result.headers if k.lower() not in _DROP_FROM_RESPONSE]
+            headers = [(k, v) for k, v in result.headers if k.lower() not in DROP_FROM_RESPONSE]
             headers.append((b"content-length", str(len(result.body)).encode()))
             await send({"type": "http.response.start", "status": result.status, "headers": headers})
             await send({"type": "http.response.body", "body": result.body})

@@ -25,15 +25,11 @@ from uvicorn.server import ServerState
 
 from fissile.executor.connection import InstanceResponse
 from fissile.executor.pools import FunctionPool
-from fissile.router.app import REFUSED_BODY, Router, encode_forward
+from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.proxy import Answer, forward, forward_soon
 
 logger = logging.getLogger("fissile.router")
 
-# Responses that never reach the client from the instance: framing is the router's.
-_DROP_FROM_RESPONSE = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
-)
 # Request headers rewritten when a request is replayed to uvicorn's protocol (the body is
 # re-framed with a content length, and a 100 Continue was already sent).
 _REFRAMED = frozenset({b"content-length", b"transfer-encoding", b"expect"})
@@ -373,7 +369,7 @@ class RouterProtocol(asyncio.Protocol):
         for name, value in self.server_state.default_headers:
             lines += [name, b": ", value, b"\r\n"]
         for name, value in headers:
-            if name.lower() not in _DROP_FROM_RESPONSE:
+            if name.lower() not in DROP_FROM_RESPONSE:
                 lines += [name, b": ", value, b"\r\n"]
         lines.append(b"content-length: %d\r\n" % len(body))
         if not keep_alive:

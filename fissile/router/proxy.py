@@ -157,27 +157,35 @@ class _Exchange:
         if self.done is None:
             return
         timeout = self.pool.spec.timeout
+        sent = False
         if self.conn is not None and self.instance is not None:
+            sent = True
             self.conn.close()
             self.executor.kill(self.instance, f"timeout after {timeout:g}s")
             self.pool.release(self.instance)
-            message = (
-                f"function {self.pool.name} did not answer within {timeout:g}s;"
-                " its instance was killed"
-            )
-        else:
-            message = f"no instance of {self.pool.name} became ready within {timeout:g}s"
-            if self.waiter is not None:
-                self.pool.abandon(self.waiter)
-                self.waiter = None
-            # Connecting (``_connect``) releases the instance when it sees the timeout.
-        self._finish(Answer(504, "timeout", message))
+        elif self.waiter is not None:
+            self.pool.abandon(self.waiter)
+            self.waiter = None
+        # Connecting (``_connect``) releases the instance when it sees the timeout.
+        self._finish(_timed_out(self.pool, timeout, sent))
 
     def _finish(self, result: InstanceResponse | Answer) -> None:
         done, self.done = self.done, None
         self.timer.cancel()
         if done is not None:
             done(result)
+
+
+def _timed_out(pool: FunctionPool, timeout: float, sent: bool) -> Answer:
+    """504: the function did not answer (its instance was killed), or no instance of it
+    became ready in time."""
+    if sent:
+        message = (
+            f"function {pool.name} did not answer within {timeout:g}s; its instance was killed"
+        )
+    else:
+        message = f"no instance of {pool.name} became ready within {timeout:g}s"
+    return Answer(504, "timeout", message)
 
 
 def refusal(exc: BaseException) -> Answer:
@@ -221,16 +229,9 @@ async def forward(
             return response
     except TimeoutError:
         if instance is not None and sent:
-            reason = f"timeout after {timeout:g}s"
-            executor.kill(instance, reason)
-            return Answer(
-                504,
-                "timeout",
-                f"function {pool.name} did not answer within {timeout:g}s; its instance was killed",
-            )
-        return Answer(
-            504, "timeout", f"no instance of {pool.name} became ready within {timeout:g}s"
-        )
+            executor.kill(instance, f"timeout after {timeout:g}s")
+            return _timed_out(pool, timeout, sent=True)
+        return _timed_out(pool, timeout, sent=False)
     except InstanceGone as exc:
         assert instance is not None
         return await _instance_died(executor, pool, instance, str(exc))
