@@ -13,6 +13,8 @@ from pathlib import Path, PurePosixPath
 MAX_ARCHIVE_BYTES = 256 * 1024 * 1024
 MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
 MAX_FILES = 50_000
+# Links followed while resolving one path, as the kernel's limit (ELOOP past 40).
+MAX_LINK_HOPS = 40
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache"}
 
@@ -89,6 +91,35 @@ def _inside(parent: PurePosixPath, target: str) -> bool:
     return True
 
 
+def _escape(links: dict[tuple[str, ...], str], parent: tuple[str, ...], target: str) -> str | None:
+    """Why ``target``, read in directory ``parent`` of the extracted tree, is unsafe once every
+    link on the way is followed as the kernel would (``..`` after a link climbs from where the
+    link points), or None if it stays inside."""
+    resolved = list(parent)
+    pending = list(reversed(PurePosixPath(target).parts))
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part.startswith("/"):
+            return "points outside the archive through other links in it"
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                return "points outside the archive through other links in it"
+            resolved.pop()
+            continue
+        link = links.get((*resolved, part))
+        if link is None:
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            return f"is a symlink loop (more than {MAX_LINK_HOPS} links deep)"
+        pending.extend(reversed(PurePosixPath(link).parts))
+    return None
+
+
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
@@ -101,6 +132,8 @@ def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) ->
             if len(infos) > MAX_FILES:
                 raise ArchiveError(f"archive has {len(infos)} entries; the limit is {MAX_FILES}")
             total = 0
+            links: dict[tuple[str, ...], str] = {}
+            names: set[PurePosixPath] = set()
             # Entries that are not directories: nothing may lie below one. Below a symlink
             # that would write through the link (a chain of links, each "inside" on its own,
             # can lead out); below a file, extraction would fail half-way.
@@ -115,17 +148,28 @@ def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) ->
                     raise ArchiveError(f"{name}: absolute path in archive")
                 if ".." in pure.parts:
                     raise ArchiveError(f"{name}: path escapes the archive (zip slip)")
+                if not info.is_dir():
+                    if pure in names:
+                        # Extracted in turn, a second entry would be written through the first.
+                        raise ArchiveError(f"{name}: appears twice in the archive")
+                    names.add(pure)
                 if _is_symlink(info):
                     target = archive.read(info).decode("utf-8", "replace")
                     if not _inside(pure.parent, target):
                         raise ArchiveError(
                             f"{name}: symlink to {target} points outside the archive"
                         )
+                    links[pure.parts] = target
                 total += info.file_size
                 if total > max_extracted:
                     raise ArchiveError(
                         f"archive expands to more than {max_extracted // (1024 * 1024)} MiB"
                     )
+            # Each link is inside on its own; composed (x -> a/../.., y -> x/etc) they may not be.
+            for parts, target in links.items():
+                reason = _escape(links, parts[:-1], target)
+                if reason is not None:
+                    raise ArchiveError(f"{'/'.join(parts)}: symlink to {target} {reason}")
             bad = archive.testzip()
             if bad is not None:
                 raise ArchiveError(f"{bad}: corrupt entry (CRC mismatch)")
