@@ -48,6 +48,21 @@ class Caps:
             timeout=timeout if timeout is not None else DEFAULT_MAX_TIMEOUT,
         )
 
+    def fit(self, spec: FunctionSpec) -> FunctionSpec:
+        """``spec`` with the limits it leaves unset lowered to the caps (a default above a cap
+        is no request of the tenant's), then checked: what it does set must be within them."""
+        unset: dict[str, float] = {
+            name: cap
+            for name, cap in (("memory", self.memory), ("max_scale", self.scale))
+            if name not in spec.model_fields_set and getattr(spec, name) > cap
+        }
+        if "timeout" not in spec.model_fields_set and spec.timeout > self.timeout:
+            unset["timeout"] = self.timeout
+        if unset:
+            spec = spec.model_copy(update=unset)
+        self.check(spec)
+        return spec
+
     def check(self, spec: FunctionSpec) -> None:
         """Raise a 422 naming every cap ``spec`` is above."""
         fields: list[dict[str, Any]] = []

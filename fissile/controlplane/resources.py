@@ -160,6 +160,8 @@ class Resources:
     # -- rules --------------------------------------------------------------------------
 
     def _check(self, kind: str, spec: Spec, creating: bool) -> dict[str, Any]:
+        if isinstance(spec, FunctionSpec) and self.caps is not None:
+            spec = self.caps.fit(spec)
         data = spec.model_dump(mode="json")
         if isinstance(spec, PackageSpec):
             self._require("environments", spec.env, "env")
@@ -172,8 +174,6 @@ class Resources:
                 )
             data["status"] = BuildStatus().model_dump(mode="json")
         elif isinstance(spec, FunctionSpec):
-            if self.caps is not None:
-                self.caps.check(spec)
             self._require("environments", spec.env, "env")
             package = self._require("packages", spec.package, "package")
             if package.data["env"] != spec.env:

@@ -49,3 +49,12 @@ def test_an_odd_host_memory_is_shown_rounded() -> None:
     caps = Caps(memory=16_000_000_000, cpu=2, scale=10, timeout=60)
     with pytest.raises(ApiError, match=r"above the cap of 14\.9Gi"):
         caps.check(spec(memory="16Gi"))
+
+
+def test_unset_limits_are_lowered_to_the_caps_set_ones_are_checked() -> None:
+    caps = Caps(memory=128 * 2**20, cpu=1, scale=5, timeout=30)
+    fitted = caps.fit(spec())  # defaults 256Mi, 10 instances, 60s: all above
+    assert (fitted.memory, fitted.max_scale, fitted.timeout) == (128 * 2**20, 5, 30)
+    assert caps.fit(spec(max_scale=3)).max_scale == 3
+    with pytest.raises(ApiError, match="--max-scale-limit"):
+        caps.fit(spec(max_scale=10))  # asked for explicitly: refused, not lowered
