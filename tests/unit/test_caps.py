@@ -58,3 +58,22 @@ def test_unset_limits_are_lowered_to_the_caps_set_ones_are_checked() -> None:
     assert caps.fit(spec(max_scale=3)).max_scale == 3
     with pytest.raises(ApiError, match="--max-scale-limit"):
         caps.fit(spec(max_scale=10))  # asked for explicitly: refused, not lowered
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-timeout", "0s"], "must be more than 0s"),
+        (["--max-memory", "8Mi"], "must be at least 16Mi"),
+        (["--max-cpu", "0"], "not in the range x>0"),
+        (["--max-scale-limit", "0"], "x>=1"),
+    ],
+)
+def test_fissile_up_refuses_caps_no_function_could_meet(args: list[str], message: str) -> None:
+    from click.testing import CliRunner
+
+    from fissile.cli.up import up
+
+    result = CliRunner().invoke(up, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
