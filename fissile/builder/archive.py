@@ -37,12 +37,22 @@ def zip_path(source: str | Path) -> bytes:
         if root.is_file():
             _add_file(archive, root, root.name)
         elif root.is_dir():
+            links: dict[tuple[str, ...], str] = {}
             for path in sorted(_walk(root)):
                 relative = path.relative_to(root).as_posix()
                 if path.is_symlink():
                     _add_symlink(archive, root, path, relative)
+                    links[PurePosixPath(relative).parts] = os.readlink(path)
                 else:
                     _add_file(archive, path, relative)
+            # Said here rather than by the server after the upload.
+            for parts, target in links.items():
+                reason = _escape(links, parts[:-1], target)
+                if reason is not None:
+                    name = "/".join(parts)
+                    raise ArchiveError(
+                        f"{name}: symlink to {target} {reason.replace('archive', 'source')}"
+                    )
         else:
             raise ArchiveError(f"{source} is neither a file nor a directory")
     return buffer.getvalue()

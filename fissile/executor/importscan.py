@@ -94,9 +94,11 @@ def scan_package(deploy_dir: str) -> tuple[frozenset[str], frozenset[str]]:
             name = entry.name
             if name.endswith((".dist-info", ".egg-info")):
                 installed.update(_top_level(name, root_fd))
-            elif entry.is_dir(follow_symlinks=False) and name.isidentifier():
+            # A stat through a link reads nothing, and a linked module (mylib -> vendor/mylib)
+            # is the package's own: left out, the zygote would import the environment's.
+            elif entry.is_dir() and name.isidentifier():
                 provided.add(name)
-            elif entry.is_file(follow_symlinks=False):
+            elif entry.is_file():
                 module = name.split(".", 1)[0]
                 if name.endswith((".py", ".so", ".pyc", ".pyd")) and module.isidentifier():
                     provided.add(module)

@@ -124,6 +124,14 @@ def test_zip_path_refuses_symlinks_escaping_the_source(tmp_path: Path, target: s
         zip_path(root)
 
 
+def test_zip_path_refuses_a_chain_of_links_leading_out(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "a")
+    (root / "pkg" / "up").symlink_to("..")
+    (root / "x").symlink_to("pkg/up/..")
+    with pytest.raises(ArchiveError, match=r"x: symlink to pkg/up/\.\. points outside the source"):
+        zip_path(root)
+
+
 # --- check_archive -------------------------------------------------------------------------
 
 

@@ -95,8 +95,10 @@ def test_the_scanner_never_follows_a_symlink_out(tmp_path: Path) -> None:
     info = package / "evil-1.0.dist-info"
     info.mkdir()
     (info / "top_level.txt").symlink_to("/dev/zero")
-    imports, _ = scan_package(str(package))
+    (package / "mylib").symlink_to("sub")  # a linked module is still the package's own
+    imports, provided = scan_package(str(package))
     assert imports == {"numpy"}
+    assert {"main", "sub", "mylib", "out"} <= provided
 
 
 def test_the_scanner_reads_only_regular_files(tmp_path: Path) -> None:
