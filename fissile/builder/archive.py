@@ -15,6 +15,7 @@ MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
 MAX_FILES = 50_000
 # Links followed while resolving one path, as the kernel's limit (ELOOP past 40).
 MAX_LINK_HOPS = 40
+MAX_LINK_TARGET = 4096  # PATH_MAX: the kernel refuses longer link targets too
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache"}
 
@@ -46,8 +47,9 @@ def zip_path(source: str | Path) -> bytes:
                 else:
                     _add_file(archive, path, relative)
             # Said here rather than by the server after the upload.
+            tree = _Tree(links)
             for parts, target in links.items():
-                reason = _escape(links, parts[:-1], target)
+                reason = tree.escape(parts)
                 if reason is not None:
                     name = "/".join(parts)
                     raise ArchiveError(
@@ -101,33 +103,55 @@ def _inside(parent: PurePosixPath, target: str) -> bool:
     return True
 
 
-def _escape(links: dict[tuple[str, ...], str], parent: tuple[str, ...], target: str) -> str | None:
-    """Why ``target``, read in directory ``parent`` of the extracted tree, is unsafe once every
-    link on the way is followed as the kernel would (``..`` after a link climbs from where the
-    link points), or None if it stays inside."""
-    resolved = list(parent)
-    pending = list(reversed(PurePosixPath(target).parts))
-    hops = 0
-    while pending:
-        part = pending.pop()
-        if part.startswith("/"):
-            return "points outside the archive through other links in it"
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not resolved:
-                return "points outside the archive through other links in it"
-            resolved.pop()
-            continue
-        link = links.get((*resolved, part))
-        if link is None:
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > MAX_LINK_HOPS:
-            return f"is a symlink loop (more than {MAX_LINK_HOPS} links deep)"
-        pending.extend(reversed(PurePosixPath(link).parts))
-    return None
+class _Unsafe(Exception):
+    pass
+
+
+_OUTSIDE = "points outside the archive through other links in it"
+
+
+class _Tree:
+    """The links of an archive, resolved as the kernel would follow them once extracted
+    (``..`` after a link climbs from where the link points). Each link is resolved once and
+    remembered, so a thousand links through one long link cost one walk of it."""
+
+    def __init__(self, links: dict[tuple[str, ...], str]) -> None:
+        self.links = links
+        self._resolved: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def escape(self, link: tuple[str, ...]) -> str | None:
+        """Why ``link`` is unsafe, or None if it leads to a place inside the tree."""
+        try:
+            self._target_of(link, 0)
+        except _Unsafe as exc:
+            return str(exc)
+        return None
+
+    def _target_of(self, link: tuple[str, ...], depth: int) -> tuple[str, ...]:
+        known = self._resolved.get(link)
+        if known is not None:
+            return known
+        if depth >= MAX_LINK_HOPS:
+            raise _Unsafe(f"is a symlink loop (more than {MAX_LINK_HOPS} links deep)")
+        target = self.links[link]
+        if target.startswith("/"):
+            raise _Unsafe(_OUTSIDE)
+        resolved = list(link[:-1])
+        for part in PurePosixPath(target).parts:
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    raise _Unsafe(_OUTSIDE)
+                resolved.pop()
+                continue
+            step = (*resolved, part)
+            if step in self.links:
+                resolved = list(self._target_of(step, depth + 1))
+            else:
+                resolved.append(part)
+        self._resolved[link] = result = tuple(resolved)
+        return result
 
 
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
@@ -164,6 +188,10 @@ def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) ->
                         raise ArchiveError(f"{name}: appears twice in the archive")
                     names.add(pure)
                 if _is_symlink(info):
+                    if info.file_size >= MAX_LINK_TARGET:
+                        raise ArchiveError(
+                            f"{name}: symlink target longer than {MAX_LINK_TARGET - 1} bytes"
+                        )
                     target = archive.read(info).decode("utf-8", "replace")
                     if not _inside(pure.parent, target):
                         raise ArchiveError(
@@ -176,8 +204,9 @@ def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) ->
                         f"archive expands to more than {max_extracted // (1024 * 1024)} MiB"
                     )
             # Each link is inside on its own; composed (x -> a/../.., y -> x/etc) they may not be.
+            tree = _Tree(links)
             for parts, target in links.items():
-                reason = _escape(links, parts[:-1], target)
+                reason = tree.escape(parts)
                 if reason is not None:
                     raise ArchiveError(f"{'/'.join(parts)}: symlink to {target} {reason}")
             bad = archive.testzip()

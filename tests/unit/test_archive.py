@@ -373,3 +373,9 @@ def test_an_entry_twice_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ArchiveError, match=r"main\.py: appears twice"):
         check_archive(path)
+
+
+def test_a_link_target_longer_than_path_max_is_refused(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "a.zip", [symlink_entry("long", "a/" * 2048)])
+    with pytest.raises(ArchiveError, match="long: symlink target longer than 4095 bytes"):
+        check_archive(path)
