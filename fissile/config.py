@@ -27,6 +27,11 @@ class Config:
     log_level: str = "info"
     sandbox: str = "auto"
     retention: float = 24 * 3600.0  # how long finished async invocations are kept
+    # Caps on what one function may ask for; None: derived from the host (controlplane/caps.py).
+    max_memory: int | None = None
+    max_cpu: float | None = None
+    max_scale: int | None = None
+    max_timeout: float | None = None
 
     @property
     def invocations_db(self) -> Path:

@@ -162,6 +162,7 @@ class Package(PackageSpec, Meta):
 
 # --- Function ----------------------------------------------------------------------------
 
+MIN_MEMORY = 16 * 1024**2  # the least memory a function may have
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 EnvVars = dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str]
 
@@ -172,7 +173,7 @@ class FunctionSpec(Spec):
     package: Name
     entrypoint: str = Field("main", pattern=ENTRYPOINT_PATTERN)
     timeout: Duration = Field(60.0, gt=0, le=86400)
-    memory: Memory = Field(256 * 1024**2, ge=16 * 1024**2)
+    memory: Memory = Field(256 * 1024**2, ge=MIN_MEMORY)
     cpu: float | None = Field(None, gt=0, le=64, description="CPU cores (enforced by the sandbox)")
     min_scale: int = Field(0, ge=0, le=1000)
     max_scale: int = Field(10, ge=1, le=1000)

@@ -23,6 +23,7 @@ from fissile.builder import ArchiveStore, Builder
 from fissile.config import Config
 from fissile.controlplane import Resources, create_api
 from fissile.controlplane.auth import ensure_token
+from fissile.controlplane.caps import Caps
 from fissile.events import EventBus
 from fissile.executor import Executor
 from fissile.invocations import Invocations, InvocationStore
@@ -135,7 +136,10 @@ class Platform:
             )
         self.builder = builder = Builder(store, archives, config.deploy)
         self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
-        resources = Resources(store, builder, archives, executor, logs, triggers.statuses)
+        caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
+        resources = Resources(
+            store, builder, archives, executor, logs, triggers.statuses, caps=caps
+        )
         self.invocations = invocations = Invocations(
             InvocationStore(config.invocations_db, config.invocation_bodies),
             executor,

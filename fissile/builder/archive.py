@@ -13,6 +13,9 @@ from pathlib import Path, PurePosixPath
 MAX_ARCHIVE_BYTES = 256 * 1024 * 1024
 MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
 MAX_FILES = 50_000
+# Links followed while resolving one path, as the kernel's limit (ELOOP past 40).
+MAX_LINK_HOPS = 40
+MAX_LINK_TARGET = 4096  # PATH_MAX: the kernel refuses longer link targets too
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".venv", ".mypy_cache", ".pytest_cache"}
 
@@ -35,12 +38,23 @@ def zip_path(source: str | Path) -> bytes:
         if root.is_file():
             _add_file(archive, root, root.name)
         elif root.is_dir():
+            links: dict[tuple[str, ...], str] = {}
             for path in sorted(_walk(root)):
                 relative = path.relative_to(root).as_posix()
                 if path.is_symlink():
                     _add_symlink(archive, root, path, relative)
+                    links[PurePosixPath(relative).parts] = os.readlink(path)
                 else:
                     _add_file(archive, path, relative)
+            # Said here rather than by the server after the upload.
+            tree = _Tree(links)
+            for parts, target in links.items():
+                reason = tree.escape(parts)
+                if reason is not None:
+                    name = "/".join(parts)
+                    raise ArchiveError(
+                        f"{name}: symlink to {target} {reason.replace('archive', 'source')}"
+                    )
         else:
             raise ArchiveError(f"{source} is neither a file nor a directory")
     return buffer.getvalue()
@@ -89,6 +103,57 @@ def _inside(parent: PurePosixPath, target: str) -> bool:
     return True
 
 
+class _Unsafe(Exception):
+    pass
+
+
+_OUTSIDE = "points outside the archive through other links in it"
+
+
+class _Tree:
+    """The links of an archive, resolved as the kernel would follow them once extracted
+    (``..`` after a link climbs from where the link points). Each link is resolved once and
+    remembered, so a thousand links through one long link cost one walk of it."""
+
+    def __init__(self, links: dict[tuple[str, ...], str]) -> None:
+        self.links = links
+        self._resolved: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def escape(self, link: tuple[str, ...]) -> str | None:
+        """Why ``link`` is unsafe, or None if it leads to a place inside the tree."""
+        try:
+            self._target_of(link, 0)
+        except _Unsafe as exc:
+            return str(exc)
+        return None
+
+    def _target_of(self, link: tuple[str, ...], depth: int) -> tuple[str, ...]:
+        known = self._resolved.get(link)
+        if known is not None:
+            return known
+        if depth >= MAX_LINK_HOPS:
+            raise _Unsafe(f"is a symlink loop (more than {MAX_LINK_HOPS} links deep)")
+        target = self.links[link]
+        if target.startswith("/"):
+            raise _Unsafe(_OUTSIDE)
+        resolved = list(link[:-1])
+        for part in PurePosixPath(target).parts:
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    raise _Unsafe(_OUTSIDE)
+                resolved.pop()
+                continue
+            step = (*resolved, part)
+            if step in self.links:
+                resolved = list(self._target_of(step, depth + 1))
+            else:
+                resolved.append(part)
+        self._resolved[link] = result = tuple(resolved)
+        return result
+
+
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
@@ -101,6 +166,8 @@ def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) ->
             if len(infos) > MAX_FILES:
                 raise ArchiveError(f"archive has {len(infos)} entries; the limit is {MAX_FILES}")
             total = 0
+            links: dict[tuple[str, ...], str] = {}
+            names: set[PurePosixPath] = set()
             # Entries that are not directories: nothing may lie below one. Below a symlink
             # that would write through the link (a chain of links, each "inside" on its own,
             # can lead out); below a file, extraction would fail half-way.
@@ -115,17 +182,33 @@ def check_archive(path: str | Path, max_extracted: int = MAX_EXTRACTED_BYTES) ->
                     raise ArchiveError(f"{name}: absolute path in archive")
                 if ".." in pure.parts:
                     raise ArchiveError(f"{name}: path escapes the archive (zip slip)")
+                if not info.is_dir():
+                    if pure in names:
+                        # Extracted in turn, a second entry would be written through the first.
+                        raise ArchiveError(f"{name}: appears twice in the archive")
+                    names.add(pure)
                 if _is_symlink(info):
+                    if info.file_size >= MAX_LINK_TARGET:
+                        raise ArchiveError(
+                            f"{name}: symlink target longer than {MAX_LINK_TARGET - 1} bytes"
+                        )
                     target = archive.read(info).decode("utf-8", "replace")
                     if not _inside(pure.parent, target):
                         raise ArchiveError(
                             f"{name}: symlink to {target} points outside the archive"
                         )
+                    links[pure.parts] = target
                 total += info.file_size
                 if total > max_extracted:
                     raise ArchiveError(
                         f"archive expands to more than {max_extracted // (1024 * 1024)} MiB"
                     )
+            # Each link is inside on its own; composed (x -> a/../.., y -> x/etc) they may not be.
+            tree = _Tree(links)
+            for parts, target in links.items():
+                reason = tree.escape(parts)
+                if reason is not None:
+                    raise ArchiveError(f"{'/'.join(parts)}: symlink to {target} {reason}")
             bad = archive.testzip()
             if bad is not None:
                 raise ArchiveError(f"{bad}: corrupt entry (CRC mismatch)")

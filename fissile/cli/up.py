@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from fissile._units import format_memory
 from fissile.cli._params import DURATION, MEMORY
 from fissile.config import Config, default_data_dir
+from fissile.models import MIN_MEMORY
 
 
 @click.command()
@@ -39,6 +41,30 @@ from fissile.config import Config, default_data_dir
     help="How long finished asynchronous invocations are kept.",
 )
 @click.option(
+    "--max-memory",
+    type=MEMORY,
+    default=None,
+    help="Most memory one function may ask for. [default: the host's memory]",
+)
+@click.option(
+    "--max-cpu",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Most CPU cores one function may ask for. [default: the host's cores]",
+)
+@click.option(
+    "--max-scale-limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Highest max_scale a function may ask for. [default: 100]",
+)
+@click.option(
+    "--max-timeout",
+    type=DURATION,
+    default=None,
+    help="Longest timeout a function may ask for. [default: 1h]",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -53,6 +79,10 @@ def up(
     max_body: int,
     sandbox: str,
     retention: float,
+    max_memory: int | None,
+    max_cpu: float | None,
+    max_scale_limit: int | None,
+    max_timeout: float | None,
     log_level: str,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
@@ -61,6 +91,14 @@ def up(
     if retention < 1:
         # Shorter, a finished record would be gone before its caller could read it.
         raise click.BadParameter("must be at least 1s", param_hint="--retention")
+
+    if max_timeout is not None and max_timeout <= 0:
+        raise click.BadParameter("must be more than 0s", param_hint="--max-timeout")
+    if max_memory is not None and max_memory < MIN_MEMORY:
+        raise click.BadParameter(
+            f"must be at least {format_memory(MIN_MEMORY)}, the least a function may have",
+            param_hint="--max-memory",
+        )
 
     config = Config(
         data_dir=data_dir or default_data_dir(),
@@ -72,6 +110,10 @@ def up(
         log_level=log_level,
         sandbox=sandbox,
         retention=retention,
+        max_memory=max_memory,
+        max_cpu=max_cpu,
+        max_scale=max_scale_limit,
+        max_timeout=max_timeout,
     )
     try:
         run(config)

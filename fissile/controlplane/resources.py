@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from fissile.builder import ArchiveStore, Builder
+from fissile.controlplane.caps import Caps
 from fissile.controlplane.errors import ApiError, conflict, not_found
 from fissile.executor import Executor
 from fissile.models import (
@@ -40,9 +41,11 @@ class Resources:
         executor: Executor,
         logs: LogBook,
         statuses: dict[str, Callable[[str], BaseModel]] | None = None,
+        caps: Caps | None = None,
     ) -> None:
         """``statuses``: per kind, where the live status of a resource comes from (the MQ
-        consumers, the timers)."""
+        consumers, the timers); ``caps``: the operator's caps on a function's limits."""
+        self.caps = caps
         self.statuses = statuses or {}
         self.store = store
         self.builder = builder
@@ -157,6 +160,8 @@ class Resources:
     # -- rules --------------------------------------------------------------------------
 
     def _check(self, kind: str, spec: Spec, creating: bool) -> dict[str, Any]:
+        if isinstance(spec, FunctionSpec) and self.caps is not None:
+            spec = self.caps.fit(spec)
         data = spec.model_dump(mode="json")
         if isinstance(spec, PackageSpec):
             self._require("environments", spec.env, "env")

@@ -1,11 +1,12 @@
 """The import cache (SOCK's generalized zygotes): package zygotes that have a function's
 dependencies imported, so its cold starts fork from them instead of importing those again.
 
-A function's dependencies are the top-level modules its package's source imports (``ast``, no
-code runs), less the standard library, less what its environment's zygote has already imported
-(the runtime and the ``preload`` list: every function has those), less what the package itself
-provides. What remains is the cache key: functions with the same key share one package zygote,
-forked from the environment's zygote, which imports them and freezes its heap again.
+A function's dependencies are the top-level modules its package's source imports (tokenized,
+no code runs, every read bounded: fissile/executor/importscan.py), less the standard library,
+less what its environment's zygote has already imported (the runtime and the ``preload`` list:
+every function has those), less what the package itself provides. What remains is the cache
+key: functions with the same key share one package zygote, forked from the environment's
+zygote, which imports them and freezes its heap again.
 
 Only modules of the environment's own Python installation are imported there, never anything
 from a function's package: a zygote runs outside the sandbox (it forks sandboxed instances), so
@@ -19,16 +20,14 @@ children, and die with it).
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import logging
-import os
 import sys
-import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fissile.executor.importscan import ScanError, scan_package
 from fissile.executor.pools import EnvironmentPool
 from fissile.executor.zygote import Zygote
 
@@ -39,15 +38,7 @@ logger = logging.getLogger("fissile.executor")
 
 MAX_ZYGOTES = 8
 MAX_MEMORY = 1024 * 1024 * 1024  # private bytes of all package zygotes together
-# CPython 3.11 keeps one AST-construction recursion counter per interpreter, not per thread
-# (gh-106905): ast.parse in two threads at once -- ours, or the traceback module underlining an
-# error in another thread -- can fail with a SystemError "recursion depth mismatch". Scans take
-# this lock, and a scan that still meets the error is retried.
-_PARSE = threading.Lock()
-PARSE_ATTEMPTS = 3
 POOLSIZE = 1  # warm instances kept forked from each package zygote
-MAX_FILES = 500  # source files scanned per package
-MAX_FILE_SIZE = 1024 * 1024
 
 Key = tuple[str, ...]
 
@@ -147,6 +138,11 @@ class ImportCache:
         if scan is None:
             try:
                 scan = await asyncio.to_thread(scan_package, deploy_dir)
+            except ScanError as exc:
+                # Deploy dirs never change: past a bound once, past it for good.
+                logger.warning("import cache: %s not scanned: %s", deploy_dir, exc)
+                self._scans[deploy_dir] = (frozenset(), frozenset())
+                return ()
             except Exception as exc:
                 # The cache only saves time: a package it cannot read loads without it.
                 logger.warning("import cache: cannot scan %s: %s", deploy_dir, exc)
@@ -212,78 +208,6 @@ class ImportCache:
         pools = list(self.pools.values())
         self.pools.clear()
         await asyncio.gather(*(pool.stop() for pool in pools), return_exceptions=True)
-
-
-def scan_package(deploy_dir: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(top-level modules the package's own source imports, top-level modules it provides).
-
-    Reads the ``.py`` files of the package but not those of libraries installed into it (listed
-    by their ``*.dist-info``), parsing them with ``ast``: nothing runs.
-    """
-    root = Path(deploy_dir)
-    provided: set[str] = set()
-    installed: set[str] = set()
-    try:
-        entries = list(root.iterdir())
-    except OSError:
-        return frozenset(), frozenset()
-    for entry in entries:
-        name = entry.name
-        if name.endswith((".dist-info", ".egg-info")):
-            top_level = entry / "top_level.txt"
-            if top_level.is_file():
-                installed.update(top_level.read_text(errors="replace").split())
-            continue
-        if entry.is_dir() and name.isidentifier():
-            provided.add(name)
-        elif entry.is_file():
-            module = name.split(".", 1)[0]
-            if name.endswith((".py", ".so", ".pyc", ".pyd")) and module.isidentifier():
-                provided.add(module)
-    imports: set[str] = set()
-    files = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        relative = Path(dirpath).relative_to(root)
-        if relative.parts and (
-            relative.parts[0] in installed or not relative.parts[0].isidentifier()
-        ):
-            dirnames[:] = []
-            continue
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        for filename in filenames:
-            if not filename.endswith(".py"):
-                continue
-            files += 1
-            if files > MAX_FILES:
-                return frozenset(imports), frozenset(provided | installed)
-            imports |= _imports_of(Path(dirpath) / filename)
-    return frozenset(imports), frozenset(provided | installed)
-
-
-def _imports_of(path: Path) -> set[str]:
-    try:
-        if path.stat().st_size > MAX_FILE_SIZE:
-            return set()
-        source = path.read_bytes()
-    except OSError:
-        return set()
-    for attempt in range(PARSE_ATTEMPTS):
-        try:
-            with _PARSE:
-                tree = ast.parse(source, str(path))
-            break
-        except (SyntaxError, ValueError):
-            return set()
-        except SystemError:
-            if attempt == PARSE_ATTEMPTS - 1:
-                raise
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.partition(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.partition(".")[0])
-    return names
 
 
 def private_memory(pid: int) -> int:

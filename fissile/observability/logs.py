@@ -9,8 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
+from fissile.observability.ratelimit import OutputLimit
+
 MAX_LOG_BYTES = 10 * 1024 * 1024
 _MAX_LINE = 16384
+# Per instance; past them, output is dropped and a note says how much (at most once a second).
+OUTPUT_LINES_PER_SECOND = 1000
+OUTPUT_BYTES_PER_SECOND = 1024 * 1024
+NOTE_INTERVAL = 1.0
 
 
 class LogSource(Protocol):
@@ -20,8 +26,15 @@ class LogSource(Protocol):
 
 
 class LogBook:
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        lines_per_second: float = OUTPUT_LINES_PER_SECOND,
+        bytes_per_second: float = OUTPUT_BYTES_PER_SECOND,
+    ) -> None:
         self.root = root
+        self.lines_per_second = lines_per_second
+        self.bytes_per_second = bytes_per_second
         (root / "functions").mkdir(parents=True, exist_ok=True)
         (root / "environments").mkdir(parents=True, exist_ok=True)
         self._files: dict[Path, IO[str]] = {}
@@ -37,8 +50,20 @@ class LogBook:
         os.set_blocking(fd, False)
         loop = asyncio.get_running_loop()
         pending = bytearray()
+        limit = OutputLimit(self.lines_per_second, self.bytes_per_second)
+        noting: asyncio.TimerHandle | None = None
+        last_note = -NOTE_INTERVAL
+
+        def write_note() -> None:
+            nonlocal noting, last_note
+            noting = None
+            last_note = loop.time()
+            text = limit.note()
+            if text is not None:
+                self._emit(source, text.encode())
 
         def readable() -> None:
+            nonlocal noting
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
@@ -49,18 +74,33 @@ class LogBook:
                 loop.remove_reader(fd)
                 os.close(fd)
                 if pending:
-                    self._emit(source, bytes(pending))
+                    limit.refill()
+                    if limit.admit(len(pending)):
+                        self._emit(source, bytes(pending))
+                    else:
+                        limit.drop(1, len(pending))
+                if noting is not None:
+                    noting.cancel()
+                write_note()
                 return
             pending.extend(data)
+            limit.refill()
             while True:
                 end = pending.find(b"\n")
-                if end < 0:
-                    if len(pending) > _MAX_LINE:
-                        self._emit(source, bytes(pending[:_MAX_LINE]))
-                        del pending[:_MAX_LINE]
+                if end >= 0:
+                    line, cut = bytes(pending[:end]), end + 1
+                elif len(pending) > _MAX_LINE:
+                    line, cut = bytes(pending[:_MAX_LINE]), _MAX_LINE
+                else:
                     break
-                self._emit(source, bytes(pending[:end]))
-                del pending[: end + 1]
+                if not limit.admit(len(line)):
+                    _drop_lines(pending, limit)
+                    break
+                self._emit(source, line)
+                del pending[:cut]
+            if limit.dropped_lines and noting is None:
+                delay = max(0.0, last_note + NOTE_INTERVAL - loop.time())
+                noting = loop.call_later(delay, write_note)
 
         loop.add_reader(fd, readable)
 
@@ -99,3 +139,16 @@ class LogBook:
         for handle in self._files.values():
             handle.close()
         self._files.clear()
+
+
+def _drop_lines(pending: bytearray, limit: OutputLimit) -> None:
+    """Drop every whole line in ``pending`` at once (a flood is counted, never split line by
+    line), keeping the start of an unfinished one."""
+    last = pending.rfind(b"\n")
+    if last >= 0:
+        limit.drop(pending.count(b"\n"), last + 1)
+        del pending[: last + 1]
+    if len(pending) > _MAX_LINE:
+        pieces = len(pending) // _MAX_LINE
+        limit.drop(pieces, pieces * _MAX_LINE)
+        del pending[: pieces * _MAX_LINE]

@@ -19,6 +19,7 @@ import fissile
 import fissile.controlplane.app as app_module
 from fissile.builder import ArchiveStore, Builder, zip_path
 from fissile.controlplane import Resources, create_api
+from fissile.controlplane.caps import Caps
 from fissile.models import PlatformInfo
 
 HELLO = "def main(request):\n    return 'hello'\n"
@@ -446,3 +447,31 @@ async def test_following_logs_sees_new_lines_and_ends_with_the_function(api: Api
     text = response.text
     assert "fissile before" in text
     assert "fissile while following" in text
+
+
+async def test_functions_above_the_operators_caps_are_422_naming_the_cap(api: Api) -> None:
+    caps = Caps(memory=2**30, cpu=1, scale=5, timeout=60)
+    resources = Resources(
+        api.harness.store,
+        api.builder,
+        api.builder.archives,
+        api.harness.executor,
+        api.harness.logs,
+        caps=caps,
+    )
+    info = PlatformInfo(version="x", router_url="http://r", data_dir="/d")
+    app = create_api(resources, api.harness.logs, info, api.harness.executor.ready)
+    await api.package()
+    body = {"name": "capped", "env": "python", "package": "pkg"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
+        refused = error(await c.post("/v1/functions", json={**body, "memory": "512Gi"}), 422)
+        assert refused["code"] == "over_cap"
+        assert "512Gi is above the cap of 1Gi (--max-memory)" in refused["message"]
+        assert refused["fields"][0]["path"] == "memory"
+        assert (await c.get("/v1/functions/capped")).status_code == 404  # nothing stored
+        created = await c.post("/v1/functions", json={**body, "max_scale": 5})
+        assert created.status_code == 201, created.text
+        update = {**body, "max_scale": 1000, "timeout": "2h"}
+        refused = error(await c.put("/v1/functions/capped", json=update), 422)
+        assert "--max-scale-limit" in refused["message"] and "--max-timeout" in refused["message"]
+        assert (await c.get("/v1/functions/capped")).json()["max_scale"] == 5

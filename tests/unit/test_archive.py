@@ -124,6 +124,14 @@ def test_zip_path_refuses_symlinks_escaping_the_source(tmp_path: Path, target: s
         zip_path(root)
 
 
+def test_zip_path_refuses_a_chain_of_links_leading_out(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "a")
+    (root / "pkg" / "up").symlink_to("..")
+    (root / "x").symlink_to("pkg/up/..")
+    with pytest.raises(ArchiveError, match=r"x: symlink to pkg/up/\.\. points outside the source"):
+        zip_path(root)
+
+
 # --- check_archive -------------------------------------------------------------------------
 
 
@@ -280,3 +288,94 @@ def test_extract_checks_first(tmp_path: Path) -> None:
         extract_archive(path, dest)
     assert not (tmp_path / "box" / "evil.txt").exists()
     assert not (dest / "ok.txt").exists()
+
+
+# --- links resolved against the whole tree --------------------------------------------------
+
+
+def test_a_chain_of_links_each_inside_on_its_own_is_refused(tmp_path: Path) -> None:
+    # The reported exploit: x climbs seven levels through real directories and one link, and
+    # evil.py walks through x to /dev/zero. Each link passes the per-link check alone.
+    deep = "p0/p1/p2/p3/p4/p5/p6"
+    entries = [file_entry(f"{deep}/keep.txt")]
+    entries.append(symlink_entry(f"{deep}/up", "../../../../../../.."))
+    entries.append(symlink_entry("x", f"{deep}/up/../../.."))
+    entries.append(symlink_entry("evil.py", "x/dev/zero"))
+    path = write_zip(tmp_path / "a.zip", entries)
+    with pytest.raises(ArchiveError, match="through other links in it"):
+        check_archive(path)
+
+
+def test_a_link_to_a_link_to_outside_is_refused(tmp_path: Path) -> None:
+    path = write_zip(
+        tmp_path / "a.zip",
+        [
+            symlink_entry("a/b/c", "../.."),
+            symlink_entry("a/hop", "b/c/.."),
+            symlink_entry("z", "a/hop"),
+        ],
+    )
+    with pytest.raises(ArchiveError, match=r"a/hop: symlink to b/c/\.\. points outside"):
+        check_archive(path)
+
+
+def test_a_link_loop_is_refused(tmp_path: Path) -> None:
+    path = write_zip(
+        tmp_path / "a.zip",
+        [symlink_entry("one", "two"), symlink_entry("two", "one"), file_entry("main.py")],
+    )
+    with pytest.raises(ArchiveError, match="symlink loop"):
+        check_archive(path)
+
+
+def test_a_link_to_an_absolute_path_via_an_intermediate_is_refused(tmp_path: Path) -> None:
+    direct = write_zip(
+        tmp_path / "direct.zip",
+        [symlink_entry("passwd", "hop"), symlink_entry("hop", "/etc/passwd")],
+    )
+    with pytest.raises(ArchiveError, match="hop: symlink to /etc/passwd points outside"):
+        check_archive(direct)
+    # Spelled relatively: d/abs climbs through d/root (the archive's top) and once above it.
+    path = write_zip(
+        tmp_path / "a.zip",
+        [
+            symlink_entry("d/root", ".."),
+            symlink_entry("d/abs", "root/d/root/../etc/passwd"),
+            symlink_entry("passwd", "d/abs"),
+        ],
+    )
+    with pytest.raises(ArchiveError, match="points outside the archive"):
+        check_archive(path)
+
+
+def test_legit_relative_links_through_other_links_are_accepted(tmp_path: Path) -> None:
+    path = write_zip(
+        tmp_path / "a.zip",
+        [
+            file_entry("lib/v2/real.py", b"VALUE = 2\n"),
+            symlink_entry("lib/current", "v2"),
+            symlink_entry("pkg/real.py", "../lib/current/real.py"),
+            symlink_entry("alias.py", "pkg/real.py"),
+            symlink_entry("pkg/up", "../lib/current/.."),
+        ],
+    )
+    assert check_archive(path).files == 5
+    dest = tmp_path / "out"
+    extract_archive(path, dest)
+    assert (dest / "alias.py").read_bytes() == b"VALUE = 2\n"
+    assert (dest / "pkg" / "up" / "v2" / "real.py").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_an_entry_twice_is_refused(tmp_path: Path) -> None:
+    path = write_zip(
+        tmp_path / "a.zip", [symlink_entry("main.py", "other.py"), file_entry("main.py")]
+    )
+    with pytest.raises(ArchiveError, match=r"main\.py: appears twice"):
+        check_archive(path)
+
+
+def test_a_link_target_longer_than_path_max_is_refused(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / "a.zip", [symlink_entry("long", "a/" * 2048)])
+    with pytest.raises(ArchiveError, match="long: symlink target longer than 4095 bytes"):
+        check_archive(path)

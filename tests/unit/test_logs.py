@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 import fissile.observability.logs as logs_module
 from fissile.observability.logs import LogBook
+from fissile.observability.ratelimit import OutputLimit
 
 
 @dataclass
@@ -110,4 +113,78 @@ def test_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A function of the same name starts a fresh log.
     book.platform("f", "reborn")
     assert lines(book.function_log("f")) == ["fissile reborn"]
+    book.close()
+
+
+# --- the output rate limit -----------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_output_limit_buckets_refill_with_time() -> None:
+    clock = Clock()
+    limit = OutputLimit(lines_per_second=3, bytes_per_second=100, clock=clock)
+    assert [limit.admit(10) for _ in range(4)] == [True, True, True, False]  # lines run out
+    clock.now += 0.5  # one and a half lines earned
+    limit.refill()
+    assert limit.admit(10) and not limit.admit(10)
+    clock.now += 10  # a long silence refills to a second's worth, no more
+    limit.refill()
+    assert limit.admit(60) and not limit.admit(41) and limit.admit(40)  # bytes run out
+    limit.drop(5, 123)
+    assert limit.note() == (
+        "[fissile] dropped 5 lines (123 bytes) of output: rate limit 3 lines/s, 100 bytes/s"
+    )
+    assert limit.note() is None
+
+
+def notes(path: Path) -> list[tuple[int, int]]:
+    found = []
+    for line in lines(path):
+        match = re.search(r"\[fissile\] dropped (\d+) lines \((\d+) bytes\)", line)
+        if match:
+            found.append((int(match[1]), int(match[2])))
+    return found
+
+
+async def test_a_flood_is_dropped_counted_and_noted(tmp_path: Path) -> None:
+    book = LogBook(tmp_path, lines_per_second=50, bytes_per_second=1 << 20)
+    started = time.monotonic()
+    chunks = [b"".join(b"line %d\n" % (n * 1000 + i) for i in range(1000)) for n in range(5)]
+    await feed(book, Source("i1", "python", "flood"), chunks)
+    path = book.function_log("flood")
+    deadline = time.monotonic() + 30
+    while not notes(path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # the end of the pipe is noted at once
+    elapsed = time.monotonic() - started
+    written = [line for line in lines(path) if "[fissile]" not in line]
+    dropped = notes(path)
+    # Every line is accounted for: written, or counted in a note.
+    assert len(written) + sum(n for n, _ in dropped) == 5000
+    assert 50 <= len(written) <= 50 + 50 * elapsed + 1
+    assert written[:50] == [f"i1 line {i}" for i in range(50)]
+    # A note at most once a second, plus the one when the pipe closes.
+    assert 1 <= len(dropped) <= elapsed / logs_module.NOTE_INTERVAL + 2
+    book.close()
+
+
+async def test_bytes_are_limited_too(tmp_path: Path) -> None:
+    book = LogBook(tmp_path, lines_per_second=1000, bytes_per_second=10_000)
+    await feed(book, Source("i1", "python", "wide"), [b"w" * 999 + b"\n"] * 20)
+    path = book.function_log("wide")
+    deadline = time.monotonic() + 30
+    while not notes(path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    written = [line for line in lines(path) if "[fissile]" not in line]
+    assert 10 <= len(written) < 20
+    assert len(written) + sum(n for n, _ in notes(path)) == 20
+    assert sum(size for _, size in notes(path)) == (20 - len(written)) * 1000
     book.close()
