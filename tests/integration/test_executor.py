@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from intkit import Harness, kill_survivors, pid_alive, until
 
-from fissile.executor import FunctionNotFound, pools
+from fissile.executor import FunctionNotFound
 from fissile.executor.connection import InstanceResponse
 from fissile.models import BuildState, BuildStatus
 from fissile.router.proxy import Answer, forward

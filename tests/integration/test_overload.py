@@ -62,9 +62,7 @@ def pid_of(response: Any) -> int:
     return pid
 
 
-async def test_time_queued_is_not_counted_against_the_timeout(
-    harness: Harness, send: Send
-) -> None:
+async def test_time_queued_is_not_counted_against_the_timeout(harness: Harness, send: Send) -> None:
     # One instance, a 1 s timeout, two 0.7 s calls: the second waits ~0.7 s, then runs 0.7 s.
     harness.function("patient", CODE, timeout=1, queue_timeout=5, max_scale=1)
     pid = pid_of(await send(harness, "patient", "/"))
