@@ -131,9 +131,7 @@ def test_overrunning_the_timeout_is_a_504_killing_only_that_instance(
     # One call overruns while another is served by the other instance.
     slow: list[httpx.Response] = []
     caller = threading.Thread(
-        target=lambda: slow.append(
-            platform.get("/function/ovl-overrun?sleep=30", timeout=DEADLINE)
-        )
+        target=lambda: slow.append(platform.get("/function/ovl-overrun?sleep=30", timeout=DEADLINE))
     )
     caller.start()
     eventually(lambda: status_of(platform, "ovl-overrun")["busy"] == 1)
@@ -177,4 +175,3 @@ def test_dying_at_start_still_backs_off(platform: Platform, tmp_path: Path) -> N
     status = status_of(platform, "ovl-crash")
     assert status["failures_in_a_row"] >= 3
     assert status["timeouts"] == 0
-

@@ -139,4 +139,3 @@ async def test_overrunning_kills_the_instance_without_counting_a_crash() -> None
     (instance,) = ready(pool, 1)
     pool.lost(instance, expected=False)
     assert (pool.failures, pool.restarts) == (1, 1)
-
