@@ -211,12 +211,11 @@ def _timed_out(pool: FunctionPool, timeout: float, sent: bool) -> Answer:
 def queue_timed_out(pool: FunctionPool, waited: float) -> Answer:
     """503: the request waited ``waited`` seconds for an instance with room, in vain. Nothing
     was killed; the client may retry."""
-    return Answer(
-        503,
-        "queue_timeout",
-        f"no instance of {pool.name} was free within {waited:g}s; retry later",
-        [(b"retry-after", RETRY_AFTER)],
-    )
+    if pool.instances:
+        why = f"no instance of {pool.name} was free within {waited:g}s"
+    else:  # its first instance still loading (a cold start slower than the queue timeout)
+        why = f"no instance of {pool.name} became ready within {waited:g}s"
+    return Answer(503, "queue_timeout", f"{why}; retry later", [(b"retry-after", RETRY_AFTER)])
 
 
 def refusal(exc: BaseException) -> Answer:

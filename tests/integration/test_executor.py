@@ -313,7 +313,7 @@ async def test_slow_loading_is_a_503_and_the_instance_is_killed(harness: Harness
     assert answer.status == 503
     assert error(answer) == {
         "code": "queue_timeout",
-        "message": "no instance of slowload was free within 1s; retry later",
+        "message": "no instance of slowload became ready within 1s; retry later",
     }
     await until(lambda: not loading())
     await until(lambda: not pid_alive(pids[0]))
