@@ -63,11 +63,11 @@ def pid_of(response: Any) -> int:
 
 
 async def test_time_queued_is_not_counted_against_the_timeout(harness: Harness, send: Send) -> None:
-    # One instance, a 1 s timeout, two 0.7 s calls: the second waits ~0.7 s, then runs 0.7 s.
-    harness.function("patient", CODE, timeout=1, queue_timeout=5, max_scale=1)
+    # One instance, a 2 s timeout, two 1.2 s calls: the second waits ~1.2 s, then runs 1.2 s.
+    harness.function("patient", CODE, timeout=2, queue_timeout=10, max_scale=1)
     pid = pid_of(await send(harness, "patient", "/"))
     first, second = await asyncio.gather(
-        send(harness, "patient", "/?sleep=0.7"), send(harness, "patient", "/?sleep=0.7")
+        send(harness, "patient", "/?sleep=1.2"), send(harness, "patient", "/?sleep=1.2")
     )
     assert (pid_of(first), pid_of(second)) == (pid, pid)
     status = harness.executor.status("patient")
@@ -136,7 +136,7 @@ async def test_a_full_queue_is_a_429_and_starts_every_instance_allowed(
     harness.function("narrow", slow_loading, max_scale=3, queue_limit=1, queue_timeout=30)
     pool = harness.executor.function("narrow")
     pid_of(await send(harness, "narrow", "/"))
-    running = asyncio.create_task(send(harness, "narrow", "/?sleep=1"))
+    running = asyncio.create_task(send(harness, "narrow", "/?sleep=3"))
     await until(lambda: pool.inflight == 1)
     waiting = asyncio.create_task(send(harness, "narrow", "/"))
     await until(lambda: pool.waiters)
