@@ -112,6 +112,8 @@ def test_overload_is_answered_429_or_503_and_kills_nothing(
     assert (status["rejected"], status["queue_timeouts"]) == (codes[429], codes[503])
     table = platform.ok("fn", "get", "--name", "ovl-sleep").out
     assert "Back-off:      -" in table, table
+    overload = f"{codes[429]} refused (429), {codes[503]} waited too long (503), 0 timed out (504)"
+    assert overload in table, table
     # And it serves normally right afterwards.
     assert platform.get("/function/ovl-sleep?sleep=0", timeout=DEADLINE).status_code == 200
     assert set(status_of(platform, "ovl-sleep")["pids"]) == pids
