@@ -150,8 +150,9 @@ def _backoff(status: dict[str, Any]) -> str:
 
 def _queue(function: dict[str, Any]) -> str:
     timeout = function.get("queue_timeout") or function["timeout"]
-    limit = function["status"].get("queue_limit") or function.get("queue_limit") or "-"
-    return f"up to {limit} waiting, each at most {format_duration(timeout)}"
+    limit = function["status"].get("queue_limit") or function.get("queue_limit")
+    waiting = f"up to {limit}" if limit else "a bounded number of requests"
+    return f"{waiting} waiting, each at most {format_duration(timeout)}"
 
 
 def _overload(status: dict[str, Any]) -> str:
