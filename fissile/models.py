@@ -184,6 +184,19 @@ class FunctionSpec(Spec):
         description="in-flight requests per instance; unset: 1, or 100 for an async def function",
     )
     idle_timeout: Duration = Field(120.0, ge=0)
+    queue_timeout: Duration | None = Field(
+        None,
+        gt=0,
+        le=86400,
+        description="longest a request waits for an instance (then 503); unset: the timeout",
+    )
+    queue_limit: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="requests that may wait (then 429); unset: 10 x max_scale x concurrency,"
+        " at most 1000",
+    )
     async_retries: int = Field(
         0, ge=0, le=20, description="extra attempts of a failed asynchronous invocation"
     )
@@ -231,6 +244,12 @@ class FunctionStatus(BaseModel):
     last_crash_at: datetime | None = None
     failures_in_a_row: int = 0
     backoff: float = Field(0.0, description="seconds until the next start while crash-looping")
+    queue_limit: int = Field(0, description="requests that may wait, in effect")
+    rejected: int = Field(0, description="requests answered 429: the queue was full")
+    queue_timeouts: int = Field(0, description="requests answered 503: waited too long")
+    timeouts: int = Field(
+        0, description="requests that overran the timeout (504, their instance killed)"
+    )
 
 
 class Function(FunctionSpec, Meta):

@@ -50,6 +50,8 @@ SPEC_FIELDS = (
     "max_scale",
     "concurrency",
     "idle_timeout",
+    "queue_timeout",
+    "queue_limit",
     "env_vars",
     "network",
     "labels",
@@ -68,6 +70,8 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
         "concurrency": options.get("concurrency"),
         "idle_timeout": options.get("idle_timeout"),
         "async_retries": options.get("async_retries"),
+        "queue_timeout": options.get("queue_timeout"),
+        "queue_limit": options.get("queue_limit"),
         "network": options.get("network"),
     }
     settings = {k: v for k, v in fields.items() if v is not None}
@@ -97,6 +101,18 @@ def _settings_options(func: Any) -> Any:
             type=click.IntRange(0, 20),
             default=None,
             help="Retries of a failed asynchronous invocation [0]",
+        ),
+        click.option(
+            "--queue-timeout",
+            type=DURATION,
+            default=None,
+            help="Longest wait for a free instance, then 503 [default: the timeout]",
+        ),
+        click.option(
+            "--queue-limit",
+            type=click.IntRange(1, 100_000),
+            default=None,
+            help="Requests that may wait, then 429 [10 x max-scale x concurrency, <= 1000]",
         ),
         click.option("--env-var", "env_vars", multiple=True, help="KEY=VALUE (repeat)."),
         click.option(
@@ -130,6 +146,20 @@ def _backoff(status: dict[str, Any]) -> str:
         return "-"
     failures = status.get("failures_in_a_row", 0)
     return f"next start in {status['backoff']:.1f}s ({failures} failures in a row)"
+
+
+def _queue(function: dict[str, Any]) -> str:
+    timeout = function.get("queue_timeout") or function["timeout"]
+    limit = function["status"].get("queue_limit") or function.get("queue_limit")
+    waiting = f"up to {limit}" if limit else "a bounded number of requests"
+    return f"{waiting} waiting, each at most {format_duration(timeout)}"
+
+
+def _overload(status: dict[str, Any]) -> str:
+    return (
+        f"{status.get('rejected', 0)} refused (429), {status.get('queue_timeouts', 0)} waited"
+        f" too long (503), {status.get('timeouts', 0)} timed out (504)"
+    )
 
 
 def _concurrency(function: dict[str, Any]) -> str:
@@ -267,11 +297,13 @@ def get(name: str, output: str) -> None:
         ("Concurrency", _concurrency(function)),
         ("Idle timeout", format_duration(function["idle_timeout"])),
         ("Async retries", function.get("async_retries", 0)),
+        ("Queue", _queue(function)),
         ("Env vars", ", ".join(f"{k}={v}" for k, v in function["env_vars"].items()) or "-"),
         ("Network", function.get("network") or "(environment's)"),
         ("Instances", _instances(status)),
         ("Restarts", status["restarts"]),
         ("Back-off", _backoff(status)),
+        ("Overload", _overload(status)),
         ("Last exit", status.get("last_exit_reason") or "-"),
         ("Last crash", status.get("last_crash_at") or "-"),
     ]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# Answers meaning the function did not run because it was busy (429: its queue was full; 503:
+# no instance was free within its queue timeout), not that it failed: a caller retries them
+# later without counting an attempt.
+BUSY = frozenset({"overloaded", "queue_timeout"})
+
 
 class ExecutorError(Exception):
     status = 503

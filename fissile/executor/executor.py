@@ -342,8 +342,9 @@ class Executor:
         instance.kill("stopped by the platform")
 
     def kill(self, instance: Instance, reason: str, crash: bool = True) -> None:
-        """End an instance now: a misbehaving one (past its timeout, dropped a request) is a
-        crash; one ended for its caller's sake (a cancelled invocation) is not."""
+        """End an instance now: a misbehaving one (dropped a request) is a crash; one ended
+        for its caller's sake (a cancelled invocation) or past its timeout
+        (``FunctionPool.overran``) is not."""
         if not crash:
             instance.expected_exit = True
         pool = self.functions.get(instance.function) if instance.function else None

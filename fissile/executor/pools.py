@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("fissile.executor")
 
+# A function's queue, unless its spec sets ``queue_limit``: this many requests per request it
+# can serve at once at its max scale, at most MAX_QUEUE. Deep enough to ride out a burst, short
+# enough that a request at its end is likely served within a typical queue timeout; past it,
+# a request is refused at once (429) rather than held in the supervisor's memory.
+QUEUE_FACTOR = 10
 MAX_QUEUE = 1000
 REFILL_DELAY = 0.02  # seconds after a warm instance is taken; a cold start takes a few ms
 CRASH_LOOP = 3  # failures in a row before starts are spaced out
@@ -176,9 +181,14 @@ class FunctionPool:
         self.deleted = False
         self.is_async: bool | None = None  # learnt at the first specialization
         self.limit = self._limit()
+        self.queue_limit = self._queue_limit()
         self.inflight = 0  # over all instances
         self.scaler = Autoscaler(time.monotonic(), target_for(self.limit), self._stable_window())
         self.decision: Decision | None = None
+        # Overload, counted apart from crashes: none of these is the function's fault.
+        self.rejected = 0  # 429: the queue was full
+        self.queue_timeouts = 0  # 503: waited longer than the queue timeout
+        self.timeouts = 0  # 504: overran the timeout; only its instance was killed
         self._scaled_from: int | None = None
 
     @property
@@ -190,12 +200,26 @@ class FunctionPool:
             return self.spec.concurrency
         return ASYNC_CONCURRENCY if self.is_async else 1
 
+    def _queue_limit(self) -> int:
+        if self.spec.queue_limit is not None:
+            return self.spec.queue_limit
+        return min(QUEUE_FACTOR * self.spec.max_scale * self.limit, MAX_QUEUE)
+
+    @property
+    def queue_timeout(self) -> float:
+        """How long a request may wait for an instance; its timeout starts only then."""
+        return self.spec.queue_timeout or self.spec.timeout
+
+    def queue_full(self) -> bool:
+        return len(self.waiters) >= self.queue_limit
+
     def _stable_window(self) -> float:
         # A function that asks to be reaped sooner than the stable window gets a shorter one.
         return max(min(STABLE_WINDOW, self.spec.idle_timeout), 0.001)
 
     def _set_limit(self) -> None:
         self.limit = self._limit()
+        self.queue_limit = self._queue_limit()
         self.scaler.target = target_for(self.limit)
         self.scaler.stable_window = self._stable_window()
 
@@ -228,17 +252,6 @@ class FunctionPool:
         self.inflight += 1
         self._observe()
 
-    async def acquire(self) -> Instance:
-        instance = self.take_ready()
-        if instance is not None:
-            return instance
-        waiter = self.enqueue()
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            self.abandon(waiter)
-            raise
-
     def enqueue(self) -> asyncio.Future[Instance]:
         """Wait in the function's queue for an instance with room (scaling up for it); the
         future's instance is already counted as taken. Raises when the function is
@@ -250,8 +263,14 @@ class FunctionPool:
                 f" last: {self.last_exit_reason or 'failed to start'}); next start in {wait:.1f}s",
                 retry_after=wait,
             )
-        if len(self.waiters) >= MAX_QUEUE:
-            raise Overloaded(f"function {self.name} has {MAX_QUEUE} requests waiting")
+        if len(self.waiters) >= self.queue_limit:
+            self.rejected += 1
+            # The demand is past what the queue holds: every instance the function may have.
+            self.scale_up(self.spec.max_scale)
+            raise Overloaded(
+                f"function {self.name} is at capacity (its queue of {self.queue_limit} is full);"
+                " retry later"
+            )
         waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
         self._observe()
@@ -297,10 +316,10 @@ class FunctionPool:
 
     # -- scaling ------------------------------------------------------------------------
 
-    def scale_up(self) -> None:
-        """Start instances for the queue at once; the autoscaler's windows decide later how
-        many to keep."""
-        wanted = math.ceil(len(self.waiters) / self.limit)
+    def scale_up(self, wanted: int = 0) -> None:
+        """Start instances for the queue (or ``wanted`` of them) at once; the autoscaler's
+        windows decide later how many to keep."""
+        wanted = max(wanted, math.ceil(len(self.waiters) / self.limit))
         started = 0
         while self.starting < wanted and len(self.instances) + self.starting < self.spec.max_scale:
             self.starting += 1
@@ -408,6 +427,24 @@ class FunctionPool:
                 self.name,
                 f"crash loop: {self.failures} failures in a row; next start in {delay:.1f}s",
             )
+
+    def expired(self, waiter: asyncio.Future[Instance]) -> None:
+        """A request waited its whole queue timeout: it leaves the queue (503), no instance is
+        touched."""
+        self.abandon(waiter)
+        self.queue_timeouts += 1
+
+    def overran(self, instance: Instance, timeout: float) -> None:
+        """A request ran past its timeout: kill the instance that ran it (the only way to stop
+        the call), without counting it as a crash: slow code, or a burst of slow calls, is not
+        a crash loop."""
+        reason = f"timeout after {timeout:g}s"
+        self.timeouts += 1
+        self.last_exit_reason = reason
+        self.executor.logs.platform(
+            self.name, f"instance {instance.id} killed: {reason} (not counted as a crash)"
+        )
+        self.executor.kill(instance, reason, crash=False)
 
     def succeeded(self) -> None:
         """A request was answered without a server error: the function is healthy."""
@@ -558,6 +595,10 @@ class FunctionPool:
             last_crash_at=self.last_crash_at,
             failures_in_a_row=self.failures,
             backoff=round(self.backing_off(), 3),
+            queue_limit=self.queue_limit,
+            rejected=self.rejected,
+            queue_timeouts=self.queue_timeouts,
+            timeouts=self.timeouts,
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from fissile.events import EventBus
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
+from fissile.executor.errors import BUSY
 from fissile.executor.instance import Instance
 from fissile.invocations.callbacks import CallbackSender
 from fissile.invocations.errors import InvocationError
@@ -33,7 +34,8 @@ DEFAULT_RETENTION = 24 * 3600.0
 # Back-off between attempts: 0.5 s doubling, at most a minute.
 RETRY_BASE = 0.5
 RETRY_MAX = 60.0
-# How long to wait before trying again when the function had no room (429): not an attempt.
+# How long to wait before trying again when the function had no room (429, or 503 after its
+# queue timeout): not an attempt.
 OVERLOAD_PAUSE = 0.2
 # At most this many invocations run at once across all functions.
 MAX_RUNNING = 256
@@ -332,9 +334,10 @@ class Invocations:
                 invocation.error = f"the function answered {result.status}"
                 return self._finish(invocation)
             return self._failed(invocation, f"the function answered {result.status}", False)
-        if result.status == 429 or result.code == "crash_loop":
-            # No room right now, or starts held back while the function crash-loops (other
-            # invocations crashed it): not this invocation's failure, so not an attempt.
+        if result.code in BUSY or result.code == "crash_loop":
+            # No room right now (a full queue, or none within the queue timeout), or starts
+            # held back while the function crash-loops (other invocations crashed it): not
+            # this invocation's failure, so not an attempt.
             pause = OVERLOAD_PAUSE
             pool = self.executor.functions.get(invocation.function)
             if pool is not None:

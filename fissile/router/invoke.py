@@ -93,4 +93,6 @@ async def invoke(
     request = encode_request(
         function, method, path, headers, body, limit, invocation_id or new_invocation_id()
     )
-    return await forward(executor, pool, request, timeout=limit, on_acquire=on_acquire)
+    # A caller's deadline bounds the wait and the run together; without one, each has its own.
+    deadline = None if timeout is None else limit
+    return await forward(executor, pool, request, timeout=deadline, on_acquire=on_acquire)

@@ -19,6 +19,9 @@ logger = logging.getLogger("fissile.router")
 # How long to wait for the zygote's exit report when an instance drops a connection, so the
 # answer can name the cause (signal, exit status) instead of a bare "connection closed".
 EXIT_REPORT_GRACE = 0.2
+# Retry-After on a 429 (queue full) and a 503 (queue timeout), in seconds: a queue turns over
+# in about a function's run time, not known here; a second is what clients expect as a minimum.
+RETRY_AFTER = b"1"
 
 
 class Answer:
@@ -57,6 +60,8 @@ def forward_soon(
         pool.take(instance)
         _Exchange(executor, pool, request, done).send(instance, conn)
         return True
+    if pool.queue_full():
+        return False  # ``forward`` refuses it (and counts the refusal once)
     try:
         waiter = pool.enqueue()
     except ExecutorError:
@@ -66,8 +71,9 @@ def forward_soon(
 
 
 class _Exchange:
-    """One request on ``forward_soon``'s path: waiting for an instance, the response, and the
-    timeout over both (as ``forward``'s)."""
+    """One request on ``forward_soon``'s path: waiting for an instance (bounded by the queue
+    timeout), then the response (bounded by the function's timeout, from when it has its
+    instance), as ``forward``'s."""
 
     __slots__ = ("conn", "done", "executor", "instance", "pool", "request", "timer", "waiter")
 
@@ -85,12 +91,13 @@ class _Exchange:
         self.instance: Instance | None = None
         self.conn: InstanceConnection | None = None
         self.waiter: asyncio.Future[Instance] | None = None
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(pool.spec.timeout, self._expired)
+        self.timer: asyncio.TimerHandle | None = None
 
     def wait(self, waiter: asyncio.Future[Instance]) -> None:
         self.waiter = waiter
         waiter.add_done_callback(self._ready)
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.pool.queue_timeout, self._expired)
 
     def _ready(self, waiter: asyncio.Future[Instance]) -> None:
         self.waiter = None
@@ -104,11 +111,19 @@ class _Exchange:
             self._finish(refusal(exc))
             return
         instance = waiter.result()
+        self._start_clock()
         conn = instance.idle_connection()
         if conn is None:
             self.executor.spawn(self._connect(instance))
         else:
             self.send(instance, conn)
+
+    def _start_clock(self) -> None:
+        """The function's timeout counts from here: time in the queue is not its own."""
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.pool.spec.timeout, self._expired)
 
     async def _connect(self, instance: Instance) -> None:
         try:
@@ -126,6 +141,8 @@ class _Exchange:
     def send(self, instance: Instance, conn: InstanceConnection) -> None:
         self.instance = instance
         self.conn = conn
+        if self.timer is None:
+            self._start_clock()
         conn.send(self.request, self._answered)
 
     def _answered(self, outcome: InstanceResponse | Exception) -> None:
@@ -156,36 +173,49 @@ class _Exchange:
     def _expired(self) -> None:
         if self.done is None:
             return
+        if self.waiter is not None:
+            self.pool.expired(self.waiter)
+            self.waiter = None
+            self._finish(queue_timed_out(self.pool, self.pool.queue_timeout))
+            return
         timeout = self.pool.spec.timeout
         sent = False
         if self.conn is not None and self.instance is not None:
             sent = True
             self.conn.close()
-            self.executor.kill(self.instance, f"timeout after {timeout:g}s")
+            self.pool.overran(self.instance, timeout)
             self.pool.release(self.instance)
-        elif self.waiter is not None:
-            self.pool.abandon(self.waiter)
-            self.waiter = None
         # Connecting (``_connect``) releases the instance when it sees the timeout.
         self._finish(_timed_out(self.pool, timeout, sent))
 
     def _finish(self, result: InstanceResponse | Answer) -> None:
         done, self.done = self.done, None
-        self.timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
         if done is not None:
             done(result)
 
 
 def _timed_out(pool: FunctionPool, timeout: float, sent: bool) -> Answer:
-    """504: the function did not answer (its instance was killed), or no instance of it
-    became ready in time."""
+    """504: the function did not answer (its instance was killed), or its instance could not
+    be reached in time."""
     if sent:
         message = (
             f"function {pool.name} did not answer within {timeout:g}s; its instance was killed"
         )
     else:
-        message = f"no instance of {pool.name} became ready within {timeout:g}s"
+        message = f"no instance of {pool.name} could be reached within {timeout:g}s"
     return Answer(504, "timeout", message)
+
+
+def queue_timed_out(pool: FunctionPool, waited: float) -> Answer:
+    """503: the request waited ``waited`` seconds for an instance with room, in vain. Nothing
+    was killed; the client may retry."""
+    if pool.instances:
+        why = f"no instance of {pool.name} was free within {waited:g}s"
+    else:  # its first instance still loading (a cold start slower than the queue timeout)
+        why = f"no instance of {pool.name} became ready within {waited:g}s"
+    return Answer(503, "queue_timeout", f"{why}; retry later", [(b"retry-after", RETRY_AFTER)])
 
 
 def refusal(exc: BaseException) -> Answer:
@@ -194,7 +224,7 @@ def refusal(exc: BaseException) -> Answer:
         retry = str(max(1, math.ceil(exc.retry_after))).encode()
         return Answer(exc.status, exc.code, exc.message, [(b"retry-after", retry)])
     if isinstance(exc, ExecutorError):
-        headers = [(b"retry-after", b"1")] if exc.status == 429 else None
+        headers = [(b"retry-after", RETRY_AFTER)] if exc.status == 429 else None
         return Answer(exc.status, exc.code, exc.message, headers)
     return Answer(500, "internal_error", f"cannot start an instance: {exc}")
 
@@ -206,14 +236,37 @@ async def forward(
     timeout: float | None = None,
     on_acquire: Callable[[Instance], None] | None = None,
 ) -> InstanceResponse | Answer:
-    """``on_acquire`` learns which instance serves the request (to kill it on a cancel)."""
-    if timeout is None:
-        timeout = pool.spec.timeout
-    instance: Instance | None = None
+    """Wait for an instance with room (at most the queue timeout: then 503), then for its
+    response (at most the function's timeout, counted from then: then 504 and the instance is
+    killed). ``timeout``, a caller's remaining deadline, bounds both together.
+
+    ``on_acquire`` learns which instance serves the request (to kill it on a cancel)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    instance = pool.take_ready()
+    if instance is None:
+        try:
+            waiter = pool.enqueue()
+        except ExecutorError as exc:
+            return refusal(exc)
+        wait = pool.queue_timeout if timeout is None else min(pool.queue_timeout, timeout)
+        try:
+            async with asyncio.timeout(wait):
+                instance = await waiter
+        except TimeoutError:
+            pool.expired(waiter)
+            return queue_timed_out(pool, wait)
+        except asyncio.CancelledError:
+            pool.abandon(waiter)
+            raise
+        except ExecutorError as exc:
+            return refusal(exc)
+    run = pool.spec.timeout
+    if timeout is not None:
+        run = max(min(run, timeout - (loop.time() - started)), 0.001)
     sent = False
     try:
-        async with asyncio.timeout(timeout):
-            instance = pool.take_ready() or await pool.acquire()
+        async with asyncio.timeout(run):
             if on_acquire is not None:
                 on_acquire(instance)
             conn = instance.idle_connection() or await instance.connection()
@@ -228,18 +281,13 @@ async def forward(
                 pool.succeeded()
             return response
     except TimeoutError:
-        if instance is not None and sent:
-            executor.kill(instance, f"timeout after {timeout:g}s")
-            return _timed_out(pool, timeout, sent=True)
-        return _timed_out(pool, timeout, sent=False)
+        if sent:
+            pool.overran(instance, run)
+        return _timed_out(pool, run, sent)
     except InstanceGone as exc:
-        assert instance is not None
         return await _instance_died(executor, pool, instance, str(exc))
-    except ExecutorError as exc:
-        return refusal(exc)
     finally:
-        if instance is not None:
-            pool.release(instance)
+        pool.release(instance)
 
 
 async def _instance_died(

@@ -235,3 +235,18 @@ async def test_server_sent_events_and_websocket_less_clients(door: Door) -> None
     async with door.client.stream("GET", f"/invocations/{invocation_id}/events") as response:
         text = (await response.aread()).decode()
     assert text.startswith("id: result\nevent: result")
+
+
+async def test_a_queue_timeout_is_busy_not_a_failed_attempt(door: Door) -> None:
+    door.harness.update_function("work", max_scale=1, queue_timeout=0.2)
+    pool = door.harness.executor.function("work")
+    await until(lambda: pool.spec.queue_timeout == 0.2)
+    sync = asyncio.create_task(door.client.get("/function/work?sleep=1.5"))
+    await until(lambda: pool.inflight == 1, timeout=30)
+    invocation_id = await door.submit("/async-function/work")
+    document = await door.final(invocation_id, timeout=30)
+    assert (await sync).status_code == 200
+    # It met 503 queue_timeout (several times) while the one instance was busy: requeued, with
+    # no attempt spent, then served.
+    assert pool.queue_timeouts >= 1
+    assert (document["status"], document["attempts"]) == ("succeeded", 1)

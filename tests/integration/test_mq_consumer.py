@@ -119,6 +119,30 @@ async def test_failures_are_retried_then_reported_without_blocking(hub: BrokerHu
     assert consumer.status.failed == 1
 
 
+async def test_a_busy_function_is_called_again_without_spending_attempts(
+    hub: BrokerHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(consumer_module, "BUSY_PAUSE", 0.01)
+    busy = [
+        Answer(429, "overloaded", "function f is at capacity"),
+        Answer(503, "queue_timeout", "no instance of f was free within 1s"),
+    ] * 3  # six busy answers, more than maxretries + 1
+    attempts: list[str] = []
+
+    async def function(executor: Any, name: str, **request: Any) -> InstanceResponse | Answer:
+        attempts.append(request["headers"]["x-fissile-attempt"])
+        return busy.pop(0) if busy else ok(request["body"])
+
+    await hub.publish("embedded", "in", b"patient")
+    consumer = Consumer(spec(maxretries=1), hub, None, function)  # type: ignore[arg-type]
+    consumer.start()
+    (answer,) = await drain(hub, "out", 1)
+    await consumer.stop()
+    assert answer.body == b"patient"
+    assert attempts == ["1"] * 7  # the function never ran before the last call
+    assert (consumer.status.processed, consumer.status.failed) == (1, 0)
+
+
 async def test_no_ack_until_the_outcome_is_recorded(
     hub: BrokerHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,8 @@ with each message, and acknowledges only once the outcome is recorded:
 - a failure (non-2xx, timeout, crash, no instance): retried up to ``maxretries`` times with a
   short back-off; then a JSON report (error, status, attempts, the original message with its
   body in base64) is published to the error topic (if any), then the message is acked.
+- the function busy (429: its queue is full; 503: no instance within its queue timeout): called
+  again after a second, not counted as an attempt (the function did not run).
 
 If recording fails (the response or error topic cannot be published), the message is not acked:
 the broker delivers it again after a restart. A broker that cannot be reached leaves the
@@ -26,6 +28,7 @@ from typing import Any
 
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
+from fissile.executor.errors import BUSY
 from fissile.models import ConsumerStatus, MessageQueueTriggerSpec
 from fissile.router.invoke import invoke
 from fissile.router.proxy import Answer
@@ -39,6 +42,9 @@ logger = logging.getLogger("fissile.mqt")
 FETCH_WAIT = 1.0
 RETRY_BASE = 0.1
 RETRY_MAX = 2.0
+# Before calling again a function that was busy (429, or 503 after its queue timeout): its
+# Retry-After. Not an attempt: the message did not run, so it is not moved to the error topic.
+BUSY_PAUSE = 1.0
 RECONNECT_MAX = 30.0
 DISCARD_AFTER = 3
 ERROR_BODY_LIMIT = 4096
@@ -162,6 +168,10 @@ class Consumer:
             except Exception as exc:  # a fault of the platform's own: an attempt that failed
                 logger.exception("mq trigger %s: calling %s failed", spec.name, spec.function)
                 result = Answer(500, "internal", f"{type(exc).__name__}: {exc}")
+            if isinstance(result, Answer) and result.code in BUSY:
+                attempts -= 1
+                await asyncio.sleep(BUSY_PAUSE)
+                continue
             if isinstance(result, InstanceResponse) and 200 <= result.status < 300:
                 if spec.resptopic:
                     await self._record(
