@@ -52,8 +52,10 @@ class SandboxUnavailable(Exception):
 
 
 def uid_for(function: str) -> int:
-    """A stable unprivileged uid per function (100000-165535), so that functions do not share a
-    uid: one cannot signal or read the files of another even where namespaces would not stop it."""
+    """A fallback uid for a function (100000-164999) when the specialization spec names none.
+    Names can collide here: the platform passes the uid it allocated in the store
+    (``fissile.store.uids``), unique per function, so that one function cannot signal or read
+    the files of another even where namespaces would not stop it."""
     return 100_000 + zlib.crc32(function.encode()) % 65_000
 
 
