@@ -244,3 +244,5 @@ class Zygote:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+        if self._relay is not None:  # its last lines, until the pipe's other end is gone
+            await asyncio.wait([self._relay], timeout=1.0)
