@@ -130,6 +130,7 @@ class Executor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counter = 0
         self.uids: dict[str, int] = {}  # function -> the uid its instances run as
+        self._function_by_uid: dict[int, str] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -140,10 +141,11 @@ class Executor:
             self.packages[record.name] = Package.model_validate(record.merged())
         envs = [EnvironmentSpec.model_validate(r.data) for r in self.store.list("environments")]
         await asyncio.gather(*(self._add_environment(spec) for spec in envs))
-        self.uids = uids.assigned(self.store)
+        for function, uid in uids.assigned(self.store).items():
+            self._uid_assigned(function, uid)
         for record in self.store.list("functions"):
             if record.name not in self.uids:  # created before uids were allocated
-                self.uids[record.name] = uids.allocate(self.store, record.name)
+                self._uid_assigned(record.name, uids.allocate(self.store, record.name))
             self._add_function(FunctionSpec.model_validate(record.data))
         self.store.subscribe(self.on_change)
         self._reaper = asyncio.create_task(self._reap_forever())
@@ -401,18 +403,24 @@ class Executor:
         elif kind == "packages":
             self._package_changed_(change)
         elif kind == uids.KIND:
-            function = change.record.data.get("function", "")
+            function, uid = change.record.data.get("function", ""), int(change.record.name)
             if change.action == "deleted":
-                if self.uids.get(function) == int(change.record.name):
+                if self.uids.get(function) == uid:
                     del self.uids[function]
+                self._function_by_uid.pop(uid, None)
             else:
-                self.uids[function] = int(change.record.name)
+                self._uid_assigned(function, uid)
+
+    def _uid_assigned(self, function: str, uid: int) -> None:
+        self.uids[function] = uid
+        self._function_by_uid[uid] = function
 
     def uid_of(self, function: str) -> int:
         """The uid the function's instances run as: its own, allocated in the store."""
         uid = self.uids.get(function)
         if uid is None:
-            uid = self.uids[function] = uids.allocate(self.store, function)
+            uid = uids.allocate(self.store, function)
+            self._uid_assigned(function, uid)
         return uid
 
     def caller(self, pid: int, uid: int) -> str | None:
@@ -421,10 +429,7 @@ class Executor:
         anything the peer sent; None for a process that is no function's."""
         if self.sandbox.fork_config.get("drop_uid"):
             # Each function runs as a uid of its own, which every process it starts keeps.
-            for function, assigned in self.uids.items():
-                if assigned == uid:
-                    return function
-            return None
+            return self._function_by_uid.get(uid)
         # Without uids of their own, the process tree tells: the instance or an ancestor.
         for _ in range(_MAX_ANCESTRY):
             instance = self._by_pid.get(pid)
