@@ -137,6 +137,18 @@ FORGER = """
         return {"honest": honest, "context": through_context, "raw": by_hand}
 """
 
+SPAWNER = """
+    import asyncio, sys
+    async def main(request):
+        # The event loop's child watcher needs libuv's signal lock pipe: closing the inherited
+        # descriptors must have kept it.
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "print('child ran')", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await child.communicate()
+        return {"out": out.decode().strip(), "status": child.returncode}
+"""
+
 NEIGHBOUR = """
     def main(request):
         return {"ok": True}
@@ -149,6 +161,7 @@ FUNCTIONS = {
     "capsys": CAPS_AND_SYS,
     "callee": CALLEE,
     "forger": FORGER,
+    "spawner": SPAWNER,
     "neighbour": NEIGHBOUR,
 }
 
@@ -291,6 +304,10 @@ def test_an_instance_holds_only_its_socket_output_and_runtime_descriptors(
     assert others == {}, fds
     assert all(len(ends) == 2 for ends in pipes.values()), fds
     assert fds[1]["target"] not in pipes, fds
+
+
+def test_the_runtime_keeps_what_it_needs_to_start_processes(contained: Platform) -> None:
+    assert call(contained, "spawner") == {"out": "child ran", "status": 0}
 
 
 def test_io_uring_is_denied(contained: Platform) -> None:
