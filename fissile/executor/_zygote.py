@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import gc
 import importlib
 import importlib.util
@@ -79,7 +80,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def open_fds() -> set[int]:
-    return {int(name) for name in os.listdir("/proc/self/fd")} if _PROC_FD else set()
+    """This process's open file descriptors (without the one the listing itself used)."""
+    if not _PROC_FD:
+        return set()
+    return {fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd)}
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
 
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
