@@ -23,6 +23,15 @@ class ZygoteError(Exception):
     pass
 
 
+def _zygote_environment() -> dict[str, str]:
+    """``base_environment()``, plus where the dynamic linker finds a Python built with a shared
+    libpython outside the system's paths (instances drop it from ``os.environ`` again)."""
+    env = base_environment()
+    if "LD_LIBRARY_PATH" in os.environ:
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    return env
+
+
 # Longer lines of a zygote's output are cut here.
 MAX_OUTPUT_LINE = 4096
 
@@ -93,7 +102,7 @@ class Zygote:
             close_fds=True,  # uvloop ignores it: the zygote closes the rest itself
             # Never the supervisor's environment: its strings would stay readable on the
             # zygote's stack (and so every instance's) however os.environ is cleared later.
-            env=base_environment(),
+            env=_zygote_environment(),
             stdin=asyncio.subprocess.DEVNULL,
             # The zygote's output (a failed fork's traceback, a preload's prints) comes back
             # through a pipe into the supervisor's log, never onto the supervisor's own
