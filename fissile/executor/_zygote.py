@@ -25,6 +25,7 @@ import importlib.util
 import io
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -95,7 +96,14 @@ def _is_open(fd: int) -> bool:
 
 
 _PROC_FD = os.path.isdir("/proc/self/fd")
-_MAX_FD = 2**31 - 1  # os.closerange uses close_range(2): the span costs nothing
+
+
+def _fd_limit() -> int:
+    """Past the highest descriptor this process can have: its hard RLIMIT_NOFILE. With
+    close_range(2) (Linux 5.9+; os.closerange uses it) the span costs nothing; without it
+    os.closerange closes one number at a time, so an unbounded span would not end."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 2**31 - 1 if hard == resource.RLIM_INFINITY else min(hard, 2**31 - 1)
 
 
 def close_fds_except(keep: set[int]) -> None:
@@ -105,7 +113,7 @@ def close_fds_except(keep: set[int]) -> None:
         if fd > low:
             os.closerange(low, fd)
         low = max(low, fd + 1)
-    os.closerange(low, _MAX_FD)
+    os.closerange(low, max(low, _fd_limit()))
 
 
 def _rehearse() -> None:
