@@ -139,6 +139,7 @@ FORGER = """
 
 SPAWNER = """
     import asyncio, sys
+    FORKED_WITH_YAML = "yaml" in sys.modules  # from a package zygote that imported it
     async def main(request):
         # The event loop's child watcher needs libuv's signal lock pipe: closing the inherited
         # descriptors must have kept it.
@@ -146,8 +147,16 @@ SPAWNER = """
             sys.executable, "-c", "print('child ran')", stdout=asyncio.subprocess.PIPE
         )
         out, _ = await child.communicate()
-        return {"out": out.decode().strip(), "status": child.returncode}
+        return {
+            "out": out.decode().strip(),
+            "status": child.returncode,
+            "package_zygote": FORKED_WITH_YAML,
+        }
 """
+
+# The same forked from a package zygote (the import cache makes one for functions importing
+# yaml), which makes libuv's pipe anew once more.
+CACHED_SPAWNER = SPAWNER + "    import yaml\n"
 
 NEIGHBOUR = """
     def main(request):
@@ -162,6 +171,7 @@ FUNCTIONS = {
     "callee": CALLEE,
     "forger": FORGER,
     "spawner": SPAWNER,
+    "cached-spawner": CACHED_SPAWNER,
     "neighbour": NEIGHBOUR,
 }
 
@@ -306,8 +316,10 @@ def test_an_instance_holds_only_its_socket_output_and_runtime_descriptors(
     assert fds[1]["target"] not in pipes, fds
 
 
-def test_the_runtime_keeps_what_it_needs_to_start_processes(contained: Platform) -> None:
-    assert call(contained, "spawner") == {"out": "child ran", "status": 0}
+@pytest.mark.parametrize("name", ["spawner", "cached-spawner"])
+def test_the_runtime_keeps_what_it_needs_to_start_processes(contained: Platform, name: str) -> None:
+    answer = call(contained, name)
+    assert answer == {"out": "child ran", "status": 0, "package_zygote": name != "spawner"}
 
 
 def test_io_uring_is_denied(contained: Platform) -> None:
