@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from syskit import Platform, Spawn, write
 
-pytestmark = pytest.mark.slow  # one dedicated platform, a second one restarted: about 20 s
+pytestmark = pytest.mark.slow  # one dedicated platform, another started twice: ~25 s
 
 if os.geteuid() != 0 and os.environ.get("CI") != "true":
     pytest.skip("the full sandbox needs root (namespaces, cgroups)", allow_module_level=True)
