@@ -31,6 +31,7 @@ from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
 from fissile.router import Router, RouterProtocol
 from fissile.router.front_door import FrontDoor
+from fissile.router.internal import PlatformSocketProtocol
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
 from fissile.triggers.service import Triggers
@@ -179,6 +180,8 @@ class Platform:
             # The router's protocol forwards function calls itself and hands the rest to
             # uvicorn's (fissile/router/protocol.py).
             protocol: Any = RouterProtocol if app is router else "httptools"
+            if app is triggers.socket_app:  # it names callers from the peer's credentials
+                protocol = PlatformSocketProtocol
             server = _Server(
                 uvicorn.Config(
                     app,

@@ -29,7 +29,7 @@ from fissile.models import (
 )
 from fissile.observability import LogBook
 from fissile.router.routes import Route, find_conflict
-from fissile.store import AlreadyExists, NotFound, Store
+from fissile.store import AlreadyExists, NotFound, Store, uids
 
 
 class Resources:
@@ -83,6 +83,8 @@ class Resources:
             raise conflict(f"{SINGULAR[kind]} {data['name']!r} already exists") from None
         if kind == "packages":
             self.builder.submit(record.name)
+        elif kind == "functions":
+            uids.allocate(self.store, record.name)
         return self._view(kind, record.merged())
 
     def update(self, kind: str, name: str, spec: Spec) -> dict[str, Any]:
@@ -146,6 +148,7 @@ class Resources:
         if kind == "functions":
             self._delete_owned_package(name, record.data.get("package"))
             self.logs.forget(name)
+            uids.release(self.store, name)
         return deleted.merged()
 
     def _delete_owned_package(self, function: str, package: str | None) -> None:

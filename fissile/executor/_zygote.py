@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import gc
 import importlib
 import importlib.util
 import io
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preload", default="")
     args = parser.parse_args(argv)
 
+    # Whatever the supervisor had open without close-on-exec (its log, a pipe its own parent
+    # passed down) arrives here too: uvloop's subprocess support does not close them
+    # (close_fds is ignored; measured). Nothing of it is ours: closed before anything runs.
+    close_fds_except({0, 1, 2, args.fd})
     die_with_parent()
     if os.getppid() != args.parent:
         sys.exit(0)  # the supervisor died before the death signal was armed
@@ -67,8 +73,47 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
     _fill_heap()
     gc.freeze()
+    # What the runtime opened for itself while starting (libuv's signal lock pipe): instances
+    # keep those, and nothing else of the zygote's.
+    runtime_fds = open_fds() - {0, 1, 2, args.fd}
     _send(control, _ready(failures))
-    Zygote(control).run()
+    Zygote(control, runtime_fds).run()
+
+
+def open_fds() -> set[int]:
+    """This process's open file descriptors (without the one the listing itself used)."""
+    if not _PROC_FD:
+        return set()
+    return {fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd)}
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError:
+        return False
+    return True
+
+
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
+def _fd_limit() -> int:
+    """Past the highest descriptor this process can have: its hard RLIMIT_NOFILE. With
+    close_range(2) (Linux 5.9+; os.closerange uses it) the span costs nothing; without it
+    os.closerange closes one number at a time, so an unbounded span would not end."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 2**31 - 1 if hard == resource.RLIM_INFINITY else min(hard, 2**31 - 1)
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every file descriptor but ``keep``."""
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, max(low, _fd_limit()))
 
 
 def _rehearse() -> None:
@@ -245,8 +290,9 @@ def _send(control: socket.socket, message: dict[str, Any]) -> None:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, runtime_fds: set[int] | None = None) -> None:
         self.control = control
+        self.runtime_fds = runtime_fds or set()
         self.children: set[int] = set()
         self.pid_forker: Any = None
         # Instances arm a parent-death signal after fork; if the zygote died before that, the
@@ -306,21 +352,27 @@ class Zygote:
 
     def fork(self, message: dict[str, Any], fds: list[int]) -> None:
         listener_fd, log_fd = fds
+        pid_namespace = bool((message.get("sandbox") or {}).get("pid_namespace"))
+        before_fork: set[int] = set()
 
         def child() -> None:
             try:
-                self.become_instance(message, listener_fd, log_fd)
+                self.become_instance(message, listener_fd, log_fd, before_fork)
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(70)
 
         try:
-            if (message.get("sandbox") or {}).get("pid_namespace"):
-                if self.pid_forker is None:
-                    from fissile.sandbox.namespaces import PidNamespaceForker
+            if pid_namespace and self.pid_forker is None:
+                from fissile.sandbox.namespaces import PidNamespaceForker
 
-                    self.pid_forker = PidNamespaceForker()
+                self.pid_forker = PidNamespaceForker()
+            # The instance closes all of these but its own; what the fork itself creates
+            # (libuv makes its signal lock pipe anew in a child, at whatever numbers are free)
+            # it keeps.
+            before_fork |= open_fds()
+            if pid_namespace:
                 pid = self.pid_forker.fork(child)
             else:
                 pid = os.fork()
@@ -379,11 +431,14 @@ class Zygote:
         gc.collect()
         _fill_heap()
         gc.freeze()
+        runtime_fds = open_fds() - {0, 1, 2, control_fd}
         _send(control, _ready(failures, imported))
-        Zygote(control).run()
+        Zygote(control, runtime_fds).run()
         os._exit(0)
 
-    def become_instance(self, message: dict[str, Any], listener_fd: int, log_fd: int) -> None:
+    def become_instance(
+        self, message: dict[str, Any], listener_fd: int, log_fd: int, before_fork: set[int]
+    ) -> None:
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
@@ -410,6 +465,11 @@ class Zygote:
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
         os.close(log_fd)
+        # Before any of the function's code: only its socket, its output (1, 2), /dev/null (0)
+        # and the runtime's own descriptors stay; a pid namespace's forker, a sibling's
+        # descriptors in flight, anything the zygote was handed are gone.
+        made_by_fork = open_fds() - before_fork
+        close_fds_except({0, 1, 2, listener_fd} | self.runtime_fds | made_by_fork)
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
 

@@ -31,13 +31,24 @@ from fissile.models import (
 )
 from fissile.observability.logs import LogBook
 from fissile.sandbox import Sandbox
-from fissile.store import Change, Store
+from fissile.store import Change, Store, uids
 
 logger = logging.getLogger("fissile.executor")
 
 REAP_INTERVAL = 0.5
 DEFAULT_MEMORY = 256 * 1024 * 1024  # an unspecialized instance's cgroup, until it has a function
 DEFAULT_PIDS = 256
+
+
+_MAX_ANCESTRY = 16
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _prune_dead_platforms(ours: Any) -> None:
@@ -118,6 +129,8 @@ class Executor:
         self._by_pid: dict[int, Instance] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._counter = 0
+        self.uids: dict[str, int] = {}  # function -> the uid its instances run as
+        self._function_by_uid: dict[int, str] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -128,7 +141,11 @@ class Executor:
             self.packages[record.name] = Package.model_validate(record.merged())
         envs = [EnvironmentSpec.model_validate(r.data) for r in self.store.list("environments")]
         await asyncio.gather(*(self._add_environment(spec) for spec in envs))
+        for function, uid in uids.assigned(self.store).items():
+            self._uid_assigned(function, uid)
         for record in self.store.list("functions"):
+            if record.name not in self.uids:  # created before uids were allocated
+                self._uid_assigned(record.name, uids.allocate(self.store, record.name))
             self._add_function(FunctionSpec.model_validate(record.data))
         self.store.subscribe(self.on_change)
         self._reaper = asyncio.create_task(self._reap_forever())
@@ -386,6 +403,43 @@ class Executor:
             self._function_changed(change)
         elif kind == "packages":
             self._package_changed_(change)
+        elif kind == uids.KIND:
+            function, uid = change.record.data.get("function", ""), int(change.record.name)
+            if change.action == "deleted":
+                if self.uids.get(function) == uid:
+                    del self.uids[function]
+                self._function_by_uid.pop(uid, None)
+            else:
+                self._uid_assigned(function, uid)
+
+    def _uid_assigned(self, function: str, uid: int) -> None:
+        self.uids[function] = uid
+        self._function_by_uid[uid] = function
+
+    def uid_of(self, function: str) -> int:
+        """The uid the function's instances run as: its own, allocated in the store."""
+        uid = self.uids.get(function)
+        if uid is None:
+            uid = uids.allocate(self.store, function)
+            self._uid_assigned(function, uid)
+        return uid
+
+    def caller(self, pid: int, uid: int) -> str | None:
+        """The function whose instance (or a process it started) is the peer ``pid``/``uid``
+        of a platform socket connection, from the kernel's word (SO_PEERCRED), never from
+        anything the peer sent; None for a process that is no function's."""
+        if self.sandbox.fork_config.get("drop_uid"):
+            # Each function runs as a uid of its own, which every process it starts keeps.
+            return self._function_by_uid.get(uid)
+        # Without uids of their own, the process tree tells: the instance or an ancestor.
+        for _ in range(_MAX_ANCESTRY):
+            instance = self._by_pid.get(pid)
+            if instance is not None:
+                return instance.function
+            pid = _parent_of(pid)
+            if pid <= 1:
+                return None
+        return None
 
     def _environment_changed(self, change: Change) -> None:
         name = change.record.name

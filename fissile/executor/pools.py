@@ -16,7 +16,6 @@ from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, Overlo
 from fissile.executor.instance import Instance, State
 from fissile.executor.zygote import Zygote
 from fissile.models import EnvironmentSpec, FunctionSpec, FunctionStatus
-from fissile.sandbox import uid_for
 
 if TYPE_CHECKING:
     from fissile.executor.executor import Executor
@@ -381,7 +380,7 @@ class FunctionPool:
             "timeout": self.spec.timeout,
             "memory": self.spec.memory,
             "network": self.spec.network or env.network,
-            "uid": uid_for(self.name),
+            "uid": self.executor.uid_of(self.name),
         }
         try:
             self.executor.limit(instance, self.spec)

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from fissile.sandbox import base_environment
+
 logger = logging.getLogger("fissile.executor")
 
 ExitCallback = Callable[[int, int], None]
@@ -19,6 +21,33 @@ ForkCallback = Callable[[str, int], None]
 
 class ZygoteError(Exception):
     pass
+
+
+def _zygote_environment() -> dict[str, str]:
+    """``base_environment()``, plus where the dynamic linker finds a Python built with a shared
+    libpython outside the system's paths (instances drop it from ``os.environ`` again)."""
+    env = base_environment()
+    if "LD_LIBRARY_PATH" in os.environ:
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    return env
+
+
+# Longer lines of a zygote's output are cut here.
+MAX_OUTPUT_LINE = 4096
+
+
+async def _relay_output(env: str, stream: asyncio.StreamReader) -> None:
+    """Log a zygote's output, line by line, until it and every process sharing it are gone."""
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # longer than the stream's limit: that much was dropped
+            logger.warning("the %s zygote wrote an overlong line (dropped)", env)
+            continue
+        if not line:
+            return
+        text = line[:MAX_OUTPUT_LINE].decode(errors="replace").rstrip()
+        logger.warning("the %s zygote: %s", env, text)
 
 
 class Zygote:
@@ -42,6 +71,7 @@ class Zygote:
         self.alive = False
         self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._forks: dict[str, asyncio.Future[int]] = {}
+        self._relay: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -69,11 +99,22 @@ class Zygote:
             "--preload",
             ",".join(self.preload),
             pass_fds=[theirs.fileno()],
+            close_fds=True,  # uvloop ignores it: the zygote closes the rest itself
+            # Never the supervisor's environment: its strings would stay readable on the
+            # zygote's stack (and so every instance's) however os.environ is cleared later.
+            env=_zygote_environment(),
             stdin=asyncio.subprocess.DEVNULL,
+            # The zygote's output (a failed fork's traceback, a preload's prints) comes back
+            # through a pipe into the supervisor's log, never onto the supervisor's own
+            # stdout/stderr, which instances could otherwise write to.
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             cwd="/",
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops us in order
         )
         theirs.close()
+        assert self.process.stdout is not None
+        self._relay = loop.create_task(_relay_output(self.env, self.process.stdout))
         loop.add_reader(ours.fileno(), self._readable)
         try:
             ready = await asyncio.wait_for(self._ready, timeout)
@@ -212,3 +253,5 @@ class Zygote:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+        if self._relay is not None:  # its last lines, until the pipe's other end is gone
+            await asyncio.wait([self._relay], timeout=1.0)

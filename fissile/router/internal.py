@@ -11,16 +11,24 @@ none`` and a private root).
 - ``POST /publish?topic=T&mqtype=M[&broker_url=U]``: the body, published to a topic.
 
 Anyone who can connect may call any function and publish to any topic; that is no more than an
-instance with the host's network can do through the router.
+instance with the host's network can do through the router. Who is calling is the platform's to
+say: the callee's ``x-fissile-caller`` names the function the kernel says the connecting process
+belongs to (its uid or pid, SO_PEERCRED, read as the connection is accepted), whatever the
+caller sent; a process that is no function's gets no caller header.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import socket
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
@@ -38,9 +46,33 @@ MAX_BODY = 16 * 1024 * 1024
 CHAIN_ID = "x-fissile-chain-id"
 CHAIN_DEPTH = "x-fissile-chain-depth"
 DEADLINE = "x-fissile-deadline"
+CALLER = "x-fissile-caller"
+# Where the protocol puts the connecting process's credentials in the ASGI scope.
+PEER = "fissile.peer"
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 # Caller headers passed on to the callee.
 _PASSED = frozenset({"content-type", "accept"})
+
+
+class PlatformSocketProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, adding the peer's credentials (pid, uid, gid) to each request's
+    scope. Read once per connection: a unix socket's peer cannot change."""
+
+    peer: tuple[int, int, int] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            self.peer = _UCRED.unpack(raw)
+        except (AttributeError, OSError):
+            self.peer = None
+        super().connection_made(transport)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[PEER] = self.peer  # type: ignore[literal-required]
 
 
 class PlatformSocketApp:
@@ -61,15 +93,26 @@ class PlatformSocketApp:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if path.startswith("/invoke/"):
-            await _reply(send, await self.invoke(path[len("/invoke/") :], headers, body))
+            caller = self.caller(scope.get(PEER))
+            await _reply(send, await self.invoke(path[len("/invoke/") :], headers, body, caller))
         elif path == "/publish":
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             await _reply(send, await self.publish(query, headers, body))
         else:
             await _reply(send, Answer(404, "not_found", f"no endpoint {path}"))
 
+    def caller(self, peer: tuple[int, int, int] | None) -> str | None:
+        if peer is None:
+            return None
+        pid, uid, _ = peer
+        return self.executor.caller(pid, uid)
+
     async def invoke(
-        self, function: str, headers: Mapping[str, str], body: bytes
+        self,
+        function: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        caller: str | None = None,
     ) -> InstanceResponse | Answer:
         try:
             depth = max(0, int(headers.get(CHAIN_DEPTH, "0"))) + 1
@@ -88,9 +131,8 @@ class PlatformSocketApp:
             return Answer(504, "timeout", "the caller's deadline has passed")
         forwarded = {k: v for k, v in headers.items() if k in _PASSED}
         forwarded |= {CHAIN_ID: chain, CHAIN_DEPTH: str(depth)}
-        caller = headers.get("x-fissile-caller")
-        if caller:
-            forwarded["x-fissile-caller"] = caller
+        if caller:  # the platform's word; what the caller sent is not passed on
+            forwarded[CALLER] = caller
         return await invoke(self.executor, function, headers=forwarded, body=body, timeout=deadline)
 
     async def publish(

@@ -107,7 +107,6 @@ class Context:
             "x-fissile-chain-id": self.chain_id,
             "x-fissile-chain-depth": str(self.chain_depth),
             "x-fissile-deadline": f"{self.remaining():.3f}",
-            "x-fissile-caller": self.function,
         }
         return self._post(f"/invoke/{quote(function, safe='')}", headers, body)
 

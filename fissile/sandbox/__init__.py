@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import resource
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "Sandbox",
     "SandboxUnavailable",
     "apply_sandbox",
+    "base_environment",
     "enter_function",
     "probe",
     "uid_for",
@@ -50,8 +52,10 @@ class SandboxUnavailable(Exception):
 
 
 def uid_for(function: str) -> int:
-    """A stable unprivileged uid per function (100000-165535), so that functions do not share a
-    uid: one cannot signal or read the files of another even where namespaces would not stop it."""
+    """A fallback uid for a function (100000-164999) when the specialization spec names none.
+    Names can collide here: the platform passes the uid it allocated in the store
+    (``fissile.store.uids``), unique per function, so that one function cannot signal or read
+    the files of another even where namespaces would not stop it."""
     return 100_000 + zlib.crc32(function.encode()) % 65_000
 
 
@@ -137,6 +141,12 @@ def apply_sandbox(config: dict[str, Any]) -> None:
             from fissile.sandbox.filesystem import build_root
 
             build_root(config["filesystem"])
+    if config.get("drop_uid"):
+        from fissile.sandbox import _libc
+
+        # Done now, while warm (~40 prctl calls): only the capabilities the process could gain
+        # go; it keeps those it holds until the uid drop at specialization clears them.
+        _libc.drop_bounding_set()
     if config.get("seccomp"):
         from fissile.sandbox.seccomp import DENIED_SYSCALLS, install_filter
 
@@ -187,15 +197,25 @@ def enter_function(config: dict[str, Any], spec: dict[str, Any]) -> str:
     return deploy_dir
 
 
+def base_environment(source: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The minimal environment of zygotes and instances: the few variables of ``source`` (the
+    calling process's by default) that locale, time zone, TLS and PATH lookups need."""
+    source = os.environ if source is None else source
+    env = {key: source[key] for key in _BASE_ENV if key in source}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["HOME"] = "/tmp"
+    env["TMPDIR"] = "/tmp"
+    return env
+
+
 def _scrub_environment() -> None:
     """Functions see only a minimal environment (plus their own variables, added at
-    specialization) — never the supervisor's, which may hold a token or credentials."""
-    kept = {key: os.environ[key] for key in _BASE_ENV if key in os.environ}
+    specialization) — never the supervisor's, which may hold a token or credentials. The
+    zygote was already started with ``base_environment()``; this also drops what its own
+    start-up may have set."""
+    kept = base_environment()
     os.environ.clear()
     os.environ.update(kept)
-    os.environ.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    os.environ["HOME"] = "/tmp"
-    os.environ["TMPDIR"] = "/tmp"
 
 
 def _limit_data(memory: int) -> None:

@@ -78,6 +78,31 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(_lib().syscall(_SYS_PIVOT_ROOT, new_root.encode(), put_old.encode()), "pivot_root")
 
 
+PR_CAPBSET_DROP = 24
+
+
+def _last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return 63  # the most a 64-bit capability set can name; unknown ones fail with EINVAL
+
+
+# Read once, in the zygote: an instance's own /proc is mounted later.
+CAP_LAST_CAP = _last_cap()
+
+
+def drop_bounding_set() -> None:
+    """Empty the capability bounding set: nothing this process executes can gain a capability
+    (file capabilities included), whatever its uid. Needs CAP_SETPCAP; the capabilities the
+    process holds now are untouched."""
+    prctl = _lib().prctl
+    for cap in range(CAP_LAST_CAP + 1):
+        if prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL
+            _check(-1, f"prctl(PR_CAPBSET_DROP, {cap})")
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()[:64]
     _check(_lib().sethostname(raw, len(raw)), "sethostname")

@@ -2,9 +2,11 @@
 
 A fresh tmpfs becomes its root: the host's system directories and the Python installation are
 bound into it read-only at their usual paths, ``/tmp`` and ``/dev/shm`` are private
-size-limited tmpfs mounts, ``/proc`` belongs to the instance's PID namespace, and ``/dev`` holds
-only null, zero, full, random and urandom. The platform's data directory is not there (masked by
-an empty mount where it would show through a bound directory). At fork time every package is
+size-limited tmpfs mounts, ``/sys`` is the host's sysfs alone (read-only, none of the
+filesystems mounted below it, so ``/sys/fs/cgroup`` is empty), ``/proc`` belongs to the
+instance's PID namespace, and ``/dev`` holds only null, zero, full, random and urandom. The
+platform's data directory is not there (masked by an empty mount where it would show through a
+bound directory). At fork time every package is
 reachable at ``/.deploy`` (root-only) because the function is not known yet; specialization binds
 the function's own package at ``/function`` and detaches ``/.deploy`` before any user code runs.
 The directory of the platform socket (``context.invoke``/``publish``) is bound read-only at
@@ -38,6 +40,8 @@ DEVICES = ("null", "zero", "full", "random", "urandom")
 FUNCTION_DIR = "/function"
 PLATFORM_DIR = "/run/fissile"
 _DEPLOY_DIR = "/.deploy"
+# Bound without their submounts (cgroup, debugfs, securityfs, bpf, ... under /sys).
+_FLAT_BINDS = frozenset({"/sys"})
 
 
 def plan(
@@ -73,8 +77,8 @@ def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def _bind(source: str, target: str, writable: bool = False) -> None:
-    mount(source, target, None, MS_BIND | MS_REC, None)
+def _bind(source: str, target: str, writable: bool = False, recursive: bool = True) -> None:
+    mount(source, target, None, MS_BIND | (MS_REC if recursive else 0), None)
     flags = MS_BIND | MS_REMOUNT | MS_NOSUID | (0 if writable else MS_RDONLY)
     mount(None, target, None, flags, None)
 
@@ -117,7 +121,10 @@ def build_root(plan: dict[str, Any]) -> None:
             os.symlink(os.readlink(path), target)
         elif os.path.isdir(path):
             os.makedirs(target, exist_ok=True)
-            _bind(path, target)
+            # /sys without the mounts below it: a read-only remount covers only the top one,
+            # so a recursive bind left the host's cgroup hierarchies writable (by permission
+            # only) and showed every other instance's cgroup figures under /sys/fs/cgroup.
+            _bind(path, target, recursive=path not in _FLAT_BINDS)
     for path in plan["masks"]:
         if os.path.isdir(root + path):
             _tmpfs(root + path, 4096, "000", MS_RDONLY | MS_NOEXEC)

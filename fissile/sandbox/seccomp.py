@@ -40,6 +40,9 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
     # Kernel keyrings are not namespaced; userfaultfd is a favourite of kernel exploits.
     "keyctl", "add_key", "request_key", "userfaultfd",
+    # io_uring runs I/O outside the syscall path seccomp sees, and has been a steady source of
+    # kernel exploits; Docker's default profile denies it too.
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
 )  # fmt: skip
 
 # Syscall numbers of the names this module knows: arch/x86/entry/syscalls/syscall_64.tbl and
@@ -56,6 +59,7 @@ X86_64_SYSCALLS: dict[str, int] = {
     "name_to_handle_at": 303, "open_by_handle_at": 304, "clock_adjtime": 305, "setns": 308,
     "process_vm_readv": 310, "process_vm_writev": 311, "finit_module": 313,
     "seccomp": 317, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
     "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
     "fspick": 433, "clone3": 435, "mount_setattr": 442,
 }  # fmt: skip
@@ -68,7 +72,8 @@ AARCH64_SYSCALLS: dict[str, int] = {
     "perf_event_open": 241, "name_to_handle_at": 264, "open_by_handle_at": 265,
     "clock_adjtime": 266, "setns": 268, "process_vm_readv": 270, "process_vm_writev": 271,
     "finit_module": 273, "seccomp": 277, "bpf": 280, "userfaultfd": 282,
-    "kexec_file_load": 294, "open_tree": 428, "move_mount": 429, "fsopen": 430,
+    "kexec_file_load": 294, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
     "fsconfig": 431, "fsmount": 432, "fspick": 433, "clone3": 435, "mount_setattr": 442,
 }  # fmt: skip
 

@@ -200,6 +200,9 @@ class Platform:
         self.port = 0
         self.api_port = 0
         self.http = httpx.Client(timeout=30.0)
+        # What else `fissile up` inherits: variables, open file descriptors.
+        self.extra_env: dict[str, str] = {}
+        self.pass_fds: tuple[int, ...] = ()
 
     # where it listens
     @property
@@ -243,6 +246,7 @@ class Platform:
         env.pop("FISSILE_API", None)
         # Builds must not need the network: pip may only use local paths.
         env["PIP_NO_INDEX"] = "1"
+        env.update(self.extra_env)
         args = [
             str(FISSILE),
             "up",
@@ -261,7 +265,13 @@ class Platform:
         self._log_offset = len(self.stderr())
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.cwd
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.cwd,
+                pass_fds=self.pass_fds,
             )
 
     def wait_serving(self, timeout: float = STARTUP_TIMEOUT) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fissile.router import internal
-from fissile.router.internal import MAX_DEPTH, PlatformSocketApp
+from fissile.router.internal import MAX_DEPTH, PEER, PlatformSocketApp
 from fissile.triggers.mq.hub import Refused
 
 
@@ -30,9 +30,14 @@ class Recorder:
 
 
 async def call(
-    app: PlatformSocketApp, path: str, headers: dict[str, str], query: bytes = b""
+    app: PlatformSocketApp,
+    path: str,
+    headers: dict[str, str],
+    query: bytes = b"",
+    peer: tuple[int, int, int] | None = None,
 ) -> Recorder:
     scope = {
+        PEER: peer,
         "type": "http",
         "method": "POST",
         "path": path,
@@ -80,16 +85,15 @@ async def test_depth_past_the_limit_is_508(invoked: list[dict[str, Any]]) -> Non
 async def test_the_callee_gets_depth_plus_one_and_the_remaining_time(
     invoked: list[dict[str, Any]],
 ) -> None:
-    app = PlatformSocketApp(None, refuse)  # type: ignore[arg-type]
+    app = PlatformSocketApp(Callers({(1234, 100_007): "a"}), refuse)  # type: ignore[arg-type]
     headers = {
         "x-fissile-chain-depth": "3",
         "x-fissile-chain-id": "c1",
         "x-fissile-deadline": "2.5",
-        "x-fissile-caller": "a",
         "content-type": "application/json",
         "x-other": "not passed",
     }
-    answered = await call(app, "/invoke/g", headers)
+    answered = await call(app, "/invoke/g", headers, peer=(1234, 100_007, 100_007))
     assert answered.status == 200
     (made,) = invoked
     assert made["function"] == "g" and made["timeout"] == 2.5 and made["body"] == b"{}"
@@ -99,6 +103,27 @@ async def test_the_callee_gets_depth_plus_one_and_the_remaining_time(
         "x-fissile-chain-depth": "4",
         "x-fissile-caller": "a",
     }
+
+
+class Callers:
+    """The executor's side: which function a peer (pid, uid) belongs to."""
+
+    def __init__(self, known: dict[tuple[int, int], str]) -> None:
+        self.known = known
+
+    def caller(self, pid: int, uid: int) -> str | None:
+        return self.known.get((pid, uid))
+
+
+async def test_the_caller_is_named_by_the_platform_never_by_the_request(
+    invoked: list[dict[str, Any]],
+) -> None:
+    app = PlatformSocketApp(Callers({(1234, 100_007): "a"}), refuse)  # type: ignore[arg-type]
+    forged = {"x-fissile-caller": "billing-admin"}
+    await call(app, "/invoke/g", forged, peer=(1234, 100_007, 100_007))
+    await call(app, "/invoke/g", forged, peer=(999, 0, 0))  # a process that is no function's
+    await call(app, "/invoke/g", forged)  # no credentials at all
+    assert [made["headers"].get("x-fissile-caller") for made in invoked] == ["a", None, None]
 
 
 async def test_a_passed_deadline_and_bad_numbers(invoked: list[dict[str, Any]]) -> None:

@@ -95,6 +95,25 @@ def test_mount_unshare_ptrace_denied() -> None:
     assert in_child(body) == [errno.EPERM] * 4
 
 
+def test_io_uring_denied() -> None:
+    # Without the filter io_uring_setup(1, NULL) fails with EFAULT (or ENOSYS/EPERM where the
+    # kernel has it off): EPERM alone says nothing, so the unfiltered answer is checked first.
+    def setup() -> int:
+        return libc_errno("syscall", ctypes.c_long(NR["io_uring_setup"]), 1, None)
+
+    def body() -> list[int]:
+        seccomp.install_filter()
+        return [
+            setup(),
+            libc_errno("syscall", ctypes.c_long(NR["io_uring_enter"]), -1, 0, 0, 0, None),
+            libc_errno("syscall", ctypes.c_long(NR["io_uring_register"]), -1, 0, None, 0),
+        ]
+
+    if in_child(setup) == errno.EPERM:
+        pytest.skip("io_uring is disabled on this host (kernel.io_uring_disabled)")
+    assert in_child(body) == [errno.EPERM] * 3
+
+
 def test_clone_with_namespace_flags_denied_and_clone3_is_enosys() -> None:
     def body() -> list[int]:
         seccomp.install_filter()
