@@ -27,6 +27,12 @@ class Config:
     log_level: str = "info"
     sandbox: str = "auto"
     retention: float = 24 * 3600.0  # how long finished async invocations are kept
+    # What one client may hold of the router (fissile/router/limits.py).
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int | None = None  # None: derived from the fd limit at start
 
     @property
     def invocations_db(self) -> Path:

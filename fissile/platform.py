@@ -30,6 +30,7 @@ from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
 from fissile.router import Router, RouterProtocol
 from fissile.router.front_door import FrontDoor
+from fissile.router.limits import Limits, default_max_connections, raise_fd_limit
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
 from fissile.triggers.service import Triggers
@@ -142,7 +143,12 @@ class Platform:
             self.events,
             retention=config.retention,
         )
-        router = Router(executor, max_body=config.max_body, front_door=FrontDoor(invocations))
+        router = Router(
+            executor,
+            max_body=config.max_body,
+            front_door=FrontDoor(invocations),
+            limits=_limits(config),
+        )
         platform_socket = _listen_unix(executor.platform_socket)
         info = PlatformInfo(
             version=fissile.__version__,
@@ -188,6 +194,8 @@ class Platform:
                     # X-Forwarded-* are passed to functions as they came, not applied here:
                     # the middleware cost ~1 % of the router's time for nothing.
                     proxy_headers=False,
+                    # A float works (it only reaches loop.call_later); uvicorn annotates int.
+                    timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]
                 )
             )
             self._servers.append(server)
@@ -239,6 +247,25 @@ class Platform:
             self.store.close()
         if self._lock is not None:
             os.close(self._lock)
+
+
+def _limits(config: Config) -> Limits:
+    """The router's limits; the fd limit is raised to its hard limit first, since every client
+    connection holds an fd, and the default connection limit leaves the rest to the control API,
+    instances and the store."""
+    nofile = raise_fd_limit()
+    max_connections = config.max_connections or default_max_connections(nofile)
+    if max_connections > nofile:
+        _say(
+            f"WARNING: --max-connections {max_connections} is above this process's fd limit"
+            f" ({nofile}): the control API may be starved of fds when the router is full"
+        )
+    return Limits(
+        max_header_bytes=config.max_header_bytes,
+        max_headers=config.max_headers,
+        header_timeout=config.header_timeout,
+        max_connections=max_connections,
+    )
 
 
 def _listen_unix(path: Path) -> socket.socket:

@@ -44,6 +44,42 @@ from fissile.config import Config, default_data_dir
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.option(
+    "--max-header-bytes",
+    default="64Ki",
+    show_default=True,
+    type=MEMORY,
+    help="Largest request target plus headers (431 past it).",
+)
+@click.option(
+    "--max-headers",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most request headers (431 past it).",
+)
+@click.option(
+    "--header-timeout",
+    default="10s",
+    show_default=True,
+    type=DURATION,
+    help="Time a client has to send a request's head, from connecting or from its first byte"
+    " (408 past it).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default="5s",
+    show_default=True,
+    type=DURATION,
+    help="How long an idle keep-alive connection stays open.",
+)
+@click.option(
+    "--max-connections",
+    default=None,
+    type=click.IntRange(1),
+    help="Open client connections to the router (503 past it)."
+    " [default: 3/4 of the fd limit, at most 65536]",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -54,6 +90,11 @@ def up(
     sandbox: str,
     retention: float,
     log_level: str,
+    max_header_bytes: int,
+    max_headers: int,
+    header_timeout: float,
+    keep_alive_timeout: float,
+    max_connections: int | None,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -61,6 +102,14 @@ def up(
     if retention < 1:
         # Shorter, a finished record would be gone before its caller could read it.
         raise click.BadParameter("must be at least 1s", param_hint="--retention")
+    for hint, value in (
+        ("--header-timeout", header_timeout),
+        ("--keep-alive-timeout", keep_alive_timeout),
+    ):
+        if value < 0.1:
+            raise click.BadParameter("must be at least 0.1s", param_hint=hint)
+    if max_header_bytes < 1024:
+        raise click.BadParameter("must be at least 1Ki", param_hint="--max-header-bytes")
 
     config = Config(
         data_dir=data_dir or default_data_dir(),
@@ -72,6 +121,11 @@ def up(
         log_level=log_level,
         sandbox=sandbox,
         retention=retention,
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        header_timeout=header_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        max_connections=max_connections,
     )
     try:
         run(config)

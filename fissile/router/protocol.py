@@ -581,9 +581,7 @@ class _Delegate(HttpToolsProtocol):
 
     def answering(self) -> bool:
         """A request's response is still to be written."""
-        return bool(self.pipeline) or (
-            self.cycle is not None and not self.cycle.response_complete
-        )
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
