@@ -39,6 +39,8 @@ _REFRAMED = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 MAX_PIPELINED = 16
 # Body bytes past which a request's packets are no longer kept for a pass-through hand-over.
 MAX_RAW = 1 << 20
+# Seconds a refused connection is still read from (and what it sends dropped) before closing.
+LINGER = 2.0
 
 _STATUS_LINES: dict[int, bytes] = {}
 
@@ -477,10 +479,20 @@ class RouterProtocol(asyncio.Protocol):
 
     def _send_refusal(self) -> None:
         answer, self.refusal = self.refusal, None
+        transport = self.transport
+        if transport is None:
+            return
         if answer is not None:
             self._respond(answer.status, answer.headers, answer.body, keep_alive=False)
-        if self.transport is not None:
-            self.transport.close()
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        # Half-close, and drop what the client still sends for a moment: closing with unread
+        # data makes the kernel reset the connection, and a client still sending may then lose
+        # the answer.
+        transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER, transport.close)
 
     def _refuse_head(self, too_many: bool) -> None:
         if too_many:
