@@ -18,7 +18,7 @@ from test_router_protocol import ECHO, Client, Served, _Server, get
 
 from fissile.models import HTTPTriggerSpec
 from fissile.router import Router, RouterProtocol
-from fissile.router.limits import Limits, default_max_connections
+from fissile.router.limits import Limits
 
 Serve = Callable[[Limits], AbstractAsyncContextManager[Served]]
 
@@ -213,10 +213,3 @@ async def test_garbage_after_a_pass_through_hand_over_is_answered_in_order(
         nowhere, two, bad = await client.responses(3)
         assert (nowhere.status, two.status, bad.status) == (404, 200, 400)
         assert await client.closed()
-
-
-def test_the_default_connection_limit_leaves_fds_for_everything_else() -> None:
-    assert default_max_connections(1024) == 512
-    assert default_max_connections(20000) == 15000
-    assert default_max_connections(1 << 20) == 65536
-    assert default_max_connections(64) == 32
