@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import logging
@@ -29,6 +30,7 @@ from fissile.invocations import Invocations, InvocationStore
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
 from fissile.router import Router, RouterProtocol
+from fissile.router.bounded import bounded_protocol
 from fissile.router.front_door import FrontDoor
 from fissile.router.limits import Limits, default_max_connections, raise_fd_limit
 from fissile.sandbox import SandboxUnavailable
@@ -143,11 +145,12 @@ class Platform:
             self.events,
             retention=config.retention,
         )
+        router_limits, side_limits = _limits(config)
         router = Router(
             executor,
             max_body=config.max_body,
             front_door=FrontDoor(invocations),
-            limits=_limits(config),
+            limits=router_limits,
         )
         platform_socket = _listen_unix(executor.platform_socket)
         info = PlatformInfo(
@@ -180,7 +183,9 @@ class Platform:
         for app, sock in servers:
             # The router's protocol forwards function calls itself and hands the rest to
             # uvicorn's (fissile/router/protocol.py).
-            protocol: Any = RouterProtocol if app is router else "httptools"
+            # The others get uvicorn's, held to the same limits on heads and a cap of their
+            # own on connections (fissile/router/bounded.py).
+            protocol: Any = RouterProtocol if app is router else bounded_protocol(side_limits)
             server = _Server(
                 uvicorn.Config(
                     app,
@@ -249,10 +254,11 @@ class Platform:
             os.close(self._lock)
 
 
-def _limits(config: Config) -> Limits:
-    """The router's limits; the fd limit is raised to its hard limit first, since every client
-    connection holds an fd, and the default connection limit leaves the rest to the control API,
-    instances and the store."""
+def _limits(config: Config) -> tuple[Limits, Limits]:
+    """The router's limits, and those of the control API and the platform socket (each capped
+    at a quarter of the fds the router leaves, at least 64). The fd limit is raised to its hard
+    limit first, since every client connection holds an fd; the default connection limit leaves
+    the rest to the control API, instances and the store."""
     nofile = raise_fd_limit()
     max_connections = config.max_connections or default_max_connections(nofile)
     if max_connections > nofile:
@@ -260,12 +266,14 @@ def _limits(config: Config) -> Limits:
             f"WARNING: --max-connections {max_connections} is above this process's fd limit"
             f" ({nofile}): the control API may be starved of fds when the router is full"
         )
-    return Limits(
+    router = Limits(
         max_header_bytes=config.max_header_bytes,
         max_headers=config.max_headers,
         header_timeout=config.header_timeout,
         max_connections=max_connections,
     )
+    side = dataclasses.replace(router, max_connections=max(64, (nofile - max_connections) // 4))
+    return router, side
 
 
 def _listen_unix(path: Path) -> socket.socket:

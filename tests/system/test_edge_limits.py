@@ -163,6 +163,21 @@ def test_a_client_sending_its_head_byte_by_byte_gets_408(edge: Platform) -> None
     assert time.monotonic() - started < HEADER_TIMEOUT * 10
 
 
+def test_the_control_api_is_held_to_the_same_limits(edge: Platform) -> None:
+    api = ("127.0.0.1", edge.api_port)
+    silent = socket.create_connection(api, timeout=DEADLINE)
+    slow = socket.create_connection(api, timeout=DEADLINE)
+    slow.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+    many = socket.create_connection(api, timeout=DEADLINE)
+    many.sendall(b"GET /healthz HTTP/1.1\r\n" + b"x: y\r\n" * 101 + b"\r\n")
+    reply = Reply(read_to_end(many))
+    assert (reply.status, reply.error()) == (431, "too_many_headers")
+    for sock in (silent, slow):
+        reply = Reply(read_to_end(sock))
+        assert (reply.status, reply.error()) == (408, "header_timeout")
+    serving(edge)
+
+
 def test_pipelined_requests_then_garbage_get_their_answers_then_400(edge: Platform) -> None:
     sock = connect(edge)
     request = b"GET /edge-hello HTTP/1.1\r\nhost: x\r\n\r\n"
