@@ -78,7 +78,8 @@ from fissile.config import Config, default_data_dir
     default=None,
     type=click.IntRange(1),
     help="Open client connections to the router (503 past it)."
-    " [default: 3/4 of the fd limit, at most 65536]",
+    " [default: the fd limit less a quarter of it (at least 1024 of 2048 or more),"
+    " at most 65536]",
 )
 def up(
     data_dir: Path | None,
