@@ -32,6 +32,12 @@ class Config:
     max_cpu: float | None = None
     max_scale: int | None = None
     max_timeout: float | None = None
+    # What one client may hold of the router (fissile/router/limits.py).
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int | None = None  # None: derived from the fd limit at start
 
     @property
     def invocations_db(self) -> Path:

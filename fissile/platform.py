@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import logging
@@ -30,8 +31,10 @@ from fissile.invocations import Invocations, InvocationStore
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
 from fissile.router import Router, RouterProtocol
+from fissile.router.bounded import bounded_protocol
 from fissile.router.front_door import FrontDoor
 from fissile.router.internal import PlatformSocketProtocol
+from fissile.router.limits import Limits, default_max_connections, raise_fd_limit
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
 from fissile.triggers.service import Triggers
@@ -147,7 +150,13 @@ class Platform:
             self.events,
             retention=config.retention,
         )
-        router = Router(executor, max_body=config.max_body, front_door=FrontDoor(invocations))
+        router_limits, side_limits = _limits(config)
+        router = Router(
+            executor,
+            max_body=config.max_body,
+            front_door=FrontDoor(invocations),
+            limits=router_limits,
+        )
         platform_socket = _listen_unix(executor.platform_socket)
         info = PlatformInfo(
             version=fissile.__version__,
@@ -179,9 +188,14 @@ class Platform:
         for app, sock in servers:
             # The router's protocol forwards function calls itself and hands the rest to
             # uvicorn's (fissile/router/protocol.py).
-            protocol: Any = RouterProtocol if app is router else "httptools"
-            if app is triggers.socket_app:  # it names callers from the peer's credentials
-                protocol = PlatformSocketProtocol
+            # The others get uvicorn's, held to the same limits on heads and a cap of their
+            # own on connections (fissile/router/bounded.py); the platform socket's also names
+            # callers from the peer's credentials.
+            protocol: Any = RouterProtocol
+            if app is triggers.socket_app:
+                protocol = bounded_protocol(side_limits, PlatformSocketProtocol)
+            elif app is not router:
+                protocol = bounded_protocol(side_limits)
             server = _Server(
                 uvicorn.Config(
                     app,
@@ -195,6 +209,8 @@ class Platform:
                     # X-Forwarded-* are passed to functions as they came, not applied here:
                     # the middleware cost ~1 % of the router's time for nothing.
                     proxy_headers=False,
+                    # A float works (it only reaches loop.call_later); uvicorn annotates int.
+                    timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]
                 )
             )
             self._servers.append(server)
@@ -246,6 +262,28 @@ class Platform:
             self.store.close()
         if self._lock is not None:
             os.close(self._lock)
+
+
+def _limits(config: Config) -> tuple[Limits, Limits]:
+    """The router's limits, and those of the control API and the platform socket (each capped
+    at a quarter of the fds the router leaves, at least 64). The fd limit is raised to its hard
+    limit first, since every client connection holds an fd; the default connection limit leaves
+    the rest to the control API, instances and the store."""
+    nofile = raise_fd_limit()
+    max_connections = config.max_connections or default_max_connections(nofile)
+    if max_connections > nofile:
+        _say(
+            f"WARNING: --max-connections {max_connections} is above this process's fd limit"
+            f" ({nofile}): the control API may be starved of fds when the router is full"
+        )
+    router = Limits(
+        max_header_bytes=config.max_header_bytes,
+        max_headers=config.max_headers,
+        header_timeout=config.header_timeout,
+        max_connections=max_connections,
+    )
+    side = dataclasses.replace(router, max_connections=max(64, (nofile - max_connections) // 4))
+    return router, side
 
 
 def _listen_unix(path: Path) -> socket.socket:

@@ -70,6 +70,43 @@ from fissile.models import MIN_MEMORY
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.option(
+    "--max-header-bytes",
+    default="64Ki",
+    show_default=True,
+    type=MEMORY,
+    help="Largest request target plus headers (431 past it).",
+)
+@click.option(
+    "--max-headers",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most request headers (431 past it).",
+)
+@click.option(
+    "--header-timeout",
+    default="10s",
+    show_default=True,
+    type=DURATION,
+    help="Time a client has to send a request's head, from connecting or from its first byte"
+    " (408 past it).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default="5s",
+    show_default=True,
+    type=DURATION,
+    help="How long an idle keep-alive connection stays open.",
+)
+@click.option(
+    "--max-connections",
+    default=None,
+    type=click.IntRange(1),
+    help="Open client connections to the router (503 past it)."
+    " [default: the fd limit less a quarter of it (at least 1024 of 2048 or more),"
+    " at most 65536]",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -84,6 +121,11 @@ def up(
     max_scale_limit: int | None,
     max_timeout: float | None,
     log_level: str,
+    max_header_bytes: int,
+    max_headers: int,
+    header_timeout: float,
+    keep_alive_timeout: float,
+    max_connections: int | None,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -91,6 +133,14 @@ def up(
     if retention < 1:
         # Shorter, a finished record would be gone before its caller could read it.
         raise click.BadParameter("must be at least 1s", param_hint="--retention")
+    for hint, value in (
+        ("--header-timeout", header_timeout),
+        ("--keep-alive-timeout", keep_alive_timeout),
+    ):
+        if value < 0.1:
+            raise click.BadParameter("must be at least 0.1s", param_hint=hint)
+    if max_header_bytes < 1024:
+        raise click.BadParameter("must be at least 1Ki", param_hint="--max-header-bytes")
 
     if max_timeout is not None and max_timeout <= 0:
         raise click.BadParameter("must be more than 0s", param_hint="--max-timeout")
@@ -114,6 +164,11 @@ def up(
         max_cpu=max_cpu,
         max_scale=max_scale_limit,
         max_timeout=max_timeout,
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        header_timeout=header_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        max_connections=max_connections,
     )
     try:
         run(config)

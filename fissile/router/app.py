@@ -18,6 +18,7 @@ from fissile.executor.connection import InstanceResponse
 from fissile.executor.pools import FunctionPool
 from fissile.models import HTTPTriggerSpec
 from fissile.router.front_door import INVOCATIONS_PREFIX, FrontDoor
+from fissile.router.limits import Connections, Limits
 from fissile.router.proxy import Answer, forward
 from fissile.router.routes import MethodNotAllowed, Route, RouteTable
 from fissile.router.webhook import check_signature
@@ -76,10 +77,13 @@ class Router:
         executor: Executor,
         max_body: int = DEFAULT_MAX_BODY,
         front_door: FrontDoor | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.executor = executor
         self.max_body = max_body
         self.front_door = front_door
+        # Client connections and what each may send (the router's protocol enforces them).
+        self.connections = Connections(limits or Limits())
         self.table = RouteTable()
         self._routes: dict[str, Route] = {}
         self._webhook_secrets: dict[str, bytes] = {}  # trigger name -> secret

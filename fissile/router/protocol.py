@@ -12,6 +12,7 @@ shutdown and everything but the hot path; this protocol is its ``http`` class.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import logging
 from collections import deque
@@ -26,6 +27,7 @@ from uvicorn.server import ServerState
 from fissile.executor.connection import InstanceResponse
 from fissile.executor.pools import FunctionPool
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
+from fissile.router.limits import Connections
 from fissile.router.proxy import Answer, forward, forward_soon
 
 logger = logging.getLogger("fissile.router")
@@ -37,8 +39,25 @@ _REFRAMED = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 MAX_PIPELINED = 16
 # Body bytes past which a request's packets are no longer kept for a pass-through hand-over.
 MAX_RAW = 1 << 20
+# Seconds a refused connection is still read from (and what it sends dropped) before closing.
+LINGER = 2.0
 
 _STATUS_LINES: dict[int, bytes] = {}
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback once the request is refused: the rest of the packet is
+    not parsed (httptools raises it to ``feed_data``'s caller as an HttpParserError)."""
+
+
+@functools.cache
+def _full(limit: int) -> Answer:
+    return Answer(
+        503,
+        "too_many_connections",
+        f"the router has its limit of {limit} connections open",
+        [(b"retry-after", b"1")],
+    )
 
 
 def status_line(status: int) -> bytes:
@@ -114,13 +133,29 @@ class RouterProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client: str | None = None
-        self.delegate: HttpToolsProtocol | None = None
+        self.delegate: _Delegate | None = None
         self.upgraded = False  # everything received goes to the delegate as it comes
         self.queue: deque[_Request] = deque()
         self.busy = False
         self.keep_alive = True  # the request in flight's
         self.closing = False  # close once the response in flight is written
-        self.keep_alive_timer: asyncio.TimerHandle | None = None
+        # Limits (fissile/router/limits.py), copied here: read per header.
+        self.connections: Connections = self.router.connections
+        limits = self.connections.limits
+        self.max_head = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.header_timeout = limits.header_timeout
+        # Timed by the connections' sweep: when the head being read (or, on a new connection,
+        # the first request) began, and when the connection fell idle; 0.0 when neither.
+        self.head_since = 0.0
+        self.idle_since = 0.0
+        self.in_head = False  # a request has begun and its head is incomplete
+        self.head_size = 0  # its target and header bytes, as the parser completed them
+        # Bytes of packets that arrived while its head stayed incomplete: httptools keeps a
+        # header being received to itself, so one endless header shows only here.
+        self.head_spill = 0
+        # Answered once the requests before it are (responses go out in order), then closed.
+        self.refusal: Answer | None = None
         # The packets received since the request being parsed began, when it began a packet.
         self.chunk = b""
         self.raw: list[bytes] | None = None
@@ -138,18 +173,29 @@ class RouterProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if not self.connections.add(self, self.loop, self.config.timeout_keep_alive):
+            # Full: answered without reading, so a flood of connections costs one fd each
+            # only for a moment.
+            self.refused = True
+            full = _full(self.connections.limits.max_connections or 0)
+            self._respond(full.status, full.headers, full.body, keep_alive=False)
+            transport.close()
+            return
         self.server_state.connections.add(self)  # type: ignore[arg-type]
+        self.head_since = self.loop.time()
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.client = str(peer[0])
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # answered (or about to be): the rest is not read
         if self.upgraded and self.delegate is not None:
+            self.chunk = data
             self.delegate.data_received(data)
+            if self.in_head and not self.refused:
+                self._spilled(len(data))
             return
-        if self.keep_alive_timer is not None:
-            self.keep_alive_timer.cancel()
-            self.keep_alive_timer = None
         self.chunk = data
         self.completed_in_chunk = 0
         if self.in_message and self.raw is not None:
@@ -169,11 +215,13 @@ class RouterProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self.refused and not self.upgraded:
                 self._refuse(Answer(400, "bad_request", f"invalid HTTP request: {exc}"))
+        else:
+            if self.in_head:
+                self._spilled(len(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
-        if self.keep_alive_timer is not None:
-            self.keep_alive_timer.cancel()
+        self.connections.discard(self)
         self.queue.clear()
         self.transport = None
         if self.delegate is not None:
@@ -208,19 +256,39 @@ class RouterProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_message = True
-        self.raw = [self.chunk] if self.completed_in_chunk == 0 else None
+        if self.completed_in_chunk == 0:
+            self.raw = [self.chunk]
+            self.head_spill = 0
+        else:
+            # Begun mid-packet: only the packets after this one count as spilled.
+            self.raw = None
+            self.head_spill = -len(self.chunk)
         self.target = b""
         self.headers = []
         self.body = []
         self.size = 0
+        self.in_head = True
+        self.head_size = 0
+        self.head_since = self.loop.time()
+        self.idle_since = 0.0
 
     def on_url(self, url: bytes) -> None:
         self.target += url
+        self.head_size += len(url)
+        if self.head_size > self.max_head:
+            self._refuse_head(too_many=False)
+            raise _StopParsing
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.max_head or len(self.headers) > self.max_headers:
+            self._refuse_head(too_many=self.head_size <= self.max_head)
+            raise _StopParsing
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_since = 0.0
         if self.refused or self.upgraded:
             return
         for name, value in self.headers:
@@ -231,7 +299,7 @@ class RouterProtocol(asyncio.Protocol):
                     continue
                 if too_large:
                     self._too_large()
-                    return
+                    raise _StopParsing
             elif (
                 name == b"expect"
                 and value.lower() == b"100-continue"
@@ -247,7 +315,7 @@ class RouterProtocol(asyncio.Protocol):
         self.size += len(body)
         if self.size > self.router.max_body:
             self._too_large()
-            return
+            raise _StopParsing
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -324,15 +392,14 @@ class RouterProtocol(asyncio.Protocol):
             and self.delegate is None
             and self.transport is not None
         ):
+            if self.refusal is not None:
+                self._send_refusal()
+                return
             self.transport.resume_reading()
-            if self.keep_alive_timer is not None:
-                self.keep_alive_timer.cancel()
             if self.closing:
                 self.transport.close()
-            else:
-                self.keep_alive_timer = self.loop.call_later(
-                    self.config.timeout_keep_alive, self._idle
-                )
+            elif not self.in_message:
+                self.idle_since = self.loop.time()
 
     def _direct(self, request: _Request) -> tuple[FunctionPool, dict[str, str]] | None:
         if request.method == "HEAD" or not request.target.startswith(b"/"):
@@ -382,7 +449,6 @@ class RouterProtocol(asyncio.Protocol):
         if self.delegate is not None:
             # uvicorn's protocol may still be answering earlier requests: it answers this one
             # after them (Router.http reads the mark), then closes; the body is not read.
-            self.refused = True
             head = _Request(
                 self.parser.get_method().decode("ascii"),
                 self.target,
@@ -393,26 +459,80 @@ class RouterProtocol(asyncio.Protocol):
                 upgrade=False,
             )
             self.delegate.data_received(head.replay())
+            self.refused = True
             return
         limit = f"{self.router.max_body} bytes"
         self._refuse(Answer(413, "body_too_large", f"request body exceeds {limit}"))
 
     def _refuse(self, answer: Answer) -> None:
-        """Answer at once and close: the rest of what the client sends is not read."""
+        """Answer and close: the rest of what the client sends is not read. Responses go out
+        in order: requests received before this one are answered first."""
         self.refused = True
-        if self.delegate is not None or self.busy or self.queue:
-            # Responses go out in order and the ones before this cannot be overtaken: the
-            # connection just closes.
-            if self.transport is not None:
-                self.transport.close()
+        self.head_since = self.idle_since = 0.0
+        self.refusal = answer
+        if self.transport is None:
             return
-        self._respond(answer.status, answer.headers, answer.body, keep_alive=False)
-        if self.transport is not None:
-            self.transport.close()
+        if self.busy or self.queue or (self.delegate is not None and self.delegate.answering()):
+            self.transport.pause_reading()
+            return
+        self._send_refusal()
 
-    def _idle(self) -> None:
-        self.keep_alive_timer = None
-        if self.transport is not None and not self.busy and not self.queue:
+    def _send_refusal(self) -> None:
+        answer, self.refusal = self.refusal, None
+        transport = self.transport
+        if transport is None:
+            return
+        if answer is not None:
+            self._respond(answer.status, answer.headers, answer.body, keep_alive=False)
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        # Half-close, and drop what the client still sends for a moment: closing with unread
+        # data makes the kernel reset the connection, and a client still sending may then lose
+        # the answer.
+        transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER, transport.close)
+
+    def _refuse_head(self, too_many: bool) -> None:
+        if too_many:
+            answer = Answer(
+                431, "too_many_headers", f"more than {self.max_headers} request headers"
+            )
+        else:
+            answer = Answer(
+                431,
+                "headers_too_large",
+                f"request target and headers exceed {self.max_head} bytes",
+            )
+        self._refuse(answer)
+
+    def _spilled(self, size: int) -> None:
+        self.head_spill += size
+        if self.head_spill > self.max_head:
+            self._refuse_head(too_many=False)
+
+    def expire(self, now: float) -> None:
+        """The connections' sweep: 408 for a head (or a first request) not received within
+        the header timeout; close a connection idle past the keep-alive timeout."""
+        if self.transport is None or self.refused:
+            return
+        if self.head_since and now - self.head_since > self.header_timeout:
+            self._refuse(
+                Answer(
+                    408,
+                    "header_timeout",
+                    f"request head not received within {self.header_timeout:g}s",
+                )
+            )
+        elif (
+            self.idle_since
+            and now - self.idle_since > self.config.timeout_keep_alive
+            and self.delegate is None
+            and not self.busy
+            and not self.queue
+        ):
+            self.idle_since = 0.0
             self.transport.close()
 
     # -- the ASGI path ------------------------------------------------------------------
@@ -422,12 +542,10 @@ class RouterProtocol(asyncio.Protocol):
         as this parser completes them (a request may begin mid-packet, after a pipelined one,
         so raw bytes cannot simply be passed on)."""
         assert self.transport is not None
-        if self.keep_alive_timer is not None:
-            self.keep_alive_timer.cancel()
-            self.keep_alive_timer = None
+        self.idle_since = 0.0  # uvicorn's protocol times idle connections out itself
         self.server_state.connections.discard(self)
-        self.delegate = HttpToolsProtocol(
-            config=self.config, server_state=self.server_state, app_state=self.app_state
+        self.delegate = _Delegate(
+            self, config=self.config, server_state=self.server_state, app_state=self.app_state
         )
         self.delegate.connection_made(self.transport)
 
@@ -455,3 +573,82 @@ class RouterProtocol(asyncio.Protocol):
         if request.upgrade:
             # What follows is the upgraded protocol's, not HTTP: passed on as it comes.
             self.upgraded = True
+
+
+class _Delegate(HttpToolsProtocol):
+    """uvicorn's protocol, held to the router's limits: its heads count against the same
+    header bytes, header count and header timeout (uvicorn's httptools protocol has none),
+    and a malformed request after pipelined ones is answered after them, as on the router's
+    own path (uvicorn answers it at once and closes, losing the responses before it)."""
+
+    def __init__(
+        self,
+        owner: RouterProtocol,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+    ) -> None:
+        super().__init__(config=config, server_state=server_state, app_state=app_state)
+        self.owner = owner
+
+    def answering(self) -> bool:
+        """A request's response is still to be written."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        owner = self.owner
+        owner.in_head = True
+        owner.head_size = 0
+        owner.head_spill = -len(owner.chunk)  # where in the packet it began is unknown
+        owner.head_since = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        owner = self.owner
+        if owner.refused:
+            return
+        super().on_url(url)
+        owner.head_size += len(url)
+        if owner.head_size > owner.max_head:
+            owner._refuse_head(too_many=False)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        owner = self.owner
+        if owner.refused:
+            return
+        super().on_header(name, value)
+        owner.head_size += len(name) + len(value) + 4
+        if owner.head_size > owner.max_head or len(self.headers) > owner.max_headers:
+            owner._refuse_head(too_many=owner.head_size <= owner.max_head)
+
+    def on_headers_complete(self) -> None:
+        owner = self.owner
+        owner.in_head = False
+        owner.head_since = 0.0
+        if not owner.refused:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.owner.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.owner.refused:
+            super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        owner = self.owner
+        if owner.refusal is not None and not self.answering():
+            owner._send_refusal()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.owner.refused:
+            self.owner._refuse(Answer(400, "bad_request", msg))
+
+    def handle_websocket_upgrade(self) -> None:
+        # The websocket protocol takes the transport: the router's protocol hears no more of
+        # this connection (websockets keep their own ping timeouts).
+        self.owner.head_since = 0.0
+        self.owner.connections.discard(self.owner)
+        super().handle_websocket_upgrade()

@@ -163,3 +163,18 @@ def test_up_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
 
 def test_up_rejects_bad_ports() -> None:
     assert_usage_error(run("up", "--port", "70000"), "70000 is not in the range 0<=x<=65535")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--header-timeout", "0s"], "Invalid value for --header-timeout: must be at least 0.1s"),
+        (["--keep-alive-timeout", "0.01s"], "--keep-alive-timeout: must be at least 0.1s"),
+        (["--max-header-bytes", "100"], "--max-header-bytes: must be at least 1Ki"),
+        (["--max-headers", "0"], "0 is not in the range x>=1"),
+        (["--max-connections", "0"], "0 is not in the range x>=1"),
+    ],
+)
+def test_up_rejects_unusable_limits(args: list[str], message: str, tmp_path: Path) -> None:
+    assert_usage_error(run("up", "--data-dir", str(tmp_path / "data"), *args), message)
+    assert not (tmp_path / "data").exists()
