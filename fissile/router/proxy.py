@@ -13,18 +13,16 @@ from fissile.executor.connection import InstanceConnection, InstanceGone, Instan
 from fissile.executor.errors import CrashLoop
 from fissile.executor.instance import Instance
 from fissile.executor.pools import FunctionPool
+from fissile.router.relay import EXIT_REPORT_GRACE, BodyRelay, recycle_oversized
 
 logger = logging.getLogger("fissile.router")
-
-# How long to wait for the zygote's exit report when an instance drops a connection, so the
-# answer can name the cause (signal, exit status) instead of a bare "connection closed".
-EXIT_REPORT_GRACE = 0.2
 
 
 class Answer:
     """A response for the client that did not come from the function."""
 
     __slots__ = ("body", "code", "headers", "message", "status")
+    stream = None  # as an ``InstanceResponse`` that came whole
 
     def __init__(
         self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
@@ -138,6 +136,11 @@ class _Exchange:
             self.executor.spawn(self._died(str(outcome)))
             return
         response = outcome
+        if response.stream is not None or len(response.body) > self.executor.max_response_body:
+            self._finish(
+                _streamed(self.executor, self.pool, instance, conn, response, self.timer.when())
+            )
+            return
         instance.keep(conn, response.keep_alive)
         if response.status < 500:
             self.pool.succeeded()
@@ -176,6 +179,28 @@ class _Exchange:
             done(result)
 
 
+def _streamed(
+    executor: Executor,
+    pool: FunctionPool,
+    instance: Instance,
+    conn: InstanceConnection,
+    response: InstanceResponse,
+    deadline: float,
+) -> InstanceResponse | Answer:
+    """A response whose body is still coming (or too large): its ``stream`` becomes a
+    ``BodyRelay``, which gives the instance back when the body ends. A body known to exceed
+    ``--max-response-body`` before any of it went out is refused whole (502)."""
+    limit = executor.max_response_body
+    declared = len(response.body) if response.stream is None else response.length
+    if declared is not None and declared > limit:
+        recycle_oversized(executor, pool, instance, conn)
+        pool.release(instance)
+        message = f"the response of {pool.name} exceeds {limit} bytes (--max-response-body)"
+        return Answer(502, "response_too_large", message)
+    response.stream = BodyRelay(executor, pool, instance, conn, response, deadline)
+    return response
+
+
 def _timed_out(pool: FunctionPool, timeout: float, sent: bool) -> Answer:
     """504: the function did not answer (its instance was killed), or no instance of it
     became ready in time."""
@@ -212,7 +237,7 @@ async def forward(
     instance: Instance | None = None
     sent = False
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout) as scope:
             instance = pool.take_ready() or await pool.acquire()
             if on_acquire is not None:
                 on_acquire(instance)
@@ -223,6 +248,9 @@ async def forward(
             except BaseException:
                 conn.close()
                 raise
+            if response.stream is not None or len(response.body) > executor.max_response_body:
+                taken, instance = instance, None  # given back by the relay, or already
+                return _streamed(executor, pool, taken, conn, response, scope.when() or 0.0)
             instance.keep(conn, response.keep_alive)
             if response.status < 500:
                 pool.succeeded()

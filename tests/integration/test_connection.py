@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fissile.executor.connection import InstanceConnection, InstanceGone
+from fissile.executor.connection import InstanceConnection, InstanceGone, read_body
 
 REQUEST = b"GET / HTTP/1.1\r\nhost: i\r\ncontent-length: 0\r\n\r\n"
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -67,7 +67,9 @@ async def test_chunked_response(serve: Callable[[Script], Awaitable[str]]) -> No
 
     conn = await InstanceConnection.open(await serve(script))
     response = await asyncio.wait_for(conn.request(REQUEST), 5)
-    assert response.body == b"hello"
+    # Chunked: streamed, the head first, the body read from its stream.
+    assert response.stream is not None and response.body == b""
+    assert await asyncio.wait_for(read_body(response.stream, 100), 5) == b"hello"
     conn.close()
 
 
