@@ -27,6 +27,7 @@ class Config:
     log_level: str = "info"
     sandbox: str = "auto"
     retention: float = 24 * 3600.0  # how long finished async invocations are kept
+    max_response_body: int = 1 << 30  # largest response body a function may send
 
     @property
     def invocations_db(self) -> Path:

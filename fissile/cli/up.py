@@ -39,6 +39,13 @@ from fissile.config import Config, default_data_dir
     help="How long finished asynchronous invocations are kept.",
 )
 @click.option(
+    "--max-response-body",
+    default="1Gi",
+    show_default=True,
+    type=MEMORY,
+    help="Largest response body a function may send; past it the response is cut.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -53,6 +60,7 @@ def up(
     max_body: int,
     sandbox: str,
     retention: float,
+    max_response_body: int,
     log_level: str,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
@@ -72,6 +80,7 @@ def up(
         log_level=log_level,
         sandbox=sandbox,
         retention=retention,
+        max_response_body=max_response_body,
     )
     try:
         run(config)

@@ -167,6 +167,10 @@ class InstanceConnection(asyncio.Protocol):
     def _end_stream(self) -> None:
         sink, self.sink = self.sink, None
         self.streaming = False
+        # Kept alive, the connection reads its next response as usual.
+        self.paused = False
+        if self.transport is not None:
+            self.transport.resume_reading()
         if sink is not None:
             sink.end(self.error)
 
