@@ -65,6 +65,15 @@ def broken(request):
 
 def empty(request):
     return iter(())
+
+def early(request):
+    def body():
+        raise ValueError("no first chunk")
+        yield b"unreachable"
+    return body()
+
+def odd(request):
+    return iter([b"fine", 42])
 """
 
 CAP = 1024 * 1024
@@ -158,7 +167,7 @@ class Served:
 
 @pytest.fixture
 async def served(harness: Harness) -> AsyncIterator[Served]:
-    for name in ("chunks", "text", "sized", "stall", "broken", "empty"):
+    for name in ("chunks", "text", "sized", "stall", "broken", "empty", "early", "odd"):
         harness.function(name, CODE, entrypoint=f"fx_{name}.{name}", timeout=20)
     harness.function(
         "endless", CODE, entrypoint="fx_endless.endless", concurrency=2, max_scale=1, timeout=60
@@ -236,6 +245,8 @@ async def test_a_declared_length_over_the_cap_is_refused_with_502(served: Served
 async def test_a_stream_over_the_cap_is_cut_and_its_instance_recycled(served: Served) -> None:
     client = await served.connect()
     client.get("/function/chunks?n=100&size=65536")
+    await client.read(until_bytes=1)
+    [pid] = _pids(served.harness, "chunks")
     reply = await client.read()
     # The head went out, then at most the cap of body, then the connection closed without
     # the chunked terminator.
@@ -244,7 +255,7 @@ async def test_a_stream_over_the_cap_is_cut_and_its_instance_recycled(served: Se
     assert 0 < len(reply.body) <= CAP
     log = await until(lambda: "response cut, instance recycled" in served.log("chunks"), 10)
     assert log
-    await until(lambda: not _pids(served.harness, "chunks"), 10)
+    await until(lambda: not pid_alive(pid), 10)
     # The function serves on, from a new instance.
     reply = await served.fetch("/function/chunks?n=2&size=10")
     assert bytes(reply.body) == b"a" * 10 + b"b" * 10
@@ -323,3 +334,16 @@ async def test_invoke_collects_a_streamed_body_up_to_the_cap(served: Served) -> 
     result = await invoke(executor, "chunks", method="GET", path="/?n=100&size=65536")
     assert isinstance(result, Answer)
     assert (result.status, result.code) == (502, "response_too_large")
+
+
+async def test_an_error_before_the_first_item_is_a_500(served: Served) -> None:
+    reply = await served.fetch("/function/early")
+    assert reply.status == 500 and reply.complete
+    error = json.loads(reply.body)["error"]
+    assert (error["type"], error["message"]) == ("ValueError", "no first chunk")
+
+
+async def test_an_item_neither_bytes_nor_str_breaks_the_body(served: Served) -> None:
+    reply = await served.fetch("/function/odd")
+    assert (bytes(reply.body), reply.closed, reply.complete) == (b"fine", True, False)
+    await until(lambda: "yields bytes or str, not int" in served.log("odd"), 10)
