@@ -324,10 +324,11 @@ class BodyReader:
         return data
 
     def cancel(self) -> None:
-        """Stop reading: the body's remainder is not wanted."""
+        """Stop reading: the body's remainder is not wanted (a ``read`` waiting returns b"")."""
         if not self.done:
             self.done = True
             self.stream.cancel()
+            self._wake()
 
 
 async def read_body(stream: BodyStream, limit: int) -> bytes:

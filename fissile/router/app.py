@@ -5,6 +5,7 @@ everything else. It reads only the in-memory route table and the executor's pool
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import json
@@ -252,7 +253,7 @@ class Router:
             if result.stream is None:
                 await send({"type": "http.response.body", "body": result.body})
             else:
-                await _stream_body(send, result.stream)
+                await _stream_body(send, receive, result.stream)
         else:
             await _answer(send, result)
 
@@ -384,20 +385,30 @@ def _header_safe(value: str) -> str:
     return quote(value, safe="".join(chr(c) for c in range(0x20, 0x7F)))
 
 
-async def _stream_body(send: Send, stream: BodyStream) -> None:
+async def _stream_body(send: Send, receive: Receive, stream: BodyStream) -> None:
     """A streamed body through ASGI: uvicorn's ``send`` waits while the client's transport is
     full, and the reader pauses the instance while pieces wait. A body that breaks off leaves
     the response incomplete: uvicorn then closes the connection (the client sees fewer bytes
-    than declared, or no chunked terminator)."""
+    than declared, or no chunked terminator). A client that leaves cancels the stream (uvicorn's
+    ``send`` would drop the rest silently, to the body's end)."""
     reader = BodyReader(stream)
+    watch = asyncio.ensure_future(_disconnect(receive))
+    watch.add_done_callback(lambda _: reader.cancel())
     try:
         while data := await reader.read():
             await send({"type": "http.response.body", "body": data, "more_body": True})
     except (InstanceGone, ResponseTooLarge, ResponseTimedOut):
         return
     finally:
+        watch.cancel()
         reader.cancel()
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (the request's body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _answer(send: Send, answer: Answer) -> None:

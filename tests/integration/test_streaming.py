@@ -347,3 +347,18 @@ async def test_an_item_neither_bytes_nor_str_breaks_the_body(served: Served) -> 
     reply = await served.fetch("/function/odd")
     assert (bytes(reply.body), reply.closed, reply.complete) == (b"fine", True, False)
     await until(lambda: "yields bytes or str, not int" in served.log("odd"), 10)
+
+
+async def test_a_client_leaving_the_asgi_path_mid_body_frees_the_instance(
+    served: Served,
+) -> None:
+    served.harness.executor.max_response_body = 1 << 40
+    client = await served.connect()
+    client.writer.write(b"GET /nowhere HTTP/1.1\r\nhost: router.test\r\n\r\n")
+    assert (await client.read()).status == 404
+    client.get("/function/endless")
+    await client.read(until_bytes=1024 * 1024)
+    pool = served.harness.executor.functions["endless"]
+    assert pool.inflight == 1
+    client.close()
+    await until(lambda: pool.inflight == 0, 10)
