@@ -3,13 +3,15 @@
 Hand-written on ``asyncio.Protocol`` + httptools because this is the router's hot path: DESIGN.md
 measured ≈ 30k req/s for raw asyncio against ≈ 12k for aiohttp's client and < 2k for httpx.
 
-A response with a small declared length (``BUFFERED_MAX``, the common case) is collected whole
-and handed over in one piece, as it always was. Any other response (chunked, larger, or
-delimited by the connection's end) is *streamed*: its head is handed over at once, as an
-``InstanceResponse`` whose ``stream`` is this connection, and its body flows to the
-``BodySink`` its consumer attaches, with reading from the instance paused whenever that
-consumer asks (asyncio flow control). The supervisor then never holds more of a body than one
-read from the socket plus what its consumer buffers.
+A response that is complete in the read its body began in (a hello, a JSON answer: the common
+case), or a short one not chunked, is collected whole and handed over in one piece, as it always
+was. Any other response (chunked and still coming, or more than ``BUFFERED_MAX`` bytes so far)
+is *streamed*: its head is handed over as soon as its body begins, as an ``InstanceResponse``
+whose ``stream`` is this connection, and its body flows to the ``BodySink`` its consumer
+attaches, with reading from the instance paused whenever that consumer asks (asyncio flow
+control). The supervisor then never holds more of a body than one read from the socket plus
+what its consumer buffers. Deciding after each read rather than on the head keeps the
+whole-response path free of any extra callback or header walk.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Protocol
 
 import httptools
 
-# Responses declaring at most this many body bytes are collected whole; others stream.
-BUFFERED_MAX = 64 * 1024
 # ``fissile up --max-response-body``'s default.
 DEFAULT_MAX_RESPONSE_BODY = 1 << 30
+# A body not chunked and not complete is collected until it passes this size, then streamed.
+BUFFERED_MAX = 64 * 1024
 
 
 class InstanceGone(Exception):
@@ -102,6 +104,7 @@ class InstanceConnection(asyncio.Protocol):
         self.complete = False
         self.error: Exception | None = None
         self.paused = False
+        self.chunked = False  # the response being parsed is
 
     @classmethod
     async def open(cls, path: str) -> InstanceConnection:
@@ -193,8 +196,46 @@ class InstanceConnection(asyncio.Protocol):
             on_outcome, self.on_outcome = self.on_outcome, None
             if on_outcome is not None:
                 on_outcome(response)
-        if self.complete and self.sink is not None:
-            self._end_stream()  # out of feed_data too: the sink may reuse this connection
+        elif self.streaming:
+            if self.complete and self.sink is not None:
+                self._end_stream()  # out of feed_data too: the sink may reuse this connection
+        elif self.body and (self.chunked or sum(map(len, self.body)) > BUFFERED_MAX):
+            self._begin_stream()  # a body begun and not complete in one read
+
+    def _begin_stream(self) -> None:
+        """Hand the head over now, with this connection as its body's stream; reading waits
+        for the consumer's sink."""
+        length: int | None = None
+        for name, value in self.headers:
+            if name.lower() == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    pass
+        self.streaming = True
+        self.chunked = False
+        self.complete = False
+        self.error = None
+        self.paused = False
+        self.pending, self.body = self.body, []
+        response = InstanceResponse(
+            self.parser.get_status_code(),
+            self.headers,
+            b"",
+            self.parser.should_keep_alive(),
+            self,
+            length,
+        )
+        if self.transport is not None:
+            self.transport.pause_reading()
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(response)
+            return
+        on_outcome, self.on_outcome = self.on_outcome, None
+        if on_outcome is not None:
+            on_outcome(response)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -219,33 +260,8 @@ class InstanceConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
-    def on_headers_complete(self) -> None:
-        length: int | None = None
-        for name, value in self.headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    pass
-        if length is not None and length <= BUFFERED_MAX:
-            return
-        # Streamed: the head goes to the consumer now; reading waits for its sink.
-        self.streaming = True
-        self.complete = False
-        self.error = None
-        self.paused = False
-        keep_alive = self.parser.should_keep_alive()
-        response = InstanceResponse(
-            self.parser.get_status_code(), self.headers, b"", keep_alive, self, length
-        )
-        if self.transport is not None:
-            self.transport.pause_reading()
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None:
-            if not waiter.done():
-                waiter.set_result(response)
-        elif self.on_outcome is not None:
-            self.response = response
+    def on_chunk_header(self) -> None:
+        self.chunked = True
 
     def on_body(self, body: bytes) -> None:
         if not self.streaming:
@@ -266,7 +282,9 @@ class InstanceConnection(asyncio.Protocol):
         response = InstanceResponse(
             self.parser.get_status_code(), self.headers, b"".join(self.body), keep_alive
         )
+        self.chunked = False
         if waiter is not None:
+            self.body = []  # else data_received would take it for a body begun
             if not waiter.done():
                 waiter.set_result(response)
         elif self.on_outcome is not None:

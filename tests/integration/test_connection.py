@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from fissile.executor.connection import (
-    BUFFERED_MAX,
     InstanceConnection,
     InstanceGone,
     ResponseTooLarge,
@@ -167,10 +166,11 @@ class Collect:
         self.ended.set_result(error)
 
 
-async def test_small_declared_bodies_come_whole_larger_ones_stream(
+async def test_bodies_complete_in_one_read_come_whole_longer_ones_stream(
     serve: Callable[[Script], Awaitable[str]],
 ) -> None:
-    small, large = b"s" * BUFFERED_MAX, b"l" * (BUFFERED_MAX + 1)
+    # Small: complete in the read its body began in. Large: more than a read can carry.
+    small, large = b"s" * 65536, b"l" * (4 * 1024 * 1024)
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for body in (small, large, small):
