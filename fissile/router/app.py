@@ -252,6 +252,9 @@ class Router:
             await send({"type": "http.response.start", "status": result.status, "headers": headers})
             if result.stream is None:
                 await send({"type": "http.response.body", "body": result.body})
+            elif method == "HEAD":
+                result.stream.cancel()  # uvicorn sends no body: the function need not make it
+                await send({"type": "http.response.body", "body": b""})
             else:
                 await _stream_body(send, receive, result.stream)
         else:

@@ -362,3 +362,14 @@ async def test_a_client_leaving_the_asgi_path_mid_body_frees_the_instance(
     assert pool.inflight == 1
     client.close()
     await until(lambda: pool.inflight == 0, 10)
+
+
+async def test_head_of_a_streamed_response_stops_the_stream(served: Served) -> None:
+    served.harness.executor.max_response_body = 1 << 40
+    client = await served.connect()
+    client.writer.write(b"HEAD /function/endless HTTP/1.1\r\nhost: router.test\r\n\r\n")
+    data = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 10)
+    assert data.startswith(b"HTTP/1.1 200 ") and b"application/octet-stream" in data
+    pool = served.harness.executor.functions["endless"]
+    await until(lambda: pool.inflight == 0, 10)
+    client.close()
