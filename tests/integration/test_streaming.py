@@ -373,3 +373,14 @@ async def test_head_of_a_streamed_response_stops_the_stream(served: Served) -> N
     pool = served.harness.executor.functions["endless"]
     await until(lambda: pool.inflight == 0, 10)
     client.close()
+
+
+async def test_an_http10_client_gets_the_body_up_to_the_connection_close(served: Served) -> None:
+    client = await served.connect()
+    client.writer.write(b"GET /function/chunks?n=3&size=100000 HTTP/1.0\r\n\r\n")
+    raw = await asyncio.wait_for(client.reader.read(-1), 30)  # to the connection's end
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head
+    assert b"transfer-encoding" not in head and b"content-length" not in head
+    assert body == b"a" * 100000 + b"b" * 100000 + b"c" * 100000
+    client.close()
