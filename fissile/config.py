@@ -38,6 +38,7 @@ class Config:
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
     max_connections: int | None = None  # None: derived from the fd limit at start
+    max_response_body: int = 1 << 30  # largest response body a function may send
 
     @property
     def invocations_db(self) -> Path:

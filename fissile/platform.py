@@ -131,6 +131,7 @@ class Platform:
             )
         except SandboxUnavailable as exc:
             raise StartupError(str(exc)) from None
+        executor.max_response_body = config.max_response_body
         sandbox = executor.sandbox
         _say(sandbox.summary())
         if not _loopback(config.api_host):

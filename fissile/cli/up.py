@@ -65,6 +65,13 @@ from fissile.models import MIN_MEMORY
     help="Longest timeout a function may ask for. [default: 1h]",
 )
 @click.option(
+    "--max-response-body",
+    default="1Gi",
+    show_default=True,
+    type=MEMORY,
+    help="Largest response body a function may send; past it the response is cut.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -120,6 +127,7 @@ def up(
     max_cpu: float | None,
     max_scale_limit: int | None,
     max_timeout: float | None,
+    max_response_body: int,
     log_level: str,
     max_header_bytes: int,
     max_headers: int,
@@ -169,6 +177,7 @@ def up(
         header_timeout=header_timeout,
         keep_alive_timeout=keep_alive_timeout,
         max_connections=max_connections,
+        max_response_body=max_response_body,
     )
     try:
         run(config)

@@ -17,6 +17,7 @@ from typing import Any
 
 from fissile._units import format_memory
 from fissile.events import EventBus
+from fissile.executor.connection import DEFAULT_MAX_RESPONSE_BODY
 from fissile.executor.errors import BuildFailed, ExecutorError, FunctionNotFound
 from fissile.executor.importcache import ImportCache
 from fissile.executor.instance import Instance, State
@@ -90,6 +91,8 @@ class Executor:
         self.store = store
         self.deploy_root = deploy_root
         self.logs = logs
+        # The largest response body a function may send (``fissile up --max-response-body``).
+        self.max_response_body = DEFAULT_MAX_RESPONSE_BODY
         # Unix socket paths are limited to 108 bytes, so they live in a short private dir
         # (0700: only root, not functions running as other uids, may connect to instances).
         self.run_dir = Path(tempfile.mkdtemp(prefix="fissile-"))

@@ -10,7 +10,13 @@ import signal
 import time
 from typing import Any
 
-from fissile.executor.connection import InstanceConnection, InstanceGone, InstanceResponse
+from fissile.executor.connection import (
+    InstanceConnection,
+    InstanceGone,
+    InstanceResponse,
+    ResponseTooLarge,
+    read_body,
+)
 
 
 class State(enum.Enum):
@@ -83,6 +89,14 @@ class Instance:
         except BaseException:
             conn.close()
             raise
+        if response.stream is not None:
+            # The runtime's own answers are small; anything else is cut short.
+            try:
+                response.body = await asyncio.wait_for(read_body(response.stream, 1 << 20), timeout)
+            except (ResponseTooLarge, TimeoutError):
+                conn.close()
+                raise InstanceGone("oversized or slow control response") from None
+            response.stream = None
         self.keep(conn, response.keep_alive)
         return response
 

@@ -5,6 +5,7 @@ everything else. It reads only the in-memory route table and the executor's pool
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import json
@@ -14,12 +15,19 @@ from typing import Any
 from urllib.parse import quote
 
 from fissile.executor import Executor
-from fissile.executor.connection import InstanceResponse
+from fissile.executor.connection import (
+    BodyReader,
+    BodyStream,
+    InstanceGone,
+    InstanceResponse,
+    ResponseTooLarge,
+)
 from fissile.executor.pools import FunctionPool
 from fissile.models import HTTPTriggerSpec
 from fissile.router.front_door import INVOCATIONS_PREFIX, FrontDoor
 from fissile.router.limits import Connections, Limits
 from fissile.router.proxy import Answer, forward
+from fissile.router.relay import ResponseTimedOut
 from fissile.router.routes import MethodNotAllowed, Route, RouteTable
 from fissile.router.webhook import check_signature
 from fissile.store import Change, Store
@@ -242,9 +250,17 @@ class Router:
         result = await forward(self.executor, pool, request)
         if isinstance(result, InstanceResponse):
             headers = [(k, v) for k, v in result.headers if k.lower() not in DROP_FROM_RESPONSE]
-            headers.append((b"content-length", str(len(result.body)).encode()))
+            length = len(result.body) if result.stream is None else result.length
+            if length is not None:
+                headers.append((b"content-length", str(length).encode()))
             await send({"type": "http.response.start", "status": result.status, "headers": headers})
-            await send({"type": "http.response.body", "body": result.body})
+            if result.stream is None:
+                await send({"type": "http.response.body", "body": result.body})
+            elif method == "HEAD":
+                result.stream.cancel()  # uvicorn sends no body: the function need not make it
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                await _stream_body(send, receive, result.stream)
         else:
             await _answer(send, result)
 
@@ -374,6 +390,32 @@ def _header_safe(value: str) -> str:
     if value.isprintable():
         return value
     return quote(value, safe="".join(chr(c) for c in range(0x20, 0x7F)))
+
+
+async def _stream_body(send: Send, receive: Receive, stream: BodyStream) -> None:
+    """A streamed body through ASGI: uvicorn's ``send`` waits while the client's transport is
+    full, and the reader pauses the instance while pieces wait. A body that breaks off leaves
+    the response incomplete: uvicorn then closes the connection (the client sees fewer bytes
+    than declared, or no chunked terminator). A client that leaves cancels the stream (uvicorn's
+    ``send`` would drop the rest silently, to the body's end)."""
+    reader = BodyReader(stream)
+    watch = asyncio.ensure_future(_disconnect(receive))
+    watch.add_done_callback(lambda _: reader.cancel())
+    try:
+        while data := await reader.read():
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+    except (InstanceGone, ResponseTooLarge, ResponseTimedOut):
+        return
+    finally:
+        watch.cancel()
+        reader.cancel()
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (the request's body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _answer(send: Send, answer: Answer) -> None:

@@ -7,9 +7,15 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 
 from fissile.executor import Executor
-from fissile.executor.connection import InstanceResponse
+from fissile.executor.connection import (
+    InstanceGone,
+    InstanceResponse,
+    ResponseTooLarge,
+    read_body,
+)
 from fissile.executor.instance import Instance
 from fissile.router.proxy import Answer, forward
+from fissile.router.relay import ResponseTimedOut
 
 Headers = Iterable[tuple[str, str]] | Mapping[str, str]
 
@@ -95,4 +101,17 @@ async def invoke(
     )
     # A caller's deadline bounds the wait and the run together; without one, each has its own.
     deadline = None if timeout is None else limit
-    return await forward(executor, pool, request, timeout=deadline, on_acquire=on_acquire)
+    result = await forward(executor, pool, request, timeout=deadline, on_acquire=on_acquire)
+    if isinstance(result, Answer) or result.stream is None:
+        return result
+    # Callers inside the platform need the body whole: collected, up to the same cap.
+    try:
+        result.body = await read_body(result.stream, executor.max_response_body)
+    except ResponseTooLarge as exc:
+        return Answer(502, "response_too_large", f"the response of {function} {exc}")
+    except ResponseTimedOut:
+        return Answer(504, "timeout", f"function {function} did not answer within {limit:g}s")
+    except InstanceGone as exc:
+        return Answer(502, "instance_died", str(exc))
+    result.stream = None
+    return result

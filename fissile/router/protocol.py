@@ -24,7 +24,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from fissile.executor.connection import InstanceResponse
+from fissile.executor.connection import BodyStream, InstanceResponse
 from fissile.executor.pools import FunctionPool
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
@@ -138,6 +138,9 @@ class RouterProtocol(asyncio.Protocol):
         self.queue: deque[_Request] = deque()
         self.busy = False
         self.keep_alive = True  # the request in flight's
+        self.http10 = False  # the request in flight's: no chunked encoding in its response
+        self.stream: BodyStream | None = None  # the body of the response being streamed
+        self.write_paused = False  # the client's transport is above its high-water mark
         self.closing = False  # close once the response in flight is written
         # Limits (fissile/router/limits.py), copied here: read per header.
         self.connections: Connections = self.router.connections
@@ -224,6 +227,9 @@ class RouterProtocol(asyncio.Protocol):
         self.connections.discard(self)
         self.queue.clear()
         self.transport = None
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.cancel()
         if self.delegate is not None:
             self.delegate.connection_lost(exc)
 
@@ -231,16 +237,25 @@ class RouterProtocol(asyncio.Protocol):
         pass
 
     def pause_writing(self) -> None:
-        # A client that does not read its responses stops being read from.
+        # A client that does not read its responses stops being read from, and the instance
+        # streaming to it stops being read from too (its writes then block).
         if self.delegate is not None:
             self.delegate.pause_writing()
-        elif self.transport is not None:
+            return
+        self.write_paused = True
+        if self.stream is not None:
+            self.stream.pause()
+        if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self.delegate is not None:
             self.delegate.resume_writing()
-        elif self.transport is not None:
+            return
+        self.write_paused = False
+        if self.stream is not None:
+            self.stream.resume()
+        if self.transport is not None:
             self.transport.resume_reading()
 
     def shutdown(self) -> None:
@@ -364,6 +379,7 @@ class RouterProtocol(asyncio.Protocol):
             self.busy = True
             pool, params = direct
             self.keep_alive = request.keep_alive
+            self.http10 = request.version == "1.0"
             try:
                 data = encode_forward(
                     request.method,
@@ -422,6 +438,9 @@ class RouterProtocol(asyncio.Protocol):
         self._answered(result)
 
     def _answered(self, result: InstanceResponse | Answer) -> None:
+        if result.stream is not None:
+            self._stream(result)
+            return
         self._respond(result.status, result.headers, result.body, self.keep_alive)
         self.busy = False
         self._next()
@@ -444,6 +463,52 @@ class RouterProtocol(asyncio.Protocol):
             self.closing = True
         lines += [b"\r\n", body]
         transport.write(b"".join(lines))
+
+    def _stream(self, response: InstanceResponse | Answer) -> None:
+        """Write a streamed response's head now and its body as it comes (``_ClientBody``);
+        the next request waits until it has ended."""
+        assert isinstance(response, InstanceResponse) and response.stream is not None
+        stream = response.stream
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            stream.cancel()  # the client left
+            self.busy = False
+            self._next()
+            return
+        lines = [status_line(response.status)]
+        for name, value in self.server_state.default_headers:
+            lines += [name, b": ", value, b"\r\n"]
+        for name, value in response.headers:
+            if name.lower() not in DROP_FROM_RESPONSE:
+                lines += [name, b": ", value, b"\r\n"]
+        chunked = False
+        if response.length is not None:
+            lines.append(b"content-length: %d\r\n" % response.length)
+        elif not self.http10:
+            lines.append(b"transfer-encoding: chunked\r\n")
+            chunked = True
+        else:
+            self.keep_alive = False  # the body ends where the connection does
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n")
+            self.closing = True
+        lines.append(b"\r\n")
+        transport.write(b"".join(lines))
+        self.stream = stream
+        if self.write_paused:
+            stream.pause()
+        stream.attach(_ClientBody(self, transport, chunked))
+
+    def _streamed(self, error: Exception | None) -> None:
+        """The streamed response ended: whole, or cut (the client sees the connection close
+        before the body's declared length or the chunked terminator)."""
+        self.stream = None
+        if error is not None:
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.busy = False
+        self._next()
 
     def _too_large(self) -> None:
         if self.delegate is not None:
@@ -652,3 +717,28 @@ class _Delegate(HttpToolsProtocol):
         self.owner.head_since = 0.0
         self.owner.connections.discard(self.owner)
         super().handle_websocket_upgrade()
+
+
+class _ClientBody:
+    """The ``BodySink`` of a streamed response: each piece straight to the client's transport
+    (flow control pauses the stream through ``RouterProtocol.pause_writing``)."""
+
+    __slots__ = ("chunked", "protocol", "transport")
+
+    def __init__(
+        self, protocol: RouterProtocol, transport: asyncio.Transport, chunked: bool
+    ) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.chunked = chunked
+
+    def body(self, data: bytes) -> None:
+        if self.chunked:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.transport.write(data)
+
+    def end(self, error: Exception | None) -> None:
+        if error is None and self.chunked:
+            self.transport.write(b"0\r\n\r\n")
+        self.protocol._streamed(error)

@@ -13,12 +13,10 @@ from fissile.executor.connection import InstanceConnection, InstanceGone, Instan
 from fissile.executor.errors import CrashLoop
 from fissile.executor.instance import Instance
 from fissile.executor.pools import FunctionPool
+from fissile.router.relay import EXIT_REPORT_GRACE, BodyRelay, recycle_oversized
 
 logger = logging.getLogger("fissile.router")
 
-# How long to wait for the zygote's exit report when an instance drops a connection, so the
-# answer can name the cause (signal, exit status) instead of a bare "connection closed".
-EXIT_REPORT_GRACE = 0.2
 # Retry-After on a 429 (queue full) and a 503 (queue timeout), in seconds: a queue turns over
 # in about a function's run time, not known here; a second is what clients expect as a minimum.
 RETRY_AFTER = b"1"
@@ -28,6 +26,7 @@ class Answer:
     """A response for the client that did not come from the function."""
 
     __slots__ = ("body", "code", "headers", "message", "status")
+    stream = None  # as an ``InstanceResponse`` that came whole
 
     def __init__(
         self, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
@@ -155,6 +154,11 @@ class _Exchange:
             self.executor.spawn(self._died(str(outcome)))
             return
         response = outcome
+        if response.stream is not None or len(response.body) > self.executor.max_response_body:
+            assert self.timer is not None  # the function's clock, started at send()
+            deadline = self.timer.when()
+            self._finish(_streamed(self.executor, self.pool, instance, conn, response, deadline))
+            return
         instance.keep(conn, response.keep_alive)
         if response.status < 500:
             self.pool.succeeded()
@@ -194,6 +198,28 @@ class _Exchange:
             self.timer.cancel()
         if done is not None:
             done(result)
+
+
+def _streamed(
+    executor: Executor,
+    pool: FunctionPool,
+    instance: Instance,
+    conn: InstanceConnection,
+    response: InstanceResponse,
+    deadline: float,
+) -> InstanceResponse | Answer:
+    """A response whose body is still coming (or too large): its ``stream`` becomes a
+    ``BodyRelay``, which gives the instance back when the body ends. A body known to exceed
+    ``--max-response-body`` before any of it went out is refused whole (502)."""
+    limit = executor.max_response_body
+    declared = len(response.body) if response.stream is None else response.length
+    if declared is not None and declared > limit:
+        recycle_oversized(executor, pool, instance, conn)
+        pool.release(instance)
+        message = f"the response of {pool.name} exceeds {limit} bytes (--max-response-body)"
+        return Answer(502, "response_too_large", message)
+    response.stream = BodyRelay(executor, pool, instance, conn, response, deadline)
+    return response
 
 
 def _timed_out(pool: FunctionPool, timeout: float, sent: bool) -> Answer:
@@ -265,8 +291,9 @@ async def forward(
     if timeout is not None:
         run = max(min(run, timeout - (loop.time() - started)), 0.001)
     sent = False
+    held: Instance | None = instance  # None once a streamed body's relay holds it
     try:
-        async with asyncio.timeout(run):
+        async with asyncio.timeout(run) as scope:
             if on_acquire is not None:
                 on_acquire(instance)
             conn = instance.idle_connection() or await instance.connection()
@@ -276,6 +303,9 @@ async def forward(
             except BaseException:
                 conn.close()
                 raise
+            if response.stream is not None or len(response.body) > executor.max_response_body:
+                held = None  # given back by the relay, or already
+                return _streamed(executor, pool, instance, conn, response, scope.when() or 0.0)
             instance.keep(conn, response.keep_alive)
             if response.status < 500:
                 pool.succeeded()
@@ -287,7 +317,8 @@ async def forward(
     except InstanceGone as exc:
         return await _instance_died(executor, pool, instance, str(exc))
     finally:
-        pool.release(instance)
+        if held is not None:
+            pool.release(held)
 
 
 async def _instance_died(

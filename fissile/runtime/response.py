@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 JSON_TYPE = "application/json"
@@ -12,13 +12,20 @@ BYTES_TYPE = "application/octet-stream"
 
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+Stream = Iterator[Any] | AsyncIterator[Any]
+# Bodies encoded whole, told apart by their exact type (cheaper than the iterator ABCs).
+_WHOLE = frozenset({bytes, str, dict, list, type(None), int, float, bool})
 
 
 class Response:
     """An explicit response: body, status and headers (a dict, or a list of ``(name, value)``
-    pairs when a header repeats, like ``set-cookie``)."""
+    pairs when a header repeats, like ``set-cookie``).
 
-    __slots__ = ("body", "headers", "status")
+    A body that is an iterator or an async iterator (a generator, an async generator) is
+    streamed: ``stream`` holds it, ``body`` stays empty, and each item (bytes or str) goes out
+    as it is produced."""
+
+    __slots__ = ("body", "headers", "status", "stream")
 
     def __init__(
         self,
@@ -27,7 +34,13 @@ class Response:
         headers: Headers | None = None,
         content_type: str | None = None,
     ) -> None:
-        payload, default_type = encode_body(body)
+        self.stream: Stream | None = None
+        if type(body) not in _WHOLE and isinstance(body, Iterator | AsyncIterator):
+            # Its content type, when not given, follows from its first item.
+            self.stream = body
+            payload, default_type = b"", None
+        else:
+            payload, default_type = encode_body(body)
         self.body = payload
         self.status = status
         pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
@@ -39,6 +52,8 @@ class Response:
             self.headers.append(("content-type", default_type))
 
     def __repr__(self) -> str:
+        if self.stream is not None:
+            return f"<Response {self.status} streamed>"
         return f"<Response {self.status} {len(self.body)} bytes>"
 
 
@@ -59,6 +74,7 @@ def to_response(value: Any) -> Response:
     """Turn a function's return value into a ``Response``.
 
     dict/list/number -> JSON; str -> text; bytes -> octet-stream; None -> 204;
+    an iterator or async iterator of bytes/str (a generator) -> a streamed body;
     ``(body, status)`` or ``(body, status, headers)``; or a ``Response`` as is.
     """
     if isinstance(value, Response):
@@ -82,3 +98,14 @@ def _status(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
         raise TypeError(f"status must be an integer from 100 to 599, not {value!r}")
     return value
+
+
+def encode_chunk(item: Any) -> bytes:
+    """One item of a streamed body as bytes: str as UTF-8, bytes-like as is."""
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    if isinstance(item, bytearray | memoryview):
+        return bytes(item)
+    raise TypeError(f"a streamed body yields bytes or str, not {type(item).__name__}")

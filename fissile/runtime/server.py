@@ -19,6 +19,7 @@ import sys
 import tempfile
 import traceback
 from collections import deque
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any, NoReturn
@@ -30,7 +31,14 @@ from fissile.runtime.context import Context
 from fissile.runtime.contracts import Handler, bind
 from fissile.runtime.loader import LoadError, load_entrypoint
 from fissile.runtime.request import Request
-from fissile.runtime.response import JSON_TYPE, Response
+from fissile.runtime.response import (
+    BYTES_TYPE,
+    JSON_TYPE,
+    TEXT_TYPE,
+    Response,
+    Stream,
+    encode_chunk,
+)
 from fissile.sandbox import enter_function
 
 CONTROL_PREFIX = "/_fissile/"
@@ -118,6 +126,8 @@ class HttpConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.queue: deque[tuple[Request, bool]] = deque()
         self.busy = False
+        # Set while the router reads slower than a streamed body is produced.
+        self.writable: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -132,6 +142,16 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.resume_writing()  # a paused stream wakes up to find the connection gone
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------
 
@@ -168,8 +188,9 @@ class HttpConnection(asyncio.Protocol):
             request, keep_alive = self.queue.popleft()
             result = self.dispatch(request)
             if isinstance(result, Response):
-                self.write(result, keep_alive)
-                continue
+                if self.respond(result, keep_alive):
+                    continue
+                return
             self.busy = True
             task = asyncio.ensure_future(result)
             task.add_done_callback(functools.partial(self._finished, keep_alive=keep_alive))
@@ -177,8 +198,88 @@ class HttpConnection(asyncio.Protocol):
 
     def _finished(self, task: asyncio.Future[Response], *, keep_alive: bool) -> None:
         self.busy = False
-        self.write(task.result(), keep_alive)
+        if self.respond(task.result(), keep_alive):
+            self.next()
+
+    def respond(self, response: Response, keep_alive: bool) -> bool:
+        """Write ``response``; False while its body streams on (``next`` runs when it ends)."""
+        if response.stream is None:
+            self.write(response, keep_alive)
+            return True
+        self.busy = True
+        task = asyncio.ensure_future(self.stream(response, response.stream, keep_alive))
+        task.add_done_callback(self._streamed)
+        return False
+
+    def _streamed(self, task: asyncio.Future[None]) -> None:
+        self.busy = False
         self.next()
+
+    async def stream(self, response: Response, body: Stream, keep_alive: bool) -> None:
+        """A streamed body in chunked encoding, each item written as it is produced, and the
+        next one asked for only while the router keeps up (its socket's flow control). An
+        error after the head went out ends the connection without the chunked terminator:
+        the client sees a broken body, not a complete one."""
+        items = _Items(body, self.app.threads)
+        try:
+            try:
+                first = await items.next()
+            except SystemExit as exc:
+                _exit(exc)
+            except Exception as exc:
+                self.write(_failed(self.app.function, exc), keep_alive)
+                return
+            headers = response.headers
+            if first is not _END and not any(k.lower() == "content-type" for k, _ in headers):
+                default = TEXT_TYPE if isinstance(first, str) else BYTES_TYPE
+                headers = [*headers, ("content-type", default)]
+            try:
+                head = _head(headers)
+                data = b"" if first is _END else encode_chunk(first)
+            except (ValueError, TypeError) as exc:
+                self.write(_failed(self.app.function, exc), keep_alive)
+                return
+            status = response.status
+            lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), head]
+            lines.append(b"transfer-encoding: chunked\r\n")
+            if not keep_alive:
+                lines.append(b"connection: close\r\n")
+            lines.append(b"\r\n")
+            while True:
+                transport = self.transport
+                if transport is None:
+                    return  # the router left: the rest is not wanted
+                if data:  # an empty chunk would end the body
+                    lines += [b"%x\r\n" % len(data), data, b"\r\n"]
+                transport.write(b"".join(lines))
+                lines = []
+                while self.writable is not None:
+                    await self.writable
+                if self.transport is None:
+                    return
+                try:
+                    item = await items.next()
+                except SystemExit as exc:
+                    _exit(exc)
+                except Exception as exc:
+                    sys.stderr.write(_user_traceback(exc))
+                    sys.stderr.flush()
+                    transport.close()
+                    return
+                if item is _END:
+                    break
+                try:
+                    data = encode_chunk(item)
+                except TypeError as exc:
+                    print(f"{self.app.function}: {exc}", file=sys.stderr, flush=True)
+                    transport.close()
+                    return
+            if self.transport is not None:
+                self.transport.write(b"0\r\n\r\n")
+                if not keep_alive:
+                    self.transport.close()
+        finally:
+            await items.close()
 
     def dispatch(self, request: Request) -> Response | asyncio.Future[Response] | Any:
         if request.path.startswith(CONTROL_PREFIX) and CONTROL_HEADER in request.headers:
@@ -240,6 +341,41 @@ class HttpConnection(asyncio.Protocol):
         transport.write(b"".join(lines))
         if not keep_alive:
             transport.close()
+
+
+_END = object()
+
+
+class _Items:
+    """A streamed body's items, from a sync or an async iterator; ``_END`` after them. A sync
+    iterator runs on the loop, or in the function's threads when it has them."""
+
+    def __init__(self, body: Stream, threads: ThreadPoolExecutor | None) -> None:
+        self.body = body
+        self.threads = threads
+
+    async def next(self) -> Any:
+        body = self.body
+        if isinstance(body, AsyncIterator):
+            try:
+                return await body.__anext__()
+            except StopAsyncIteration:
+                return _END
+        if self.threads is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.threads, next, body, _END)
+        return next(body, _END)
+
+    async def close(self) -> None:
+        """Let a generator run its ``finally`` (it may hold files or connections)."""
+        close = getattr(self.body, "aclose", None)
+        try:
+            if close is not None:
+                await close()
+            elif hasattr(self.body, "close"):
+                self.body.close()
+        except Exception:
+            pass
 
 
 def _head(headers: list[tuple[str, str]]) -> bytes:

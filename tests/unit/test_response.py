@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -15,6 +16,7 @@ from fissile.runtime.response import (
     TEXT_TYPE,
     Response,
     encode_body,
+    encode_chunk,
     to_response,
 )
 
@@ -119,3 +121,26 @@ def test_encode_body() -> None:
     assert encode_body("a") == (b"a", TEXT_TYPE)
     assert encode_body(b"a") == (b"a", BYTES_TYPE)
     assert encode_body({"a": 1}) == (b'{"a": 1}', JSON_TYPE)
+
+
+def test_iterators_are_streamed_other_values_encoded_whole() -> None:
+    def gen() -> Iterator[bytes]:
+        yield b"x"
+
+    async def agen() -> AsyncIterator[str]:
+        yield "y"
+
+    for body in (gen(), agen(), iter([b"a"])):
+        response = to_response((body, 201, {"content-type": "text/event-stream"}))
+        assert response.stream is body and response.body == b""
+        assert response.headers == [("content-type", "text/event-stream")]
+    # Iterables that are not iterators are values, encoded whole as before.
+    assert to_response([1, 2]).stream is None and to_response([1, 2]).body == b"[1, 2]"
+    assert to_response("text").stream is None
+
+
+def test_encode_chunk() -> None:
+    assert encode_chunk("é") == "é".encode()
+    assert encode_chunk(bytearray(b"ab")) == b"ab"
+    with pytest.raises(TypeError, match="yields bytes or str, not dict"):
+        encode_chunk({})
