@@ -38,6 +38,9 @@ COLUMNS: list[Column] = [
     ("RESTARTS", lambda f: f["status"]["restarts"]),
 ]
 
+# Every field of models.FunctionSpec (tests/unit/test_cli_fn.py checks): one missing here is
+# reset to its default by every `fn update`. Not derived from the model, to keep pydantic out of
+# the CLI's imports.
 SPEC_FIELDS = (
     "name",
     "env",
@@ -52,6 +55,7 @@ SPEC_FIELDS = (
     "idle_timeout",
     "queue_timeout",
     "queue_limit",
+    "async_retries",
     "env_vars",
     "network",
     "labels",
