@@ -7,6 +7,7 @@ route functions' annotations, which must be real classes, not strings.
 import asyncio
 import base64
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.store.space import StorageFull, is_full, writing
 from fissile.triggers.mq.hub import BrokerHub, Refused
 
 
@@ -77,6 +79,19 @@ def create_api(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), exc.status)
+
+    @app.exception_handler(StorageFull)
+    async def storage_full(request: Request, exc: StorageFull) -> JSONResponse:
+        return JSONResponse(ApiError(507, "storage_full", str(exc)).body(), 507)
+
+    async def maybe_full(request: Request, exc: Exception) -> JSONResponse:
+        # A write path that did not name its own StorageFull: still 507, never a bare 500.
+        if not is_full(exc):
+            raise exc
+        return await storage_full(request, StorageFull(info.data_dir))
+
+    app.add_exception_handler(OSError, maybe_full)
+    app.add_exception_handler(sqlite3.OperationalError, maybe_full)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -126,7 +141,8 @@ def create_api(
                 raise ApiError(413, "too_large", f"archive exceeds {MAX_ARCHIVE_BYTES} bytes")
             chunks.append(chunk)
         try:
-            digest, length, summary = await asyncio.to_thread(resources.archives.put, chunks)
+            with writing(info.data_dir):
+                digest, length, summary = await asyncio.to_thread(resources.archives.put, chunks)
         except ArchiveTooLarge as exc:
             raise ApiError(413, "too_large", str(exc)) from None
         except ArchiveError as exc:
