@@ -82,6 +82,7 @@ class Invocations:
         # Writes that found the disk full, by invocation (a newer write replaces an older
         # one), and what to do once each is recorded.
         self._unsaved: dict[str, _Unsaved] = {}
+        self._full = False
         self._full_pause = FULL_PAUSE
         self._recovery: asyncio.Task[None] | None = None
 
@@ -465,16 +466,21 @@ class Invocations:
         then(invocation)
 
     def _disk_full(self) -> None:
-        if self._recovery is None or self._recovery.done():
+        if not self._full:
+            self._full = True
             logger.warning(
                 "the disk of %s is full: invocation records wait until it has space",
                 self.store.data_dir,
             )
-            self._recovery = asyncio.create_task(self._recover())
         self._full_pause = min(FULL_PAUSE_MAX, self._full_pause * 2)
+        if self._unsaved and (self._recovery is None or self._recovery.done()):
+            self._recovery = asyncio.create_task(self._recover())
 
     def _disk_has_space(self) -> None:
         self._full_pause = FULL_PAUSE
+        if self._full:
+            self._full = False
+            logger.info("the disk of %s has space again", self.store.data_dir)
 
     async def _recover(self) -> None:
         """Write what a full disk held back, oldest first, pausing longer while it stays
@@ -498,7 +504,6 @@ class Invocations:
                 pause = FULL_PAUSE
                 self._disk_has_space()
                 unsaved.then(unsaved.invocation)
-        logger.info("the disk has space again: every invocation update is recorded")
 
     # -- callbacks and retention --------------------------------------------------------
 
