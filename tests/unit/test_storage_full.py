@@ -38,9 +38,8 @@ def test_full_disk_errors_are_recognised_and_others_are_not() -> None:
 
 
 def test_writing_names_the_data_dir_and_passes_other_errors(tmp_path: Path) -> None:
-    with pytest.raises(StorageFull, match=f"data dir {tmp_path}") as caught:
-        with writing(tmp_path):
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(StorageFull, match=f"data dir {tmp_path}") as caught, writing(tmp_path):
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert caught.value.where == str(tmp_path)
     with pytest.raises(PermissionError), writing(tmp_path):
         raise PermissionError(errno.EACCES, "Permission denied")
