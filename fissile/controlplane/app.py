@@ -16,12 +16,13 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 import fissile
 from fissile.builder import ArchiveError, ArchiveTooLarge
 from fissile.builder.archive import MAX_ARCHIVE_BYTES
 from fissile.controlplane.auth import authorized
-from fissile.controlplane.errors import ApiError
+from fissile.controlplane.errors import ApiError, error_responses
 from fissile.controlplane.resources import Resources
 from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
@@ -57,6 +58,12 @@ def create_api(
     brokers: BrokerHub | None = None,
 ) -> FastAPI:
     """The control API; with a ``token``, every request but ``/healthz`` must carry it."""
+    auth = (401,) if token is not None else ()
+
+    def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        # Every route may meet a malformed request and, behind a token, a missing one.
+        return error_responses(400, *auth, *statuses)
+
     app = FastAPI(
         title="fissile control API",
         version=fissile.__version__,
@@ -101,8 +108,16 @@ def create_api(
             if exc.status_code in (404, 405)
             else str(exc.detail)
         )
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served
+            # by one route per method (GET and POST /v1/functions) allows all of theirs.
+            allowed = _allowed_methods(app, request)
+            message = f"{request.method} is not allowed on {request.url.path}"
+            kept = {k: v for k, v in (headers or {}).items() if k.lower() != "allow"}
+            headers = {**kept, "allow": ", ".join(allowed)}
         return JSONResponse(
-            ApiError(exc.status_code, code, message).body(), exc.status_code, headers=exc.headers
+            ApiError(exc.status_code, code, message).body(), exc.status_code, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -115,19 +130,27 @@ def create_api(
         body = ApiError(422, "invalid", f"invalid request: {summary}", fields).body()
         return JSONResponse(body, 422)
 
-    @app.get("/healthz", tags=["platform"])
+    @app.get("/healthz", tags=["platform"], responses=HEALTH_RESPONSES)
     async def healthz() -> JSONResponse:
-        if ready():
-            return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "starting"}, 503)
+        """Readiness per environment; 503 only while nothing can serve (the platform is
+        starting, or no environment has its zygote up), 200 ``degraded`` while some can."""
+        environments = {
+            name: "ready" if env.zygote is not None and env.zygote.alive else "starting"
+            for name, env in sorted(resources.executor.environments.items())
+        }
+        serving = [state for state in environments.values() if state == "ready"]
+        if not ready() or (environments and not serving):
+            return JSONResponse({"status": "starting", "environments": environments}, 503)
+        status = "ok" if len(serving) == len(environments) else "degraded"
+        return JSONResponse({"status": status, "environments": environments})
 
-    @app.get("/v1/info", tags=["platform"])
+    @app.get("/v1/info", tags=["platform"], responses=errors())
     async def platform_info() -> PlatformInfo:
         return info
 
     # -- archives -----------------------------------------------------------------------
 
-    @app.post("/v1/archives", status_code=201, tags=["packages"])
+    @app.post("/v1/archives", status_code=201, tags=["packages"], responses=errors(413, 422, 507))
     async def upload_archive(request: Request) -> ArchiveInfo:
         """Upload a zip (the raw request body); it is checked, then kept by its sha256."""
         declared = request.headers.get("content-length")
@@ -167,18 +190,44 @@ def create_api(
         async def update(name: str, spec: spec_model) -> Any:
             return resources.update(kind, name, spec)
 
-        app.add_api_route(path, list_, methods=["GET"], response_model=list[read_model], tags=[tag])
+        one = path + "/{name}"
         app.add_api_route(
-            path, create, methods=["POST"], response_model=read_model, status_code=201, tags=[tag]
+            path,
+            list_,
+            methods=["GET"],
+            response_model=list[read_model],
+            tags=[tag],
+            responses=errors(),
         )
         app.add_api_route(
-            path + "/{name}", get, methods=["GET"], response_model=read_model, tags=[tag]
+            path,
+            create,
+            methods=["POST"],
+            response_model=read_model,
+            status_code=201,
+            tags=[tag],
+            # 404: a resource it refers to; 413: a body past the API's limit.
+            responses=errors(404, 409, 413, 422, 507),
+        )
+        get_errors = errors(404, 422)
+        app.add_api_route(
+            one, get, methods=["GET"], response_model=read_model, tags=[tag], responses=get_errors
         )
         app.add_api_route(
-            path + "/{name}", update, methods=["PUT"], response_model=read_model, tags=[tag]
+            one,
+            update,
+            methods=["PUT"],
+            response_model=read_model,
+            tags=[tag],
+            responses=errors(404, 409, 413, 422, 507),
         )
         app.add_api_route(
-            path + "/{name}", delete, methods=["DELETE"], response_model=read_model, tags=[tag]
+            one,
+            delete,
+            methods=["DELETE"],
+            response_model=read_model,
+            tags=[tag],
+            responses=errors(404, 409, 422, 507),
         )
 
     crud("/v1/environments", "environments", EnvironmentSpec, Environment, "environments")
@@ -192,7 +241,12 @@ def create_api(
     if brokers is not None:
         hub = brokers
 
-        @app.post("/v1/topics/{topic}/messages", status_code=202, tags=["triggers"])
+        @app.post(
+            "/v1/topics/{topic}/messages",
+            status_code=202,
+            tags=["triggers"],
+            responses=errors(422, 507),
+        )
         async def publish(
             topic: str,
             request: Request,
@@ -209,7 +263,7 @@ def create_api(
                 raise ApiError(exc.status, exc.code, exc.message) from None
             return {"topic": topic, "mqtype": mqtype, "size": len(body)}
 
-        @app.get("/v1/topics/{topic}/messages", tags=["triggers"])
+        @app.get("/v1/topics/{topic}/messages", tags=["triggers"], responses=errors(422))
         async def consume(
             topic: str,
             mqtype: str = "embedded",
@@ -236,11 +290,16 @@ def create_api(
                 for m in messages
             ]
 
-    @app.post("/v1/packages/{name}/rebuild", response_model=Package, tags=["packages"])
+    @app.post(
+        "/v1/packages/{name}/rebuild",
+        response_model=Package,
+        tags=["packages"],
+        responses=errors(404, 409, 422, 507),
+    )
     async def rebuild(name: str) -> Any:
         return resources.rebuild(name)
 
-    @app.get("/v1/functions/{name}/logs", tags=["functions"])
+    @app.get("/v1/functions/{name}/logs", tags=["functions"], responses=errors(404, 422))
     async def function_logs(
         name: str,
         follow: bool = False,
@@ -256,15 +315,19 @@ def create_api(
         )
 
     if invocations is not None:
-        _invocation_routes(app, invocations)
+        _invocation_routes(app, invocations, errors)
     return app
 
 
-def _invocation_routes(app: FastAPI, invocations: Invocations) -> None:
+def _invocation_routes(
+    app: FastAPI,
+    invocations: Invocations,
+    errors: Callable[..., dict[int | str, dict[str, Any]]],
+) -> None:
     """Listing and managing asynchronous invocations (the data plane serves single ones to
     whoever holds an id; listing them all is an operator's business)."""
 
-    @app.get("/v1/invocations", tags=["invocations"])
+    @app.get("/v1/invocations", tags=["invocations"], responses=errors(422))
     async def list_invocations(
         status: Status | None = None,
         function: str | None = None,
@@ -273,14 +336,16 @@ def _invocation_routes(app: FastAPI, invocations: Invocations) -> None:
         found = invocations.list(None if status is None else str(status), function, limit)
         return [invocation.to_json() for invocation in found]
 
-    @app.get("/v1/invocations/{invocation_id}", tags=["invocations"])
+    @app.get("/v1/invocations/{invocation_id}", tags=["invocations"], responses=errors(404))
     async def get_invocation(invocation_id: str) -> dict[str, Any]:
         invocation = invocations.get(invocation_id)
         if invocation is None:
             raise ApiError(404, "not_found", f"invocation {invocation_id!r} not found")
         return invocation.to_json()
 
-    @app.delete("/v1/invocations/{invocation_id}", tags=["invocations"])
+    @app.delete(
+        "/v1/invocations/{invocation_id}", tags=["invocations"], responses=errors(404, 409, 507)
+    )
     async def cancel_invocation(invocation_id: str) -> dict[str, Any]:
         try:
             invocation = await invocations.cancel(invocation_id)
@@ -288,6 +353,24 @@ def _invocation_routes(app: FastAPI, invocations: Invocations) -> None:
             code = "not_found" if exc.status == 404 else exc.code
             raise ApiError(exc.status, code, exc.message) from None
         return invocation.to_json()
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
+HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Serving: `status` is `ok`, or `degraded` while some environment's"
+        " zygote is (re)starting; `environments` maps each to `ready` or `starting`.",
+    },
+    503: {"description": "Nothing can serve yet: the platform or every environment is starting."},
+}
 
 
 def _topic(topic: str) -> None:

@@ -19,6 +19,7 @@ import fissile
 import fissile.controlplane.app as app_module
 from fissile.builder import ArchiveStore, Builder, zip_path
 from fissile.controlplane import Resources, create_api
+from fissile.executor.zygote import Zygote
 from fissile.models import PlatformInfo
 
 HELLO = "def main(request):\n    return 'hello'\n"
@@ -65,7 +66,8 @@ async def api(harness: Harness) -> AsyncIterator[Api]:
     info = PlatformInfo(
         version=fissile.__version__, router_url="http://127.0.0.1:1", data_dir=str(harness.root)
     )
-    app = create_api(resources, harness.logs, info, harness.executor.ready)
+    # As platform.py: ready once started; environments are reported one by one.
+    app = create_api(resources, harness.logs, info, lambda: True)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         try:
@@ -85,7 +87,10 @@ def error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 async def test_healthz_and_info(api: Api) -> None:
     response = await api.client.get("/healthz")
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "ok", "environments": {"python": "ready"}},
+    )
     info = (await api.client.get("/v1/info")).json()
     assert info["version"] == fissile.__version__
     assert info["router_url"] == "http://127.0.0.1:1"
@@ -99,7 +104,47 @@ async def test_healthz_while_starting(api: Api) -> None:
     app = create_api(resources, api.harness.logs, info, lambda: False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
         response = await c.get("/healthz")
-    assert (response.status_code, response.json()) == (503, {"status": "starting"})
+    assert (response.status_code, response.json()) == (
+        503,
+        {"status": "starting", "environments": {"python": "ready"}},
+    )
+
+
+async def test_healthz_reports_each_environment_while_one_starts(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One environment's zygote starting is not the platform being down: 200 ``degraded``,
+    the environment named; 503 only once no environment can serve."""
+    gate = asyncio.Event()
+    start = Zygote.start
+
+    async def held(zygote: Zygote, *args: Any, **kwargs: Any) -> None:
+        if zygote.env == "slow":
+            await gate.wait()
+        await start(zygote, *args, **kwargs)
+
+    monkeypatch.setattr(Zygote, "start", held)
+    created = await api.client.post("/v1/environments", json={"name": "slow", "poolsize": 0})
+    assert created.status_code == 201, created.text
+    await until(lambda: "slow" in api.harness.executor.environments)
+    response = await api.client.get("/healthz")
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "degraded", "environments": {"python": "ready", "slow": "starting"}},
+    )
+    python = api.harness.executor.environments["python"]
+    zygote = python.zygote
+    python.zygote = None  # as while its zygote restarts
+    try:
+        response = await api.client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["status"] == "starting"
+    finally:
+        python.zygote = zygote
+    gate.set()
+    await until(lambda: api.harness.executor.environments["slow"].zygote is not None, 30)
+    response = await api.client.get("/healthz")
+    assert (response.status_code, response.json()["status"]) == (200, "ok")
 
 
 async def test_openapi_document(api: Api) -> None:
@@ -117,6 +162,52 @@ async def test_openapi_document(api: Api) -> None:
     ]:
         assert path in document["paths"]
     assert "FunctionSpec" in document["components"]["schemas"]
+
+
+async def test_openapi_documents_the_error_envelope(api: Api) -> None:
+    document = (await api.client.get("/openapi.json")).json()
+    paths = document["paths"]
+    envelope = {"$ref": "#/components/schemas/ErrorBody"}
+
+    def statuses(path: str, method: str) -> dict[str, Any]:
+        responses: dict[str, Any] = paths[path][method]["responses"]
+        return responses
+
+    create = statuses("/v1/functions", "post")
+    assert {"201", "400", "404", "409", "413", "422", "507"} <= set(create)
+    for status in ("400", "404", "409", "413", "422", "507"):
+        assert create[status]["content"]["application/json"]["schema"] == envelope, status
+    assert {"404", "409", "507"} <= set(statuses("/v1/functions/{name}", "delete"))
+    assert {"413", "422", "507"} <= set(statuses("/v1/archives", "post"))
+    assert "404" in statuses("/v1/functions/{name}", "get")
+    assert {"200", "503"} <= set(statuses("/healthz", "get"))
+    # What the API really sends for a validation error is the envelope, not FastAPI's default.
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    error_schema = document["components"]["schemas"]["ErrorDetail"]
+    assert set(error_schema["properties"]) == {"code", "message", "fields"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/functions", "GET, POST"),
+        ("POST", "/v1/functions/x", "DELETE, GET, PUT"),
+        ("PATCH", "/v1/environments/python", "DELETE, GET, PUT"),
+        ("HEAD", "/v1/functions", "GET, POST"),
+        ("GET", "/v1/archives", "POST"),
+    ],
+)
+async def test_405_allows_every_method_of_the_path(
+    api: Api, method: str, path: str, allowed: str
+) -> None:
+    response = await api.client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    if method != "HEAD":
+        assert error(response, 405) == {
+            "code": "method_not_allowed",
+            "message": f"{method} is not allowed on {path}",
+        }
 
 
 # --- validation ----------------------------------------------------------------------------
