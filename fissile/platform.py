@@ -107,11 +107,15 @@ class Platform:
 
     async def start(self) -> None:
         config = self.config
+        if config.data_dir.is_dir():
+            # Another platform on this data dir is the likelier fault, and it holds the ports
+            # too: say so, rather than that a port is taken. (Only an existing data dir can
+            # be in use; a new one is made after the ports, so a busy port leaves nothing.)
+            self._lock = _lock_data_dir(config)
         router_sock = _listen(config.host, config.port, "router")
         api_sock = _listen(config.api_host, config.api_port, "control API")
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(config.data_dir, 0o700)
-        self._lock = _lock_data_dir(config)
+        if self._lock is None:
+            self._lock = _lock_data_dir(config)
         token = ensure_token(config.token_file)
         self.store = store = open_store(f"sqlite://{config.database}")
         _first_start(store)
@@ -258,6 +262,8 @@ def _listen_unix(path: Path) -> socket.socket:
 def _lock_data_dir(config: Config) -> int:
     """One ``fissile up`` per data dir: two would share the store but not their route tables,
     zygotes or builds."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.data_dir, 0o700)
     path = config.data_dir / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
