@@ -22,6 +22,7 @@ import fissile
 from fissile.builder import ArchiveStore, Builder
 from fissile.config import Config
 from fissile.controlplane import Resources, create_api
+from fissile.controlplane.app import environment_readiness
 from fissile.controlplane.auth import ensure_token
 from fissile.events import EventBus
 from fissile.executor import Executor
@@ -165,6 +166,7 @@ class Platform:
             token=token,
             invocations=invocations,
             brokers=triggers.brokers,
+            environments=environment_readiness(executor),
         )
 
         builder.resume()

@@ -24,6 +24,7 @@ from fissile.builder.archive import MAX_ARCHIVE_BYTES
 from fissile.controlplane.auth import authorized
 from fissile.controlplane.errors import ApiError, error_responses
 from fissile.controlplane.resources import Resources
+from fissile.executor import Executor
 from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
     ArchiveInfo,
@@ -56,8 +57,10 @@ def create_api(
     token: str | None = None,
     invocations: Invocations | None = None,
     brokers: BrokerHub | None = None,
+    environments: Callable[[], dict[str, bool]] | None = None,
 ) -> FastAPI:
-    """The control API; with a ``token``, every request but ``/healthz`` must carry it."""
+    """The control API; with a ``token``, every request but ``/healthz`` must carry it.
+    ``environments``: whether each environment can serve (its zygote is up), for /healthz."""
     auth = (401,) if token is not None else ()
 
     def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -134,15 +137,15 @@ def create_api(
     async def healthz() -> JSONResponse:
         """Readiness per environment; 503 only while nothing can serve (the platform is
         starting, or no environment has its zygote up), 200 ``degraded`` while some can."""
-        environments = {
-            name: "ready" if env.zygote is not None and env.zygote.alive else "starting"
-            for name, env in sorted(resources.executor.environments.items())
+        states = {
+            name: "ready" if up else "starting"
+            for name, up in sorted((environments() if environments else {}).items())
         }
-        serving = [state for state in environments.values() if state == "ready"]
-        if not ready() or (environments and not serving):
-            return JSONResponse({"status": "starting", "environments": environments}, 503)
-        status = "ok" if len(serving) == len(environments) else "degraded"
-        return JSONResponse({"status": status, "environments": environments})
+        serving = [state for state in states.values() if state == "ready"]
+        if not ready() or (states and not serving):
+            return JSONResponse({"status": "starting", "environments": states}, 503)
+        status = "ok" if len(serving) == len(states) else "degraded"
+        return JSONResponse({"status": status, "environments": states})
 
     @app.get("/v1/info", tags=["platform"], responses=errors())
     async def platform_info() -> PlatformInfo:
@@ -353,6 +356,18 @@ def _invocation_routes(
             code = "not_found" if exc.status == 404 else exc.code
             raise ApiError(exc.status, code, exc.message) from None
         return invocation.to_json()
+
+
+def environment_readiness(executor: Executor) -> Callable[[], dict[str, bool]]:
+    """Whether each environment of ``executor`` can serve: its zygote is up."""
+
+    def readiness() -> dict[str, bool]:
+        return {
+            name: env.zygote is not None and env.zygote.alive
+            for name, env in executor.environments.items()
+        }
+
+    return readiness
 
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:

@@ -19,6 +19,7 @@ import fissile
 import fissile.controlplane.app as app_module
 from fissile.builder import ArchiveStore, Builder, zip_path
 from fissile.controlplane import Resources, create_api
+from fissile.controlplane.app import environment_readiness
 from fissile.executor.zygote import Zygote
 from fissile.models import PlatformInfo
 
@@ -67,7 +68,8 @@ async def api(harness: Harness) -> AsyncIterator[Api]:
         version=fissile.__version__, router_url="http://127.0.0.1:1", data_dir=str(harness.root)
     )
     # As platform.py: ready once started; environments are reported one by one.
-    app = create_api(resources, harness.logs, info, lambda: True)
+    readiness = environment_readiness(harness.executor)
+    app = create_api(resources, harness.logs, info, lambda: True, environments=readiness)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         try:
@@ -101,7 +103,8 @@ async def test_healthz_while_starting(api: Api) -> None:
         api.harness.store, api.builder, api.builder.archives, api.harness.executor, api.harness.logs
     )
     info = PlatformInfo(version="x", router_url="http://r", data_dir="/d")
-    app = create_api(resources, api.harness.logs, info, lambda: False)
+    readiness = environment_readiness(api.harness.executor)
+    app = create_api(resources, api.harness.logs, info, lambda: False, environments=readiness)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
         response = await c.get("/healthz")
     assert (response.status_code, response.json()) == (
