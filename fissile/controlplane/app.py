@@ -64,8 +64,8 @@ def create_api(
     auth = (401,) if token is not None else ()
 
     def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-        # Every route may meet a malformed request and, behind a token, a missing one.
-        return error_responses(400, *auth, *statuses)
+        # Behind a token, every route may meet a request without it.
+        return error_responses(*auth, *statuses)
 
     app = FastAPI(
         title="fissile control API",
@@ -209,8 +209,7 @@ def create_api(
             response_model=read_model,
             status_code=201,
             tags=[tag],
-            # 404: a resource it refers to; 413: a body past the API's limit.
-            responses=errors(404, 409, 413, 422, 507),
+            responses=errors(404, 409, 422, 507),  # 404: a resource it refers to
         )
         get_errors = errors(404, 422)
         app.add_api_route(
@@ -222,7 +221,7 @@ def create_api(
             methods=["PUT"],
             response_model=read_model,
             tags=[tag],
-            responses=errors(404, 409, 413, 422, 507),
+            responses=errors(404, 409, 422, 507),
         )
         app.add_api_route(
             one,

@@ -55,12 +55,11 @@ class ErrorBody(BaseModel):
 
 
 _MEANINGS = {
-    400: "Malformed request (a body that is not JSON, a bad header).",
     401: "Missing or wrong bearer token.",
     404: "The resource, or one it refers to (named in `fields`), does not exist.",
     409: "Conflicts with the current state: exists already, in use, a colliding route.",
-    413: "The body is larger than the platform accepts.",
-    422: "The request does not validate; `fields` names each problem.",
+    413: "The body is larger than the API accepts.",
+    422: "The request does not validate (malformed JSON included); `fields` names each problem.",
     507: "The disk of the platform's data dir is full (`storage_full`); reads still work.",
 }
 
