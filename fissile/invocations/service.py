@@ -102,7 +102,7 @@ class Invocations:
                 self._save(
                     invocation,
                     _both(self.store.started, self.store.requeued),
-                    self._enqueuer(invocation),
+                    self._queued_again,
                 )
             else:
                 self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
@@ -412,14 +412,11 @@ class Invocations:
 
     def _requeue(self, invocation: Invocation) -> None:
         # Queued again in memory only once the record says queued: _start reads the record.
-        self._save(invocation, self.store.requeued, self._enqueuer(invocation))
+        self._save(invocation, self.store.requeued, self._queued_again)
 
-    def _enqueuer(self, invocation: Invocation) -> Callable[[Invocation], None]:
-        def enqueue(invocation: Invocation) -> None:
-            self._notify(invocation)
-            self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
-
-        return enqueue
+    def _queued_again(self, invocation: Invocation) -> None:
+        self._notify(invocation)
+        self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
 
     def _finish(self, invocation: Invocation) -> None:
         invocation.finished_at = time.time()
