@@ -106,19 +106,16 @@ def create_api(
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = (
-            f"no such endpoint: {request.method} {request.url.path}"
-            if exc.status_code in (404, 405)
-            else str(exc.detail)
-        )
+        message = str(exc.detail)
         headers = exc.headers
-        if exc.status_code == 405:
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
             # Starlette names the methods of the first route on the path only; a path served
             # by one route per method (GET and POST /v1/functions) allows all of theirs.
-            allowed = _allowed_methods(app, request)
             message = f"{request.method} is not allowed on {request.url.path}"
             kept = {k: v for k, v in (headers or {}).items() if k.lower() != "allow"}
-            headers = {**kept, "allow": ", ".join(allowed)}
+            headers = {**kept, "allow": ", ".join(_allowed_methods(app, request))}
         return JSONResponse(
             ApiError(exc.status_code, code, message).body(), exc.status_code, headers=headers
         )

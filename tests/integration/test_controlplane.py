@@ -4,6 +4,7 @@ store, builder and executor, driven in-process through httpx's ASGI transport.""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import zipfile
@@ -22,6 +23,7 @@ from fissile.controlplane import Resources, create_api
 from fissile.controlplane.app import environment_readiness
 from fissile.executor.zygote import Zygote
 from fissile.models import PlatformInfo
+from fissile.store.sqlite import SQLiteStore
 
 HELLO = "def main(request):\n    return 'hello'\n"
 
@@ -553,3 +555,46 @@ async def test_following_logs_sees_new_lines_and_ends_with_the_function(api: Api
     text = response.text
     assert "fissile before" in text
     assert "fissile while following" in text
+
+
+# --- a full disk -----------------------------------------------------------------------------
+
+
+async def test_a_full_store_answers_507_and_still_reads_and_deletes(api: Api) -> None:
+    created = await api.client.post("/v1/environments", json={"name": "spare"})
+    assert created.status_code == 201, created.text
+    store = api.harness.store
+    assert isinstance(store, SQLiteStore)
+    # SQLite's own SQLITE_FULL: the database may not grow by a page.
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    try:
+        big = {"name": "big", "preload": [f"module_{i:05}" for i in range(2000)]}  # > a page
+        failure = error(await api.client.post("/v1/environments", json=big), 507)
+        assert failure["code"] == "storage_full"
+        assert str(api.harness.root) in failure["message"]
+        assert (await api.client.get("/v1/environments/spare")).status_code == 200
+        assert (await api.client.delete("/v1/environments/spare")).status_code == 200
+    finally:
+        store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert (await api.client.post("/v1/environments", json=big)).status_code == 201
+
+
+async def test_an_unmapped_enospc_is_507_not_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Resources, "create", full)
+    failure = error(await api.client.post("/v1/environments", json={"name": "x"}), 507)
+    assert failure == {
+        "code": "storage_full",
+        "message": f"no space left on the disk of the data dir {api.harness.root}; free space"
+        " there (deleting resources helps) and try again",
+    }
+
+    def broken(*args: Any) -> Any:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Resources, "create", broken)
+    response = await api.client.post("/v1/environments", json={"name": "x"})
+    assert response.status_code == 500  # other faults stay what they are
