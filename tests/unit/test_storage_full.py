@@ -92,3 +92,19 @@ def test_function_logs_drop_lines_on_a_full_disk_without_raising(
     assert "3 function log lines were dropped" in caplog.text
     assert logs.function_log("fn").read_text().endswith("fissile fits again\n")
     logs.close()
+
+
+def test_a_reserve_that_does_not_fit_is_not_tried_on_every_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = []
+
+    def no_room(fd: int, offset: int, size: int) -> None:
+        attempts.append(size)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.posix_fallocate", no_room)
+    reserve = SpaceReserve(tmp_path / "reserve", size=4096)
+    assert not reserve.keep() and not reserve.keep()
+    assert attempts == [4096]  # the second write did not try again so soon
+    assert list(tmp_path.iterdir()) == []  # nothing half-made left behind
