@@ -6,11 +6,12 @@ route functions' annotations, which must be real classes, not strings.
 
 import asyncio
 import base64
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -392,24 +393,46 @@ def _topic(topic: str) -> None:
 async def _stream_log(
     path: Path, tail: int, follow: bool, gone: Callable[[], bool]
 ) -> AsyncIterator[bytes]:
-    position = 0
-    if path.exists():
-        data = path.read_bytes()
-        lines = data.splitlines(keepends=True)
-        yield b"".join(lines[-tail:] if tail else [])
-        position = len(data)
-    while follow:
-        await asyncio.sleep(0.25)
-        if gone():
-            return
-        if not path.exists():
-            continue
-        size = path.stat().st_size
-        if size < position:  # rotated
-            position = 0
-        if size > position:
-            with path.open("rb") as handle:
-                handle.seek(position)
-                chunk = handle.read(size - position)
-            position = size
-            yield chunk
+    # Read through an open handle: lines written just before the function was deleted (which
+    # removes its log) or before a rotation are still there to read, however late this loop
+    # wakes up on a loaded host.
+    handle = _open_log(path)
+    try:
+        if handle is not None:
+            lines = handle.read().splitlines(keepends=True)
+            yield b"".join(lines[-tail:] if tail else [])
+        while follow:
+            await asyncio.sleep(0.25)
+            ended = gone()
+            if handle is not None:
+                chunk = handle.read()
+                if chunk:
+                    yield chunk
+            if ended:
+                return
+            if _replaced(path, handle):  # rotated, or created since
+                if handle is not None:
+                    handle.close()
+                handle = _open_log(path)
+                if handle is not None:
+                    chunk = handle.read()
+                    if chunk:
+                        yield chunk
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _open_log(path: Path) -> BinaryIO | None:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        return None
+
+
+def _replaced(path: Path, handle: BinaryIO | None) -> bool:
+    try:
+        current = os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+    return handle is None or current != os.fstat(handle.fileno()).st_ino

@@ -557,6 +557,38 @@ async def test_following_logs_sees_new_lines_and_ends_with_the_function(api: Api
     assert "fissile while following" in text
 
 
+async def test_following_logs_loses_no_line_to_a_rotation_or_the_delete(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However late the stream's loop wakes (a loaded host), it reads through the file it
+    has open: lines before a rotation and the last ones before the delete arrive."""
+    monkeypatch.setattr("fissile.observability.logs.MAX_LOG_BYTES", 300)
+    opened = asyncio.Event()
+    open_log = app_module._open_log
+
+    def watched(path: Path) -> Any:
+        opened.set()
+        return open_log(path)
+
+    monkeypatch.setattr(app_module, "_open_log", watched)
+    await api.package()
+    await api.function()
+    api.harness.logs.platform("fn", "first")
+    follow = asyncio.create_task(
+        api.client.get("/v1/functions/fn/logs", params={"follow": "true"}, timeout=30)
+    )
+    await asyncio.wait_for(opened.wait(), 30)  # the stream holds the log open
+    for n in range(12):  # ~60 bytes each: rotated about every five lines
+        api.harness.logs.platform("fn", f"line {n:02}")
+        if n % 4 == 3:
+            await asyncio.sleep(0.3)  # let the stream see some rotations as they happen
+    api.harness.logs.platform("fn", "last words")
+    assert (await api.client.delete("/v1/functions/fn")).status_code == 200  # at once
+    text = (await asyncio.wait_for(follow, 20)).text
+    said = [line.split(" ", 2)[2] for line in text.splitlines()]
+    assert said == ["first", *(f"line {n:02}" for n in range(12)), "last words"], text
+
+
 # --- a full disk -----------------------------------------------------------------------------
 
 
