@@ -601,7 +601,8 @@ async def test_a_full_store_answers_507_and_still_reads_and_deletes(api: Api) ->
     pages = store._db.execute("PRAGMA page_count").fetchone()[0]
     store._db.execute(f"PRAGMA max_page_count = {pages}")
     try:
-        big = {"name": "big", "preload": [f"module_{i:05}" for i in range(2000)]}  # > a page
+        labels = {f"note-{i}": "x" * 200 for i in range(40)}  # more than a page
+        big = {"name": "big", "poolsize": 0, "labels": labels}
         failure = error(await api.client.post("/v1/environments", json=big), 507)
         assert failure["code"] == "storage_full"
         assert str(api.harness.root) in failure["message"]
@@ -610,6 +611,8 @@ async def test_a_full_store_answers_507_and_still_reads_and_deletes(api: Api) ->
     finally:
         store._db.execute("PRAGMA max_page_count = 1073741823")
     assert (await api.client.post("/v1/environments", json=big)).status_code == 201
+    environments = api.harness.executor.environments
+    await until(lambda: "big" in environments and environments["big"].zygote is not None, 30)
 
 
 async def test_an_unmapped_enospc_is_507_not_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
