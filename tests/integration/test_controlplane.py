@@ -23,6 +23,7 @@ from fissile.controlplane import Resources, create_api
 from fissile.controlplane.app import environment_readiness
 from fissile.executor.zygote import Zygote
 from fissile.models import PlatformInfo
+from fissile.store import StorageFull
 from fissile.store.sqlite import SQLiteStore
 
 HELLO = "def main(request):\n    return 'hello'\n"
@@ -633,3 +634,28 @@ async def test_an_unmapped_enospc_is_507_not_500(api: Api, monkeypatch: pytest.M
     monkeypatch.setattr(Resources, "create", broken)
     response = await api.client.post("/v1/environments", json={"name": "x"})
     assert response.status_code == 500  # other faults stay what they are
+
+
+async def test_deleting_a_function_on_a_full_disk_frees_its_log_first(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await api.package("owned", owner="fn")
+    assert (await api.function("fn", package="owned")).status_code == 201
+    api.harness.logs.platform("fn", "a line")
+    log = api.harness.logs.function_log("fn")
+    assert log.exists()
+    store = api.harness.store
+    delete = store.delete
+
+    def full_for_packages(kind: str, name: str) -> Any:
+        if kind == "packages":
+            raise StorageFull(api.harness.root)
+        return delete(kind, name)
+
+    monkeypatch.setattr(store, "delete", full_for_packages)
+    response = await api.client.delete("/v1/functions/fn")
+    assert response.status_code == 200, response.text  # the function is gone, as asked
+    assert not log.exists()
+    assert (await api.client.get("/v1/functions/fn")).status_code == 404
+    monkeypatch.setattr(store, "delete", delete)
+    assert (await api.client.delete("/v1/packages/owned")).status_code == 200
