@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from syskit import Platform, Spawn, write
+from syskit import Platform, Spawn, assert_one_line_error, write
 
 pytestmark = [
     pytest.mark.slow,
@@ -126,6 +126,8 @@ def test_full_disk_answers_507_keeps_serving_and_recovers(
     assert_full(control(platform, "POST", "/v1/environments", json={"name": "py2"}), small_disk)
     archive = _zip(code.read_bytes())
     assert_full(control(platform, "POST", "/v1/archives", content=archive), small_disk)
+    refused = platform.cli("fn", "create", "--name", "late", "--code", str(code))
+    assert_one_line_error(refused, f"no space left on the disk of the data dir {small_disk}")
     assert_full(platform.request("POST", "/async-function/queue?s=0"), small_disk)
     assert_full(
         platform.request("POST", "/function/kept", headers={"prefer": "respond-async"}),
