@@ -10,9 +10,11 @@ full period.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,9 +177,6 @@ def test_full_disk_answers_507_keeps_serving_and_recovers(
 
 
 def _zip(source: bytes) -> bytes:
-    import io
-    import zipfile
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("sleepy.py", source)
