@@ -69,6 +69,8 @@ class Client:
             raise ClientError(
                 f"the fissile API at {self.base_url} did not answer in time"
             ) from None
+        except httpx.TransportError as exc:
+            raise _broken(self.base_url, exc) from None
         if response.status_code == 401:
             raise ClientError(
                 "the fissile API refused the token: set FISSILE_TOKEN, or FISSILE_DATA_DIR to the"
@@ -144,6 +146,8 @@ class Client:
                 yield from response.iter_bytes()
         except httpx.ConnectError:
             raise ClientError(f"cannot reach the fissile API at {self.base_url}") from None
+        except httpx.TransportError as exc:
+            raise _broken(self.base_url, exc) from None
 
     # -- invocations --------------------------------------------------------------------
 
@@ -205,6 +209,12 @@ class Client:
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", "/v1/info")
         return result
+
+
+def _broken(base_url: str, exc: httpx.TransportError) -> ClientError:
+    """Any other transport fault (the connection closed mid-answer, a malformed response)."""
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ClientError(f"the connection to the fissile API at {base_url} failed: {detail}")
 
 
 def _error(response: httpx.Response) -> ClientError:

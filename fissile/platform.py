@@ -23,6 +23,7 @@ import fissile
 from fissile.builder import ArchiveStore, Builder
 from fissile.config import Config
 from fissile.controlplane import Resources, create_api
+from fissile.controlplane.app import environment_readiness
 from fissile.controlplane.auth import ensure_token
 from fissile.controlplane.caps import Caps
 from fissile.events import EventBus
@@ -91,7 +92,9 @@ class Platform:
         self._ready = False
 
     def ready(self) -> bool:
-        return self._ready and self.executor is not None and self.executor.ready()
+        # Environments' zygotes are reported one by one by /healthz: one starting must not
+        # make the whole platform look down.
+        return self._ready
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,11 +113,15 @@ class Platform:
 
     async def start(self) -> None:
         config = self.config
+        if config.data_dir.is_dir():
+            # Another platform on this data dir is the likelier fault, and it holds the ports
+            # too: say so, rather than that a port is taken. (Only an existing data dir can
+            # be in use; a new one is made after the ports, so a busy port leaves nothing.)
+            self._lock = _lock_data_dir(config)
         router_sock = _listen(config.host, config.port, "router")
         api_sock = _listen(config.api_host, config.api_port, "control API")
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(config.data_dir, 0o700)
-        self._lock = _lock_data_dir(config)
+        if self._lock is None:
+            self._lock = _lock_data_dir(config)
         token = ensure_token(config.token_file)
         self.store = store = open_store(f"sqlite://{config.database}")
         _first_start(store)
@@ -174,6 +181,7 @@ class Platform:
             token=token,
             invocations=invocations,
             brokers=triggers.brokers,
+            environments=environment_readiness(executor),
         )
 
         builder.resume()
@@ -302,6 +310,8 @@ def _listen_unix(path: Path) -> socket.socket:
 def _lock_data_dir(config: Config) -> int:
     """One ``fissile up`` per data dir: two would share the store but not their route tables,
     zygotes or builds."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.data_dir, 0o700)
     path = config.data_dir / "lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:

@@ -66,10 +66,17 @@ def _walk(root: Path) -> list[Path]:
         dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
         base = Path(directory)
         for name in files:
-            if not name.endswith((".pyc", ".pyo")):
+            if not name.endswith((".pyc", ".pyo")) and _regular_or_link(base / name):
                 found.append(base / name)
         found.extend(base / d for d in dirs if (base / d).is_symlink())
     return found
+
+
+def _regular_or_link(path: Path) -> bool:
+    """Sockets, pipes and devices in a source tree are skipped: none has content to ship, and
+    reading a pipe would block."""
+    mode = path.lstat().st_mode
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def _add_file(archive: zipfile.ZipFile, path: Path, name: str) -> None:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+import httpx
 
 import fissile
 from fissile.cli import (
@@ -34,6 +35,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ClientError as exc:
             click.echo(f"Error: {exc.message}", err=True)
+            sys.exit(1)
+        except httpx.TransportError as exc:
+            # The client names the API in its own errors; this is the net under the rest.
+            click.echo(f"Error: connection failed: {exc or type(exc).__name__}", err=True)
             sys.exit(1)
         except BrokenPipeError:
             # The reader went away (`fissile inv list | head`): not an error of ours.

@@ -145,6 +145,18 @@ def _owned_package(client: Client, function: str, env: str, source: str) -> str:
     return name
 
 
+def _check_code(code: str | None) -> None:
+    """``--code`` is one source file: a directory (``--code /tmp``) would ship everything in
+    it, sockets and all."""
+    if code is None:
+        return
+    path = Path(code)
+    if path.is_dir():
+        raise click.BadParameter(f"{code} is a directory; use --src for one", param_hint="--code")
+    if path.exists() and not path.is_file():
+        raise click.BadParameter(f"{code} is not a regular file", param_hint="--code")
+
+
 def _backoff(status: dict[str, Any]) -> str:
     if not status.get("backoff"):
         return "-"
@@ -208,6 +220,7 @@ def create(
     """Create a function from a file, a source directory/zip, or a package."""
     if sum(x is not None for x in (code, src, package)) != 1:
         raise click.UsageError("give exactly one of --code, --src or --pkg")
+    _check_code(code)
     if spec:
         fields: dict[str, Any] = {"name": name, "env": env}
         if code is not None:
@@ -257,6 +270,7 @@ def update(
     """Change a function; new code rolls its instances (in-flight requests finish first)."""
     if sum(x is not None for x in (code, src, package)) > 1:
         raise click.UsageError("give at most one of --code, --src or --pkg")
+    _check_code(code)
     with Client() as client:
         current = client.get("functions", name)
         body = {k: current[k] for k in SPEC_FIELDS if k in current}

@@ -6,22 +6,26 @@ route functions' annotations, which must be real classes, not strings.
 
 import asyncio
 import base64
+import os
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 import fissile
 from fissile.builder import ArchiveError, ArchiveTooLarge
 from fissile.builder.archive import MAX_ARCHIVE_BYTES
 from fissile.controlplane.auth import authorized
-from fissile.controlplane.errors import ApiError
+from fissile.controlplane.errors import ApiError, error_responses
 from fissile.controlplane.resources import Resources
+from fissile.executor import Executor
 from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
     ArchiveInfo,
@@ -42,6 +46,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.store.space import StorageFull, is_full, writing
 from fissile.triggers.mq.hub import BrokerHub, Refused
 
 
@@ -53,8 +58,16 @@ def create_api(
     token: str | None = None,
     invocations: Invocations | None = None,
     brokers: BrokerHub | None = None,
+    environments: Callable[[], dict[str, bool]] | None = None,
 ) -> FastAPI:
-    """The control API; with a ``token``, every request but ``/healthz`` must carry it."""
+    """The control API; with a ``token``, every request but ``/healthz`` must carry it.
+    ``environments``: whether each environment can serve (its zygote is up), for /healthz."""
+    auth = (401,) if token is not None else ()
+
+    def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        # Behind a token, every route may meet a request without it.
+        return error_responses(*auth, *statuses)
+
     app = FastAPI(
         title="fissile control API",
         version=fissile.__version__,
@@ -78,16 +91,34 @@ def create_api(
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), exc.status)
 
+    @app.exception_handler(StorageFull)
+    async def storage_full(request: Request, exc: StorageFull) -> JSONResponse:
+        return JSONResponse(ApiError(507, "storage_full", str(exc)).body(), 507)
+
+    async def maybe_full(request: Request, exc: Exception) -> JSONResponse:
+        # A write path that did not name its own StorageFull: still 507, never a bare 500.
+        if not is_full(exc):
+            raise exc
+        return await storage_full(request, StorageFull(info.data_dir))
+
+    app.add_exception_handler(OSError, maybe_full)
+    app.add_exception_handler(sqlite3.OperationalError, maybe_full)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = (
-            f"no such endpoint: {request.method} {request.url.path}"
-            if exc.status_code in (404, 405)
-            else str(exc.detail)
-        )
+        message = str(exc.detail)
+        headers = exc.headers
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served
+            # by one route per method (GET and POST /v1/functions) allows all of theirs.
+            message = f"{request.method} is not allowed on {request.url.path}"
+            kept = {k: v for k, v in (headers or {}).items() if k.lower() != "allow"}
+            headers = {**kept, "allow": ", ".join(_allowed_methods(app, request))}
         return JSONResponse(
-            ApiError(exc.status_code, code, message).body(), exc.status_code, headers=exc.headers
+            ApiError(exc.status_code, code, message).body(), exc.status_code, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -100,19 +131,27 @@ def create_api(
         body = ApiError(422, "invalid", f"invalid request: {summary}", fields).body()
         return JSONResponse(body, 422)
 
-    @app.get("/healthz", tags=["platform"])
+    @app.get("/healthz", tags=["platform"], responses=HEALTH_RESPONSES)
     async def healthz() -> JSONResponse:
-        if ready():
-            return JSONResponse({"status": "ok"})
-        return JSONResponse({"status": "starting"}, 503)
+        """Readiness per environment; 503 only while nothing can serve (the platform is
+        starting, or no environment has its zygote up), 200 ``degraded`` while some can."""
+        states = {
+            name: "ready" if up else "starting"
+            for name, up in sorted((environments() if environments else {}).items())
+        }
+        serving = [state for state in states.values() if state == "ready"]
+        if not ready() or (states and not serving):
+            return JSONResponse({"status": "starting", "environments": states}, 503)
+        status = "ok" if len(serving) == len(states) else "degraded"
+        return JSONResponse({"status": status, "environments": states})
 
-    @app.get("/v1/info", tags=["platform"])
+    @app.get("/v1/info", tags=["platform"], responses=errors())
     async def platform_info() -> PlatformInfo:
         return info
 
     # -- archives -----------------------------------------------------------------------
 
-    @app.post("/v1/archives", status_code=201, tags=["packages"])
+    @app.post("/v1/archives", status_code=201, tags=["packages"], responses=errors(413, 422, 507))
     async def upload_archive(request: Request) -> ArchiveInfo:
         """Upload a zip (the raw request body); it is checked, then kept by its sha256."""
         declared = request.headers.get("content-length")
@@ -126,7 +165,8 @@ def create_api(
                 raise ApiError(413, "too_large", f"archive exceeds {MAX_ARCHIVE_BYTES} bytes")
             chunks.append(chunk)
         try:
-            digest, length, summary = await asyncio.to_thread(resources.archives.put, chunks)
+            with writing(info.data_dir):
+                digest, length, summary = await asyncio.to_thread(resources.archives.put, chunks)
         except ArchiveTooLarge as exc:
             raise ApiError(413, "too_large", str(exc)) from None
         except ArchiveError as exc:
@@ -151,18 +191,43 @@ def create_api(
         async def update(name: str, spec: spec_model) -> Any:
             return resources.update(kind, name, spec)
 
-        app.add_api_route(path, list_, methods=["GET"], response_model=list[read_model], tags=[tag])
+        one = path + "/{name}"
         app.add_api_route(
-            path, create, methods=["POST"], response_model=read_model, status_code=201, tags=[tag]
+            path,
+            list_,
+            methods=["GET"],
+            response_model=list[read_model],
+            tags=[tag],
+            responses=errors(),
         )
         app.add_api_route(
-            path + "/{name}", get, methods=["GET"], response_model=read_model, tags=[tag]
+            path,
+            create,
+            methods=["POST"],
+            response_model=read_model,
+            status_code=201,
+            tags=[tag],
+            responses=errors(404, 409, 422, 507),  # 404: a resource it refers to
+        )
+        get_errors = errors(404, 422)
+        app.add_api_route(
+            one, get, methods=["GET"], response_model=read_model, tags=[tag], responses=get_errors
         )
         app.add_api_route(
-            path + "/{name}", update, methods=["PUT"], response_model=read_model, tags=[tag]
+            one,
+            update,
+            methods=["PUT"],
+            response_model=read_model,
+            tags=[tag],
+            responses=errors(404, 409, 422, 507),
         )
         app.add_api_route(
-            path + "/{name}", delete, methods=["DELETE"], response_model=read_model, tags=[tag]
+            one,
+            delete,
+            methods=["DELETE"],
+            response_model=read_model,
+            tags=[tag],
+            responses=errors(404, 409, 422, 507),
         )
 
     crud("/v1/environments", "environments", EnvironmentSpec, Environment, "environments")
@@ -176,7 +241,12 @@ def create_api(
     if brokers is not None:
         hub = brokers
 
-        @app.post("/v1/topics/{topic}/messages", status_code=202, tags=["triggers"])
+        @app.post(
+            "/v1/topics/{topic}/messages",
+            status_code=202,
+            tags=["triggers"],
+            responses=errors(422, 507),
+        )
         async def publish(
             topic: str,
             request: Request,
@@ -193,7 +263,7 @@ def create_api(
                 raise ApiError(exc.status, exc.code, exc.message) from None
             return {"topic": topic, "mqtype": mqtype, "size": len(body)}
 
-        @app.get("/v1/topics/{topic}/messages", tags=["triggers"])
+        @app.get("/v1/topics/{topic}/messages", tags=["triggers"], responses=errors(422))
         async def consume(
             topic: str,
             mqtype: str = "embedded",
@@ -220,11 +290,16 @@ def create_api(
                 for m in messages
             ]
 
-    @app.post("/v1/packages/{name}/rebuild", response_model=Package, tags=["packages"])
+    @app.post(
+        "/v1/packages/{name}/rebuild",
+        response_model=Package,
+        tags=["packages"],
+        responses=errors(404, 409, 422, 507),
+    )
     async def rebuild(name: str) -> Any:
         return resources.rebuild(name)
 
-    @app.get("/v1/functions/{name}/logs", tags=["functions"])
+    @app.get("/v1/functions/{name}/logs", tags=["functions"], responses=errors(404, 422))
     async def function_logs(
         name: str,
         follow: bool = False,
@@ -240,15 +315,19 @@ def create_api(
         )
 
     if invocations is not None:
-        _invocation_routes(app, invocations)
+        _invocation_routes(app, invocations, errors)
     return app
 
 
-def _invocation_routes(app: FastAPI, invocations: Invocations) -> None:
+def _invocation_routes(
+    app: FastAPI,
+    invocations: Invocations,
+    errors: Callable[..., dict[int | str, dict[str, Any]]],
+) -> None:
     """Listing and managing asynchronous invocations (the data plane serves single ones to
     whoever holds an id; listing them all is an operator's business)."""
 
-    @app.get("/v1/invocations", tags=["invocations"])
+    @app.get("/v1/invocations", tags=["invocations"], responses=errors(422))
     async def list_invocations(
         status: Status | None = None,
         function: str | None = None,
@@ -257,14 +336,16 @@ def _invocation_routes(app: FastAPI, invocations: Invocations) -> None:
         found = invocations.list(None if status is None else str(status), function, limit)
         return [invocation.to_json() for invocation in found]
 
-    @app.get("/v1/invocations/{invocation_id}", tags=["invocations"])
+    @app.get("/v1/invocations/{invocation_id}", tags=["invocations"], responses=errors(404))
     async def get_invocation(invocation_id: str) -> dict[str, Any]:
         invocation = invocations.get(invocation_id)
         if invocation is None:
             raise ApiError(404, "not_found", f"invocation {invocation_id!r} not found")
         return invocation.to_json()
 
-    @app.delete("/v1/invocations/{invocation_id}", tags=["invocations"])
+    @app.delete(
+        "/v1/invocations/{invocation_id}", tags=["invocations"], responses=errors(404, 409, 507)
+    )
     async def cancel_invocation(invocation_id: str) -> dict[str, Any]:
         try:
             invocation = await invocations.cancel(invocation_id)
@@ -272,6 +353,36 @@ def _invocation_routes(app: FastAPI, invocations: Invocations) -> None:
             code = "not_found" if exc.status == 404 else exc.code
             raise ApiError(exc.status, code, exc.message) from None
         return invocation.to_json()
+
+
+def environment_readiness(executor: Executor) -> Callable[[], dict[str, bool]]:
+    """Whether each environment of ``executor`` can serve: its zygote is up."""
+
+    def readiness() -> dict[str, bool]:
+        return {
+            name: env.zygote is not None and env.zygote.alive
+            for name, env in executor.environments.items()
+        }
+
+    return readiness
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
+HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Serving: `status` is `ok`, or `degraded` while some environment's"
+        " zygote is (re)starting; `environments` maps each to `ready` or `starting`.",
+    },
+    503: {"description": "Nothing can serve yet: the platform or every environment is starting."},
+}
 
 
 def _topic(topic: str) -> None:
@@ -282,24 +393,46 @@ def _topic(topic: str) -> None:
 async def _stream_log(
     path: Path, tail: int, follow: bool, gone: Callable[[], bool]
 ) -> AsyncIterator[bytes]:
-    position = 0
-    if path.exists():
-        data = path.read_bytes()
-        lines = data.splitlines(keepends=True)
-        yield b"".join(lines[-tail:] if tail else [])
-        position = len(data)
-    while follow:
-        await asyncio.sleep(0.25)
-        if gone():
-            return
-        if not path.exists():
-            continue
-        size = path.stat().st_size
-        if size < position:  # rotated
-            position = 0
-        if size > position:
-            with path.open("rb") as handle:
-                handle.seek(position)
-                chunk = handle.read(size - position)
-            position = size
-            yield chunk
+    # Read through an open handle: lines written just before the function was deleted (which
+    # removes its log) or before a rotation are still there to read, however late this loop
+    # wakes up on a loaded host.
+    handle = _open_log(path)
+    try:
+        if handle is not None:
+            lines = handle.read().splitlines(keepends=True)
+            yield b"".join(lines[-tail:] if tail else [])
+        while follow:
+            await asyncio.sleep(0.25)
+            ended = gone()
+            if handle is not None:
+                chunk = handle.read()
+                if chunk:
+                    yield chunk
+            if ended:
+                return
+            if _replaced(path, handle):  # rotated, or created since
+                if handle is not None:
+                    handle.close()
+                handle = _open_log(path)
+                if handle is not None:
+                    chunk = handle.read()
+                    if chunk:
+                        yield chunk
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _open_log(path: Path) -> BinaryIO | None:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        return None
+
+
+def _replaced(path: Path, handle: BinaryIO | None) -> bool:
+    try:
+        current = os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+    return handle is None or current != os.fstat(handle.fileno()).st_ino

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 
 class ApiError(Exception):
     def __init__(
@@ -30,3 +32,38 @@ def not_found(kind: str, name: str, field: str | None = None) -> ApiError:
 
 def conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
+
+
+# -- the envelope in the OpenAPI document ---------------------------------------------------
+
+
+class FieldProblem(BaseModel):
+    path: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldProblem] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error of the control API: ``{"error": {"code", "message", "fields"?}}``."""
+
+    error: ErrorDetail
+
+
+_MEANINGS = {
+    401: "Missing or wrong bearer token.",
+    404: "The resource, or one it refers to (named in `fields`), does not exist.",
+    409: "Conflicts with the current state: exists already, in use, a colliding route.",
+    413: "The body is larger than the API accepts.",
+    422: "The request does not validate (malformed JSON included); `fields` names each problem.",
+    507: "The disk of the platform's data dir is full (`storage_full`); reads still work.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the statuses a route can answer with the error envelope."""
+    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}

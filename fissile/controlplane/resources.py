@@ -3,6 +3,7 @@ names are unique, nothing in use is deleted, and builds start when sources chang
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,9 @@ from fissile.models import (
 )
 from fissile.observability import LogBook
 from fissile.router.routes import Route, find_conflict
-from fissile.store import AlreadyExists, NotFound, Store, uids
+from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
+
+logger = logging.getLogger("fissile.controlplane")
 
 
 class Resources:
@@ -146,9 +149,15 @@ class Resources:
         except NotFound:
             raise not_found(SINGULAR[kind], name) from None
         if kind == "functions":
-            self._delete_owned_package(name, record.data.get("package"))
-            self.logs.forget(name)
-            uids.release(self.store, name)
+            self.logs.forget(name)  # first: it frees space, which a full disk needs
+            try:
+                uids.release(self.store, name)
+                self._delete_owned_package(name, record.data.get("package"))
+            except StorageFull:
+                # The function is gone, which is what was asked; its package stays until a
+                # delete of its own (`pkg delete`) when the disk has space, and its uid stays
+                # reserved (a function created again under its name takes it back).
+                logger.warning("function %s deleted; its package or uid stays (disk full)", name)
         return deleted.merged()
 
     def _delete_owned_package(self, function: str, package: str | None) -> None:

@@ -4,6 +4,10 @@ own concurrency and timeout, retry, record, and tell whoever waits.
 Queued ids live in memory per function (the database is the truth, memory the index): a
 starting platform rebuilds the index from the database, and an invocation that was running when
 the platform died runs again (at-least-once).
+
+A full disk loses nothing that was accepted: an attempt that cannot record its start waits and
+starts again later, and an outcome that cannot be recorded is kept in memory and written by a
+recovery task that retries with back-off until the disk has space again (no restart needed).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from fissile.events import EventBus
@@ -27,6 +32,7 @@ from fissile.invocations.errors import InvocationError
 from fissile.invocations.records import CLOSING, Invocation, Response, Status
 from fissile.invocations.store import InvocationStore
 from fissile.router.invoke import invoke
+from fissile.store.space import StorageFull
 
 logger = logging.getLogger("fissile.invocations")
 
@@ -39,6 +45,9 @@ RETRY_MAX = 60.0
 OVERLOAD_PAUSE = 0.2
 # At most this many invocations run at once across all functions.
 MAX_RUNNING = 256
+# While the disk is full: the first pause before writing again, doubling up to the last.
+FULL_PAUSE = 0.5
+FULL_PAUSE_MAX = 5.0
 
 
 def new_id() -> str:
@@ -72,6 +81,12 @@ class Invocations:
         self._loops: list[asyncio.Task[None]] = []
         self._accepting = False
         self._closing = False
+        # Writes that found the disk full, by invocation (a newer write replaces an older
+        # one), and what to do once each is recorded.
+        self._unsaved: dict[str, _Unsaved] = {}
+        self._full = False
+        self._full_pause = FULL_PAUSE
+        self._recovery: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -86,9 +101,13 @@ class Invocations:
                 invocation.attempts = max(0, invocation.attempts - 1)
                 invocation.next_attempt_at = now
                 invocation.error = "interrupted by a platform restart; run again"
-                self.store.started(invocation)
-                self.store.requeued(invocation)
-            self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
+                self._save(
+                    invocation,
+                    _both(self.store.started, self.store.requeued),
+                    self._queued_again,
+                )
+            else:
+                self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
             resumed += 1
         if resumed:
             logger.info("resuming %d unfinished asynchronous invocations", resumed)
@@ -107,6 +126,14 @@ class Invocations:
         self.close_watchers()
         for task in self._loops:
             task.cancel()
+        if self._recovery is not None:
+            self._recovery.cancel()
+        if self._unsaved:
+            logger.warning(
+                "%d invocation updates could not be recorded (disk full); they run again at"
+                " the next start",
+                len(self._unsaved),
+            )
         running = [attempt.task for attempt in self._running.values()]
         if running:
             await asyncio.wait(running, timeout=grace)
@@ -298,7 +325,16 @@ class Invocations:
         invocation.status = Status.running
         invocation.attempts += 1
         invocation.started_at = time.time()
-        self.store.started(invocation)
+        try:
+            self.store.started(invocation)
+        except StorageFull:
+            # Not started as far as the record goes: try again once there may be space.
+            invocation.status = Status.queued
+            invocation.attempts -= 1
+            self._disk_full()
+            self._enqueue(invocation.id, invocation.function, time.time() + self._full_pause)
+            return
+        self._disk_has_space()
         self._notify(invocation)
         body = self.store.request_body(invocation.id)
         try:
@@ -345,9 +381,7 @@ class Invocations:
             invocation.attempts -= 1
             invocation.status = Status.queued
             invocation.next_attempt_at = time.time() + pause
-            self.store.requeued(invocation)
-            self._notify(invocation)
-            self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
+            self._requeue(invocation)
             return None
         invocation.response = None
         if result.status == 404:
@@ -362,9 +396,7 @@ class Invocations:
             delay = min(RETRY_MAX, RETRY_BASE * 2 ** (invocation.attempts - 1))
             invocation.status = Status.queued
             invocation.next_attempt_at = time.time() + delay
-            self.store.requeued(invocation)
-            self._notify(invocation)
-            self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
+            self._requeue(invocation)
             logger.info(
                 "invocation %s of %s failed (%s); attempt %d of %d in %.1fs",
                 invocation.id,
@@ -381,9 +413,19 @@ class Invocations:
             invocation.status = Status.timed_out if timed_out else Status.failed
         self._finish(invocation)
 
+    def _requeue(self, invocation: Invocation) -> None:
+        # Queued again in memory only once the record says queued: _start reads the record.
+        self._save(invocation, self.store.requeued, self._queued_again)
+
+    def _queued_again(self, invocation: Invocation) -> None:
+        self._notify(invocation)
+        self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
+
     def _finish(self, invocation: Invocation) -> None:
         invocation.finished_at = time.time()
-        self.store.finished(invocation)
+        self._save(invocation, self.store.finished, self._finished)
+
+    def _finished(self, invocation: Invocation) -> None:
         self._notify(invocation)
         self._watchers.pop(invocation.id, None)
         if self.events is not None:
@@ -403,10 +445,73 @@ class Invocations:
         if invocation.callback_url:
             self._spawn(self._call_back(invocation))
 
+    # -- a full disk ----------------------------------------------------------------------
+
+    def _save(
+        self,
+        invocation: Invocation,
+        write: Callable[[Invocation], None],
+        then: Callable[[Invocation], None],
+    ) -> None:
+        """Record ``invocation`` with ``write``, then do ``then``; on a full disk, both happen
+        later, when the recovery task manages to write."""
+        self._unsaved.pop(invocation.id, None)  # superseded by this newer state
+        try:
+            write(invocation)
+        except StorageFull:
+            self._unsaved[invocation.id] = _Unsaved(invocation, write, then)
+            self._disk_full()
+            return
+        self._disk_has_space()
+        then(invocation)
+
+    def _disk_full(self) -> None:
+        if not self._full:
+            self._full = True
+            logger.warning(
+                "the disk of %s is full: invocation records wait until it has space",
+                self.store.data_dir,
+            )
+        self._full_pause = min(FULL_PAUSE_MAX, self._full_pause * 2)
+        if self._unsaved and (self._recovery is None or self._recovery.done()):
+            self._recovery = asyncio.create_task(self._recover())
+
+    def _disk_has_space(self) -> None:
+        self._full_pause = FULL_PAUSE
+        if self._full:
+            self._full = False
+            logger.info("the disk of %s has space again", self.store.data_dir)
+
+    async def _recover(self) -> None:
+        """Write what a full disk held back, oldest first, pausing longer while it stays
+        full."""
+        pause = FULL_PAUSE
+        while self._unsaved:
+            await asyncio.sleep(pause)
+            for invocation_id, unsaved in list(self._unsaved.items()):
+                if self._unsaved.get(invocation_id) is not unsaved:
+                    continue  # replaced meanwhile
+                try:
+                    unsaved.write(unsaved.invocation)
+                except StorageFull:
+                    pause = min(FULL_PAUSE_MAX, pause * 2)
+                    break
+                except Exception:
+                    logger.exception("recording invocation %s failed", invocation_id)
+                    del self._unsaved[invocation_id]
+                    continue
+                del self._unsaved[invocation_id]
+                pause = FULL_PAUSE
+                self._disk_has_space()
+                unsaved.then(unsaved.invocation)
+
     # -- callbacks and retention --------------------------------------------------------
 
     async def _call_back(self, invocation: Invocation) -> None:
-        await self.callbacks.deliver(invocation, lambda: self.store.callback_progress(invocation))
+        await self.callbacks.deliver(
+            invocation,
+            lambda: self._save(invocation, self.store.callback_progress, _nothing),
+        )
 
     async def _expire_forever(self) -> None:
         interval = max(0.2, min(60.0, self.retention / 2))
@@ -414,6 +519,8 @@ class Invocations:
             await asyncio.sleep(interval)
             try:
                 expired = self.store.expire(time.time() - self.retention)
+            except StorageFull:
+                continue  # the next round tries again
             except Exception:
                 logger.exception("expiring invocation records failed")
                 continue
@@ -424,6 +531,34 @@ class Invocations:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _Unsaved:
+    __slots__ = ("invocation", "then", "write")
+
+    def __init__(
+        self,
+        invocation: Invocation,
+        write: Callable[[Invocation], None],
+        then: Callable[[Invocation], None],
+    ) -> None:
+        self.invocation = invocation
+        self.write = write
+        self.then = then
+
+
+def _both(
+    first: Callable[[Invocation], None], second: Callable[[Invocation], None]
+) -> Callable[[Invocation], None]:
+    def write(invocation: Invocation) -> None:
+        first(invocation)
+        second(invocation)
+
+    return write
+
+
+def _nothing(invocation: Invocation) -> None:
+    pass
 
 
 class _Attempt:

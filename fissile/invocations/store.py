@@ -4,7 +4,8 @@ platform's store, and a directory of files for large bodies.
 An invocation is committed before its 202 is sent. WAL with ``synchronous=NORMAL`` survives the
 platform being killed (SIGKILL, OOM), which is what "accepted work survives" asks; it can lose
 the last commits on a power cut (fsync on every accept would cap intake at the disk's flush
-rate). Writes are synchronous on the event loop: an insert costs tens of microseconds.
+rate). Writes are synchronous on the event loop: an insert costs tens of microseconds. On a full
+disk every write raises ``StorageFull`` and changes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fissile.invocations.records import FINAL, Invocation, Response, Status
+from fissile.store.space import writing
 
 # Bodies above this go to files: the database stays small and its pages hot.
 INLINE_LIMIT = 64 * 1024
@@ -67,6 +69,7 @@ class InvocationStore:
         bodies.mkdir(parents=True, exist_ok=True)
         os.chmod(bodies, 0o700)
         self.bodies = bodies
+        self.data_dir = path.parent
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -84,8 +87,8 @@ class InvocationStore:
         in_file = len(body) > INLINE_LIMIT
         if in_file:
             self._write_file(invocation.id, "request", body)
-        with self._lock:
-            self._db.execute(
+        try:
+            self._execute(
                 "INSERT INTO invocations (id, function, status, method, target, headers, body,"
                 " body_in_file, max_attempts, created_at, next_attempt_at, callback_url,"
                 " callback_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -105,6 +108,10 @@ class InvocationStore:
                     invocation.callback_state,
                 ),
             )
+        except BaseException:
+            if in_file:
+                self._remove_file(invocation.id, "request")
+            raise
 
     def started(self, invocation: Invocation) -> None:
         self._execute(
@@ -131,6 +138,16 @@ class InvocationStore:
         if in_file:
             assert response is not None
             self._write_file(invocation.id, "response", response.body)
+        try:
+            self._record_finished(invocation, in_file)
+        except BaseException:
+            if in_file:
+                self._remove_file(invocation.id, "response")
+            raise
+        self._remove_file(invocation.id, "request")
+
+    def _record_finished(self, invocation: Invocation, in_file: bool) -> None:
+        response = invocation.response
         self._execute(
             "UPDATE invocations SET status = ?, attempts = ?, started_at = ?, finished_at = ?,"
             " error = ?, response_status = ?, response_headers = ?, response_body = ?,"
@@ -149,7 +166,6 @@ class InvocationStore:
                 invocation.id,
             ),
         )
-        self._remove_file(invocation.id, "request")
 
     def callback_progress(self, invocation: Invocation) -> None:
         self._execute(
@@ -173,7 +189,10 @@ class InvocationStore:
             ).fetchall()
             if not rows:
                 return 0
-            self._db.executemany("DELETE FROM invocations WHERE id = ?", [(r[0],) for r in rows])
+            with writing(self.data_dir):
+                self._db.executemany(
+                    "DELETE FROM invocations WHERE id = ?", [(r[0],) for r in rows]
+                )
         for invocation_id, in_file in rows:
             if in_file:
                 self._remove_file(invocation_id, "response")
@@ -248,7 +267,7 @@ class InvocationStore:
     # -- helpers ------------------------------------------------------------------------
 
     def _execute(self, sql: str, args: Iterable[Any]) -> None:
-        with self._lock:
+        with self._lock, writing(self.data_dir):
             self._db.execute(sql, tuple(args))
 
     def _invocation(self, row: tuple[Any, ...]) -> Invocation:
@@ -312,8 +331,13 @@ class InvocationStore:
     def _write_file(self, invocation_id: str, what: str, data: bytes) -> None:
         path = self._path(invocation_id, what)
         temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(data)
-        temporary.replace(path)
+        try:
+            with writing(self.data_dir):
+                temporary.write_bytes(data)
+                temporary.replace(path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def _read_file(self, invocation_id: str, what: str) -> bytes:
         try:

@@ -4,12 +4,16 @@ the function it serves (or of its environment while it is still warm and unassig
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
 from fissile.observability.ratelimit import OutputLimit
+
+logger = logging.getLogger("fissile.logs")
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
 _MAX_LINE = 16384
@@ -38,6 +42,7 @@ class LogBook:
         (root / "functions").mkdir(parents=True, exist_ok=True)
         (root / "environments").mkdir(parents=True, exist_ok=True)
         self._files: dict[Path, IO[str]] = {}
+        self._dropped = 0  # lines lost to a write error (a full disk), since the last one fit
 
     def function_log(self, function: str) -> Path:
         return self.root / "functions" / f"{function}.log"
@@ -125,6 +130,24 @@ class LogBook:
         path.with_suffix(".log.1").unlink(missing_ok=True)
 
     def _write(self, path: Path, text: str) -> None:
+        try:
+            self._append(path, text)
+        except OSError as exc:
+            # A full disk must not take down whoever logs (the executor, an output pipe's
+            # reader): the line is dropped, and the count is written once lines fit again.
+            handle = self._files.pop(path, None)
+            if handle is not None:
+                with contextlib.suppress(OSError):
+                    handle.close()  # closes the fd even when flushing what is left fails
+            if not self._dropped:
+                logger.warning("function log lines are being dropped: %s: %s", path, exc)
+            self._dropped += 1
+            return
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            logger.warning("%d function log lines were dropped (write errors)", dropped)
+
+    def _append(self, path: Path, text: str) -> None:
         handle = self._files.get(path)
         if handle is None:
             handle = self._files[path] = path.open("a", encoding="utf-8", buffering=1)

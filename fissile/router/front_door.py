@@ -17,6 +17,7 @@ from fissile.invocations.callbacks import check_callback_url
 from fissile.invocations.errors import InvocationError
 from fissile.invocations.records import CLOSING, Invocation
 from fissile.router.proxy import Answer
+from fissile.store.space import StorageFull
 
 if TYPE_CHECKING:
     from fissile.invocations.service import Invocations
@@ -67,6 +68,9 @@ class FrontDoor:
             )
         except InvocationError as exc:
             await _error(send, exc.status, exc.code, exc.message)
+            return
+        except StorageFull as exc:
+            await _error(send, 507, "storage_full", str(exc))
             return
         links = _links(scope, invocation.id)
         document = {"id": invocation.id, "status": str(invocation.status), **links}

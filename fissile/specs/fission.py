@@ -15,6 +15,7 @@ from typing import Any
 from fissile.builder.archive import ArchiveError, zip_path
 from fissile.specs.deployment import API_VERSION as FISSILE_API_VERSION
 from fissile.specs.documents import Document, FieldPath, SpecError
+from fissile.specs.paths import escapes, project_root
 
 API_VERSION = "fission.io/v1"
 ARCHIVE_SCHEME = "archive://"
@@ -304,9 +305,13 @@ def _archive(upload: Document, directory: Path, out: Converted) -> bytes | None:
     top level under its own name, a directory with its tree; a single zip is used as it is."""
     data = upload.data
     root_value = data.get("rootdir")
-    root = directory.resolve().parent
+    project = root = project_root(directory)
     if isinstance(root_value, str) and root_value:
-        root = root / root_value
+        root = project / root_value
+        problem = escapes(project, root, root_value)
+        if problem is not None:
+            out.errors.append(upload.error(("rootdir",), problem))
+            return None
     includes = data.get("include") or []
     excludes = set()
     for pattern in data.get("exclude") or []:
@@ -317,6 +322,11 @@ def _archive(upload: Document, directory: Path, out: Converted) -> bytes | None:
         if not found:
             out.errors.append(upload.error(("include", index), f"{pattern!r} matches no file"))
             return None
+        for match in found:
+            problem = escapes(project, root / match, match)
+            if problem is not None:
+                out.errors.append(upload.error(("include", index), problem))
+                return None
         matches += [m for m in found if m not in excludes and m not in matches]
     if not matches:
         out.errors.append(upload.error(("include",), "the archive would be empty"))

@@ -15,6 +15,7 @@ from fissile.models import SPEC_MODELS
 from fissile.specs import fission
 from fissile.specs.deployment import API_VERSION, LABEL, Deployment, from_document
 from fissile.specs.documents import Document, SpecError, load_directory
+from fissile.specs.paths import outside_project
 
 #: Spec kinds, in the order apply creates them.
 KINDS = {
@@ -176,7 +177,7 @@ def _package_source(
                 document.error(("source",), "a path (file, directory or zip) is required")
             )
             return None
-        archive = _read_source(document, ("source",), directory / source, errors)
+        archive = _read_source(document, ("source",), directory, source, errors)
         if archive is None:
             return None
     fields["source"] = hashlib.sha256(archive).hexdigest()
@@ -184,8 +185,17 @@ def _package_source(
 
 
 def _read_source(
-    document: Document, path: tuple[str, ...], source: Path, errors: list[SpecError]
+    document: Document,
+    path: tuple[str, ...],
+    directory: Path,
+    value: str,
+    errors: list[SpecError],
 ) -> bytes | None:
+    problem = outside_project(directory, value)
+    if problem is not None:
+        errors.append(document.error(path, problem))
+        return None
+    source = directory / value
     if not source.exists():
         errors.append(document.error(path, f"{source} does not exist"))
         return None
@@ -218,7 +228,7 @@ def _function_code(
     if key == "code" and source.is_dir():
         errors.append(document.error((key,), f"{source} is a directory; use src"))
         return False
-    archive = _read_source(document, (key,), source, errors)
+    archive = _read_source(document, (key,), directory, value, errors)
     if archive is None:
         return False
     package = code_package(name)

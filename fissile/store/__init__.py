@@ -11,6 +11,7 @@ from fissile.store.base import (
     Store,
     StoreError,
 )
+from fissile.store.space import StorageFull
 
 __all__ = [
     "AlreadyExists",
@@ -18,6 +19,7 @@ __all__ = [
     "NotFound",
     "Record",
     "StaleWrite",
+    "StorageFull",
     "Store",
     "StoreError",
     "open_store",

@@ -3,6 +3,9 @@
 Calls are synchronous. Control-plane writes take tens of microseconds on WAL with
 ``synchronous=NORMAL``, so running them on the event loop is cheaper than a thread hop; the
 router never calls the store.
+
+A full disk raises ``StorageFull`` from every write; a delete then spends the space reserve
+kept beside the database (deletes free space, so they must stay possible).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fissile.store.base import AlreadyExists, Change, NotFound, Record, StaleWrite, Subscriber
+from fissile.store.space import SpaceReserve, StorageFull, writing
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -36,8 +40,11 @@ def _now() -> datetime:
 class SQLiteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._reserve: SpaceReserve | None = None
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._reserve = SpaceReserve(self.path.with_name(self.path.name + ".reserve"))
+            self._reserve.keep()
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -79,7 +86,7 @@ class SQLiteStore:
         record = Record(kind, name, data, 1, now, now)
         with self._lock:
             try:
-                self._db.execute(
+                self._write(
                     "INSERT INTO resources VALUES (?, ?, ?, ?, ?, ?)",
                     (kind, name, _dump(data), 1, now.isoformat(), now.isoformat()),
                 )
@@ -96,7 +103,7 @@ class SQLiteStore:
             if generation is not None and generation != previous.generation:
                 raise StaleWrite(kind, name, generation, previous.generation)
             record = Record(kind, name, data, previous.generation + 1, previous.created_at, _now())
-            self._db.execute(
+            self._write(
                 "UPDATE resources SET data = ?, generation = ?, updated_at = ?"
                 " WHERE kind = ? AND name = ?",
                 (
@@ -113,9 +120,22 @@ class SQLiteStore:
     def delete(self, kind: str, name: str) -> Record:
         with self._lock:
             record = self.get(kind, name)
-            self._db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
+            delete = "DELETE FROM resources WHERE kind = ? AND name = ?"
+            try:
+                self._write(delete, (kind, name))
+            except StorageFull:
+                if self._reserve is None or not self._reserve.release():
+                    raise
+                self._write(delete, (kind, name))
         self._notify(Change("deleted", record, record))
         return record
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        with writing(self.path.parent):
+            self._db.execute(sql, args)
+        if self._reserve is not None and not self._reserve.held:
+            # Space came back (this write fit): take the reserve again if it fits too.
+            self._reserve.keep()
 
     # -- notifications ------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from fissile.executor.connection import InstanceResponse
 from fissile.models import TimeTriggerSpec, TimeTriggerStatus
 from fissile.router.invoke import invoke
 from fissile.store import Change, Store
+from fissile.store.space import StorageFull, writing
 from fissile.triggers.schedule import Schedule
 
 logger = logging.getLogger("fissile.timer")
@@ -40,6 +41,7 @@ class TimerState:
     """The last slot each timer fired, in a small SQLite file of the data dir."""
 
     def __init__(self, path: Path) -> None:
+        self.data_dir = path.parent
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
@@ -56,7 +58,8 @@ class TimerState:
         return None if row is None else datetime.fromtimestamp(row[0], UTC)
 
     def record(self, name: str, slot: datetime) -> None:
-        with self._lock:
+        """Raises StorageFull when the disk is full."""
+        with self._lock, writing(self.data_dir):
             self._db.execute(
                 "INSERT INTO timer_state (name, last_fired) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET last_fired = excluded.last_fired",
@@ -80,6 +83,7 @@ class Timer:
         self.next_fire: datetime | None = None
         self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
+        self._skipped = 0  # slots skipped since the last one recorded
 
     def status(self) -> TimeTriggerStatus:
         return TimeTriggerStatus(
@@ -101,7 +105,20 @@ class Timer:
             self.next_fire = slot
             while (delay := slot.timestamp() - time.time()) > 0:
                 await asyncio.sleep(min(delay, MAX_SLEEP))
-            self.state.record(name, slot)
+            try:
+                self.state.record(name, slot)
+            except StorageFull as exc:
+                # Unrecorded, a run could fire twice after a restart: skip the slot (timers
+                # are at most once) and keep the schedule for when the disk has space.
+                if not self._skipped:
+                    logger.warning(
+                        "timer %s: skipping slots until it can record them: %s", name, exc
+                    )
+                self._skipped += 1
+                continue
+            if self._skipped:
+                logger.warning("timer %s: %d slots skipped (disk full)", name, self._skipped)
+                self._skipped = 0
             run = asyncio.get_running_loop().create_task(self._fire(slot))
             self._runs.add(run)
             run.add_done_callback(self._runs.discard)

@@ -4,6 +4,7 @@ store, builder and executor, driven in-process through httpx's ASGI transport.""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import io
 import zipfile
@@ -19,8 +20,12 @@ import fissile
 import fissile.controlplane.app as app_module
 from fissile.builder import ArchiveStore, Builder, zip_path
 from fissile.controlplane import Resources, create_api
+from fissile.controlplane.app import environment_readiness
 from fissile.controlplane.caps import Caps
+from fissile.executor.zygote import Zygote
 from fissile.models import PlatformInfo
+from fissile.store import StorageFull
+from fissile.store.sqlite import SQLiteStore
 
 HELLO = "def main(request):\n    return 'hello'\n"
 
@@ -66,7 +71,9 @@ async def api(harness: Harness) -> AsyncIterator[Api]:
     info = PlatformInfo(
         version=fissile.__version__, router_url="http://127.0.0.1:1", data_dir=str(harness.root)
     )
-    app = create_api(resources, harness.logs, info, harness.executor.ready)
+    # As platform.py: ready once started; environments are reported one by one.
+    readiness = environment_readiness(harness.executor)
+    app = create_api(resources, harness.logs, info, lambda: True, environments=readiness)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         try:
@@ -86,7 +93,10 @@ def error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 async def test_healthz_and_info(api: Api) -> None:
     response = await api.client.get("/healthz")
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "ok", "environments": {"python": "ready"}},
+    )
     info = (await api.client.get("/v1/info")).json()
     assert info["version"] == fissile.__version__
     assert info["router_url"] == "http://127.0.0.1:1"
@@ -97,10 +107,51 @@ async def test_healthz_while_starting(api: Api) -> None:
         api.harness.store, api.builder, api.builder.archives, api.harness.executor, api.harness.logs
     )
     info = PlatformInfo(version="x", router_url="http://r", data_dir="/d")
-    app = create_api(resources, api.harness.logs, info, lambda: False)
+    readiness = environment_readiness(api.harness.executor)
+    app = create_api(resources, api.harness.logs, info, lambda: False, environments=readiness)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c:
         response = await c.get("/healthz")
-    assert (response.status_code, response.json()) == (503, {"status": "starting"})
+    assert (response.status_code, response.json()) == (
+        503,
+        {"status": "starting", "environments": {"python": "ready"}},
+    )
+
+
+async def test_healthz_reports_each_environment_while_one_starts(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One environment's zygote starting is not the platform being down: 200 ``degraded``,
+    the environment named; 503 only once no environment can serve."""
+    gate = asyncio.Event()
+    start = Zygote.start
+
+    async def held(zygote: Zygote, *args: Any, **kwargs: Any) -> None:
+        if zygote.env == "slow":
+            await gate.wait()
+        await start(zygote, *args, **kwargs)
+
+    monkeypatch.setattr(Zygote, "start", held)
+    created = await api.client.post("/v1/environments", json={"name": "slow", "poolsize": 0})
+    assert created.status_code == 201, created.text
+    await until(lambda: "slow" in api.harness.executor.environments)
+    response = await api.client.get("/healthz")
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "degraded", "environments": {"python": "ready", "slow": "starting"}},
+    )
+    python = api.harness.executor.environments["python"]
+    zygote = python.zygote
+    python.zygote = None  # as while its zygote restarts
+    try:
+        response = await api.client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["status"] == "starting"
+    finally:
+        python.zygote = zygote
+    gate.set()
+    await until(lambda: api.harness.executor.environments["slow"].zygote is not None, 30)
+    response = await api.client.get("/healthz")
+    assert (response.status_code, response.json()["status"]) == (200, "ok")
 
 
 async def test_openapi_document(api: Api) -> None:
@@ -118,6 +169,65 @@ async def test_openapi_document(api: Api) -> None:
     ]:
         assert path in document["paths"]
     assert "FunctionSpec" in document["components"]["schemas"]
+
+
+async def test_openapi_documents_the_error_envelope(api: Api) -> None:
+    document = (await api.client.get("/openapi.json")).json()
+    paths = document["paths"]
+    envelope = {"$ref": "#/components/schemas/ErrorBody"}
+
+    def statuses(path: str, method: str) -> dict[str, Any]:
+        responses: dict[str, Any] = paths[path][method]["responses"]
+        return responses
+
+    create = statuses("/v1/functions", "post")
+    assert set(create) == {"201", "404", "409", "422", "507"}
+    for status in ("404", "409", "422", "507"):
+        assert create[status]["content"]["application/json"]["schema"] == envelope, status
+    assert {"404", "409", "507"} <= set(statuses("/v1/functions/{name}", "delete"))
+    assert {"413", "422", "507"} <= set(statuses("/v1/archives", "post"))
+    assert "507" not in statuses("/v1/functions", "get")  # reads work on a full disk
+    assert "404" in statuses("/v1/functions/{name}", "get")
+    assert {"200", "503"} <= set(statuses("/healthz", "get"))
+    # What the API really sends for a validation error is the envelope, not FastAPI's default.
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    error_schema = document["components"]["schemas"]["ErrorDetail"]
+    assert set(error_schema["properties"]) == {"code", "message", "fields"}
+
+
+async def test_openapi_documents_401_behind_a_token(api: Api) -> None:
+    resources = Resources(
+        api.harness.store, api.builder, api.builder.archives, api.harness.executor, api.harness.logs
+    )
+    info = PlatformInfo(version="x", router_url="http://r", data_dir="/d")
+    app = create_api(resources, api.harness.logs, info, lambda: True, token="t")
+    paths = app.openapi()["paths"]
+    assert "401" in paths["/v1/functions"]["post"]["responses"]
+    assert "401" in paths["/v1/info"]["get"]["responses"]
+    assert "401" not in paths["/healthz"]["get"]["responses"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/functions", "GET, POST"),
+        ("POST", "/v1/functions/x", "DELETE, GET, PUT"),
+        ("PATCH", "/v1/environments/python", "DELETE, GET, PUT"),
+        ("HEAD", "/v1/functions", "GET, POST"),
+        ("GET", "/v1/archives", "POST"),
+    ],
+)
+async def test_405_allows_every_method_of_the_path(
+    api: Api, method: str, path: str, allowed: str
+) -> None:
+    response = await api.client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    if method != "HEAD":
+        assert error(response, 405) == {
+            "code": "method_not_allowed",
+            "message": f"{method} is not allowed on {path}",
+        }
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -475,3 +585,106 @@ async def test_functions_above_the_operators_caps_are_422_naming_the_cap(api: Ap
         refused = error(await c.put("/v1/functions/capped", json=update), 422)
         assert "--max-scale-limit" in refused["message"] and "--max-timeout" in refused["message"]
         assert (await c.get("/v1/functions/capped")).json()["max_scale"] == 5
+
+
+async def test_following_logs_loses_no_line_to_a_rotation_or_the_delete(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However late the stream's loop wakes (a loaded host), it reads through the file it
+    has open: lines before a rotation and the last ones before the delete arrive."""
+    monkeypatch.setattr("fissile.observability.logs.MAX_LOG_BYTES", 300)
+    opened = asyncio.Event()
+    open_log = app_module._open_log
+
+    def watched(path: Path) -> Any:
+        opened.set()
+        return open_log(path)
+
+    monkeypatch.setattr(app_module, "_open_log", watched)
+    await api.package()
+    await api.function()
+    api.harness.logs.platform("fn", "first")
+    follow = asyncio.create_task(
+        api.client.get("/v1/functions/fn/logs", params={"follow": "true"}, timeout=30)
+    )
+    await asyncio.wait_for(opened.wait(), 30)  # the stream holds the log open
+    for n in range(12):  # ~60 bytes each: rotated about every five lines
+        api.harness.logs.platform("fn", f"line {n:02}")
+        if n % 4 == 3:
+            await asyncio.sleep(0.3)  # let the stream see some rotations as they happen
+    api.harness.logs.platform("fn", "last words")
+    assert (await api.client.delete("/v1/functions/fn")).status_code == 200  # at once
+    text = (await asyncio.wait_for(follow, 20)).text
+    said = [line.split(" ", 2)[2] for line in text.splitlines()]
+    assert said == ["first", *(f"line {n:02}" for n in range(12)), "last words"], text
+
+
+# --- a full disk -----------------------------------------------------------------------------
+
+
+async def test_a_full_store_answers_507_and_still_reads_and_deletes(api: Api) -> None:
+    created = await api.client.post("/v1/environments", json={"name": "spare"})
+    assert created.status_code == 201, created.text
+    store = api.harness.store
+    assert isinstance(store, SQLiteStore)
+    # SQLite's own SQLITE_FULL: the database may not grow by a page.
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    try:
+        labels = {f"note-{i}": "x" * 200 for i in range(40)}  # more than a page
+        big = {"name": "big", "poolsize": 0, "labels": labels}
+        failure = error(await api.client.post("/v1/environments", json=big), 507)
+        assert failure["code"] == "storage_full"
+        assert str(api.harness.root) in failure["message"]
+        assert (await api.client.get("/v1/environments/spare")).status_code == 200
+        assert (await api.client.delete("/v1/environments/spare")).status_code == 200
+    finally:
+        store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert (await api.client.post("/v1/environments", json=big)).status_code == 201
+    environments = api.harness.executor.environments
+    await until(lambda: "big" in environments and environments["big"].zygote is not None, 30)
+
+
+async def test_an_unmapped_enospc_is_507_not_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Resources, "create", full)
+    failure = error(await api.client.post("/v1/environments", json={"name": "x"}), 507)
+    assert failure == {
+        "code": "storage_full",
+        "message": f"no space left on the disk of the data dir {api.harness.root}; free space"
+        " there (deleting resources helps) and try again",
+    }
+
+    def broken(*args: Any) -> Any:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Resources, "create", broken)
+    response = await api.client.post("/v1/environments", json={"name": "x"})
+    assert response.status_code == 500  # other faults stay what they are
+
+
+async def test_deleting_a_function_on_a_full_disk_frees_its_log_first(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await api.package("owned", owner="fn")
+    assert (await api.function("fn", package="owned")).status_code == 201
+    api.harness.logs.platform("fn", "a line")
+    log = api.harness.logs.function_log("fn")
+    assert log.exists()
+    store = api.harness.store
+    delete = store.delete
+
+    def full_for_packages(kind: str, name: str) -> Any:
+        if kind == "packages":
+            raise StorageFull(api.harness.root)
+        return delete(kind, name)
+
+    monkeypatch.setattr(store, "delete", full_for_packages)
+    response = await api.client.delete("/v1/functions/fn")
+    assert response.status_code == 200, response.text  # the function is gone, as asked
+    assert not log.exists()
+    assert (await api.client.get("/v1/functions/fn")).status_code == 404
+    monkeypatch.setattr(store, "delete", delete)
+    assert (await api.client.delete("/v1/packages/owned")).status_code == 200

@@ -19,6 +19,7 @@ from fissile.invocations import Invocations, InvocationStore, Status
 from fissile.models import HTTPTriggerSpec
 from fissile.router import Router
 from fissile.router.front_door import FrontDoor
+from fissile.store import StorageFull
 
 WORK = """
 import time
@@ -250,3 +251,46 @@ async def test_a_queue_timeout_is_busy_not_a_failed_attempt(door: Door) -> None:
     # no attempt spent, then served.
     assert pool.queue_timeouts >= 1
     assert (document["status"], document["attempts"]) == ("succeeded", 1)
+
+
+async def test_a_full_disk_holds_records_back_until_it_has_space(
+    door: Door, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes that find the disk full: intake answers 507, accepted work is neither lost nor
+    left running, and it finishes once writes succeed again (no restart)."""
+    store = door.service.store
+    full = False
+    refused: list[str] = []
+
+    def failing(write: Any) -> Any:
+        def attempt(invocation: Any, *args: Any) -> None:
+            if full:
+                refused.append(write.__name__)
+                raise StorageFull(store.data_dir)
+            write(invocation, *args)
+
+        attempt.__name__ = write.__name__
+        return attempt
+
+    for name in ("add", "started", "requeued", "finished"):
+        monkeypatch.setattr(store, name, failing(getattr(store, name)))
+
+    door.harness.update_function("work", max_scale=1)
+    await until(lambda: door.harness.executor.function("work").spec.max_scale == 1)
+    accepted = [await door.submit("/async-function/work?sleep=0.5") for _ in range(4)]
+    await until(lambda: door.service.get(accepted[0]).status is Status.running, timeout=30)
+    full = True
+    response = await door.client.post("/async-function/work", content=b"x")
+    assert response.status_code == 507, response.text
+    assert response.json()["error"]["code"] == "storage_full"
+    assert str(store.data_dir) in response.json()["error"]["message"]
+    # Both kinds of held-back write happen: a start (queued work) and an outcome.
+    await until(lambda: {"started", "finished"} <= set(refused), timeout=30)
+    statuses = [(await door.client.get(f"/invocations/{i}")).json()["status"] for i in accepted]
+    assert "succeeded" not in statuses[1:], statuses
+
+    full = False
+    for invocation_id in accepted:
+        document = await door.final(invocation_id, timeout=60)
+        assert (document["status"], document["attempts"]) == ("succeeded", 1), document
+    assert door.service._unsaved == {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +112,43 @@ def test_unreachable_api_while_uploading_code(closed_api: str, tmp_path: Path) -
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: cannot reach the fissile API")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def hanging_up_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """FISSILE_API pointing at a loopback server that closes every connection unanswered."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+
+    thread = threading.Thread(target=hang_up, daemon=True)
+    thread.start()
+    monkeypatch.setenv("FISSILE_API", url)
+    yield url
+    server.shutdown(socket.SHUT_RDWR)
+    server.close()
+    thread.join(10)
+
+
+@pytest.mark.parametrize("args", [["fn", "list"], ["fn", "logs", "--name", "hello"]])
+def test_a_connection_closed_mid_answer_is_one_line(hanging_up_api: str, args: list[str]) -> None:
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"Error: the connection to the fissile API at {hanging_up_api} failed:"
+        " Server disconnected without sending a response.\n"
+    )
+    assert result.stdout == ""
 
 
 def test_unreachable_api_from_the_real_command(closed_api: str) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fissile.invocations.records import Invocation, Response, Status
 from fissile.invocations.store import INLINE_LIMIT, InvocationStore
+from fissile.store import StorageFull
 
 
 @pytest.fixture
@@ -114,3 +116,27 @@ def test_binary_response_is_base64_in_json() -> None:
         "body": "héllo",
         "body_encoding": "text",
     }
+
+
+def test_a_full_disk_keeps_no_half_written_body(
+    store: InvocationStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = b"x" * (INLINE_LIMIT + 1)
+    # The body's temporary file lands on /dev/full, which answers every write with ENOSPC.
+    (store.bodies / "a.tmp").symlink_to("/dev/full")
+    with pytest.raises(StorageFull, match=str(tmp_path)):
+        store.add(make("a"), big)
+    assert list(store.bodies.iterdir()) == []
+    assert store.get("a") is None
+    # The body was written but the row cannot be: the body goes too.
+    monkeypatch.setattr(store, "_execute", _full(tmp_path))
+    with pytest.raises(StorageFull):
+        store.add(make("b"), big)
+    assert list(store.bodies.iterdir()) == []
+
+
+def _full(where: Path) -> Any:
+    def execute(*args: Any) -> None:
+        raise StorageFull(where)
+
+    return execute

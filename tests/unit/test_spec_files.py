@@ -406,3 +406,48 @@ def test_a_failed_build_with_wait_changes_no_function(specs: Path) -> None:
     assert [str(s) for s in outcome.done] == ["create package 'hello-code'", "create package 'lib'"]
     assert str(outcome.not_done[0]) == "create function 'hello'"
     assert not [call for call in api.calls if call.startswith("create functions")]
+
+
+def test_sources_outside_the_project_are_refused(specs: Path, tmp_path: Path) -> None:
+    """Sources stay inside the spec directory's parent: not by ``..``, an absolute path, or a
+    link; a secret beside the project is never read into an archive."""
+    project = tmp_path
+    write(project.parent / "secret.txt", "do not upload\n")
+    (project / "sneaky").symlink_to(project.parent / "secret.txt")
+    escape = "../" * (len(project.parts) + 2) + "etc/passwd"
+    write(
+        specs / "escape.yaml",
+        f"""
+        apiVersion: fissile.dev/v1
+        kind: Package
+        name: passwd
+        source: {escape}
+        ---
+        apiVersion: fissile.dev/v1
+        kind: Function
+        name: beside
+        code: ../../secret.txt
+        ---
+        apiVersion: fissile.dev/v1
+        kind: Function
+        name: absolute
+        src: /etc
+        ---
+        apiVersion: fissile.dev/v1
+        kind: Function
+        name: linked
+        code: ../sneaky
+        """,
+    )
+    loaded = load_specs(specs)
+    located = {(e.line, e.path): e.message for e in loaded.errors}
+    root = project.resolve()
+    assert located == {
+        (4, "source"): f"{escape} is outside the project {root} (the spec directory's parent)",
+        (9, "code"): f"../../secret.txt is outside the project {root} (the spec directory's"
+        " parent)",
+        (14, "src"): f"/etc is outside the project {root} (the spec directory's parent)",
+        (19, "code"): f"../sneaky leads to {(project.parent / 'secret.txt').resolve()} through"
+        " a link, outside the project " + str(root),
+    }
+    assert {r.name for r in loaded.resources} >= {"hello", "lib"}  # the rest still loads

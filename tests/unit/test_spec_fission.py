@@ -8,6 +8,8 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from fissile.specs.deployment import LABEL
 from fissile.specs.validate import load_specs
 
@@ -304,3 +306,36 @@ def test_fission_mq_types_without_a_broker_here_are_refused(tmp_path: Path) -> N
     sqs = TRIGGERS.split("---")[1].replace("messageQueueType: kafka", "messageQueueType: aws-sqs")
     errors = load_specs(make(tmp_path, function_hello=HELLO, triggers=sqs)).errors
     assert any("spec.messageQueueType: 'aws-sqs' is not supported" in str(e) for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("field", "rootdir", "include"),
+    [("rootdir", "../..", "etc/passwd"), ("include", None, "../../etc/passwd")],
+)
+def test_archive_globs_stay_inside_the_project(
+    tmp_path: Path, field: str, rootdir: str | None, include: str
+) -> None:
+    root_line = f"rootdir: {rootdir}\n" if rootdir else ""
+    spec = f"""
+kind: ArchiveUploadSpec
+name: escape-zip
+{root_line}include:
+- "{"../" * 10 if field == "include" else ""}{include.removeprefix("../../")}"
+---
+apiVersion: fission.io/v1
+kind: Package
+metadata:
+  name: escape
+spec:
+  environment:
+    name: python
+  source:
+    type: url
+    url: archive://escape-zip
+"""
+    loaded = load_specs(make(tmp_path, package=spec))
+    messages = [f"{e.path}: {e.message}" for e in loaded.errors]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f"{field}"), messages
+    assert "outside the project" in messages[0], messages
+    assert loaded.resources == []
