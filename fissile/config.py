@@ -27,6 +27,7 @@ class Config:
     log_level: str = "info"
     sandbox: str = "auto"
     retention: float = 24 * 3600.0  # how long finished async invocations are kept
+    build_timeout: float = 600.0  # a build still running after this long is killed
 
     @property
     def invocations_db(self) -> Path:

@@ -20,6 +20,7 @@ import uvicorn
 
 import fissile
 from fissile.builder import ArchiveStore, Builder
+from fissile.builder.sandbox import BuildSandbox
 from fissile.config import Config
 from fissile.controlplane import Resources, create_api
 from fissile.controlplane.auth import ensure_token
@@ -133,7 +134,13 @@ class Platform:
                 f"WARNING: the control API listens on {config.api_host}, beyond loopback;"
                 " anyone who can reach it and holds the token controls this platform"
             )
-        self.builder = builder = Builder(store, archives, config.deploy)
+        self.builder = builder = Builder(
+            store,
+            archives,
+            config.deploy,
+            sandbox=_build_sandbox(executor, config),
+            timeout=config.build_timeout,
+        )
         self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
         resources = Resources(store, builder, archives, executor, logs, triggers.statuses)
         self.invocations = invocations = Invocations(
@@ -239,6 +246,16 @@ class Platform:
             self.store.close()
         if self._lock is not None:
             os.close(self._lock)
+
+
+def _build_sandbox(executor: Executor, config: Config) -> BuildSandbox:
+    """Builds get the instances' sandbox (less the network namespace), in their cgroups."""
+    sandbox = executor.sandbox
+    if sandbox.mode == "off":
+        return BuildSandbox.unsandboxed("fissile up --sandbox off")
+    return BuildSandbox.like_instances(
+        sandbox.active(), config.data_dir, config.deploy, executor.cgroups
+    )
 
 
 def _listen_unix(path: Path) -> socket.socket:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -21,6 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from fissile.builder.archive import ArchiveError, extract_archive
+from fissile.builder.sandbox import (
+    BUILD_CPU,
+    BUILD_MEMORY,
+    BUILD_PIDS,
+    BuildSandbox,
+    Layout,
+    build_environment,
+    remove_stale_work,
+)
 from fissile.builder.storage import ArchiveStore
 from fissile.executor._prctl import die_with_parent
 from fissile.models import BuildState, BuildStatus, PackageSpec
@@ -47,13 +58,27 @@ def build_key(package: PackageSpec, image: str, rebuild: int = 0) -> str:
 
 
 class Builder:
-    def __init__(self, store: Store, archives: ArchiveStore, deploy_root: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        archives: ArchiveStore,
+        deploy_root: Path,
+        sandbox: BuildSandbox | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.store = store
         self.archives = archives
         self.deploy_root = deploy_root
         self.work_root = deploy_root.parent / "builds"
+        self.sandbox = sandbox or BuildSandbox.unsandboxed("the platform runs it unsandboxed")
+        self._timeout = timeout
         deploy_root.mkdir(parents=True, exist_ok=True)
         self.work_root.mkdir(parents=True, exist_ok=True)
+        self.work_root.chmod(0o700)
+        # Builds of a killed supervisor died with it (or with their cgroup, which the executor
+        # kills at start); their scratch dirs are left to remove.
+        for name in remove_stale_work(self.work_root):
+            logger.warning("removed %s, left by a build of a previous run", name)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
 
@@ -164,27 +189,37 @@ class Builder:
         data: dict[str, Any] = {**current.data, "status": status.model_dump(mode="json")}
         self.store.update("packages", name, data)
 
+    @property
+    def timeout(self) -> float:
+        return BUILD_TIMEOUT if self._timeout is None else self._timeout
+
     async def _make(self, spec: PackageSpec, target: Path, log: list[str]) -> None:
         archive = self.archives.path(spec.source)
         if not archive.is_file():
             raise BuildError(f"source archive {spec.source[:12]} is missing from storage")
         work = Path(tempfile.mkdtemp(prefix="build-", dir=self.work_root))
         try:
-            src = work / "src"
-            deploy = work / "deploy"
+            layout = self.sandbox.layout(work)
+            src = layout.src
+            deploy = layout.deploy
             try:
                 await asyncio.to_thread(extract_archive, archive, src)
             except ArchiveError as exc:
                 raise BuildError(str(exc)) from None
+            runs = spec.buildcmd or (src / "requirements.txt").is_file()
+            if runs:
+                await asyncio.to_thread(self.sandbox.prepare, layout)
+                if self.sandbox.warning:
+                    log.append(f"{self.sandbox.warning}\n")
             if spec.buildcmd:
                 log.append(f"$ {spec.buildcmd}\n")
-                env = {**os.environ, "SRC_PKG": str(src), "DEPLOY_PKG": str(deploy)}
-                env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-                await _run(["/bin/sh", "-c", spec.buildcmd], src, env, log)
-                if not deploy.is_dir():
+                await self._execute(["/bin/sh", "-c", spec.buildcmd], layout, log)
+                if not _is_directory(deploy):
                     raise BuildError("the build command did not create $DEPLOY_PKG")
-            elif (src / "requirements.txt").is_file():
+            elif runs:
                 deploy.mkdir()
+                if self.sandbox.uid is not None:
+                    os.chown(deploy, self.sandbox.uid, self.sandbox.uid)
                 command = [
                     sys.executable,
                     "-m",
@@ -194,17 +229,19 @@ class Builder:
                     "--disable-pip-version-check",
                     "--no-warn-script-location",
                     "--target",
-                    str(deploy),
+                    layout.deploy_pkg,
                     "-r",
                     "requirements.txt",
                 ]
                 log.append("$ pip install -r requirements.txt --target $DEPLOY_PKG\n")
-                await _run(command, src, dict(os.environ), log)
+                await self._execute(command, layout, log)
+                if not _is_directory(deploy):
+                    raise BuildError("$DEPLOY_PKG is no longer a directory")
                 # The source goes in after the dependencies: copied first, a local requirement
                 # kept in a directory of its package's name (./mylib) would make pip skip it.
                 await asyncio.to_thread(_overlay, src, deploy)
             else:
-                os.replace(src, deploy)
+                deploy = src
                 log.append("no requirements.txt and no build command: source deployed as is\n")
             try:
                 await asyncio.to_thread(_readable_by_all, deploy)
@@ -215,43 +252,142 @@ class Builder:
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
+    async def _execute(self, command: list[str], layout: Layout, log: list[str]) -> None:
+        """Run ``command`` in the build's sandbox (or, unsandboxed, in its own session) with
+        the build's environment; every process it starts is killed when it ends, times out or
+        is cancelled."""
+        sandbox = self.sandbox
+        cwd = layout.src_pkg
+        group = None
+        argv = command
+        if sandbox.enabled:
+            procs: list[str] = []
+            if sandbox.cgroups is not None:
+                group = await asyncio.to_thread(_build_cgroup, sandbox.cgroups, layout.work.name)
+                procs = [str(Path(p) / "cgroup.procs") for p in group.paths]
+            config = sandbox.helper_config(layout, command, cwd, procs)
+            argv = [sys.executable, "-m", "fissile.builder._sandboxed", json.dumps(config)]
+            cwd = "/"
+        env = build_environment(layout.src_pkg, layout.deploy_pkg, layout.home)
+        output = BoundedOutput(MAX_LOG)
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed supervisor takes its builds along
+        )
+        assert process.stdout is not None
+        reader = asyncio.get_running_loop().create_task(output.read_from(process.stdout))
+        timed_out = False
+        try:
+            try:
+                code = await asyncio.wait_for(process.wait(), self.timeout)
+            except TimeoutError:
+                timed_out = True
+                code = -1
+        finally:
+            # Whatever the command left running goes now: its cgroup (or, unsandboxed, its
+            # session) is killed, so the output pipe closes and nothing outlives the build.
+            await _kill_build(process, group)
+            try:
+                await asyncio.wait_for(reader, 5.0)
+            except TimeoutError:
+                reader.cancel()
+        log.append(output.text())
+        if timed_out:
+            raise BuildError(
+                f"timed out after {self.timeout:g}s: the build and every process it started"
+                " were killed (fissile up --build-timeout sets the limit)"
+            )
+        if code != 0:
+            raise BuildError(f"{Path(command[0]).name} exited with status {code}")
 
-async def _run(command: list[str], cwd: Path, env: dict[str, str], log: list[str]) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=die_with_parent,  # a killed supervisor takes its builds along
-    )
-    assert process.stdout is not None
-    try:
-        output = await asyncio.wait_for(process.stdout.read(), BUILD_TIMEOUT)
-        code = await asyncio.wait_for(process.wait(), BUILD_TIMEOUT)
-    except TimeoutError:
-        os.killpg(process.pid, signal.SIGKILL)
+
+class BoundedOutput:
+    """A build's output as it streams in, keeping only its last ``limit`` bytes: a build that
+    prints gigabytes costs the supervisor no more memory than one that prints the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    async def read_from(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            if self._size > 2 * self.limit:
+                data = b"".join(self._chunks)
+                self.dropped += len(data) - self.limit
+                self._chunks = [data[-self.limit :]]
+                self._size = self.limit
+
+    def text(self) -> str:
+        data = b"".join(self._chunks)
+        if self.dropped:
+            # Keeps the trim marker of _trim: the log is trimmed either way.
+            data = data[-self.limit :]
+        return data.decode("utf-8", "replace")
+
+
+def _build_cgroup(cgroups: Any, name: str) -> Any:
+    from fissile.sandbox.cgroups import Limits
+
+    group = cgroups.create(name)
+    group.set_limits(Limits(memory=BUILD_MEMORY, cpu=BUILD_CPU, pids=BUILD_PIDS))
+    return group
+
+
+async def _kill_build(process: asyncio.subprocess.Process, group: Any) -> None:
+    if group is not None:
+        try:
+            await asyncio.to_thread(group.kill_all, 5.0)
+            await asyncio.to_thread(group.remove, 5.0)
+        except OSError as exc:
+            logger.warning("build cgroup %s not removed: %s", group.name, exc)
+    if process.returncode is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         await process.wait()
-        raise BuildError(f"timed out after {BUILD_TIMEOUT:g}s") from None
-    except asyncio.CancelledError:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise
-    log.append(output.decode("utf-8", "replace"))
-    if code != 0:
-        raise BuildError(f"{Path(command[0]).name} exited with status {code}")
+    elif group is None:
+        # Unsandboxed, what the command started in the background is still in its session.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _is_directory(path: Path) -> bool:
+    """A real directory: the build may have made ``DEPLOY_PKG`` a link to anywhere."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _readable_by_all(root: Path) -> None:
     """Functions run as unprivileged uids: their package must be readable (and its
-    directories searchable) by everyone; nothing in it needs to be writable."""
-    for directory, _, files in os.walk(root):
+    directories searchable) by everyone; nothing in it needs to be writable. As root, all of
+    it becomes root's: the build's uid keeps no hold on what it built. Links are not followed."""
+    chown = os.geteuid() == 0
+    for directory, dirs, files in os.walk(root):
+        if chown:
+            os.chown(directory, 0, 0, follow_symlinks=False)
         os.chmod(directory, 0o755)
-        for name in files:
+        for name in files + dirs:
             path = os.path.join(directory, name)
-            if not os.path.islink(path):
-                mode = os.stat(path).st_mode
+            link = os.path.islink(path)
+            if chown and (link or name in files):
+                os.chown(path, 0, 0, follow_symlinks=False)
+            if not link and name in files:
+                mode = os.lstat(path).st_mode
                 os.chmod(path, 0o755 if mode & 0o111 else 0o644)
 
 

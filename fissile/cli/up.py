@@ -39,6 +39,13 @@ from fissile.config import Config, default_data_dir
     help="How long finished asynchronous invocations are kept.",
 )
 @click.option(
+    "--build-timeout",
+    default="10m",
+    show_default=True,
+    type=DURATION,
+    help="A package build still running after this long is killed, with every process it started.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -53,6 +60,7 @@ def up(
     max_body: int,
     sandbox: str,
     retention: float,
+    build_timeout: float,
     log_level: str,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
@@ -61,6 +69,8 @@ def up(
     if retention < 1:
         # Shorter, a finished record would be gone before its caller could read it.
         raise click.BadParameter("must be at least 1s", param_hint="--retention")
+    if build_timeout < 1:
+        raise click.BadParameter("must be at least 1s", param_hint="--build-timeout")
 
     config = Config(
         data_dir=data_dir or default_data_dir(),
@@ -72,6 +82,7 @@ def up(
         log_level=log_level,
         sandbox=sandbox,
         retention=retention,
+        build_timeout=build_timeout,
     )
     try:
         run(config)

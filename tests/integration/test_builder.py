@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 import textwrap
 import zipfile
@@ -14,7 +16,9 @@ from intkit import pid_alive, until
 
 import fissile.builder.build as build_module
 from fissile.builder import ArchiveStore, Builder, build_key, zip_path
+from fissile.builder.sandbox import BuildSandbox
 from fissile.models import BuildStatus, EnvironmentSpec, PackageSpec
+from fissile.sandbox import cgroups, probe
 from fissile.store.sqlite import SQLiteStore
 
 # A PEP 517 backend without build requirements, inside the library's own directory: pip builds
@@ -55,8 +59,15 @@ version = "1.0"
 """
 
 
+@functools.cache
+def _capabilities() -> dict[str, bool]:
+    return dict(probe().supported)
+
+
 class Builds:
-    def __init__(self, root: Path) -> None:
+    """A builder on a real store; ``sandboxed`` runs its builds in the build sandbox (root)."""
+
+    def __init__(self, root: Path, sandboxed: bool = False) -> None:
         self.root = root
         self.store = SQLiteStore(root / "data" / "fissile.db")
         self.store.create(
@@ -64,7 +75,21 @@ class Builds:
         )
         self.archives = ArchiveStore(root / "data" / "archives")
         self.deploy_root = root / "data" / "deploy"
-        self.builder = Builder(self.store, self.archives, self.deploy_root)
+        self.cgroups: Any = None
+        sandbox = None
+        if sandboxed:
+            self.cgroups = cgroups.detect(prefix=f"fissile-test-builds-{os.getpid()}")
+            sandbox = BuildSandbox.like_instances(
+                _capabilities(), root / "data", self.deploy_root, self.cgroups
+            )
+            assert sandbox.enabled, sandbox.warning
+        self.builder = Builder(self.store, self.archives, self.deploy_root, sandbox=sandbox)
+
+    async def close(self) -> None:
+        await self.builder.stop()
+        self.store.close()
+        if self.cgroups is not None:
+            assert cgroups.cleanup_stale(self.cgroups, remove_root=True) == [], "a build's group"
 
     def upload(self, source: Path | bytes) -> str:
         data = source if isinstance(source, bytes) else zip_path(source)
@@ -92,16 +117,38 @@ class Builds:
         return self.deploy_root / status.deploy
 
 
-@pytest.fixture
-async def builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Builds]:
+@pytest.fixture(params=["plain", "sandboxed"])
+async def builds(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Builds]:
+    """Each test twice: unsandboxed, and in the build sandbox (needs root: skipped otherwise,
+    never under CI=true)."""
+    if request.param == "sandboxed" and os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("the build sandbox needs root")
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # builds must never reach the network
     monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
+    b = Builds(tmp_path, sandboxed=request.param == "sandboxed")
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.fixture
+async def plain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Builds]:
+    """Unsandboxed only: for tests that let the build write to a host path."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
     b = Builds(tmp_path)
     try:
         yield b
     finally:
-        await b.builder.stop()
-        b.store.close()
+        await b.close()
+
+
+def log_body(log: str) -> str:
+    """The log without the sandbox's warning line (unsandboxed builds start with one)."""
+    first, _, rest = log.partition("\n")
+    return rest if first.startswith("WARNING: ") else log
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -170,7 +217,7 @@ async def test_buildcmd_with_src_and_deploy_pkg(builds: Builds, tmp_path: Path) 
     cmd = 'cp -r "$SRC_PKG" "$DEPLOY_PKG" && echo built-by-cmd > "$DEPLOY_PKG/marker"'
     status = await builds.build("custom", source, cmd)
     assert status.state == "succeeded", status.log
-    assert status.log.startswith(f"$ {cmd}\n")
+    assert log_body(status.log).startswith(f"$ {cmd}\n")
     deployed = builds.deployed(status)
     assert (deployed / "marker").read_text() == "built-by-cmd\n"
     assert (deployed / "data" / "info.txt").read_text() == "data"
@@ -208,7 +255,7 @@ async def test_failing_buildcmd_keeps_its_output(builds: Builds, tmp_path: Path)
     status = await builds.build("failing", source, "echo about to fail; exit 3")
     assert status.state == "failed"
     assert status.deploy is None
-    assert status.log == (
+    assert log_body(status.log) == (
         "$ echo about to fail; exit 3\nabout to fail\nbuild failed: sh exited with status 3\n"
     )
     assert list(builds.deploy_root.iterdir()) == []
@@ -279,8 +326,9 @@ async def test_long_logs_are_trimmed(builds: Builds, tmp_path: Path) -> None:
 
 
 async def test_build_timeout_kills_the_command(
-    builds: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    plain: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    builds = plain
     monkeypatch.setattr(build_module, "BUILD_TIMEOUT", 0.5)
     pidfile = tmp_path / "pid"
     source = write(tmp_path / "src", {"main.py": HELLO})
@@ -291,7 +339,8 @@ async def test_build_timeout_kills_the_command(
     await until(lambda: not pid_alive(int(pidfile.read_text())))
 
 
-async def test_stop_cancels_a_running_build(builds: Builds, tmp_path: Path) -> None:
+async def test_stop_cancels_a_running_build(plain: Builds, tmp_path: Path) -> None:
+    builds = plain
     pidfile = tmp_path / "pid"
     source = write(tmp_path / "src", {"main.py": HELLO})
     builds.create("long", source, f"echo $$ > {pidfile}; sleep 30")
