@@ -46,14 +46,19 @@ DEPLOY_PKG = "/build/deploy"
 _KEPT = ("LANG", "LC_ALL")
 _KEPT_PREFIXES = ("PIP_",)
 
-# Each layer of ``fissile.sandbox.FEATURES`` and whether a build gets it when instances do.
+# The layers of ``fissile.sandbox.FEATURES`` a build does without even where instances get
+# them, and why.
 BUILD_LAYERS: dict[str, str] = {
-    "network_namespace": "builds keep the host network (pip needs the package index)",
+    "network_namespace": "builds keep the host network: pip needs the package index",
 }
+# Without these the build sandbox is not used at all (the build runs as the platform's user).
+_NEEDED = ("pid_namespace", "mount_namespace", "ipc_uts_namespace", "unprivileged_uid")
 
 
 def build_layers(active: dict[str, bool]) -> dict[str, bool]:
     """Which isolation layers builds get, given those instances get (``Sandbox.active()``)."""
+    if not all(active.get(name) for name in _NEEDED):
+        return {name: name == "process" for name in active}
     return {name: bool(on) and name not in BUILD_LAYERS for name, on in active.items()}
 
 
@@ -127,8 +132,7 @@ class BuildSandbox:
     ) -> BuildSandbox:
         """The build sandbox matching the instances' (``Sandbox.active()``): sandboxed only
         where the namespaces, a private root and the uid drop all work."""
-        needed = ("pid_namespace", "mount_namespace", "ipc_uts_namespace", "unprivileged_uid")
-        missing = [name for name in needed if not active.get(name)]
+        missing = [name for name in _NEEDED if not active.get(name)]
         if missing:
             return cls.unsandboxed(
                 f"the host lacks {', '.join(missing)}: it runs as the platform's user"
