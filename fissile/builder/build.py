@@ -18,6 +18,7 @@ import signal
 import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -203,12 +204,12 @@ class Builder:
             src = layout.src
             deploy = layout.deploy
             try:
-                await asyncio.to_thread(extract_archive, archive, src)
+                await _finish_in_thread(extract_archive, archive, src)
             except ArchiveError as exc:
                 raise BuildError(str(exc)) from None
             runs = spec.buildcmd or (src / "requirements.txt").is_file()
             if runs:
-                await asyncio.to_thread(self.sandbox.prepare, layout)
+                await _finish_in_thread(self.sandbox.prepare, layout)
                 if self.sandbox.warning:
                     log.append(f"{self.sandbox.warning}\n")
             if spec.buildcmd:
@@ -239,12 +240,12 @@ class Builder:
                     raise BuildError("$DEPLOY_PKG is no longer a directory")
                 # The source goes in after the dependencies: copied first, a local requirement
                 # kept in a directory of its package's name (./mylib) would make pip skip it.
-                await asyncio.to_thread(_overlay, src, deploy)
+                await _finish_in_thread(_overlay, src, deploy)
             else:
                 deploy = src
                 log.append("no requirements.txt and no build command: source deployed as is\n")
             try:
-                await asyncio.to_thread(_readable_by_all, deploy)
+                await _finish_in_thread(_readable_by_all, deploy)
                 os.replace(deploy, target)
             except OSError:
                 if not target.is_dir():
@@ -263,27 +264,31 @@ class Builder:
         if sandbox.enabled:
             procs: list[str] = []
             if sandbox.cgroups is not None:
-                group = await asyncio.to_thread(_build_cgroup, sandbox.cgroups, layout.work.name)
+                # On the loop, not in a thread: a few small cgroupfs writes (as the executor
+                # does for instances), and a cancellation cannot lose the group.
+                group = _build_cgroup(sandbox.cgroups, layout.work.name)
                 procs = [str(Path(p) / "cgroup.procs") for p in group.paths]
             config = sandbox.helper_config(layout, command, cwd, procs)
             argv = [sys.executable, "-m", "fissile.builder._sandboxed", json.dumps(config)]
             cwd = "/"
         env = build_environment(layout.src_pkg, layout.deploy_pkg, layout.home)
         output = BoundedOutput(MAX_LOG)
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # a killed supervisor takes its builds along
-        )
-        assert process.stdout is not None
-        reader = asyncio.get_running_loop().create_task(output.read_from(process.stdout))
+        process: asyncio.subprocess.Process | None = None
+        reader: asyncio.Task[None] | None = None
         timed_out = False
         try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # a killed supervisor takes its builds along
+            )
+            assert process.stdout is not None
+            reader = asyncio.get_running_loop().create_task(output.read_from(process.stdout))
             try:
                 code = await asyncio.wait_for(process.wait(), self.timeout)
             except TimeoutError:
@@ -293,10 +298,11 @@ class Builder:
             # Whatever the command left running goes now: its cgroup (or, unsandboxed, its
             # session) is killed, so the output pipe closes and nothing outlives the build.
             await _kill_build(process, group)
-            try:
-                await asyncio.wait_for(reader, 5.0)
-            except TimeoutError:
-                reader.cancel()
+            if reader is not None:
+                try:
+                    await asyncio.wait_for(reader, 5.0)
+                except TimeoutError:
+                    reader.cancel()
         log.append(output.text())
         if timed_out:
             raise BuildError(
@@ -313,26 +319,37 @@ class BoundedOutput:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.dropped = 0
+        self.total = 0
         self._chunks: list[bytes] = []
         self._size = 0
 
+    @property
+    def dropped(self) -> int:
+        """How many bytes of the start of the output were not kept."""
+        return max(0, self.total - self.limit)
+
     async def read_from(self, stream: asyncio.StreamReader) -> None:
         while chunk := await stream.read(65536):
+            self.total += len(chunk)
             self._chunks.append(chunk)
             self._size += len(chunk)
-            if self._size > 2 * self.limit:
-                data = b"".join(self._chunks)
-                self.dropped += len(data) - self.limit
-                self._chunks = [data[-self.limit :]]
+            if self._size > 2 * self.limit:  # compacted now and then, not on every chunk
+                self._chunks = [b"".join(self._chunks)[-self.limit :]]
                 self._size = self.limit
 
     def text(self) -> str:
-        data = b"".join(self._chunks)
-        if self.dropped:
-            # Keeps the trim marker of _trim: the log is trimmed either way.
-            data = data[-self.limit :]
-        return data.decode("utf-8", "replace")
+        return b"".join(self._chunks)[-self.limit :].decode("utf-8", "replace")
+
+
+async def _finish_in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``asyncio.to_thread``, except that a cancellation waits for the thread to finish: the
+    work dir must not be removed while a thread still writes into it."""
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def _build_cgroup(cgroups: Any, name: str) -> Any:
@@ -343,13 +360,15 @@ def _build_cgroup(cgroups: Any, name: str) -> Any:
     return group
 
 
-async def _kill_build(process: asyncio.subprocess.Process, group: Any) -> None:
+async def _kill_build(process: asyncio.subprocess.Process | None, group: Any) -> None:
     if group is not None:
         try:
             await asyncio.to_thread(group.kill_all, 5.0)
             await asyncio.to_thread(group.remove, 5.0)
         except OSError as exc:
             logger.warning("build cgroup %s not removed: %s", group.name, exc)
+    if process is None:
+        return
     if process.returncode is None:
         try:
             os.killpg(process.pid, signal.SIGKILL)

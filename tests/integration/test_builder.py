@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import sys
@@ -139,6 +140,19 @@ async def plain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     """Unsandboxed only: for tests that let the build write to a host path."""
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     b = Builds(tmp_path)
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.fixture
+async def sandboxed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Builds]:
+    """In the build sandbox only (root)."""
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("the build sandbox needs root")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    b = Builds(tmp_path, sandboxed=True)
     try:
         yield b
     finally:
@@ -435,3 +449,54 @@ async def test_a_change_during_a_build_is_built_next(builds: Builds, tmp_path: P
     # The first build's result, for a command no longer wanted, was never published.
     assert build_key(spec, "python") not in published
     assert status.deploy in published
+
+
+def _build_groups(builds: Builds) -> dict[str, list[int]]:
+    return {name: builds.cgroups.open(name).pids() for name in builds.cgroups.names()}
+
+
+async def test_sandboxed_build_timeout_kills_its_cgroup(sandboxed: Builds, tmp_path: Path) -> None:
+    sandboxed.builder._timeout = 1.0
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    builds = sandboxed
+    builds.create("stuck", source, "setsid sleep 600 & sleep 600")
+    builds.builder.submit("stuck")
+    # The helper, the namespace's init, the shell and its two sleeps.
+    groups = await until(lambda: [p for p in _build_groups(builds).values() if len(p) >= 5])
+    await builds.builder.wait()
+    status = builds.status("stuck")
+    assert status.state == "failed"
+    assert "build failed: timed out after 1s: the build and every process it started" in (
+        status.log
+    )
+    assert _build_groups(builds) == {}  # killed and removed
+    assert all(not pid_alive(pid) for pid in groups[0])
+
+
+async def test_stopping_kills_a_sandboxed_build(sandboxed: Builds, tmp_path: Path) -> None:
+    builds = sandboxed
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    builds.create("long", source, "sleep 600 & sleep 600")
+    builds.builder.submit("long")
+    groups = await until(lambda: [p for p in _build_groups(builds).values() if len(p) >= 5])
+    await builds.builder.stop()
+    assert _build_groups(builds) == {}
+    assert all(not pid_alive(pid) for pid in groups[0])
+    assert list(builds.builder.work_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.2])
+async def test_stopping_at_any_moment_leaves_no_build_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float
+) -> None:
+    """A stop landing while the build's group is made or its helper spawned still removes both
+    (the fixture's close asserts no group is left)."""
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("the build sandbox needs root")
+    builds = Builds(tmp_path, sandboxed=True)
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    builds.create("early", source, "setsid sleep 600 & sleep 600")
+    builds.builder.submit("early")
+    await asyncio.sleep(delay)
+    await builds.close()
+    assert list(builds.builder.work_root.iterdir()) == []
