@@ -456,17 +456,20 @@ def _build_groups(builds: Builds) -> dict[str, list[int]]:
 
 
 async def test_sandboxed_build_timeout_kills_its_cgroup(sandboxed: Builds, tmp_path: Path) -> None:
-    sandboxed.builder._timeout = 1.0
+    # Long enough for the build to start on a loaded machine (its processes are looked at).
+    sandboxed.builder._timeout = 5.0
     source = write(tmp_path / "src", {"main.py": HELLO})
     builds = sandboxed
     builds.create("stuck", source, "setsid sleep 600 & sleep 600")
     builds.builder.submit("stuck")
     # The helper, the namespace's init, the shell and its two sleeps.
-    groups = await until(lambda: [p for p in _build_groups(builds).values() if len(p) >= 5])
+    groups = await until(
+        lambda: [p for p in _build_groups(builds).values() if len(p) >= 5], timeout=30.0
+    )
     await builds.builder.wait()
     status = builds.status("stuck")
     assert status.state == "failed"
-    assert "build failed: timed out after 1s: the build and every process it started" in (
+    assert "build failed: timed out after 5s: the build and every process it started" in (
         status.log
     )
     assert _build_groups(builds) == {}  # killed and removed
@@ -478,7 +481,9 @@ async def test_stopping_kills_a_sandboxed_build(sandboxed: Builds, tmp_path: Pat
     source = write(tmp_path / "src", {"main.py": HELLO})
     builds.create("long", source, "sleep 600 & sleep 600")
     builds.builder.submit("long")
-    groups = await until(lambda: [p for p in _build_groups(builds).values() if len(p) >= 5])
+    groups = await until(
+        lambda: [p for p in _build_groups(builds).values() if len(p) >= 5], timeout=30.0
+    )
     await builds.builder.stop()
     assert _build_groups(builds) == {}
     assert all(not pid_alive(pid) for pid in groups[0])
