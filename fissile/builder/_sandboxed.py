@@ -29,6 +29,7 @@ EXEC_FAILED = 127
 OPEN_FILES = 4096
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
+_PR_SET_NO_NEW_PRIVS = 38
 
 
 # prctl here rather than fissile.executor._prctl: importing the executor package (its models,
@@ -74,6 +75,10 @@ def _init(config: dict[str, Any]) -> NoReturn:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
         die_with_parent()  # a change of credentials clears it
+        # Set-uid programs of the bound system directories must not raise it (seccomp sets
+        # this too, where the host has it).
+        if _libc._lib().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         if config.get("seccomp"):
             from fissile.sandbox.seccomp import install_filter
 
