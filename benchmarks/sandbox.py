@@ -49,6 +49,7 @@ from _harness import (
     Platform,
     RawHTTP,
     Workdir,
+    _without_local_paths,
     get_request,
     http_get,
     log,
@@ -708,7 +709,11 @@ def main_builds(args: argparse.Namespace) -> None:
     builds["machine"]["loadavg_at_end"] = list(os.getloadavg())
     builds["parameters"] = {"builds": args.builds, "run": "--only builds"}
     result["builds"] = builds
-    write_results("sandbox", result, str(path))
+    # Not write_results: it would stamp the earlier full run's machine record with this end.
+    text = _without_local_paths(json.dumps(result, indent=2))
+    path.write_text(text + "\n")
+    print(json.dumps(builds, indent=2), flush=True)
+    log(f"results written to {path}")
 
 
 # -- main --------------------------------------------------------------------------------------
