@@ -23,7 +23,8 @@ from typing import Any, NoReturn
 from fissile.sandbox import _libc
 from fissile.sandbox.filesystem import DEVICES, _bind, _tmpfs
 
-# Exit statuses of the helper itself (a command's own status is passed through).
+# Exit statuses of the helper itself (a command's own status is passed through; a shell uses
+# 125 for nothing, 126 and 127 for a command it cannot run).
 SETUP_FAILED = 125
 EXEC_FAILED = 127
 OPEN_FILES = 4096

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fissile.builder._sandboxed import SETUP_FAILED
 from fissile.builder.archive import ArchiveError, extract_archive
 from fissile.builder.sandbox import (
     BUILD_CPU,
@@ -309,6 +310,8 @@ class Builder:
                 f"timed out after {self.timeout:g}s: the build and every process it started"
                 " were killed (fissile up --build-timeout sets the limit)"
             )
+        if sandbox.enabled and code == SETUP_FAILED:
+            raise BuildError("the build sandbox could not be set up (the reason is above)")
         if code != 0:
             raise BuildError(f"{Path(command[0]).name} exited with status {code}")
 

@@ -505,3 +505,23 @@ async def test_stopping_at_any_moment_leaves_no_build_group(
     await asyncio.sleep(delay)
     await builds.close()
     assert list(builds.builder.work_root.iterdir()) == []
+
+
+async def test_a_sandbox_that_cannot_be_made_fails_the_build_clearly(
+    sandboxed: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = BuildSandbox.helper_config
+
+    def broken(self: BuildSandbox, *args: Any) -> dict[str, Any]:
+        config = original(self, *args)
+        config["root"]["staging"] = str(tmp_path / "missing")  # its root cannot be mounted
+        return config
+
+    monkeypatch.setattr(BuildSandbox, "helper_config", broken)
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    status = await sandboxed.build("broken", source, 'mkdir "$DEPLOY_PKG"')
+    assert status.state == "failed"
+    assert "cannot set up the build sandbox" in status.log
+    assert status.log.endswith(
+        "build failed: the build sandbox could not be set up (the reason is above)\n"
+    )
