@@ -525,3 +525,21 @@ async def test_a_sandbox_that_cannot_be_made_fails_the_build_clearly(
     assert status.log.endswith(
         "build failed: the build sandbox could not be set up (the reason is above)\n"
     )
+
+
+async def test_fission_style_build_script_writes_into_src_pkg(
+    builds: Builds, tmp_path: Path
+) -> None:
+    """Fission's build.sh installs into $SRC_PKG, then copies it: sandboxed, the source is an
+    overlay the build may write to (subdirectories of the archive too)."""
+    source = write(tmp_path / "src", {"main.py": HELLO, "data/info.txt": "data"})
+    cmd = (
+        'echo added > "$SRC_PKG/added.txt" && echo more > "$SRC_PKG/data/more.txt"'
+        ' && cp -r "$SRC_PKG" "$DEPLOY_PKG"'
+    )
+    status = await builds.build("fission-style", source, cmd)
+    assert status.state == "succeeded", status.log
+    deployed = builds.deployed(status)
+    assert (deployed / "added.txt").read_text() == "added\n"
+    assert (deployed / "data" / "more.txt").read_text() == "more\n"
+    assert (deployed / "data" / "info.txt").read_text() == "data"
