@@ -82,6 +82,7 @@ class Builder:
         for name in remove_stale_work(self.work_root):
             logger.warning("removed %s, left by a build of a previous run", name)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._current: dict[str, asyncio.Task[None]] = {}  # the build each _run awaits
         self._again: set[str] = set()
 
     def resume(self) -> None:
@@ -92,24 +93,36 @@ class Builder:
                 self.submit(record.name)
 
     def submit(self, name: str) -> None:
-        """Build ``name`` now, or again right after the build already running for it."""
+        """Build ``name`` now. A build already running for it is superseded (its result would
+        not be published): it is cancelled, its processes killed, and the new one starts."""
         if name in self._running:
             self._again.add(name)
+            current = self._current.get(name)
+            if current is not None:
+                current.cancel()
             return
         self._running[name] = asyncio.get_running_loop().create_task(self._run(name))
 
     async def _run(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                self._again.discard(name)
+                build = self._current[name] = loop.create_task(self._build(name))
                 try:
-                    await self._build(name)
+                    await build
                 except NotFound:
                     pass
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not build.cancelled() or (task is not None and task.cancelling()):
+                        raise  # the builder stops
                 except Exception:
                     logger.exception("building package %s failed unexpectedly", name)
+                finally:
+                    self._current.pop(name, None)
                 if name not in self._again:
                     return
-                self._again.discard(name)
         finally:
             self._running.pop(name, None)
 
@@ -277,8 +290,8 @@ class Builder:
         process: asyncio.subprocess.Process | None = None
         reader: asyncio.Task[None] | None = None
         timed_out = False
-        try:
-            process = await asyncio.create_subprocess_exec(
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
                 *argv,
                 cwd=cwd,
                 env=env,
@@ -288,6 +301,17 @@ class Builder:
                 start_new_session=True,
                 preexec_fn=die_with_parent,  # a killed supervisor takes its builds along
             )
+        )
+        try:
+            try:
+                process = await asyncio.shield(spawn)
+            except asyncio.CancelledError:
+                # Cancelled while the process starts: it may already run (and fork), so it is
+                # waited for and killed below like any other, never left unknown.
+                await asyncio.wait([spawn])
+                if not spawn.cancelled() and spawn.exception() is None:
+                    process = spawn.result()
+                raise
             assert process.stdout is not None
             reader = asyncio.get_running_loop().create_task(output.read_from(process.stdout))
             try:

@@ -543,3 +543,40 @@ async def test_fission_style_build_script_writes_into_src_pkg(
     assert (deployed / "added.txt").read_text() == "added\n"
     assert (deployed / "data" / "more.txt").read_text() == "more\n"
     assert (deployed / "data" / "info.txt").read_text() == "data"
+
+
+def _marked(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in argv and pid_alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+async def test_a_change_supersedes_a_hanging_build(builds: Builds, tmp_path: Path) -> None:
+    """The running build is cancelled (its processes killed) rather than waited for: a build
+    that hangs does not hold back the fix for its whole timeout."""
+    marker = f"superseded-{os.getpid()}-{id(builds)}"
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    hang = f"python -c 'import time; time.sleep(600)' {marker}"
+    spec = builds.create("hanging", source, hang)
+    builds.builder.submit("hanging")
+    await until(lambda: _marked(marker), timeout=30.0)
+    fast = 'cp -r "$SRC_PKG" "$DEPLOY_PKG"'
+    record = builds.store.get("packages", "hanging")
+    builds.store.update("packages", "hanging", {**record.data, "buildcmd": fast})
+    builds.builder.submit("hanging")
+    await asyncio.wait_for(builds.builder.wait(), 30.0)
+    status = builds.status("hanging")
+    assert status.state == "succeeded", status.log
+    assert status.deploy == build_key(spec.model_copy(update={"buildcmd": fast}), "python")
+    # The superseded build may have been cancelled while its process was starting: it was
+    # killed all the same (it once was not: an orphan of its shell survived).
+    await until(lambda: not _marked(marker), timeout=10.0)
+    assert list(builds.builder.work_root.iterdir()) == []
