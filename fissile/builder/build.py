@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fissile._units import format_memory
 from fissile.builder._sandboxed import SETUP_FAILED
 from fissile.builder.archive import ArchiveError, extract_archive
 from fissile.builder.sandbox import (
@@ -320,6 +321,8 @@ class Builder:
                 timed_out = True
                 code = -1
         finally:
+            # Asked before the group goes: whether the kernel's OOM killer ended the build.
+            out_of_memory = group is not None and _oom_killed(group)
             # Whatever the command left running goes now: its cgroup (or, unsandboxed, its
             # session) is killed, so the output pipe closes and nothing outlives the build.
             await _kill_build(process, group)
@@ -333,6 +336,10 @@ class Builder:
             raise BuildError(
                 f"timed out after {self.timeout:g}s: the build and every process it started"
                 " were killed (fissile up --build-timeout sets the limit)"
+            )
+        if code != 0 and out_of_memory:
+            raise BuildError(
+                f"the build ran out of memory (its limit is {format_memory(BUILD_MEMORY)})"
             )
         if sandbox.enabled and code == SETUP_FAILED:
             raise BuildError("the build sandbox could not be set up (the reason is above)")
@@ -377,6 +384,13 @@ async def _finish_in_thread(function: Callable[..., Any], *args: Any) -> Any:
     except asyncio.CancelledError:
         await asyncio.wait([task])
         raise
+
+
+def _oom_killed(group: Any) -> bool:
+    try:
+        return bool(group.oom_killed())
+    except OSError:
+        return False
 
 
 def _build_cgroup(cgroups: Any, name: str) -> Any:

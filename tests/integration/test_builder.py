@@ -580,3 +580,14 @@ async def test_a_change_supersedes_a_hanging_build(builds: Builds, tmp_path: Pat
     # killed all the same (it once was not: an orphan of its shell survived).
     await until(lambda: not _marked(marker), timeout=10.0)
     assert list(builds.builder.work_root.iterdir()) == []
+
+
+async def test_a_build_over_its_memory_limit_says_so(
+    sandboxed: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build_module, "BUILD_MEMORY", 64 * 1024 * 1024)
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    hog = "python -c 'hog = [bytearray(8 << 20) for _ in range(64)]'"
+    status = await sandboxed.build("hog", source, f'{hog}; mkdir "$DEPLOY_PKG"; {hog}')
+    assert status.state == "failed"
+    assert status.log.endswith("build failed: the build ran out of memory (its limit is 64Mi)\n")
