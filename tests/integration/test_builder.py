@@ -273,6 +273,9 @@ async def test_failing_buildcmd_keeps_its_output(builds: Builds, tmp_path: Path)
         "$ echo about to fail; exit 3\nabout to fail\nbuild failed: sh exited with status 3\n"
     )
     assert list(builds.deploy_root.iterdir()) == []
+    # An unsandboxed build says so first; a sandboxed one has nothing to warn about.
+    warned = status.log.startswith("WARNING: this build is not sandboxed (")
+    assert warned is not builds.builder.sandbox.enabled, status.log
 
 
 async def test_buildcmd_must_create_deploy_pkg(builds: Builds, tmp_path: Path) -> None:
