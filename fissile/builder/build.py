@@ -104,6 +104,13 @@ class Builder:
             return
         self._running[name] = asyncio.get_running_loop().create_task(self._run(name))
 
+    def cancel(self, name: str) -> None:
+        """Stop building ``name`` (a deleted package): its build is cancelled and killed."""
+        self._again.discard(name)
+        current = self._current.get(name)
+        if current is not None:
+            current.cancel()
+
     async def _run(self, name: str) -> None:
         loop = asyncio.get_running_loop()
         try:

@@ -143,6 +143,8 @@ class Resources:
         if kind == "functions":
             self._delete_owned_package(name, record.data.get("package"))
             self.logs.forget(name)
+        if kind == "packages":
+            self.builder.cancel(name)
         return deleted.merged()
 
     def _delete_owned_package(self, function: str, package: str | None) -> None:
@@ -153,6 +155,7 @@ class Resources:
             return
         if not self._users("packages", package):
             self.store.delete("packages", package)
+            self.builder.cancel(package)
 
     # -- rules --------------------------------------------------------------------------
 

@@ -594,3 +594,16 @@ async def test_a_build_over_its_memory_limit_says_so(
     status = await sandboxed.build("hog", source, f'{hog}; mkdir "$DEPLOY_PKG"; {hog}')
     assert status.state == "failed"
     assert status.log.endswith("build failed: the build ran out of memory (its limit is 64Mi)\n")
+
+
+async def test_deleting_a_package_cancels_its_build(builds: Builds, tmp_path: Path) -> None:
+    marker = f"deleted-{os.getpid()}-{builds.builder.sandbox.enabled}"
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    builds.create("doomed", source, f"python -c 'import time; time.sleep(600)' {marker}")
+    builds.builder.submit("doomed")
+    await until(lambda: _marked(marker), timeout=30.0)
+    builds.store.delete("packages", "doomed")
+    builds.builder.cancel("doomed")  # what the control API does on a package's deletion
+    await asyncio.wait_for(builds.builder.wait(), 30.0)
+    await until(lambda: not _marked(marker), timeout=10.0)
+    assert list(builds.builder.work_root.iterdir()) == []
