@@ -51,6 +51,20 @@ _KEPT_PREFIXES = ("PIP_",)
 BUILD_LAYERS: dict[str, str] = {
     "network_namespace": "builds keep the host network: pip needs the package index",
 }
+# The layers the build sandbox applies (where the host has them): named, so that a layer added
+# for instances is never reported for builds before the build sandbox applies it too.
+_APPLIED = (
+    "process",
+    "rlimits",
+    "pid_namespace",
+    "mount_namespace",
+    "ipc_uts_namespace",
+    "cgroup_memory",
+    "cgroup_cpu",
+    "cgroup_pids",
+    "seccomp",
+    "unprivileged_uid",
+)
 # Without these the build sandbox is not used at all (the build runs as the platform's user).
 _NEEDED = ("pid_namespace", "mount_namespace", "ipc_uts_namespace", "unprivileged_uid")
 
@@ -59,7 +73,7 @@ def build_layers(active: dict[str, bool]) -> dict[str, bool]:
     """Which isolation layers builds get, given those instances get (``Sandbox.active()``)."""
     if not all(active.get(name) for name in _NEEDED):
         return {name: name == "process" for name in active}
-    return {name: bool(on) and name not in BUILD_LAYERS for name, on in active.items()}
+    return {name: bool(on) and name in _APPLIED for name, on in active.items()}
 
 
 def build_environment(src_pkg: str, deploy_pkg: str, home: str) -> dict[str, str]:

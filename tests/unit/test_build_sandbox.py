@@ -62,6 +62,8 @@ def test_builds_get_the_instance_layers_but_the_network_namespace() -> None:
     layers = build_layers(full)
     assert layers["network_namespace"] is False
     assert all(on for name, on in layers.items() if name != "network_namespace")
+    # A layer added for instances is not claimed for builds until they apply it too.
+    assert build_layers({**full, "some_new_layer": True})["some_new_layer"] is False
 
 
 def test_builds_without_namespaces_or_uid_drop_are_unsandboxed(tmp_path: Path) -> None:
