@@ -7,12 +7,19 @@ healthy function's latency steady while a neighbour misbehaves.
    functions per platform; the first request to each is timed from the client on a new TCP
    connection (creating the function is not part of it). The same on the strict platform's
    default ``python`` environment (warm pool of 3) shows how much of it the pool hides.
-2. **Noisy neighbours.** On the strict platform a healthy hello is called sequentially on one
+2. **Builds, unsandboxed vs sandboxed.** The same small ``pip install`` build (a
+   ``requirements.txt`` naming a local library with a dependency-free PEP 517 backend, so pip
+   needs no network: the platforms run with ``PIP_NO_INDEX=1``) on both platforms, interleaved,
+   each build with its own source; its duration is the build's own ``started_at`` to
+   ``finished_at``. ``--only builds`` runs just this part and updates the ``builds`` entry of the
+   results file, leaving the rest as it was.
+3. **Noisy neighbours.** On the strict platform a healthy hello is called sequentially on one
    keep-alive connection: on a quiet platform, while a neighbour crash-loops (segfaults on every
    request), and while neighbours burn CPU, with and without a ``--cpu 0.5`` quota. Each p99 is
    reported as a ratio to the quiet p99.
 
-    .venv/bin/python benchmarks/sandbox.py [--functions 40] [--requests 1500]
+    .venv/bin/python benchmarks/sandbox.py [--functions 40] [--requests 1500] [--builds 12]
+    .venv/bin/python benchmarks/sandbox.py --only builds
 
 Prints JSON and writes it to benchmarks/results/sandbox.json.
 """
@@ -20,6 +27,8 @@ Prints JSON and writes it to benchmarks/results/sandbox.json.
 from __future__ import annotations
 
 import argparse
+import datetime
+import io
 import json
 import os
 import secrets
@@ -27,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
     PYTHON,
+    RESULTS,
     CpuMeter,
     Platform,
     RawHTTP,
     Workdir,
+    _without_local_paths,
     get_request,
     http_get,
     log,
@@ -131,6 +143,13 @@ def parse_args() -> argparse.Namespace:
         default=5.0,
         help="before each series, round and repeated phase, wait up to this many seconds for"
         " other processes to use < 10%% of the CPUs (0: don't wait)",
+    )
+    parser.add_argument("--builds", type=int, default=12, help="pip builds per platform")
+    parser.add_argument(
+        "--only",
+        choices=("all", "builds"),
+        default="all",
+        help="builds: only the build series, written into the results file's builds entry",
     )
     parser.add_argument("--output", default=None, help="default: benchmarks/results/sandbox.json")
     parser.add_argument("--neighbour", nargs=2, metavar=("PORT", "PATH"), help=argparse.SUPPRESS)
@@ -277,7 +296,128 @@ def bench_cold(
     }
 
 
-# -- 2. noisy neighbours -----------------------------------------------------------------------
+# -- 2. builds ---------------------------------------------------------------------------------
+
+# A local library built by pip through a PEP 517 backend without build requirements: the
+# build needs no network, and what is measured is pip and the sandbox around it.
+LIB_BACKEND = """\
+import base64, hashlib, os, zipfile
+
+def _digest(data):
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "benchlib", "__init__.py"), "rb") as handle:
+        files = {"benchlib/__init__.py": handle.read()}
+    info = "benchlib-1.0.dist-info"
+    files[info + "/METADATA"] = b"Metadata-Version: 2.1\\nName: benchlib\\nVersion: 1.0\\n"
+    files[info + "/WHEEL"] = (
+        b"Wheel-Version: 1.0\\nGenerator: bench\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+    )
+    lines = [f"{p},sha256={_digest(d)},{len(d)}" for p, d in files.items()]
+    files[info + "/RECORD"] = ("\\n".join(lines + [info + "/RECORD,,"]) + "\\n").encode()
+    name = "benchlib-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return name
+"""
+LIB_PYPROJECT = """\
+[build-system]
+requires = []
+build-backend = "bench_backend"
+backend-path = ["."]
+
+[project]
+name = "benchlib"
+version = "1.0"
+"""
+
+
+def pip_source(tag: str) -> bytes:
+    """A source archive whose build is ``pip install -r requirements.txt`` of a local library;
+    ``tag`` makes each one a new build (never a reuse of an earlier result)."""
+    files = {
+        "handler.py": f"# {tag}\nimport benchlib\n\ndef main():\n    return benchlib.VALUE\n",
+        "requirements.txt": "./lib\n",
+        "lib/pyproject.toml": LIB_PYPROJECT,
+        "lib/bench_backend.py": LIB_BACKEND,
+        "lib/benchlib/__init__.py": "VALUE = 'built'\n",
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, text in files.items():
+            info = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, text)
+    return buffer.getvalue()
+
+
+def timed_build(platform: SandboxPlatform, name: str) -> tuple[float, float]:
+    """Build a new pip package; (ms the build took by its own status, ms the client waited)."""
+    client = platform.client
+    sha = client.upload_archive(pip_source(name))["sha256"]
+    begin = time.perf_counter()
+    client.create("packages", {"name": name, "env": "python", "source": sha})
+    built = platform.wait_for_build(name)
+    waited = (time.perf_counter() - begin) * 1000
+    status = built["status"]
+    if status["state"] != "succeeded":
+        raise RuntimeError(f"build {name} failed on --sandbox {platform.sandbox}: {status['log']}")
+    started = datetime.datetime.fromisoformat(status["started_at"])
+    finished = datetime.datetime.fromisoformat(status["finished_at"])
+    client.delete("packages", name)
+    return (finished - started).total_seconds() * 1000, waited
+
+
+def bench_builds(
+    args: argparse.Namespace, off: SandboxPlatform, strict: SandboxPlatform
+) -> dict[str, Any]:
+    series = {"off": off, "strict": strict}
+    took: dict[str, list[float]] = {key: [] for key in series}
+    waited: dict[str, list[float]] = {key: [] for key in series}
+    run_id = secrets.token_hex(2)
+    timed_build(off, f"warm-{run_id}-off")  # pip's first import from disk, outside the series
+    timed_build(strict, f"warm-{run_id}-strict")
+    for i in range(args.builds):
+        for key, platform in series.items():
+            build_ms, wait_ms = timed_build(platform, f"b{run_id}-{key}-{i}")
+            took[key].append(build_ms)
+            waited[key].append(wait_ms)
+        log(
+            f"builds {i + 1}/{args.builds}: "
+            + ", ".join(
+                f"{key} {build_ms:.0f} ms" for key, build_ms in ((k, took[k][-1]) for k in series)
+            )
+        )
+    stats = {key: summarize(samples) for key, samples in took.items()}
+    return {
+        "build_ms": stats,
+        "client_wait_ms": {key: summarize(samples) for key, samples in waited.items()},
+        "sandbox_cost_ms": {
+            "p50_strict_minus_off": round(stats["strict"]["p50"] - stats["off"]["p50"], 3),
+            "mean_strict_minus_off": round(stats["strict"]["mean"] - stats["off"]["mean"], 3),
+        },
+        "strict_p50_over_off_p50": ratio(stats["strict"]["p50"], stats["off"]["p50"]),
+        "samples_ms": {key: [round(ms, 3) for ms in samples] for key, samples in took.items()},
+        "notes": [
+            "One build = pip install -r requirements.txt --target $DEPLOY_PKG of a local library"
+            " (./lib, a PEP 517 backend without build requirements, so pip builds a wheel in an"
+            " isolated environment without fetching anything: PIP_NO_INDEX=1), then the source"
+            " copied in; each build has its own source, so none is a reuse.",
+            "build_ms = the build's own started_at to finished_at (extracting the archive,"
+            " the build, fixing modes, publishing); client_wait_ms adds the API calls and the"
+            " client's 2 ms polling.",
+            "off = fissile up --sandbox off: pip runs directly as the platform's user. strict ="
+            " the build sandbox: a cgroup, the helper process (a fresh Python interpreter),"
+            " PID/mount/IPC/UTS namespaces, a private root with the source on an overlay, the"
+            " build uid, seccomp. The two platforms run side by side, the series interleaved.",
+        ],
+    }
+
+
+# -- 3. noisy neighbours -----------------------------------------------------------------------
 
 
 def neighbour_main(port: int, path: str, threads: int) -> None:
@@ -545,6 +685,37 @@ def bench_neighbours(
     }
 
 
+def main_builds(args: argparse.Namespace) -> None:
+    """``--only builds``: the build series alone, into the ``builds`` entry of the results."""
+    path = Path(args.output) if args.output else RESULTS / "sandbox.json"
+    result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    result.setdefault("benchmark", "sandbox")
+    with Workdir("fissile-bench-sandbox-builds-") as workdir:
+        off = SandboxPlatform(workdir / "off", "off")
+        strict = SandboxPlatform(workdir / "strict", "strict")
+        try:
+            off.start()
+            strict.start()
+            if args.quiet_wait > 0:
+                wait_until_quiet(args.quiet_wait)
+            log(f"builds: {args.builds} pip builds per platform, interleaved")
+            meter = CpuMeter().start()
+            builds = bench_builds(args, off, strict)
+            builds["cpu"] = meter.stop()
+        finally:
+            off.stop()
+            strict.stop()
+    builds["machine"] = machine_info()
+    builds["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    builds["parameters"] = {"builds": args.builds, "run": "--only builds"}
+    result["builds"] = builds
+    # Not write_results: it would stamp the earlier full run's machine record with this end.
+    text = _without_local_paths(json.dumps(result, indent=2))
+    path.write_text(text + "\n")
+    print(json.dumps(builds, indent=2), flush=True)
+    log(f"results written to {path}")
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -566,6 +737,11 @@ def main() -> None:
             "cold_start_url": "http://127.0.0.1:<router>/function/<name> (new TCP connection)",
         },
     }
+    # Builds must not need the network (the build series installs a local library only).
+    os.environ.setdefault("PIP_NO_INDEX", "1")
+    if args.only == "builds":
+        main_builds(args)
+        return
     with Workdir("fissile-bench-sandbox-") as workdir:
         off = SandboxPlatform(workdir / "off", "off")
         strict = SandboxPlatform(workdir / "strict", "strict")
@@ -594,6 +770,11 @@ def main() -> None:
             cold = bench_cold(args, off, strict)
             cold["cpu"] = meter.stop()
             cold["loadavg_before"] = loadavg
+            log(f"builds: {args.builds} pip builds per platform, interleaved")
+            meter = CpuMeter().start()
+            builds = bench_builds(args, off, strict)
+            builds["cpu"] = meter.stop()
+            result["builds"] = builds
             result["platforms"]["off"]["stop"] = off.stop()
             log("noisy neighbours on the strict platform")
             neighbours = bench_neighbours(args, strict, started + args.budget - 30)

@@ -1,7 +1,22 @@
 """fissile: a Python-native, self-hosted serverless platform on Fission's model."""
 
-from fissile.runtime import Context, Request, Response
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fissile.runtime import Context, Request, Response
 
 __version__ = "0.1.0"
 
 __all__ = ["Context", "Request", "Response", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: the runtime pulls in http.client, ssl and email (~30-100 ms), which
+    # processes that only need a submodule (a build's sandbox helper, the CLI) never use.
+    if name in ("Context", "Request", "Response"):
+        import fissile.runtime
+
+        return getattr(fissile.runtime, name)
+    raise AttributeError(f"module 'fissile' has no attribute {name!r}")

@@ -39,6 +39,7 @@ class Config:
     keep_alive_timeout: float = 5.0
     max_connections: int | None = None  # None: derived from the fd limit at start
     max_response_body: int = 1 << 30  # largest response body a function may send
+    build_timeout: float = 600.0  # a build still running after this long is killed
 
     @property
     def invocations_db(self) -> Path:

@@ -21,6 +21,7 @@ import uvicorn
 
 import fissile
 from fissile.builder import ArchiveStore, Builder
+from fissile.builder.sandbox import BuildSandbox
 from fissile.config import Config
 from fissile.controlplane import Resources, create_api
 from fissile.controlplane.app import environment_readiness
@@ -146,7 +147,13 @@ class Platform:
                 f"WARNING: the control API listens on {config.api_host}, beyond loopback;"
                 " anyone who can reach it and holds the token controls this platform"
             )
-        self.builder = builder = Builder(store, archives, config.deploy)
+        self.builder = builder = Builder(
+            store,
+            archives,
+            config.deploy,
+            sandbox=_build_sandbox(executor, config),
+            timeout=config.build_timeout,
+        )
         self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
         resources = Resources(
@@ -293,6 +300,16 @@ def _limits(config: Config) -> tuple[Limits, Limits]:
     )
     side = dataclasses.replace(router, max_connections=max(64, (nofile - max_connections) // 4))
     return router, side
+
+
+def _build_sandbox(executor: Executor, config: Config) -> BuildSandbox:
+    """Builds get the instances' sandbox (less the network namespace), in their cgroups."""
+    sandbox = executor.sandbox
+    if sandbox.mode == "off":
+        return BuildSandbox.unsandboxed("fissile up --sandbox off")
+    return BuildSandbox.like_instances(
+        sandbox.active(), config.data_dir, config.deploy, executor.cgroups
+    )
 
 
 def _listen_unix(path: Path) -> socket.socket:

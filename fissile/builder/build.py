@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fissile._units import format_memory
+from fissile.builder._sandboxed import SETUP_FAILED
 from fissile.builder.archive import ArchiveError, extract_archive
+from fissile.builder.sandbox import (
+    BUILD_CPU,
+    BUILD_MEMORY,
+    BUILD_PIDS,
+    BuildSandbox,
+    Layout,
+    build_environment,
+    remove_stale_work,
+)
 from fissile.builder.storage import ArchiveStore
 from fissile.executor._prctl import die_with_parent
 from fissile.models import BuildState, BuildStatus, PackageSpec
@@ -47,14 +61,29 @@ def build_key(package: PackageSpec, image: str, rebuild: int = 0) -> str:
 
 
 class Builder:
-    def __init__(self, store: Store, archives: ArchiveStore, deploy_root: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        archives: ArchiveStore,
+        deploy_root: Path,
+        sandbox: BuildSandbox | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self.store = store
         self.archives = archives
         self.deploy_root = deploy_root
         self.work_root = deploy_root.parent / "builds"
+        self.sandbox = sandbox or BuildSandbox.unsandboxed("the platform runs it unsandboxed")
+        self._timeout = timeout
         deploy_root.mkdir(parents=True, exist_ok=True)
         self.work_root.mkdir(parents=True, exist_ok=True)
+        self.work_root.chmod(0o700)
+        # Builds of a killed supervisor died with it (or with their cgroup, which the executor
+        # kills at start); their scratch dirs are left to remove.
+        for name in remove_stale_work(self.work_root):
+            logger.warning("removed %s, left by a build of a previous run", name)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._current: dict[str, asyncio.Task[None]] = {}  # the build each _run awaits
         self._again: set[str] = set()
 
     def resume(self) -> None:
@@ -65,24 +94,43 @@ class Builder:
                 self.submit(record.name)
 
     def submit(self, name: str) -> None:
-        """Build ``name`` now, or again right after the build already running for it."""
+        """Build ``name`` now. A build already running for it is superseded (its result would
+        not be published): it is cancelled, its processes killed, and the new one starts."""
         if name in self._running:
             self._again.add(name)
+            current = self._current.get(name)
+            if current is not None:
+                current.cancel()
             return
         self._running[name] = asyncio.get_running_loop().create_task(self._run(name))
 
+    def cancel(self, name: str) -> None:
+        """Stop building ``name`` (a deleted package): its build is cancelled and killed."""
+        self._again.discard(name)
+        current = self._current.get(name)
+        if current is not None:
+            current.cancel()
+
     async def _run(self, name: str) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
+                self._again.discard(name)
+                build = self._current[name] = loop.create_task(self._build(name))
                 try:
-                    await self._build(name)
+                    await build
                 except NotFound:
                     pass
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if not build.cancelled() or (task is not None and task.cancelling()):
+                        raise  # the builder stops
                 except Exception:
                     logger.exception("building package %s failed unexpectedly", name)
+                finally:
+                    self._current.pop(name, None)
                 if name not in self._again:
                     return
-                self._again.discard(name)
         finally:
             self._running.pop(name, None)
 
@@ -164,27 +212,37 @@ class Builder:
         data: dict[str, Any] = {**current.data, "status": status.model_dump(mode="json")}
         self.store.update("packages", name, data)
 
+    @property
+    def timeout(self) -> float:
+        return BUILD_TIMEOUT if self._timeout is None else self._timeout
+
     async def _make(self, spec: PackageSpec, target: Path, log: list[str]) -> None:
         archive = self.archives.path(spec.source)
         if not archive.is_file():
             raise BuildError(f"source archive {spec.source[:12]} is missing from storage")
         work = Path(tempfile.mkdtemp(prefix="build-", dir=self.work_root))
         try:
-            src = work / "src"
-            deploy = work / "deploy"
+            layout = self.sandbox.layout(work)
+            src = layout.src
+            deploy = layout.deploy
             try:
-                await asyncio.to_thread(extract_archive, archive, src)
+                await _finish_in_thread(extract_archive, archive, src)
             except ArchiveError as exc:
                 raise BuildError(str(exc)) from None
+            runs = spec.buildcmd or (src / "requirements.txt").is_file()
+            if runs:
+                await _finish_in_thread(self.sandbox.prepare, layout)
+                if self.sandbox.warning:
+                    log.append(f"{self.sandbox.warning}\n")
             if spec.buildcmd:
                 log.append(f"$ {spec.buildcmd}\n")
-                env = {**os.environ, "SRC_PKG": str(src), "DEPLOY_PKG": str(deploy)}
-                env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-                await _run(["/bin/sh", "-c", spec.buildcmd], src, env, log)
-                if not deploy.is_dir():
+                await self._execute(["/bin/sh", "-c", spec.buildcmd], layout, log)
+                if not _is_directory(deploy):
                     raise BuildError("the build command did not create $DEPLOY_PKG")
-            elif (src / "requirements.txt").is_file():
+            elif runs:
                 deploy.mkdir()
+                if self.sandbox.uid is not None:
+                    os.chown(deploy, self.sandbox.uid, self.sandbox.uid)
                 command = [
                     sys.executable,
                     "-m",
@@ -194,20 +252,22 @@ class Builder:
                     "--disable-pip-version-check",
                     "--no-warn-script-location",
                     "--target",
-                    str(deploy),
+                    layout.deploy_pkg,
                     "-r",
                     "requirements.txt",
                 ]
                 log.append("$ pip install -r requirements.txt --target $DEPLOY_PKG\n")
-                await _run(command, src, dict(os.environ), log)
+                await self._execute(command, layout, log)
+                if not _is_directory(deploy):
+                    raise BuildError("$DEPLOY_PKG is no longer a directory")
                 # The source goes in after the dependencies: copied first, a local requirement
                 # kept in a directory of its package's name (./mylib) would make pip skip it.
-                await asyncio.to_thread(_overlay, src, deploy)
+                await _finish_in_thread(_overlay, src, deploy)
             else:
-                os.replace(src, deploy)
+                deploy = src
                 log.append("no requirements.txt and no build command: source deployed as is\n")
             try:
-                await asyncio.to_thread(_readable_by_all, deploy)
+                await _finish_in_thread(_readable_by_all, deploy)
                 os.replace(deploy, target)
             except OSError:
                 if not target.is_dir():
@@ -215,43 +275,186 @@ class Builder:
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
+    async def _execute(self, command: list[str], layout: Layout, log: list[str]) -> None:
+        """Run ``command`` in the build's sandbox (or, unsandboxed, in its own session) with
+        the build's environment; every process it starts is killed when it ends, times out or
+        is cancelled."""
+        sandbox = self.sandbox
+        cwd = layout.src_pkg
+        group = None
+        argv = command
+        if sandbox.enabled:
+            procs: list[str] = []
+            if sandbox.cgroups is not None:
+                # On the loop, not in a thread: a few small cgroupfs writes (as the executor
+                # does for instances), and a cancellation cannot lose the group.
+                group = _build_cgroup(sandbox.cgroups, layout.work.name)
+                procs = [str(Path(p) / "cgroup.procs") for p in group.paths]
+            config = sandbox.helper_config(layout, command, cwd, procs)
+            argv = [sys.executable, "-m", "fissile.builder._sandboxed", json.dumps(config)]
+            cwd = "/"
+        env = build_environment(layout.src_pkg, layout.deploy_pkg, layout.home)
+        output = BoundedOutput(MAX_LOG)
+        process: asyncio.subprocess.Process | None = None
+        reader: asyncio.Task[None] | None = None
+        timed_out = False
+        spawn = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,  # a killed supervisor takes its builds along
+            )
+        )
+        try:
+            try:
+                process = await asyncio.shield(spawn)
+            except asyncio.CancelledError:
+                # Cancelled while the process starts: it may already run (and fork), so it is
+                # waited for and killed below like any other, never left unknown.
+                await asyncio.wait([spawn])
+                if not spawn.cancelled() and spawn.exception() is None:
+                    process = spawn.result()
+                raise
+            assert process.stdout is not None
+            reader = asyncio.get_running_loop().create_task(output.read_from(process.stdout))
+            try:
+                code = await asyncio.wait_for(process.wait(), self.timeout)
+            except TimeoutError:
+                timed_out = True
+                code = -1
+        finally:
+            # Asked before the group goes: whether the kernel's OOM killer ended the build.
+            out_of_memory = group is not None and _oom_killed(group)
+            # Whatever the command left running goes now: its cgroup (or, unsandboxed, its
+            # session) is killed, so the output pipe closes and nothing outlives the build.
+            await _kill_build(process, group)
+            if reader is not None:
+                try:
+                    await asyncio.wait_for(reader, 5.0)
+                except TimeoutError:
+                    reader.cancel()
+        log.append(output.text())
+        if timed_out:
+            raise BuildError(
+                f"timed out after {self.timeout:g}s: the build and every process it started"
+                " were killed (fissile up --build-timeout sets the limit)"
+            )
+        if code != 0 and out_of_memory:
+            raise BuildError(
+                f"the build ran out of memory (its limit is {format_memory(BUILD_MEMORY)})"
+            )
+        if sandbox.enabled and code == SETUP_FAILED:
+            raise BuildError("the build sandbox could not be set up (the reason is above)")
+        if code != 0:
+            raise BuildError(f"{Path(command[0]).name} exited with status {code}")
 
-async def _run(command: list[str], cwd: Path, env: dict[str, str], log: list[str]) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=die_with_parent,  # a killed supervisor takes its builds along
-    )
-    assert process.stdout is not None
+
+class BoundedOutput:
+    """A build's output as it streams in, keeping only its last ``limit`` bytes: a build that
+    prints gigabytes costs the supervisor no more memory than one that prints the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    @property
+    def dropped(self) -> int:
+        """How many bytes of the start of the output were not kept."""
+        return max(0, self.total - self.limit)
+
+    async def read_from(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            self.total += len(chunk)
+            self._chunks.append(chunk)
+            self._size += len(chunk)
+            if self._size > 2 * self.limit:  # compacted now and then, not on every chunk
+                self._chunks = [b"".join(self._chunks)[-self.limit :]]
+                self._size = self.limit
+
+    def text(self) -> str:
+        return b"".join(self._chunks)[-self.limit :].decode("utf-8", "replace")
+
+
+async def _finish_in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """``asyncio.to_thread``, except that a cancellation waits for the thread to finish: the
+    work dir must not be removed while a thread still writes into it."""
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args))
     try:
-        output = await asyncio.wait_for(process.stdout.read(), BUILD_TIMEOUT)
-        code = await asyncio.wait_for(process.wait(), BUILD_TIMEOUT)
-    except TimeoutError:
-        os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-        raise BuildError(f"timed out after {BUILD_TIMEOUT:g}s") from None
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
-        os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.wait([task])
         raise
-    log.append(output.decode("utf-8", "replace"))
-    if code != 0:
-        raise BuildError(f"{Path(command[0]).name} exited with status {code}")
+
+
+def _oom_killed(group: Any) -> bool:
+    try:
+        return bool(group.oom_killed())
+    except OSError:
+        return False
+
+
+def _build_cgroup(cgroups: Any, name: str) -> Any:
+    from fissile.sandbox.cgroups import Limits
+
+    group = cgroups.create(name)
+    group.set_limits(Limits(memory=BUILD_MEMORY, cpu=BUILD_CPU, pids=BUILD_PIDS))
+    return group
+
+
+async def _kill_build(process: asyncio.subprocess.Process | None, group: Any) -> None:
+    if group is not None:
+        try:
+            await asyncio.to_thread(group.kill_all, 5.0)
+            await asyncio.to_thread(group.remove, 5.0)
+        except OSError as exc:
+            logger.warning("build cgroup %s not removed: %s", group.name, exc)
+    if process is None:
+        return
+    if process.returncode is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await process.wait()
+    elif group is None:
+        # Unsandboxed, what the command started in the background is still in its session.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _is_directory(path: Path) -> bool:
+    """A real directory: the build may have made ``DEPLOY_PKG`` a link to anywhere."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _readable_by_all(root: Path) -> None:
     """Functions run as unprivileged uids: their package must be readable (and its
-    directories searchable) by everyone; nothing in it needs to be writable."""
-    for directory, _, files in os.walk(root):
+    directories searchable) by everyone; nothing in it needs to be writable. As root, all of
+    it becomes root's: the build's uid keeps no hold on what it built. Links are not followed."""
+    chown = os.geteuid() == 0
+    for directory, dirs, files in os.walk(root):
+        if chown:
+            os.chown(directory, 0, 0, follow_symlinks=False)
         os.chmod(directory, 0o755)
-        for name in files:
+        for name in files + dirs:
             path = os.path.join(directory, name)
-            if not os.path.islink(path):
-                mode = os.stat(path).st_mode
+            link = os.path.islink(path)
+            if chown and (link or name in files):
+                os.chown(path, 0, 0, follow_symlinks=False)
+            if not link and name in files:
+                mode = os.lstat(path).st_mode
                 os.chmod(path, 0o755 if mode & 0o111 else 0o644)
 
 

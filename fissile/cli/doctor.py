@@ -11,11 +11,13 @@ from fissile.client import Client, ClientError
 @click.command()
 @output_option
 def doctor(output: str) -> None:
-    """Show the isolation features this host supports and which ones are active.
+    """Show the isolation features this host supports and which ones are active, for
+    instances and for package builds.
 
     "Active" comes from the running platform when the API answers, else it is what
     `fissile up --sandbox auto` would use here.
     """
+    from fissile.builder.sandbox import BUILD_LAYERS, build_layers
     from fissile.sandbox import FEATURES, probe
 
     caps = probe()
@@ -28,11 +30,13 @@ def doctor(output: str) -> None:
         source = f"running platform, --sandbox {info.get('sandbox_mode', '?')}"
     except ClientError:
         pass
+    builds = build_layers(active)
     rows = [
         {
             "feature": name,
             "supported": "yes" if caps.supported.get(name) else "no",
             "active": "yes" if active.get(name) else "no",
+            "builds": "yes" if builds.get(name) else "no",
             "stops": description,
             "why_not": caps.reasons.get(name, ""),
         }
@@ -48,9 +52,14 @@ def doctor(output: str) -> None:
             ("FEATURE", lambda r: r["feature"]),
             ("SUPPORTED", lambda r: r["supported"]),
             ("ACTIVE", lambda r: r["active"]),
+            ("BUILDS", lambda r: r["builds"]),
             ("WHAT IT STOPS", lambda r: r["stops"]),
             ("WHY NOT", lambda r: r["why_not"] or ""),
         ],
     )
     click.echo(f"\nactive: {source}")
+    click.echo("builds: the layers package builds get (a build runs code from its source too)")
+    for name, why in BUILD_LAYERS.items():
+        if active.get(name):
+            click.echo(f"  no {name} for builds: {why}")
     click.echo(caps.summary())

@@ -72,6 +72,13 @@ from fissile.models import MIN_MEMORY
     help="Largest response body a function may send; past it the response is cut.",
 )
 @click.option(
+    "--build-timeout",
+    default="10m",
+    show_default=True,
+    type=DURATION,
+    help="A package build still running after this long is killed, with every process it started.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -128,6 +135,7 @@ def up(
     max_scale_limit: int | None,
     max_timeout: float | None,
     max_response_body: int,
+    build_timeout: float,
     log_level: str,
     max_header_bytes: int,
     max_headers: int,
@@ -157,6 +165,8 @@ def up(
             f"must be at least {format_memory(MIN_MEMORY)}, the least a function may have",
             param_hint="--max-memory",
         )
+    if build_timeout < 1:
+        raise click.BadParameter("must be at least 1s", param_hint="--build-timeout")
 
     config = Config(
         data_dir=data_dir or default_data_dir(),
@@ -178,6 +188,7 @@ def up(
         keep_alive_timeout=keep_alive_timeout,
         max_connections=max_connections,
         max_response_body=max_response_body,
+        build_timeout=build_timeout,
     )
     try:
         run(config)

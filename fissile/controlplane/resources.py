@@ -158,6 +158,8 @@ class Resources:
                 # delete of its own (`pkg delete`) when the disk has space, and its uid stays
                 # reserved (a function created again under its name takes it back).
                 logger.warning("function %s deleted; its package or uid stays (disk full)", name)
+        if kind == "packages":
+            self.builder.cancel(name)
         return deleted.merged()
 
     def _delete_owned_package(self, function: str, package: str | None) -> None:
@@ -168,6 +170,7 @@ class Resources:
             return
         if not self._users("packages", package):
             self.store.delete("packages", package)
+            self.builder.cancel(package)
 
     # -- rules --------------------------------------------------------------------------
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
 import sys
 import textwrap
 import zipfile
@@ -14,7 +17,9 @@ from intkit import pid_alive, until
 
 import fissile.builder.build as build_module
 from fissile.builder import ArchiveStore, Builder, build_key, zip_path
+from fissile.builder.sandbox import BuildSandbox
 from fissile.models import BuildStatus, EnvironmentSpec, PackageSpec
+from fissile.sandbox import cgroups, probe
 from fissile.store.sqlite import SQLiteStore
 
 # A PEP 517 backend without build requirements, inside the library's own directory: pip builds
@@ -55,8 +60,15 @@ version = "1.0"
 """
 
 
+@functools.cache
+def _capabilities() -> dict[str, bool]:
+    return dict(probe().supported)
+
+
 class Builds:
-    def __init__(self, root: Path) -> None:
+    """A builder on a real store; ``sandboxed`` runs its builds in the build sandbox (root)."""
+
+    def __init__(self, root: Path, sandboxed: bool = False) -> None:
         self.root = root
         self.store = SQLiteStore(root / "data" / "fissile.db")
         self.store.create(
@@ -64,7 +76,21 @@ class Builds:
         )
         self.archives = ArchiveStore(root / "data" / "archives")
         self.deploy_root = root / "data" / "deploy"
-        self.builder = Builder(self.store, self.archives, self.deploy_root)
+        self.cgroups: Any = None
+        sandbox = None
+        if sandboxed:
+            self.cgroups = cgroups.detect(prefix=f"fissile-test-builds-{os.getpid()}")
+            sandbox = BuildSandbox.like_instances(
+                _capabilities(), root / "data", self.deploy_root, self.cgroups
+            )
+            assert sandbox.enabled, sandbox.warning
+        self.builder = Builder(self.store, self.archives, self.deploy_root, sandbox=sandbox)
+
+    async def close(self) -> None:
+        await self.builder.stop()
+        self.store.close()
+        if self.cgroups is not None:
+            assert cgroups.cleanup_stale(self.cgroups, remove_root=True) == [], "a build's group"
 
     def upload(self, source: Path | bytes) -> str:
         data = source if isinstance(source, bytes) else zip_path(source)
@@ -92,16 +118,51 @@ class Builds:
         return self.deploy_root / status.deploy
 
 
-@pytest.fixture
-async def builds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Builds]:
+@pytest.fixture(params=["plain", "sandboxed"])
+async def builds(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Builds]:
+    """Each test twice: unsandboxed, and in the build sandbox (needs root: skipped otherwise,
+    never under CI=true)."""
+    if request.param == "sandboxed" and os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("the build sandbox needs root")
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # builds must never reach the network
     monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
+    b = Builds(tmp_path, sandboxed=request.param == "sandboxed")
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+@pytest.fixture
+async def plain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Builds]:
+    """Unsandboxed only: for tests that let the build write to a host path."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
     b = Builds(tmp_path)
     try:
         yield b
     finally:
-        await b.builder.stop()
-        b.store.close()
+        await b.close()
+
+
+@pytest.fixture
+async def sandboxed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Builds]:
+    """In the build sandbox only (root)."""
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("the build sandbox needs root")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    b = Builds(tmp_path, sandboxed=True)
+    try:
+        yield b
+    finally:
+        await b.close()
+
+
+def log_body(log: str) -> str:
+    """The log without the sandbox's warning line (unsandboxed builds start with one)."""
+    first, _, rest = log.partition("\n")
+    return rest if first.startswith("WARNING: ") else log
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -170,7 +231,7 @@ async def test_buildcmd_with_src_and_deploy_pkg(builds: Builds, tmp_path: Path) 
     cmd = 'cp -r "$SRC_PKG" "$DEPLOY_PKG" && echo built-by-cmd > "$DEPLOY_PKG/marker"'
     status = await builds.build("custom", source, cmd)
     assert status.state == "succeeded", status.log
-    assert status.log.startswith(f"$ {cmd}\n")
+    assert log_body(status.log).startswith(f"$ {cmd}\n")
     deployed = builds.deployed(status)
     assert (deployed / "marker").read_text() == "built-by-cmd\n"
     assert (deployed / "data" / "info.txt").read_text() == "data"
@@ -208,10 +269,13 @@ async def test_failing_buildcmd_keeps_its_output(builds: Builds, tmp_path: Path)
     status = await builds.build("failing", source, "echo about to fail; exit 3")
     assert status.state == "failed"
     assert status.deploy is None
-    assert status.log == (
+    assert log_body(status.log) == (
         "$ echo about to fail; exit 3\nabout to fail\nbuild failed: sh exited with status 3\n"
     )
     assert list(builds.deploy_root.iterdir()) == []
+    # An unsandboxed build says so first; a sandboxed one has nothing to warn about.
+    warned = status.log.startswith("WARNING: this build is not sandboxed (")
+    assert warned is not builds.builder.sandbox.enabled, status.log
 
 
 async def test_buildcmd_must_create_deploy_pkg(builds: Builds, tmp_path: Path) -> None:
@@ -279,8 +343,9 @@ async def test_long_logs_are_trimmed(builds: Builds, tmp_path: Path) -> None:
 
 
 async def test_build_timeout_kills_the_command(
-    builds: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    plain: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    builds = plain
     monkeypatch.setattr(build_module, "BUILD_TIMEOUT", 0.5)
     pidfile = tmp_path / "pid"
     source = write(tmp_path / "src", {"main.py": HELLO})
@@ -291,7 +356,8 @@ async def test_build_timeout_kills_the_command(
     await until(lambda: not pid_alive(int(pidfile.read_text())))
 
 
-async def test_stop_cancels_a_running_build(builds: Builds, tmp_path: Path) -> None:
+async def test_stop_cancels_a_running_build(plain: Builds, tmp_path: Path) -> None:
+    builds = plain
     pidfile = tmp_path / "pid"
     source = write(tmp_path / "src", {"main.py": HELLO})
     builds.create("long", source, f"echo $$ > {pidfile}; sleep 30")
@@ -386,3 +452,158 @@ async def test_a_change_during_a_build_is_built_next(builds: Builds, tmp_path: P
     # The first build's result, for a command no longer wanted, was never published.
     assert build_key(spec, "python") not in published
     assert status.deploy in published
+
+
+def _build_groups(builds: Builds) -> dict[str, list[int]]:
+    return {name: builds.cgroups.open(name).pids() for name in builds.cgroups.names()}
+
+
+async def test_sandboxed_build_timeout_kills_its_cgroup(sandboxed: Builds, tmp_path: Path) -> None:
+    # Long enough for the build to start on a loaded machine (its processes are looked at).
+    sandboxed.builder._timeout = 5.0
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    builds = sandboxed
+    builds.create("stuck", source, "setsid sleep 600 & sleep 600")
+    builds.builder.submit("stuck")
+    # The helper, the namespace's init, the shell and its two sleeps.
+    groups = await until(
+        lambda: [p for p in _build_groups(builds).values() if len(p) >= 5], timeout=30.0
+    )
+    await builds.builder.wait()
+    status = builds.status("stuck")
+    assert status.state == "failed"
+    assert "build failed: timed out after 5s: the build and every process it started" in (
+        status.log
+    )
+    assert _build_groups(builds) == {}  # killed and removed
+    assert all(not pid_alive(pid) for pid in groups[0])
+
+
+async def test_stopping_kills_a_sandboxed_build(sandboxed: Builds, tmp_path: Path) -> None:
+    builds = sandboxed
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    builds.create("long", source, "sleep 600 & sleep 600")
+    builds.builder.submit("long")
+    groups = await until(
+        lambda: [p for p in _build_groups(builds).values() if len(p) >= 5], timeout=30.0
+    )
+    await builds.builder.stop()
+    assert _build_groups(builds) == {}
+    assert all(not pid_alive(pid) for pid in groups[0])
+    assert list(builds.builder.work_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.2])
+async def test_stopping_at_any_moment_leaves_no_build_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delay: float
+) -> None:
+    """A stop landing while the build's group is made or its helper spawned still removes both
+    (the fixture's close asserts no group is left)."""
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("the build sandbox needs root")
+    builds = Builds(tmp_path, sandboxed=True)
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    builds.create("early", source, "setsid sleep 600 & sleep 600")
+    builds.builder.submit("early")
+    await asyncio.sleep(delay)
+    await builds.close()
+    assert list(builds.builder.work_root.iterdir()) == []
+
+
+async def test_a_sandbox_that_cannot_be_made_fails_the_build_clearly(
+    sandboxed: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = BuildSandbox.helper_config
+
+    def broken(self: BuildSandbox, *args: Any) -> dict[str, Any]:
+        config = original(self, *args)
+        config["root"]["staging"] = str(tmp_path / "missing")  # its root cannot be mounted
+        return config
+
+    monkeypatch.setattr(BuildSandbox, "helper_config", broken)
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    status = await sandboxed.build("broken", source, 'mkdir "$DEPLOY_PKG"')
+    assert status.state == "failed"
+    assert "cannot set up the build sandbox" in status.log
+    assert status.log.endswith(
+        "build failed: the build sandbox could not be set up (the reason is above)\n"
+    )
+
+
+async def test_fission_style_build_script_writes_into_src_pkg(
+    builds: Builds, tmp_path: Path
+) -> None:
+    """Fission's build.sh installs into $SRC_PKG, then copies it: sandboxed, the source is an
+    overlay the build may write to (subdirectories of the archive too)."""
+    source = write(tmp_path / "src", {"main.py": HELLO, "data/info.txt": "data"})
+    cmd = (
+        'echo added > "$SRC_PKG/added.txt" && echo more > "$SRC_PKG/data/more.txt"'
+        ' && cp -r "$SRC_PKG" "$DEPLOY_PKG"'
+    )
+    status = await builds.build("fission-style", source, cmd)
+    assert status.state == "succeeded", status.log
+    deployed = builds.deployed(status)
+    assert (deployed / "added.txt").read_text() == "added\n"
+    assert (deployed / "data" / "more.txt").read_text() == "more\n"
+    assert (deployed / "data" / "info.txt").read_text() == "data"
+
+
+def _marked(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in argv and pid_alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+async def test_a_change_supersedes_a_hanging_build(builds: Builds, tmp_path: Path) -> None:
+    """The running build is cancelled (its processes killed) rather than waited for: a build
+    that hangs does not hold back the fix for its whole timeout."""
+    marker = f"superseded-{os.getpid()}-{id(builds)}"
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    hang = f"python -c 'import time; time.sleep(600)' {marker}"
+    spec = builds.create("hanging", source, hang)
+    builds.builder.submit("hanging")
+    await until(lambda: _marked(marker), timeout=30.0)
+    fast = 'cp -r "$SRC_PKG" "$DEPLOY_PKG"'
+    record = builds.store.get("packages", "hanging")
+    builds.store.update("packages", "hanging", {**record.data, "buildcmd": fast})
+    builds.builder.submit("hanging")
+    await asyncio.wait_for(builds.builder.wait(), 30.0)
+    status = builds.status("hanging")
+    assert status.state == "succeeded", status.log
+    assert status.deploy == build_key(spec.model_copy(update={"buildcmd": fast}), "python")
+    # The superseded build may have been cancelled while its process was starting: it was
+    # killed all the same (it once was not: an orphan of its shell survived).
+    await until(lambda: not _marked(marker), timeout=10.0)
+    assert list(builds.builder.work_root.iterdir()) == []
+
+
+async def test_a_build_over_its_memory_limit_says_so(
+    sandboxed: Builds, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build_module, "BUILD_MEMORY", 64 * 1024 * 1024)
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    hog = "python -c 'hog = [bytearray(8 << 20) for _ in range(64)]'"
+    status = await sandboxed.build("hog", source, f'{hog}; mkdir "$DEPLOY_PKG"; {hog}')
+    assert status.state == "failed"
+    assert status.log.endswith("build failed: the build ran out of memory (its limit is 64Mi)\n")
+
+
+async def test_deleting_a_package_cancels_its_build(builds: Builds, tmp_path: Path) -> None:
+    marker = f"deleted-{os.getpid()}-{builds.builder.sandbox.enabled}"
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    builds.create("doomed", source, f"python -c 'import time; time.sleep(600)' {marker}")
+    builds.builder.submit("doomed")
+    await until(lambda: _marked(marker), timeout=30.0)
+    builds.store.delete("packages", "doomed")
+    builds.builder.cancel("doomed")  # what the control API does on a package's deletion
+    await asyncio.wait_for(builds.builder.wait(), 30.0)
+    await until(lambda: not _marked(marker), timeout=10.0)
+    assert list(builds.builder.work_root.iterdir()) == []

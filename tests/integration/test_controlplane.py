@@ -688,3 +688,24 @@ async def test_deleting_a_function_on_a_full_disk_frees_its_log_first(
     assert (await api.client.get("/v1/functions/fn")).status_code == 404
     monkeypatch.setattr(store, "delete", delete)
     assert (await api.client.delete("/v1/packages/owned")).status_code == 200
+
+
+async def test_deleting_a_building_package_cancels_its_build(api: Api) -> None:
+    source = await api.upload()
+    body = {"name": "hanging", "env": "python", "source": source, "buildcmd": "sleep 600"}
+    response = await api.client.post("/v1/packages", json=body)
+    assert response.status_code == 201, response.text
+
+    async def building() -> bool:
+        package = (await api.client.get("/v1/packages/hanging")).json()
+        return bool(package["status"]["state"] == "building")
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await building():  # the build has read its package: deleting must stop it
+        assert asyncio.get_running_loop().time() < deadline, "the build never started"
+        await asyncio.sleep(0.02)
+    deleted = await api.client.delete("/v1/packages/hanging")
+    assert deleted.status_code == 200, deleted.text
+    # Without the cancellation this would wait for the build's 10-minute timeout.
+    await asyncio.wait_for(api.builder.wait(), 30.0)
+    assert list(api.builder.work_root.iterdir()) == []

@@ -22,7 +22,7 @@ def _specs(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {item["name"]: {k: v for k, v in item.items() if k != "status"} for item in items}
 
 
-def _populate(platform: Platform, work: Path) -> None:
+def _populate(platform: Platform, work: Path, gate: int) -> None:
     write(work / "hello.py", 'def main(): return "Hello, world!"\n')
     write(
         work / "student.py",
@@ -54,10 +54,15 @@ def _populate(platform: Platform, work: Path) -> None:
         ),
     )  # fmt: skip
     platform.ok("fn", "create", "--name", "packaged", "--env", "py-small", "--pkg", "kept-pkg")
-    # A build still running when the platform stops (it waits for a gate file the test creates
-    # after the restart): resumed by the next start.
+    # A build still running when the platform stops (it waits until the test's gate port, on
+    # loopback, accepts connections: a sandboxed build sees no host file): resumed by the next
+    # start.
     write(work / "slowsrc" / "main.py", "def main():\n    return 'built slowly'\n")
-    gated = f'until [ -e {work / "gate"} ]; do sleep 0.05; done; cp -r "$SRC_PKG" "$DEPLOY_PKG"'
+    knock = f"import socket; socket.create_connection(('127.0.0.1', {gate}), 1).close()"
+    gated = (
+        f'until python -c "{knock}" 2>/dev/null; do sleep 0.05; done;'
+        ' cp -r "$SRC_PKG" "$DEPLOY_PKG"'
+    )
     platform.ok(
         "pkg", "create", "--name", "slow-pkg", "--env", "python", "--src", str(work / "slowsrc"),
         "--buildcmd", gated,
@@ -75,8 +80,11 @@ def _answers(platform: Platform) -> dict[str, tuple[int, str]]:
 @pytest.mark.slow
 def test_restart_keeps_resources_and_routes(spawn: Spawn, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
+    # Bound but not listening (connections are refused) until the gated build may finish.
+    gate = socket.socket()
+    gate.bind(("127.0.0.1", 0))
     first = spawn(data_dir)
-    _populate(first, tmp_path)
+    _populate(first, tmp_path, gate.getsockname()[1])
     before = {
         group: _specs(first.json_of(group, "list")) for group in ("fn", "pkg", "route", "env")
     }
@@ -106,8 +114,9 @@ def test_restart_keeps_resources_and_routes(spawn: Spawn, tmp_path: Path) -> Non
         assert name in listed
     # The interrupted build runs again; its function waits for it, then answers.
     assert second.json_of("pkg", "info", "--name", "slow-pkg")["status"]["state"] == "building"
-    (tmp_path / "gate").touch()
+    gate.listen()
     assert second.get("/function/built-late", timeout=60).text == "built slowly"
+    gate.close()
     info = second.ok("pkg", "info", "--name", "slow-pkg").out
     assert "Status:   succeeded" in info, info
     # The function's log from before the restart is still there.
