@@ -120,6 +120,10 @@ def _plain_invoke(func: Callable[..., Any]) -> Invoke:
 def _flask_like(value: Any) -> Any:
     """Flask's reading of a return value, for functions that run without Flask: text and bytes
     are HTML, ``None`` is an error."""
+    if type(value) is str or type(value) is bytes:
+        # The common bare return: the same Response as the general path below builds, without
+        # the throwaway ``Response("")`` and header filtering it needs for tuples (~1.5 µs).
+        return Response(value, content_type=HTML_TYPE)
     body, rest = (value[0], value[1:]) if isinstance(value, tuple) and value else (value, ())
     if body is None:
         raise TypeError("the function returned None; Fission-style functions must return a value")

@@ -43,10 +43,15 @@ class Response:
             payload, default_type = encode_body(body)
         self.body = payload
         self.status = status
-        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
-        self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in pairs]
+        if headers is None:
+            # Most returns carry no headers: skip the ABC check and the copies below.
+            self.headers: list[tuple[str, str]] = []
+        else:
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
+            self.headers = [(str(k), str(v)) for k, v in pairs]
         if content_type is not None:
-            self.headers = [(k, v) for k, v in self.headers if k.lower() != "content-type"]
+            if self.headers:
+                self.headers = [(k, v) for k, v in self.headers if k.lower() != "content-type"]
             self.headers.append(("content-type", content_type))
         elif default_type and not any(k.lower() == "content-type" for k, _ in self.headers):
             self.headers.append(("content-type", default_type))
