@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import httptools
 
@@ -105,6 +105,9 @@ class InstanceConnection(asyncio.Protocol):
         self.error: Exception | None = None
         self.paused = False
         self.chunked = False  # the response being parsed is
+        # The router's function clock for requests on this connection (proxy._Clock), kept
+        # armed between requests rather than armed and cancelled for each.
+        self.clock: Any = None
 
     @classmethod
     async def open(cls, path: str) -> InstanceConnection:

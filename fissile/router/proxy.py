@@ -69,6 +69,44 @@ def forward_soon(
     return True
 
 
+class _Clock:
+    """The function's timeout for the requests one kept-alive connection carries in turn.
+
+    Its timer stays armed across requests and is moved only when it fires early (a later
+    request's deadline) or would fire late (a shorter timeout): a ``call_later`` and its
+    ``cancel`` per request cost ~1.9 µs under uvloop, a few % of the router's CPU per warm
+    request. It still fires at the current request's exact deadline."""
+
+    __slots__ = ("deadline", "exchange", "handle", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.deadline = 0.0
+        self.exchange: _Exchange | None = None
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self, exchange: _Exchange, timeout: float) -> None:
+        self.exchange = exchange
+        self.deadline = deadline = self.loop.time() + timeout
+        handle = self.handle
+        if handle is not None:
+            if handle.when() <= deadline:
+                return
+            handle.cancel()
+        self.handle = self.loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        exchange = self.exchange
+        if exchange is None:
+            return  # idle: armed again by the next request
+        if self.loop.time() < self.deadline:
+            self.handle = self.loop.call_at(self.deadline, self._fire)
+            return
+        self.exchange = None
+        exchange._expired()
+
+
 class _Exchange:
     """One request on ``forward_soon``'s path: waiting for an instance (bounded by the queue
     timeout), then the response (bounded by the function's timeout, from when it has its
@@ -110,11 +148,15 @@ class _Exchange:
             self._finish(refusal(exc))
             return
         instance = waiter.result()
-        self._start_clock()
         conn = instance.idle_connection()
         if conn is None:
+            self._start_clock()
             self.executor.spawn(self._connect(instance))
         else:
+            # The connection's clock takes over from the queue's timer.
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
             self.send(instance, conn)
 
     def _start_clock(self) -> None:
@@ -141,8 +183,17 @@ class _Exchange:
         self.instance = instance
         self.conn = conn
         if self.timer is None:
-            self._start_clock()
+            clock = conn.clock
+            if clock is None:
+                clock = conn.clock = _Clock(asyncio.get_running_loop())
+            clock.start(self, self.pool.spec.timeout)
         conn.send(self.request, self._answered)
+
+    def _deadline(self) -> float:
+        if self.timer is not None:
+            return self.timer.when()
+        assert self.conn is not None and self.conn.clock is not None
+        return float(self.conn.clock.deadline)
 
     def _answered(self, outcome: InstanceResponse | Exception) -> None:
         if self.done is None:
@@ -155,8 +206,7 @@ class _Exchange:
             return
         response = outcome
         if response.stream is not None or len(response.body) > self.executor.max_response_body:
-            assert self.timer is not None  # the function's clock, started at send()
-            deadline = self.timer.when()
+            deadline = self._deadline()  # the function's clock, started by send()
             self._finish(_streamed(self.executor, self.pool, instance, conn, response, deadline))
             return
         instance.keep(conn, response.keep_alive)
@@ -196,6 +246,9 @@ class _Exchange:
         done, self.done = self.done, None
         if self.timer is not None:
             self.timer.cancel()
+        conn = self.conn
+        if conn is not None and conn.clock is not None and conn.clock.exchange is self:
+            conn.clock.exchange = None
         if done is not None:
             done(result)
 
