@@ -244,6 +244,8 @@ class InstanceConnection(asyncio.Protocol):
         self.closed = True
         self.transport = None
         self._fail(InstanceGone("instance closed the connection"))
+        if self.clock is not None:
+            self.clock.idle_close()
 
     def _fail(self, exc: Exception) -> None:
         if self.streaming and not self.complete:

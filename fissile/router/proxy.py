@@ -95,6 +95,13 @@ class _Clock:
             handle.cancel()
         self.handle = self.loop.call_at(deadline, self._fire)
 
+    def idle_close(self) -> None:
+        """The connection is gone: an armed timer with no request left to time is dropped
+        now rather than kept in the loop until its (possibly hour-long) deadline."""
+        if self.exchange is None and self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
     def _fire(self) -> None:
         self.handle = None
         exchange = self.exchange
