@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 from fissile.executor import Executor
 from fissile.models import BuildState, BuildStatus, FunctionSpec
@@ -28,6 +32,31 @@ async def until(condition: Callable[[], Any], timeout: float = 5.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's server without its signal handlers: the test runner keeps its own."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, http: Any, **options: Any) -> AsyncIterator[tuple[QuietServer, int]]:
+    """``app`` served with the protocol ``http`` on a free loopback port until the block ends;
+    yields the server and its port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, http=http, lifespan="off", log_level="warning", **options)
+    server = QuietServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await until(lambda: server.started)
+    try:
+        yield server, sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
 
 
 def pid_alive(pid: int) -> bool:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
-from intkit import until
+from intkit import serving
 from test_router_protocol import Client, get
 
 from fissile.router.bounded import bounded_protocol
@@ -30,25 +28,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, http=bounded_protocol(LIMITS), lifespan="off", log_level="warning")
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await until(lambda: server.started)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serving(app, bounded_protocol(LIMITS)) as (_, port):
+        yield port
 
 
 async def connect(port: int) -> Client:

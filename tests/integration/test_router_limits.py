@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 import pytest
-import uvicorn
-from intkit import Harness, until
-from test_router_protocol import ECHO, Client, Served, _Server, get
+from intkit import Harness, serving, until
+from test_router_protocol import ECHO, Client, Served, get
 
 from fissile.models import HTTPTriggerSpec
 from fissile.router import Router, RouterProtocol
@@ -39,24 +37,9 @@ async def serve(harness: Harness) -> AsyncIterator[Serve]:
     async def start(limits: Limits) -> AsyncIterator[Served]:
         router = Router(harness.executor, max_body=1000, limits=limits)
         router.follow(harness.store)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(
-            router,
-            http=RouterProtocol,
-            lifespan="off",
-            log_level="warning",
-            timeout_keep_alive=30,
-            timeout_graceful_shutdown=5,
-        )
-        server = _Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        await until(lambda: server.started)
-        try:
-            yield Served(harness, server, sock.getsockname()[1])
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
+        options = {"timeout_keep_alive": 30, "timeout_graceful_shutdown": 5}
+        async with serving(router, RouterProtocol, **options) as (server, port):
+            yield Served(harness, server, port)
 
     yield start
 

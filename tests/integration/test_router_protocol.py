@@ -5,16 +5,13 @@ hand-over to uvicorn's protocol, refusals, timeouts, graceful stop)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httptools
 import pytest
-import uvicorn
-from intkit import Harness, until
+from intkit import Harness, QuietServer, serving, until
 
 from fissile.models import HTTPTriggerSpec
 from fissile.router import Router, RouterProtocol
@@ -32,14 +29,8 @@ def main(request):
 """
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield  # the test runner keeps its signals
-
-
 class Served:
-    def __init__(self, harness: Harness, server: _Server, port: int) -> None:
+    def __init__(self, harness: Harness, server: QuietServer, port: int) -> None:
         self.harness = harness
         self.server = server
         self.port = port
@@ -126,24 +117,9 @@ async def served(harness: Harness) -> AsyncIterator[Served]:
     )
     router = Router(harness.executor, max_body=1000)
     router.follow(harness.store)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        router,
-        http=RouterProtocol,
-        lifespan="off",
-        log_level="warning",
-        timeout_keep_alive=1,
-        timeout_graceful_shutdown=5,
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await until(lambda: server.started)
-    try:
-        yield Served(harness, server, sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    options = {"timeout_keep_alive": 1, "timeout_graceful_shutdown": 5}
+    async with serving(router, RouterProtocol, **options) as (server, port):
+        yield Served(harness, server, port)
 
 
 async def test_keep_alive_requests_are_served_on_one_connection(served: Served) -> None:

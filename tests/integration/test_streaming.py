@@ -5,15 +5,13 @@ router's protocol or the ASGI path -> a raw client socket; and ``invoke`` collec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 
 import httptools
 import pytest
-import uvicorn
-from intkit import Harness, pid_alive, until
+from intkit import Harness, pid_alive, serving, until
 
 from fissile.executor.connection import InstanceResponse
 from fissile.router import Router, RouterProtocol
@@ -77,12 +75,6 @@ def odd(request):
 """
 
 CAP = 1024 * 1024
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class Reply:
@@ -176,23 +168,8 @@ async def served(harness: Harness) -> AsyncIterator[Served]:
     harness.executor.max_response_body = CAP
     router = Router(harness.executor)
     router.follow(harness.store)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        router,
-        http=RouterProtocol,
-        lifespan="off",
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await until(lambda: server.started)
-    try:
-        yield Served(harness, sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serving(router, RouterProtocol, timeout_graceful_shutdown=2) as (_, port):
+        yield Served(harness, port)
 
 
 def _pids(harness: Harness, function: str) -> set[int]:
