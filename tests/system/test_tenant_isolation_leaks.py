@@ -283,8 +283,11 @@ def test_an_instance_holds_only_its_socket_output_and_runtime_descriptors(
 ) -> None:
     platform, leaked = leaky_host
 
-    def file_of(fd: str) -> list[int]:
-        info = os.stat(f"/proc/{platform.pid}/fd/{fd}")
+    def file_of(fd: str) -> list[int] | None:
+        try:
+            info = os.stat(f"/proc/{platform.pid}/fd/{fd}")
+        except FileNotFoundError:
+            return None  # closed between the listing and the stat (the supervisor is busy)
         return [info.st_dev, info.st_ino]
 
     # Not vacuous: the supervisor holds the pipe, and its log file on 1 and 2.
