@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -379,3 +380,52 @@ def error_of(response: httpx.Response) -> dict[str, str]:
 
 # ``spawn(data_dir=None, *extra_args, cwd=None)``: the fixture that starts dedicated platforms.
 Spawn = Callable[..., Platform]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``condition`` until it is truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g}s")
+        time.sleep(0.05)
+
+
+class Neighbour:
+    """Calls ``/function/neighbour`` (answering ``{"ok": true}``) in a loop while a hostile
+    function probes; on exit, asserts it was answered correctly throughout and at least once
+    after the probe."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.answers: list[tuple[int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = self.platform.get("/function/neighbour", timeout=15.0)
+                self.answers.append((response.status_code, response.text))
+            except Exception as exc:  # a failure is a finding, not a crash of the test
+                self.answers.append((0, repr(exc)))
+            time.sleep(0.02)
+
+    def __enter__(self) -> Neighbour:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # At least one answer after the probe, so the neighbour is seen serving afterwards.
+        seen = len(self.answers)
+        deadline = time.monotonic() + 15
+        while len(self.answers) <= seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._stop.set()
+        self._thread.join(20)
+        assert self.answers, "the neighbour was never called"
+        bad = [a for a in self.answers if a != (200, '{"ok": true}')]
+        assert not bad, f"the neighbour suffered: {bad[:5]}"

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from syskit import Platform, error_of, process_table, write
+from syskit import Neighbour, Platform, error_of, process_table, write
 
 pytestmark = pytest.mark.slow  # one dedicated platform and ~20 instances: about 20 s
 
@@ -156,36 +155,6 @@ def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         platform.stop_cleanly()
     finally:
         platform.abandon()
-
-
-class Neighbour:
-    """Calls the well-behaved function in a loop while a hostile one misbehaves."""
-
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-        self.answers: list[tuple[int, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                response = self.platform.get("/function/neighbour", timeout=10.0)
-                self.answers.append((response.status_code, response.text))
-            except Exception as exc:  # any failure is a finding, not a crash of the test
-                self.answers.append((0, repr(exc)))
-            time.sleep(0.02)
-
-    def __enter__(self) -> Neighbour:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-        assert self.answers, "the neighbour was never called"
-        bad = [a for a in self.answers if a != (200, '{"ok": true}')]
-        assert not bad, f"the neighbour suffered: {bad[:5]}"
 
 
 def _host_snapshot() -> set[int]:

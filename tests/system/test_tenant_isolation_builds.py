@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from syskit import Platform, Spawn, process_table, write
+from syskit import Platform, Spawn, process_table, wait_for, write
 from test_packages import check_greeting, make_source
 
 pytestmark = pytest.mark.slow  # two dedicated platforms besides the shared one: about 40 s
@@ -155,17 +155,6 @@ def marked(marker: str) -> list[int]:
         if marker.encode() in argv and proc.state not in ("Z", "X"):
             found.append(proc.pid)
     return found
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.05)
 
 
 def package(platform: Platform, name: str) -> dict[str, Any]:

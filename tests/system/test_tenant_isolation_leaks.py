@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from syskit import Platform, Spawn, write
+from syskit import Neighbour, Platform, Spawn, write
 
 pytestmark = pytest.mark.slow  # one dedicated platform, another started twice: ~25 s
 
@@ -181,41 +179,6 @@ def rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-class Neighbour:
-    """Calls a well-behaved function in a loop while a hostile one probes."""
-
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-        self.answers: list[tuple[int, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                response = self.platform.get("/function/neighbour", timeout=15.0)
-                self.answers.append((response.status_code, response.text))
-            except Exception as exc:  # a failure is a finding, not a crash of the test
-                self.answers.append((0, repr(exc)))
-            time.sleep(0.02)
-
-    def __enter__(self) -> Neighbour:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # At least one answer after the probe, so the neighbour is seen serving afterwards.
-        seen = len(self.answers)
-        deadline = time.monotonic() + 15
-        while len(self.answers) <= seen and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self._stop.set()
-        self._thread.join(20)
-        assert self.answers, "the neighbour was never called"
-        bad = [a for a in self.answers if a != (200, '{"ok": true}')]
-        assert not bad, f"the neighbour suffered: {bad[:5]}"
 
 
 @pytest.fixture(scope="module")
