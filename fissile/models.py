@@ -53,12 +53,40 @@ IMAGE_ALIASES = {
 
 Network = Literal["host", "none"]
 
+#: How a function is called (``fissile.runtime.contracts``); ``auto`` detects it.
+Contract = Literal[
+    "auto",
+    "native",
+    "fission",
+    "fission-fastapi",
+    "lambda",
+    "lambda-v1",
+    "gcf",
+    "openfaas-http",
+    "openfaas-flask",
+    "asgi",
+    "wsgi",
+]
+#: Fission images whose functions follow another contract than the python image's.
+IMAGE_CONTRACTS = {"fission/python-fastapi-env": "fission-fastapi"}
+
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _image_contract(bare: str) -> str | None:
+    """The contract a Fission image name implies (its registry host and a version suffix such
+    as ``-3.11`` aside)."""
+    for prefix, contract in IMAGE_CONTRACTS.items():
+        if bare == prefix or bare.endswith("/" + prefix) or f"{prefix}-" in bare:
+            return contract
+    return None
 
 
 def _normalise_image(value: Any) -> Any:
     if isinstance(value, str):
         bare = value.split(":", 1)[0]
+        if _image_contract(bare) is not None:
+            return "python"
         for prefix, image in IMAGE_ALIASES.items():
             if bare == prefix or bare.startswith(prefix + "-"):
                 return image
@@ -95,9 +123,26 @@ class EnvironmentSpec(Spec):
     network: Network = Field(
         "host", description="host: share the host's network; none: a private loopback only"
     )
+    contract: Contract = Field(
+        "auto", description="how its functions are called unless a function says otherwise"
+    )
     labels: Labels = Field(
         default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_contract(cls, data: Any) -> Any:
+        """A Fission image name that implies a contract (python-fastapi-env) sets it."""
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("image"), str)
+            and not data.get("contract")
+        ):
+            contract = _image_contract(data["image"].split(":", 1)[0])
+            if contract is not None:
+                return {**data, "contract": contract}
+        return data
 
     @field_validator("image")
     @classmethod
@@ -163,7 +208,12 @@ class Package(PackageSpec, Meta):
 # --- Function ----------------------------------------------------------------------------
 
 MIN_MEMORY = 16 * 1024**2  # the least memory a function may have
-ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+# module.func, func, module:attr (ASGI/WSGI apps), a module file named with dashes, or empty
+# (Fission's default: main).
+ENTRYPOINT_PATTERN = (
+    r"^([A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*(:[A-Za-z_][A-Za-z0-9_]*"
+    r"(\.[A-Za-z_][A-Za-z0-9_]*)*)?)?$"
+)
 EnvVars = dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str]
 
 
@@ -172,6 +222,9 @@ class FunctionSpec(Spec):
     env: Name
     package: Name
     entrypoint: str = Field("main", pattern=ENTRYPOINT_PATTERN)
+    contract: Contract | None = Field(
+        None, description="how the function is called; unset: its environment's (auto by default)"
+    )
     timeout: Duration = Field(60.0, gt=0, le=86400)
     memory: Memory = Field(256 * 1024**2, ge=MIN_MEMORY)
     cpu: float | None = Field(None, gt=0, le=64, description="CPU cores (enforced by the sandbox)")
@@ -220,6 +273,7 @@ class FunctionSpec(Spec):
             self.env,
             self.package,
             self.entrypoint,
+            self.contract,
             self.memory,
             self.cpu,
             self.network,
@@ -228,6 +282,9 @@ class FunctionSpec(Spec):
 
 
 class FunctionStatus(BaseModel):
+    contract: str | None = Field(
+        None, description="the contract in effect, learnt when an instance loads the function"
+    )
     instances: int = 0
     pids: list[int] = Field(
         default_factory=list, description="host process ids of the ready instances"

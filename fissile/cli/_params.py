@@ -35,6 +35,21 @@ class MemoryType(click.ParamType):  # type: ignore[type-arg]
             self.fail(str(exc), param, ctx)
 
 
+# models.Contract's values (tests/unit/test_cli_fn.py checks), without importing pydantic.
+CONTRACTS = (
+    "auto",
+    "native",
+    "fission",
+    "fission-fastapi",
+    "lambda",
+    "lambda-v1",
+    "gcf",
+    "openfaas-http",
+    "openfaas-flask",
+    "asgi",
+    "wsgi",
+)
+
 DURATION = DurationType()
 MEMORY = MemoryType()
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from fissile.cli._output import Column, done, emit, output_option
-from fissile.cli._params import spec_options, write_spec
+from fissile.cli._params import CONTRACTS, spec_options, write_spec
 from fissile.client import Client
 
 COLUMNS: list[Column] = [
@@ -17,7 +17,15 @@ COLUMNS: list[Column] = [
     ("POOLSIZE", lambda e: e["poolsize"]),
     ("PRELOAD", lambda e: e["preload"]),
     ("NETWORK", lambda e: e.get("network")),
+    ("CONTRACT", lambda e: e.get("contract", "auto")),
 ]
+contract_option = click.option(
+    "--contract",
+    type=click.Choice(CONTRACTS),
+    default=None,
+    help="How its functions are called unless they say otherwise [default: auto, or what"
+    " the image implies: fission/python-fastapi-env is fission-fastapi].",
+)
 network_option = click.option(
     "--network",
     type=click.Choice(["host", "none"]),
@@ -43,6 +51,7 @@ def env() -> None:
 @click.option("--poolsize", default=3, show_default=True, type=int, help="Warm instances kept.")
 @click.option("--preload", default=None, help="Comma-separated modules the zygote imports once.")
 @network_option
+@contract_option
 @output_option
 @spec_options
 def create(
@@ -51,6 +60,7 @@ def create(
     poolsize: int,
     preload: str | None,
     network: str | None,
+    contract: str | None,
     output: str,
     spec: bool,
     specdir: Path,
@@ -63,6 +73,8 @@ def create(
         "preload": _modules(preload) or [],
         "network": network or "host",
     }
+    if contract is not None:
+        body["contract"] = contract
     if spec:
         write_spec(specdir, "Environment", body)
         return
@@ -97,19 +109,29 @@ def get(name: str, output: str) -> None:
 @click.option("--poolsize", default=None, type=int)
 @click.option("--preload", default=None, help="Comma-separated modules (replaces the list).")
 @network_option
+@contract_option
 def update(
-    name: str, image: str | None, poolsize: int | None, preload: str | None, network: str | None
+    name: str,
+    image: str | None,
+    poolsize: int | None,
+    preload: str | None,
+    network: str | None,
+    contract: str | None,
 ) -> None:
     """Change an environment; a new image or preload list restarts its instances."""
     with Client() as client:
         current = client.get("environments", name)
         body: dict[str, Any] = {
             k: current[k]
-            for k in ("name", "image", "poolsize", "preload", "network", "labels")
+            for k in ("name", "image", "poolsize", "preload", "network", "contract", "labels")
             if k in current
         }
         if image is not None:
             body["image"] = image
+            if contract is None and image != current.get("image"):
+                body.pop("contract", None)  # the new image's, if it implies one
+        if contract is not None:
+            body["contract"] = contract
         if poolsize is not None:
             body["poolsize"] = poolsize
         if preload is not None:

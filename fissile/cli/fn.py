@@ -15,6 +15,7 @@ from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile._units import format_duration, format_memory
 from fissile.cli._output import Column, done, emit, output_option
 from fissile.cli._params import (
+    CONTRACTS,
     DURATION,
     MEMORY,
     key_values,
@@ -46,6 +47,7 @@ SPEC_FIELDS = (
     "env",
     "package",
     "entrypoint",
+    "contract",
     "timeout",
     "memory",
     "cpu",
@@ -66,6 +68,7 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
     """Options given on the command line, under their API field names."""
     fields = {
         "entrypoint": options.get("entrypoint"),
+        "contract": options.get("contract"),
         "timeout": options.get("timeout"),
         "memory": options.get("memory"),
         "cpu": options.get("cpu"),
@@ -86,7 +89,16 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
 
 def _settings_options(func: Any) -> Any:
     options = [
-        click.option("--entrypoint", default=None, help="module.func or func [default: main]"),
+        click.option(
+            "--entrypoint", default=None, help="module.func, func or module:app [default: main]"
+        ),
+        click.option(
+            "--contract",
+            type=click.Choice(CONTRACTS),
+            default=None,
+            help="How the function is called: native, fission, lambda, ... [default: the"
+            " environment's, auto]",
+        ),
         click.option("--timeout", type=DURATION, default=None, help="e.g. 60s [default: 60s]"),
         click.option("--memory", type=MEMORY, default=None, help="e.g. 256Mi [default: 256Mi]"),
         click.option(
@@ -308,6 +320,7 @@ def get(name: str, output: str) -> None:
         ("Env", function["env"]),
         ("Package", function["package"]),
         ("Entrypoint", function["entrypoint"]),
+        ("Contract", _contract(function)),
         ("Timeout", format_duration(function["timeout"])),
         ("Memory", format_memory(function["memory"])),
         ("CPU", function.get("cpu") or "-"),
@@ -327,6 +340,13 @@ def get(name: str, output: str) -> None:
     ]
     for key, value in rows:
         click.echo(f"{key + ':':<15}{value}")
+
+
+def _contract(function: dict[str, Any]) -> str:
+    """What was asked for and, once an instance loaded the function, what is in effect."""
+    asked = function.get("contract") or "(environment's)"
+    in_effect = function["status"].get("contract")
+    return f"{in_effect} ({asked})" if in_effect and in_effect != asked else asked
 
 
 @fn.command("list")

@@ -473,10 +473,14 @@ class Executor:
             # Forked from the old zygote, with the old preload list under them.
             for package_pool in self.imports.forget_environment(spec.name):
                 await package_pool.stop()
-        if await env.update(spec):
-            for pool in self.functions.values():
-                if pool.spec.env == spec.name:
-                    pool.roll(f"environment {spec.name} changed")
+        # Functions without a contract of their own follow the environment's.
+        contract_changed = spec.contract != env.spec.contract
+        restarted = await env.update(spec)
+        for pool in self.functions.values():
+            if pool.spec.env == spec.name and (
+                restarted or (contract_changed and pool.spec.contract is None)
+            ):
+                pool.roll(f"environment {spec.name} changed")
 
     def _function_changed(self, change: Change) -> None:
         name = change.record.name

@@ -179,6 +179,7 @@ class FunctionPool:
         self.last_crash_at: datetime | None = None
         self.deleted = False
         self.is_async: bool | None = None  # learnt at the first specialization
+        self.contract: str | None = None  # likewise: the one ``auto`` chose
         self.limit = self._limit()
         self.queue_limit = self._queue_limit()
         self.inflight = 0  # over all instances
@@ -372,6 +373,7 @@ class FunctionPool:
             "function": self.name,
             "deploy_dir": deploy_dir,
             "entrypoint": self.spec.entrypoint,
+            "contract": self.spec.contract or env.contract,
             "env_vars": {
                 **self.spec.env_vars,
                 "FISSILE_PLATFORM_SOCKET": self.executor.platform_socket_for_instances(),
@@ -398,7 +400,7 @@ class FunctionPool:
         if response.status != 200:
             raise LoadFailed(_error_message(response.body))
         if self.is_async is None:
-            self.is_async = _is_async(response.body)
+            self.is_async, self.contract = _loaded(response.body)
             if self.spec.concurrency is None and self.is_async:
                 self._set_limit()
         instance.state = State.ready
@@ -523,6 +525,7 @@ class FunctionPool:
         """New requests get new instances; in-flight ones finish on the old ones."""
         self.generation += 1
         self.is_async = None  # new code may be async where the old was not: learnt again
+        self.contract = None
         self._set_limit()
         old, self.instances = self.instances, []
         for instance in old:
@@ -580,6 +583,7 @@ class FunctionPool:
 
     def status(self) -> FunctionStatus:
         return FunctionStatus(
+            contract=self.contract,
             instances=len(self.instances),
             desired=self.scaler.desired,
             panic=self.scaler.panic_since is not None,
@@ -601,13 +605,16 @@ class FunctionPool:
         )
 
 
-def _is_async(body: bytes) -> bool:
+def _loaded(body: bytes) -> tuple[bool, str | None]:
+    """Whether the loaded function is async, and its contract, from the instance's answer."""
     import json
 
     try:
-        return bool(json.loads(body).get("async"))
+        answer = json.loads(body)
+        contract = answer.get("contract")
+        return bool(answer.get("async")), contract if isinstance(contract, str) else None
     except (ValueError, AttributeError):
-        return False
+        return False, None
 
 
 def _error_message(body: bytes) -> str:

@@ -1,7 +1,9 @@
 """Finding a function's entrypoint in its deploy directory.
 
 Rules: ``module.func`` imports ``module`` from the deploy directory; a bare ``func`` is looked up
-in the package's only top-level ``.py`` file, or in ``main.py`` when there are several.
+in the package's only top-level ``.py`` file, or in ``main.py`` when there are several; an empty
+entrypoint is ``main`` (as in Fission). ``module:attr`` (uvicorn's spelling, for ASGI and WSGI
+apps) names an attribute of ``module``, which may be dotted (``project.wsgi:application``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 _IGNORED = {"setup.py", "conftest.py"}
@@ -23,14 +26,34 @@ class LoadError(Exception):
 
 
 def load_entrypoint(deploy_dir: str, entrypoint: str) -> Callable[..., Any]:
+    """The callable at ``entrypoint`` in ``deploy_dir``."""
+    func, _ = load_entry(deploy_dir, entrypoint)
+    if not callable(func):
+        raise LoadError(f"{entrypoint} is not callable")
+    return func  # type: ignore[no-any-return]
+
+
+def load_entry(
+    deploy_dir: str, entrypoint: str, *, package_first: bool = True
+) -> tuple[Any, ModuleType]:
+    """The object at ``entrypoint`` and the module it was found in. ``package_first`` puts the
+    deploy directory at the front of ``sys.path`` (a package's copy of a library wins);
+    otherwise it goes after the runtime's site-packages, as Fission's environments do."""
     root = Path(deploy_dir)
     if not root.is_dir():
         raise LoadError(f"deploy directory {deploy_dir} is missing")
-    module_name, _, func_name = entrypoint.rpartition(".")
+    entrypoint = entrypoint or "main"
+    if ":" in entrypoint:
+        module_name, _, func_name = entrypoint.partition(":")
+    else:
+        module_name, _, func_name = entrypoint.rpartition(".")
     if not module_name:
         module_name = _default_module(root, entrypoint)
     if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+        if package_first:
+            sys.path.insert(0, str(root))
+        else:
+            sys.path.append(str(root))
     os.chdir(root)
     try:
         if module_name.isidentifier() or "." in module_name:
@@ -49,12 +72,14 @@ def load_entrypoint(deploy_dir: str, entrypoint: str) -> Callable[..., Any]:
             f"module {module_name!r} is shadowed by one the environment already imported"
             f" ({location or 'built in'}); rename your module"
         )
-    func = getattr(module, func_name, None)
-    if func is None:
-        raise LoadError(f"module {module_name!r} has no attribute {func_name!r}")
+    func: Any = module
+    for part in func_name.split("."):
+        func = getattr(func, part, None)
+        if func is None:
+            raise LoadError(f"module {module_name!r} has no attribute {func_name!r}")
     if not callable(func):
         raise LoadError(f"{module_name}.{func_name} is not callable")
-    return func  # type: ignore[no-any-return]
+    return func, module
 
 
 def _import_file(path: Path) -> Any:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import json
+import pathlib
+import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -15,6 +20,30 @@ Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 Stream = Iterator[Any] | AsyncIterator[Any]
 # Bodies encoded whole, told apart by their exact type (cheaper than the iterator ABCs).
 _WHOLE = frozenset({bytes, str, dict, list, type(None), int, float, bool})
+
+
+class InvalidResponse(TypeError):
+    """A function returned something fissile cannot send: the caller gets 500
+    ``invalid_response`` naming its type, never the object's repr."""
+
+
+# Values inside a JSON body that have one obvious text form.
+_AS_TEXT = (datetime.date, datetime.time, decimal.Decimal, uuid.UUID, pathlib.PurePath)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, _AS_TEXT):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return list(value)
+    kind = type(value)
+    raise InvalidResponse(
+        f"cannot encode a {kind.__module__}.{kind.__qualname__} as a response body; return"
+        " str, bytes, a dict or list of JSON values, None, a fissile Response, an iterator of"
+        " chunks, or the response type of the function's contract (see --contract)"
+    )
 
 
 class Response:
@@ -72,7 +101,7 @@ def encode_body(body: Any) -> tuple[bytes, str | None]:
         return bytes(body), BYTES_TYPE
     if isinstance(body, str):
         return body.encode("utf-8"), TEXT_TYPE
-    return json.dumps(body, default=str).encode("utf-8"), JSON_TYPE
+    return json.dumps(body, default=_json_default).encode("utf-8"), JSON_TYPE
 
 
 def to_response(value: Any) -> Response:
@@ -91,9 +120,9 @@ def to_response(value: Any) -> Response:
         if len(value) == 3:
             body, status, headers = value
             if not isinstance(headers, Mapping):
-                raise TypeError("the third item of a returned tuple must be a dict of headers")
+                raise InvalidResponse("a returned tuple's third item must be a dict of headers")
             return Response(body, _status(status), headers)
-        raise TypeError("return (body, status) or (body, status, headers)")
+        raise InvalidResponse("return (body, status) or (body, status, headers)")
     if value is None:
         return Response(None, 204)
     return Response(value)
@@ -101,7 +130,7 @@ def to_response(value: Any) -> Response:
 
 def _status(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
-        raise TypeError(f"status must be an integer from 100 to 599, not {value!r}")
+        raise InvalidResponse(f"status must be an integer from 100 to 599, not {value!r}")
     return value
 
 
@@ -113,4 +142,4 @@ def encode_chunk(item: Any) -> bytes:
         return item.encode("utf-8")
     if isinstance(item, bytearray | memoryview):
         return bytes(item)
-    raise TypeError(f"a streamed body yields bytes or str, not {type(item).__name__}")
+    raise InvalidResponse(f"a streamed body yields bytes or str, not {type(item).__name__}")

@@ -28,13 +28,14 @@ import httptools
 
 from fissile.runtime._pages import release_zero_pages
 from fissile.runtime.context import Context
-from fissile.runtime.contracts import Handler, bind
-from fissile.runtime.loader import LoadError, load_entrypoint
+from fissile.runtime.contracts import AUTO, Handler, bind
+from fissile.runtime.loader import LoadError, load_entry, load_entrypoint
 from fissile.runtime.request import Request
 from fissile.runtime.response import (
     BYTES_TYPE,
     JSON_TYPE,
     TEXT_TYPE,
+    InvalidResponse,
     Response,
     Stream,
     encode_chunk,
@@ -47,6 +48,9 @@ CONTROL_HEADER = "x-fissile-control"
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 _RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+# Fission's environments append the package to sys.path after their own site-packages: a
+# package pinning an old Flask must not replace the runtime's.
+_PACKAGE_LAST = frozenset({"fission", "fission-fastapi"})
 
 
 class InstanceApp:
@@ -75,8 +79,13 @@ class InstanceApp:
             return _error(500, "sandbox_failed", f"sandbox: {exc}")
         try:
             mark = _modules_mark()
-            func = load_entrypoint(deploy_dir, spec.get("entrypoint") or "main")
-            handler = bind(func, self.function, deploy_dir, _modules_since(mark))
+            contract = spec.get("contract") or AUTO
+            func, module = load_entry(
+                deploy_dir,
+                spec.get("entrypoint") or "main",
+                package_first=contract not in _PACKAGE_LAST,
+            )
+            handler = bind(func, self.function, deploy_dir, _modules_since(mark), contract, module)
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", str(exc))
@@ -416,6 +425,9 @@ def _exit(exc: SystemExit) -> NoReturn:
 
 
 def _failed(function: str, exc: BaseException) -> Response:
+    if isinstance(exc, InvalidResponse):
+        print(f"{function}: {exc}", file=sys.stderr, flush=True)
+        return _error(500, "invalid_response", f"{function}: {exc}")
     sys.stderr.write(_user_traceback(exc))
     sys.stderr.flush()
     return Response(

@@ -70,7 +70,7 @@ def test_too_many_arguments() -> None:
     def main(a: Any, b: Any, c: Any) -> None:
         pass
 
-    with pytest.raises(TypeError, match=r"takes 3 arguments; write main\(\), main\(request\)"):
+    with pytest.raises(TypeError, match=r"takes 3 arguments; a native function is main\(request\)"):
         bind(main, "fn")
 
 

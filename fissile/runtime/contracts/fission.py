@@ -1,8 +1,4 @@
-"""Adapters between the instance server and the ways a function can be written.
-
-* native: ``main(request)`` or ``main(request, context)``, sync or ``async def``;
-* fission: a zero-argument ``main()`` that reads ``flask.request`` (Fission's python env).
-"""
+"""Fission's python environment: a zero-argument ``main()`` that reads ``flask.request``."""
 
 from __future__ import annotations
 
@@ -15,67 +11,24 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fissile.runtime.context import Context
+from fissile.runtime.contracts._handler import Handler, Invoke, Target, required_positional
 from fissile.runtime.request import Request
 from fissile.runtime.response import Response, to_response
 
-Invoke = Callable[[Request, Context], Any]
 HTML_TYPE = "text/html; charset=utf-8"
 
 
-class Handler:
-    """A loaded function bound to its contract."""
-
-    def __init__(self, func: Callable[..., Any], contract: str, invoke: Invoke) -> None:
-        self.func = func
-        self.contract = contract
-        self.is_async = inspect.iscoroutinefunction(func)
-        self._invoke = invoke
-
-    def call(self, request: Request, context: Context) -> Response:
-        """Run a sync function."""
-        return to_response(self._invoke(request, context))
-
-    async def call_async(self, request: Request, context: Context) -> Response:
-        """Run an ``async def`` function."""
-        return to_response(await self._invoke(request, context))
-
-
-def bind(
-    func: Callable[..., Any],
-    function_name: str,
-    deploy_dir: str | None = None,
-    loaded: Iterable[str] = (),
-) -> Handler:
-    """Bind ``func`` to its contract. ``loaded`` names the modules its import brought in; those
-    from ``deploy_dir`` decide whether a zero-argument function needs Flask."""
-    arity = _required_positional(func)
-    if arity == 0:
-        if deploy_dir is not None and not _package_uses_flask(deploy_dir, loaded):
-            return Handler(func, "fission", _plain_invoke(func))
-        return Handler(func, "fission", _fission_invoke(func, function_name))
-    if arity == 1:
-        return Handler(func, "native", lambda request, context: func(request))
-    if arity == 2:
-        return Handler(func, "native", func)
-    raise TypeError(
-        f"{getattr(func, '__name__', func)!r} takes {arity} arguments;"
-        " write main(), main(request) or main(request, context)"
-    )
-
-
-def _required_positional(func: Callable[..., Any]) -> int:
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
-        return 1
-    count = 0
-    for parameter in signature.parameters.values():
-        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-            if parameter.default is parameter.empty:
-                count += 1
-        elif parameter.kind is parameter.VAR_POSITIONAL:
-            return max(count, 1)
-    return count
+def bind(target: Target) -> Handler:
+    func = target.func
+    arity = required_positional(func)
+    if arity != 0:
+        raise TypeError(
+            f"{getattr(func, '__name__', func)!r} takes {arity} arguments;"
+            " a Fission function is main() and reads flask.request"
+        )
+    if target.deploy_dir is not None and not _package_uses_flask(target.deploy_dir, target.loaded):
+        return Handler(func, "fission", _plain_invoke(func))
+    return Handler(func, "fission", _fission_invoke(func, target.function))
 
 
 _FLASK_PACKAGES = ("flask", "werkzeug")
