@@ -262,3 +262,75 @@ def test_zero_argument_function_returning_none_is_an_error_as_in_flask(tmp_path:
             handler.call(Request("GET", "/", "", {}, b""), context())
     finally:
         sys.modules.pop("fx_plain_none", None)
+
+
+def _load_in_app(tmp_path: Path, name: str, source: str) -> Any:
+    """Import ``source`` as Fission's server would: inside the instance's Flask app."""
+    from fissile.runtime.contracts import fission
+    from fissile.runtime.loader import load_entry
+
+    (tmp_path / f"{name}.py").write_text(source)
+    with fission.importing(name, str(tmp_path), f"{name}.main"):
+        func, _ = load_entry(str(tmp_path), f"{name}.main", package_first=False)
+    return bind(func, name, str(tmp_path), {name}, "fission")
+
+
+def test_fission_module_is_imported_inside_its_flask_app(tmp_path: Path) -> None:
+    (tmp_path / "views").mkdir()
+    (tmp_path / "views" / "hi.html").write_text("hi {{ who }} from {{ at }}")
+    source = (
+        "from flask import current_app, render_template, request\n"
+        "current_app.template_folder = 'views'\n"
+        "AT = request.path\n"
+        "def main():\n"
+        "    return render_template('hi.html', who=request.args['who'], at=AT)\n"
+    )
+    try:
+        handler = _load_in_app(tmp_path, "fx_app_context", source)
+        response = handler.call(request(query="who=ada"), context())
+        assert (response.status, response.body) == (200, b"hi ada from /v2/specialize")
+    finally:
+        sys.modules.pop("fx_app_context", None)
+
+
+def test_each_fission_function_has_its_own_flask_app(tmp_path: Path) -> None:
+    source = "from flask import current_app\ndef main():\n    return current_app.name\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        first = _load_in_app(tmp_path / "a", "fx_app_a", source)
+        second = _load_in_app(tmp_path / "b", "fx_app_b", source)
+        assert first.call(request(), context()).body == b"fx_app_a"
+        assert second.call(request(), context()).body == b"fx_app_b"
+    finally:
+        sys.modules.pop("fx_app_a", None)
+        sys.modules.pop("fx_app_b", None)
+
+
+def test_fission_abort_answers_like_flask() -> None:
+    def main() -> Any:
+        flask.abort(404)
+
+    response = bind(main, "fn", contract="fission").call(request(), context())
+    assert response.status == 404
+    assert b"<title>404 Not Found</title>" in response.body
+    assert dict(response.headers)["Content-Type"] == "text/html; charset=utf-8"
+
+
+def test_fission_missing_form_field_is_a_400_like_flask() -> None:
+    def main() -> Any:
+        return flask.request.form["missing"]
+
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    response = bind(main, "fn").call(request("POST", headers=form, body=b"a=1"), context())
+    assert response.status == 400
+    assert b"Bad Request" in response.body
+
+
+async def test_async_fission_abort_answers_like_flask() -> None:
+    async def main() -> Any:
+        flask.abort(403, "nope")
+
+    response = await bind(main, "fn").call_async(request(), context())
+    assert response.status == 403
+    assert b"nope" in response.body
