@@ -320,7 +320,25 @@ _RESERVED_PREFIXES = {
     "/async-function": "asynchronous function calls",
     "/invocations": "asynchronous invocation results",
 }
-_URL_SEGMENT = r"(\{[A-Za-z_][A-Za-z0-9_]*(:[^/{}]+)?\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)"
+# A parameter's pattern may match '/' (``{path:[a-z/]+}``), as gorilla/mux lets Fission's do.
+_URL_SEGMENT = r"(\{[A-Za-z_][A-Za-z0-9_]*(:[^{}]+)?\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)"
+
+
+def template_segments(path: str) -> list[str]:
+    """The segments of a path template (without its leading '/'), split at the slashes outside
+    its ``{params}``."""
+    segments: list[str] = []
+    depth = start = 0
+    for index, char in enumerate(path):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth = max(depth - 1, 0)
+        elif char == "/" and depth == 0:
+            segments.append(path[start:index])
+            start = index + 1
+    segments.append(path[start:])
+    return segments
 
 
 class HTTPTriggerSpec(Spec):
@@ -351,7 +369,7 @@ class HTTPTriggerSpec(Spec):
             raise ValueError("must be at most 1024 characters")
         trimmed = value.rstrip("/") or "/"
         if trimmed != "/":
-            for segment in trimmed[1:].split("/"):
+            for segment in template_segments(trimmed[1:]):
                 if not re.fullmatch(_URL_SEGMENT, segment):
                     raise ValueError(f"invalid path segment {segment!r}")
                 if segment.startswith("{") and ":" in segment:
