@@ -64,6 +64,9 @@ _HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# The platform's metadata, Fission's path parameter headers included (Fission's router
+# overwrites a client's copy; here it never reaches the function).
+_PLATFORM_HEADERS = (b"x-fissile-", b"x-fission-params-")
 # Instance response headers never passed on: the framing is the router's (here and in
 # protocol.py).
 DROP_FROM_RESPONSE = frozenset(
@@ -316,7 +319,7 @@ def encode_forward(
     lines = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
     host = b""
     for name, value in headers:
-        if name in _HOP_BY_HOP or name.startswith(b"x-fissile-"):
+        if name in _HOP_BY_HOP or name.startswith(_PLATFORM_HEADERS):
             continue
         if name == b"host":
             host = value
@@ -332,9 +335,9 @@ def encode_forward(
         meta = [f"x-fissile-params: {json.dumps(params)}"]
         # Path params are percent-decoded: escape control characters again so a value
         # cannot end the header line (CR LF) and smuggle headers into the instance.
-        meta.extend(
-            f"x-fissile-params-{key}: {_header_safe(value)}" for key, value in params.items()
-        )
+        for key, param in params.items():
+            safe = _header_safe(param)
+            meta += (f"x-fissile-params-{key}: {safe}", f"{_fission_param(key)}: {safe}")
         lines.append(("\r\n".join(meta) + "\r\n").encode("latin-1", "replace"))
     lines += (b"content-length: %d\r\n\r\n" % len(body), body)
     return b"".join(lines)
@@ -364,7 +367,7 @@ def _async_headers(
         if name == b"x-callback-url":
             callback = value.decode("latin-1")
             continue
-        if name in _HOP_BY_HOP or name == b"prefer" or name.startswith(b"x-fissile-"):
+        if name in _HOP_BY_HOP or name == b"prefer" or name.startswith(_PLATFORM_HEADERS):
             continue
         if name == b"host":
             host = value.decode("latin-1")
@@ -383,7 +386,15 @@ def _async_headers(
     if params:
         headers.append(("x-fissile-params", json.dumps(params)))
         headers += [(f"x-fissile-params-{k}", _header_safe(v)) for k, v in params.items()]
+        headers += [(_fission_param(k), _header_safe(v)) for k, v in params.items()]
     return headers, callback
+
+
+@functools.lru_cache(maxsize=1024)
+def _fission_param(name: str) -> str:
+    """Fission's router header for a path parameter: Go's canonical form of
+    ``X-Fission-Params-<name>`` (``id`` → ``X-Fission-Params-Id``, ``userId`` → ``...-Userid``)."""
+    return "X-Fission-Params-" + name.capitalize()
 
 
 def _header_safe(value: str) -> str:

@@ -8,7 +8,6 @@ goes to the function.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -52,7 +51,6 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 # Fission's environments append the package to sys.path after their own site-packages: a
 # package pinning an old Flask must not replace the runtime's.
 _PACKAGE_LAST = frozenset({"fission", "fission-fastapi"})
-_FLASK_IMPORT = frozenset({"fission", AUTO})
 
 
 class InstanceApp:
@@ -82,18 +80,13 @@ class InstanceApp:
         try:
             mark = _modules_mark()
             contract = spec.get("contract") or AUTO
-            entrypoint = spec.get("entrypoint") or "main"
-            # Fission's functions are imported inside a Flask app (module-level current_app);
-            # under auto the contract is only known after the import.
-            importing = (
-                fission.importing(self.function, deploy_dir, entrypoint)
-                if contract in _FLASK_IMPORT
-                else contextlib.nullcontext()
+            # Fission's functions are imported inside a Flask app (module-level current_app).
+            load = fission.load if contract in (AUTO, "fission") else load_entry
+            func, module = load(
+                deploy_dir,
+                spec.get("entrypoint") or "main",
+                package_first=contract not in _PACKAGE_LAST,
             )
-            with importing:
-                func, module = load_entry(
-                    deploy_dir, entrypoint, package_first=contract not in _PACKAGE_LAST
-                )
             handler = bind(func, self.function, deploy_dir, _modules_since(mark), contract, module)
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)

@@ -14,7 +14,8 @@ import flask
 import pytest
 
 from fissile.runtime.context import Context
-from fissile.runtime.contracts import bind
+from fissile.runtime.contracts import bind, fission
+from fissile.runtime.loader import LoadError
 from fissile.runtime.request import Request
 from fissile.runtime.response import Response
 
@@ -264,18 +265,17 @@ def test_zero_argument_function_returning_none_is_an_error_as_in_flask(tmp_path:
         sys.modules.pop("fx_plain_none", None)
 
 
-def _load_in_app(tmp_path: Path, name: str, source: str) -> Any:
-    """Import ``source`` as Fission's server would: inside the instance's Flask app."""
-    from fissile.runtime.contracts import fission
-    from fissile.runtime.loader import load_entry
+def _load_in_app(tmp_path: Path, name: str, source: str, *, explicit: bool = True) -> Any:
+    """Import ``source`` as Fission's server would: inside the instance's Flask app (under
+    ``auto``: when the plain import needs it)."""
 
     (tmp_path / f"{name}.py").write_text(source)
-    with fission.importing(name, str(tmp_path), f"{name}.main"):
-        func, _ = load_entry(str(tmp_path), f"{name}.main", package_first=False)
-    return bind(func, name, str(tmp_path), {name}, "fission")
+    func, _ = fission.load(str(tmp_path), f"{name}.main", package_first=not explicit)
+    return bind(func, name, str(tmp_path), {name}, "fission" if explicit else "auto")
 
 
-def test_fission_module_is_imported_inside_its_flask_app(tmp_path: Path) -> None:
+@pytest.mark.parametrize("explicit", [True, False], ids=["fission", "auto"])
+def test_fission_module_is_imported_inside_its_flask_app(tmp_path: Path, explicit: bool) -> None:
     (tmp_path / "views").mkdir()
     (tmp_path / "views" / "hi.html").write_text("hi {{ who }} from {{ at }}")
     source = (
@@ -286,11 +286,27 @@ def test_fission_module_is_imported_inside_its_flask_app(tmp_path: Path) -> None
         "    return render_template('hi.html', who=request.args['who'], at=AT)\n"
     )
     try:
-        handler = _load_in_app(tmp_path, "fx_app_context", source)
+        handler = _load_in_app(tmp_path, "fx_app_context", source, explicit=explicit)
+        assert handler.contract == "fission"
         response = handler.call(request(query="who=ada"), context())
         assert (response.status, response.body) == (200, b"hi ada from /v2/specialize")
     finally:
         sys.modules.pop("fx_app_context", None)
+
+
+def test_auto_imports_outside_flask_when_the_module_does_not_need_it(tmp_path: Path) -> None:
+    (tmp_path / "fx_auto_native.py").write_text("def main(request):\n    return 'ok'\n")
+    (tmp_path / "fx_auto_broken.py").write_text("raise RuntimeError('broken')\ndef main(): ...\n")
+    try:
+        fission._imported = None
+        func, _ = fission.load(str(tmp_path), "fx_auto_native.main", package_first=True)
+        assert func.__name__ == "main"
+        assert fission._imported is None
+        with pytest.raises(LoadError, match="broken"):
+            fission.load(str(tmp_path), "fx_auto_broken.main", package_first=True)
+        assert fission._imported is None
+    finally:
+        sys.modules.pop("fx_auto_native", None)
 
 
 def test_each_fission_function_has_its_own_flask_app(tmp_path: Path) -> None:

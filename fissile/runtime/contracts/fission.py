@@ -14,12 +14,13 @@ import json
 import os
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import Any
 
 from fissile.runtime.context import Context
 from fissile.runtime.contracts._handler import Handler, Invoke, Target, required_positional
+from fissile.runtime.loader import LoadError, load_entry
 from fissile.runtime.request import Request
 from fissile.runtime.response import Response, to_response
 
@@ -37,38 +38,49 @@ def _new_app() -> Any:
 
 
 # Built when the zygote imports the runtime (~0.5 ms, paid once): each forked instance then owns
-# a copy, named and rooted at specialization, instead of building one on its cold start.
+# a copy, rooted and named at specialization, instead of building one on its cold start.
 _spare: Any = _new_app()
-# The application a function was imported in, by function name, for ``bind`` to reuse.
-_imported: dict[str, Any] = {}
+# The application the function was imported in, for ``bind`` to answer its requests with.
+_imported: Any = None
 
 
-def _take_app(function: str, deploy_dir: str | None) -> Any:
+def _take_app(deploy_dir: str | None) -> Any:
     global _spare
     app, _spare = _spare, None
     if app is None:
         app = _new_app()
         if app is None:
             return None
-    # The name the app was built with, possibly cached by Flask (its logger's name).
-    app.import_name = app.name = function
     app.root_path = deploy_dir or os.getcwd()
     return app
 
 
-@contextmanager
-def importing(function: str, deploy_dir: str, entrypoint: str = "") -> Iterator[None]:
-    """Run the function's import inside its application's context and a request context, as
-    Fission's server does while answering ``POST /v2/specialize``."""
-    app = _take_app(function, deploy_dir)
+def load(deploy_dir: str, entrypoint: str, *, package_first: bool) -> tuple[Any, ModuleType]:
+    """``load_entry`` for a function that may be Fission's: with ``package_first`` false (the
+    ``fission`` contract) the import always runs inside the function's Flask app, as Fission's
+    server does while answering ``POST /v2/specialize``; otherwise (``auto``) only when the
+    plain import failed for want of one (an application or request context costs ~1.5 ms of a
+    cold start, mostly pages of the zygote copied on first touch)."""
+    if package_first:
+        try:
+            return load_entry(deploy_dir, entrypoint, package_first=True)
+        except LoadError as exc:
+            if not _outside_context(exc):
+                raise
+    global _imported
+    _imported = app = _take_app(deploy_dir)
     if app is None:
-        yield
-        return
-    _imported[function] = app
+        return load_entry(deploy_dir, entrypoint, package_first=package_first)
     body = json.dumps({"filepath": deploy_dir, "functionName": entrypoint}).encode()
     specialize = Request("POST", "/v2/specialize", "", {"content-type": "application/json"}, body)
     with app.request_context(_environ(specialize)):
-        yield
+        return load_entry(deploy_dir, entrypoint, package_first=package_first)
+
+
+def _outside_context(exc: BaseException) -> bool:
+    """Whether an import failed on Flask's "Working outside of application/request context"."""
+    cause = exc.__cause__
+    return isinstance(cause, RuntimeError) and str(cause).startswith("Working outside of")
 
 
 def bind(target: Target) -> Handler:
@@ -81,7 +93,11 @@ def bind(target: Target) -> Handler:
         )
     if target.deploy_dir is not None and not _package_uses_flask(target.deploy_dir, target.loaded):
         return Handler(func, "fission", _plain_invoke(func))
-    app = _imported.pop(target.function, None) or _take_app(target.function, target.deploy_dir)
+    global _imported
+    app, _imported = _imported or _take_app(target.deploy_dir), None
+    if app is not None:
+        # The name the app was built with, already cached by Flask (its logger's name).
+        app.import_name = app.name = target.function
     return Handler(func, "fission", _fission_invoke(func, app))
 
 
@@ -209,3 +225,14 @@ def _environ(request: Request) -> dict[str, Any]:
         elif key != "content-length":
             environ["HTTP_" + key.upper().replace("-", "_")] = value
     return environ
+
+
+def _warm(app: Any) -> None:
+    """Pay in the zygote what a first request context costs (importing the idna codec,
+    compiling the URL map: ~3 ms), not in each instance's cold start."""
+    if app is not None:
+        with app.request_context(_environ(Request("GET", "/", "", {}, b""))):
+            pass
+
+
+_warm(_spare)
