@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from fissile import _host
 from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile._units import parse_duration, parse_memory
 
@@ -116,7 +117,9 @@ class Meta(BaseModel):
 class EnvironmentSpec(Spec):
     name: Name
     image: Annotated[str, BeforeValidator(_normalise_image)] = "python"
-    poolsize: int = Field(3, ge=0, le=64, description="warm, unspecialized instances kept ready")
+    poolsize: int = Field(
+        3, ge=0, description="warm, unspecialized instances kept ready (bounded by the host)"
+    )
     preload: list[str] = Field(
         default_factory=list, description="modules the environment's zygote imports once"
     )
@@ -129,6 +132,18 @@ class EnvironmentSpec(Spec):
     labels: Labels = Field(
         default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
     )
+
+    @field_validator("poolsize")
+    @classmethod
+    def _poolsize(cls, value: int) -> int:
+        bound = _host.max_poolsize()
+        if value > bound:
+            raise ValueError(
+                f"at most {bound} on this host (one warm instance per"
+                f" {_host.INSTANCE_MEMORY >> 20} MiB of memory"
+                f" and {_host.INSTANCE_PIDS} process ids)"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -274,6 +274,7 @@ def _load_in_app(tmp_path: Path, name: str, source: str, *, explicit: bool = Tru
     return bind(func, name, str(tmp_path), {name}, "fission" if explicit else "auto")
 
 
+@pytest.mark.usefixtures("isolated_import")
 @pytest.mark.parametrize("explicit", [True, False], ids=["fission", "auto"])
 def test_fission_module_is_imported_inside_its_flask_app(tmp_path: Path, explicit: bool) -> None:
     (tmp_path / "views").mkdir()
@@ -294,6 +295,7 @@ def test_fission_module_is_imported_inside_its_flask_app(tmp_path: Path, explici
         sys.modules.pop("fx_app_context", None)
 
 
+@pytest.mark.usefixtures("isolated_import")
 def test_auto_imports_outside_flask_when_the_module_does_not_need_it(tmp_path: Path) -> None:
     (tmp_path / "fx_auto_native.py").write_text("def main(request):\n    return 'ok'\n")
     (tmp_path / "fx_auto_broken.py").write_text("raise RuntimeError('broken')\ndef main(): ...\n")
@@ -309,6 +311,7 @@ def test_auto_imports_outside_flask_when_the_module_does_not_need_it(tmp_path: P
         sys.modules.pop("fx_auto_native", None)
 
 
+@pytest.mark.usefixtures("isolated_import")
 def test_each_fission_function_has_its_own_flask_app(tmp_path: Path) -> None:
     source = "from flask import current_app\ndef main():\n    return current_app.name\n"
     (tmp_path / "a").mkdir()
@@ -350,3 +353,42 @@ async def test_async_fission_abort_answers_like_flask() -> None:
     response = await bind(main, "fn").call_async(request(), context())
     assert response.status == 403
     assert b"nope" in response.body
+
+
+# --- Fission's entrypoints ---------------------------------------------------------------
+
+
+def _files(root: Path, files: dict[str, str]) -> str:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return str(root)
+
+
+@pytest.mark.usefixtures("isolated_import")
+@pytest.mark.parametrize(
+    ("entrypoint", "expected"),
+    [
+        ("", "main.main"),  # Fission's default: main.main
+        ("other", "main.other"),  # one part: a function of main.py
+        ("hello-world.main", "hello-world.main"),  # a module named unlike one
+        ("sub_mod.altmain.entry", "sub_mod.altmain.entry"),  # a module in a package
+    ],
+)
+def test_fission_entrypoints(tmp_path: Path, entrypoint: str, expected: str) -> None:
+    def source(module: str, *names: str) -> str:
+        return "".join(f"def {n}():\n    return '{module}.{n}'\n" for n in names)
+
+    root = _files(
+        tmp_path,
+        {
+            "main.py": source("main", "main", "other"),
+            "helper.py": source("helper", "main"),
+            "hello-world.py": source("hello-world", "main"),
+            "sub_mod/__init__.py": "",
+            "sub_mod/altmain.py": source("sub_mod.altmain", "entry"),
+        },
+    )
+    func, _ = fission.load(root, entrypoint, package_first=False)
+    assert func() == expected
+    assert bind(func, "fn", root, (), "fission").contract == "fission"

@@ -74,11 +74,21 @@ def test_unknown_image_rejected(image: str) -> None:
         EnvironmentSpec(name="e", image=image)
 
 
-@pytest.mark.parametrize("poolsize", [-1, 65])
+@pytest.mark.parametrize("poolsize", [-1, 10**9])
 def test_poolsize_bounds(poolsize: int) -> None:
     with pytest.raises(ValidationError) as info:
         EnvironmentSpec(name="e", poolsize=poolsize)
     assert error_locations(info.value) == [("poolsize",)]
+
+
+def test_poolsize_bound_follows_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fissile import _host
+
+    assert _host.max_poolsize() >= 1
+    monkeypatch.setattr(_host, "max_poolsize", lambda: 200)
+    assert EnvironmentSpec(name="e", poolsize=200).poolsize == 200  # past the old fixed 64
+    with pytest.raises(ValidationError, match="at most 200 on this host"):
+        EnvironmentSpec(name="e", poolsize=201)
 
 
 def test_preload_module_names() -> None:
