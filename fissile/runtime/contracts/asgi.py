@@ -97,7 +97,7 @@ class Cycle:
         self.answered = loop.create_future()
         task = loop.create_task(self._app())
         try:
-            return await asyncio.shield(self.answered)
+            return await self.answered
         except BaseException:
             task.cancel()
             raise
