@@ -8,7 +8,8 @@ from fissile.runtime.request import Request
 
 TRIGGER = "x-fissile-trigger"
 ASYNC = "x-fissile-async"
-CALLER = "x-fissile-caller"
+# Set on every context.invoke (x-fissile-caller only when the platform knows the caller).
+CHAIN_DEPTH = "x-fissile-chain-depth"
 
 
 def origin(request: Request) -> str | None:
@@ -21,7 +22,7 @@ def origin(request: Request) -> str | None:
         return trigger
     if ASYNC in headers:
         return "async"
-    if CALLER in headers:
+    if CHAIN_DEPTH in headers:
         return "invoke"
     return None
 
