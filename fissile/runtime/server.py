@@ -85,7 +85,9 @@ class InstanceApp:
                 spec.get("entrypoint") or "main",
                 package_first=contract not in _PACKAGE_LAST,
             )
-            handler = bind(func, self.function, deploy_dir, _modules_since(mark), contract, module)
+            options = {"memory": spec.get("memory")}  # Lambda's context.memory_limit_in_mb
+            loaded = _modules_since(mark)
+            handler = bind(func, self.function, deploy_dir, loaded, contract, module, options)
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", str(exc))
