@@ -1,4 +1,4 @@
-"""fissile/runtime/contracts.py: native and Fission (Flask) function contracts."""
+"""fissile/runtime/contracts/native.py and fission.py: the native and Fission (Flask) contracts."""
 
 from __future__ import annotations
 
