@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from inspect import iscoroutinefunction as is_async
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,13 @@ def call(func: Any, request: FissileRequest | None = None) -> Response:
     import asyncio
 
     handler = bind(func, "fn", contract="fission-fastapi")
-    assert (handler.contract, handler.is_async) == ("fission-fastapi", True)
+    # A def stays sync, so that its instances get one call at a time (and scale out).
+    assert (handler.contract, handler.is_async) == ("fission-fastapi", is_async(func))
     incoming = request or FissileRequest("GET", "/", "", {}, b"")
     context = Context("fn", "inv-1", 10.0, logging.getLogger("fn"))
-    return asyncio.run(handler.call_async(incoming, context))
+    if handler.is_async:
+        return asyncio.run(handler.call_async(incoming, context))
+    return handler.call(incoming, context)
 
 
 def test_async_function_reads_the_request() -> None:
@@ -125,7 +129,7 @@ def test_streaming_response_streams_and_runs_its_background_task() -> None:
     async def run() -> list[Any]:
         handler = bind(main, "fn", contract="fission-fastapi")
         context = Context("fn", "inv-1", 10.0, logging.getLogger("fn"))
-        response = await handler.call_async(FissileRequest("GET", "/", "", {}, b""), context)
+        response = handler.call(FissileRequest("GET", "/", "", {}, b""), context)
         assert response.stream is not None
         assert ("content-type", "text/event-stream; charset=utf-8") in response.headers
         return [item async for item in response.stream]  # type: ignore[union-attr]
@@ -168,3 +172,34 @@ def test_json_response_and_wrong_arity() -> None:
     assert (response.status, response.body) == (202, b'{"ok":true}')
     with pytest.raises(TypeError, match=r"main\(request: fastapi\.Request\)"):
         bind(lambda: None, "fn", contract="fission-fastapi")
+
+
+def test_async_function_with_a_background_task_and_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("async file")
+    ran: list[str] = []
+
+    async def main(request: Request) -> Any:
+        return FileResponse(
+            tmp_path / "f.txt", background=BackgroundTask(lambda: ran.append("done"))
+        )
+
+    response = call(main)
+    assert (response.status, response.body) == (200, b"async file")
+    assert ran == ["done"]
+
+    async def missing(request: Request) -> Any:
+        raise HTTPException(status_code=418, detail={"why": "teapot"})
+
+    response = call(missing)
+    assert (response.status, response.body) == (418, b'{"detail":{"why":"teapot"}}')
+
+
+def test_sync_response_with_a_background_task() -> None:
+    ran: list[str] = []
+
+    def main(request: Request) -> Any:
+        return JSONResponse([1], background=BackgroundTask(lambda: ran.append("done")))
+
+    response = call(main)
+    assert (response.status, response.body) == (200, b"[1]")
+    assert ran == ["done"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -32,19 +33,29 @@ def bind(target: Target) -> Handler:
             f"{getattr(func, '__name__', func)!r} takes {arity} arguments;"
             " a Fission FastAPI function is main(request: fastapi.Request)"
         )
-    is_async = inspect.iscoroutinefunction(func)
+    if inspect.iscoroutinefunction(func):
 
-    async def invoke(request: Request, context: Context) -> Response:
+        async def invoke_async(request: Request, context: Context) -> Response:
+            scope = _scope(request)
+            try:
+                value = await func(StarletteRequest(scope, _receive(request.body)))
+            except HTTPException as exc:
+                value = _http_exception(exc)
+            return await _to_response(value, scope)
+
+        return Handler(func, "fission-fastapi", invoke_async, is_async=True)
+
+    # A sync function stays sync (Fission's server calls it on its loop, blocking it): the
+    # platform then gives its instances one call at a time and scales out, as for any def.
+    def invoke(request: Request, context: Context) -> Response:
         scope = _scope(request)
-        starlette_request = StarletteRequest(scope, _receive(request.body))
         try:
-            # A sync function runs on the loop, as in Fission's server (its route is async).
-            value = await func(starlette_request) if is_async else func(starlette_request)
+            value = func(StarletteRequest(scope, _receive(request.body)))
         except HTTPException as exc:
             value = _http_exception(exc)
-        return await _to_response(value, scope)
+        return _to_response_sync(value, scope)
 
-    return Handler(func, "fission-fastapi", invoke, is_async=True)
+    return Handler(func, "fission-fastapi", invoke, is_async=False)
 
 
 def _scope(request: Request) -> dict[str, Any]:
@@ -95,11 +106,32 @@ def _http_exception(exc: HTTPException) -> StarletteResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 
+def _to_response_sync(value: Any, scope: dict[str, Any]) -> Response:
+    if isinstance(value, StarletteResponse) and not isinstance(value, StreamingResponse):
+        body = getattr(value, "body", None)
+        if isinstance(body, bytes) and value.background is None:
+            return Response(body, value.status_code, _headers(value.raw_headers))
+        # A FileResponse, or a background task to run after the body: the response runs as the
+        # ASGI app it is, on a loop of its own (the instance's may be this thread's).
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, _to_response(value, scope)).result()
+    if isinstance(value, StreamingResponse):
+        return _streamed(value)
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.responses import JSONResponse
+
+    encoded = JSONResponse(jsonable_encoder(value))
+    return Response(encoded.body, encoded.status_code, _headers(encoded.raw_headers))
+
+
+def _streamed(value: StreamingResponse) -> Response:
+    # Streamed on as the function produces it; a background task runs after the last item.
+    return Response(_stream(value), value.status_code, _headers(value.raw_headers))
+
+
 async def _to_response(value: Any, scope: dict[str, Any]) -> Response:
     if isinstance(value, StreamingResponse):
-        # Streamed on as the function produces it; a background task runs after the last item.
-        headers = _headers(value.raw_headers)
-        return Response(_stream(value), value.status_code, headers)
+        return _streamed(value)
     if not isinstance(value, StarletteResponse):
         from fastapi.encoders import jsonable_encoder
         from fastapi.responses import JSONResponse
