@@ -339,3 +339,12 @@ spec:
     assert messages[0].startswith(f"{field}"), messages
     assert "outside the project" in messages[0], messages
     assert loaded.resources == []
+
+
+def test_fissions_fastapi_image_maps_to_the_fission_fastapi_contract(tmp_path: Path) -> None:
+    env = ENVIRONMENT.replace("fission/python-env-3.11", "ghcr.io/fission/python-fastapi-env")
+    loaded = load_specs(make(tmp_path, function_hello=HELLO, env_py=env))
+    assert loaded.errors == []
+    found = {(r.kind, r.name): r.body for r in loaded.resources}
+    environment = found["environments", "py"]
+    assert (environment["image"], environment["contract"]) == ("python", "fission-fastapi")
