@@ -207,7 +207,8 @@ class HttpConnection(asyncio.Protocol):
         query = parsed.query.decode("latin-1") if parsed.query else ""
         method = self.parser.get_method().decode("ascii")
         request = Request(method, path, query, self.headers, b"".join(self.body))
-        if self.parser.should_upgrade():
+        # The header test first: a dict lookup is cheaper than asking the parser.
+        if "upgrade" in self.headers and self.parser.should_upgrade():
             self.upgrading = request  # served when feed_data raises HttpParserUpgrade
             return
         self.queue.append((request, self.parser.should_keep_alive()))

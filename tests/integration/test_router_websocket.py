@@ -7,8 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from intkit import Harness, serving, until
+from intkit import Harness, QuietServer, serving, until
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from fissile.router import Router, RouterProtocol
 from fissile.router.websocket import Tunnel
@@ -33,12 +34,13 @@ MESSAGES = 2000  # 128 MiB: far more than any buffer on the way
 
 
 @pytest.fixture
-async def router(harness: Harness) -> AsyncIterator[tuple[Router, int]]:
+async def router(harness: Harness) -> AsyncIterator[tuple[Router, int, QuietServer]]:
     harness.function("flood", FLOOD, contract="asgi", entrypoint="fx_flood:app", max_scale=1)
     router = Router(harness.executor)
     router.follow(harness.store)
-    async with serving(router, RouterProtocol, timeout_keep_alive=1) as (_, port):
-        yield router, port
+    options = {"timeout_keep_alive": 1, "timeout_graceful_shutdown": 30}
+    async with serving(router, RouterProtocol, **options) as (server, port):
+        yield router, port, server
 
 
 def tunnel_of(router: Router) -> Tunnel | None:
@@ -46,9 +48,9 @@ def tunnel_of(router: Router) -> Tunnel | None:
 
 
 async def test_a_client_that_does_not_read_pauses_the_instance(
-    router: tuple[Router, int], harness: Harness
+    router: tuple[Router, int, QuietServer], harness: Harness
 ) -> None:
-    app, port = router
+    app, port, _ = router
     # A small queue: the client stops reading its socket after a few messages.
     async with connect(f"ws://127.0.0.1:{port}/function/flood", max_queue=2) as ws:
         tunnel = await until(lambda: tunnel_of(app), timeout=30)
@@ -69,3 +71,17 @@ async def test_a_client_that_does_not_read_pauses_the_instance(
         assert received == MESSAGES
     await until(lambda: pool.inflight == 0, timeout=30)
     assert tunnel_of(app) is None
+
+
+async def test_a_graceful_stop_ends_open_websockets(
+    router: tuple[Router, int, QuietServer], harness: Harness
+) -> None:
+    app, port, server = router
+    async with connect(f"ws://127.0.0.1:{port}/function/flood") as ws:
+        await until(lambda: tunnel_of(app), timeout=30)
+        server.should_exit = True
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 30)
+    assert ws.close_code == 1001
+    pool = harness.executor.functions["flood"]
+    await until(lambda: pool.inflight == 0 and not app.connections.open, timeout=30)
