@@ -26,6 +26,7 @@ from uvicorn.server import ServerState
 
 from fissile.executor.connection import BodyStream, InstanceResponse
 from fissile.executor.pools import FunctionPool
+from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
 from fissile.router.proxy import Answer, forward, forward_soon
@@ -369,6 +370,8 @@ class RouterProtocol(asyncio.Protocol):
             if self.delegate is not None:
                 self._relay(request)
                 continue
+            if request.upgrade and websocket.start(self, request):
+                return  # the connection is the websocket's from now on
             direct = None if request.upgrade else self._direct(request)
             if direct is None:
                 self._hand_over()

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 import httptools
 
+from fissile.runtime import websocket
 from fissile.runtime._pages import release_zero_pages
 from fissile.runtime.context import Context
 from fissile.runtime.contracts import AUTO, Handler, bind, fission
@@ -156,6 +157,7 @@ class HttpConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.queue: deque[tuple[Request, bool]] = deque()
         self.busy = False
+        self.upgrading: Request | None = None  # an upgrade request, parsed
         # Set while the router reads slower than a streamed body is produced.
         self.writable: asyncio.Future[None] | None = None
 
@@ -167,6 +169,8 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgrade(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
             self.write(_error(400, "bad_request", f"malformed request: {exc}"), keep_alive=False)
 
@@ -207,9 +211,27 @@ class HttpConnection(asyncio.Protocol):
         query = parsed.query.decode("latin-1") if parsed.query else ""
         method = self.parser.get_method().decode("ascii")
         request = Request(method, path, query, self.headers, b"".join(self.body))
+        # The header test first: a dict lookup is cheaper than asking the parser.
+        if "upgrade" in self.headers and self.parser.should_upgrade():
+            self.upgrading = request  # served when feed_data raises HttpParserUpgrade
+            return
         self.queue.append((request, self.parser.should_keep_alive()))
         if not self.busy:
             self.next()
+
+    def upgrade(self, rest: bytes) -> None:
+        """A websocket takes the connection over (``fissile.runtime.websocket``); the router
+        opens one connection per websocket, so nothing else is on it."""
+        request, self.upgrading = self.upgrading, None
+        transport, self.transport = self.transport, None
+        if transport is None:
+            return
+        if request is None or self.busy or self.queue:
+            self.transport = transport
+            message = "an upgrade request must be alone on its connection"
+            self.write(_error(400, "bad_request", message), keep_alive=False)
+            return
+        websocket.upgrade(transport, self.app.handler, self.app.function, request, rest)
 
     # -- dispatch -----------------------------------------------------------------------
 

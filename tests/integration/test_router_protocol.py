@@ -280,14 +280,23 @@ async def test_a_client_that_leaves_mid_request_does_not_disturb_others(
     assert fine.status == 200
 
 
-async def test_websocket_upgrade_is_handed_to_uvicorn(served: Served) -> None:
-    client = await served.connect()
-    client.send(
-        b"GET /function/echo HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\n"
-        b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"sec-websocket-version: 13\r\n\r\n"
+async def test_websocket_upgrade_goes_to_the_function_or_uvicorn(served: Served) -> None:
+    upgrade = (
+        "GET {} HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\n"
+        "connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "sec-websocket-version: 13\r\n\r\n"
     )
-    # The router closes websockets outside /invocations/: uvicorn refuses the handshake.
+    # To a function: its instance answers (a native function refuses), then the router closes.
+    client = await served.connect()
+    client.send(upgrade.format("/function/echo").encode())
+    [refused] = await client.responses(1)
+    assert refused.status == 400
+    assert refused.json()["error"]["code"] == "websocket_unsupported"
+    assert await client.closed()
+    # Elsewhere, uvicorn's protocol takes it: the router closes websockets outside
+    # /invocations/, so uvicorn refuses the handshake.
+    client = await served.connect()
+    client.send(upgrade.format("/nowhere").encode())
     head = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 403")
 

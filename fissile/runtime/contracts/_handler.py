@@ -35,7 +35,8 @@ class Handler:
 
     ``invoke(request, context)`` returns what ``to_response`` accepts (or an awaitable of it
     when ``is_async``). ``startup``, when set, runs once on the instance's loop before the
-    first request (an ASGI app's lifespan)."""
+    first request (an ASGI app's lifespan). ``websocket``, set by contracts that serve
+    websockets, gives an upgrade request's ASGI app and ``websocket`` scope."""
 
     def __init__(
         self,
@@ -45,6 +46,7 @@ class Handler:
         *,
         is_async: bool | None = None,
         startup: Callable[[], Awaitable[None]] | None = None,
+        websocket: Callable[[Request], tuple[Any, dict[str, Any]]] | None = None,
     ) -> None:
         self.func = func
         self.contract = contract
@@ -54,6 +56,7 @@ class Handler:
             else is_async
         )
         self.startup = startup
+        self.websocket = websocket
         self._invoke = invoke
 
     def call(self, request: Request, context: Context) -> Response:

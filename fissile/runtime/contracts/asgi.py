@@ -3,7 +3,8 @@
 Each request is one ASGI ``http`` cycle, as uvicorn would run it. A response sent in one body
 message is answered whole; one sent in several (``more_body``) is streamed, the app's ``send``
 waiting while the router is behind. The lifespan protocol runs once per instance, before the
-first request (``Handler.startup``).
+first request (``Handler.startup``). A websocket is one ``websocket`` session
+(``fissile.runtime.websocket``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def bind(target: Target) -> Handler:
     async def invoke(request: Request, context: Context) -> Response:
         return await Cycle(app, http_scope(request, function, lifespan.state)).run(request.body)
 
-    return Handler(app, "asgi", invoke, is_async=True, startup=lifespan.startup)
+    def websocket(request: Request) -> tuple[App, Scope]:
+        return app, websocket_scope(request, function, lifespan.state)
+
+    return Handler(
+        app, "asgi", invoke, is_async=True, startup=lifespan.startup, websocket=websocket
+    )
 
 
 def http_scope(request: Request, function: str, state: dict[str, Any] | None = None) -> Scope:
@@ -52,6 +58,16 @@ def http_scope(request: Request, function: str, state: dict[str, Any] | None = N
     scope["type"] = "http"
     scope["method"] = request.method
     scope["scheme"] = request.headers.get("x-forwarded-proto", "http")
+    return scope
+
+
+def websocket_scope(request: Request, function: str, state: dict[str, Any] | None = None) -> Scope:
+    """The ASGI ``websocket`` scope of an upgrade request delivered by the router."""
+    scope = base_scope(request, function, state)
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if request.headers.get("x-forwarded-proto") == "https" else "ws"
+    offered = request.headers.get("sec-websocket-protocol", "")
+    scope["subprotocols"] = [name.strip() for name in offered.split(",") if name.strip()]
     return scope
 
 
