@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from collections import deque
 from typing import Any
 
 from fissile.executor.connection import (
@@ -47,6 +48,10 @@ class Instance:
         self.memory_limit = 0
         self.limits: Any = None  # the cgroup's fissile.sandbox.cgroups.Limits, once set
         self.exited = asyncio.Event()
+        # Set once its output pipe is closed (every process writing to it is gone).
+        self.output_closed = asyncio.Event()
+        # Its last output lines, kept while a program starts (executor/program.py).
+        self.tail: deque[str] | None = None
         self._idle: list[InstanceConnection] = []
 
     @property

@@ -51,6 +51,8 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 # Fission's environments append the package to sys.path after their own site-packages: a
 # package pinning an old Flask must not replace the runtime's.
 _PACKAGE_LAST = frozenset({"fission", "fission-fastapi"})
+# Images whose functions are programs, not Python (fissile.runtime.binary, .command).
+_FOREIGN_IMAGES = frozenset({"binary", "command"})
 
 
 class InstanceApp:
@@ -64,6 +66,9 @@ class InstanceApp:
         self.timeout = 60.0
         self.threads: ThreadPoolExecutor | None = None
         self.logger = logging.getLogger("function")
+        self.listener_fd = -1
+        # Image command: the program this instance becomes once it has answered.
+        self.program: list[str] | None = None
 
     def specialize(self, spec: dict[str, Any]) -> Response:
         if self.handler is not None:
@@ -77,6 +82,8 @@ class InstanceApp:
         except Exception as exc:
             print(f"fissile: cannot confine {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "sandbox_failed", f"sandbox: {exc}")
+        if spec.get("image") in _FOREIGN_IMAGES:
+            return self._specialize_program(spec, deploy_dir)
         try:
             mark = _modules_mark()
             contract = spec.get("contract") or AUTO
@@ -94,6 +101,26 @@ class InstanceApp:
         self.handler = handler
         body = {"function": self.function, "contract": handler.contract, "async": handler.is_async}
         return Response(body)
+
+    def _specialize_program(self, spec: dict[str, Any], deploy_dir: str) -> Response:
+        """A function that is a program: run per request (binary), or exec'd (command)."""
+        image = spec["image"]
+        try:
+            if image == "binary":
+                from fissile.runtime import binary
+
+                entrypoint = spec.get("entrypoint") or ""
+                self.handler = binary.bind(deploy_dir, entrypoint, self.function)
+            else:
+                from fissile.runtime import command
+
+                self.program = command.resolve(spec.get("command") or "", deploy_dir)
+                os.chdir(deploy_dir)
+        except Exception as exc:
+            print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
+            return _error(500, "load_failed", f"{image}: {exc}")
+        # A program serves requests concurrently (an HTTP server, a process per request).
+        return Response({"function": self.function, "contract": image, "async": True})
 
 
 _ModulesMark = tuple[int, str | None, object]
@@ -326,10 +353,31 @@ class HttpConnection(asyncio.Protocol):
         if request.headers.get(CONTROL_HEADER) != self.app.token:
             return _error(403, "forbidden", "bad control token")
         if request.path == "/_fissile/specialize" and request.method == "POST":
-            return self.app.specialize(json.loads(request.body))
+            response = self.app.specialize(json.loads(request.body))
+            if self.app.program is not None:
+                self._become_program(response)
+            return response
         if request.path == "/_fissile/healthz":
             return Response({"pid": os.getpid(), "function": self.app.function or None})
         return _error(404, "not_found", f"no control endpoint {request.path}")
+
+    def _become_program(self, response: Response) -> NoReturn:
+        """Answer the specialization and exec the function's program (image command)."""
+        from fissile.runtime import command
+
+        assert self.transport is not None and self.app.program is not None
+        status = response.status
+        answer = b"".join(
+            [
+                b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")),
+                _head(response.headers),
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(response.body),
+                response.body,
+            ]
+        )
+        connection = self.transport.get_extra_info("socket").fileno()
+        env = command.program_environment(self.app.function)
+        command.hand_over(connection, answer, self.app.listener_fd, self.app.program, env)
 
     def write(self, response: Response, keep_alive: bool) -> None:
         transport = self.transport
@@ -484,6 +532,7 @@ def serve(listener: socket.socket, token: str, sandbox: dict[str, Any] | None = 
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     app = InstanceApp(token, sandbox)
+    app.listener_fd = listener.fileno()
     listener.setblocking(False)
     loop.run_until_complete(loop.create_unix_server(lambda: HttpConnection(app), sock=listener))
     loop.add_signal_handler(signal.SIGTERM, loop.stop)
