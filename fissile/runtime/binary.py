@@ -85,6 +85,9 @@ def bind(deploy_dir: str, entrypoint: str, function: str) -> Handler:
     # with its #! line) runs as it is, anything else with sh as there.
     argv = [path] if os.access(path, os.X_OK) else ["/bin/sh", path]
     name = os.path.basename(path)
+    # As in Fission, the package's own executables are found by name.
+    base = dict(os.environ)
+    base["PATH"] = f"{base.get('PATH', '')}:{deploy_dir}"
 
     async def invoke(request: Request, context: Context) -> Response:
         process = await asyncio.create_subprocess_exec(
@@ -92,7 +95,7 @@ def bind(deploy_dir: str, entrypoint: str, function: str) -> Handler:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             cwd=deploy_dir,
-            env=request_environment(dict(os.environ), request),
+            env=request_environment(base, request),
         )
         assert process.stdin is not None and process.stdout is not None
         try:
