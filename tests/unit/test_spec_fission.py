@@ -339,3 +339,13 @@ spec:
     assert messages[0].startswith(f"{field}"), messages
     assert "outside the project" in messages[0], messages
     assert loaded.resources == []
+
+
+def test_fission_binary_environment_maps_onto_image_binary(tmp_path: Path) -> None:
+    binary = ENVIRONMENT.replace("name: py", "name: sh").replace(
+        "fission/python-env-3.11", "fission/binary-env:latest"
+    )
+    loaded = load_specs(make(tmp_path, env_sh=binary))
+    assert loaded.errors == []
+    found = {(r.kind, r.name): r.body for r in loaded.resources}
+    assert found["environments", "sh"]["image"] == "binary"
