@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+from typing import IO, Any
 
 from fissile.runtime.context import Context
 from fissile.runtime.contracts import Handler
@@ -58,15 +60,83 @@ def request_environment(base: dict[str, str], request: Request) -> dict[str, str
     return env
 
 
-async def _feed(stdin: asyncio.StreamWriter, body: bytes) -> None:
-    """Write the body and close stdin; a program may exit without reading it all."""
+async def run(argv: list[str], cwd: str, env: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    """Run ``argv`` with ``body`` on its stdin; its exit status (negative: the signal) and
+    stdout. Started with ``subprocess`` (vfork and exec: ~0.8 ms) rather than the event loop's
+    own subprocess support (uvloop forks the whole instance: ~3 ms and more as it grows), then
+    followed on the loop: its pipes non-blocking, its exit through a pidfd."""
+    loop = asyncio.get_running_loop()
+    process = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=cwd, env=env, close_fds=True
+    )
+    assert process.stdin is not None and process.stdout is not None
     try:
-        if body:
-            stdin.write(body)
-            await stdin.drain()
-        stdin.close()
-    except (OSError, RuntimeError):  # RuntimeError: uvloop's transport already closed
+        output, _ = await asyncio.gather(
+            _read_all(loop, process.stdout.fileno()), _write_all(loop, process.stdin, body)
+        )
+        await _exited(loop, process.pid)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        process.stdin.close()
+        process.stdout.close()
+    return process.wait(), output
+
+
+async def _read_all(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            await _ready(loop, fd, loop.add_reader, loop.remove_reader)
+            continue
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+async def _write_all(loop: asyncio.AbstractEventLoop, stdin: IO[bytes], body: bytes) -> None:
+    """Write the body and close stdin (the program's end of input); a program may exit
+    without reading it all."""
+    fd = stdin.fileno()
+    os.set_blocking(fd, False)
+    view = memoryview(body)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                await _ready(loop, fd, loop.add_writer, loop.remove_writer)
+    except (BrokenPipeError, ConnectionResetError):
         pass
+    finally:
+        stdin.close()
+
+
+async def _exited(loop: asyncio.AbstractEventLoop, pid: int) -> None:
+    pidfd = os.pidfd_open(pid)
+    try:
+        await _ready(loop, pidfd, loop.add_reader, loop.remove_reader)
+    finally:
+        os.close(pidfd)
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, add: Any, remove: Any) -> None:
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    add(fd, wake)
+    try:
+        await waiter
+    finally:
+        remove(fd)
 
 
 def describe(status: int) -> str:
@@ -90,26 +160,8 @@ def bind(deploy_dir: str, entrypoint: str, function: str) -> Handler:
     base["PATH"] = f"{base.get('PATH', '')}:{deploy_dir}"
 
     async def invoke(request: Request, context: Context) -> Response:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=deploy_dir,
-            env=request_environment(base, request),
-        )
-        assert process.stdin is not None and process.stdout is not None
-        try:
-            output, _ = await asyncio.gather(
-                process.stdout.read(), _feed(process.stdin, request.body)
-            )
-            await process.wait()
-        except BaseException:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            raise
-        status = process.returncode
-        assert status is not None
+        env = request_environment(base, request)
+        status, output = await run(argv, deploy_dir, env, request.body)
         if status != 0:
             message = f"{name} {describe(status)}"
             os.write(2, f"fissile: {message}\n".encode(errors="replace"))

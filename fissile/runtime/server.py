@@ -114,8 +114,9 @@ class InstanceApp:
             else:
                 from fissile.runtime import command
 
-                self.program = command.resolve(spec.get("command") or "", deploy_dir)
+                argv = command.resolve(spec.get("command") or "", deploy_dir)
                 os.chdir(deploy_dir)
+                self.program = argv  # only now: a failed start answers, and stays Python
         except Exception as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", f"{image}: {exc}")

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from syskit import Platform, error_of, wait_for, write
+from syskit import Platform, _read_stat, error_of, wait_for, wait_gone, write
 
 NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed on this machine")
@@ -22,6 +22,9 @@ const server = http.createServer((req, res) => {
     const body = Buffer.concat(chunks);
     if (req.url.startsWith("/function/node-hello/crash")) {
       process.exit(3);
+    }
+    if (req.url.startsWith("/function/node-hello/hang")) {
+      return;  // never answers
     }
     if (req.url.startsWith("/function/node-hello/env")) {
       const seen = {
@@ -158,3 +161,27 @@ def test_binary_shell_script_uppercases_stdin(platform: Platform, tmp_path: Path
     )
     # The instance stays: a failed run is a failed request, not a crash.
     assert platform.json_of("fn", "get", "--name", "fails")["status"]["restarts"] == 0
+
+
+@needs_node
+def test_node_timeout_and_idle_reaping_end_the_program(
+    platform: Platform, node_env: str, tmp_path: Path
+) -> None:
+    write(tmp_path / "idle" / "server.js", SERVER_JS.replace("node-hello", "node-idle"))
+    platform.ok(
+        "fn", "create", "--name", "node-idle", "--env", node_env, "--src", str(tmp_path / "idle"),
+        "--timeout", "2s", "--idle-timeout", "1s",
+    )  # fmt: skip
+    hung = platform.get("/function/node-idle/hang")
+    assert hung.status_code == 504, hung.text
+    assert error_of(hung)["code"] == "timeout"
+    assert platform.get("/function/node-idle/env").status_code == 200
+    status = platform.json_of("fn", "get", "--name", "node-idle")["status"]
+    procs = [_read_stat(pid) for pid in status["pids"]]
+    assert procs and all(p is not None and p.comm == "node" for p in procs), procs
+    wait_for(
+        lambda: platform.json_of("fn", "get", "--name", "node-idle")["status"]["instances"] == 0,
+        60,
+        "the idle instance reaped",
+    )
+    assert not wait_gone([p for p in procs if p is not None], 30)

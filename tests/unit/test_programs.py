@@ -175,3 +175,11 @@ def test_the_packages_executables_are_on_path(tmp_path: Path) -> None:
     (tmp_path / "main.sh").write_text("helper\n")
     response = call(binary.bind(str(tmp_path), "main.sh", "f"))
     assert response.body == b"helped\n"
+
+
+def test_large_bodies_stream_both_ways_without_deadlock(tmp_path: Path) -> None:
+    # Larger than both pipes' buffers: the body is written while the output is read.
+    (tmp_path / "cat.sh").write_text("cat\n")
+    body = os.urandom(3 * 1024 * 1024)
+    response = call(binary.bind(str(tmp_path), "main", "f"), body)
+    assert (response.status, response.body) == (200, body)
