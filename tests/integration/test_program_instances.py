@@ -65,9 +65,10 @@ server.serve_forever()
 """
 
 
-@pytest.fixture
-async def sandboxed(tmp_path: Path) -> AsyncIterator[Harness]:
-    started = Harness(tmp_path, sandbox_mode="auto")
+@pytest.fixture(params=["auto", "off"])
+async def sandboxed(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """An executor with every sandbox layer this host allows (all of them as root), or none."""
+    started = Harness(tmp_path, sandbox_mode=request.param)
     for env in (
         EnvironmentSpec(name="python", poolsize=0),
         EnvironmentSpec(name="prog", image="command", command="python3 server.py", poolsize=1),
@@ -130,8 +131,9 @@ async def test_program_serves_confined_like_a_python_function(sandboxed: Harness
     [instance] = pool.instances
     assert pool.contract == "command"
     executor = sandboxed.executor
-    if not executor.sandbox.capabilities.full:
-        pytest.skip(f"no full sandbox here: {executor.sandbox.summary()}")
+    if executor.sandbox.mode == "off" or not executor.sandbox.capabilities.full:
+        assert seen["pid"] == instance.pid  # exec'd in place: the instance's own process
+        return
     assert seen["pid"] == 1  # its own PID namespace
     assert seen["uid"] == executor.uid_of("seer")
     assert seen["cwd"] == "/function"
@@ -172,3 +174,20 @@ async def test_program_not_found_is_a_load_error(sandboxed: Harness) -> None:
     deploy(sandboxed, "ghost", {"server.py": SERVER})
     message = load_error(await call(sandboxed, "ghost"))
     assert "command: 'no-such-server' is not on PATH" in message
+
+
+async def test_program_that_keeps_failing_backs_off(sandboxed: Harness) -> None:
+    update_env(sandboxed, "sh -c 'exit 1'")
+    deploy(sandboxed, "looper", {"server.py": SERVER})
+    assert "exited with status 1" in load_error(await call(sandboxed, "looper"))
+    # A program dying as it starts is both a failed start and a dead instance: each counts
+    # toward the crash loop, as for a Python instance that dies while loading.
+    codes = []
+    for _ in range(3):
+        answer = await call(sandboxed, "looper")
+        assert isinstance(answer, Answer)
+        codes.append((answer.status, json.loads(answer.body)["error"]["code"]))
+        if codes[-1][1] == "crash_loop":
+            break
+    assert codes[-1] == (503, "crash_loop"), codes
+    assert set(codes[:-1]) <= {(500, "load_failed")}, codes
