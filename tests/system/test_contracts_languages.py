@@ -41,6 +41,7 @@ const server = http.createServer((req, res) => {
       res.end(JSON.stringify(seen));
       return;
     }
+    console.log("served " + req.method + " " + req.url);
     res.writeHead(201, {"content-type": "application/octet-stream", "x-runtime": "node"});
     res.end(Buffer.concat([Buffer.from(req.method + " " + req.url + " "), body]));
   });
@@ -83,6 +84,14 @@ def test_node_hello_answers_byte_for_byte(
     assert seen["HOME"] == "/tmp"
     # Nothing of the supervisor's environment: only the scrubbed base and the function's own.
     assert "FISSILE_DATA_DIR" not in seen["keys"] and "PIP_NO_INDEX" not in seen["keys"]
+    wait_for(
+        lambda: (
+            "served POST /function/node-hello/x?y=1"
+            in platform.ok("fn", "logs", "--name", "node-hello").out
+        ),
+        30,
+        "the program's stdout in the function's log",
+    )
     function = platform.json_of("fn", "get", "--name", "node-hello")
     assert function["status"]["contract"] == "command"
     env = platform.json_of("env", "get", "--name", node_env)
