@@ -30,6 +30,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        package = None
+        if os.getcwd() == "/function":  # sandboxed: its own root and /tmp, nothing of the host
+            try:
+                open("/function/written", "w").close()
+                package = "writable"
+            except OSError as exc:
+                package = exc.strerror
+            with open("/tmp/scratch", "w") as scratch:
+                scratch.write("ok")
         status = dict(
             line.split(":", 1) for line in open("/proc/self/status") if ":" in line
         )
@@ -45,6 +54,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd")),
             "path": self.path,
             "probe": self.headers.get("x-fissile-probe"),
+            "package": package,
         }
         body = json.dumps(seen).encode()
         self.send_response(200)
@@ -137,6 +147,7 @@ async def test_program_serves_confined_like_a_python_function(sandboxed: Harness
     assert seen["pid"] == 1  # its own PID namespace
     assert seen["uid"] == executor.uid_of("seer")
     assert seen["cwd"] == "/function"
+    assert seen["package"] == "Read-only file system"  # while its private /tmp is writable
     assert str(sandboxed.root) not in seen["root"] and "function" in seen["root"]
     assert seen["seccomp"] == "2" and seen["no_new_privs"] == "1"
     assert instance.id in seen["cgroup"]
