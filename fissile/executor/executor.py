@@ -333,6 +333,9 @@ class Executor:
 
     def _forget(self, instance: Instance) -> None:
         Path(instance.socket_path).unlink(missing_ok=True)
+        # A program's own socket, when it bound one here (image command without a private
+        # /tmp: fissile/runtime/command.py).
+        Path(instance.socket_path).with_suffix(".http.sock").unlink(missing_ok=True)
         if instance.cgroup is not None:
             self._remove_cgroup(instance.cgroup, attempts=20)
         if instance.function is not None:

@@ -405,7 +405,8 @@ class FunctionPool:
         if response.status != 200:
             raise LoadFailed(_error_message(response.body))
         if env.image == "command":
-            await program.wait_listening(instance, env.command or "", self.spec.timeout)
+            path = program.socket_of(response.body)
+            await program.wait_listening(instance, env.command or "", self.spec.timeout, path)
         if self.is_async is None:
             self.is_async, self.contract = _loaded(response.body)
             if self.spec.concurrency is None and self.is_async:

@@ -21,6 +21,8 @@ from fissile._commandline import split_command
 #: The listening socket's descriptor in the program, as systemd's socket activation passes
 #: it (``LISTEN_FDS``), which several languages' libraries accept as they are.
 LISTEN_FD = 3
+#: The path a program may bind instead, inside its sandbox.
+PRIVATE_SOCKET = "/tmp/.fissile-http.sock"
 # Dispositions an exec keeps: Python ignores these two, a program expects the defaults.
 _RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -51,12 +53,21 @@ def resolve(command: str, deploy_dir: str) -> list[str]:
     return [path, *argv[1:]]
 
 
-def program_environment(function: str) -> dict[str, str]:
+def socket_path(private_tmp: bool, listener_path: str) -> str:
+    """Where the program may bind a socket of its own instead of using fd 3 (for servers that
+    take a path only): in its private /tmp, or without one next to the instance's socket."""
+    if private_tmp:
+        return PRIVATE_SOCKET
+    return os.path.splitext(listener_path)[0] + ".http.sock"
+
+
+def program_environment(function: str, path: str) -> dict[str, str]:
     """The instance's environment (scrubbed, plus the function's variables), and where the
     socket is."""
     env = dict(os.environ)
     env.update(
         FISSILE_FUNCTION=function,
+        FISSILE_SOCKET=path,
         FISSILE_SOCKET_FD=str(LISTEN_FD),
         LISTEN_FDS="1",
         LISTEN_FDNAMES="http",

@@ -67,8 +67,11 @@ class InstanceApp:
         self.threads: ThreadPoolExecutor | None = None
         self.logger = logging.getLogger("function")
         self.listener_fd = -1
-        # Image command: the program this instance becomes once it has answered.
+        self.listener_path = ""
+        # Image command: the program this instance becomes once it has answered, and where it
+        # may bind a socket of its own.
         self.program: list[str] | None = None
+        self.program_socket = ""
 
     def specialize(self, spec: dict[str, Any]) -> Response:
         if self.handler is not None:
@@ -116,12 +119,17 @@ class InstanceApp:
 
                 argv = command.resolve(spec.get("command") or "", deploy_dir)
                 os.chdir(deploy_dir)
+                private_tmp = bool(self.sandbox.get("filesystem"))
+                self.program_socket = command.socket_path(private_tmp, self.listener_path)
                 self.program = argv  # only now: a failed start answers, and stays Python
         except Exception as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", f"{image}: {exc}")
         # A program serves requests concurrently (an HTTP server, a process per request).
-        return Response({"function": self.function, "contract": image, "async": True})
+        body = {"function": self.function, "contract": image, "async": True}
+        if self.program is not None:
+            body["socket"] = self.program_socket
+        return Response(body)
 
 
 _ModulesMark = tuple[int, str | None, object]
@@ -377,7 +385,7 @@ class HttpConnection(asyncio.Protocol):
             ]
         )
         connection = self.transport.get_extra_info("socket").fileno()
-        env = command.program_environment(self.app.function)
+        env = command.program_environment(self.app.function, self.app.program_socket)
         command.hand_over(connection, answer, self.app.listener_fd, self.app.program, env)
 
     def write(self, response: Response, keep_alive: bool) -> None:
@@ -534,6 +542,7 @@ def serve(listener: socket.socket, token: str, sandbox: dict[str, Any] | None = 
     asyncio.set_event_loop(loop)
     app = InstanceApp(token, sandbox)
     app.listener_fd = listener.fileno()
+    app.listener_path = listener.getsockname()
     listener.setblocking(False)
     loop.run_until_complete(loop.create_unix_server(lambda: HttpConnection(app), sock=listener))
     loop.add_signal_handler(signal.SIGTERM, loop.stop)

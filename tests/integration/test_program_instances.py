@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
-server = Server("", Handler, bind_and_activate=False)
-server.socket = socket.socket(fileno=int(os.environ["FISSILE_SOCKET_FD"]))
+if os.environ.get("BIND_PATH"):  # a server that takes a path only
+    server = Server(os.environ["FISSILE_SOCKET"], Handler)
+else:
+    server = Server("", Handler, bind_and_activate=False)
+    server.socket = socket.socket(fileno=int(os.environ["FISSILE_SOCKET_FD"]))
 server.serve_forever()
 """
 
@@ -202,3 +206,45 @@ async def test_program_that_keeps_failing_backs_off(sandboxed: Harness) -> None:
             break
     assert codes[-1] == (503, "crash_loop"), codes
     assert set(codes[:-1]) <= {(500, "load_failed")}, codes
+
+
+async def test_program_may_bind_the_path_it_is_given(sandboxed: Harness) -> None:
+    deploy(sandboxed, "binder", {"server.py": SERVER}, env_vars={"BIND_PATH": "1"})
+    response = await call(sandboxed, "binder", "/function/binder")
+    assert isinstance(response, InstanceResponse), response
+    assert response.status == 200, response.body
+    assert json.loads(response.body)["path"] == "/function/binder"
+    [instance] = sandboxed.executor.function("binder").instances
+    assert instance.connect_path.startswith("/proc/self/fd/")
+    second = await call(sandboxed, "binder", "/function/binder/again")
+    assert isinstance(second, InstanceResponse) and second.status == 200
+
+
+DECOY_LINK = """
+import os, time
+os.symlink(os.environ["DECOY"], os.environ["FISSILE_SOCKET"])
+print("linked", flush=True)
+time.sleep(600)
+"""
+
+
+async def test_a_link_at_the_path_is_never_followed(sandboxed: Harness, tmp_path: Path) -> None:
+    # The program points its path at a socket of the host's; the supervisor must not connect
+    # there (a symbolic link resolves in the root of whoever follows it).
+    decoy_path = str(tmp_path / "decoy.sock")
+    decoy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    decoy.bind(decoy_path)
+    decoy.listen()
+    decoy.setblocking(False)
+    try:
+        deploy(
+            sandboxed, "linker", {"server.py": DECOY_LINK}, env_vars={"DECOY": decoy_path},
+            timeout=1.5, queue_timeout=60,
+        )  # fmt: skip
+        message = load_error(await call(sandboxed, "linker"))
+        assert "did not answer on its socket within 1.5s" in message
+        assert "linked" in message
+        with pytest.raises(BlockingIOError):
+            decoy.accept()
+    finally:
+        decoy.close()

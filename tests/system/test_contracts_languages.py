@@ -84,7 +84,12 @@ def test_node_hello_answers_byte_for_byte(
     assert seen["HOME"] == "/tmp"
     # Nothing of the supervisor's environment: only the scrubbed base and the function's own.
     base = {"PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR", "HOME", "TMPDIR"}
-    platform_given = {"FISSILE_PLATFORM_SOCKET", "FISSILE_FUNCTION", "FISSILE_SOCKET_FD"}
+    platform_given = {
+        "FISSILE_PLATFORM_SOCKET",
+        "FISSILE_FUNCTION",
+        "FISSILE_SOCKET",
+        "FISSILE_SOCKET_FD",
+    }
     activation = {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
     assert set(seen["keys"]) <= base | platform_given | activation | {"GREETING"}, seen["keys"]
     wait_for(
@@ -197,3 +202,22 @@ def test_node_timeout_and_idle_reaping_end_the_program(
         "the idle instance reaped",
     )
     assert not wait_gone([p for p in procs if p is not None], 30)
+
+
+@needs_node
+def test_node_listening_on_the_path_it_is_given(
+    platform: Platform, node_env: str, tmp_path: Path
+) -> None:
+    source = SERVER_JS.replace("node-hello", "node-path").replace(
+        "server.listen({fd: Number(process.env.FISSILE_SOCKET_FD)});",
+        "server.listen(process.env.FISSILE_SOCKET);",
+    )
+    assert "FISSILE_SOCKET)" in source
+    write(tmp_path / "path" / "server.js", source)
+    platform.ok(
+        "fn", "create", "--name", "node-path", "--env", node_env, "--src", str(tmp_path / "path")
+    )
+    for _ in range(3):
+        response = platform.request("POST", "/function/node-path", content=b"by path")
+        assert response.status_code == 201, response.text
+        assert response.content == b"POST /function/node-path by path"

@@ -94,11 +94,17 @@ def test_a_bare_program_is_found_on_path(tmp_path: Path) -> None:
 
 def test_the_program_is_told_where_its_socket_is(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GREETING", "hi")
-    env = command.program_environment("hello")
+    env = command.program_environment("hello", "/tmp/.fissile-http.sock")
     assert env["GREETING"] == "hi"
     assert env["FISSILE_FUNCTION"] == "hello"
+    assert env["FISSILE_SOCKET"] == "/tmp/.fissile-http.sock"
     assert (env["FISSILE_SOCKET_FD"], env["LISTEN_FDS"]) == ("3", "1")
     assert env["LISTEN_PID"] == str(os.getpid())
+
+
+def test_the_path_a_program_may_bind_is_private_or_next_to_its_socket() -> None:
+    assert command.socket_path(True, "/run/x/i7.sock") == "/tmp/.fissile-http.sock"
+    assert command.socket_path(False, "/run/x/i7.sock") == "/run/x/i7.http.sock"
 
 
 # --- image binary ------------------------------------------------------------------------------
