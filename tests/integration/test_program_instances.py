@@ -4,6 +4,7 @@ serves on the socket it inherits; programs that exit or never listen fail with a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -25,12 +26,14 @@ pytestmark = pytest.mark.skipif(PYTHON is None, reason="no python3 on PATH to ru
 # A program in another language, as far as fissile knows: the standard library's HTTP server
 # on the inherited socket, reporting what it sees of its sandbox.
 SERVER = """
-import http.server, json, os, socket, socketserver
+import http.server, json, os, socket, socketserver, time
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        if "sleep=" in self.path:
+            time.sleep(float(self.path.rsplit("sleep=", 1)[1]))
         package = None
         if os.getcwd() == "/function":  # sandboxed: its own root and /tmp, nothing of the host
             try:
@@ -248,3 +251,15 @@ async def test_a_link_at_the_path_is_never_followed(sandboxed: Harness, tmp_path
             decoy.accept()
     finally:
         decoy.close()
+
+
+async def test_max_scale_and_concurrency_hold_for_programs(sandboxed: Harness) -> None:
+    deploy(sandboxed, "single", {"server.py": SERVER}, max_scale=1, concurrency=1)
+    answers = await asyncio.gather(
+        *(call(sandboxed, "single", "/function/single?sleep=0.3") for _ in range(3))
+    )
+    assert all(isinstance(a, InstanceResponse) and a.status == 200 for a in answers), answers
+    pool = sandboxed.executor.function("single")
+    assert len(pool.instances) == 1
+    # The three took turns on one instance: none was started beside it.
+    assert pool.status().restarts == 0 and pool.inflight == 0
