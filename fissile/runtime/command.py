@@ -3,7 +3,8 @@
 The instance is specialized like any other (the sandbox's specialization half, as the
 function's uid), answers the executor, then ``execve``s the environment's command in the
 function's package. The program inherits the instance's listening unix socket as fd 3 and
-must serve HTTP/1.1 on it; it keeps the pid, the process group, the cgroup, the namespaces,
+serves HTTP/1.1 on it, or on one it binds at ``FISSILE_SOCKET`` (a server that takes a path
+only); it keeps the pid, the process group, the cgroup, the namespaces,
 the seccomp filter, the parent-death signal and the output pipe, so the platform treats it as
 it treats a Python instance.
 """
@@ -23,7 +24,8 @@ from fissile._commandline import split_command
 LISTEN_FD = 3
 #: The path a program may bind instead, inside its sandbox.
 PRIVATE_SOCKET = "/tmp/.fissile-http.sock"
-# Dispositions an exec keeps: Python ignores these two, a program expects the defaults.
+# Python ignores SIGPIPE and SIGXFSZ, which an exec keeps, and the runtime handles the others:
+# a program expects the defaults of them all.
 _RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -42,7 +44,8 @@ def resolve(command: str, deploy_dir: str) -> list[str]:
     if "/" in program:
         path = os.path.join(deploy_dir, program)
         if not os.path.isfile(path):
-            raise CommandError(f"{program!r} is not a file of the package")
+            where = "" if os.path.isabs(program) else " of the package"
+            raise CommandError(f"{program!r} is not a file{where}")
         if not os.access(path, os.X_OK):
             raise CommandError(f"{program!r} is not executable (chmod +x, or run it with sh)")
     else:
