@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from fissile import _host
 from fissile._commandline import split_command
 from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile._units import parse_duration, parse_memory
@@ -124,7 +125,9 @@ class Meta(BaseModel):
 class EnvironmentSpec(Spec):
     name: Name
     image: Annotated[str, BeforeValidator(_normalise_image)] = "python"
-    poolsize: int = Field(3, ge=0, le=64, description="warm, unspecialized instances kept ready")
+    poolsize: int = Field(
+        3, ge=0, description="warm, unspecialized instances kept ready (bounded by the host)"
+    )
     preload: list[str] = Field(
         default_factory=list, description="modules the environment's zygote imports once"
     )
@@ -155,6 +158,18 @@ class EnvironmentSpec(Spec):
         if self.image in FOREIGN_IMAGES and self.preload:
             raise ValueError(f"preload applies to image python only, not {self.image}")
         return self
+
+    @field_validator("poolsize")
+    @classmethod
+    def _poolsize(cls, value: int) -> int:
+        bound = _host.max_poolsize()
+        if value > bound:
+            raise ValueError(
+                f"at most {bound} on this host (one warm instance per"
+                f" {_host.INSTANCE_MEMORY >> 20} MiB of memory"
+                f" and {_host.INSTANCE_PIDS} process ids)"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -346,7 +361,25 @@ _RESERVED_PREFIXES = {
     "/async-function": "asynchronous function calls",
     "/invocations": "asynchronous invocation results",
 }
-_URL_SEGMENT = r"(\{[A-Za-z_][A-Za-z0-9_]*(:[^/{}]+)?\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)"
+# A parameter's pattern may match '/' (``{path:[a-z/]+}``), as gorilla/mux lets Fission's do.
+_URL_SEGMENT = r"(\{[A-Za-z_][A-Za-z0-9_]*(:[^{}]+)?\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)"
+
+
+def template_segments(path: str) -> list[str]:
+    """The segments of a path template (without its leading '/'), split at the slashes outside
+    its ``{params}``."""
+    segments: list[str] = []
+    depth = start = 0
+    for index, char in enumerate(path):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth = max(depth - 1, 0)
+        elif char == "/" and depth == 0:
+            segments.append(path[start:index])
+            start = index + 1
+    segments.append(path[start:])
+    return segments
 
 
 class HTTPTriggerSpec(Spec):
@@ -377,7 +410,7 @@ class HTTPTriggerSpec(Spec):
             raise ValueError("must be at most 1024 characters")
         trimmed = value.rstrip("/") or "/"
         if trimmed != "/":
-            for segment in trimmed[1:].split("/"):
+            for segment in template_segments(trimmed[1:]):
                 if not re.fullmatch(_URL_SEGMENT, segment):
                     raise ValueError(f"invalid path segment {segment!r}")
                 if segment.startswith("{") and ":" in segment:

@@ -1,6 +1,7 @@
 """Turning a package's source archive into an immutable deploy directory.
 
-Default build: a ``requirements.txt`` is installed with ``pip install --target`` next to the
+Default build: a ``requirements.txt`` (or ``requirements.txt.3.11`` for the running Python,
+which wins, as SeBS's benchmarks ship them) is installed with ``pip install --target`` next to the
 source; otherwise ``buildcmd`` runs in the source directory with Fission's ``SRC_PKG`` and
 ``DEPLOY_PKG`` set; with neither, the source is the deploy directory. Results are stored by a
 content address of (source, build command, environment), so the same source is built once.
@@ -44,6 +45,16 @@ logger = logging.getLogger("fissile.builder")
 
 BUILD_TIMEOUT = 600.0
 MAX_LOG = 64 * 1024
+
+
+def requirements_file(src: Path) -> str | None:
+    """The requirements file a package's default build installs: one for the running Python
+    (``requirements.txt.3.11``) when it has one, else ``requirements.txt``."""
+    versioned = f"requirements.txt.{sys.version_info.major}.{sys.version_info.minor}"
+    for name in (versioned, "requirements.txt"):
+        if (src / name).is_file():
+            return name
+    return None
 
 
 class BuildError(Exception):
@@ -229,7 +240,8 @@ class Builder:
                 await _finish_in_thread(extract_archive, archive, src)
             except ArchiveError as exc:
                 raise BuildError(str(exc)) from None
-            runs = spec.buildcmd or (src / "requirements.txt").is_file()
+            requirements = requirements_file(src)
+            runs = spec.buildcmd or requirements is not None
             if runs:
                 await _finish_in_thread(self.sandbox.prepare, layout)
                 if self.sandbox.warning:
@@ -254,9 +266,9 @@ class Builder:
                     "--target",
                     layout.deploy_pkg,
                     "-r",
-                    "requirements.txt",
+                    str(requirements),
                 ]
-                log.append("$ pip install -r requirements.txt --target $DEPLOY_PKG\n")
+                log.append(f"$ pip install -r {requirements} --target $DEPLOY_PKG\n")
                 await self._execute(command, layout, log)
                 if not _is_directory(deploy):
                     raise BuildError("$DEPLOY_PKG is no longer a directory")

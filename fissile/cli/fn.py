@@ -344,9 +344,13 @@ def get(name: str, output: str) -> None:
 
 def _contract(function: dict[str, Any]) -> str:
     """What was asked for and, once an instance loaded the function, what is in effect."""
-    asked = function.get("contract") or "(environment's)"
+    asked = function.get("contract")
     in_effect = function["status"].get("contract")
-    return f"{in_effect} ({asked})" if in_effect and in_effect != asked else asked
+    if asked is None:
+        return f"{in_effect} (the environment's)" if in_effect else "the environment's"
+    if in_effect and in_effect != asked:
+        return f"{in_effect} ({asked})"
+    return str(asked)
 
 
 @fn.command("list")

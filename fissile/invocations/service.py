@@ -343,7 +343,8 @@ class Invocations:
                 invocation.function,
                 method=invocation.method,
                 path=invocation.target,
-                headers=invocation.headers,
+                # Marked, so that contracts with their own event for it (Lambda's) know.
+                headers=[*invocation.headers, ("x-fissile-async", "true")],
                 body=body,
                 invocation_id=invocation.id,
                 on_acquire=attempt.acquired,

@@ -64,6 +64,9 @@ _HOP_BY_HOP = frozenset(
         b"expect",
     }
 )
+# The platform's metadata, Fission's path parameter headers included (Fission's router
+# overwrites a client's copy; here it never reaches the function).
+_PLATFORM_HEADERS = (b"x-fissile-", b"x-fission-params-")
 # Instance response headers never passed on: the framing is the router's (here and in
 # protocol.py).
 DROP_FROM_RESPONSE = frozenset(
@@ -122,11 +125,13 @@ class Router:
 
     def direct(
         self, method: str, path: str, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[FunctionPool, dict[str, str]] | None:
-        """The pool and path params of a plain synchronous call to a function, which the
-        router's protocol forwards itself; None for everything else (the router's own answers,
-        the front door, webhooks), which takes the ASGI path through ``http``."""
+    ) -> tuple[FunctionPool, dict[str, str], str | None] | None:
+        """The pool, path params and route prefix (on a prefix route) of a plain synchronous
+        call to a function, which the router's protocol forwards itself; None for everything
+        else (the router's own answers, the front door, webhooks), which takes the ASGI path
+        through ``http``."""
         params: dict[str, str] = {}
+        prefix: str | None = None
         if path.startswith(DIRECT_PREFIX):
             function = path[len(DIRECT_PREFIX) :].split("/", 1)[0]
         elif path.startswith((ASYNC_PREFIX, INVOCATIONS_PREFIX, "/_fissile/")):
@@ -140,6 +145,8 @@ class Router:
                 return None
             function = match.route.function
             params = match.params
+            if match.route.prefix:
+                prefix = match.route.path
         pool = self.executor.functions.get(function)
         if pool is None:
             return None
@@ -147,7 +154,7 @@ class Router:
             for name, value in headers:
                 if name == b"prefer" and b"respond-async" in value.lower():
                     return None
-        return pool, params
+        return pool, params, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -171,6 +178,7 @@ class Router:
         method: str = scope["method"]
         path: str = scope["path"]
         params: dict[str, str] = {}
+        prefix: str | None = None
         asynchronous = False
         secret: bytes | None = None
         if path.startswith(DIRECT_PREFIX):
@@ -197,6 +205,8 @@ class Router:
                 return
             function = match.route.function
             params = match.params
+            if match.route.prefix:
+                prefix = match.route.path
             secret = self._webhook_secrets.get(match.route.trigger)
 
         try:
@@ -246,6 +256,7 @@ class Router:
             params,
             body,
             pool.spec.timeout,
+            prefix,
         )
         result = await forward(self.executor, pool, request)
         if isinstance(result, InstanceResponse):
@@ -306,17 +317,19 @@ def encode_forward(
     params: dict[str, str],
     body: bytes,
     timeout: float,
+    prefix: str | None = None,
 ) -> bytes:
     """The request a client sent, as one complete HTTP/1.1 request for an instance: its
     end-to-end headers (names in lower case) and the platform's metadata.
 
-    ``target`` is the request target as the client sent it (path and query, still encoded)."""
+    ``target`` is the request target as the client sent it (path and query, still encoded);
+    ``prefix`` the route prefix it matched, which a whole app takes as its mount point."""
     # Bytes throughout, and the parts fixed per function cached: this was ~12 % of the
     # router's CPU per request under wrk (py-spy) when built from f-strings.
     lines = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
     host = b""
     for name, value in headers:
-        if name in _HOP_BY_HOP or name.startswith(b"x-fissile-"):
+        if name in _HOP_BY_HOP or name.startswith(_PLATFORM_HEADERS):
             continue
         if name == b"host":
             host = value
@@ -328,13 +341,15 @@ def encode_forward(
     )
     if client:
         lines.append(_forwarded_for(client))
+    if prefix is not None:
+        lines.append(_route_prefix(prefix))
     if params:
         meta = [f"x-fissile-params: {json.dumps(params)}"]
         # Path params are percent-decoded: escape control characters again so a value
         # cannot end the header line (CR LF) and smuggle headers into the instance.
-        meta.extend(
-            f"x-fissile-params-{key}: {_header_safe(value)}" for key, value in params.items()
-        )
+        for key, param in params.items():
+            safe = _header_safe(param)
+            meta += (f"x-fissile-params-{key}: {safe}", f"{_fission_param(key)}: {safe}")
         lines.append(("\r\n".join(meta) + "\r\n").encode("latin-1", "replace"))
     lines += (b"content-length: %d\r\n\r\n" % len(body), body)
     return b"".join(lines)
@@ -345,6 +360,12 @@ def _fixed_meta(function: str, timeout: float, scheme: str) -> bytes:
     text = f"x-fissile-function: {function}\r\nx-fissile-timeout: {timeout:g}\r\n"
     text += f"x-forwarded-proto: {scheme}\r\n"
     return text.encode("latin-1", "replace")
+
+
+@functools.lru_cache(maxsize=4096)
+def _route_prefix(prefix: str) -> bytes:
+    # Percent-encoded: a prefix may hold characters a header cannot.
+    return b"x-fissile-route-prefix: %s\r\n" % quote(prefix, safe="/").encode("ascii")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -364,7 +385,7 @@ def _async_headers(
         if name == b"x-callback-url":
             callback = value.decode("latin-1")
             continue
-        if name in _HOP_BY_HOP or name == b"prefer" or name.startswith(b"x-fissile-"):
+        if name in _HOP_BY_HOP or name == b"prefer" or name.startswith(_PLATFORM_HEADERS):
             continue
         if name == b"host":
             host = value.decode("latin-1")
@@ -383,7 +404,15 @@ def _async_headers(
     if params:
         headers.append(("x-fissile-params", json.dumps(params)))
         headers += [(f"x-fissile-params-{k}", _header_safe(v)) for k, v in params.items()]
+        headers += [(_fission_param(k), _header_safe(v)) for k, v in params.items()]
     return headers, callback
+
+
+@functools.lru_cache(maxsize=1024)
+def _fission_param(name: str) -> str:
+    """Fission's router header for a path parameter: Go's canonical form of
+    ``X-Fission-Params-<name>`` (``id`` → ``X-Fission-Params-Id``, ``userId`` → ``...-Userid``)."""
+    return "X-Fission-Params-" + name.capitalize()
 
 
 def _header_safe(value: str) -> str:

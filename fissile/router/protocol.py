@@ -377,7 +377,7 @@ class RouterProtocol(asyncio.Protocol):
                 self._relay(request)
                 continue
             self.busy = True
-            pool, params = direct
+            pool, params, prefix = direct
             self.keep_alive = request.keep_alive
             self.http10 = request.version == "1.0"
             try:
@@ -391,6 +391,7 @@ class RouterProtocol(asyncio.Protocol):
                     params,
                     request.body,
                     pool.spec.timeout,
+                    prefix,
                 )
             except Exception:
                 logger.exception("router: cannot forward %s %r", request.method, request.target)
@@ -417,7 +418,7 @@ class RouterProtocol(asyncio.Protocol):
             elif not self.in_message:
                 self.idle_since = self.loop.time()
 
-    def _direct(self, request: _Request) -> tuple[FunctionPool, dict[str, str]] | None:
+    def _direct(self, request: _Request) -> tuple[FunctionPool, dict[str, str], str | None] | None:
         if request.method == "HEAD" or not request.target.startswith(b"/"):
             return None
         raw_path = request.target.partition(b"?")[0]

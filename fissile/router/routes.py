@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from fissile.models import HTTPTriggerSpec
+from fissile.models import HTTPTriggerSpec, template_segments
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,8 @@ class _Param:
     name: str
     pattern: re.Pattern[str] | None
     node: _Node
+    #: whether the pattern may match '/' and so span several segments
+    spans: bool = False
 
 
 @dataclass(slots=True)
@@ -81,7 +83,7 @@ class RouteTable:
             self._exact.setdefault(route.path, []).append(route)
         else:
             node = self._root
-            for segment in _segments(route.path):
+            for segment in template_segments(route.path.strip("/")):
                 if segment.startswith("{"):
                     name, _, pattern = segment[1:-1].partition(":")
                     compiled = re.compile(pattern) if pattern else None
@@ -94,7 +96,12 @@ class RouteTable:
                         None,
                     )
                     if param is None:
-                        param = _Param(name, compiled, _Node())
+                        # A pattern naming '/', or matching it ([^x]+, .+), is tried on
+                        # several segments, as gorilla/mux's whole-path regex would.
+                        spans = compiled is not None and (
+                            "/" in pattern or compiled.search("/") is not None
+                        )
+                        param = _Param(name, compiled, _Node(), spans)
                         # Constrained parameters are tried before unconstrained ones.
                         node.params.append(param)
                         node.params.sort(key=lambda p: p.pattern is None)
@@ -149,7 +156,14 @@ def _walk(
     if child is not None:
         yield from _walk(child, segments, index + 1, params)
     for param in node.params:
-        if param.pattern is None or param.pattern.fullmatch(segment):
+        if param.spans:
+            assert param.pattern is not None
+            # Longest first: the whole-path regex gorilla/mux builds is greedy.
+            for end in range(len(segments), index, -1):
+                value = "/".join(segments[index:end])
+                if param.pattern.fullmatch(value):
+                    yield from _walk(param.node, segments, end, {**params, param.name: value})
+        elif param.pattern is None or param.pattern.fullmatch(segment):
             yield from _walk(param.node, segments, index + 1, {**params, param.name: segment})
 
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Any, NoReturn
@@ -28,7 +28,7 @@ import httptools
 
 from fissile.runtime._pages import release_zero_pages
 from fissile.runtime.context import Context
-from fissile.runtime.contracts import AUTO, Handler, bind
+from fissile.runtime.contracts import AUTO, Handler, bind, fission
 from fissile.runtime.loader import LoadError, load_entry, load_entrypoint
 from fissile.runtime.request import Request
 from fissile.runtime.response import (
@@ -73,7 +73,7 @@ class InstanceApp:
         self.program: list[str] | None = None
         self.program_socket = ""
 
-    def specialize(self, spec: dict[str, Any]) -> Response:
+    def specialize(self, spec: dict[str, Any]) -> Response | Coroutine[Any, Any, Response]:
         if self.handler is not None:
             return _error(409, "already_specialized", f"instance already runs {self.function}")
         self.function = spec["function"]
@@ -90,19 +90,40 @@ class InstanceApp:
         try:
             mark = _modules_mark()
             contract = spec.get("contract") or AUTO
-            func, module = load_entry(
+            # Fission's functions are imported inside a Flask app (module-level current_app).
+            load = fission.load if contract in (AUTO, "fission") else load_entry
+            func, module = load(
                 deploy_dir,
                 spec.get("entrypoint") or "main",
                 package_first=contract not in _PACKAGE_LAST,
             )
-            handler = bind(func, self.function, deploy_dir, _modules_since(mark), contract, module)
+            options = {"memory": spec.get("memory")}  # Lambda's context.memory_limit_in_mb
+            loaded = _modules_since(mark)
+            handler = bind(func, self.function, deploy_dir, loaded, contract, module, options)
         except (LoadError, TypeError) as exc:
             print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", str(exc))
         if not handler.is_async and int(spec.get("concurrency", 1)) > 1:
             self.threads = ThreadPoolExecutor(int(spec["concurrency"]), self.function)
-        self.handler = handler
         body = {"function": self.function, "contract": handler.contract, "async": handler.is_async}
+        if handler.startup is not None:
+            return self._start(handler, body)
+        self.handler = handler
+        return Response(body)
+
+    async def _start(self, handler: Handler, body: dict[str, Any]) -> Response:
+        """Run the function's startup (an ASGI app's lifespan) on the instance's loop before
+        answering the specialization: a failure fails the load, like an import error."""
+        assert handler.startup is not None
+        try:
+            await handler.startup()
+        except SystemExit as exc:
+            _exit(exc)
+        except Exception as exc:
+            sys.stderr.write(_user_traceback(exc))
+            print(f"fissile: cannot start {self.function}: {exc}", file=sys.stderr, flush=True)
+            return _error(500, "load_failed", f"startup failed: {type(exc).__name__}: {exc}")
+        self.handler = handler
         return Response(body)
 
     def _specialize_program(self, spec: dict[str, Any], deploy_dir: str) -> Response:
@@ -358,12 +379,12 @@ class HttpConnection(asyncio.Protocol):
         except Exception as exc:
             return _failed(self.app.function, exc)
 
-    def control(self, request: Request) -> Response:
+    def control(self, request: Request) -> Response | Coroutine[Any, Any, Response]:
         if request.headers.get(CONTROL_HEADER) != self.app.token:
             return _error(403, "forbidden", "bad control token")
         if request.path == "/_fissile/specialize" and request.method == "POST":
             response = self.app.specialize(json.loads(request.body))
-            if self.app.program is not None:
+            if self.app.program is not None and isinstance(response, Response):
                 self._become_program(response)
             return response
         if request.path == "/_fissile/healthz":

@@ -214,6 +214,36 @@ async def test_requirements_install_a_local_library(builds: Builds, tmp_path: Pa
     assert (deployed / "fxlib-1.0.dist-info" / "METADATA").is_file()
 
 
+async def test_requirements_for_the_running_python_win(builds: Builds, tmp_path: Path) -> None:
+    # SeBS ships requirements.txt.3.8, .3.9, ... next to a plain requirements.txt.
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    source = write(
+        tmp_path / "src",
+        {
+            "handler.py": "import fxlib\ndef main(request):\n    return fxlib.VALUE\n",
+            "requirements.txt": "./missing-lib\n",
+            "requirements.txt.2.7": "./missing-lib\n",
+            f"requirements.txt.{version}": "./mylib\n",
+            "mylib/pyproject.toml": PYPROJECT,
+            "mylib/fx_backend.py": BACKEND,
+            "mylib/fxlib/__init__.py": "VALUE = 'versioned'\n",
+        },
+    )
+    status = await builds.build("versioned", source)
+    assert status.state == "succeeded", status.log
+    assert f"$ pip install -r requirements.txt.{version} --target $DEPLOY_PKG" in status.log
+    deployed = builds.deployed(status)
+    assert (deployed / "fxlib" / "__init__.py").read_text() == "VALUE = 'versioned'\n"
+
+
+async def test_only_a_versioned_requirements_file(builds: Builds, tmp_path: Path) -> None:
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    files = {"main.py": HELLO, f"requirements.txt.{version}": "./missing-lib\n"}
+    status = await builds.build("onlyversioned", write(tmp_path / "src", files))
+    assert status.state == "failed"
+    assert "missing-lib" in status.log
+
+
 async def test_failing_requirements(builds: Builds, tmp_path: Path) -> None:
     source = write(tmp_path / "src", {"main.py": HELLO, "requirements.txt": "./missing-lib\n"})
     status = await builds.build("baddeps", source)

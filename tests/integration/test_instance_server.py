@@ -42,6 +42,15 @@ def fail(request):
 def bad_status(request):
     return ("x", 999)
 
+class Opaque:
+    pass
+
+def opaque(request):
+    return Opaque()
+
+def opaque_in_dict(request):
+    return {"when": __import__("datetime").date(2024, 1, 2), "what": Opaque()}
+
 async def slow_async(request):
     await asyncio.sleep(float(request.query.get("t", "0")))
     return request.query.get("n", "")
@@ -228,7 +237,24 @@ async def test_bad_return_value_is_a_500(instance: Instance) -> None:
     await instance.specialize(conn, entrypoint="fxserved.bad_status")
     response = await call(conn, "GET", "/")
     assert response.status == 500
-    assert json.loads(response.body)["error"]["type"] == "TypeError"
+    error = json.loads(response.body)["error"]
+    assert error["code"] == "invalid_response"
+    assert "status must be an integer from 100 to 599, not 999" in error["message"]
+
+
+@pytest.mark.parametrize("entrypoint", ["fxserved.opaque", "fxserved.opaque_in_dict"])
+async def test_an_object_fissile_cannot_encode_is_never_its_repr(
+    instance: Instance, entrypoint: str
+) -> None:
+    # It used to be 200 with "<fxserved.Opaque object at 0x...>" (json.dumps(default=str)).
+    conn = await instance.connect()
+    await instance.specialize(conn, entrypoint=entrypoint)
+    response = await call(conn, "GET", "/")
+    assert response.status == 500
+    error = json.loads(response.body)["error"]
+    assert error["code"] == "invalid_response"
+    assert "cannot encode a fxserved.Opaque as a response body" in error["message"]
+    assert b"object at 0x" not in response.body
 
 
 async def test_params_from_the_router_header(instance: Instance) -> None:

@@ -13,6 +13,7 @@ from intkit import Harness
 
 from fissile.models import HTTPTriggerSpec
 from fissile.router import Router
+from fissile.router.app import _fission_param
 
 ECHO = """
 import json
@@ -88,6 +89,19 @@ async def test_route_with_params(routed: Routed) -> None:
     assert seen["params"] == {"id": "42", "Course": "Math"}
     assert seen["headers"]["x-fissile-params-id"] == "42"
     assert seen["headers"]["x-fissile-params-course"] == "Math"
+
+
+async def test_route_params_reach_the_function_as_fission_headers(routed: Routed) -> None:
+    routed.route("users", url="/users/{userId}/files/{path:[a-z/]+}")
+    forged = {"X-Fission-Params-Userid": "admin", "X-Fission-Params-Other": "x"}
+    seen = await routed.echo("GET", "/users/7/files/a/b", headers=forged)
+    assert seen["params"] == {"userId": "7", "path": "a/b"}
+    # Go's canonical header names, as Fission's router sets them; a client's copies are dropped.
+    assert seen["headers"]["x-fission-params-userid"] == "7"
+    assert seen["headers"]["x-fission-params-path"] == "a/b"
+    assert "x-fission-params-other" not in seen["headers"]
+    assert _fission_param("userId") == "X-Fission-Params-Userid"
+    assert _fission_param("user_id") == "X-Fission-Params-User_id"
 
 
 async def test_clients_cannot_forge_platform_headers(routed: Routed) -> None:

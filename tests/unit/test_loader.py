@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fissile.runtime.loader import LoadError, load_entrypoint
+from fissile.runtime.loader import LoadError, load_entry, load_entrypoint
 
 pytestmark = pytest.mark.usefixtures("isolated_import")
 
@@ -173,3 +173,35 @@ def test_loading_enters_the_deploy_directory(tmp_path: Path) -> None:
 def test_a_lone_file_named_unlike_a_module_is_loaded_by_path(tmp_path: Path) -> None:
     root = deploy(tmp_path, {"hello-world.py": "def main():\n    return 'dashed'\n"})
     assert load_entrypoint(root, "main")() == "dashed"
+
+
+def test_module_colon_attribute_names_an_app(tmp_path: Path) -> None:
+    root = deploy(
+        tmp_path,
+        {
+            "fxapp/__init__.py": "",
+            "fxapp/web.py": "class A:\n    def app(self, x):\n        return x\n\nholder = A()\n",
+        },
+    )
+    func, module = load_entry(root, "fxapp.web:holder.app")
+    assert func("ok") == "ok"
+    assert module.__name__ == "fxapp.web"
+
+
+def test_an_empty_entrypoint_is_main(tmp_path: Path) -> None:
+    root = deploy(tmp_path, {"fxempty.py": "def main():\n    return 'empty'\n"})
+    func, _ = load_entry(root, "")
+    assert func() == "empty"
+
+
+def test_the_package_can_go_after_the_runtime_on_sys_path(tmp_path: Path) -> None:
+    root = deploy(tmp_path, {"fxlast.py": "def main():\n    return 1\n"})
+    load_entry(root, "main", package_first=False)
+    assert sys.path[-1] == root
+    assert sys.path[0] != root
+
+
+def test_a_missing_attribute_of_an_app_path(tmp_path: Path) -> None:
+    root = deploy(tmp_path, {"fxnoattr.py": "app = None\n"})
+    with pytest.raises(LoadError, match=r"has no attribute 'nothing\.here'"):
+        load_entry(root, "fxnoattr:nothing.here")

@@ -74,11 +74,21 @@ def test_unknown_image_rejected(image: str) -> None:
         EnvironmentSpec(name="e", image=image)
 
 
-@pytest.mark.parametrize("poolsize", [-1, 65])
+@pytest.mark.parametrize("poolsize", [-1, 10**9])
 def test_poolsize_bounds(poolsize: int) -> None:
     with pytest.raises(ValidationError) as info:
         EnvironmentSpec(name="e", poolsize=poolsize)
     assert error_locations(info.value) == [("poolsize",)]
+
+
+def test_poolsize_bound_follows_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fissile import _host
+
+    assert _host.max_poolsize() >= 1
+    monkeypatch.setattr(_host, "max_poolsize", lambda: 200)
+    assert EnvironmentSpec(name="e", poolsize=200).poolsize == 200  # past the old fixed 64
+    with pytest.raises(ValidationError, match="at most 200 on this host"):
+        EnvironmentSpec(name="e", poolsize=201)
 
 
 def test_preload_module_names() -> None:
@@ -318,3 +328,41 @@ def test_trigger_kinds_validate_their_fields() -> None:
 def test_webhook_secrets_are_not_trivially_short() -> None:
     with pytest.raises(ValidationError, match="at least 8"):
         trigger(url="/hook", webhook_secret="short")
+
+
+def test_the_fission_fastapi_image_implies_its_contract() -> None:
+    from fissile.models import EnvironmentSpec
+
+    for image in (
+        "fission/python-fastapi-env",
+        "ghcr.io/fission/python-fastapi-env:latest",
+        "fission/python-fastapi-env-3.11",
+    ):
+        env = EnvironmentSpec(name="fastapi", image=image)
+        assert (env.image, env.contract) == ("python", "fission-fastapi")
+    explicit = EnvironmentSpec(name="e", image="fission/python-fastapi-env", contract="native")
+    assert explicit.contract == "native"
+    assert EnvironmentSpec(name="p", image="fission/python-env").contract == "auto"
+
+
+def test_function_contracts_and_entrypoints() -> None:
+    from pydantic import ValidationError
+
+    from fissile.models import FunctionSpec
+
+    base = {"name": "f", "env": "python", "package": "p"}
+    assert FunctionSpec(**base).contract is None
+    for entrypoint in (
+        "",
+        "main",
+        "mod.main",
+        "app:app",
+        "my.site.wsgi:application",
+        "hello-world.main",
+    ):
+        assert FunctionSpec(**base, entrypoint=entrypoint).entrypoint == entrypoint
+    for bad in ("a:b:c", "1mod.main", "mod.", ":app", "mod:1x"):
+        with pytest.raises(ValidationError):
+            FunctionSpec(**base, entrypoint=bad)
+    with pytest.raises(ValidationError):
+        FunctionSpec(**base, contract="soap")

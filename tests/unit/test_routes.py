@@ -213,3 +213,29 @@ def test_prefix_and_url_on_the_same_path_do_not_conflict() -> None:
 def test_a_trigger_does_not_conflict_with_itself() -> None:
     existing = [route("a", url="/x")]
     assert find_conflict(route("a", url="/x"), existing) is None
+
+
+def test_a_pattern_matching_slashes_spans_segments_as_in_gorilla_mux() -> None:
+    table = RouteTable(
+        [
+            route("chat", url=r"/chat/{path:[a-zA-Z0-9\.\/]+}"),
+            route("raw", url="/files/{name:.+}/raw"),
+            route("one", url="/one/{id:[0-9]+}"),
+        ]
+    )
+    assert served_by(table, "GET", "/chat/a/b.txt") == ("chat", {"path": "a/b.txt"})
+    assert served_by(table, "GET", "/chat/x") == ("chat", {"path": "x"})
+    assert served_by(table, "GET", "/chat/a/b-c") is None
+    assert served_by(table, "GET", "/files/a/b/raw") == ("raw", {"name": "a/b"})
+    assert served_by(table, "GET", "/files/a/raw/raw") == ("raw", {"name": "a/raw"})
+    assert served_by(table, "GET", "/one/42/43") is None
+    assert served_by(table, "GET", "/one/42") == ("one", {"id": "42"})
+
+
+def test_a_pattern_with_a_slash_is_a_valid_trigger_url() -> None:
+    spec = HTTPTriggerSpec(name="t", function="f", url="/a/{rest:[a-z]+/[0-9]+}/b")
+    assert spec.url == "/a/{rest:[a-z]+/[0-9]+}/b"
+    table = RouteTable([Route.from_trigger(spec)])
+    assert served_by(table, "GET", "/a/x/1/b") == ("t", {"rest": "x/1"})
+    with pytest.raises(ValueError, match="invalid path segment"):
+        HTTPTriggerSpec(name="t", function="f", url="/a/{rest:[a-z]+}{x}")

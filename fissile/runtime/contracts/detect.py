@@ -74,29 +74,41 @@ def _is_asgi(func: Any, names: list[str]) -> bool:
 
 
 def _first_annotation(func: Any) -> tuple[str, str] | None:
-    """(module, name) of the first parameter's annotation, resolving string annotations
-    (``from __future__ import annotations``) in the function's globals."""
+    """(module, name) of the first parameter's annotation. A string annotation (``from
+    __future__ import annotations``) is evaluated in the function's globals; one that cannot
+    be (a name imported inside a function) counts only if spelled with its module."""
     try:
-        signature = inspect.signature(func, eval_str=True)
-    except Exception:
-        try:
-            signature = inspect.signature(func)
-        except (TypeError, ValueError):
-            return None
-    parameters = list(signature.parameters.values())
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None
     if not parameters:
         return None
     annotation = parameters[0].annotation
-    if annotation is inspect.Parameter.empty or isinstance(annotation, str):
+    if annotation is inspect.Parameter.empty:
         return None
-    module = getattr(annotation, "__module__", "")
-    name = getattr(annotation, "__qualname__", "")
-    if (module, name) in _FASTAPI_REQUESTS | _FLASK_REQUESTS:
-        return module, name
-    # Subclasses and re-exports: fastapi.Request is starlette.requests.Request's subclass.
-    for base in getattr(annotation, "__mro__", ())[1:]:
-        pair = (getattr(base, "__module__", ""), getattr(base, "__qualname__", ""))
-        if pair in _FASTAPI_REQUESTS | _FLASK_REQUESTS:
+    if isinstance(annotation, str):
+        try:
+            # As inspect.signature(eval_str=True) would; the function's own code, in its own
+            # instance, whose module was just imported anyway.
+            annotation = eval(annotation, getattr(func, "__globals__", {}))
+        except Exception:
+            return _SPELLED.get(annotation.replace(" ", ""))
+    return _request_class(annotation)
+
+
+_SPELLED = {
+    "fastapi.Request": ("fastapi", "Request"),
+    "fastapi.requests.Request": ("fastapi.requests", "Request"),
+    "starlette.requests.Request": ("starlette.requests", "Request"),
+    "flask.Request": ("flask", "Request"),
+}
+
+
+def _request_class(annotation: Any) -> tuple[str, str] | None:
+    # Subclasses and re-exports count: fastapi.Request is starlette.requests.Request.
+    for cls in getattr(annotation, "__mro__", ()):
+        pair = (getattr(cls, "__module__", ""), getattr(cls, "__qualname__", ""))
+        if pair in _FASTAPI_REQUESTS or pair in _FLASK_REQUESTS:
             return pair
     return None
 

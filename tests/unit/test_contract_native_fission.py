@@ -1,4 +1,4 @@
-"""fissile/runtime/contracts.py: native and Fission (Flask) function contracts."""
+"""fissile/runtime/contracts/native.py and fission.py: the native and Fission (Flask) contracts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import flask
 import pytest
 
 from fissile.runtime.context import Context
-from fissile.runtime.contracts import bind
+from fissile.runtime.contracts import bind, fission
+from fissile.runtime.loader import LoadError
 from fissile.runtime.request import Request
 from fissile.runtime.response import Response
 
@@ -262,3 +263,132 @@ def test_zero_argument_function_returning_none_is_an_error_as_in_flask(tmp_path:
             handler.call(Request("GET", "/", "", {}, b""), context())
     finally:
         sys.modules.pop("fx_plain_none", None)
+
+
+def _load_in_app(tmp_path: Path, name: str, source: str, *, explicit: bool = True) -> Any:
+    """Import ``source`` as Fission's server would: inside the instance's Flask app (under
+    ``auto``: when the plain import needs it)."""
+
+    (tmp_path / f"{name}.py").write_text(source)
+    func, _ = fission.load(str(tmp_path), f"{name}.main", package_first=not explicit)
+    return bind(func, name, str(tmp_path), {name}, "fission" if explicit else "auto")
+
+
+@pytest.mark.usefixtures("isolated_import")
+@pytest.mark.parametrize("explicit", [True, False], ids=["fission", "auto"])
+def test_fission_module_is_imported_inside_its_flask_app(tmp_path: Path, explicit: bool) -> None:
+    (tmp_path / "views").mkdir()
+    (tmp_path / "views" / "hi.html").write_text("hi {{ who }} from {{ at }}")
+    source = (
+        "from flask import current_app, render_template, request\n"
+        "current_app.template_folder = 'views'\n"
+        "AT = request.path\n"
+        "def main():\n"
+        "    return render_template('hi.html', who=request.args['who'], at=AT)\n"
+    )
+    try:
+        handler = _load_in_app(tmp_path, "fx_app_context", source, explicit=explicit)
+        assert handler.contract == "fission"
+        response = handler.call(request(query="who=ada"), context())
+        assert (response.status, response.body) == (200, b"hi ada from /v2/specialize")
+    finally:
+        sys.modules.pop("fx_app_context", None)
+
+
+@pytest.mark.usefixtures("isolated_import")
+def test_auto_imports_outside_flask_when_the_module_does_not_need_it(tmp_path: Path) -> None:
+    (tmp_path / "fx_auto_native.py").write_text("def main(request):\n    return 'ok'\n")
+    (tmp_path / "fx_auto_broken.py").write_text("raise RuntimeError('broken')\ndef main(): ...\n")
+    try:
+        fission._imported = None
+        func, _ = fission.load(str(tmp_path), "fx_auto_native.main", package_first=True)
+        assert func.__name__ == "main"
+        assert fission._imported is None
+        with pytest.raises(LoadError, match="broken"):
+            fission.load(str(tmp_path), "fx_auto_broken.main", package_first=True)
+        assert fission._imported is None
+    finally:
+        sys.modules.pop("fx_auto_native", None)
+
+
+@pytest.mark.usefixtures("isolated_import")
+def test_each_fission_function_has_its_own_flask_app(tmp_path: Path) -> None:
+    source = "from flask import current_app\ndef main():\n    return current_app.name\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        first = _load_in_app(tmp_path / "a", "fx_app_a", source)
+        second = _load_in_app(tmp_path / "b", "fx_app_b", source)
+        assert first.call(request(), context()).body == b"fx_app_a"
+        assert second.call(request(), context()).body == b"fx_app_b"
+    finally:
+        sys.modules.pop("fx_app_a", None)
+        sys.modules.pop("fx_app_b", None)
+
+
+def test_fission_abort_answers_like_flask() -> None:
+    def main() -> Any:
+        flask.abort(404)
+
+    response = bind(main, "fn", contract="fission").call(request(), context())
+    assert response.status == 404
+    assert b"<title>404 Not Found</title>" in response.body
+    assert dict(response.headers)["Content-Type"] == "text/html; charset=utf-8"
+
+
+def test_fission_missing_form_field_is_a_400_like_flask() -> None:
+    def main() -> Any:
+        return flask.request.form["missing"]
+
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    response = bind(main, "fn").call(request("POST", headers=form, body=b"a=1"), context())
+    assert response.status == 400
+    assert b"Bad Request" in response.body
+
+
+async def test_async_fission_abort_answers_like_flask() -> None:
+    async def main() -> Any:
+        flask.abort(403, "nope")
+
+    response = await bind(main, "fn").call_async(request(), context())
+    assert response.status == 403
+    assert b"nope" in response.body
+
+
+# --- Fission's entrypoints ---------------------------------------------------------------
+
+
+def _files(root: Path, files: dict[str, str]) -> str:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return str(root)
+
+
+@pytest.mark.usefixtures("isolated_import")
+@pytest.mark.parametrize(
+    ("entrypoint", "expected"),
+    [
+        ("", "main.main"),  # Fission's default: main.main
+        ("other", "main.other"),  # one part: a function of main.py
+        ("hello-world.main", "hello-world.main"),  # a module named unlike one
+        ("sub_mod.altmain.entry", "sub_mod.altmain.entry"),  # a module in a package
+    ],
+)
+def test_fission_entrypoints(tmp_path: Path, entrypoint: str, expected: str) -> None:
+    def source(module: str, *names: str) -> str:
+        return "".join(f"def {n}():\n    return '{module}.{n}'\n" for n in names)
+
+    root = _files(
+        tmp_path,
+        {
+            "main.py": source("main", "main", "other"),
+            "helper.py": source("helper", "main"),
+            "hello-world.py": source("hello-world", "main"),
+            "sub_mod/__init__.py": "",
+            "sub_mod/altmain.py": source("sub_mod.altmain", "entry"),
+        },
+    )
+    func, _ = fission.load(root, entrypoint, package_first=False)
+    assert func() == expected
+    assert bind(func, "fn", root, (), "fission").contract == "fission"
