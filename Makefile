@@ -45,6 +45,7 @@ bench-tools:
 
 bench: install-bench bench-tools
 	$(BIN)/python benchmarks/coldstart.py
+	$(BIN)/python benchmarks/coldstart_languages.py
 	$(BIN)/python benchmarks/imports.py
 	$(BIN)/python benchmarks/warm.py
 	$(BIN)/python benchmarks/burst.py

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from fissile import _host
+from fissile._commandline import split_command
 from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile._units import parse_duration, parse_memory
 
@@ -45,12 +46,19 @@ Memory = Annotated[
     Field(ge=0, description="bytes, or a string such as '128Mi' or '1Gi'"),
 ]
 
-#: Environment images this node can run; Fission's image names map onto them.
-IMAGES = {"python"}
+#: Environment images this node can run; Fission's image names map onto them. ``command``
+#: runs a program of the function's package that serves HTTP itself; ``binary`` runs an
+#: executable of the package per request (``fissile.runtime.command``, ``.binary``).
+IMAGES = {"python", "command", "binary"}
 IMAGE_ALIASES = {
     "fission/python-env": "python",
     "ghcr.io/fission/python-env": "python",
+    "fission/binary-env": "binary",
+    "ghcr.io/fission/binary-env": "binary",
 }
+#: Images whose instances run no Python code of the function (no contract, no preload).
+FOREIGN_IMAGES = frozenset({"command", "binary"})
+COMMAND_MAX = 4096
 
 Network = Literal["host", "none"]
 
@@ -129,9 +137,27 @@ class EnvironmentSpec(Spec):
     contract: Contract = Field(
         "auto", description="how its functions are called unless a function says otherwise"
     )
+    command: str | None = Field(
+        None,
+        max_length=COMMAND_MAX,
+        description="image command: the program each instance runs, a shell-style command line"
+        " run in the function's package (e.g. 'node server.js')",
+    )
     labels: Labels = Field(
         default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
     )
+
+    @model_validator(mode="after")
+    def _image_fields(self) -> EnvironmentSpec:
+        if self.image == "command":
+            if not self.command:
+                raise ValueError("image command needs a command, e.g. 'node server.js'")
+            split_command(self.command)
+        elif self.command is not None:
+            raise ValueError(f"command applies to image command only, not {self.image}")
+        if self.image in FOREIGN_IMAGES and self.preload:
+            raise ValueError(f"preload applies to image python only, not {self.image}")
+        return self
 
     @field_validator("poolsize")
     @classmethod

@@ -18,6 +18,7 @@ COLUMNS: list[Column] = [
     ("PRELOAD", lambda e: e["preload"]),
     ("NETWORK", lambda e: e.get("network")),
     ("CONTRACT", lambda e: e.get("contract", "auto")),
+    ("COMMAND", lambda e: e.get("command") or ""),
 ]
 contract_option = click.option(
     "--contract",
@@ -32,6 +33,14 @@ network_option = click.option(
     default=None,
     help="Default network of the environment's functions [default: host].",
 )
+command_option = click.option(
+    "--command",
+    default=None,
+    help="With --image command: the program each instance runs, in the function's package"
+    " (e.g. 'node server.js'); it serves HTTP on the socket it is handed.",
+)
+
+_FIELDS = ("name", "image", "poolsize", "preload", "network", "contract", "command", "labels")
 
 
 def _modules(value: str | None) -> list[str] | None:
@@ -47,11 +56,14 @@ def env() -> None:
 
 @env.command()
 @click.option("--name", required=True)
-@click.option("--image", default="python", show_default=True, help="Runtime image.")
+@click.option(
+    "--image", default="python", show_default=True, help="Runtime image: python, command, binary."
+)
 @click.option("--poolsize", default=3, show_default=True, type=int, help="Warm instances kept.")
 @click.option("--preload", default=None, help="Comma-separated modules the zygote imports once.")
 @network_option
 @contract_option
+@command_option
 @output_option
 @spec_options
 def create(
@@ -61,6 +73,7 @@ def create(
     preload: str | None,
     network: str | None,
     contract: str | None,
+    command: str | None,
     output: str,
     spec: bool,
     specdir: Path,
@@ -75,6 +88,8 @@ def create(
     }
     if contract is not None:
         body["contract"] = contract
+    if command is not None:
+        body["command"] = command
     if spec:
         write_spec(specdir, "Environment", body)
         return
@@ -110,6 +125,7 @@ def get(name: str, output: str) -> None:
 @click.option("--preload", default=None, help="Comma-separated modules (replaces the list).")
 @network_option
 @contract_option
+@command_option
 def update(
     name: str,
     image: str | None,
@@ -117,15 +133,12 @@ def update(
     preload: str | None,
     network: str | None,
     contract: str | None,
+    command: str | None,
 ) -> None:
     """Change an environment; a new image or preload list restarts its instances."""
     with Client() as client:
         current = client.get("environments", name)
-        body: dict[str, Any] = {
-            k: current[k]
-            for k in ("name", "image", "poolsize", "preload", "network", "contract", "labels")
-            if k in current
-        }
+        body: dict[str, Any] = {k: current[k] for k in _FIELDS if k in current}
         if image is not None:
             body["image"] = image
             if contract is None and image != current.get("image"):
@@ -138,6 +151,10 @@ def update(
             body["preload"] = _modules(preload)
         if network is not None:
             body["network"] = network
+        if command is not None:
+            body["command"] = command or None
+        elif image is not None and image != "command":
+            body.pop("command", None)  # only image command has one
         client.update("environments", name, body)
     done(f"environment '{name}' updated")
 

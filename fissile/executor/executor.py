@@ -206,7 +206,10 @@ class Executor:
     async def instance_source(self, env: str, deploy_dir: str) -> EnvironmentPool:
         """The pool a function's new instance comes from: its environment's, or a package
         zygote's that has the function's dependencies imported (importcache.py)."""
-        return await self.imports.source(self.environment(env), deploy_dir)
+        pool = self.environment(env)
+        if pool.spec.image != "python":
+            return pool  # a program: no Python imports of its own to cache
+        return await self.imports.source(pool, deploy_dir)
 
     def instances(self) -> list[Instance]:
         """Every live instance process."""
@@ -330,6 +333,9 @@ class Executor:
 
     def _forget(self, instance: Instance) -> None:
         Path(instance.socket_path).unlink(missing_ok=True)
+        # A program's own socket, when it bound one here (image command without a private
+        # /tmp: fissile/runtime/command.py).
+        Path(instance.socket_path).with_suffix(".http.sock").unlink(missing_ok=True)
         if instance.cgroup is not None:
             self._remove_cgroup(instance.cgroup, attempts=20)
         if instance.function is not None:
@@ -475,10 +481,11 @@ class Executor:
                 await package_pool.stop()
         # Functions without a contract of their own follow the environment's.
         contract_changed = spec.contract != env.spec.contract
+        command_changed = spec.command != env.spec.command
         restarted = await env.update(spec)
         for pool in self.functions.values():
             if pool.spec.env == spec.name and (
-                restarted or (contract_changed and pool.spec.contract is None)
+                restarted or command_changed or (contract_changed and pool.spec.contract is None)
             ):
                 pool.roll(f"environment {spec.name} changed")
 
@@ -510,6 +517,8 @@ class Executor:
         package = self.packages.get(spec.package)
         env = self.environments.get(spec.env)
         if package is None or package.status.deploy is None or env is None or self._stopping:
+            return
+        if env.spec.image != "python":
             return
         deploy_dir = self.deploy_path(package.status.deploy)
         self.spawn(self.imports.source(env, deploy_dir))

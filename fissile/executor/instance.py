@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from collections import deque
 from typing import Any
 
 from fissile.executor.connection import (
@@ -32,6 +33,10 @@ class Instance:
         self.id = instance_id
         self.env = env
         self.socket_path = socket_path
+        # Where connections go: the socket above, or one the program bound itself (image
+        # command), reached through a descriptor held in ``path_fd``.
+        self.connect_path = socket_path
+        self.path_fd: int | None = None
         self.token = token
         self.pid = 0
         self.state = State.warm
@@ -47,6 +52,10 @@ class Instance:
         self.memory_limit = 0
         self.limits: Any = None  # the cgroup's fissile.sandbox.cgroups.Limits, once set
         self.exited = asyncio.Event()
+        # Set once its output pipe is closed (every process writing to it is gone).
+        self.output_closed = asyncio.Event()
+        # Its last output lines, kept while a program starts (executor/program.py).
+        self.tail: deque[str] | None = None
         self._idle: list[InstanceConnection] = []
 
     @property
@@ -66,7 +75,7 @@ class Instance:
         if conn is not None:
             return conn
         try:
-            return await InstanceConnection.open(self.socket_path)
+            return await InstanceConnection.open(self.connect_path)
         except OSError as exc:
             raise InstanceGone(f"cannot connect to instance: {exc}") from exc
 
@@ -138,6 +147,9 @@ class Instance:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+        if self.path_fd is not None:
+            os.close(self.path_fd)
+            self.path_fd = None
         self.exited.set()
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fissile.executor import program
 from fissile.executor.autoscaler import STABLE_WINDOW, Autoscaler, Decision, target_for
 from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, Overloaded
 from fissile.executor.instance import Instance, State
@@ -384,6 +385,10 @@ class FunctionPool:
             "network": self.spec.network or env.network,
             "uid": self.executor.uid_of(self.name),
         }
+        if env.image != "python":
+            payload.update(image=env.image, command=env.command)
+        if env.image == "command":
+            program.follow_output(instance)
         try:
             self.executor.limit(instance, self.spec)
         except OSError as exc:
@@ -399,6 +404,9 @@ class FunctionPool:
             raise LoadFailed(f"instance died while loading {self.name}: {reason}") from exc
         if response.status != 200:
             raise LoadFailed(_error_message(response.body))
+        if env.image == "command":
+            path = program.socket_of(response.body)
+            await program.wait_listening(instance, env.command or "", self.spec.timeout, path)
         if self.is_async is None:
             self.is_async, self.contract = _loaded(response.body)
             if self.spec.concurrency is None and self.is_async:

@@ -78,6 +78,7 @@ class LogBook:
             if not data:
                 loop.remove_reader(fd)
                 os.close(fd)
+                closed = getattr(source, "output_closed", None)
                 if pending:
                     limit.refill()
                     if limit.admit(len(pending)):
@@ -87,6 +88,8 @@ class LogBook:
                 if noting is not None:
                     noting.cancel()
                 write_note()
+                if closed is not None:
+                    closed.set()
                 return
             pending.extend(data)
             limit.refill()
@@ -115,7 +118,12 @@ class LogBook:
             if source.function
             else self.environment_log(source.env)
         )
-        self._write(target, f"{source.id} {line.decode('utf-8', 'replace').rstrip()}")
+        text = line.decode("utf-8", "replace").rstrip()
+        self._write(target, f"{source.id} {text}")
+        # A starting program's last lines, for the error should it not start.
+        tail = getattr(source, "tail", None)
+        if tail is not None:
+            tail.append(text)
 
     def platform(self, function: str, message: str) -> None:
         """A line from fissile itself about a function (crashes, timeouts, rollouts)."""

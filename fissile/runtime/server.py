@@ -52,6 +52,8 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 # Fission's environments append the package to sys.path after their own site-packages: a
 # package pinning an old Flask must not replace the runtime's.
 _PACKAGE_LAST = frozenset({"fission", "fission-fastapi"})
+# Images whose functions are programs, not Python (fissile.runtime.binary, .command).
+_FOREIGN_IMAGES = frozenset({"binary", "command"})
 
 
 class InstanceApp:
@@ -65,6 +67,12 @@ class InstanceApp:
         self.timeout = 60.0
         self.threads: ThreadPoolExecutor | None = None
         self.logger = logging.getLogger("function")
+        self.listener_fd = -1
+        self.listener_path = ""
+        # Image command: the program this instance becomes once it has answered, and where it
+        # may bind a socket of its own.
+        self.program: list[str] | None = None
+        self.program_socket = ""
 
     def specialize(self, spec: dict[str, Any]) -> Response | Coroutine[Any, Any, Response]:
         if self.handler is not None:
@@ -78,6 +86,8 @@ class InstanceApp:
         except Exception as exc:
             print(f"fissile: cannot confine {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "sandbox_failed", f"sandbox: {exc}")
+        if spec.get("image") in _FOREIGN_IMAGES:
+            return self._specialize_program(spec, deploy_dir)
         try:
             mark = _modules_mark()
             contract = spec.get("contract") or AUTO
@@ -115,6 +125,32 @@ class InstanceApp:
             print(f"fissile: cannot start {self.function}: {exc}", file=sys.stderr, flush=True)
             return _error(500, "load_failed", f"startup failed: {type(exc).__name__}: {exc}")
         self.handler = handler
+        return Response(body)
+
+    def _specialize_program(self, spec: dict[str, Any], deploy_dir: str) -> Response:
+        """A function that is a program: run per request (binary), or exec'd (command)."""
+        image = spec["image"]
+        try:
+            if image == "binary":
+                from fissile.runtime import binary
+
+                entrypoint = spec.get("entrypoint") or ""
+                self.handler = binary.bind(deploy_dir, entrypoint, self.function)
+            else:
+                from fissile.runtime import command
+
+                argv = command.resolve(spec.get("command") or "", deploy_dir)
+                os.chdir(deploy_dir)
+                private_tmp = bool(self.sandbox.get("filesystem"))
+                self.program_socket = command.socket_path(private_tmp, self.listener_path)
+                self.program = argv  # only now: a failed start answers, and stays Python
+        except Exception as exc:
+            print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
+            return _error(500, "load_failed", f"{image}: {exc}")
+        # A program serves requests concurrently (an HTTP server, a process per request).
+        body = {"function": self.function, "contract": image, "async": True}
+        if self.program is not None:
+            body["socket"] = self.program_socket
         return Response(body)
 
 
@@ -369,10 +405,31 @@ class HttpConnection(asyncio.Protocol):
         if request.headers.get(CONTROL_HEADER) != self.app.token:
             return _error(403, "forbidden", "bad control token")
         if request.path == "/_fissile/specialize" and request.method == "POST":
-            return self.app.specialize(json.loads(request.body))
+            response = self.app.specialize(json.loads(request.body))
+            if self.app.program is not None and isinstance(response, Response):
+                self._become_program(response)
+            return response
         if request.path == "/_fissile/healthz":
             return Response({"pid": os.getpid(), "function": self.app.function or None})
         return _error(404, "not_found", f"no control endpoint {request.path}")
+
+    def _become_program(self, response: Response) -> NoReturn:
+        """Answer the specialization and exec the function's program (image command)."""
+        from fissile.runtime import command
+
+        assert self.transport is not None and self.app.program is not None
+        status = response.status
+        answer = b"".join(
+            [
+                b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")),
+                _head(response.headers),
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(response.body),
+                response.body,
+            ]
+        )
+        connection = self.transport.get_extra_info("socket").fileno()
+        env = command.program_environment(self.app.function, self.app.program_socket)
+        command.hand_over(connection, answer, self.app.listener_fd, self.app.program, env)
 
     def write(self, response: Response, keep_alive: bool) -> None:
         transport = self.transport
@@ -527,6 +584,8 @@ def serve(listener: socket.socket, token: str, sandbox: dict[str, Any] | None = 
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     app = InstanceApp(token, sandbox)
+    app.listener_fd = listener.fileno()
+    app.listener_path = listener.getsockname()
     listener.setblocking(False)
     loop.run_until_complete(loop.create_unix_server(lambda: HttpConnection(app), sock=listener))
     loop.add_signal_handler(signal.SIGTERM, loop.stop)

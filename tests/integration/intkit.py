@@ -75,13 +75,13 @@ def pid_alive(pid: int) -> bool:
 class Harness:
     """A real executor on a real store, and helpers to deploy hand-written functions."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sandbox_mode: str = "off") -> None:
         self.root = root
         self.deploy_root = root / "deploy"
         self.deploy_root.mkdir()
         self.store = SQLiteStore(root / "fissile.db")
         self.logs = LogBook(root / "logs")
-        self.executor = Executor(self.store, self.deploy_root, self.logs)
+        self.executor = Executor(self.store, self.deploy_root, self.logs, sandbox_mode=sandbox_mode)
         self.stopped = False
 
     async def stop(self) -> None:

@@ -451,3 +451,20 @@ def test_sources_outside_the_project_are_refused(specs: Path, tmp_path: Path) ->
         " a link, outside the project " + str(root),
     }
     assert {r.name for r in loaded.resources} >= {"hello", "lib"}  # the rest still loads
+
+
+def test_command_environments_in_specs(tmp_path: Path) -> None:
+    write(
+        tmp_path / "specs" / "node.yaml",
+        "apiVersion: fissile.dev/v1\nkind: Environment\nname: node\nimage: command\n"
+        "command: node server.js\n",
+    )
+    loaded = load_specs(tmp_path / "specs")
+    assert loaded.errors == []
+    assert loaded.resources[0].body["command"] == "node server.js"
+    write(
+        tmp_path / "specs" / "node.yaml",
+        "apiVersion: fissile.dev/v1\nkind: Environment\nname: node\nimage: command\n",
+    )
+    [error] = load_specs(tmp_path / "specs").errors
+    assert "image command needs a command" in str(error)

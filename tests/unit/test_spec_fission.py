@@ -341,6 +341,16 @@ spec:
     assert loaded.resources == []
 
 
+def test_fission_binary_environment_maps_onto_image_binary(tmp_path: Path) -> None:
+    binary = ENVIRONMENT.replace("name: py", "name: sh").replace(
+        "fission/python-env-3.11", "fission/binary-env:latest"
+    )
+    loaded = load_specs(make(tmp_path, env_sh=binary))
+    assert loaded.errors == []
+    found = {(r.kind, r.name): r.body for r in loaded.resources}
+    assert found["environments", "sh"]["image"] == "binary"
+
+
 def test_fissions_fastapi_image_maps_to_the_fission_fastapi_contract(tmp_path: Path) -> None:
     env = ENVIRONMENT.replace("fission/python-env-3.11", "ghcr.io/fission/python-fastapi-env")
     loaded = load_specs(make(tmp_path, function_hello=HELLO, env_py=env))
