@@ -317,7 +317,7 @@ class FunctionPool:
     def release(self, instance: Instance) -> None:
         instance.inflight -= 1
         self.inflight -= 1
-        instance.last_used = time.monotonic()
+        instance.last_used = now = time.monotonic()
         if instance.state is State.draining:
             if instance.inflight == 0:
                 self.draining.discard(instance)
@@ -325,7 +325,9 @@ class FunctionPool:
                     self.executor.retire(instance)
         elif instance.state is State.ready:
             self.wake()
-        self._observe()
+        # ``now`` again rather than a second clock read: ``wake`` hands instances over
+        # without waiting.
+        self.scaler.observe(now, self.inflight + len(self.waiters))
 
     def wake(self) -> None:
         while self.waiters:
