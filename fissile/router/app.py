@@ -40,6 +40,8 @@ Send = Callable[[Message], Awaitable[None]]
 DIRECT_PREFIX = "/function/"
 ASYNC_PREFIX = "/async-function/"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+# Route resolutions the router's hot path remembers (``Router._resolve``), at most.
+MAX_RESOLVED = 1024
 # Ids of synchronous calls only correlate logs (they are no capability, unlike asynchronous
 # ones): a random prefix per process and a counter, without a getrandom() call per request.
 _INVOCATION_PREFIX = secrets.token_hex(4).encode()
@@ -95,6 +97,9 @@ class Router:
         self.table = RouteTable()
         self._routes: dict[str, Route] = {}
         self._webhook_secrets: dict[str, bytes] = {}  # trigger name -> secret
+        # The direct calls' route resolutions (``_resolve``), for ``_matches_table`` only.
+        self._matches: dict[tuple[str, str], tuple[str, dict[str, str]] | None] = {}
+        self._matches_table = self.table
 
     def follow(self, store: Store) -> None:
         """Load the HTTP triggers and keep the table current as they change."""
@@ -132,14 +137,10 @@ class Router:
         elif path.startswith((ASYNC_PREFIX, INVOCATIONS_PREFIX, "/_fissile/")):
             return None
         else:
-            try:
-                match = self.table.match(method, path)
-            except MethodNotAllowed:
+            resolved = self._resolve(method, path)
+            if resolved is None:
                 return None
-            if match is None or match.route.trigger in self._webhook_secrets:
-                return None
-            function = match.route.function
-            params = match.params
+            function, params = resolved
         pool = self.executor.functions.get(function)
         if pool is None:
             return None
@@ -148,6 +149,35 @@ class Router:
                 if name == b"prefer" and b"respond-async" in value.lower():
                     return None
         return pool, params
+
+    def _resolve(self, method: str, path: str) -> tuple[str, dict[str, str]] | None:
+        """The function and path params of the route for a direct call, or None (no route,
+        a wrong method, a webhook), remembered for the table in use: a route match costs
+        ~0.8 µs (timeit, one exact route; memory.json's lookup with 1,000 routes: ~2.5 µs), a
+        hit ~0.11 µs; the router's Python per request, 114k to 108k instructions
+        (callgrind, in process, 32 clients on 10 instances)."""
+        matches = self._matches
+        if self._matches_table is not self.table:
+            # A table is replaced on any change of the triggers (and their webhook secrets),
+            # never changed in place.
+            matches = self._matches = {}
+            self._matches_table = self.table
+        key = (method, path)
+        try:
+            return matches[key]
+        except KeyError:
+            pass
+        resolved: tuple[str, dict[str, str]] | None = None
+        try:
+            match = self.table.match(method, path)
+        except MethodNotAllowed:
+            match = None
+        if match is not None and match.route.trigger not in self._webhook_secrets:
+            resolved = (match.route.function, match.params)
+        if len(matches) >= MAX_RESOLVED:
+            matches.clear()  # distinct paths without end (path params): start over
+        matches[key] = resolved
+        return resolved
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -213,3 +213,22 @@ def test_prefix_and_url_on_the_same_path_do_not_conflict() -> None:
 def test_a_trigger_does_not_conflict_with_itself() -> None:
     existing = [route("a", url="/x")]
     assert find_conflict(route("a", url="/x"), existing) is None
+
+
+def test_the_routers_resolutions_follow_a_replaced_table() -> None:
+    """``Router._resolve`` remembers route matches for the table in use only."""
+    from fissile.router.app import Router
+
+    executor: Any = type("Executor", (), {"functions": {}})()
+    router = Router(executor)
+    router._add(HTTPTriggerSpec(name="a", function="fa", url="/a"))
+    router.table = RouteTable(router._routes.values())
+    assert router._resolve("GET", "/a") == ("fa", {})
+    assert router._resolve("GET", "/a") == ("fa", {})  # remembered
+    router._add(HTTPTriggerSpec(name="a", function="fb", url="/a"))
+    router.table = RouteTable(router._routes.values())
+    assert router._resolve("GET", "/a") == ("fb", {})
+    router._add(HTTPTriggerSpec(name="a", function="fb", url="/a", webhook_secret="s3cret-key"))
+    router.table = RouteTable(router._routes.values())
+    assert router._resolve("GET", "/a") is None  # webhooks take the ASGI path
+    assert router._resolve("GET", "/nowhere") is None
