@@ -72,6 +72,20 @@ def status_line(status: int) -> bytes:
     return line
 
 
+_default_lines: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
+
+
+def _default_head(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default response headers (date, server) as lines, joined once per list:
+    uvicorn's server replaces the list when the date changes, once a second."""
+    global _default_lines
+    source, lines = _default_lines
+    if source is not headers:
+        lines = b"".join(b"%s: %s\r\n" % pair for pair in headers)
+        _default_lines = (headers, lines)
+    return lines
+
+
 class _Request:
     __slots__ = ("body", "headers", "keep_alive", "method", "raw", "target", "upgrade", "version")
 
@@ -455,9 +469,7 @@ class RouterProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return  # the client left; the function's work is done regardless
-        lines = [status_line(status)]
-        for name, value in self.server_state.default_headers:
-            lines += [name, b": ", value, b"\r\n"]
+        lines = [status_line(status), _default_head(self.server_state.default_headers)]
         for name, value in headers:
             if name.lower() not in DROP_FROM_RESPONSE:
                 lines += [name, b": ", value, b"\r\n"]
@@ -479,9 +491,7 @@ class RouterProtocol(asyncio.Protocol):
             self.busy = False
             self._next()
             return
-        lines = [status_line(response.status)]
-        for name, value in self.server_state.default_headers:
-            lines += [name, b": ", value, b"\r\n"]
+        lines = [status_line(response.status), _default_head(self.server_state.default_headers)]
         for name, value in response.headers:
             if name.lower() not in DROP_FROM_RESPONSE:
                 lines += [name, b": ", value, b"\r\n"]

@@ -242,9 +242,15 @@ class HttpConnection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        parsed = httptools.parse_url(self.url)
-        path = parsed.path.decode("latin-1")
-        query = parsed.query.decode("latin-1") if parsed.query else ""
+        url = self.url
+        if url[:1] == b"/" and b"#" not in url:
+            # The router's origin-form target: split here, as parse_url would (0.2 µs
+            # instead of 0.4, timeit).
+            path, _, query = url.decode("latin-1").partition("?")
+        else:
+            parsed = httptools.parse_url(url)
+            path = parsed.path.decode("latin-1")
+            query = parsed.query.decode("latin-1") if parsed.query else ""
         method = self.parser.get_method().decode("ascii")
         request = Request(method, path, query, self.headers, b"".join(self.body))
         # The header test first: a dict lookup is cheaper than asking the parser.
@@ -436,12 +442,11 @@ class HttpConnection(asyncio.Protocol):
         if transport is None:
             return
         try:
-            head = _head(response.headers)
+            head = _cached_head(response.headers)
         except ValueError as exc:
             response = _error(500, "invalid_response", f"{self.app.function}: {exc}")
             head = _head(response.headers)
-        status = response.status
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")), head]
+        lines = [_status_line(response.status), head]
         lines.append(b"content-length: %d\r\n" % len(response.body))
         if not keep_alive:
             lines.append(b"connection: close\r\n")
@@ -485,6 +490,34 @@ class _Items:
                 self.body.close()
         except Exception:
             pass
+
+
+_STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in _REASONS.items()}
+# Header blocks of the few headers most responses carry (a hello: its content type), by value.
+_HEADS: dict[tuple[tuple[str, str], ...], bytes] = {}
+_HEADS_MAX = 256
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    return line
+
+
+def _cached_head(headers: list[tuple[str, str]]) -> bytes:
+    """``_head``, remembered for lists of up to two headers (checking and encoding a hello's
+    one header cost ~0.7 µs per response, a look-up ~0.15 µs; timeit)."""
+    if len(headers) > 2:
+        return _head(headers)
+    key = tuple(headers)
+    head = _HEADS.get(key)
+    if head is None:
+        head = _head(headers)
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()  # values without end (a cookie per response): start over
+        _HEADS[key] = head
+    return head
 
 
 def _head(headers: list[tuple[str, str]]) -> bytes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fissile.router.proxy import _Clock
+from fissile.router.proxy import _Clock, _QueueClock, _Queued
 
 PATIENCE = 30.0  # generous: the loop may be slow on a loaded machine
 
@@ -71,3 +71,37 @@ async def test_a_closed_connection_drops_an_idle_timer() -> None:
     clock.exchange = None
     clock.idle_close()
     assert clock.handle is None
+
+
+class _FakeExchange:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.expired_at: float | None = None
+
+    def _expired(self) -> None:
+        self.expired_at = asyncio.get_running_loop().time()
+        self.pool.waiters.remove(self.queued)
+
+
+async def test_the_queue_clock_expires_each_waiter_at_its_own_deadline() -> None:
+    """One timer for a function's queue: armed for the earliest deadline (moved earlier for a
+    shorter queue timeout), re-armed for the next after firing, never early."""
+    loop = asyncio.get_running_loop()
+    pool: Any = type("Pool", (), {})()
+    pool.waiters = []
+    clock = _QueueClock(pool, loop)
+    started = loop.time()
+    waiters = []
+    for timeout in (0.3, 0.1):  # the second request's queue timeout is shorter
+        exchange: Any = _FakeExchange(pool)
+        exchange.queued = _Queued(exchange, started + timeout)
+        pool.waiters.append(exchange.queued)
+        clock.arm(exchange.queued.deadline)
+        waiters.append(exchange)
+    slow, quick = waiters
+    await _until(lambda: quick.expired_at is not None)
+    assert quick.expired_at - started >= 0.1 - 0.005
+    assert slow.expired_at is None
+    await _until(lambda: slow.expired_at is not None)
+    assert slow.expired_at - started >= 0.3 - 0.005
+    assert not pool.waiters and clock.handle is None

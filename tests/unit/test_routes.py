@@ -239,3 +239,25 @@ def test_a_pattern_with_a_slash_is_a_valid_trigger_url() -> None:
     assert served_by(table, "GET", "/a/x/1/b") == ("t", {"rest": "x/1"})
     with pytest.raises(ValueError, match="invalid path segment"):
         HTTPTriggerSpec(name="t", function="f", url="/a/{rest:[a-z]+}{x}")
+
+
+def test_the_routers_resolutions_follow_a_replaced_table() -> None:
+    """``Router._resolve`` remembers route matches for the table in use only."""
+    from fissile.router.app import Router
+
+    executor: Any = type("Executor", (), {"functions": {}})()
+    router = Router(executor)
+    router._add(HTTPTriggerSpec(name="a", function="fa", url="/a"))
+    router.table = RouteTable(router._routes.values())
+    assert router._resolve("GET", "/a") == ("fa", {}, None)
+    assert router._resolve("GET", "/a") == ("fa", {}, None)  # remembered
+    router._add(HTTPTriggerSpec(name="a", function="fb", url="/a"))
+    router.table = RouteTable(router._routes.values())
+    assert router._resolve("GET", "/a") == ("fb", {}, None)
+    router._add(HTTPTriggerSpec(name="p", function="fp", prefix="/shop"))
+    router.table = RouteTable(router._routes.values())
+    assert router._resolve("GET", "/shop/cart") == ("fp", {}, "/shop")
+    router._add(HTTPTriggerSpec(name="a", function="fb", url="/a", webhook_secret="s3cret-key"))
+    router.table = RouteTable(router._routes.values())
+    assert router._resolve("GET", "/a") is None  # webhooks take the ASGI path
+    assert router._resolve("GET", "/nowhere") is None
