@@ -102,3 +102,24 @@ def test_concurrent_requests_all_answered(platform: Platform, tmp_path: Path) ->
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(call, range(40)))
     assert results == [(200, {"n": n, "square": n * n}) for n in range(40)]
+
+
+def test_readme_function_from_another_platform(platform: Platform, tmp_path: Path) -> None:
+    write(
+        tmp_path / "lambda_function.py",
+        """
+        import json
+
+        def lambda_handler(event, context):
+            name = (event.get("queryStringParameters") or {}).get("name", "world")
+            return {"statusCode": 200, "body": json.dumps({"hello": name})}
+        """,
+    )
+    platform.ok(
+        "fn", "create", "--name", "greet", "--code", "lambda_function.py",
+        "--entrypoint", "lambda_handler", cwd=tmp_path,
+    )  # fmt: skip
+    response = platform.get("/function/greet?name=ada")
+    assert (response.status_code, response.text) == (200, '{"hello": "ada"}')
+    shown = platform.ok("fn", "get", "--name", "greet").out
+    assert "Contract:      lambda (the environment's)\n" in shown, shown
