@@ -579,11 +579,14 @@ class FunctionPool:
 
     def lost(self, instance: Instance, expected: bool) -> None:
         """An instance of this function exited."""
+        serving = instance in self.instances or instance in self.draining
         if instance in self.instances:
             self.instances.remove(instance)
         self.draining.discard(instance)
         if not expected:
-            self._failed()
+            if serving:
+                # One that died while loading is counted once, by the failed start (_start).
+                self._failed()
             self.restarts += 1
             self.last_exit_reason = instance.exit_reason
             self.last_crash_at = datetime.now(UTC)

@@ -198,8 +198,8 @@ async def test_program_that_keeps_failing_backs_off(sandboxed: Harness) -> None:
     update_env(sandboxed, "sh -c 'exit 1'")
     deploy(sandboxed, "looper", {"server.py": SERVER})
     assert "exited with status 1" in load_error(await call(sandboxed, "looper"))
-    # A program dying as it starts is both a failed start and a dead instance: each counts
-    # toward the crash loop, as for a Python instance that dies while loading.
+    # A program dying as it starts is one failed start (not also a dead instance): the third
+    # in a row arms the crash loop, as for a Python instance that dies while loading.
     codes = []
     for _ in range(3):
         answer = await call(sandboxed, "looper")

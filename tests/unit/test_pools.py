@@ -139,3 +139,16 @@ async def test_overrunning_kills_the_instance_without_counting_a_crash() -> None
     (instance,) = ready(pool, 1)
     pool.lost(instance, expected=False)
     assert (pool.failures, pool.restarts) == (1, 1)
+
+
+def test_an_instance_dying_while_it_loads_is_one_failure_not_two() -> None:
+    pool, _ = pool_for()
+    loading = Instance("i9", "python", "/nonexistent/i9.sock", "token")
+    loading.state = State.specializing
+    loading.function = pool.name
+    # Not among the pool's instances yet: its failed start (_start) counts it, not its death.
+    pool.lost(loading, expected=False)
+    assert (pool.failures, pool.restarts) == (0, 1)
+    (serving,) = ready(pool, 1)
+    pool.lost(serving, expected=False)  # died while serving: a crash
+    assert (pool.failures, pool.restarts) == (1, 2)
