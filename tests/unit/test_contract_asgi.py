@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from contractkit import context_maker, request_maker
 from fastapi import FastAPI
 from fastapi import Request as FastAPIRequest
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.responses import Response as FastAPIResponse
 
-from fissile.runtime.context import Context
 from fissile.runtime.contracts import Handler, bind
 from fissile.runtime.contracts.asgi import LifespanFailed
-from fissile.runtime.request import Request
 from fissile.runtime.response import Response
 
-
-def request(
-    method: str = "GET",
-    path: str = "/",
-    query: str = "",
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-) -> Request:
-    return Request(method, path, query, {"host": "example.test:8080", **(headers or {})}, body)
-
-
-def context() -> Context:
-    return Context("shop", "inv-1", 10.0, logging.getLogger("shop"))
+request = request_maker(host="example.test:8080")
+context = context_maker("shop")
 
 
 def make_app() -> FastAPI:

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import flask
 import functions_framework
 import pytest
 from cloudevents.http import CloudEvent
+from contractkit import context_maker, request_maker
 
-from fissile.runtime.context import Context
 from fissile.runtime.contracts import bind
 from fissile.runtime.request import Request
 from fissile.runtime.response import Response
 
-
-def request(
-    method: str = "GET",
-    path: str = "/function/fn",
-    query: str = "",
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-) -> Request:
-    return Request(method, path, query, {"host": "fissile.test", **(headers or {})}, body)
-
-
-def context() -> Context:
-    return Context("fn", "inv-1", 10.0, logging.getLogger("fn"))
+request = request_maker(path="/function/fn", host="fissile.test")
+context = context_maker()
 
 
 def call(func: Any, req: Request, contract: str = "gcf") -> Response:

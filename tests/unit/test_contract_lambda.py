@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 from typing import Any
 
 import pytest
+from contractkit import context_maker, request_maker
 
-from fissile.runtime.context import Context
 from fissile.runtime.contracts import bind
 from fissile.runtime.request import Request
 from fissile.runtime.response import InvalidResponse, Response
@@ -17,19 +16,8 @@ from fissile.runtime.response import InvalidResponse, Response
 MiB = 1024**2
 
 
-def request(
-    method: str = "GET",
-    path: str = "/function/fn",
-    query: str = "",
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-    params: dict[str, str] | None = None,
-) -> Request:
-    return Request(method, path, query, headers or {}, body, params)
-
-
-def context(timeout: float = 10.0) -> Context:
-    return Context("fn", "inv-1", timeout, logging.getLogger("fn"))
+request = request_maker(path="/function/fn")
+context = context_maker()
 
 
 def echo(event: Any, context: Any) -> Any:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import flask
 import pytest
+from contractkit import context_maker, request_maker
 
 from fissile.runtime.context import Context
 from fissile.runtime.contracts import bind, fission
@@ -19,19 +19,8 @@ from fissile.runtime.loader import LoadError
 from fissile.runtime.request import Request
 from fissile.runtime.response import Response
 
-
-def request(
-    method: str = "GET",
-    path: str = "/",
-    query: str = "",
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-) -> Request:
-    return Request(method, path, query, headers or {}, body)
-
-
-def context(timeout: float = 10.0) -> Context:
-    return Context("fn", "inv-1", timeout, logging.getLogger("fn"))
+request = request_maker()
+context = context_maker()
 
 
 # --- native ----------------------------------------------------------------------------

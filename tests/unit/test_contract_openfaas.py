@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import types
 from typing import Any
 
 import pytest
+from contractkit import context_maker, request_maker
 
-from fissile.runtime.context import Context
 from fissile.runtime.contracts import bind
 from fissile.runtime.request import Request
 from fissile.runtime.response import Response
 
-
-def request(
-    method: str = "POST",
-    path: str = "/function/fn",
-    query: str = "",
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-) -> Request:
-    return Request(method, path, query, {"host": "h", **(headers or {})}, body)
-
-
-def context() -> Context:
-    return Context("fn", "inv-1", 10.0, logging.getLogger("fn"))
+request = request_maker("POST", "/function/fn", host="h")
+context = context_maker()
 
 
 def http(func: Any, req: Request) -> Response:

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import flask
 import pytest
+from contractkit import context_maker, request_maker
 
-from fissile.runtime.context import Context
 from fissile.runtime.contracts import Handler, bind
 from fissile.runtime.request import Request
 from fissile.runtime.response import Response
 
-
-def request(
-    method: str = "GET",
-    path: str = "/",
-    query: str = "",
-    headers: dict[str, str] | None = None,
-    body: bytes = b"",
-) -> Request:
-    return Request(method, path, query, {"host": "example.test", **(headers or {})}, body)
-
-
-def context() -> Context:
-    return Context("shop", "inv-1", 10.0, logging.getLogger("shop"))
+request = request_maker(host="example.test")
+context = context_maker("shop")
 
 
 def make_app() -> flask.Flask:
