@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 import httptools
 
 from fissile.runtime import websocket
+from fissile.runtime._flow import WriteFlow
 from fissile.runtime._pages import release_zero_pages
 from fissile.runtime.context import Context
 from fissile.runtime.contracts import AUTO, Handler, bind, fission
@@ -181,7 +182,7 @@ def _modules_since(mark: _ModulesMark) -> list[str]:
     return names
 
 
-class HttpConnection(asyncio.Protocol):
+class HttpConnection(WriteFlow):
     """One keep-alive connection from the router; requests are answered in order."""
 
     def __init__(self, app: InstanceApp) -> None:
@@ -213,15 +214,6 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.resume_writing()  # a paused stream wakes up to find the connection gone
-
-    def pause_writing(self) -> None:
-        if self.writable is None:
-            self.writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        writable, self.writable = self.writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from fissile.runtime._flow import WriteFlow
 from fissile.runtime.contracts._handler import Handler
 from fissile.runtime.request import Request
 
@@ -69,7 +70,7 @@ def handshake(request: Request) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-class Session(asyncio.Protocol):
+class Session(WriteFlow):
     """One websocket: the transport's protocol from the upgrade on, and the ASGI ``receive``
     and ``send`` of the app's ``websocket`` scope."""
 
@@ -230,15 +231,6 @@ class Session(asyncio.Protocol):
             code = self.ws.close_sent.code
         self._closed(code, "")
         self.resume_writing()
-
-    def pause_writing(self) -> None:
-        if self.writable is None:
-            self.writable = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        writable, self.writable = self.writable, None
-        if writable is not None and not writable.done():
-            writable.set_result(None)
 
     # -- frames -------------------------------------------------------------------------
 
