@@ -31,6 +31,7 @@ from fissile.models import (
     Package,
 )
 from fissile.observability.logs import LogBook
+from fissile.observability.metrics import Metrics
 from fissile.sandbox import Sandbox
 from fissile.store import Change, Store, uids
 
@@ -91,6 +92,9 @@ class Executor:
         self.store = store
         self.deploy_root = deploy_root
         self.logs = logs
+        # Request counts and latencies by function (observability/metrics.py), kept across
+        # updates of a function and dropped with it.
+        self.metrics = Metrics()
         # The largest response body a function may send (``fissile up --max-response-body``).
         self.max_response_body = DEFAULT_MAX_RESPONSE_BODY
         # Unix socket paths are limited to 108 bytes, so they live in a short private dir
@@ -495,6 +499,7 @@ class Executor:
             pool = self.functions.pop(name, None)
             if pool is not None:
                 pool.close()
+            self.metrics.forget(name)
             return
         spec = FunctionSpec.model_validate(change.record.data)
         existing = self.functions.get(name)

@@ -183,6 +183,7 @@ class FunctionPool:
     def __init__(self, spec: FunctionSpec, executor: Executor) -> None:
         self.spec = spec
         self.executor = executor
+        self.metrics = executor.metrics.function(spec.name)  # the router counts into it
         self.generation = 1
         self.instances: list[Instance] = []
         self.draining: set[Instance] = set()

@@ -1,5 +1,6 @@
-"""Logs (and, later, metrics) of functions and the platform."""
+"""Logs and metrics of functions and the platform."""
 
 from fissile.observability.logs import LogBook
+from fissile.observability.metrics import FunctionMetrics, Metrics
 
-__all__ = ["LogBook"]
+__all__ = ["FunctionMetrics", "LogBook", "Metrics"]

@@ -12,6 +12,7 @@ from fissile.executor.errors import Overloaded
 from fissile.executor.instance import Instance, State
 from fissile.executor.pools import CRASH_LOOP, MAX_QUEUE, FunctionPool
 from fissile.models import FunctionSpec
+from fissile.observability.metrics import Metrics
 
 
 class FakeLogs:
@@ -28,6 +29,7 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.logs = FakeLogs()
         self.events = None
+        self.metrics = Metrics()
         self.started = 0
         self.killed: list[tuple[Instance, str, bool]] = []
 

@@ -1,0 +1,145 @@
+"""Per-function request metrics, counted where requests end (the router, the invoke API, async
+and MQ deliveries) and read by the Prometheus exposition (``/metrics``), ``fissile top`` and the
+dashboard.
+
+Plain counters and fixed-bucket histograms, no locks: everything that counts runs on the
+supervisor's event loop. prometheus-client's own ``Counter.inc``/``Histogram.observe`` take a
+lock and look up a labelled child per call; here the hot path adds to a list slot, and the
+exposition turns these into Prometheus families only when scraped (a custom collector).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+
+# Upper bounds in seconds (Prometheus' ``le``), then +Inf: from a warm call's ~0.3 ms to a
+# long function's minutes.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
+
+
+class Histogram:
+    """Counts per bucket (not cumulative; the last one is +Inf), their sum and count."""
+
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def cumulative(self) -> Iterator[tuple[float, int]]:
+        """(upper bound, observations at or below it), +Inf last, as Prometheus exposes."""
+        total = 0
+        for bound, count in zip((*DURATION_BUCKETS, float("inf")), self.counts, strict=True):
+            total += count
+            yield bound, total
+
+    def copy(self) -> Histogram:
+        other = Histogram()
+        other.counts = self.counts.copy()
+        other.sum = self.sum
+        other.count = self.count
+        return other
+
+
+class FunctionMetrics:
+    """One function's counters since the platform started (or the function was created).
+
+    Kept by name across updates of the function (its pool is replaced, its counts are not)."""
+
+    __slots__ = (
+        "cold_starts",
+        "crashes",
+        "duration",
+        "name",
+        "queue_wait",
+        "requests",
+        "timeouts",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.requests: dict[int, int] = {}  # HTTP status -> requests answered with it
+        self.duration = Histogram()  # from the request's arrival to its response's head
+        self.queue_wait = Histogram()  # waiting for an instance with room
+        self.cold_starts = 0  # requests that waited for a new instance to be made
+        self.crashes: dict[str, int] = {}  # reason -> instances that died unexpectedly
+        self.timeouts = 0  # requests that overran the function's timeout
+
+    def request(self, status: int, duration: float) -> None:
+        """One answered request: its status and how long it took."""
+        requests = self.requests
+        requests[status] = requests.get(status, 0) + 1
+        self.duration.observe(duration)
+
+    def crashed(self, reason: str) -> None:
+        self.crashes[reason] = self.crashes.get(reason, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def errors(self) -> int:
+        """Requests answered with a 5xx: the function's or the platform's failure."""
+        return sum(n for status, n in self.requests.items() if status >= 500)
+
+
+class Metrics:
+    """Every function's ``FunctionMetrics``, by name."""
+
+    def __init__(self) -> None:
+        self.functions: dict[str, FunctionMetrics] = {}
+
+    def function(self, name: str) -> FunctionMetrics:
+        metrics = self.functions.get(name)
+        if metrics is None:
+            metrics = self.functions[name] = FunctionMetrics(name)
+        return metrics
+
+    def forget(self, name: str) -> None:
+        """The function was deleted: its series end (a new function of that name starts at 0)."""
+        self.functions.pop(name, None)
+
+
+def crash_reason(exit_reason: str | None) -> str:
+    """A crash's reason as a label of few values: the kind of exit, not its detail (exit
+    codes and signal numbers would make a series per value)."""
+    if not exit_reason:
+        return "exited"
+    text = exit_reason.lower()
+    for needle, reason in (
+        ("memory", "oom"),
+        ("oom", "oom"),
+        ("signal", "signal"),
+        ("killed", "signal"),
+        ("timeout", "timeout"),
+        ("exit", "exited"),
+    ):
+        if needle in text:
+            return reason
+    return "other"
