@@ -131,7 +131,8 @@ def _bind(target: Target, contract: str, name: str, entrypoint: str = "main") ->
     mark = _modules_mark()
     load = fission.load if contract in (AUTO, "fission") else load_entry
     func, module = load(deploy_dir, entrypoint, package_first=contract not in _PACKAGE_LAST)
-    loaded = _modules_since(mark)
+    # The entrypoint's module counts as loaded even when the test imported it first.
+    loaded = [*_modules_since(mark), module.__name__]
     return bind(func, name, deploy_dir, loaded, contract, module)
 
 

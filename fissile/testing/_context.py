@@ -94,13 +94,7 @@ class FakeContext(Context):
         body, kind = _encode(data, content_type)
         call = Invocation(function, data, body, kind)
         self.invocations.append(call)
-        scripted = self.replies.get(function, _MISSING)
-        if scripted is _MISSING:
-            message = f"function {function!r} not found (no reply scripted in context.replies)"
-            return _reply((404, {"error": {"code": "function_not_found", "message": message}}))
-        if callable(scripted):
-            scripted = scripted(call)
-        return _reply(scripted)
+        return answer(self.replies, call)
 
     def publish(
         self,
@@ -119,6 +113,18 @@ class FakeContext(Context):
 
 
 _MISSING: Any = object()
+
+
+def answer(replies: dict[str, Scripted], call: Invocation) -> Reply:
+    """The reply scripted for ``call`` in ``replies``; 404 ``function_not_found`` (the
+    platform's answer) for a function without one."""
+    scripted = replies.get(call.function, _MISSING)
+    if scripted is _MISSING:
+        message = f"function {call.function!r} not found (no reply scripted)"
+        return _reply((404, {"error": {"code": "function_not_found", "message": message}}))
+    if callable(scripted):
+        scripted = scripted(call)
+    return _reply(scripted)
 
 
 def _reply(value: ReplyLike) -> Reply:

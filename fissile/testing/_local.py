@@ -21,8 +21,11 @@ from typing import Any
 
 import httpx
 
+from fissile.runtime.context import SOCKET_ENV
 from fissile.runtime.loader import LoadError
 from fissile.runtime.request import Request
+from fissile.testing._context import Invocation, Published, Scripted
+from fissile.testing._fakeplatform import FakePlatform
 from fissile.testing._requests import make_request
 from fissile.testing._result import Result
 
@@ -34,7 +37,9 @@ _ROUTER_HEADERS = ("x-fissile-function", "x-fissile-timeout", "x-fissile-invocat
 
 class LocalInstance:
     """One instance of one function (see ``local_instance``): ``request``/``get``/``post``
-    send it requests, ``output()`` is what it printed."""
+    send it requests, ``output()`` is what it printed. Its ``context.invoke`` and
+    ``context.publish`` reach a fake platform in the test's process: ``replies`` scripts the
+    answers (as ``make_context``'s do), ``invocations`` and ``published`` record the calls."""
 
     def __init__(
         self,
@@ -46,6 +51,7 @@ class LocalInstance:
         function: str | None = None,
         timeout: float = 60.0,
         concurrency: int = 1,
+        replies: dict[str, Scripted] | None = None,
     ) -> None:
         source = Path(path).resolve()
         if not source.exists():
@@ -70,19 +76,32 @@ class LocalInstance:
         self._http: httpx.Client | None = None
         self._ids = count(1)
         self.bound: dict[str, Any] = {}
+        self.replies: dict[str, Scripted] = dict(replies or {})
+        self._platform = FakePlatform(str(self._dir / "platform.sock"), self.replies)
+
+    @property
+    def invocations(self) -> list[Invocation]:
+        """The function's ``context.invoke`` calls so far (``body`` is what it sent)."""
+        return self._platform.invocations
+
+    @property
+    def published(self) -> list[Published]:
+        """The function's ``context.publish`` calls so far."""
+        return self._platform.published
 
     # -- life --------------------------------------------------------------------------
 
     def start(self) -> LocalInstance:
         """Start the instance and load the function into it; raises ``LoadError`` (with the
         instance's output) when the function cannot be loaded."""
+        self._platform.start()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(self._socket)
             listener.listen(64)
             env = dict(os.environ)
-            env.pop("FISSILE_PLATFORM_SOCKET", None)  # no platform: context.invoke says so
             env.update(self.env)
+            env[SOCKET_ENV] = self._platform.path
             with self._log.open("ab") as log:
                 self.process = subprocess.Popen(
                     [
@@ -142,6 +161,8 @@ class LocalInstance:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self._platform.running:
+            self._platform.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> LocalInstance:
@@ -210,6 +231,7 @@ def local_instance(
     function: str | None = None,
     timeout: float = 60.0,
     concurrency: int = 1,
+    replies: dict[str, Scripted] | None = None,
 ) -> Iterator[LocalInstance]:
     """Run the function at ``path`` (a ``.py`` file, or a package directory with
     ``entrypoint`` as on ``fn create``) in an instance of its own for the block's requests."""
@@ -221,6 +243,7 @@ def local_instance(
         function=function,
         timeout=timeout,
         concurrency=concurrency,
+        replies=replies,
     )
     with instance:
         yield instance
@@ -235,10 +258,17 @@ def invoke_local(
     env: Mapping[str, str] | None = None,
     function: str | None = None,
     timeout: float = 60.0,
+    replies: dict[str, Scripted] | None = None,
 ) -> Result:
     """Start an instance of the function at ``path``, send it ``request`` (``GET /`` by
     default), stop it, and return its response."""
     with local_instance(
-        path, contract=contract, entrypoint=entrypoint, env=env, function=function, timeout=timeout
+        path,
+        contract=contract,
+        entrypoint=entrypoint,
+        env=env,
+        function=function,
+        timeout=timeout,
+        replies=replies,
     ) as instance:
         return instance.send(request if request is not None else make_request())
