@@ -122,6 +122,8 @@ def test_fn_test_subpath_is_seen_as_its_route_gives_it(routed: Platform) -> None
     assert json.loads(put.out)["path"] == "/items/x"
     prefixed = routed.ok("fn", "test", "--name", "router-echo", "--subpath", "/api/v1/a/b")
     assert json.loads(prefixed.out)["path"] == "/api/v1/a/b"
+    queued = routed.ok("fn", "test", "--name", "router-echo", "--async", "--subpath", "/students/5")
+    assert queued.out.strip() and "status:" in queued.err, queued
     # No route of the function serves it (the method, or the path): the direct call's path.
     for args in (("-X", "PATCH", "--subpath", "/items/x"), ("--subpath", "/nowhere")):
         result = routed.ok("fn", "test", "--name", "router-echo", *args)
