@@ -48,8 +48,11 @@ async def call_async(
 ) -> Result:
     """``call`` (or, with ``contract``, ``call_contract``) for async tests."""
     name = context.function if context is not None else _name(function)
-    handler = _bind(function, contract, name)
-    return await _run_async(handler, request, context, name, raise_errors)
+    if isinstance(function, str | os.PathLike):
+        with _in_directory(_deploy_dir(function)):
+            handler = _bind(function, contract, name)
+            return await _run_async(handler, request, context, name, raise_errors)
+    return await _run_async(_bind(function, contract, name), request, context, name, raise_errors)
 
 
 def call_fission(
