@@ -101,7 +101,7 @@ def flask_request(method: str = "GET", path: str = "/", **options: Any) -> Itera
     from fissile.runtime.contracts import fission
 
     request = make_request(method, path, **options)
-    app = flask.Flask("fissile", root_path=os.getcwd())
+    app = fission._new_app()
     with app.request_context(fission._environ(request)):
         yield flask.request
 
