@@ -376,7 +376,12 @@ def delete(name: str) -> None:
 @click.option("--body", "-b", default=None, help="Request body.")
 @click.option("--body-file", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--header", "-H", "headers", multiple=True, help="'Name: value' (repeat).")
-@click.option("--subpath", default="", help="Path after /function/NAME, e.g. /items/3.")
+@click.option(
+    "--subpath",
+    default="",
+    help="The path the function is asked for, e.g. /items/3: through its route when one of"
+    " its routes serves it (the function sees /items/3), else at /function/NAME/items/3.",
+)
 @click.option("--timeout", type=DURATION, default=300.0, show_default=True)
 @click.option(
     "--async",
@@ -405,12 +410,19 @@ def test(
         if not sep:
             raise click.BadParameter(f"{header!r} is not 'Name: value'", param_hint="-H")
         header_map[key.strip()] = value.strip()
+    if subpath and not subpath.startswith("/"):
+        subpath = "/" + subpath
     with Client() as client:
         client.get("functions", name)
         router = client.info()["router_url"]
-    if subpath and not subpath.startswith("/"):
-        subpath = "/" + subpath
-    url = f"{router}/{'async-function' if asynchronous else 'function'}/{name}{subpath}"
+        routed = bool(subpath) and _routes_to(client, name, method.upper(), subpath)
+    if routed:
+        # As the route hands it over: the function sees the path itself, with its params.
+        url = f"{router}{subpath}"
+        if asynchronous:
+            header_map["prefer"] = "respond-async"
+    else:
+        url = f"{router}/{'async-function' if asynchronous else 'function'}/{name}{subpath}"
     try:
         response = httpx.request(
             method.upper(), url, content=content, headers=header_map, timeout=timeout
@@ -429,6 +441,31 @@ def test(
     if response.status_code >= 400:
         click.echo(f"Error: {name} answered HTTP {response.status_code}", err=True)
         sys.exit(1)
+
+
+def _routes_to(client: Client, function: str, method: str, target: str) -> bool:
+    """Whether the router would send ``method target`` to ``function`` through one of its
+    routes (not a webhook's, which wants a signature), matching as the router does."""
+    from fissile.models import HTTPTriggerSpec
+    from fissile.router.routes import MethodNotAllowed, Route, RouteTable
+
+    webhooks: set[str] = set()
+    routes = []
+    for trigger in client.list("httptriggers"):
+        if trigger.get("webhook_secret"):
+            webhooks.add(trigger["name"])
+        fields = {k: trigger[k] for k in HTTPTriggerSpec.model_fields if k in trigger}
+        fields.pop("webhook_secret", None)
+        routes.append(Route.from_trigger(HTTPTriggerSpec.model_validate(fields)))
+    try:
+        match = RouteTable(routes).match(method, target.partition("?")[0])
+    except MethodNotAllowed:
+        return False
+    return (
+        match is not None
+        and match.route.function == function
+        and match.route.trigger not in webhooks
+    )
 
 
 @fn.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,29 @@ def test_direct_call_with_subpath(routed: Platform) -> None:
     assert body["method"] == "PATCH"
     assert body["path"].endswith("/deep/path")
     assert body["query"] == {"x": "1"}
+
+
+def test_fn_test_subpath_is_seen_as_its_route_gives_it(routed: Platform) -> None:
+    # A function routing on request.path answered 404 to `fn test --subpath /students/42`:
+    # it was handed /function/router-echo/students/42.
+    result = routed.ok("fn", "test", "--name", "router-echo", "--subpath", "/students/42?a=1")
+    assert json.loads(result.out) == {
+        "params": {"id": "42"},
+        "path": "/students/42",
+        "method": "GET",
+        "query": {"a": "1"},
+    }
+    put = routed.ok("fn", "test", "--name", "router-echo", "-X", "PUT", "--subpath", "items/x")
+    assert json.loads(put.out)["path"] == "/items/x"
+    prefixed = routed.ok("fn", "test", "--name", "router-echo", "--subpath", "/api/v1/a/b")
+    assert json.loads(prefixed.out)["path"] == "/api/v1/a/b"
+    queued = routed.ok("fn", "test", "--name", "router-echo", "--async", "--subpath", "/students/5")
+    assert queued.out.strip() and "status:" in queued.err, queued
+    # No route of the function serves it (the method, or the path): the direct call's path.
+    for args in (("-X", "PATCH", "--subpath", "/items/x"), ("--subpath", "/nowhere")):
+        result = routed.ok("fn", "test", "--name", "router-echo", *args)
+        path = args[-1]
+        assert json.loads(result.out)["path"] == f"/function/router-echo{path}"
 
 
 def test_direct_call_of_unknown_function_is_404_json(routed: Platform) -> None:
