@@ -40,6 +40,8 @@ class Config:
     max_connections: int | None = None  # None: derived from the fd limit at start
     max_response_body: int = 1 << 30  # largest response body a function may send
     build_timeout: float = 600.0  # a build still running after this long is killed
+    metrics: bool = True  # the router counts requests (False: ``fissile up --no-metrics``)
+    metrics_public: bool = False  # /metrics answers without the token
 
     @property
     def invocations_db(self) -> Path:

@@ -32,6 +32,7 @@ from fissile.executor import Executor
 from fissile.invocations import Invocations, InvocationStore
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook
+from fissile.observability.exposition import Exposition, Sources
 from fissile.router import Router, RouterProtocol
 from fissile.router.bounded import bounded_protocol
 from fissile.router.front_door import FrontDoor
@@ -189,6 +190,18 @@ class Platform:
             invocations=invocations,
             brokers=triggers.brokers,
             environments=environment_readiness(executor),
+            metrics=Exposition(
+                Sources(
+                    executor,
+                    requests=config.metrics,
+                    invocations=invocations,
+                    consumers=triggers.consumers,
+                    brokers=triggers.brokers,
+                    timers=triggers.timers,
+                    builder=builder,
+                )
+            ),
+            metrics_public=config.metrics_public,
         )
 
         builder.resume()

@@ -19,6 +19,7 @@ import signal
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ from fissile.builder.sandbox import (
 from fissile.builder.storage import ArchiveStore
 from fissile.executor._prctl import die_with_parent
 from fissile.models import BuildState, BuildStatus, PackageSpec
+from fissile.observability.metrics import Histogram
+from fissile.observability.tally import Tally
 from fissile.store import NotFound, Store
 
 logger = logging.getLogger("fissile.builder")
@@ -55,6 +58,22 @@ def requirements_file(src: Path) -> str | None:
         if (src / name).is_file():
             return name
     return None
+
+
+# Build durations' buckets (seconds): from a reused or copied package to a long pip install.
+BUILD_BUCKETS: tuple[float, ...] = (
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+)
 
 
 class BuildError(Exception):
@@ -96,6 +115,10 @@ class Builder:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._current: dict[str, asyncio.Task[None]] = {}  # the build each _run awaits
         self._again: set[str] = set()
+        # Read by the metrics exposition: (environment, outcome) -> builds, and how long the
+        # builds that ran (not those reused) took, by environment.
+        self.outcomes = Tally()
+        self.durations: dict[str, Histogram] = {}
 
     def resume(self) -> None:
         """Restart builds a previous run left unfinished."""
@@ -184,10 +207,15 @@ class Builder:
                 rebuild=rebuild,
             )
             self._set_status(name, spec, status)
+            self.outcomes.add(spec.env, "reused")
             return
         log: list[str] = []
+        began = time.monotonic()
         try:
             await self._make(spec, target, log)
+        except asyncio.CancelledError:
+            self._counted(spec.env, "cancelled", began)
+            raise
         except Exception as exc:
             if not isinstance(exc, BuildError):
                 logger.exception("building package %s failed unexpectedly", name)
@@ -201,7 +229,9 @@ class Builder:
                 finished_at=datetime.now(UTC),
                 rebuild=rebuild,
             )
+            self._counted(spec.env, "failed", began)
         else:
+            self._counted(spec.env, "succeeded", began)
             log.append(f"build succeeded: deploy {key[:12]}\n")
             status = BuildStatus(
                 state=BuildState.succeeded,
@@ -212,6 +242,13 @@ class Builder:
                 rebuild=rebuild,
             )
         self._set_status(name, spec, status)
+
+    def _counted(self, env: str, outcome: str, began: float) -> None:
+        self.outcomes.add(env, outcome)
+        durations = self.durations.get(env)
+        if durations is None:
+            durations = self.durations[env] = Histogram(BUILD_BUCKETS)
+        durations.observe(time.monotonic() - began)
 
     def _set_status(self, name: str, built: PackageSpec, status: BuildStatus) -> None:
         current = self.store.get("packages", name)

@@ -121,6 +121,11 @@ from fissile.models import MIN_MEMORY
     " [default: the fd limit less a quarter of it (at least 1024 of 2048 or more),"
     " at most 65536]",
 )
+@click.option(
+    "--metrics-public",
+    is_flag=True,
+    help="Serve the control API's /metrics without the token (for a scraper on loopback).",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -142,6 +147,7 @@ def up(
     header_timeout: float,
     keep_alive_timeout: float,
     max_connections: int | None,
+    metrics_public: bool,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -189,6 +195,7 @@ def up(
         max_connections=max_connections,
         max_response_body=max_response_body,
         build_timeout=build_timeout,
+        metrics_public=metrics_public,
     )
     try:
         run(config)

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -46,6 +46,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.observability.exposition import CONTENT_TYPE, Exposition
 from fissile.store.space import StorageFull, is_full, writing
 from fissile.triggers.mq.hub import BrokerHub, Refused
 
@@ -59,10 +60,14 @@ def create_api(
     invocations: Invocations | None = None,
     brokers: BrokerHub | None = None,
     environments: Callable[[], dict[str, bool]] | None = None,
+    metrics: Exposition | None = None,
+    metrics_public: bool = False,
 ) -> FastAPI:
-    """The control API; with a ``token``, every request but ``/healthz`` must carry it.
+    """The control API; with a ``token``, every request but ``/healthz`` must carry it (and
+    ``/metrics`` too unless ``metrics_public``).
     ``environments``: whether each environment can serve (its zygote is up), for /healthz."""
     auth = (401,) if token is not None else ()
+    open_paths = {"/healthz", "/metrics"} if metrics_public else {"/healthz"}
 
     def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         # Behind a token, every route may meet a request without it.
@@ -78,7 +83,7 @@ def create_api(
 
         @app.middleware("http")
         async def require_token(request: Request, call_next: Any) -> Any:
-            if request.url.path != "/healthz" and not authorized(
+            if request.url.path not in open_paths and not authorized(
                 request.headers.get("authorization"), token
             ):
                 error = ApiError(401, "unauthorized", "missing or wrong bearer token")
@@ -144,6 +149,20 @@ def create_api(
             return JSONResponse({"status": "starting", "environments": states}, 503)
         status = "ok" if len(serving) == len(states) else "degraded"
         return JSONResponse({"status": status, "environments": states})
+
+    if metrics is not None:
+        exposition = metrics
+        metrics_errors = error_responses() if metrics_public else errors()
+
+        @app.get(
+            "/metrics",
+            tags=["platform"],
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE: {}}}, **metrics_errors},
+        )
+        async def prometheus_metrics() -> Response:
+            """Prometheus text exposition of the platform's metrics (docs/observability.md)."""
+            return Response(await exposition.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/info", tags=["platform"], responses=errors())
     async def platform_info() -> PlatformInfo:

@@ -47,6 +47,9 @@ class Instance:
         self.last_used = self.started_at
         self.exit_reason: str | None = None
         self.expected_exit = False  # retired by the platform, not crashed
+        # Specialized and ready once: a death before that is its start's failure, counted
+        # once by the pool as such, not as a crash too.
+        self.loaded = False
         self.zygote: object | None = None
         self.cgroup: Any = None  # fissile.sandbox.cgroups.Group, when cgroups are in use
         self.memory_limit = 0

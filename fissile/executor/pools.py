@@ -17,6 +17,7 @@ from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, Overlo
 from fissile.executor.instance import Instance, State
 from fissile.executor.zygote import Zygote
 from fissile.models import EnvironmentSpec, FunctionSpec, FunctionStatus
+from fissile.observability.metrics import crash_reason
 
 if TYPE_CHECKING:
     from fissile.executor.executor import Executor
@@ -288,6 +289,7 @@ class FunctionPool:
         every waiter when the function cannot start or was deleted."""
         wait = self.backing_off()
         if wait and not self.starting:
+            self.metrics.refused("crash_loop")
             raise CrashLoop(
                 f"function {self.name} is crash-looping ({self.failures} failures in a row,"
                 f" last: {self.last_exit_reason or 'failed to start'}); next start in {wait:.1f}s",
@@ -295,6 +297,7 @@ class FunctionPool:
             )
         if len(self.waiters) >= self.queue_limit:
             self.rejected += 1
+            self.metrics.refused("overloaded")
             # The demand is past what the queue holds: every instance the function may have.
             self.scale_up(self.spec.max_scale)
             raise Overloaded(
@@ -386,6 +389,7 @@ class FunctionPool:
         except Exception as exc:
             if instance is not None:
                 self.executor.retire(instance)
+            self.metrics.crashed("load_failed" if isinstance(exc, LoadFailed) else "start_failed")
             self._failed()
             self._fail_waiters(exc)
             return
@@ -445,6 +449,7 @@ class FunctionPool:
             if self.spec.concurrency is None and self.is_async:
                 self._set_limit()
         instance.state = State.ready
+        instance.loaded = True
         instance.last_used = time.monotonic()
         self.executor.logs.platform(self.name, f"instance {instance.id} ready (pid {instance.pid})")
 
@@ -475,6 +480,7 @@ class FunctionPool:
         touched."""
         self.abandon(waiter)
         self.queue_timeouts += 1
+        self.metrics.refused("queue_timeout")
 
     def overran(self, instance: Instance, timeout: float) -> None:
         """A request ran past its timeout: kill the instance that ran it (the only way to stop
@@ -482,6 +488,7 @@ class FunctionPool:
         a crash loop."""
         reason = f"timeout after {timeout:g}s"
         self.timeouts += 1
+        self.metrics.timeouts += 1
         self.last_exit_reason = reason
         self.executor.logs.platform(
             self.name, f"instance {instance.id} killed: {reason} (not counted as a crash)"
@@ -589,6 +596,8 @@ class FunctionPool:
                 # One that died while loading is counted once, by the failed start (_start).
                 self._failed()
             self.restarts += 1
+            if instance.loaded:
+                self.metrics.crashed(crash_reason(instance.exit_reason))
             self.last_exit_reason = instance.exit_reason
             self.last_crash_at = datetime.now(UTC)
             self.executor.logs.platform(

@@ -31,6 +31,7 @@ from fissile.invocations.callbacks import CallbackSender
 from fissile.invocations.errors import InvocationError
 from fissile.invocations.records import CLOSING, Invocation, Response, Status
 from fissile.invocations.store import InvocationStore
+from fissile.observability.tally import Tally
 from fissile.router.invoke import invoke
 from fissile.store.space import StorageFull
 
@@ -87,6 +88,8 @@ class Invocations:
         self._full = False
         self._full_pause = FULL_PAUSE
         self._recovery: asyncio.Task[None] | None = None
+        # (function, outcome) -> attempts that ran (read by the metrics exposition)
+        self.attempts = Tally()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -354,6 +357,7 @@ class Invocations:
             # invocation running forever.
             logger.exception("invocation %s failed inside the platform", invocation.id)
             if not attempt.cancelled:
+                self.attempts.add(invocation.function, "failed")
                 self._failed(invocation, f"platform error: {type(exc).__name__}: {exc}", False)
             return
         if attempt.cancelled:
@@ -362,6 +366,7 @@ class Invocations:
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in result.headers]
             response = Response(result.status, headers, result.body)
             invocation.response = response
+            self.attempts.add(invocation.function, "succeeded" if result.status < 400 else "failed")
             if result.status < 400:
                 invocation.status = Status.succeeded
                 invocation.error = None
@@ -385,6 +390,7 @@ class Invocations:
             self._requeue(invocation)
             return None
         invocation.response = None
+        self.attempts.add(invocation.function, "timed_out" if result.status == 504 else "failed")
         if result.status == 404:
             invocation.status = Status.failed
             invocation.error = result.message

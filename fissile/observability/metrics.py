@@ -39,27 +39,28 @@ DURATION_BUCKETS: tuple[float, ...] = (
 class Histogram:
     """Counts per bucket (not cumulative; the last one is +Inf), their sum and count."""
 
-    __slots__ = ("count", "counts", "sum")
+    __slots__ = ("bounds", "count", "counts", "sum")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+    def __init__(self, bounds: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
         self.count = 0
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.counts[bisect_left(self.bounds, seconds)] += 1
         self.sum += seconds
         self.count += 1
 
     def cumulative(self) -> Iterator[tuple[float, int]]:
         """(upper bound, observations at or below it), +Inf last, as Prometheus exposes."""
         total = 0
-        for bound, count in zip((*DURATION_BUCKETS, float("inf")), self.counts, strict=True):
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             total += count
             yield bound, total
 
     def copy(self) -> Histogram:
-        other = Histogram()
+        other = Histogram(self.bounds)
         other.counts = self.counts.copy()
         other.sum = self.sum
         other.count = self.count
@@ -77,6 +78,7 @@ class FunctionMetrics:
         "duration",
         "name",
         "queue_wait",
+        "rejected",
         "requests",
         "timeouts",
     )
@@ -89,6 +91,9 @@ class FunctionMetrics:
         self.cold_starts = 0  # requests that waited for a new instance to be made
         self.crashes: dict[str, int] = {}  # reason -> instances that died unexpectedly
         self.timeouts = 0  # requests that overran the function's timeout
+        # reason -> requests refused without running: ``overloaded`` (429, queue full),
+        # ``queue_timeout`` (503, no instance in time), ``crash_loop`` (503, backing off)
+        self.rejected: dict[str, int] = {}
 
     def request(self, status: int, duration: float) -> None:
         """One answered request: its status and how long it took."""
@@ -98,6 +103,9 @@ class FunctionMetrics:
 
     def crashed(self, reason: str) -> None:
         self.crashes[reason] = self.crashes.get(reason, 0) + 1
+
+    def refused(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     @property
     def total(self) -> int:
@@ -133,6 +141,7 @@ def crash_reason(exit_reason: str | None) -> str:
         return "exited"
     text = exit_reason.lower()
     for needle, reason in (
+        ("mid-response", "dropped_request"),
         ("memory", "oom"),
         ("oom", "oom"),
         ("signal", "signal"),

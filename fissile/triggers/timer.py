@@ -20,6 +20,7 @@ from pathlib import Path
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
 from fissile.models import TimeTriggerSpec, TimeTriggerStatus
+from fissile.observability.tally import Tally
 from fissile.router.invoke import invoke
 from fissile.store import Change, Store
 from fissile.store.space import StorageFull, writing
@@ -75,8 +76,16 @@ class TimerState:
 
 
 class Timer:
-    def __init__(self, spec: TimeTriggerSpec, state: TimerState, executor: Executor) -> None:
+    def __init__(
+        self,
+        spec: TimeTriggerSpec,
+        state: TimerState,
+        executor: Executor,
+        fires: Tally | None = None,
+    ) -> None:
         self.spec = spec
+        # (trigger, outcome) -> slots; the service's, so counts outlive an update
+        self.fires = fires if fires is not None else Tally()
         self.schedule = Schedule(spec.cron, spec.timezone)
         self.state = state
         self.executor = executor
@@ -115,6 +124,7 @@ class Timer:
                         "timer %s: skipping slots until it can record them: %s", name, exc
                     )
                 self._skipped += 1
+                self.fires.add(name, "skipped")
                 continue
             if self._skipped:
                 logger.warning("timer %s: %d slots skipped (disk full)", name, self._skipped)
@@ -137,8 +147,10 @@ class Timer:
             reason = f"{type(exc).__name__}: {exc}"
         else:
             if isinstance(result, InstanceResponse) and result.status < 400:
+                self.fires.add(spec.name, "succeeded")
                 return
             reason = f"status {result.status}"
+        self.fires.add(spec.name, "failed")
         self.executor.logs.platform(
             spec.function, f"timer {spec.name}: run at {slot.isoformat()} failed: {reason}"
         )
@@ -152,6 +164,8 @@ class TimerService:
         self.state = state
         self.executor = executor
         self.timers: dict[str, Timer] = {}
+        # (trigger, outcome) -> slots, since the platform started or the trigger was made
+        self.fires = Tally()
         self._stopping = False
 
     def start(self) -> None:
@@ -166,7 +180,7 @@ class TimerService:
         return timer.status()
 
     def _add(self, spec: TimeTriggerSpec) -> None:
-        timer = Timer(spec, self.state, self.executor)
+        timer = Timer(spec, self.state, self.executor, self.fires)
         self.timers[spec.name] = timer
         timer.start()
 
@@ -178,6 +192,7 @@ class TimerService:
             old.stop()
         if change.action == "deleted":
             self.state.forget(change.record.name)
+            self.fires.forget(change.record.name)
         else:
             self._add(TimeTriggerSpec.model_validate(change.record.data))
 

@@ -30,6 +30,7 @@ from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
 from fissile.executor.errors import BUSY
 from fissile.models import ConsumerStatus, MessageQueueTriggerSpec
+from fissile.observability.tally import Tally
 from fissile.router.invoke import invoke
 from fissile.router.proxy import Answer
 from fissile.store import Change, Store
@@ -64,11 +65,14 @@ class Consumer:
         hub: BrokerHub,
         executor: Executor,
         invoker: Invoker = invoke,
+        outcomes: Tally | None = None,
     ) -> None:
         self.spec = spec
         self.hub = hub
         self.executor = executor
         self.invoker = invoker
+        # (trigger, outcome) -> messages; the manager's, so counts outlive a restart
+        self.outcomes = outcomes if outcomes is not None else Tally()
         self.status = ConsumerStatus()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -180,6 +184,7 @@ class Consumer:
                         _response_headers(result, message.id, spec.function),
                     )
                 self.status.processed += 1
+                self.outcomes.add(spec.name, "succeeded")
                 break
             if attempts > spec.maxretries:
                 if spec.errortopic:
@@ -192,6 +197,7 @@ class Consumer:
                             "x-fissile-source-message-id": message.id,
                         },
                     )
+                    self.outcomes.add(spec.name, "dead_lettered")
                 else:
                     logger.warning(
                         "mq trigger %s: message %s failed %d times and has no error topic; dropped",
@@ -199,8 +205,10 @@ class Consumer:
                         message.id,
                         attempts,
                     )
+                    self.outcomes.add(spec.name, "dropped")
                 self.status.failed += 1
                 break
+            self.outcomes.add(spec.name, "retried")
             await asyncio.sleep(min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX))
         await delivery.ack()
 
@@ -285,6 +293,8 @@ class ConsumerManager:
         self.hub = hub
         self.executor = executor
         self.consumers: dict[str, Consumer] = {}
+        # (trigger, outcome) -> messages, since the platform started or the trigger was made
+        self.outcomes = Tally()
         self._stopping = False
 
     def start(self) -> None:
@@ -297,7 +307,7 @@ class ConsumerManager:
         return consumer.status if consumer is not None else ConsumerStatus()
 
     def _add(self, spec: MessageQueueTriggerSpec) -> None:
-        consumer = Consumer(spec, self.hub, self.executor)
+        consumer = Consumer(spec, self.hub, self.executor, outcomes=self.outcomes)
         self.consumers[spec.name] = consumer
         consumer.start()
 
@@ -306,6 +316,7 @@ class ConsumerManager:
             return
         old = self.consumers.pop(change.record.name, None)
         if change.action == "deleted":
+            self.outcomes.forget(change.record.name)
             if old is not None:
                 asyncio.get_running_loop().create_task(self._retire(old))
             return

@@ -142,6 +142,18 @@ class EmbeddedBroker:
             self.db.execute("DELETE FROM cursors WHERE grp = ?", (group,))
             self.db.execute("DELETE FROM pending WHERE grp = ?", (group,))
 
+    def lag(self, topic: str, group: str) -> int | None:
+        """Messages of ``topic`` that ``group`` has not acked (not yet handed out, or handed
+        out and unacked); None when the group never subscribed. Blocking: call in a thread."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT (SELECT COUNT(*) FROM messages WHERE topic = c.topic AND seq >= c.next_seq)"
+                " + (SELECT COUNT(*) FROM pending WHERE grp = c.grp AND topic = c.topic)"
+                " FROM cursors c WHERE c.grp = ? AND c.topic = ?",
+                (group, topic),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
     # -- used by subscriptions ------------------------------------------------------------
 
     def _claim(self, topic: str, group: str, owner: str, limit: int) -> list[Delivery]:
