@@ -40,6 +40,7 @@ class Config:
     max_connections: int | None = None  # None: derived from the fd limit at start
     max_response_body: int = 1 << 30  # largest response body a function may send
     build_timeout: float = 600.0  # a build still running after this long is killed
+    otlp_endpoint: str | None = None  # where spans go over OTLP/HTTP; None: not recorded
 
     @property
     def invocations_db(self) -> Path:

@@ -121,6 +121,14 @@ from fissile.models import MIN_MEMORY
     " [default: the fd limit less a quarter of it (at least 1024 of 2048 or more),"
     " at most 65536]",
 )
+@click.option(
+    "--otlp-endpoint",
+    default=None,
+    metavar="URL",
+    help="Export a span per hop (router to function, async attempts, MQ deliveries,"
+    " context.invoke calls) to this OpenTelemetry collector over OTLP/HTTP, e.g."
+    " http://127.0.0.1:4318 (needs the otlp extra). [default: off]",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -142,6 +150,7 @@ def up(
     header_timeout: float,
     keep_alive_timeout: float,
     max_connections: int | None,
+    otlp_endpoint: str | None,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -167,6 +176,8 @@ def up(
         )
     if build_timeout < 1:
         raise click.BadParameter("must be at least 1s", param_hint="--build-timeout")
+    if otlp_endpoint is not None and not otlp_endpoint.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http:// or https:// URL", param_hint="--otlp-endpoint")
 
     config = Config(
         data_dir=data_dir or default_data_dir(),
@@ -189,6 +200,7 @@ def up(
         max_connections=max_connections,
         max_response_body=max_response_body,
         build_timeout=build_timeout,
+        otlp_endpoint=otlp_endpoint,
     )
     try:
         run(config)
