@@ -33,9 +33,10 @@ class TracingUnavailable(Exception):
 
 
 class _State:
-    tracer: Tracer | None = None
+    # The tracer and the _PresetIds it draws from, together: read in one go, so a shutdown on
+    # another thread never leaves one without the other.
+    active: tuple[Tracer, Any] | None = None
     processor: SpanProcessor | None = None
-    ids: Any = None  # the _PresetIds the tracer draws from
 
 
 _state = _State()
@@ -43,7 +44,7 @@ _state = _State()
 
 def enabled() -> bool:
     """Whether spans are exported: callers skip even reading the clock when not."""
-    return _state.tracer is not None
+    return _state.active is not None
 
 
 def configure(endpoint: str) -> None:
@@ -74,15 +75,14 @@ def install(processor: SpanProcessor) -> None:
         resource=Resource.create({"service.name": SERVICE_NAME}), id_generator=ids
     )
     provider.add_span_processor(processor)
-    _state.ids = ids
     _state.processor = processor
-    _state.tracer = provider.get_tracer("fissile")
+    _state.active = (provider.get_tracer("fissile"), ids)
 
 
 def shutdown() -> None:
     """Export what is still batched, then stop exporting."""
     processor = _state.processor
-    _state.tracer = _state.processor = _state.ids = None
+    _state.active = _state.processor = None
     if processor is not None:
         processor.shutdown()
 
@@ -104,9 +104,10 @@ def record_span(
     ``flags`` are the parent's (a parent that did not sample is followed); ``error`` marks the
     span failed with that description; ``kind``: internal, server, client, producer, consumer.
     A no-op when tracing is off."""
-    tracer = _state.tracer
-    if tracer is None:
+    active = _state.active
+    if active is None:
         return
+    tracer, ids = active
     from opentelemetry import trace
     from opentelemetry.trace.status import Status, StatusCode
 
@@ -119,7 +120,6 @@ def record_span(
             trace_flags=trace.TraceFlags(int(flags, 16)),
         )
         context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
-    ids = _state.ids
     ids.trace_id = int(trace_id, 16)
     ids.span_id = int(span_id, 16)
     span = tracer.start_span(
@@ -180,7 +180,7 @@ class Hop(NamedTuple):
         kind: str = "internal",
     ) -> None:
         """Record the hop's span, ending now (a no-op when tracing is off)."""
-        if _state.tracer is None:
+        if _state.active is None:
             return
         record_span(
             name,
