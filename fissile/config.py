@@ -42,6 +42,7 @@ class Config:
     build_timeout: float = 600.0  # a build still running after this long is killed
     metrics: bool = True  # the router counts requests (False: ``fissile up --no-metrics``)
     metrics_public: bool = False  # /metrics answers without the token
+    otlp_endpoint: str | None = None  # where spans go over OTLP/HTTP; None: not recorded
 
     @property
     def invocations_db(self) -> Path:

@@ -31,7 +31,7 @@ from fissile.events import EventBus
 from fissile.executor import Executor
 from fissile.invocations import Invocations, InvocationStore
 from fissile.models import EnvironmentSpec, PlatformInfo
-from fissile.observability import LogBook
+from fissile.observability import LogBook, tracing
 from fissile.observability.exposition import Exposition, Sources
 from fissile.router import Router, RouterProtocol
 from fissile.router.bounded import bounded_protocol
@@ -115,6 +115,11 @@ class Platform:
 
     async def start(self) -> None:
         config = self.config
+        if config.otlp_endpoint:
+            try:
+                tracing.configure(config.otlp_endpoint)
+            except tracing.TracingUnavailable as exc:
+                raise StartupError(str(exc)) from None
         if config.data_dir.is_dir():
             # Another platform on this data dir is the likelier fault, and it holds the ports
             # too: say so, rather than that a port is taken. (Only an existing data dir can
@@ -281,6 +286,11 @@ class Platform:
             await self.invocations.stop()
             self.invocations.store.close()
         await self.events.drain()
+        if tracing.enabled():
+            # The last batch goes out now, off the loop, and never holds the stop for long.
+            await asyncio.wait(
+                [asyncio.create_task(asyncio.to_thread(tracing.shutdown))], timeout=5
+            )
         if self.builder is not None:
             await self.builder.stop()
         if self.executor is not None:

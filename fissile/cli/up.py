@@ -126,6 +126,14 @@ from fissile.models import MIN_MEMORY
     is_flag=True,
     help="Serve the control API's /metrics without the token (for a scraper on loopback).",
 )
+@click.option(
+    "--otlp-endpoint",
+    default=None,
+    metavar="URL",
+    help="Export a span per hop (router to function, async attempts, MQ deliveries,"
+    " context.invoke calls) to this OpenTelemetry collector over OTLP/HTTP, e.g."
+    " http://127.0.0.1:4318 (needs the otlp extra). [default: off]",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -148,6 +156,7 @@ def up(
     keep_alive_timeout: float,
     max_connections: int | None,
     metrics_public: bool,
+    otlp_endpoint: str | None,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -173,6 +182,8 @@ def up(
         )
     if build_timeout < 1:
         raise click.BadParameter("must be at least 1s", param_hint="--build-timeout")
+    if otlp_endpoint is not None and not otlp_endpoint.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http:// or https:// URL", param_hint="--otlp-endpoint")
 
     config = Config(
         data_dir=data_dir or default_data_dir(),
@@ -196,6 +207,7 @@ def up(
         max_response_body=max_response_body,
         build_timeout=build_timeout,
         metrics_public=metrics_public,
+        otlp_endpoint=otlp_endpoint,
     )
     try:
         run(config)

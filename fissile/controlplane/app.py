@@ -275,7 +275,10 @@ def create_api(
             """Publish the raw request body to a topic (``fissile topic publish``)."""
             _topic(topic)
             body = await request.body()
-            headers = {k: v for k, v in request.headers.items() if k == "content-type"}
+            # A client's traceparent makes the message part of its trace.
+            headers = {
+                k: v for k, v in request.headers.items() if k in ("content-type", "traceparent")
+            }
             try:
                 await hub.deliver(mqtype, topic, body, headers, broker_url)
             except Refused as exc:

@@ -45,6 +45,7 @@ class Instance:
         self.inflight = 0
         self.started_at = time.monotonic()
         self.last_used = self.started_at
+        self.served = 0  # requests given back (one not yet served any is a cold start's)
         self.exit_reason: str | None = None
         self.expected_exit = False  # retired by the platform, not crashed
         # Specialized and ready once: a death before that is its start's failure, counted

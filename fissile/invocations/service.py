@@ -31,8 +31,9 @@ from fissile.invocations.callbacks import CallbackSender
 from fissile.invocations.errors import InvocationError
 from fissile.invocations.records import CLOSING, Invocation, Response, Status
 from fissile.invocations.store import InvocationStore
+from fissile.observability import tracing
 from fissile.observability.tally import Tally
-from fissile.router.invoke import invoke
+from fissile.router.invoke import TRACEPARENT, invoke
 from fissile.store.space import StorageFull
 
 logger = logging.getLogger("fissile.invocations")
@@ -174,6 +175,12 @@ class Invocations:
                 404, "function_not_found", f"function {function!r} not found"
             ) from None
         now = time.time()
+        start = time.time_ns()
+        # Accepting is the invocation's first span (a new trace's root without a traceparent);
+        # every attempt's parent is that span, so all attempts share its trace.
+        accepted = tracing.hop(_traceparent(headers))
+        headers = [(k, v) for k, v in headers if k.lower() != TRACEPARENT]
+        headers.append((TRACEPARENT, accepted.traceparent))
         invocation = Invocation(
             id=new_id(),
             function=function,
@@ -189,6 +196,12 @@ class Invocations:
         )
         self.store.add(invocation, body)
         self._enqueue(invocation.id, function, now)
+        accepted.record(
+            f"accept {function}",
+            start,
+            {"fissile.function": function, "fissile.invocation": invocation.id},
+            kind="producer",
+        )
         return invocation
 
     def get(self, invocation_id: str) -> Invocation | None:
@@ -351,6 +364,8 @@ class Invocations:
                 body=body,
                 invocation_id=invocation.id,
                 on_acquire=attempt.acquired,
+                hop=tracing.hop(_traceparent(invocation.headers)),
+                span=f"attempt {invocation.attempts}",
             )
         except Exception as exc:
             # A fault of the platform, not of the function: record it rather than leave the
@@ -562,6 +577,13 @@ def _both(
         second(invocation)
 
     return write
+
+
+def _traceparent(headers: builtins.list[tuple[str, str]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == TRACEPARENT:
+            return value
+    return None
 
 
 def _nothing(invocation: Invocation) -> None:

@@ -24,6 +24,7 @@ import json
 import re
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -32,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
+from fissile.observability import tracing
 from fissile.router.invoke import invoke, new_invocation_id
 from fissile.router.proxy import Answer
 from fissile.triggers.mq.hub import Refused
@@ -47,6 +49,7 @@ CHAIN_ID = "x-fissile-chain-id"
 CHAIN_DEPTH = "x-fissile-chain-depth"
 DEADLINE = "x-fissile-deadline"
 CALLER = "x-fissile-caller"
+TRACEPARENT = "traceparent"
 # Where the protocol puts the connecting process's credentials in the ASGI scope.
 PEER = "fissile.peer"
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -129,11 +132,21 @@ class PlatformSocketApp:
             )
         if deadline is not None and deadline <= 0:
             return Answer(504, "timeout", "the caller's deadline has passed")
+        # The call is a span of the caller's trace; the callee's parent is that span.
+        hop = tracing.hop(headers.get(TRACEPARENT))
         forwarded = {k: v for k, v in headers.items() if k in _PASSED}
         forwarded |= {CHAIN_ID: chain, CHAIN_DEPTH: str(depth)}
         if caller:  # the platform's word; what the caller sent is not passed on
             forwarded[CALLER] = caller
-        return await invoke(self.executor, function, headers=forwarded, body=body, timeout=deadline)
+        return await invoke(
+            self.executor,
+            function,
+            headers=forwarded,
+            body=body,
+            timeout=deadline,
+            hop=hop,
+            span="invoke",
+        )
 
     async def publish(
         self, query: Mapping[str, list[str]], headers: Mapping[str, str], body: bytes
@@ -143,11 +156,19 @@ class PlatformSocketApp:
         url = (query.get("broker_url") or [""])[0] or None
         if not _TOPIC.match(topic):
             return Answer(422, "invalid", f"invalid topic {topic!r}")
+        # The message carries the publish's span as its consumers' parent.
+        hop = tracing.hop(headers.get(TRACEPARENT))
         meta = {k: v for k, v in headers.items() if k == "content-type"}
+        meta[TRACEPARENT] = hop.traceparent
+        start = time.time_ns() if tracing.enabled() else 0
         try:
             await self.publisher(mqtype, topic, body, meta, url)
         except Refused as exc:
+            if start:
+                hop.record(f"publish {topic}", start, _topic(topic, mqtype), error=exc.message)
             return Answer(exc.status, exc.code, exc.message)
+        if start:
+            hop.record(f"publish {topic}", start, _topic(topic, mqtype), kind="producer")
         return _Accepted(topic, len(body))
 
 
@@ -156,6 +177,10 @@ class _Accepted(Answer):
         self.status = 202
         self.body = json.dumps({"topic": topic, "size": size}).encode()
         self.headers = [(b"content-type", b"application/json")]
+
+
+def _topic(topic: str, mqtype: str) -> dict[str, str]:
+    return {"messaging.destination.name": topic, "messaging.system": mqtype}
 
 
 async def _body(receive: Receive) -> bytes | None:

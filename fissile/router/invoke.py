@@ -4,6 +4,7 @@ the same request encoding and forwarding as the router, without an HTTP client i
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 from fissile.executor import Executor
@@ -14,6 +15,7 @@ from fissile.executor.connection import (
     read_body,
 )
 from fissile.executor.instance import Instance
+from fissile.observability import tracing
 from fissile.router.proxy import Answer, forward
 from fissile.router.relay import ResponseTimedOut
 
@@ -36,6 +38,7 @@ _RESERVED = frozenset(
         "x-fissile-timeout",
     }
 )
+TRACEPARENT = "traceparent"
 
 
 def new_invocation_id() -> str:
@@ -50,8 +53,10 @@ def encode_request(
     body: bytes,
     timeout: float,
     invocation_id: str,
+    traceparent: str | None = None,
 ) -> bytes:
-    """One complete HTTP/1.1 request for an instance, with the platform's metadata headers."""
+    """One complete HTTP/1.1 request for an instance, with the platform's metadata headers
+    (and ``traceparent`` instead of the caller's, when given)."""
     items = headers.items() if isinstance(headers, Mapping) else headers
     lines = [f"{method} {target} HTTP/1.1"]
     has_host = False
@@ -59,10 +64,14 @@ def encode_request(
         lower = name.lower()
         if lower in _RESERVED or "\r" in value or "\n" in value:
             continue
+        if traceparent is not None and lower == TRACEPARENT:
+            continue
         has_host = has_host or lower == "host"
         lines.append(f"{name}: {value}")
     if not has_host:
         lines.append("host: fissile")
+    if traceparent is not None:
+        lines.append(f"{TRACEPARENT}: {traceparent}")
     lines += [
         f"x-fissile-function: {function}",
         f"x-fissile-invocation-id: {invocation_id}",
@@ -84,11 +93,95 @@ async def invoke(
     invocation_id: str | None = None,
     timeout: float | None = None,
     on_acquire: Callable[[Instance], None] | None = None,
+    hop: tracing.Hop | None = None,
+    span: str = "call",
 ) -> InstanceResponse | Answer:
     """Run one request through one of the function's instances (starting one if needed) and
     return its response, or the platform's answer when it failed (404, 429, 502, 503, 504).
 
-    ``timeout`` may only shorten the function's own timeout (a caller's remaining deadline)."""
+    ``timeout`` may only shorten the function's own timeout (a caller's remaining deadline).
+    With ``hop``, the function gets its ``traceparent`` and, when tracing is on, the hop is
+    recorded as a span named ``<span> <function>``."""
+    if hop is None or not tracing.enabled():
+        traceparent = None if hop is None else hop.traceparent
+        return await _invoke(
+            executor,
+            function,
+            method,
+            path,
+            headers,
+            body,
+            invocation_id,
+            timeout,
+            on_acquire,
+            traceparent,
+        )
+    start = time.time_ns()
+    served: list[tuple[str, bool]] = []
+
+    def acquired(instance: Instance) -> None:
+        # Whether cold is known only now: the instance counts this request once it is done.
+        served.append((instance.id, instance.served == 0))
+        if on_acquire is not None:
+            on_acquire(instance)
+
+    result = await _invoke(
+        executor,
+        function,
+        method,
+        path,
+        headers,
+        body,
+        invocation_id,
+        timeout,
+        acquired,
+        hop.traceparent,
+    )
+    hop.record(
+        f"{span} {function}",
+        start,
+        attributes(function, result, served),
+        error=failure(result),
+        kind="client",
+    )
+    return result
+
+
+def attributes(
+    function: str, result: InstanceResponse | Answer, served: list[tuple[str, bool]]
+) -> dict[str, str | int | bool]:
+    """A hop's span attributes: the function, the status, the instance and whether it was a
+    cold start (an instance that had served nothing yet)."""
+    found: dict[str, str | int | bool] = {
+        "fissile.function": function,
+        "http.response.status_code": result.status,
+    }
+    if isinstance(result, Answer):
+        found["fissile.answer"] = result.code
+    if served:
+        found["fissile.instance"], found["fissile.cold"] = served[-1]
+    return found
+
+
+def failure(result: InstanceResponse | Answer) -> str | None:
+    """A hop's error, for its span's status: the platform's answer, or a 5xx of the function."""
+    if isinstance(result, Answer):
+        return result.message
+    return f"the function answered {result.status}" if result.status >= 500 else None
+
+
+async def _invoke(
+    executor: Executor,
+    function: str,
+    method: str,
+    path: str,
+    headers: Headers,
+    body: bytes,
+    invocation_id: str | None,
+    timeout: float | None,
+    on_acquire: Callable[[Instance], None] | None,
+    traceparent: str | None,
+) -> InstanceResponse | Answer:
     try:
         pool = executor.function(function)
     except Exception:
@@ -97,7 +190,14 @@ async def invoke(
     if not path.startswith("/"):
         path = "/" + path
     request = encode_request(
-        function, method, path, headers, body, limit, invocation_id or new_invocation_id()
+        function,
+        method,
+        path,
+        headers,
+        body,
+        limit,
+        invocation_id or new_invocation_id(),
+        traceparent,
     )
     # A caller's deadline bounds the wait and the run together; without one, each has its own.
     deadline = None if timeout is None else limit

@@ -11,6 +11,8 @@ import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from fissile.observability import tracecontext
+
 SOCKET_ENV = "FISSILE_PLATFORM_SOCKET"
 
 
@@ -64,7 +66,16 @@ class Context:
     """Facts about the current invocation, the function's logger, and the way to call other
     functions and publish to topics."""
 
-    __slots__ = ("_deadline", "chain_depth", "chain_id", "function", "invocation_id", "logger")
+    __slots__ = (
+        "_deadline",
+        "_trace",
+        "_traceparent",
+        "chain_depth",
+        "chain_id",
+        "function",
+        "invocation_id",
+        "logger",
+    )
 
     def __init__(
         self,
@@ -74,6 +85,7 @@ class Context:
         logger: logging.Logger,
         chain_id: str = "",
         chain_depth: int = 0,
+        traceparent: str = "",
     ) -> None:
         self.function = function
         self.invocation_id = invocation_id
@@ -81,11 +93,43 @@ class Context:
         self.logger = logger
         self.chain_id = chain_id or invocation_id
         self.chain_depth = chain_depth
+        # Parsed on first use: most functions never ask.
+        self._traceparent = traceparent
+        self._trace: tracecontext.TraceParent | None = None
 
     @property
     def deadline(self) -> float:
         """``time.monotonic()`` value past which the platform ends the request."""
         return self._deadline
+
+    @property
+    def trace_id(self) -> str:
+        """The W3C trace id (32 hex digits) of the request: from its ``traceparent`` header, else
+        a new one for this invocation."""
+        return self._current().trace_id
+
+    @property
+    def span_id(self) -> str:
+        """The id (16 hex digits) of the platform's span that delivered this request (its
+        ``traceparent``'s parent id), else a new one."""
+        return self._current().parent_id
+
+    @property
+    def traceparent(self) -> str:
+        """The ``traceparent`` header to send to carry this trace on to another service."""
+        trace = self._current()
+        return tracecontext.format(trace.trace_id, trace.parent_id, trace.flags)
+
+    def _current(self) -> tracecontext.TraceParent:
+        trace = self._trace
+        if trace is None:
+            trace = tracecontext.parse(self._traceparent) if self._traceparent else None
+            if trace is None:
+                trace = tracecontext.TraceParent(
+                    tracecontext.new_trace_id(), tracecontext.new_span_id(), tracecontext.SAMPLED
+                )
+            self._trace = trace
+        return trace
 
     def remaining(self) -> float:
         """Seconds left before the function's timeout."""
@@ -107,6 +151,7 @@ class Context:
             "x-fissile-chain-id": self.chain_id,
             "x-fissile-chain-depth": str(self.chain_depth),
             "x-fissile-deadline": f"{self.remaining():.3f}",
+            "traceparent": self.traceparent,
         }
         return self._post(f"/invoke/{quote(function, safe='')}", headers, body)
 
@@ -125,7 +170,8 @@ class Context:
         query = {"topic": topic, "mqtype": mqtype}
         if broker_url:
             query["broker_url"] = broker_url
-        reply = self._post(f"/publish?{urlencode(query)}", {"content-type": kind}, body)
+        headers = {"content-type": kind, "traceparent": self.traceparent}
+        reply = self._post(f"/publish?{urlencode(query)}", headers, body)
         if not reply.ok:
             raise PlatformError(f"publish to {topic!r} failed ({reply.status}): {reply.text}")
 

@@ -382,6 +382,7 @@ class HttpConnection(WriteFlow):
             self.app.logger,
             headers.get("x-fissile-chain-id", ""),
             int(depth) if depth.isdigit() else 0,
+            headers.get("traceparent", ""),
         )
         request.params = _params(request.headers)
         if handler.is_async:

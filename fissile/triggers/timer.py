@@ -20,6 +20,7 @@ from pathlib import Path
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
 from fissile.models import TimeTriggerSpec, TimeTriggerStatus
+from fissile.observability import tracing
 from fissile.observability.tally import Tally
 from fissile.router.invoke import invoke
 from fissile.store import Change, Store
@@ -141,7 +142,15 @@ class Timer:
             "x-fissile-timer-slot": slot.isoformat(),
         }
         try:
-            result = await invoke(self.executor, spec.function, method=spec.method, headers=headers)
+            # Each fire starts a trace of its own.
+            result = await invoke(
+                self.executor,
+                spec.function,
+                method=spec.method,
+                headers=headers,
+                hop=tracing.hop(None),
+                span=f"timer {spec.name}:",
+            )
         except Exception as exc:  # this run is lost; the schedule goes on
             logger.exception("timer %s: run of %s failed", spec.name, spec.function)
             reason = f"{type(exc).__name__}: {exc}"

@@ -21,6 +21,7 @@ from fissile.events import Event, EventBus
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
 from fissile.models import WatchTriggerSpec
+from fissile.observability import tracing
 from fissile.router.invoke import invoke
 from fissile.store import Change, Store
 
@@ -85,7 +86,14 @@ class WatchService:
             "x-fissile-event-id": event.id,
         }
         body = json.dumps(event.to_json()).encode()
-        result = await invoke(self.executor, spec.function, headers=headers, body=body)
+        result = await invoke(
+            self.executor,
+            spec.function,
+            headers=headers,
+            body=body,
+            hop=tracing.hop(None),
+            span=f"watch {spec.name}:",
+        )
         if not (isinstance(result, InstanceResponse) and result.status < 400):
             self.executor.logs.platform(
                 spec.function,

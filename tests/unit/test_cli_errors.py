@@ -211,6 +211,7 @@ def test_up_rejects_bad_ports() -> None:
         (["--max-header-bytes", "100"], "--max-header-bytes: must be at least 1Ki"),
         (["--max-headers", "0"], "0 is not in the range x>=1"),
         (["--max-connections", "0"], "0 is not in the range x>=1"),
+        (["--otlp-endpoint", "127.0.0.1:4318"], "--otlp-endpoint: must be an http:// or https://"),
     ],
 )
 def test_up_rejects_unusable_limits(args: list[str], message: str, tmp_path: Path) -> None:

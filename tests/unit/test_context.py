@@ -105,3 +105,33 @@ def test_no_platform_socket(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) ->
     monkeypatch.setenv(SOCKET_ENV, str(short_tmp / "absent.sock"))
     with pytest.raises(PlatformError, match="cannot reach the platform"):
         context().publish("t", b"x")
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+
+
+def test_the_trace_comes_from_the_request_s_traceparent() -> None:
+    traced = context(traceparent=f"00-{TRACE}-{SPAN}-01")
+    assert (traced.trace_id, traced.span_id) == (TRACE, SPAN)
+    assert traced.traceparent == f"00-{TRACE}-{SPAN}-01"
+
+
+@pytest.mark.parametrize("header", ["", "00-nonsense"])
+def test_without_a_valid_traceparent_an_invocation_has_a_trace_of_its_own(header: str) -> None:
+    first, second = context(traceparent=header), context(traceparent=header)
+    assert len(first.trace_id) == 32 and len(first.span_id) == 16
+    assert first.trace_id == first.trace_id  # made once per invocation
+    assert first.trace_id != second.trace_id
+
+
+def test_invoke_and_publish_carry_the_trace(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakePlatform(short_tmp / "p.sock", 202)
+    monkeypatch.setenv(SOCKET_ENV, str(fake.path))
+    traced = context(traceparent=f"00-{TRACE}-{SPAN}-01")
+    traced.invoke("other")
+    traced.publish("t", "text")
+    for request in fake.requests:
+        assert f"traceparent: 00-{TRACE}-{SPAN}-01" in request.decode().lower()

@@ -144,3 +144,32 @@ async def test_publish_refusals_keep_their_status() -> None:
     assert invalid.status == 422
     unknown = await call(app, "/elsewhere", {})
     assert unknown.status == 404
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_an_invoke_is_a_hop_of_the_caller_s_trace(invoked: list[dict[str, Any]]) -> None:
+    app = PlatformSocketApp(None, refuse)  # type: ignore[arg-type]
+    await call(app, "/invoke/g", {"traceparent": TRACEPARENT})
+    await call(app, "/invoke/g", {})
+    traced, untraced = (made["hop"] for made in invoked)
+    assert traced.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert traced.parent_id == "00f067aa0ba902b7"
+    assert traced.span_id != traced.parent_id
+    assert untraced.parent_id is None  # the caller sent none: a trace starts here
+
+
+async def test_a_published_message_carries_the_publish_s_span() -> None:
+    published: list[dict[str, str]] = []
+
+    async def publisher(mqtype: str, topic: str, body: bytes, meta: Any, url: Any) -> None:
+        published.append(meta)
+
+    app = PlatformSocketApp(None, publisher)  # type: ignore[arg-type]
+    sent = await call(app, "/publish", {"traceparent": TRACEPARENT}, b"topic=t")
+    assert sent.status == 202
+    (meta,) = published
+    trace, parent, flags = meta["traceparent"].split("-")[1:]
+    assert (trace, flags) == ("4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    assert parent != "00f067aa0ba902b7"

@@ -30,8 +30,9 @@ from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
 from fissile.executor.errors import BUSY
 from fissile.models import ConsumerStatus, MessageQueueTriggerSpec
+from fissile.observability import tracing
 from fissile.observability.tally import Tally
-from fissile.router.invoke import invoke
+from fissile.router.invoke import TRACEPARENT, invoke
 from fissile.router.proxy import Answer
 from fissile.store import Change, Store
 from fissile.triggers.mq.base import Broker, BrokerError, Delivery, Subscription
@@ -154,8 +155,13 @@ class Consumer:
         spec = self.spec
         message = delivery.message
         attempts = 0
+        # Each attempt is a span whose parent is the publish's (the message's traceparent);
+        # without one the delivery starts a trace, shared by its attempts and its outcome.
+        hop = tracing.hop(message.headers.get(TRACEPARENT))
         while True:
             attempts += 1
+            if attempts > 1:
+                hop = hop.again()
             headers = {
                 **_message_headers(message.headers),
                 "x-fissile-trigger": "mqt",
@@ -167,7 +173,12 @@ class Consumer:
             }
             try:
                 result = await self.invoker(
-                    self.executor, spec.function, headers=headers, body=message.body
+                    self.executor,
+                    spec.function,
+                    headers=headers,
+                    body=message.body,
+                    hop=hop,
+                    span=f"deliver {message.topic} to",
                 )
             except Exception as exc:  # a fault of the platform's own: an attempt that failed
                 logger.exception("mq trigger %s: calling %s failed", spec.name, spec.function)
@@ -181,7 +192,7 @@ class Consumer:
                     await self._record(
                         spec.resptopic,
                         result.body,
-                        _response_headers(result, message.id, spec.function),
+                        _response_headers(result, message.id, spec.function, hop),
                     )
                 self.status.processed += 1
                 self.outcomes.add(spec.name, "succeeded")
@@ -195,6 +206,7 @@ class Consumer:
                         {
                             "content-type": "application/json",
                             "x-fissile-source-message-id": message.id,
+                            TRACEPARENT: hop.traceparent,
                         },
                     )
                     self.outcomes.add(spec.name, "dead_lettered")
@@ -241,8 +253,15 @@ def _message_headers(headers: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _response_headers(result: InstanceResponse, message_id: str, function: str) -> dict[str, str]:
-    headers = {"x-fissile-source-message-id": message_id, "x-fissile-function": function}
+def _response_headers(
+    result: InstanceResponse, message_id: str, function: str, hop: tracing.Hop
+) -> dict[str, str]:
+    # The response continues the trace: its consumers' parent is the call that answered.
+    headers = {
+        "x-fissile-source-message-id": message_id,
+        "x-fissile-function": function,
+        TRACEPARENT: hop.traceparent,
+    }
     for name, value in result.headers:
         if name.lower() == b"content-type":
             headers["content-type"] = value.decode("latin-1")
