@@ -22,9 +22,11 @@ from starlette.routing import Match
 import fissile
 from fissile.builder import ArchiveError, ArchiveTooLarge
 from fissile.builder.archive import MAX_ARCHIVE_BYTES
-from fissile.controlplane.auth import authorized
+from fissile.controlplane.auth import SESSION_COOKIE, authorized, cookie_allows
 from fissile.controlplane.errors import ApiError, error_responses
+from fissile.controlplane.invoke import add_invoke_route
 from fissile.controlplane.resources import Resources
+from fissile.controlplane.stats import add_stats_routes
 from fissile.executor import Executor
 from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
@@ -46,8 +48,12 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.observability.crashes import CrashLog
+from fissile.observability.stats import Stats
 from fissile.store.space import StorageFull, is_full, writing
 from fissile.triggers.mq.hub import BrokerHub, Refused
+from fissile.ui import add_dashboard
+from fissile.ui.routes import in_ui
 
 
 def create_api(
@@ -59,9 +65,13 @@ def create_api(
     invocations: Invocations | None = None,
     brokers: BrokerHub | None = None,
     environments: Callable[[], dict[str, bool]] | None = None,
+    stats: Stats | None = None,
+    crashes: CrashLog | None = None,
 ) -> FastAPI:
-    """The control API; with a ``token``, every request but ``/healthz`` must carry it.
-    ``environments``: whether each environment can serve (its zygote is up), for /healthz."""
+    """The control API; with a ``token``, every request but ``/healthz`` must carry it (or,
+    from the dashboard's pages, its session cookie). ``environments``: whether each environment
+    can serve (its zygote is up), for /healthz; ``stats`` and ``crashes``: the live statistics
+    of ``/v1/stats`` and the dashboard."""
     auth = (401,) if token is not None else ()
 
     def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -78,8 +88,21 @@ def create_api(
 
         @app.middleware("http")
         async def require_token(request: Request, call_next: Any) -> Any:
-            if request.url.path != "/healthz" and not authorized(
-                request.headers.get("authorization"), token
+            path = request.url.path
+            if (
+                path != "/healthz"
+                # The dashboard's pages check its cookie themselves, and send whoever lacks
+                # it to their sign-in page rather than a 401.
+                and not in_ui(path)
+                and not authorized(request.headers.get("authorization"), token)
+                and not cookie_allows(
+                    request.method,
+                    path,
+                    request.headers,
+                    request.cookies.get(SESSION_COOKIE),
+                    request.url.scheme,
+                    token,
+                )
             ):
                 error = ApiError(401, "unauthorized", "missing or wrong bearer token")
                 return JSONResponse(
@@ -316,6 +339,10 @@ def create_api(
 
     if invocations is not None:
         _invocation_routes(app, invocations, errors)
+    if stats is not None:
+        add_stats_routes(app, resources, stats, crashes, errors)
+    add_invoke_route(app, resources, info.router_url, errors)
+    add_dashboard(app, resources, info, token, stats, crashes, invocations)
     return app
 
 
