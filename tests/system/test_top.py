@@ -99,9 +99,7 @@ def test_top_counts_the_requests_of_the_window(platform: Platform, tmp_path: Pat
     assert row["COLD"] == "1", row
 
 
-def test_fn_stats_json_has_the_window_and_the_instances(
-    platform: Platform, tmp_path: Path
-) -> None:
+def test_fn_stats_json_has_the_window_and_the_instances(platform: Platform, tmp_path: Path) -> None:
     deploy(platform, tmp_path, "stats-json")
     call(platform, "stats-json", 2)
     stats = stats_json(platform, "stats-json", "--since", "1m")
@@ -150,9 +148,10 @@ def test_a_crash_is_counted_in_the_window(platform: Platform, tmp_path: Path) ->
     call(platform, "top-crash-counted", 1)
     platform.request("POST", "/function/top-crash-counted", content=b"crash")
     row = wait_for(
-        lambda: (r := table(platform.ok("top", "--once").out)["top-crash-counted"])["CRASHES"]
-        == "1"
-        and r,
+        lambda: (
+            (r := table(platform.ok("top", "--once").out)["top-crash-counted"])["CRASHES"] == "1"
+            and r
+        ),
         15,
         "the crash in fissile top",
     )
