@@ -48,7 +48,8 @@ SECURITY_HEADERS = {
         " connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # Not no-referrer: Chromium would then send `Origin: null` with our own forms.
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 
