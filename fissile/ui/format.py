@@ -29,6 +29,11 @@ def rate(value: float | None) -> str:
     return f"{value:.1f}" if value >= 10 or value == 0 else f"{value:.2f}"
 
 
+def clock(iso: str | None) -> str:
+    """An ISO timestamp (the platform's are UTC) to the second: ``2026-01-02 03:04:05``."""
+    return "-" if not iso else iso.replace("T", " ")[:19]
+
+
 def sparkline_path(
     values: Sequence[float | None], width: int = SPARK_WIDTH, height: int = SPARK_HEIGHT
 ) -> str:

@@ -32,7 +32,7 @@ from fissile.invocations import Invocations
 from fissile.models import PlatformInfo
 from fissile.observability.crashes import CrashLog
 from fissile.observability.stats import Stats
-from fissile.ui.format import duration_ms, percent, rate, sparkline_path
+from fissile.ui.format import clock, duration_ms, percent, rate, sparkline_path
 
 HERE = Path(__file__).parent
 PREFIX = "/ui"
@@ -67,7 +67,12 @@ def _templates() -> Any:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        ms=duration_ms, percent=percent, rate=rate, spark=sparkline_path, dash=_dash
+        ms=duration_ms,
+        percent=percent,
+        rate=rate,
+        spark=sparkline_path,
+        dash=_dash,
+        clock=clock,
     )
     return environment
 

@@ -142,7 +142,7 @@ def test_a_crash_shows_with_its_reason(platform: Platform, tmp_path: Path) -> No
     assert "Recent crashes:" in text and "exited with status 1" in text, text
 
 
-@COUNTING
+@pytest.mark.xfail(strict=False, reason="crash counting lands with another part (obs-metrics)")
 def test_a_crash_is_counted_in_the_window(platform: Platform, tmp_path: Path) -> None:
     deploy(platform, tmp_path, "top-crash-counted")
     call(platform, "top-crash-counted", 1)

@@ -12,6 +12,7 @@
   const percent = (v) => (v == null ? "-" : `${(v * 100).toFixed(1)}%`);
   const rate = (v) => (v == null ? "-" : v >= 10 || v === 0 ? v.toFixed(1) : v.toFixed(2));
   const plain = (v) => (v == null || v === "" ? "-" : String(v));
+  const clock = (iso) => (typeof iso === "string" && iso ? iso.replace("T", " ").slice(0, 19) : plain(iso));
   const FORMATS = { rate, error_rate: percent, p50_ms: ms, p99_ms: ms };
 
   function sparkPath(values, width = 120, height = 24) {
@@ -158,7 +159,7 @@
       const last = stats.last_exit_reason ? `; last exit: ${stats.last_exit_reason}` : "";
       document.getElementById("restarts").textContent = `${stats.restarts} restarts${last}`;
       rows(document.getElementById("crashes"), stats.recent_crashes, [
-        [(c) => c.time], [(c) => c.instance], [(c) => c.pid, "num"], [(c) => c.reason],
+        [(c) => clock(c.time)], [(c) => c.instance], [(c) => c.pid, "num"], [(c) => c.reason],
       ], "no crash since the platform started");
 
       const logs = await api(`${base}/logs?tail=100`);
@@ -185,7 +186,7 @@
       const found = await response.json();
       const records = Array.isArray(found) ? found : found.requests || [];
       rows(tbody, records, [
-        [(r) => r.time], [(r) => r.method], [(r) => r.path], [(r) => r.status, "num"],
+        [(r) => clock(r.time)], [(r) => r.method], [(r) => r.path], [(r) => r.status, "num"],
         [(r) => ms(r.duration_ms), "num"], [(r) => ms(r.queue_ms), "num"], [(r) => r.instance],
         [(r) => (r.cold ? "cold" : ""), ""],
       ], "no request yet");
@@ -252,7 +253,7 @@
       rows(tbody, found, [
         [(i) => link(`${UI}/invocations/${encodeURIComponent(i.id)}`, i.id)],
         [(i) => link(`${UI}/functions/${encodeURIComponent(i.function)}`, i.function)],
-        [(i) => i.status], [(i) => `${i.attempts}/${i.max_attempts}`, "num"], [(i) => i.created_at],
+        [(i) => i.status], [(i) => `${i.attempts}/${i.max_attempts}`, "num"], [(i) => clock(i.created_at)],
         [(i) => ms(i.duration_ms), "num"], [(i) => i.error],
       ], "no invocation matches");
     });
