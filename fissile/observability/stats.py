@@ -81,15 +81,17 @@ def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float 
     return bounds[-1]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Snapshot:
-    """One function's cumulative counters at ``time`` (monotonic seconds)."""
+    """One function's cumulative counters at ``time`` (monotonic seconds), and still at
+    ``until``, the last sampling that found them unchanged: in between they did not move."""
 
     time: float
     requests: dict[int, int]
     durations: list[int]
     cold_starts: int
     crashes: int
+    until: float
 
     @classmethod
     def of(cls, metrics: FunctionMetrics, now: float) -> Snapshot:
@@ -99,11 +101,12 @@ class Snapshot:
             metrics.duration.counts.copy(),
             metrics.cold_starts,
             sum(metrics.crashes.values()),
+            now,
         )
 
     @classmethod
     def zero(cls, now: float) -> Snapshot:
-        return cls(now, {}, [0] * (len(DURATION_BUCKETS) + 1), 0, 0)
+        return cls(now, {}, [0] * (len(DURATION_BUCKETS) + 1), 0, 0, now)
 
     def same_counts(self, metrics: FunctionMetrics) -> bool:
         # Every request adds to the histogram, so its count stands for the status counts.
@@ -186,20 +189,25 @@ class Ring:
 
     def add(self, now: float, horizon: float) -> None:
         snapshots = self.snapshots
-        if not snapshots[-1].same_counts(self.source):
+        if snapshots[-1].same_counts(self.source):
+            snapshots[-1].until = now
+        else:
             snapshots.append(Snapshot.of(self.source, now))
         while len(snapshots) > 1 and snapshots[1].time <= now - horizon:
             snapshots.popleft()
 
     def at(self, moment: float) -> Snapshot:
-        """The counters as they were at ``moment``: the last snapshot at or before it (they
-        did not move between the two), or zero before the first one."""
+        """The counters as last known at or before ``moment``: those of the last snapshot taken
+        by then, at ``moment`` itself if they were still unchanged at a later sampling, else at
+        the last sampling that saw them (they moved after it: the window starts there, up to an
+        interval early, so that what it counts and its length agree). Zero before the first."""
         snapshots = self.snapshots
         index = bisect_right(snapshots, moment, key=lambda s: s.time)
         if index:
             found = snapshots[index - 1]
+            start = min(moment, found.until)
             return Snapshot(
-                moment, found.requests, found.durations, found.cold_starts, found.crashes
+                start, found.requests, found.durations, found.cold_starts, found.crashes, start
             )
         # Counters start at zero when the function's metrics are made. Seen with none, it was
         # made at most when first seen; seen with some, at most an interval before.

@@ -106,22 +106,33 @@ def test_a_window_is_the_difference_from_the_snapshot_at_its_start() -> None:
     hello = metrics.function("hello")
     for _ in range(10):
         hello.request(200, 0.002)
-    stats.sample()  # t=1000: 10 requests
-    clock.now += 60
+    for _ in range(13):  # t=1000..1060: 10 requests, unchanged
+        stats.sample()
+        clock.now += 5
     for _ in range(4):
         hello.request(200, 0.2)
     hello.request(500, 0.2)
     hello.cold_starts += 1
     hello.crashed("exited with status 1")
     window = stats.window("hello", 30).to_json(30)
-    # Nothing was sampled between t=1000 and now, and nothing moved meanwhile: the counts 30 s
-    # ago are those of t=1000.
     assert window["requests"] == 5
     assert window["statuses"] == {"200": 4, "500": 1}
     assert window["errors"] == 1 and window["error_rate"] == 0.2
     assert window["window"] == 30 and window["rate"] == round(5 / 30, 3)
     assert 100 < window["p50_ms"] <= 250 and 100 < window["p99_ms"] <= 250
     assert window["cold_starts"] == 1 and window["crashes"] == 1
+
+
+def test_a_window_starts_where_the_counts_were_last_known() -> None:
+    metrics, stats, clock = make()
+    hello = metrics.function("hello")
+    stats.sample()  # t=1000: nothing
+    clock.now += 60  # no sampling since: the requests may have come any time after t=1000
+    for _ in range(6):
+        hello.request(200, 0.002)
+    window = stats.window("hello", 30)
+    # Counted from t=1000, the last time the counts were known, not from 30 s ago.
+    assert window.total == 6 and window.seconds == 60 and window.rate == 0.1
 
 
 def test_an_idle_function_keeps_one_snapshot_and_a_busy_one_one_per_interval() -> None:
@@ -198,9 +209,10 @@ def test_series_give_rate_and_p99_per_interval_oldest_first() -> None:
     series = stats.series("hello", span=60)
     assert series["interval"] == 5
     assert len(series["rate"]) == len(series["p99_ms"]) == 12
-    # The grid ends now, half a step after the last snapshot: the last interval holds step
-    # 11's requests and the one made since, live.
-    assert series["rate"][-1] == 12 / 5 and 250 < series["p99_ms"][-1] <= 500
+    # The grid ends now, half a step after the last snapshot. Each interval starts at the last
+    # sampling at or before its start (the counts moved after it): the first is half a step
+    # long, the last a step and a half, holding step 11's requests and the one made since.
+    assert series["rate"][-1] == round(12 / 7.5, 3) and 250 < series["p99_ms"][-1] <= 500
     assert series["rate"][:-1] == [round(k / 5, 3) for k in range(11)]
     assert series["p99_ms"][0] is None
     assert all(10 < p <= 25 for p in series["p99_ms"][1:-1])
