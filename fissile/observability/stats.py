@@ -7,15 +7,17 @@ come from the difference of two histograms, interpolated within a bucket the way
 ``histogram_quantile`` does: no per-request samples are kept anywhere.
 
 A copy is kept only when something changed since the last one, so an idle function costs one
-entry however long it stays idle; the value at any time is the last copy taken at or before it.
+entry however long it stays idle. Copies are kept every interval for the last ``FINE_SPAN``
+(enough for a 10-minute window to start on time) and one a minute beyond, so a busy function
+holds ~180 copies (~120 KB), not 720.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import time
+from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,6 +29,8 @@ from fissile.observability.metrics import DURATION_BUCKETS, FunctionMetrics, Met
 INTERVAL = 5.0  # seconds between snapshots
 HORIZON = 3600.0  # the longest window asked for
 SERIES_SPAN = 300.0  # the sparklines' span
+FINE_SPAN = 660.0  # copies younger than this are all kept
+COARSE_STEP = 60.0  # older ones, one per minute
 
 _SINCE = re.compile(r"(\d+(?:\.\d+)?)\s*([smh])")
 _UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -81,6 +85,9 @@ def quantile(q: float, bounds: Sequence[float], counts: Sequence[int]) -> float 
     return bounds[-1]
 
 
+_ZEROS = array("Q", [0] * (len(DURATION_BUCKETS) + 1))
+
+
 @dataclass(slots=True)
 class Snapshot:
     """One function's cumulative counters at ``time`` (monotonic seconds), and still at
@@ -88,7 +95,8 @@ class Snapshot:
 
     time: float
     requests: dict[int, int]
-    durations: list[int]
+    durations: array[int]  # compact: a list would hold an int object per bucket
+    count: int  # requests: the histogram's count
     cold_starts: int
     crashes: int
     until: float
@@ -98,7 +106,8 @@ class Snapshot:
         return cls(
             now,
             dict(metrics.requests),
-            metrics.duration.counts.copy(),
+            array("Q", metrics.duration.counts),
+            metrics.duration.count,
             metrics.cold_starts,
             sum(metrics.crashes.values()),
             now,
@@ -106,12 +115,24 @@ class Snapshot:
 
     @classmethod
     def zero(cls, now: float) -> Snapshot:
-        return cls(now, {}, [0] * (len(DURATION_BUCKETS) + 1), 0, 0, now)
+        return cls(now, {}, _ZEROS, 0, 0, 0, now)
+
+    def held(self, moment: float) -> Snapshot:
+        """The same counts, as of ``moment`` (between ``time`` and ``until``)."""
+        return Snapshot(
+            moment,
+            self.requests,
+            self.durations,
+            self.count,
+            self.cold_starts,
+            self.crashes,
+            moment,
+        )
 
     def same_counts(self, metrics: FunctionMetrics) -> bool:
         # Every request adds to the histogram, so its count stands for the status counts.
         return (
-            sum(self.durations) == metrics.duration.count
+            self.count == metrics.duration.count
             and self.cold_starts == metrics.cold_starts
             and self.crashes == sum(metrics.crashes.values())
         )
@@ -176,44 +197,70 @@ class Window:
 
 
 class Ring:
-    """One function's snapshots, oldest first, trimmed to the horizon (one older snapshot is
-    kept as the start of the longest window)."""
+    """One function's snapshots, oldest first: every one of the last ``FINE_SPAN`` in
+    ``fine``, one a minute before that in ``coarse``, back to the horizon (plus one older, the
+    start of the longest window)."""
 
-    __slots__ = ("born", "interval", "snapshots", "source")
+    __slots__ = ("born", "coarse", "fine", "interval", "p99", "rates", "source")
 
-    def __init__(self, source: FunctionMetrics, now: float, interval: float) -> None:
+    def __init__(
+        self, source: FunctionMetrics, now: float, interval: float, series: int = 60
+    ) -> None:
         self.source = source  # a function deleted and made again has new metrics: a new ring
         self.born = now  # when the sampler first saw the function
         self.interval = interval
-        self.snapshots: deque[Snapshot] = deque([Snapshot.of(source, now)])
+        self.fine: deque[Snapshot] = deque([Snapshot.of(source, now)])
+        self.coarse: deque[Snapshot] = deque()
+        # Requests per second and p99 (ms) between successive samplings, the last ``series``:
+        # computed once as each sampling is taken, whoever reads them and however often.
+        self.rates: deque[float] = deque(maxlen=series)
+        self.p99: deque[float | None] = deque(maxlen=series)
 
     def add(self, now: float, horizon: float) -> None:
-        snapshots = self.snapshots
-        if snapshots[-1].same_counts(self.source):
-            snapshots[-1].until = now
+        fine, coarse = self.fine, self.coarse
+        last = fine[-1] if fine else coarse[-1]
+        if last.same_counts(self.source):
+            # Idle since the last sampling (the common case): nothing to subtract.
+            last.until = now
+            self.rates.append(0.0)
+            self.p99.append(None)
         else:
-            snapshots.append(Snapshot.of(self.source, now))
-        while len(snapshots) > 1 and snapshots[1].time <= now - horizon:
-            snapshots.popleft()
+            snapshot = Snapshot.of(self.source, now)
+            window = Window.between(last.held(last.until), snapshot)
+            self.rates.append(round(window.rate, 3))
+            self.p99.append(window.quantile_ms(0.99))
+            fine.append(snapshot)
+        while len(fine) > 1 and fine[0].time < now - FINE_SPAN:
+            old = fine.popleft()
+            # A copy dropped here leaves the coarse one before it, known until its ``until``:
+            # a window starting in between starts there, up to a minute early.
+            if not coarse or old.time - coarse[-1].time >= COARSE_STEP:
+                coarse.append(old)
+        while len(coarse) > 1 and coarse[1].time <= now - horizon:
+            coarse.popleft()
+
+    def __len__(self) -> int:
+        return len(self.fine) + len(self.coarse)
 
     def at(self, moment: float) -> Snapshot:
         """The counters as last known at or before ``moment``: those of the last snapshot taken
         by then, at ``moment`` itself if they were still unchanged at a later sampling, else at
         the last sampling that saw them (they moved after it: the window starts there, up to an
         interval early, so that what it counts and its length agree). Zero before the first."""
-        snapshots = self.snapshots
-        index = bisect_right(snapshots, moment, key=lambda s: s.time)
-        if index:
-            found = snapshots[index - 1]
-            start = min(moment, found.until)
-            return Snapshot(
-                start, found.requests, found.durations, found.cold_starts, found.crashes, start
-            )
+        for snapshots in (self.fine, self.coarse):
+            index = bisect_right(snapshots, moment, key=_time)
+            if index:
+                found = snapshots[index - 1]
+                return found.held(min(moment, found.until))
         # Counters start at zero when the function's metrics are made. Seen with none, it was
         # made at most when first seen; seen with some, at most an interval before.
-        first = snapshots[0]
-        made = self.born if not sum(first.durations) else self.born - self.interval
+        first = self.coarse[0] if self.coarse else self.fine[0]
+        made = self.born if not first.count else self.born - self.interval
         return Snapshot.zero(max(moment, made))
+
+
+def _time(snapshot: Snapshot) -> float:
+    return snapshot.time
 
 
 Gauges = Callable[[str], dict[str, Any]]
@@ -237,6 +284,7 @@ class Stats:
         self.interval = interval
         self.horizon = horizon
         self.clock = clock
+        self.steps = max(int(SERIES_SPAN / interval), 1)  # intervals in a series
         self.rings: dict[str, Ring] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -252,7 +300,7 @@ class Stats:
         for name, metrics in functions.items():
             ring = rings.get(name)
             if ring is None or ring.source is not metrics:
-                rings[name] = Ring(metrics, now, self.interval)
+                rings[name] = Ring(metrics, now, self.interval, self.steps)
             else:
                 ring.add(now, self.horizon)
 
@@ -289,7 +337,7 @@ class Stats:
         metrics = self.metrics.functions.get(name) or FunctionMetrics(name)
         ring = self.rings.get(name)
         if ring is None or ring.source is not metrics:
-            ring = self.rings[name] = Ring(metrics, now, self.interval)
+            ring = self.rings[name] = Ring(metrics, now, self.interval, self.steps)
         return ring
 
     def function(self, name: str, since: float, series: bool = False) -> dict[str, Any]:
@@ -303,21 +351,17 @@ class Stats:
     def all(self, since: float, series: bool = False) -> list[dict[str, Any]]:
         return [self.function(name, since, series) for name in self.names()]
 
-    def series(self, name: str, span: float = SERIES_SPAN) -> dict[str, Any]:
-        """Requests per second and p99 (ms) per interval over the last ``span`` seconds, oldest
-        first, on a regular grid ending now (the last interval is the live, partial one)."""
-        now = self.clock()
-        ring = self._ring(name, now)
-        steps = max(int(span / self.interval), 1)
-        points = [ring.at(now - self.interval * k) for k in range(steps, 0, -1)]
-        points.append(Snapshot.of(ring.source, now))
-        rates: list[float] = []
-        p99: list[float | None] = []
-        for start, end in itertools.pairwise(points):
-            window = Window.between(start, end)
-            rates.append(round(window.rate, 3))
-            p99.append(window.quantile_ms(0.99))
-        return {"interval": self.interval, "rate": rates, "p99_ms": p99}
+    def series(self, name: str) -> dict[str, Any]:
+        """Requests per second and p99 (ms) per sampling interval over the last
+        ``SERIES_SPAN``, oldest first, ending at the last sampling; padded with idle intervals
+        before the function was first seen."""
+        ring = self._ring(name, self.clock())
+        missing = self.steps - len(ring.rates)
+        return {
+            "interval": self.interval,
+            "rate": [0.0] * missing + list(ring.rates),
+            "p99_ms": [None] * missing + list(ring.p99),
+        }
 
 
 def pool_gauges(functions: Callable[[], dict[str, Any]]) -> Gauges:

@@ -4,6 +4,7 @@ import pytest
 
 from fissile.observability.metrics import DURATION_BUCKETS, Histogram, Metrics
 from fissile.observability.stats import (
+    FINE_SPAN,
     BadSince,
     Stats,
     format_since,
@@ -143,24 +144,27 @@ def test_an_idle_function_keeps_one_snapshot_and_a_busy_one_one_per_interval() -
         busy.request(200, 0.001)
         stats.sample()
         clock.now += 5
-    assert len(stats.rings["idle"].snapshots) == 1
-    assert len(stats.rings["busy"].snapshots) == 100
+    assert len(stats.rings["idle"]) == 1
+    assert len(stats.rings["busy"]) == 100
 
 
-def test_the_ring_forgets_beyond_its_horizon_but_keeps_the_start_of_the_longest_window() -> None:
-    metrics = Metrics()
-    clock = Clock()
-    stats = Stats(metrics, interval=5, horizon=100, clock=clock)
+def test_older_snapshots_thin_to_one_a_minute_back_to_the_horizon() -> None:
+    metrics, stats, clock = make()
     hello = metrics.function("hello")
-    for _ in range(100):
+    for _ in range(1000):  # 5000 s, a request every 5 s
         hello.request(200, 0.001)
         stats.sample()
         clock.now += 5
-    snapshots = stats.rings["hello"].snapshots
-    assert len(snapshots) <= 100 / 5 + 1
-    assert snapshots[0].time <= clock.now - 100
-    # 100 s ago: the snapshot after the 81st request.
-    assert stats.window("hello", 100).total == 19
+    ring = stats.rings["hello"]
+    assert len(ring.fine) <= FINE_SPAN / 5 + 1
+    assert len(ring.coarse) <= (3600 - FINE_SPAN) / 60 + 2
+    assert ring.coarse[0].time <= clock.now - 3600 < ring.coarse[1].time
+    # Within the fine span, windows start on time; beyond it, up to a minute early. (The last
+    # request came with the last sampling, 5 s ago; the one at the start is not in.)
+    ten = stats.window("hello", 600)
+    assert ten.seconds == 600 and ten.total == 600 / 5 - 1
+    hour = stats.window("hello", 3600)
+    assert 3600 <= hour.seconds < 3660 and hour.total == hour.seconds / 5 - 1
 
 
 def test_a_window_longer_than_the_function_s_life_covers_its_life() -> None:
@@ -195,7 +199,7 @@ def test_asking_about_a_function_does_not_register_it() -> None:
     assert "ghost" not in metrics.functions
 
 
-def test_series_give_rate_and_p99_per_interval_oldest_first() -> None:
+def test_series_give_rate_and_p99_per_sampling_interval_oldest_first() -> None:
     metrics, stats, clock = make(interval=5)
     hello = metrics.function("hello")
     stats.sample()
@@ -205,17 +209,27 @@ def test_series_give_rate_and_p99_per_interval_oldest_first() -> None:
             hello.request(200, 0.02)
         stats.sample()
     clock.now += 2.5
-    hello.request(200, 0.4)
-    series = stats.series("hello", span=60)
+    hello.request(200, 0.4)  # after the last sampling: in the next interval, not yet shown
+    series = stats.series("hello")
     assert series["interval"] == 5
-    assert len(series["rate"]) == len(series["p99_ms"]) == 12
-    # The grid ends now, half a step after the last snapshot. Each interval starts at the last
-    # sampling at or before its start (the counts moved after it): the first is half a step
-    # long, the last a step and a half, holding step 11's requests and the one made since.
-    assert series["rate"][-1] == round(12 / 7.5, 3) and 250 < series["p99_ms"][-1] <= 500
-    assert series["rate"][:-1] == [round(k / 5, 3) for k in range(11)]
-    assert series["p99_ms"][0] is None
-    assert all(10 < p <= 25 for p in series["p99_ms"][1:-1])
+    assert len(series["rate"]) == len(series["p99_ms"]) == 300 / 5
+    # Padded before the function was first seen; then step k's k requests in 5 s.
+    assert series["rate"] == [0.0] * 48 + [round(k / 5, 3) for k in range(12)]
+    assert series["p99_ms"][:49] == [None] * 49
+    assert all(10 < p <= 25 for p in series["p99_ms"][49:])
+
+
+def test_series_keep_the_last_five_minutes() -> None:
+    metrics, stats, clock = make(interval=5)
+    hello = metrics.function("hello")
+    stats.sample()
+    for _ in range(100):
+        clock.now += 5
+        hello.request(500, 2.0)
+        stats.sample()
+    series = stats.series("hello")
+    assert series["rate"] == [0.2] * 60
+    assert all(1000 < p <= 2500 for p in series["p99_ms"])
 
 
 def test_a_function_s_answer_carries_its_gauges() -> None:
