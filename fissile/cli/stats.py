@@ -80,9 +80,8 @@ def _screen(client: Client, since: str, interval: float | None) -> list[str]:
     stats = client.stats(since)
     functions = stats["functions"]
     every = f", every {interval:g}s (Ctrl-C to quit)" if interval is not None else ""
-    header = (
-        f"fissile top  {time.strftime('%H:%M:%S')}  {len(functions)} functions, last {since}{every}"
-    )
+    count = f"{len(functions)} function{'' if len(functions) == 1 else 's'}"
+    header = f"fissile top  {time.strftime('%H:%M:%S')}  {count}, last {since}{every}"
     if not functions:
         return [header, "", "no functions"]
     return [header, "", *top_table(functions)]
