@@ -52,8 +52,6 @@ from fissile.observability.crashes import CrashLog
 from fissile.observability.stats import Stats
 from fissile.store.space import StorageFull, is_full, writing
 from fissile.triggers.mq.hub import BrokerHub, Refused
-from fissile.ui import add_dashboard
-from fissile.ui.routes import in_ui
 
 
 def create_api(
@@ -72,6 +70,9 @@ def create_api(
     from the dashboard's pages, its session cookie). ``environments``: whether each environment
     can serve (its zygote is up), for /healthz; ``stats`` and ``crashes``: the live statistics
     of ``/v1/stats`` and the dashboard."""
+    # Here, not at the top: the dashboard's routes import this package's auth module.
+    from fissile.ui.routes import add_dashboard, in_ui
+
     auth = (401,) if token is not None else ()
 
     def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

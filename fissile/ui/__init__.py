@@ -1,5 +1,2 @@
-"""The web dashboard at ``/ui`` on the control API: pages, their templates and static files."""
-
-from fissile.ui.routes import add_dashboard
-
-__all__ = ["add_dashboard"]
+"""The web dashboard at ``/ui`` on the control API: pages (``routes.py``), their templates and
+static files. Nothing is imported here: the control API imports ``routes`` when it is made."""

@@ -38,17 +38,20 @@ def sparkline_path(
     values: Sequence[float | None], width: int = SPARK_WIDTH, height: int = SPARK_HEIGHT
 ) -> str:
     """An SVG path through ``values`` scaled to the box (0 at the bottom, the largest at the
-    top), broken where a value is None (no requests: no latency)."""
+    top), broken where a value is None (no requests: no latency). A point alone between two
+    breaks is a zero-length segment, drawn as a dot by the stroke's round caps."""
     top = max((v for v in values if v is not None), default=0.0) or 1.0
     step = width / max(len(values) - 1, 1)
     commands: list[str] = []
-    pen_down = False
-    for index, value in enumerate(values):
+    run = 0  # points in the current unbroken run
+    for index, value in enumerate([*values, None]):
         if value is None:
-            pen_down = False
+            if run == 1:
+                commands.append("h0")
+            run = 0
             continue
         x = index * step
         y = height - 1 - value / top * (height - 2)
-        commands.append(f"{'L' if pen_down else 'M'}{x:.1f},{y:.1f}")
-        pen_down = True
+        commands.append(f"{'L' if run else 'M'}{x:.1f},{y:.1f}")
+        run += 1
     return " ".join(commands)

@@ -12,6 +12,8 @@ def test_numbers_are_written_short() -> None:
 def test_a_sparkline_spans_its_box_and_breaks_where_nothing_was_measured() -> None:
     path = sparkline_path([0, 5, 10], width=100, height=22)
     assert path == "M0.0,21.0 L50.0,11.0 L100.0,1.0"
-    assert sparkline_path([1, None, 1], width=100, height=22) == "M0.0,1.0 M100.0,1.0"
+    assert sparkline_path([1, None, 1, 1], width=90, height=22) == (
+        "M0.0,1.0 h0 M60.0,1.0 L90.0,1.0"
+    )
     assert sparkline_path([0, 0], width=10, height=12) == "M0.0,11.0 L10.0,11.0"
     assert sparkline_path([]) == ""

@@ -20,16 +20,17 @@
     const top = Math.max(0, ...present) || 1;
     const step = width / Math.max(values.length - 1, 1);
     const commands = [];
-    let penDown = false;
-    values.forEach((value, index) => {
+    let run = 0; // points in the current unbroken run: a lone one is drawn as a dot
+    [...values, null].forEach((value, index) => {
       if (value == null) {
-        penDown = false;
+        if (run === 1) commands.push("h0");
+        run = 0;
         return;
       }
       const x = index * step;
       const y = height - 1 - (value / top) * (height - 2);
-      commands.push(`${penDown ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`);
-      penDown = true;
+      commands.push(`${run ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`);
+      run += 1;
     });
     return commands.join(" ");
   }
