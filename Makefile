@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: bench-tools up test install install-test install-bench lint typecheck unit integration system bench clean
+.PHONY: bench-tools dashboard-screenshot up test install install-test install-bench lint typecheck unit integration system bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint typecheck
 
 unit integration system: install-test
 	$(BIN)/python -m pytest -q tests/$@
+
+# docs/img/dashboard.png, taken by the dashboard's browser test (needs Debian's chromium).
+dashboard-screenshot: install-test
+	FISSILE_DOCS_SCREENSHOT=1 $(BIN)/python -m pytest -q tests/system/test_dashboard.py
 
 install-bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -149,6 +149,19 @@ class Client:
         except httpx.TransportError as exc:
             raise _broken(self.base_url, exc) from None
 
+    # -- live statistics ------------------------------------------------------------------
+
+    def stats(self, since: str = "1m") -> dict[str, Any]:
+        """Every function over the last ``since`` (``30s``, ``10m``, ``1h``)."""
+        result: dict[str, Any] = self._json("GET", "/v1/stats", params={"since": since})
+        return result
+
+    def function_stats(self, name: str, since: str = "10m") -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "GET", f"/v1/functions/{name}/stats", params={"since": since}
+        )
+        return result
+
     # -- invocations --------------------------------------------------------------------
 
     def invocations(

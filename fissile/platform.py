@@ -32,7 +32,9 @@ from fissile.executor import Executor
 from fissile.invocations import Invocations, InvocationStore
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook, tracing
+from fissile.observability.crashes import CrashLog
 from fissile.observability.exposition import Exposition, Sources
+from fissile.observability.stats import Stats, pool_gauges
 from fissile.router import Router, RouterProtocol
 from fissile.router.bounded import bounded_protocol
 from fissile.router.front_door import FrontDoor
@@ -89,6 +91,7 @@ class Platform:
         self.events = EventBus()
         self.invocations: Invocations | None = None
         self.triggers: Triggers | None = None
+        self.stats: Stats | None = None
         self._servers: list[_Server] = []
         self._serving: list[asyncio.Task[None]] = []
         self._ready = False
@@ -186,6 +189,10 @@ class Platform:
             sandbox_mode=sandbox.mode,
             sandbox_active=sandbox.active(),
         )
+        # What `fissile top` and the dashboard show: windows over the executor's counters.
+        self.stats = stats = Stats(executor.metrics, pool_gauges(lambda: executor.functions))
+        crashes = CrashLog()
+        crashes.follow(self.events)
         api = create_api(
             resources,
             logs,
@@ -207,11 +214,14 @@ class Platform:
                 )
             ),
             metrics_public=config.metrics_public,
+            stats=stats,
+            crashes=crashes,
         )
 
         builder.resume()
         await executor.start()
         await invocations.start()
+        stats.start()
         router.follow(store)
         triggers.start()
         servers: list[tuple[Any, socket.socket]] = [
@@ -280,6 +290,8 @@ class Platform:
             for server in self._servers:
                 server.force_exit = True
             await asyncio.wait(self._serving, timeout=2.0)
+        if self.stats is not None:
+            await self.stats.stop()
         if self.triggers is not None:
             await self.triggers.stop()
         if self.invocations is not None:

@@ -19,6 +19,7 @@ from fissile.cli import (
     pkg,
     route,
     spec,
+    stats,
     timer,
     topic,
     up,
@@ -77,6 +78,8 @@ cli.add_command(mqt.mqt)
 cli.add_command(mqt.mqt, name="mqtrigger")
 cli.add_command(topic.topic)
 cli.add_command(watch.watch)
+cli.add_command(stats.top)
+fn.fn.add_command(stats.fn_stats)
 
 
 def main() -> None:

@@ -22,9 +22,11 @@ from starlette.routing import Match
 import fissile
 from fissile.builder import ArchiveError, ArchiveTooLarge
 from fissile.builder.archive import MAX_ARCHIVE_BYTES
-from fissile.controlplane.auth import authorized
+from fissile.controlplane.auth import SESSION_COOKIE, authorized, cookie_allows
 from fissile.controlplane.errors import ApiError, error_responses
+from fissile.controlplane.invoke import add_invoke_route
 from fissile.controlplane.resources import Resources
+from fissile.controlplane.stats import add_stats_routes
 from fissile.executor import Executor
 from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
@@ -46,7 +48,9 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.observability.crashes import CrashLog
 from fissile.observability.exposition import CONTENT_TYPE, Exposition
+from fissile.observability.stats import Stats
 from fissile.store.space import StorageFull, is_full, writing
 from fissile.triggers.mq.hub import BrokerHub, Refused
 
@@ -62,10 +66,17 @@ def create_api(
     environments: Callable[[], dict[str, bool]] | None = None,
     metrics: Exposition | None = None,
     metrics_public: bool = False,
+    stats: Stats | None = None,
+    crashes: CrashLog | None = None,
 ) -> FastAPI:
-    """The control API; with a ``token``, every request but ``/healthz`` must carry it (and
-    ``/metrics`` too unless ``metrics_public``).
-    ``environments``: whether each environment can serve (its zygote is up), for /healthz."""
+    """The control API; with a ``token``, every request but ``/healthz`` must carry it (or,
+    from the dashboard's pages, its session cookie; ``/metrics`` needs none when
+    ``metrics_public``). ``environments``: whether each environment can serve (its zygote is
+    up), for /healthz; ``stats`` and ``crashes``: the live statistics of ``/v1/stats`` and the
+    dashboard."""
+    # Here, not at the top: the dashboard's routes import this package's auth module.
+    from fissile.ui.routes import add_dashboard, in_ui
+
     auth = (401,) if token is not None else ()
     open_paths = {"/healthz", "/metrics"} if metrics_public else {"/healthz"}
 
@@ -83,8 +94,21 @@ def create_api(
 
         @app.middleware("http")
         async def require_token(request: Request, call_next: Any) -> Any:
-            if request.url.path not in open_paths and not authorized(
-                request.headers.get("authorization"), token
+            path = request.url.path
+            if (
+                path not in open_paths
+                # The dashboard's pages check its cookie themselves, and send whoever lacks
+                # it to their sign-in page rather than a 401.
+                and not in_ui(path)
+                and not authorized(request.headers.get("authorization"), token)
+                and not cookie_allows(
+                    request.method,
+                    path,
+                    request.headers,
+                    request.cookies.get(SESSION_COOKIE),
+                    request.url.scheme,
+                    token,
+                )
             ):
                 error = ApiError(401, "unauthorized", "missing or wrong bearer token")
                 return JSONResponse(
@@ -338,6 +362,10 @@ def create_api(
 
     if invocations is not None:
         _invocation_routes(app, invocations, errors)
+    if stats is not None:
+        add_stats_routes(app, resources, stats, crashes, errors)
+    add_invoke_route(app, resources, info.router_url, errors)
+    add_dashboard(app, resources, info, token, stats, crashes, invocations)
     return app
 
 

@@ -60,6 +60,7 @@ _MEANINGS = {
     409: "Conflicts with the current state: exists already, in use, a colliding route.",
     413: "The body is larger than the API accepts.",
     422: "The request does not validate (malformed JSON included); `fields` names each problem.",
+    502: "The router, which the call goes through, could not be reached.",
     507: "The disk of the platform's data dir is full (`storage_full`); reads still work.",
 }
 
