@@ -140,7 +140,7 @@ class Timer:
                 return
             reason = f"status {result.status}"
         self.executor.logs.platform(
-            spec.function, f"timer {spec.name}: run at {slot.isoformat()} failed: {reason}"
+            spec.function, f"timer {spec.name}: run at {slot.isoformat()} failed: {reason}", "ERROR"
         )
 
 
