@@ -73,18 +73,21 @@ class TaggedStream(io.TextIOBase):
         self._fresh = True  # the next write starts a line
 
     def write(self, text: str) -> int:
-        if not text:
+        size = len(text)
+        if not size:
             return 0
-        prefix = f"{MARK}{self._level} {invocation.get()} "
-        tagged = text
-        if "\n" in text[:-1]:
-            tagged = text[:-1].replace("\n", "\n" + prefix) + text[-1]
-        if self._fresh:
-            tagged = prefix + tagged
+        fresh = self._fresh
         # Threads may share the flag: a lost race costs one line its tag, never its text.
         self._fresh = text[-1] == "\n"
-        self._stream.write(tagged)
-        return len(text)
+        inner = text.find("\n", 0, size - 1) >= 0
+        if not (fresh or inner):  # most of print's writes: a word, a space, the newline
+            self._stream.write(text)
+            return size
+        prefix = f"{MARK}{self._level} {invocation.get()} "
+        if inner:
+            text = text[:-1].replace("\n", "\n" + prefix) + text[-1]
+        self._stream.write(prefix + text if fresh else text)
+        return size
 
     def flush(self) -> None:
         self._stream.flush()
