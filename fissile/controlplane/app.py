@@ -472,7 +472,7 @@ class _Lines:
             return data
         view = self.view
         return b"".join(
-            out for raw in self.hold(data).splitlines(keepends=True) if (out := view.line(raw))
+            out for raw in loglines.split_lines(self.hold(data)) if (out := view.line(raw))
         )
 
 

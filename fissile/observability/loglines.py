@@ -116,6 +116,16 @@ def parse_since(text: str, now: datetime | None = None) -> str:
     return stamp(moment)
 
 
+def split_lines(data: bytes) -> list[bytes]:
+    """``data``'s lines, each with its newline (the last may lack one). Only at newlines: a
+    message may hold a carriage return, which ``bytes.splitlines`` would also split at."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    last = lines.pop()
+    if last != b"\n":
+        lines.append(last[:-1])
+    return lines
+
+
 @dataclass(frozen=True, slots=True)
 class LogFilter:
     """Which lines to keep: from ``since`` (a time field) on, ranked ``level`` or above, from
@@ -163,7 +173,7 @@ class LogView:
         kept: list[bytes] = []
         if tail == 0:
             return b""
-        for raw in reversed(data.splitlines(keepends=True)):
+        for raw in reversed(split_lines(data)):
             parsed = parse(raw.decode("utf-8", "replace"))
             # Lines are written in time order: past the first older line, all are older.
             if self.keep.since is not None and parsed.time < self.keep.since:

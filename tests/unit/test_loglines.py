@@ -16,6 +16,7 @@ from fissile.observability.loglines import (
     level_rank,
     parse,
     parse_since,
+    split_lines,
     stamp,
 )
 
@@ -152,3 +153,12 @@ def test_json_lines() -> None:
             "source": "function",
         },
     ]
+
+
+def test_lines_split_at_newlines_only() -> None:
+    assert split_lines(b"a\rb\nc\n") == [b"a\rb\n", b"c\n"]
+    assert split_lines(b"a\nrest") == [b"a\n", b"rest"]
+    assert split_lines(b"") == []
+    view = LogView(LogFilter(level=level_rank("info")))
+    carriage = b"2026-01-02T03:04:05.000Z a1 INFO [x] 50%\r100%\n"
+    assert view.history(carriage, None) == carriage
