@@ -3,12 +3,13 @@ was written for.
 
 An instance's stdout and stderr share one pipe, which the supervisor's ``LogBook`` reads. Lines
 the runtime tags start with ``MARK``, then the level, the invocation id (``-`` for none) and the
-text: ``\\x1eINFO 5f3a-00000001 hello``. The tag rides in the write the line costs anyway; a line
-without one (a subprocess, a program, bytes written to ``sys.stdout.buffer``) is kept as it is.
+text: ``\\x1eINFO 5f3a9e0100000001 hello``. The tag rides in the write the line costs anyway; a
+line without one (a subprocess, a program) is kept as it is.
 
 - ``logging`` records (``context.logger``, the root logger, Flask's ``app.logger``) at INFO and
   above: their level;
-- ``print`` and other writes to ``sys.stdout`` / ``sys.stderr``: ``STDOUT`` / ``STDERR``;
+- ``print`` and other writes to ``sys.stdout`` / ``sys.stderr`` (and their ``.buffer``):
+  ``STDOUT`` / ``STDERR``;
 - the runtime's reports of a function's failure (tracebacks): ``ERROR``.
 """
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 from contextvars import ContextVar
-from typing import TextIO
+from typing import Any, TextIO
 
 MARK = "\x1e"  # ASCII record separator: never the start of a line anyone prints
 NO_INVOCATION = "-"
@@ -63,55 +65,57 @@ def level_name(levelno: int) -> str:
     return _LEVELS[max(below)] if below else "DEBUG"
 
 
-class TaggedStream(io.TextIOBase):
-    """``sys.stdout`` / ``sys.stderr`` of an instance: each line written starts with its tag."""
+class TaggedWriter(io.RawIOBase):
+    """The file descriptor under an instance's ``sys.stdout`` / ``sys.stderr``: each line starts
+    with its tag. Under the text layer, so it runs once per line flushed (not per piece ``print``
+    writes) and ``sys.stdout.buffer`` writes are tagged too."""
 
-    def __init__(self, stream: TextIO, level: str) -> None:
+    def __init__(self, under: TextIO, level: str) -> None:
         super().__init__()
-        self._stream = stream
+        self._under = under  # kept: closing it (when collected) may close the descriptor
+        self._fd = under.fileno()
         self._level = level
         self._fresh = True  # the next write starts a line
-
-    def write(self, text: str) -> int:
-        size = len(text)
-        if not size:
-            return 0
-        fresh = self._fresh
-        # Threads may share the flag: a lost race costs one line its tag, never its text.
-        self._fresh = text[-1] == "\n"
-        inner = text.find("\n", 0, size - 1) >= 0
-        if not (fresh or inner):  # most of print's writes: a word, a space, the newline
-            self._stream.write(text)
-            return size
-        prefix = f"{MARK}{self._level} {invocation.get()} "
-        if inner:
-            text = text[:-1].replace("\n", "\n" + prefix) + text[-1]
-        self._stream.write(prefix + text if fresh else text)
-        return size
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-    def isatty(self) -> bool:
-        return self._stream.isatty()
 
     def writable(self) -> bool:
         return True
 
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self._stream.encoding
+    def fileno(self) -> int:
+        return self._fd
 
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return self._stream.errors
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        size = len(chunk)
+        if not size:
+            return 0
+        fresh = self._fresh
+        # Threads may share the flag: a lost race costs one line its tag, never its text.
+        self._fresh = chunk[-1] == 10  # a newline
+        inner = chunk.find(b"\n", 0, size - 1) >= 0
+        if fresh or inner:
+            prefix = f"{MARK}{self._level} {invocation.get()} ".encode()
+            if inner:
+                chunk = chunk[:-1].replace(b"\n", b"\n" + prefix) + chunk[-1:]
+            if fresh:
+                chunk = prefix + chunk
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        return size
 
-    @property
-    def buffer(self) -> io.BufferedIOBase:
-        return self._stream.buffer  # type: ignore[return-value]
+
+def tagged_stream(stream: TextIO, level: str) -> TextIO:
+    """A text stream like ``stream`` (same descriptor, encoding, line buffering) whose lines
+    are tagged ``level``."""
+    stream.flush()
+    writer = TaggedWriter(stream, level)
+    # A raw writer under the text layer, as the zygote's own streams are (no buffer between).
+    return io.TextIOWrapper(
+        writer,  # type: ignore[type-var]
+        encoding=stream.encoding,
+        errors=stream.errors,
+        line_buffering=True,
+    )
 
 
 class LineHandler(logging.Handler):
@@ -140,8 +144,8 @@ def install() -> None:
         return
     stdout, stderr = sys.stdout, sys.stderr
     _stderr = stderr
-    sys.stdout = TaggedStream(stdout, "STDOUT")
-    sys.stderr = TaggedStream(stderr, "STDERR")
+    sys.stdout = tagged_stream(stdout, "STDOUT")
+    sys.stderr = tagged_stream(stderr, "STDERR")
     root = logging.getLogger()
     root.addHandler(LineHandler(stderr))
     root.setLevel(logging.INFO)

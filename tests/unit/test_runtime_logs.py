@@ -10,9 +10,11 @@ import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TextIO
 
 from fissile.runtime import logs
-from fissile.runtime.logs import MARK, LineHandler, TaggedStream, invocation, level_name
+from fissile.runtime.logs import MARK, LineHandler, invocation, level_name, tagged_stream
 
 
 def split(text: str) -> list[str]:
@@ -20,20 +22,30 @@ def split(text: str) -> list[str]:
     return text.removesuffix("\n").split("\n")
 
 
-def test_a_stream_tags_each_line_once_however_it_is_written() -> None:
-    target = io.StringIO()
-    stream = TaggedStream(target, "STDOUT")
+def file_stream(path: Path) -> TextIO:
+    """A text stream on a file, line-buffered, as an instance's stdout is on its pipe."""
+    return open(path, "w", buffering=1, encoding="utf-8")
+
+
+def test_a_stream_tags_each_line_once_however_it_is_written(tmp_path: Path) -> None:
+    stream = tagged_stream(file_stream(tmp_path / "out"), "STDOUT")
     print("hello", file=stream)  # two writes: the text, then the newline
     stream.write("two\nlines\npartial")
     stream.write(" end\n")
     stream.writelines(["a\n", "b\n"])
-    assert split(target.getvalue()) == [
+    stream.buffer.write(b"raw bytes\n")
+    stream.write("x" * 20000 + "\n")  # past the text layer's chunk: still one tag
+    stream.flush()
+    lines = split((tmp_path / "out").read_text())
+    assert lines[-1] == f"{MARK}STDOUT - " + "x" * 20000
+    assert lines[:-1] == [
         f"{MARK}STDOUT - hello",
         f"{MARK}STDOUT - two",
         f"{MARK}STDOUT - lines",
         f"{MARK}STDOUT - partial end",
         f"{MARK}STDOUT - a",
         f"{MARK}STDOUT - b",
+        f"{MARK}STDOUT - raw bytes",
     ]
     assert stream.write("") == 0
 
@@ -78,9 +90,8 @@ def test_invocation_ids_are_one_word() -> None:
     assert logs.invocation_tag("a b\nc") == "a_b_c"
 
 
-def test_each_thread_and_task_sees_its_own_invocation() -> None:
-    target = io.StringIO()
-    stream = TaggedStream(target, "STDOUT")
+def test_each_thread_and_task_sees_its_own_invocation(tmp_path: Path) -> None:
+    stream = tagged_stream(file_stream(tmp_path / "out"), "STDOUT")
 
     def call(n: int) -> None:
         token = invocation.set(f"t{n}")
@@ -101,7 +112,8 @@ def test_each_thread_and_task_sees_its_own_invocation() -> None:
         await asyncio.gather(*(task(n) for n in range(3)))
 
     asyncio.run(main())
-    lines = set(split(target.getvalue()))
+    stream.flush()
+    lines = set(split((tmp_path / "out").read_text()))
     assert {f"{MARK}STDOUT t{n} from {n}" for n in range(8)} <= lines
     assert {f"{MARK}STDOUT a{n} from {n}" for n in range(3)} <= lines
     assert invocation.get() == "-"
