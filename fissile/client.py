@@ -134,8 +134,24 @@ class Client:
 
     # -- functions ----------------------------------------------------------------------
 
-    def logs(self, name: str, follow: bool = False, tail: int = 200) -> Iterator[bytes]:
-        params = {"follow": str(follow).lower(), "tail": str(tail)}
+    def logs(
+        self,
+        name: str,
+        follow: bool = False,
+        tail: int | None = 200,
+        *,
+        since: str | None = None,
+        level: str | None = None,
+        instance: str | None = None,
+        json: bool = False,
+    ) -> Iterator[bytes]:
+        """A function's log as it arrives: its lines (``tail`` None: the API's default, 200 or
+        all since ``since``), or one JSON object per line with ``json``."""
+        params = {"follow": str(follow).lower()}
+        optional = {"tail": tail, "since": since, "level": level, "instance": instance}
+        params.update({key: str(value) for key, value in optional.items() if value is not None})
+        if json:
+            params["format"] = "json"
         try:
             with self._http.stream(
                 "GET", f"/v1/functions/{name}/logs", params=params, timeout=None

@@ -471,12 +471,51 @@ def _routes_to(client: Client, function: str, method: str, target: str) -> bool:
 @fn.command()
 @click.option("--name", required=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@click.option("--tail", default=200, show_default=True, help="Lines of history to show first.")
-def logs(name: str, follow: bool, tail: int) -> None:
-    """Print a function's log: its stdout/stderr and the platform's notes about it."""
+@click.option(
+    "--tail",
+    type=int,
+    default=None,
+    help="Lines of history to show first (of those that pass the filters).  [default: 200,"
+    " or all with --since]",
+)
+@click.option(
+    "--since", help="Only lines since then: a duration back (10m, 2h, 1d) or an ISO time."
+)
+@click.option(
+    "--level",
+    type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+    help="Only lines of this level and above (printed output ranks as info, stderr as warning).",
+)
+@click.option("--instance", help="Only lines of this instance (fissile: the platform's notes).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line (time, instance, level, invocation_id, message, source).",
+)
+def logs(
+    name: str,
+    follow: bool,
+    tail: int | None,
+    since: str | None,
+    level: str | None,
+    instance: str | None,
+    output: str,
+) -> None:
+    """Print a function's log: what it logged and printed, and the platform's notes about it."""
     with Client() as client:
         try:
-            for chunk in client.logs(name, follow=follow, tail=tail):
+            for chunk in client.logs(
+                name,
+                follow=follow,
+                tail=tail,
+                since=since,
+                level=level,
+                instance=instance,
+                json=output == "json",
+            ):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
         except KeyboardInterrupt:

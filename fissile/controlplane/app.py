@@ -11,7 +11,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,7 +47,7 @@ from fissile.models import (
     WatchTrigger,
     WatchTriggerSpec,
 )
-from fissile.observability import LogBook
+from fissile.observability import LogBook, loglines
 from fissile.observability.crashes import CrashLog
 from fissile.observability.exposition import CONTENT_TYPE, Exposition
 from fissile.observability.stats import Stats
@@ -349,15 +349,32 @@ def create_api(
     async def function_logs(
         name: str,
         follow: bool = False,
-        tail: int = Query(200, ge=0, le=100_000),
+        tail: int | None = Query(
+            None, ge=0, le=100_000, description="default: 200, all with since"
+        ),
+        since: str | None = Query(None, description="a duration back (10m, 2h) or an ISO time"),
+        level: str | None = Query(None, description="this level and above"),
+        instance: str | None = Query(None, description="an instance id, or fissile"),
+        format: Literal["text", "json"] = "text",
     ) -> StreamingResponse:
+        try:
+            keep = loglines.LogFilter(
+                since=None if since is None else loglines.parse_since(since),
+                level=None if level is None else loglines.level_rank(level),
+                instance=instance or None,
+            )
+        except ValueError as exc:
+            raise ApiError(422, "invalid", str(exc)) from None
+        if tail is None:
+            tail = 200 if since is None else 100_000
         resources.get("functions", name)
         path = logs.function_log(name)
+        view = loglines.LogView(keep, as_json=format == "json")
         return StreamingResponse(
             _stream_log(
-                path, tail, follow, lambda: resources.store.find("functions", name) is None
+                path, tail, follow, lambda: resources.store.find("functions", name) is None, view
             ),
-            media_type="text/plain; charset=utf-8",
+            media_type="application/x-ndjson" if view.as_json else "text/plain; charset=utf-8",
         )
 
     if invocations is not None:
@@ -441,21 +458,33 @@ def _topic(topic: str) -> None:
 
 
 async def _stream_log(
-    path: Path, tail: int, follow: bool, gone: Callable[[], bool]
+    path: Path,
+    tail: int,
+    follow: bool,
+    gone: Callable[[], bool],
+    view: loglines.LogView | None = None,
 ) -> AsyncIterator[bytes]:
     # Read through an open handle: lines written just before the function was deleted (which
     # removes its log) or before a rotation are still there to read, however late this loop
     # wakes up on a loaded host.
     handle = _open_log(path)
+    lines = _Lines(view)
     try:
         if handle is not None:
-            lines = handle.read().splitlines(keepends=True)
-            yield b"".join(lines[-tail:] if tail else [])
+            data = handle.read()
+            if lines.view is None:
+                chunks = data.splitlines(keepends=True)
+                yield b"".join(chunks[-tail:] if tail else [])
+            else:
+                # A follower reads the unfinished last line with what completes it.
+                data = lines.hold(data) if follow else data
+                # Parsing a whole file is for a thread, not the event loop the router shares.
+                yield await asyncio.to_thread(lines.view.history, data, tail)
         while follow:
             await asyncio.sleep(0.25)
             ended = gone()
             if handle is not None:
-                chunk = handle.read()
+                chunk = lines.select(handle.read())
                 if chunk:
                     yield chunk
             if ended:
@@ -464,13 +493,37 @@ async def _stream_log(
                 if handle is not None:
                     handle.close()
                 handle = _open_log(path)
+                lines.rest = b""  # a line cut by a rotation is lost, as before
                 if handle is not None:
-                    chunk = handle.read()
+                    chunk = lines.select(handle.read())
                     if chunk:
                         yield chunk
     finally:
         if handle is not None:
             handle.close()
+
+
+class _Lines:
+    """Followed output through a view: whole lines only, each filtered and formatted."""
+
+    def __init__(self, view: loglines.LogView | None) -> None:
+        self.view = None if view is None or view.passthrough else view
+        self.rest = b""
+
+    def hold(self, data: bytes) -> bytes:
+        """``data`` up to its last newline; the rest waits for the next read."""
+        data = self.rest + data
+        cut = data.rfind(b"\n") + 1
+        self.rest = data[cut:]
+        return data[:cut]
+
+    def select(self, data: bytes) -> bytes:
+        if self.view is None or not data:
+            return data
+        view = self.view
+        return b"".join(
+            out for raw in loglines.split_lines(self.hold(data)) if (out := view.line(raw))
+        )
 
 
 def _open_log(path: Path) -> BinaryIO | None:

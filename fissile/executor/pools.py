@@ -457,7 +457,7 @@ class FunctionPool:
     def _fail_waiters(self, exc: Exception) -> None:
         error = exc if isinstance(exc, ExecutorError) else ExecutorError(str(exc))
         logger.warning("function %s: %s", self.name, error)
-        self.executor.logs.platform(self.name, f"cannot start an instance: {error}")
+        self.executor.logs.platform(self.name, f"cannot start an instance: {error}", "ERROR")
         if self.instances:
             return  # ready instances will serve the waiters
         while self.waiters:
@@ -474,6 +474,7 @@ class FunctionPool:
             self.executor.logs.platform(
                 self.name,
                 f"crash loop: {self.failures} failures in a row; next start in {delay:.1f}s",
+                "ERROR",
             )
 
     def expired(self, waiter: Waiter) -> None:
@@ -492,7 +493,9 @@ class FunctionPool:
         self.metrics.timeouts += 1
         self.last_exit_reason = reason
         self.executor.logs.platform(
-            self.name, f"instance {instance.id} killed: {reason} (not counted as a crash)"
+            self.name,
+            f"instance {instance.id} killed: {reason} (not counted as a crash)",
+            "WARNING",
         )
         self.executor.kill(instance, reason, crash=False)
 
@@ -602,7 +605,7 @@ class FunctionPool:
             self.last_exit_reason = instance.exit_reason
             self.last_crash_at = datetime.now(UTC)
             self.executor.logs.platform(
-                self.name, f"instance {instance.id} died: {instance.exit_reason}"
+                self.name, f"instance {instance.id} died: {instance.exit_reason}", "ERROR"
             )
             if self.executor.events is not None:
                 self.executor.events.publish(

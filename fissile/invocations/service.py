@@ -236,6 +236,8 @@ class Invocations:
                 self.executor.logs.platform(
                     invocation.function,
                     f"invocation {invocation_id} cancelled: its instance {instance.id} stopped",
+                    "WARNING",
+                    invocation_id,
                 )
             attempt.task.cancel()
             invocation = attempt.invocation

@@ -1,5 +1,7 @@
 """Function logs: each instance's stdout and stderr arrive on a pipe; lines go to the log file of
-the function it serves (or of its environment while it is still warm and unassigned)."""
+the function it serves (or of its environment while it is still warm and unassigned), with the
+level and invocation id the instance's runtime tagged them with (``fissile.runtime.logs``) in
+the format of ``fissile.observability.loglines``."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
+from fissile.observability import loglines
 from fissile.observability.ratelimit import OutputLimit
+from fissile.runtime.logs import MARK
 
 logger = logging.getLogger("fissile.logs")
 
@@ -58,6 +62,8 @@ class LogBook:
         limit = OutputLimit(self.lines_per_second, self.bytes_per_second)
         noting: asyncio.TimerHandle | None = None
         last_note = -NOTE_INTERVAL
+        # The tag of a line cut at _MAX_LINE, for the rest of it.
+        carry: tuple[str, str | None] | None = None
 
         def write_note() -> None:
             nonlocal noting, last_note
@@ -65,10 +71,10 @@ class LogBook:
             last_note = loop.time()
             text = limit.note()
             if text is not None:
-                self._emit(source, text.encode())
+                self._record(source, "WARNING", None, text)
 
         def readable() -> None:
-            nonlocal noting
+            nonlocal noting, carry
             try:
                 data = os.read(fd, 65536)
             except BlockingIOError:
@@ -82,7 +88,7 @@ class LogBook:
                 if pending:
                     limit.refill()
                     if limit.admit(len(pending)):
-                        self._emit(source, bytes(pending))
+                        self._emit(source, bytes(pending), carry)
                     else:
                         limit.drop(1, len(pending))
                 if noting is not None:
@@ -103,8 +109,10 @@ class LogBook:
                     break
                 if not limit.admit(len(line)):
                     _drop_lines(pending, limit)
+                    carry = None
                     break
-                self._emit(source, line)
+                tagged = self._emit(source, line, carry)
+                carry = tagged if end < 0 else None
                 del pending[:cut]
             if limit.dropped_lines and noting is None:
                 delay = max(0.0, last_note + NOTE_INTERVAL - loop.time())
@@ -112,22 +120,36 @@ class LogBook:
 
         loop.add_reader(fd, readable)
 
-    def _emit(self, source: LogSource, line: bytes) -> None:
+    def _emit(
+        self, source: LogSource, line: bytes, carry: tuple[str, str | None] | None = None
+    ) -> tuple[str, str | None]:
+        """Write one line of output; ``carry`` is the tag of the line it continues, if any.
+        Returns the line's tag."""
+        text = line.decode("utf-8", "replace").rstrip()
+        level, invocation = carry or ("OUTPUT", None)
+        if carry is None and text.startswith(MARK):
+            level, invocation, text = _untag(text)
+        self._record(source, level, invocation, text)
+        return level, invocation
+
+    def _record(self, source: LogSource, level: str, invocation: str | None, message: str) -> None:
         target = (
             self.function_log(source.function)
             if source.function
             else self.environment_log(source.env)
         )
-        text = line.decode("utf-8", "replace").rstrip()
-        self._write(target, f"{source.id} {text}")
+        self._write(target, loglines.body(source.id, level, invocation, message))
         # A starting program's last lines, for the error should it not start.
         tail = getattr(source, "tail", None)
         if tail is not None:
-            tail.append(text)
+            tail.append(message)
 
-    def platform(self, function: str, message: str) -> None:
+    def platform(
+        self, function: str, message: str, level: str = "INFO", invocation: str | None = None
+    ) -> None:
         """A line from fissile itself about a function (crashes, timeouts, rollouts)."""
-        self._write(self.function_log(function), f"fissile {message}")
+        line = loglines.body(loglines.PLATFORM, level, invocation, message)
+        self._write(self.function_log(function), line)
 
     def forget(self, function: str) -> None:
         path = self.function_log(function)
@@ -159,8 +181,7 @@ class LogBook:
         handle = self._files.get(path)
         if handle is None:
             handle = self._files[path] = path.open("a", encoding="utf-8", buffering=1)
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        handle.write(f"{stamp} {text}\n")
+        handle.write(f"{loglines.stamp(datetime.now(UTC))} {text}\n")
         if handle.tell() > MAX_LOG_BYTES:
             handle.close()
             os.replace(path, path.with_suffix(".log.1"))
@@ -170,6 +191,16 @@ class LogBook:
         for handle in self._files.values():
             handle.close()
         self._files.clear()
+
+
+def _untag(text: str) -> tuple[str, str | None, str]:
+    """A tagged line's level, invocation id and text; one that only looks tagged (a level
+    nobody knows) is output like any other."""
+    level, _, rest = text[len(MARK) :].partition(" ")
+    invocation, _, message = rest.partition(" ")
+    if level not in loglines.RANKS or not invocation:
+        return "OUTPUT", None, text[len(MARK) :]
+    return level, None if invocation == loglines.NO_INVOCATION else invocation, message
 
 
 def _drop_lines(pending: bytearray, limit: OutputLimit) -> None:

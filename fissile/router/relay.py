@@ -40,6 +40,7 @@ def recycle_oversized(
         pool.name,
         f"instance {instance.id}: response body exceeded --max-response-body ({limit} bytes);"
         " response cut, instance recycled",
+        "WARNING",
     )
 
 

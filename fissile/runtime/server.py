@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 import httptools
 
-from fissile.runtime import websocket
+from fissile.runtime import logs, websocket
 from fissile.runtime._flow import WriteFlow
 from fissile.runtime._pages import release_zero_pages
 from fissile.runtime.context import Context
@@ -85,7 +85,7 @@ class InstanceApp:
         try:
             deploy_dir = enter_function(self.sandbox, spec)
         except Exception as exc:
-            print(f"fissile: cannot confine {self.function}: {exc}", file=sys.stderr, flush=True)
+            logs.error(f"fissile: cannot confine {self.function}: {exc}")
             return _error(500, "sandbox_failed", f"sandbox: {exc}")
         if spec.get("image") in _FOREIGN_IMAGES:
             return self._specialize_program(spec, deploy_dir)
@@ -103,7 +103,7 @@ class InstanceApp:
             loaded = _modules_since(mark)
             handler = bind(func, self.function, deploy_dir, loaded, contract, module, options)
         except (LoadError, TypeError) as exc:
-            print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
+            logs.error(f"fissile: cannot load {self.function}: {exc}")
             return _error(500, "load_failed", str(exc))
         if not handler.is_async and int(spec.get("concurrency", 1)) > 1:
             self.threads = ThreadPoolExecutor(int(spec["concurrency"]), self.function)
@@ -122,8 +122,7 @@ class InstanceApp:
         except SystemExit as exc:
             _exit(exc)
         except Exception as exc:
-            sys.stderr.write(_user_traceback(exc))
-            print(f"fissile: cannot start {self.function}: {exc}", file=sys.stderr, flush=True)
+            logs.error(_user_traceback(exc) + f"fissile: cannot start {self.function}: {exc}")
             return _error(500, "load_failed", f"startup failed: {type(exc).__name__}: {exc}")
         self.handler = handler
         return Response(body)
@@ -146,7 +145,7 @@ class InstanceApp:
                 self.program_socket = command.socket_path(private_tmp, self.listener_path)
                 self.program = argv  # only now: a failed start answers, and stays Python
         except Exception as exc:
-            print(f"fissile: cannot load {self.function}: {exc}", file=sys.stderr, flush=True)
+            logs.error(f"fissile: cannot load {self.function}: {exc}")
             return _error(500, "load_failed", f"{image}: {exc}")
         # A program serves requests concurrently (an HTTP server, a process per request).
         body = {"function": self.function, "contract": image, "async": True}
@@ -348,8 +347,7 @@ class HttpConnection(WriteFlow):
                 except SystemExit as exc:
                     _exit(exc)
                 except Exception as exc:
-                    sys.stderr.write(_user_traceback(exc))
-                    sys.stderr.flush()
+                    logs.error(_user_traceback(exc))
                     transport.close()
                     return
                 if item is _END:
@@ -357,7 +355,7 @@ class HttpConnection(WriteFlow):
                 try:
                     data = encode_chunk(item)
                 except TypeError as exc:
-                    print(f"{self.app.function}: {exc}", file=sys.stderr, flush=True)
+                    logs.error(f"{self.app.function}: {exc}")
                     transport.close()
                     return
             if self.transport is not None:
@@ -393,6 +391,8 @@ class HttpConnection(WriteFlow):
         return _guard(handler, request, context)
 
     async def _guard_async(self, handler: Handler, request: Request, context: Context) -> Response:
+        # This call's own task: its context, and those of the tasks it starts, keep the id.
+        logs.invocation.set(logs.invocation_tag(context.invocation_id))
         try:
             return await handler.call_async(request, context)
         except SystemExit as exc:
@@ -530,12 +530,16 @@ def _head(headers: list[tuple[str, str]]) -> bytes:
 
 
 def _guard(handler: Handler, request: Request, context: Context) -> Response:
+    # On the loop's thread or a pool's: set for this call only, and put back after.
+    token = logs.invocation.set(logs.invocation_tag(context.invocation_id))
     try:
         return handler.call(request, context)
     except SystemExit as exc:
         _exit(exc)
     except Exception as exc:
         return _failed(context.function, exc)
+    finally:
+        logs.invocation.reset(token)
 
 
 def _exit(exc: SystemExit) -> NoReturn:
@@ -543,7 +547,7 @@ def _exit(exc: SystemExit) -> NoReturn:
     gets a 502 naming the exit status."""
     code = exc.code
     if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)
+        logs.error(str(code))
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()
@@ -552,10 +556,9 @@ def _exit(exc: SystemExit) -> NoReturn:
 
 def _failed(function: str, exc: BaseException) -> Response:
     if isinstance(exc, InvalidResponse):
-        print(f"{function}: {exc}", file=sys.stderr, flush=True)
+        logs.error(f"{function}: {exc}")
         return _error(500, "invalid_response", f"{function}: {exc}")
-    sys.stderr.write(_user_traceback(exc))
-    sys.stderr.flush()
+    logs.error(_user_traceback(exc))
     return Response(
         {
             "error": {
@@ -607,6 +610,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def serve(listener: socket.socket, token: str, sandbox: dict[str, Any] | None = None) -> None:
     """Run the instance server on ``listener`` until SIGTERM; called in the forked child."""
+    logs.install()
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     app = InstanceApp(token, sandbox)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from fissile.runtime import logs
 from fissile.runtime._flow import WriteFlow
 from fissile.runtime.contracts._handler import Handler
 from fissile.runtime.request import Request
@@ -125,8 +125,7 @@ class Session(WriteFlow):
         try:
             await self.app(self.scope, self.receive, self.send)
         except Exception as exc:
-            sys.stderr.write("".join(traceback.format_exception(exc)))
-            sys.stderr.flush()
+            logs.error("".join(traceback.format_exception(exc)))
             if not self.accepted and not self.refused:
                 message = f"{type(exc).__name__}: {exc}"
                 self._respond(500, message, "function_error")

@@ -161,7 +161,7 @@ class Timer:
             reason = f"status {result.status}"
         self.fires.add(spec.name, "failed")
         self.executor.logs.platform(
-            spec.function, f"timer {spec.name}: run at {slot.isoformat()} failed: {reason}"
+            spec.function, f"timer {spec.name}: run at {slot.isoformat()} failed: {reason}", "ERROR"
         )
 
 

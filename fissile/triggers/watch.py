@@ -99,6 +99,7 @@ class WatchService:
                 spec.function,
                 f"watch {spec.name}: delivery of {event.type} {event.id} failed:"
                 f" status {result.status}",
+                "ERROR",
             )
 
 

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import hashlib
 import io
+import json
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -528,9 +529,80 @@ async def test_function_logs(api: Api) -> None:
     response = await api.client.get("/v1/functions/fn/logs", params={"tail": 2})
     assert response.status_code == 200
     lines = response.text.splitlines()
-    assert [line.split(" ", 1)[1] for line in lines] == ["fissile note 3", "fissile note 4"]
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "fissile INFO [-] note 3",
+        "fissile INFO [-] note 4",
+    ]
     bad = error(await api.client.get("/v1/functions/fn/logs", params={"tail": -1}), 422)
     assert bad["fields"][0]["path"].endswith("tail")
+
+
+async def test_function_logs_filtered_and_as_json(api: Api) -> None:
+    await api.package()
+    await api.function()
+    book = api.harness.logs
+    book.platform("fn", "ready", "INFO")
+    await asyncio.sleep(0.01)  # a later millisecond: "died" is the first line since its time
+    book.platform("fn", "died", "ERROR", "inv-1")
+    since = (await api.client.get("/v1/functions/fn/logs")).text.splitlines()[-1].split()[0]
+    book.platform("fn", "slow", "WARNING", "inv-2")
+    get = api.client.get
+
+    async def messages(**params: Any) -> list[str]:
+        response = await get("/v1/functions/fn/logs", params={**params, "format": "json"})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/x-ndjson"
+        return [json.loads(line)["message"] for line in response.text.splitlines()]
+
+    assert await messages() == ["ready", "died", "slow"]
+    assert await messages(level="warning") == ["died", "slow"]
+    assert await messages(level="error") == ["died"]
+    assert await messages(since=since) == ["died", "slow"]
+    assert await messages(since="1h") == ["ready", "died", "slow"]
+    assert await messages(level="warn", tail=1) == ["slow"]
+    assert await messages(instance="fissile") == ["ready", "died", "slow"]
+    assert await messages(instance="i1") == []
+    (entry,) = [
+        json.loads(line)
+        for line in (
+            await get("/v1/functions/fn/logs", params={"format": "json", "tail": 1})
+        ).text.splitlines()
+    ]
+    assert entry["source"] == "platform" and entry["instance"] is None
+    assert (entry["level"], entry["invocation_id"]) == ("WARNING", "inv-2")
+    text = (await get("/v1/functions/fn/logs", params={"level": "error"})).text
+    assert text.endswith(" fissile ERROR [inv-1] died\n") and text.count("\n") == 1
+    for params in ({"level": "loud"}, {"since": "yesterday"}):
+        bad = error(await get("/v1/functions/fn/logs", params=params), 422)
+        assert bad["code"] == "invalid"
+
+
+async def test_following_logs_with_a_filter(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = asyncio.Event()
+    open_log = app_module._open_log
+
+    def watched(path: Path) -> Any:
+        opened.set()
+        return open_log(path)
+
+    monkeypatch.setattr(app_module, "_open_log", watched)
+    await api.package()
+    await api.function()
+    api.harness.logs.platform("fn", "before", "ERROR")
+    follow = asyncio.create_task(
+        api.client.get(
+            "/v1/functions/fn/logs",
+            params={"follow": "true", "level": "error", "tail": 0, "format": "json"},
+            timeout=10,
+        )
+    )
+    await asyncio.wait_for(opened.wait(), 30)  # the stream holds the log open
+    api.harness.logs.platform("fn", "quiet", "INFO")
+    api.harness.logs.platform("fn", "loud", "ERROR")
+    # Deleting ends the stream once it has read what was written before.
+    assert (await api.client.delete("/v1/functions/fn")).status_code == 200
+    response = await asyncio.wait_for(follow, 5)
+    assert [json.loads(line)["message"] for line in response.text.splitlines()] == ["loud"]
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/nothing"), ("PATCH", "/v1/functions")])
@@ -555,8 +627,8 @@ async def test_following_logs_sees_new_lines_and_ends_with_the_function(api: Api
     response = await asyncio.wait_for(follow, 5)
     assert response.status_code == 200
     text = response.text
-    assert "fissile before" in text
-    assert "fissile while following" in text
+    assert "fissile INFO [-] before" in text
+    assert "fissile INFO [-] while following" in text
 
 
 async def test_functions_above_the_operators_caps_are_422_naming_the_cap(api: Api) -> None:
@@ -615,7 +687,7 @@ async def test_following_logs_loses_no_line_to_a_rotation_or_the_delete(
     api.harness.logs.platform("fn", "last words")
     assert (await api.client.delete("/v1/functions/fn")).status_code == 200  # at once
     text = (await asyncio.wait_for(follow, 20)).text
-    said = [line.split(" ", 2)[2] for line in text.splitlines()]
+    said = [line.split(" ", 4)[4] for line in text.splitlines()]
     assert said == ["first", *(f"line {n:02}" for n in range(12)), "last words"], text
 
 

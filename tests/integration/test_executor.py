@@ -267,7 +267,7 @@ async def test_function_output_goes_to_its_log(harness: Harness) -> None:
     log = harness.logs.function_log("chatty")
     await until(lambda: log.exists() and "hello-from-the-function" in log.read_text())
     text = log.read_text()
-    assert "fissile instance i" in text and "ready (pid" in text
+    assert "fissile INFO [-] instance i" in text and "ready (pid" in text
 
 
 async def test_zygote_death_is_survived(harness: Harness) -> None:

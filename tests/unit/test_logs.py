@@ -49,14 +49,16 @@ async def logged(path: Path, expected: list[str]) -> None:
 async def test_lines_go_to_the_function_log(tmp_path: Path) -> None:
     book = LogBook(tmp_path)
     await feed(book, Source("i1", "python", "hello"), [b"first line\nsecond ", b"line\n"])
-    await logged(book.function_log("hello"), ["i1 first line", "i1 second line"])
+    await logged(
+        book.function_log("hello"), ["i1 OUTPUT [-] first line", "i1 OUTPUT [-] second line"]
+    )
     book.close()
 
 
 async def test_unassigned_instances_log_to_their_environment(tmp_path: Path) -> None:
     book = LogBook(tmp_path)
     await feed(book, Source("i7", "python", None), [b"warming up\n"])
-    await logged(book.environment_log("python"), ["i7 warming up"])
+    await logged(book.environment_log("python"), ["i7 OUTPUT [-] warming up"])
     assert not book.function_log("python").exists()
     book.close()
 
@@ -64,15 +66,53 @@ async def test_unassigned_instances_log_to_their_environment(tmp_path: Path) -> 
 async def test_partial_last_line_and_bad_utf8(tmp_path: Path) -> None:
     book = LogBook(tmp_path)
     await feed(book, Source("i1", "python", "f"), [b"complete\n", b"no newline \xff"])
-    await logged(book.function_log("f"), ["i1 complete", "i1 no newline \ufffd"])
+    await logged(
+        book.function_log("f"), ["i1 OUTPUT [-] complete", "i1 OUTPUT [-] no newline \ufffd"]
+    )
     book.close()
 
 
 async def test_unterminated_output_is_split_at_the_line_limit(tmp_path: Path) -> None:
     book = LogBook(tmp_path)
     await feed(book, Source("i1", "python", "f"), [b"x" * 10000, b"y" * 10000, b"\n"])
-    expected = ["i1 " + "x" * 10000 + "y" * 6384, "i1 " + "y" * 3616]
+    expected = ["i1 OUTPUT [-] " + "x" * 10000 + "y" * 6384, "i1 OUTPUT [-] " + "y" * 3616]
     await logged(book.function_log("f"), expected)
+    book.close()
+
+
+async def test_tagged_lines_keep_their_level_and_invocation(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    chunks = [
+        b"\x1eINFO abc-1 hello\n\x1eSTDOUT - printed at import\n",
+        b"\x1eERROR abc-2 Traceback (most recent call last):\n",
+        b"\x1eNOTALEVEL x looks tagged\nplain\n",
+    ]
+    await feed(book, Source("i1", "python", "f"), chunks)
+    expected = [
+        "i1 INFO [abc-1] hello",
+        "i1 STDOUT [-] printed at import",
+        "i1 ERROR [abc-2] Traceback (most recent call last):",
+        "i1 OUTPUT [-] NOTALEVEL x looks tagged",
+        "i1 OUTPUT [-] plain",
+    ]
+    await logged(book.function_log("f"), expected)
+    book.close()
+
+
+async def test_a_cut_line_keeps_its_tag(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    chunks = [b"\x1eWARNING abc-1 " + b"x" * 20000, b"y" * 100 + b"\n"]
+    await feed(book, Source("i1", "python", "f"), chunks)
+    first = "i1 WARNING [abc-1] " + "x" * (16384 - len("\x1eWARNING abc-1 "))
+    rest = "x" * (20000 - (16384 - len("\x1eWARNING abc-1 "))) + "y" * 100
+    await logged(book.function_log("f"), [first, "i1 WARNING [abc-1] " + rest])
+    book.close()
+
+
+def test_platform_lines_carry_a_level_and_invocation(tmp_path: Path) -> None:
+    book = LogBook(tmp_path)
+    book.platform("f", "invocation abc cancelled", "WARNING", "abc")
+    assert lines(book.function_log("f")) == ["fissile WARNING [abc] invocation abc cancelled"]
     book.close()
 
 
@@ -81,7 +121,7 @@ def test_platform_lines_and_timestamps(tmp_path: Path) -> None:
     book.platform("hello", "instance i1 ready")
     (line,) = book.function_log("hello").read_text().splitlines()
     stamp, text = line.split(" ", 1)
-    assert text == "fissile instance i1 ready"
+    assert text == "fissile INFO [-] instance i1 ready"
     assert stamp.endswith("Z") and "T" in stamp and len(stamp) == len("2024-01-01T00:00:00.000Z")
     book.close()
 
@@ -95,7 +135,7 @@ def test_rotation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rotated = current.with_suffix(".log.1")
     assert rotated.exists()
     everything = lines(rotated) + (lines(current) if current.exists() else [])
-    assert everything[-1] == "fissile message number 9"
+    assert everything[-1] == "fissile INFO [-] message number 9"
     assert rotated.stat().st_size > 200
     book.close()
 
@@ -112,7 +152,7 @@ def test_forget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert book.function_log("g").exists()
     # A function of the same name starts a fresh log.
     book.platform("f", "reborn")
-    assert lines(book.function_log("f")) == ["fissile reborn"]
+    assert lines(book.function_log("f")) == ["fissile INFO [-] reborn"]
     book.close()
 
 
@@ -166,10 +206,12 @@ async def test_a_flood_is_dropped_counted_and_noted(tmp_path: Path) -> None:
     elapsed = time.monotonic() - started
     written = [line for line in lines(path) if "[fissile]" not in line]
     dropped = notes(path)
+    noted = [line for line in lines(path) if "[fissile]" in line]
+    assert all(line.startswith("i1 WARNING [-] [fissile] dropped") for line in noted)
     # Every line is accounted for: written, or counted in a note.
     assert len(written) + sum(n for n, _ in dropped) == 5000
     assert 50 <= len(written) <= 50 + 50 * elapsed + 1
-    assert written[:50] == [f"i1 line {i}" for i in range(50)]
+    assert written[:50] == [f"i1 OUTPUT [-] line {i}" for i in range(50)]
     # A note at most once a second, plus the one when the pipe closes.
     assert 1 <= len(dropped) <= elapsed / logs_module.NOTE_INTERVAL + 2
     book.close()

@@ -19,7 +19,9 @@ class FakeLogs:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def platform(self, function: str, message: str) -> None:
+    def platform(
+        self, function: str, message: str, level: str = "INFO", invocation: str | None = None
+    ) -> None:
         self.lines.append(message)
 
 

@@ -90,7 +90,7 @@ def test_function_logs_drop_lines_on_a_full_disk_without_raising(
     with caplog.at_level(logging.WARNING, "fissile.logs"):
         logs.platform("fn", "fits again")
     assert "3 function log lines were dropped" in caplog.text
-    assert logs.function_log("fn").read_text().endswith("fissile fits again\n")
+    assert logs.function_log("fn").read_text().endswith("fissile INFO [-] fits again\n")
     logs.close()
 
 

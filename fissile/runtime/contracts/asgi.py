@@ -10,12 +10,12 @@ first request (``Handler.startup``). A websocket is one ``websocket`` session
 from __future__ import annotations
 
 import asyncio
-import sys
 import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fissile.runtime import logs
 from fissile.runtime.context import Context
 from fissile.runtime.contracts._handler import Handler, Target
 from fissile.runtime.contracts._mount import split_path
@@ -131,8 +131,7 @@ class Cycle:
                 self.stream is not None and self.stream.closed
             ):
                 # After a complete response (a background task): only the log can tell.
-                sys.stderr.write("".join(traceback.format_exception(exc)))
-                sys.stderr.flush()
+                logs.error("".join(traceback.format_exception(exc)))
             if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
             return
@@ -268,7 +267,7 @@ class Lifespan:
             # error names its last line.
             message = str(reply.get("message") or "").strip()
             if "\n" in message:
-                print(message, file=sys.stderr, flush=True)
+                logs.error(message)
             lines = message.splitlines()
             raise LifespanFailed(lines[-1] if lines else "lifespan.startup.failed")
         if reply["type"] == "lifespan.startup.complete":

@@ -13,11 +13,11 @@ import datetime
 import inspect
 import json
 import secrets
-import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from fissile.runtime import logs
 from fissile.runtime.context import Context
 from fissile.runtime.contracts import _lambda_event as events
 from fissile.runtime.contracts._calls import origin, split_path
@@ -209,8 +209,7 @@ def _error(exc: Exception, context: Context) -> Response:
     """An unhandled exception, shaped as Lambda reports one (``errorMessage``, ``errorType``);
     the stack trace goes to the function's log, not to the caller."""
     tb = exc.__traceback__
-    sys.stderr.write("".join(traceback.format_exception(type(exc), exc, tb.tb_next if tb else tb)))
-    sys.stderr.flush()
+    logs.error("".join(traceback.format_exception(type(exc), exc, tb.tb_next if tb else tb)))
     body = {
         "errorMessage": str(exc),
         "errorType": type(exc).__name__,
