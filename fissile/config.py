@@ -40,6 +40,9 @@ class Config:
     max_connections: int | None = None  # None: derived from the fd limit at start
     max_response_body: int = 1 << 30  # largest response body a function may send
     build_timeout: float = 600.0  # a build still running after this long is killed
+    metrics: bool = True  # count requests into each function's metrics (--no-metrics)
+    access_log: str = "json"  # json, text or off (fissile/observability/access.py)
+    access_log_file: Path | None = None  # None: access.log in the logs dir
 
     @property
     def invocations_db(self) -> Path:
@@ -64,6 +67,10 @@ class Config:
     @property
     def logs(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def access_log_path(self) -> Path:
+        return self.access_log_file or self.logs / "access.log"
 
     @property
     def token_file(self) -> Path:

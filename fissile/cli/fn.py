@@ -25,6 +25,7 @@ from fissile.cli._params import (
 )
 from fissile.cli.pkg import report_build
 from fissile.client import Client, ClientError
+from fissile.observability.access import text_line
 from fissile.specs.write import relative_source
 
 COLUMNS: list[Column] = [
@@ -435,9 +436,21 @@ def test(
 @click.option("--name", required=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
 @click.option("--tail", default=200, show_default=True, help="Lines of history to show first.")
-def logs(name: str, follow: bool, tail: int) -> None:
+@click.option(
+    "--requests",
+    is_flag=True,
+    help="Print the function's last requests through the router instead (its access log,"
+    " at most 200, oldest first).",
+)
+def logs(name: str, follow: bool, tail: int, requests: bool) -> None:
     """Print a function's log: its stdout/stderr and the platform's notes about it."""
     with Client() as client:
+        if requests:
+            if follow:
+                raise click.UsageError("--requests cannot be followed (yet): drop --follow")
+            for record in client.requests(name, limit=max(1, min(tail, 200))):
+                click.echo(text_line(record), nl=False)
+            return
         try:
             for chunk in client.logs(name, follow=follow, tail=tail):
                 sys.stdout.buffer.write(chunk)

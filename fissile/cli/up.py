@@ -121,6 +121,27 @@ from fissile.models import MIN_MEMORY
     " [default: the fd limit less a quarter of it (at least 1024 of 2048 or more),"
     " at most 65536]",
 )
+@click.option(
+    "--access-log",
+    "access_log",
+    default="json",
+    show_default=True,
+    type=click.Choice(["json", "text", "off"]),
+    help="One line per router request in <data dir>/logs/access.log (rotated at 10 MiB);"
+    " also kept in memory for `fissile fn logs --requests`.",
+)
+@click.option(
+    "--access-log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the access log here instead. [default: <data dir>/logs/access.log]",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="Count every request into its function's metrics (/metrics, fissile top).",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -142,6 +163,9 @@ def up(
     header_timeout: float,
     keep_alive_timeout: float,
     max_connections: int | None,
+    access_log: str,
+    access_log_file: Path | None,
+    metrics: bool,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -189,6 +213,9 @@ def up(
         max_connections=max_connections,
         max_response_body=max_response_body,
         build_timeout=build_timeout,
+        metrics=metrics,
+        access_log=access_log,
+        access_log_file=access_log_file,
     )
     try:
         run(config)

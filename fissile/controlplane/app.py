@@ -46,6 +46,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.observability.access import RECENT, AccessLog
 from fissile.store.space import StorageFull, is_full, writing
 from fissile.triggers.mq.hub import BrokerHub, Refused
 
@@ -59,6 +60,7 @@ def create_api(
     invocations: Invocations | None = None,
     brokers: BrokerHub | None = None,
     environments: Callable[[], dict[str, bool]] | None = None,
+    access_log: AccessLog | None = None,
 ) -> FastAPI:
     """The control API; with a ``token``, every request but ``/healthz`` must carry it.
     ``environments``: whether each environment can serve (its zygote is up), for /healthz."""
@@ -313,6 +315,17 @@ def create_api(
             ),
             media_type="text/plain; charset=utf-8",
         )
+
+    @app.get("/v1/functions/{name}/requests", tags=["functions"], responses=errors(404, 422))
+    async def function_requests(
+        name: str, limit: int = Query(RECENT, ge=1, le=RECENT)
+    ) -> list[dict[str, Any]]:
+        """The function's last requests through the router (its access log's records, kept in
+        memory), oldest first; none when the access log is off."""
+        resources.get("functions", name)
+        if access_log is None:
+            return []
+        return access_log.recent(name, limit)
 
     if invocations is not None:
         _invocation_routes(app, invocations, errors)

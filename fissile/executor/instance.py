@@ -45,6 +45,9 @@ class Instance:
         self.inflight = 0
         self.started_at = time.monotonic()
         self.last_used = self.started_at
+        # When it became ready to serve its function (``time.monotonic()``): a request that
+        # arrived before it and waited for it was a cold start.
+        self.ready_at = 0.0
         self.exit_reason: str | None = None
         self.expected_exit = False  # retired by the platform, not crashed
         self.zygote: object | None = None

@@ -1,0 +1,327 @@
+"""The router's access log: one line per client request, and each function's last requests in
+memory for ``GET /v1/functions/{name}/requests``.
+
+Off the hot path: a request adds one tuple of its raw fields (``Record``) to a list; a timer
+formats and writes what gathered, every ``INTERVAL`` seconds or at ``BATCH`` records, in one
+``write()`` on a thread of its own (a slow disk delays the log, never the router). Records
+waiting are bounded: past ``MAX_PENDING`` they are dropped and counted, and a line says so once
+writing catches up. The file is rotated like the function logs (``<file>.1``, at 10 MiB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from fissile.observability.logs import MAX_LOG_BYTES
+
+logger = logging.getLogger("fissile.access")
+
+Format = Literal["json", "text", "off"]
+FORMATS: tuple[str, ...] = ("json", "text", "off")
+
+# (started, function, route, method, path, status, bytes, duration, queue wait, instance,
+#  cold, invocation id, trace id, client). ``started`` is ``time.monotonic()`` at arrival (the
+# wall clock is derived when written: one ``time.time()`` per batch, not per request); the
+# invocation and trace ids may be ints, formatted as hex when written (``_invocation``,
+# ``_trace``); durations are in seconds; a field not known is None.
+Record = tuple[
+    float,
+    str | None,
+    str | None,
+    str,
+    str,
+    int,
+    int | None,
+    float,
+    float | None,
+    str | None,
+    bool,
+    int | str | None,
+    int | str | None,
+    str | None,
+]
+
+INTERVAL = 0.15  # seconds between writes, at most
+BATCH = 1024  # records that start a write before the interval is over
+MAX_PENDING = 65536  # records waiting to be written, past which they are dropped
+RECENT = 200  # records kept per function for the API
+
+
+class AccessLog:
+    """Created on the event loop that serves the router (``add`` is called only from it)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        format: Format = "json",
+        *,
+        recent: int = RECENT,
+        interval: float = INTERVAL,
+        batch: int = BATCH,
+        max_pending: int = MAX_PENDING,
+        max_bytes: int = MAX_LOG_BYTES,
+        invocation_prefix: str = "",
+    ) -> None:
+        if format not in FORMATS:
+            raise ValueError(f"access log format must be one of {', '.join(FORMATS)}")
+        self.path = path if format != "off" else None
+        self.format = format
+        self.enabled = format != "off"
+        self.interval = interval
+        self.batch = batch
+        self.max_pending = max_pending
+        self.max_bytes = max_bytes
+        # Direct calls' invocation ids are a per-process prefix and a counter (router/app.py):
+        # the counter is kept, the id spelt out when written.
+        self.invocation_prefix = invocation_prefix
+        self.keep = recent
+        self.dropped = 0  # records lost (writing could not keep up, or failed), in all
+        self._unreported = 0  # of which no line has said so yet
+        self._pending: list[Record] = []
+        self._recent: dict[str, deque[Record]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._writing = False  # a batch is on the writer thread
+        self._lock = threading.Lock()  # the file, between the writer thread and close()
+        self._file: int | None = None
+        self._size = 0
+        self._closed = False
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def add(self, record: Record) -> None:
+        """One request's record (on the event loop; a list append and a deque append)."""
+        function = record[1]
+        if function is not None:
+            recent = self._recent.get(function)
+            if recent is None:
+                recent = self._recent[function] = deque(maxlen=self.keep)
+            recent.append(record)
+        if self.path is None:
+            return
+        pending = self._pending
+        if len(pending) >= self.max_pending:
+            self.dropped += 1
+            self._unreported += 1
+            return
+        pending.append(record)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.interval, self._flush)
+        elif len(pending) >= self.batch and not self._writing:
+            self._timer.cancel()
+            self._flush()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def recent(self, function: str, limit: int = RECENT) -> list[dict[str, Any]]:
+        """The function's last ``limit`` requests (kept in memory, at most ``RECENT``), oldest
+        first."""
+        records = self._recent.get(function)
+        if not records or limit <= 0:
+            return []
+        chosen = list(records)[-limit:]
+        offset = time.time() - time.monotonic()
+        return [self.as_dict(record, offset) for record in chosen]
+
+    def recent_all(self, limit: int = RECENT) -> list[dict[str, Any]]:
+        """Every function's last requests, oldest first across functions, at most ``limit``."""
+        merged: list[Record] = []
+        for records in self._recent.values():
+            merged.extend(records)
+        merged.sort(key=lambda record: record[0])
+        offset = time.time() - time.monotonic()
+        return [self.as_dict(record, offset) for record in merged[-limit:]] if limit > 0 else []
+
+    def forget(self, function: str) -> None:
+        """The function was deleted: its requests are no longer kept."""
+        self._recent.pop(function, None)
+
+    # -- formatting -----------------------------------------------------------------------
+
+    def as_dict(self, record: Record, offset: float) -> dict[str, Any]:
+        """A record's fields by name; ``offset`` turns its monotonic time into wall time."""
+        (started, function, route, method, path, status, size, duration, queue, instance) = record[
+            :10
+        ]
+        cold, invocation, trace, client = record[10:]
+        return {
+            "time": _iso(started + offset),
+            "function": function,
+            "route": route,
+            "method": method,
+            "path": path,
+            "status": status,
+            "bytes": size,
+            "duration_ms": round(duration * 1000, 3),
+            "queue_ms": None if queue is None else round(queue * 1000, 3),
+            "instance": instance,
+            "cold": cold,
+            "invocation_id": self._invocation(invocation),
+            "trace_id": _trace(trace),
+            "client": client,
+        }
+
+    def format_lines(self, records: Iterable[Record], offset: float) -> str:
+        """Records as log lines (each ending in a newline), in this log's format."""
+        if self.format == "text":
+            return "".join(text_line(self.as_dict(record, offset)) for record in records)
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        return "".join(dumps(self.as_dict(record, offset)) + "\n" for record in records)
+
+    def _invocation(self, invocation: int | str | None) -> str | None:
+        if isinstance(invocation, int):
+            return f"{self.invocation_prefix}{invocation:08x}"
+        return invocation
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._writing or not self._pending or self._closed:
+            if self._pending and not self._closed:
+                # The writer is behind: try again later (records keep gathering, bounded).
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self.interval, self._flush)
+            return
+        records, self._pending = self._pending, []
+        dropped, self._unreported = self._unreported, 0
+        self._writing = True
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(_writer(), self._write, records, dropped)
+        future.add_done_callback(self._written)
+
+    def _written(self, future: asyncio.Future[int]) -> None:
+        self._writing = False
+        error = future.exception()
+        if error is not None:
+            logger.error("access log: %s", error)
+        else:
+            lost = future.result()
+            self.dropped += lost
+            self._unreported += lost
+        if self._pending and self._timer is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.interval, self._flush)
+
+    def _write(self, records: list[Record], dropped: int) -> int:
+        """On the writer thread: format, append in one ``write()``, rotate past the limit.
+        Returns the records lost to a write error (counted on the loop, by ``_written``)."""
+        text = self.format_lines(records, time.time() - time.monotonic())
+        if dropped:
+            text += self._note(dropped)
+        return self.write_text(text, len(records))
+
+    def write_text(self, text: str, count: int) -> int:
+        data = text.encode("utf-8", "replace")
+        with self._lock:
+            if self.path is None:
+                return 0
+            try:
+                if self._file is None:
+                    self._open()
+                assert self._file is not None
+                if self._size and self._size + len(data) > self.max_bytes:
+                    self._rotate()
+                os.write(self._file, data)
+                self._size += len(data)
+            except OSError as exc:
+                # A full disk: the records are lost, counted, and said once space returns.
+                self._close_file()
+                logger.warning("access log: cannot write %s: %s", self.path, exc)
+                return count
+        return 0
+
+    def _note(self, dropped: int) -> str:
+        note = {"time": _iso(time.time()), "dropped": dropped}
+        if self.format == "text":
+            return f"{note['time']} access log: {dropped} records dropped (writing fell behind)\n"
+        return json.dumps(note, separators=(",", ":")) + "\n"
+
+    def _open(self) -> None:
+        assert self.path is not None
+        self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._size = os.fstat(self._file).st_size
+
+    def _rotate(self) -> None:
+        assert self.path is not None
+        self._close_file()
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        self._open()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._file)
+            self._file = None
+
+    def close(self) -> None:
+        """Write what is pending (on the caller's thread) and close the file."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._closed = True
+        records, self._pending = self._pending, []
+        if records or self._unreported:
+            dropped, self._unreported = self._unreported, 0
+            self.dropped += self._write(records, dropped)
+        with self._lock:
+            self._close_file()
+
+
+def text_line(fields: dict[str, Any]) -> str:
+    """One record as a text line: the request first, then what the router learnt serving it."""
+    queue = fields["queue_ms"]
+    size = fields["bytes"]
+    parts = [
+        fields["time"],
+        fields["client"] or "-",
+        fields["method"],
+        fields["path"],
+        str(fields["status"]),
+        "-" if size is None else str(size),
+        f"{fields['duration_ms']:.3f}ms",
+        f"fn={fields['function'] or '-'}",
+        f"route={fields['route'] or '-'}",
+        f"queue={'-' if queue is None else f'{queue:.3f}ms'}",
+        f"instance={fields['instance'] or '-'}",
+        f"cold={'yes' if fields['cold'] else 'no'}",
+        f"invocation={fields['invocation_id'] or '-'}",
+        f"trace={fields['trace_id'] or '-'}",
+    ]
+    return " ".join(parts) + "\n"
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _trace(trace: int | str | None) -> str | None:
+    if isinstance(trace, int):
+        return f"{trace:032x}"
+    return trace
+
+
+_executor: Any = None
+
+
+def _writer() -> Any:
+    """One thread writes every access log: batches stay in order."""
+    global _executor
+    if _executor is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _executor = ThreadPoolExecutor(1, thread_name_prefix="fissile-access-log")
+    return _executor
