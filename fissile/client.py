@@ -134,9 +134,9 @@ class Client:
 
     # -- functions ----------------------------------------------------------------------
 
-    def requests(self, name: str, limit: int = 200) -> list[dict[str, Any]]:
+    def requests(self, name: str, limit: int = 200) -> builtins.list[dict[str, Any]]:
         """The function's last requests through the router (its access log), oldest first."""
-        result: list[dict[str, Any]] = self._json(
+        result: builtins.list[dict[str, Any]] = self._json(
             "GET", f"/v1/functions/{name}/requests", params={"limit": str(limit)}
         )
         return result
