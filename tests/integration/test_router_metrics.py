@@ -84,12 +84,14 @@ async def test_statuses_durations_and_cold_starts_are_counted(
     assert second["queue_ms"] == 0.0
     assert first["duration_ms"] >= first["queue_ms"] > 0
     # The router's own answer for no route is in the file, with no function.
-    lines = await until(
-        lambda: (
-            lambda text: text if text.count("\n") >= 6 else None
-        )((Path(log.path or "").read_text() if log.path and log.path.exists() else "")),
-        timeout=5,
-    )
+    path = log.path
+    assert path is not None
+
+    def written() -> str | None:
+        text = path.read_text() if path.exists() else ""
+        return text if text.count("\n") >= 6 else None
+
+    lines = await until(written, timeout=5)
     assert '"path":"/nowhere"' in lines and '"function":null' in lines
 
 
