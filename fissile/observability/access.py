@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,11 +176,50 @@ class AccessLog:
         }
 
     def format_lines(self, records: Iterable[Record], offset: float) -> str:
-        """Records as log lines (each ending in a newline), in this log's format."""
-        if self.format == "text":
-            return "".join(text_line(self.as_dict(record, offset)) for record in records)
-        dumps = json.JSONEncoder(separators=(",", ":")).encode
-        return "".join(dumps(self.as_dict(record, offset)) + "\n" for record in records)
+        """Records as log lines (each ending in a newline), in this log's format.
+
+        One f-string per record, no dict and no ``json.dumps``, the second of its time spelt
+        once per second: the writer thread shares the router's process (and its GIL), and
+        ``json.dumps`` of ``as_dict`` cost ~18 µs a record, a third of the router's own time
+        per request; this, ~2 µs (timeit)."""
+        clock = _Clock()
+        line = self._text if self.format == "text" else self._json
+        return "".join([line(record, offset, clock) for record in records])
+
+    def _json(self, record: Record, offset: float, clock: _Clock) -> str:
+        (started, function, route, method, path, status, size, duration, queue, instance) = record[
+            :10
+        ]
+        cold, invocation, trace, client = record[10:]
+        if isinstance(invocation, int):
+            invocation = f"{self.invocation_prefix}{invocation:08x}"
+        if isinstance(trace, int):
+            trace = f"{trace:032x}"
+        # Names of functions, triggers and instances, methods, ids and addresses need no
+        # escaping (the platform's name rules, httptools, the socket); a path may hold anything.
+        return (
+            f'{{"time":"{clock.stamp(started + offset)}","function":{_name(function)},'
+            f'"route":{_name(route)},"method":"{method}",'
+            f'"path":{encode_basestring_ascii(path)},"status":{status},'
+            f'"bytes":{"null" if size is None else size},"duration_ms":{duration * 1000:.3f},'
+            f'"queue_ms":{"null" if queue is None else f"{queue * 1000:.3f}"},'
+            f'"instance":{_name(instance)},"cold":{"true" if cold else "false"},'
+            f'"invocation_id":{_str(invocation)},"trace_id":{_name(trace)},'
+            f'"client":{_name(client)}}}\n'
+        )
+
+    def _text(self, record: Record, offset: float, clock: _Clock) -> str:
+        (started, function, route, method, path, status, size, duration, queue, instance) = record[
+            :10
+        ]
+        cold, invocation, trace, client = record[10:]
+        return (
+            f"{clock.stamp(started + offset)} {client or '-'} {method} {_safe(path)} {status}"
+            f" {'-' if size is None else size} {duration * 1000:.3f}ms fn={function or '-'}"
+            f" route={route or '-'} queue={'-' if queue is None else f'{queue * 1000:.3f}ms'}"
+            f" instance={instance or '-'} cold={'yes' if cold else 'no'}"
+            f" invocation={self._invocation(invocation) or '-'} trace={_trace(trace) or '-'}\n"
+        )
 
     def _invocation(self, invocation: int | str | None) -> str | None:
         if isinstance(invocation, int):
@@ -302,6 +342,39 @@ def text_line(fields: dict[str, Any]) -> str:
         f"trace={fields['trace_id'] or '-'}",
     ]
     return " ".join(parts) + "\n"
+
+
+class _Clock:
+    """ISO 8601 UTC times to the millisecond, the date and time to the second formatted once
+    per second of a batch."""
+
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def stamp(self, seconds: float) -> str:
+        whole = int(seconds)
+        if whole != self.second:
+            self.second = whole
+            self.prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self.prefix}.{int((seconds - whole) * 1000):03d}Z"
+
+
+def _name(value: str | None) -> str:
+    return "null" if value is None else '"' + value + '"'
+
+
+def _str(value: str | None) -> str:
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def _safe(path: str) -> str:
+    """A path for a text line: one field, whatever the client sent."""
+    if path.isprintable() and " " not in path:
+        return path
+    return encode_basestring_ascii(path)
 
 
 def _iso(seconds: float) -> str:
