@@ -161,7 +161,7 @@ class RouterProtocol(asyncio.Protocol):
         # The access log (None when off) and what it records of the request in flight.
         self.access_log = self.router.access_log
         self.trip: Trip | None = None
-        self.request: _Request | None = None
+        self.method = ""  # not the request itself: its body would live as long as the connection
         self.function = ""
         self.route: str | None = None
         self.path = ""  # the path of the request last routed, as ``_direct`` decoded it
@@ -408,7 +408,7 @@ class RouterProtocol(asyncio.Protocol):
             # Counted into the function's metrics when answered (proxy.py), and logged.
             self.trip = trip = Trip(time.monotonic())
             if self.access_log is not None:
-                self.request = request
+                self.method = request.method
                 self.function = pool.name
                 self.route = route
             try:
@@ -485,8 +485,8 @@ class RouterProtocol(asyncio.Protocol):
 
     def _log(self, result: InstanceResponse | Answer) -> None:
         """The access log's record of the request in flight: a tuple, formatted later."""
-        trip, request = self.trip, self.request
-        if trip is None or request is None or self.access_log is None:
+        trip = self.trip
+        if trip is None or self.access_log is None:
             return
         size = len(result.body) if result.stream is None else result.length
         self.access_log.add(
@@ -494,7 +494,7 @@ class RouterProtocol(asyncio.Protocol):
                 trip.started,
                 self.function,
                 self.route,
-                request.method,
+                self.method,
                 self.path,
                 result.status,
                 size,
