@@ -28,7 +28,7 @@ def record(
         "i1",
         True,
         7,
-        0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        b"4bf92f3577b34da6a3ce929d0e0e4736",
         "127.0.0.1",
     )
 
@@ -49,6 +49,13 @@ def test_json_fields() -> None:
         abs(time.time() - time.mktime(time.strptime(fields["time"][:19], "%Y-%m-%dT%H:%M:%S")))
         < 24 * 3600
     )  # the wall clock, not the monotonic one
+
+
+def test_json_escapes_what_a_client_sent() -> None:
+    log = AccessLog(None, "json")
+    for path in ('/a"b\\c', "/\u00e9\n", "/plain"):
+        line = log.format_lines([record(path=path, function=None)] * 2, 0.0)
+        assert [json.loads(x)["path"] for x in line.splitlines()] == [path, path]
 
 
 def test_text_line() -> None:
