@@ -277,9 +277,13 @@ class AccessLog:
             return
         records, self._pending = self._pending, []
         dropped, self._unreported = self._unreported, 0
+        # Formatted here, written on the thread: formatting holds the GIL wherever it runs,
+        # and on the thread it made the loop wait for the GIL besides; a write may block on
+        # a slow disk, and releases the GIL while it does.
+        text = self._text(records, dropped)
         self._writing = True
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(_writer(), self._write, records, dropped)
+        future = loop.run_in_executor(_writer(), self.write_text, text, len(records))
         future.add_done_callback(self._written)
 
     def _written(self, future: asyncio.Future[int]) -> None:
@@ -295,15 +299,16 @@ class AccessLog:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.interval, self._flush)
 
-    def _write(self, records: list[Record], dropped: int) -> int:
-        """On the writer thread: format, append in one ``write()``, rotate past the limit.
-        Returns the records lost to a write error (counted on the loop, by ``_written``)."""
+    def _text(self, records: list[Record], dropped: int) -> str:
         text = self.format_lines(records, time.time() - time.monotonic())
         if dropped:
             text += self._note(dropped)
-        return self.write_text(text, len(records))
+        return text
 
     def write_text(self, text: str, count: int) -> int:
+        """Append ``text`` (``count`` records) in one ``write()``, rotating past the limit, on
+        the writer thread. Returns the records lost to a write error (counted on the loop, by
+        ``_written``)."""
         data = text.encode("utf-8", "replace")
         with self._lock:
             if self.path is None:
@@ -355,7 +360,7 @@ class AccessLog:
         records, self._pending = self._pending, []
         if records or self._unreported:
             dropped, self._unreported = self._unreported, 0
-            self.dropped += self._write(records, dropped)
+            self.dropped += self.write_text(self._text(records, dropped), len(records))
         with self._lock:
             self._close_file()
 
