@@ -149,6 +149,7 @@ class Platform:
             config.access_log,  # type: ignore[arg-type]
             invocation_prefix=INVOCATION_PREFIX,
         )
+        await access_log.start()
         sandbox = executor.sandbox
         _say(sandbox.summary())
         if not _loopback(config.api_host):
@@ -286,7 +287,7 @@ class Platform:
         if self.logs is not None:
             self.logs.close()
         if self.access_log is not None:
-            self.access_log.close()
+            await self.access_log.aclose()
         if self.store is not None:
             self.store.close()
         if self._lock is not None:

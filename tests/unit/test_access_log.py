@@ -152,3 +152,24 @@ async def test_recent_per_function_is_bounded_and_ordered() -> None:
 def test_off_keeps_nothing(tmp_path: Path) -> None:
     log = AccessLog(tmp_path / "access.log", "off")
     assert not log.enabled and log.path is None
+
+
+async def test_the_writer_process_formats_and_writes_batches(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=0.01, invocation_prefix="abcd")
+    await log.start()
+    try:
+        for i in range(3):
+            log.add(record(path=f"/{i}"))
+        deadline = time.monotonic() + 10
+        while (not path.exists() or path.read_text().count("\n") < 3) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        log.add(record(path="/last"))
+    finally:
+        await log.aclose()  # sends what is pending, waits for the process
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["path"] for line in lines] == ["/0", "/1", "/2", "/last"]
+    assert lines[0]["invocation_id"] == "abcd00000007"
+    assert log._process is not None and log._process.returncode == 0
