@@ -268,14 +268,23 @@ def bench_cost(args: argparse.Namespace, load: Load, workdir: Path) -> dict[str,
             for key, platform in platforms.items():
                 log(f" {key}")
                 assert platform.proc is not None
+                writers = access_writers(platform.proc.pid)
                 before = process_cpu(platform.proc.pid)
+                writer_before = sum(process_cpu(pid) for pid in writers)
                 run = load.measure(platform.port, "/hello")
                 spent = process_cpu(platform.proc.pid) - before
+                writer = sum(process_cpu(pid) for pid in writers) - writer_before
+                run["access_writer_cpu_us_per_request"] = round(
+                    writer / max(run["requests"], 1) * 1e6, 2
+                )
                 # The platform's own process (router, access log writer...), not its
                 # instances: what the router spends per request, less sensitive to what
                 # else runs on the machine than req/s.
                 run["router_cpu_us_per_request"] = round(spent / max(run["requests"], 1) * 1e6, 2)
-                log(f"  router CPU: {run['router_cpu_us_per_request']} µs per request")
+                log(
+                    f"  router CPU: {run['router_cpu_us_per_request']} µs per request,"
+                    f" access log writer: {run['access_writer_cpu_us_per_request']} µs"
+                )
                 runs[key].append(run)
     finally:
         for platform in platforms.values():
@@ -302,11 +311,32 @@ def bench_cost(args: argparse.Namespace, load: Load, workdir: Path) -> dict[str,
         "runs": runs,
         "cost_pct_per_pair": pairs,
         "router_cpu_us_per_request": {"on": cpu_on, "off": cpu_off},
+        "access_writer_cpu_us_per_request": [
+            run["access_writer_cpu_us_per_request"] for run in runs["on"]
+        ],
         "router_cpu_cost_pct": cpu_cost,
         "cost_pct": cost,
         "cost_pct_at_most": TARGET_OBSERVABILITY_COST_PCT,
         "cost_met": cost is not None and cost <= TARGET_OBSERVABILITY_COST_PCT,
     }
+
+
+def access_writers(parent: int) -> list[int]:
+    """The access log's writer process of the platform ``parent`` (``--access-log`` on)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except OSError:
+            continue
+        if ppid == parent and b"fissile.observability.access" in command:
+            found.append(int(entry))
+    return found
 
 
 def process_cpu(pid: int) -> float:
