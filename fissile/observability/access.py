@@ -2,10 +2,13 @@
 memory for ``GET /v1/functions/{name}/requests``.
 
 Off the hot path: a request adds one tuple of its raw fields (``Record``) to a list; a timer
-formats and writes what gathered, every ``INTERVAL`` seconds or at ``BATCH`` records, in one
-``write()`` on a thread of its own (a slow disk delays the log, never the router). Records
-waiting are bounded: past ``MAX_PENDING`` they are dropped and counted, and a line says so once
-writing catches up. The file is rotated like the function logs (``<file>.1``, at 10 MiB).
+sends what gathered, every ``INTERVAL`` seconds or at ``BATCH`` records, to a writer process
+(``start``; ``python -m fissile.observability.access``), which formats it and appends it in one
+``write()`` (a slow disk delays the log, never the router). Without a writer process (tests, a
+log used in-process), the timer formats the batch and a thread writes it. Records waiting are
+bounded: past ``MAX_PENDING`` (or ``MAX_PIPE_BUFFER`` unread by the writer process) they are
+dropped and counted, and a line says so once writing catches up. The file is rotated like the
+function logs (``<file>.1``, at 10 MiB).
 """
 
 from __future__ import annotations
