@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 from fissile.executor import Executor, ExecutorError
@@ -14,6 +15,7 @@ from fissile.executor.connection import InstanceConnection, InstanceGone, Instan
 from fissile.executor.errors import CrashLoop
 from fissile.executor.instance import Instance
 from fissile.executor.pools import FunctionPool
+from fissile.observability.metrics import DURATION_BUCKETS
 from fissile.router.relay import EXIT_REPORT_GRACE, BodyRelay, recycle_oversized
 
 logger = logging.getLogger("fissile.router")
@@ -77,18 +79,27 @@ def _count(executor: Executor, pool: FunctionPool, trip: Trip, status: int) -> N
     trip.duration = duration = time.monotonic() - trip.started
     if not executor.metrics.enabled:
         return
+    # FunctionMetrics.request and Histogram.observe, inlined: two calls fewer per request
+    # (~2k of the ~5.8k instructions this took, callgrind).
     metrics = pool.metrics
-    metrics.request(status, duration)
+    requests = metrics.requests
+    requests[status] = requests.get(status, 0) + 1
+    histogram = metrics.duration
+    histogram.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+    histogram.sum += duration
+    histogram.count += 1
     waited = trip.waited
-    if waited == 0.0:
-        # Most warm requests: the first bucket, without a bisect (~0.2 µs, timeit).
-        queue_wait = metrics.queue_wait
-        queue_wait.counts[0] += 1
-        queue_wait.count += 1
-    elif waited is not None:
-        metrics.queue_wait.observe(waited)
+    if waited is None:
+        return
+    histogram = metrics.queue_wait
+    if waited:
+        histogram.counts[bisect_left(DURATION_BUCKETS, waited)] += 1
+        histogram.sum += waited
         if trip.cold:
             metrics.cold_starts += 1
+    else:
+        histogram.counts[0] += 1  # most warm requests: the first bucket, no bisect
+    histogram.count += 1
 
 
 def forward_soon(
