@@ -8,6 +8,9 @@ Measured:
 * wrk load (default 2 threads, 32 connections, 10 s after a 2 s warm-up): req/s, p50/p99, for
   bare uvicorn (before and after the platform runs) and for each fissile case (Fission-style
   hello at max_scale 10 and 1, native hello at max_scale 10);
+* the cost of request metrics and the access log: fissile as it comes against fissile with
+  ``--no-metrics --access-log off``, two platforms up side by side, their wrk runs alternating
+  (``--cost-rounds`` pairs): cost = 1 - on/off of the mean req/s;
 * sequential latency without load, one keep-alive connection per target, rounds visiting bare,
   the router, and one instance's unix socket directly (found through the function's log and
   /proc, bypassing the router): router overhead = router p50 - direct p50.
@@ -55,6 +58,8 @@ from _harness import (
 TARGET_RPS_RATIO = 0.5  # of bare uvicorn
 TARGET_FF_RATIO = 1.5  # of functions-framework
 TARGET_ROUTER_OVERHEAD_MS = 0.150  # router p50 - direct-to-instance p50, sequential
+TARGET_OBSERVABILITY_COST_PCT = 5.0  # of warm req/s: metrics + access log on against off
+OBSERVABILITY_OFF = ("--no-metrics", "--access-log", "off")
 CONTRACTS = {
     "fission_style": 'def main():\n    return "Hello, world!"\n',
     "native": 'def main(request):\n    return "Hello, world!"\n',
@@ -91,6 +96,19 @@ def parse_args() -> argparse.Namespace:
         default=0.0,
         help="before each measured run, wait up to this many seconds for other processes to"
         " use < 10%% of the CPUs (0: don't wait; the CPU use of others is recorded anyway)",
+    )
+    parser.add_argument(
+        "--cost-rounds",
+        type=int,
+        default=2,
+        help="pairs of alternating runs (metrics + access log on, then off) measuring their"
+        " cost (0: none)",
+    )
+    parser.add_argument(
+        "--only-cost",
+        action="store_true",
+        help="measure only the cost of metrics + access log (no bare, functions-framework or"
+        " other fissile runs)",
     )
     parser.add_argument("--output", default=None, help="default: benchmarks/results/warm.json")
     return parser.parse_args()
@@ -222,6 +240,112 @@ def bench_fissile(args: argparse.Namespace, load: Load, workdir: Path) -> dict[s
     return result
 
 
+def bench_cost(args: argparse.Namespace, load: Load, workdir: Path) -> dict[str, Any]:
+    """Warm req/s of the headline case with request metrics and the access log on (the
+    default) and off, on two platforms up at once, runs alternating so that both see the same
+    drift of the machine."""
+    scale = args.scales[0]
+    log(f"cost of metrics + access log: fission_style, max_scale {scale}, {args.cost_rounds} pairs")
+    platforms = {
+        "on": Platform(workdir / "fissile-on"),
+        "off": Platform(workdir / "fissile-off", OBSERVABILITY_OFF),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    try:
+        for key, platform in platforms.items():
+            platform.workdir.mkdir()
+            platform.start()
+            platform.create_function(
+                "hello",
+                CONTRACTS["fission_style"],
+                route="/hello",
+                max_scale=scale,
+                concurrency=args.concurrency,
+            )
+            check(platform.port, "/hello")
+            log(f"  {key}: {' '.join(platform.extra_args) or 'defaults'}")
+        for _ in range(args.cost_rounds):
+            for key, platform in platforms.items():
+                log(f" {key}")
+                assert platform.proc is not None
+                writers = access_writers(platform.proc.pid)
+                before = process_cpu(platform.proc.pid)
+                writer_before = sum(process_cpu(pid) for pid in writers)
+                run = load.measure(platform.port, "/hello")
+                spent = process_cpu(platform.proc.pid) - before
+                writer = sum(process_cpu(pid) for pid in writers) - writer_before
+                run["access_writer_cpu_us_per_request"] = round(
+                    writer / max(run["requests"], 1) * 1e6, 2
+                )
+                # The platform's own process (router, access log writer...), not its
+                # instances: what the router spends per request, less sensitive to what
+                # else runs on the machine than req/s.
+                run["router_cpu_us_per_request"] = round(spent / max(run["requests"], 1) * 1e6, 2)
+                log(
+                    f"  router CPU: {run['router_cpu_us_per_request']} µs per request,"
+                    f" access log writer: {run['access_writer_cpu_us_per_request']} µs"
+                )
+                runs[key].append(run)
+    finally:
+        for platform in platforms.values():
+            if platform.proc is not None:
+                platform.stop()
+    on = [run["requests_per_s"] for run in runs["on"]]
+    off = [run["requests_per_s"] for run in runs["off"]]
+    cpu_on = [run["router_cpu_us_per_request"] for run in runs["on"]]
+    cpu_off = [run["router_cpu_us_per_request"] for run in runs["off"]]
+    mean_cpu_on, mean_cpu_off = sum(cpu_on) / len(cpu_on), sum(cpu_off) / len(cpu_off)
+    cpu_cost = round((mean_cpu_on / mean_cpu_off - 1) * 100, 2) if mean_cpu_off else None
+    pairs = [round((1 - a / b) * 100, 2) for a, b in zip(on, off, strict=True) if b]
+    mean_on, mean_off = sum(on) / len(on), sum(off) / len(off)
+    cost = round((1 - mean_on / mean_off) * 100, 2) if mean_off else None
+    log(
+        f"  metrics + access log: {mean_on:.0f} req/s on, {mean_off:.0f} off:"
+        f" cost {cost}% (per pair {pairs}; target <= {TARGET_OBSERVABILITY_COST_PCT}%);"
+        f" router CPU per request {mean_cpu_on:.1f} µs on, {mean_cpu_off:.1f} off: +{cpu_cost}%"
+    )
+    return {
+        "case": {"contract": "fission_style", "max_scale": scale, "path": "/hello"},
+        "off_args": list(OBSERVABILITY_OFF),
+        "rps": {"on": on, "off": off},
+        "runs": runs,
+        "cost_pct_per_pair": pairs,
+        "router_cpu_us_per_request": {"on": cpu_on, "off": cpu_off},
+        "access_writer_cpu_us_per_request": [
+            run["access_writer_cpu_us_per_request"] for run in runs["on"]
+        ],
+        "router_cpu_cost_pct": cpu_cost,
+        "cost_pct": cost,
+        "cost_pct_at_most": TARGET_OBSERVABILITY_COST_PCT,
+        "cost_met": cost is not None and cost <= TARGET_OBSERVABILITY_COST_PCT,
+    }
+
+
+def access_writers(parent: int) -> list[int]:
+    """The access log's writer process of the platform ``parent`` (``--access-log`` on)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except OSError:
+            continue
+        if ppid == parent and b"fissile.observability.access" in command:
+            found.append(int(entry))
+    return found
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) one process has used, its threads included."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cases(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     """(key, contract, max_scale) of each fissile run; the first is the headline."""
     found = [(f"fission_style_max{scale}", "fission_style", scale) for scale in args.scales]
@@ -282,6 +406,18 @@ def main() -> None:
     args.scales = [int(s) for s in str(args.scales).split(",") if s.strip()]
     args.native_scales = [int(s) for s in str(args.native_scales).split(",") if s.strip()]
     started = time.monotonic()
+    if args.only_cost:
+        with Workdir("fissile-bench-warm-") as workdir:
+            load = Load(args, workdir)
+            only: dict[str, Any] = {
+                "benchmark": "warm",
+                "machine": machine_info(),
+                "parameters": {**vars(args), "load_generator": load.describe()},
+                "observability_cost": bench_cost(args, load, workdir),
+            }
+        only["elapsed_s"] = round(time.monotonic() - started, 1)
+        write_results("warm", only, args.output)
+        return
     with Workdir("fissile-bench-warm-") as workdir:
         load = Load(args, workdir)
         result: dict[str, Any] = {
@@ -297,6 +433,7 @@ def main() -> None:
         log("functions-framework")
         ff = measure_ff(load, workdir)
         fissile = bench_fissile(args, load, workdir)
+        cost = bench_cost(args, load, workdir) if args.cost_rounds > 0 else None
         log("bare uvicorn (after fissile)")
         bare_runs.append(measure_bare(load, workdir, bare_stops))
     bare = {"runs": bare_runs, "average": average(bare_runs), "stops": bare_stops}
@@ -358,6 +495,7 @@ def main() -> None:
         fissile=fissile,
         comparison=comparisons,
         router_overhead=overhead,
+        observability_cost=cost,
         target={
             "run": headline_key,
             "rps_ratio_over_bare_at_least": TARGET_RPS_RATIO,
@@ -370,6 +508,9 @@ def main() -> None:
             "router_overhead_p50_ms_at_most": TARGET_ROUTER_OVERHEAD_MS,
             "router_overhead_p50_ms": router_ms,
             "router_overhead_met": router_ms is not None and router_ms <= TARGET_ROUTER_OVERHEAD_MS,
+            "observability_cost_pct_at_most": TARGET_OBSERVABILITY_COST_PCT,
+            "observability_cost_pct": None if cost is None else cost["cost_pct"],
+            "observability_cost_met": None if cost is None else cost["cost_met"],
         },
         notes=[
             f"{os.cpu_count()} CPUs, nothing pinned: the load generator, the platform process"

@@ -134,6 +134,13 @@ class Client:
 
     # -- functions ----------------------------------------------------------------------
 
+    def requests(self, name: str, limit: int = 200) -> builtins.list[dict[str, Any]]:
+        """The function's last requests through the router (its access log), oldest first."""
+        result: builtins.list[dict[str, Any]] = self._json(
+            "GET", f"/v1/functions/{name}/requests", params={"limit": str(limit)}
+        )
+        return result
+
     def logs(
         self,
         name: str,

@@ -43,6 +43,8 @@ class Config:
     metrics: bool = True  # the router counts requests (False: ``fissile up --no-metrics``)
     metrics_public: bool = False  # /metrics answers without the token
     otlp_endpoint: str | None = None  # where spans go over OTLP/HTTP; None: not recorded
+    access_log: str = "json"  # json, text or off (fissile/observability/access.py)
+    access_log_file: Path | None = None  # None: access.log in the logs dir
 
     @property
     def invocations_db(self) -> Path:
@@ -67,6 +69,10 @@ class Config:
     @property
     def logs(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def access_log_path(self) -> Path:
+        return self.access_log_file or self.logs / "access.log"
 
     @property
     def token_file(self) -> Path:

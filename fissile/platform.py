@@ -32,10 +32,12 @@ from fissile.executor import Executor
 from fissile.invocations import Invocations, InvocationStore
 from fissile.models import EnvironmentSpec, PlatformInfo
 from fissile.observability import LogBook, tracing
+from fissile.observability.access import AccessLog
 from fissile.observability.crashes import CrashLog
 from fissile.observability.exposition import Exposition, Sources
 from fissile.observability.stats import Stats, pool_gauges
 from fissile.router import Router, RouterProtocol
+from fissile.router.app import INVOCATION_PREFIX
 from fissile.router.bounded import bounded_protocol
 from fissile.router.front_door import FrontDoor
 from fissile.router.internal import PlatformSocketProtocol
@@ -88,6 +90,7 @@ class Platform:
         self.executor: Executor | None = None
         self.builder: Builder | None = None
         self.logs: LogBook | None = None
+        self.access_log: AccessLog | None = None
         self.events = EventBus()
         self.invocations: Invocations | None = None
         self.triggers: Triggers | None = None
@@ -149,6 +152,13 @@ class Platform:
         except SandboxUnavailable as exc:
             raise StartupError(str(exc)) from None
         executor.max_response_body = config.max_response_body
+        executor.metrics.enabled = config.metrics
+        self.access_log = access_log = AccessLog(
+            config.access_log_path,
+            config.access_log,  # type: ignore[arg-type]
+            invocation_prefix=INVOCATION_PREFIX,
+        )
+        await access_log.start()
         sandbox = executor.sandbox
         _say(sandbox.summary())
         if not _loopback(config.api_host):
@@ -180,6 +190,7 @@ class Platform:
             max_body=config.max_body,
             front_door=FrontDoor(invocations),
             limits=router_limits,
+            access_log=access_log,
         )
         platform_socket = _listen_unix(executor.platform_socket)
         info = PlatformInfo(
@@ -216,6 +227,7 @@ class Platform:
             metrics_public=config.metrics_public,
             stats=stats,
             crashes=crashes,
+            access_log=access_log if access_log.enabled else None,
         )
 
         builder.resume()
@@ -309,6 +321,8 @@ class Platform:
             await self.executor.stop()
         if self.logs is not None:
             self.logs.close()
+        if self.access_log is not None:
+            await self.access_log.aclose()
         if self.store is not None:
             self.store.close()
         if self._lock is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import sys
@@ -25,6 +26,7 @@ from fissile.cli._params import (
 )
 from fissile.cli.pkg import report_build
 from fissile.client import Client, ClientError
+from fissile.observability.access import text_line
 from fissile.specs.write import relative_source
 
 COLUMNS: list[Column] = [
@@ -495,10 +497,17 @@ def _routes_to(client: Client, function: str, method: str, target: str) -> bool:
     show_default=True,
     help="json: one object per line (time, instance, level, invocation_id, message, source).",
 )
+@click.option(
+    "--requests",
+    is_flag=True,
+    help="Print the function's last requests through the router instead (its access log,"
+    " at most 200, oldest first).",
+)
 def logs(
     name: str,
     follow: bool,
     tail: int | None,
+    requests: bool,
     since: str | None,
     level: str | None,
     instance: str | None,
@@ -506,6 +515,16 @@ def logs(
 ) -> None:
     """Print a function's log: what it logged and printed, and the platform's notes about it."""
     with Client() as client:
+        if requests:
+            if follow:
+                raise click.UsageError("--requests cannot be followed (yet): drop --follow")
+            records = client.requests(name, limit=max(1, min(tail or 200, 200)))
+            for record in records:
+                if output == "json":
+                    click.echo(json.dumps(record))
+                else:
+                    click.echo(text_line(record), nl=False)
+            return
         try:
             for chunk in client.logs(
                 name,

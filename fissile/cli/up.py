@@ -134,6 +134,27 @@ from fissile.models import MIN_MEMORY
     " context.invoke calls) to this OpenTelemetry collector over OTLP/HTTP, e.g."
     " http://127.0.0.1:4318 (needs the otlp extra). [default: off]",
 )
+@click.option(
+    "--access-log",
+    "access_log",
+    default="json",
+    show_default=True,
+    type=click.Choice(["json", "text", "off"]),
+    help="One line per router request in <data dir>/logs/access.log (rotated at 10 MiB);"
+    " also kept in memory for `fissile fn logs --requests`.",
+)
+@click.option(
+    "--access-log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the access log here instead. [default: <data dir>/logs/access.log]",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="Count every request into its function's metrics (/metrics, fissile top).",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -157,6 +178,9 @@ def up(
     max_connections: int | None,
     metrics_public: bool,
     otlp_endpoint: str | None,
+    access_log: str,
+    access_log_file: Path | None,
+    metrics: bool,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -208,6 +232,9 @@ def up(
         build_timeout=build_timeout,
         metrics_public=metrics_public,
         otlp_endpoint=otlp_endpoint,
+        metrics=metrics,
+        access_log=access_log,
+        access_log_file=access_log_file,
     )
     try:
         run(config)

@@ -48,6 +48,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook, loglines
+from fissile.observability.access import RECENT, AccessLog
 from fissile.observability.crashes import CrashLog
 from fissile.observability.exposition import CONTENT_TYPE, Exposition
 from fissile.observability.stats import Stats
@@ -68,6 +69,7 @@ def create_api(
     metrics_public: bool = False,
     stats: Stats | None = None,
     crashes: CrashLog | None = None,
+    access_log: AccessLog | None = None,
 ) -> FastAPI:
     """The control API; with a ``token``, every request but ``/healthz`` must carry it (or,
     from the dashboard's pages, its session cookie; ``/metrics`` needs none when
@@ -376,6 +378,17 @@ def create_api(
             ),
             media_type="application/x-ndjson" if view.as_json else "text/plain; charset=utf-8",
         )
+
+    @app.get("/v1/functions/{name}/requests", tags=["functions"], responses=errors(404, 422))
+    async def function_requests(
+        name: str, limit: int = Query(RECENT, ge=1, le=RECENT)
+    ) -> list[dict[str, Any]]:
+        """The function's last requests through the router (its access log's records, kept in
+        memory), oldest first; none when the access log is off."""
+        resources.get("functions", name)
+        if access_log is None:
+            return []
+        return access_log.recent(name, limit)
 
     if invocations is not None:
         _invocation_routes(app, invocations, errors)

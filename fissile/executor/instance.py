@@ -46,6 +46,9 @@ class Instance:
         self.started_at = time.monotonic()
         self.last_used = self.started_at
         self.served = 0  # requests given back (one not yet served any is a cold start's)
+        # When it became ready to serve its function (``time.monotonic()``): a request that
+        # arrived before it and waited for it was a cold start.
+        self.ready_at = 0.0
         self.exit_reason: str | None = None
         self.expected_exit = False  # retired by the platform, not crashed
         # Specialized and ready once: a death before that is its start's failure, counted

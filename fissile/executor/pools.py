@@ -400,6 +400,7 @@ class FunctionPool:
             self.executor.retire(instance)
             self.scale_up()
             return
+        instance.ready_at = time.monotonic()
         self.instances.append(instance)
         self.wake()
 

@@ -122,6 +122,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.functions: dict[str, FunctionMetrics] = {}
+        # ``fissile up --no-metrics``: requests are not counted (the router's hot path skips
+        # it); the exposition says metrics are off.
+        self.enabled = True
 
     def function(self, name: str) -> FunctionMetrics:
         metrics = self.functions.get(name)

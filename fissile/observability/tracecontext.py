@@ -32,12 +32,17 @@ class TraceParent(NamedTuple):
         return bool(int(self.flags, 16) & 1)
 
 
-def parse(header: str) -> TraceParent | None:
+def parse(header: str | bytes) -> TraceParent | None:
     """The header's fields, or None when it is not a valid ``traceparent``.
 
     Version 00 is exactly four fields. A later version may append fields (after a ``-``); its
     first four are read as version 00's, as the specification asks. Version ``ff`` is invalid,
-    and so are all-zero ids."""
+    and so are all-zero ids (and, from the router, bytes that are not ASCII)."""
+    if isinstance(header, bytes):
+        try:
+            header = header.decode("ascii")
+        except UnicodeDecodeError:
+            return None
     value = header.strip(" \t")
     match = _FIELDS.match(value)
     if match is None:

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import http
 import logging
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import unquote
@@ -29,7 +30,7 @@ from fissile.executor.pools import FunctionPool
 from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
-from fissile.router.proxy import Answer, forward, forward_soon
+from fissile.router.proxy import Answer, Trip, forward, forward_soon
 
 logger = logging.getLogger("fissile.router")
 
@@ -157,6 +158,13 @@ class RouterProtocol(asyncio.Protocol):
         self.stream: BodyStream | None = None  # the body of the response being streamed
         self.write_paused = False  # the client's transport is above its high-water mark
         self.closing = False  # close once the response in flight is written
+        # The access log (None when off) and what it records of the request in flight.
+        self.access_log = self.router.access_log
+        self.trip: Trip | None = None
+        self.method = ""  # not the request itself: its body would live as long as the connection
+        self.function = ""
+        self.route: str | None = None
+        self.path = ""  # the path of the request last routed, as ``_direct`` decoded it
         # Limits (fissile/router/limits.py), copied here: read per header.
         self.connections: Connections = self.router.connections
         limits = self.connections.limits
@@ -394,9 +402,15 @@ class RouterProtocol(asyncio.Protocol):
                 self._relay(request)
                 continue
             self.busy = True
-            pool, params, prefix = direct
+            pool, params, prefix, route = direct
             self.keep_alive = request.keep_alive
             self.http10 = request.version == "1.0"
+            # Counted into the function's metrics when answered (proxy.py), and logged.
+            self.trip = trip = Trip(time.monotonic())
+            if self.access_log is not None:
+                self.method = request.method
+                self.function = pool.name
+                self.route = route
             try:
                 data = encode_forward(
                     request.method,
@@ -409,15 +423,16 @@ class RouterProtocol(asyncio.Protocol):
                     request.body,
                     pool.spec.timeout,
                     prefix,
+                    trip,
                 )
             except Exception:
                 logger.exception("router: cannot forward %s %r", request.method, request.target)
                 self._answered(Answer(500, "internal_error", "the router cannot forward this"))
                 continue
-            if forward_soon(self.router.executor, pool, data, self._answered):
+            if forward_soon(self.router.executor, pool, data, self._answered, trip):
                 continue
             # No instance with room and an open connection: wait for one in a task.
-            task = self.loop.create_task(self._serve(pool, data))
+            task = self.loop.create_task(self._serve(pool, data, trip))
             self.server_state.tasks.add(task)
             task.add_done_callback(self.server_state.tasks.discard)
         if (
@@ -435,7 +450,9 @@ class RouterProtocol(asyncio.Protocol):
             elif not self.in_message:
                 self.idle_since = self.loop.time()
 
-    def _direct(self, request: _Request) -> tuple[FunctionPool, dict[str, str], str | None] | None:
+    def _direct(
+        self, request: _Request
+    ) -> tuple[FunctionPool, dict[str, str], str | None, str | None] | None:
         if request.method == "HEAD" or not request.target.startswith(b"/"):
             return None
         raw_path = request.target.partition(b"?")[0]
@@ -445,23 +462,51 @@ class RouterProtocol(asyncio.Protocol):
             return None
         if "%" in path:
             path = unquote(path)
+        self.path = path
         return self.router.direct(request.method, path, request.headers)
 
-    async def _serve(self, pool: FunctionPool, data: bytes) -> None:
+    async def _serve(self, pool: FunctionPool, data: bytes, trip: Trip) -> None:
         try:
-            result = await forward(self.router.executor, pool, data)
+            result = await forward(self.router.executor, pool, data, trip=trip)
         except Exception:
             logger.exception("router: forwarding to %s failed", pool.name)
             result = Answer(500, "internal_error", "the router failed to serve this request")
         self._answered(result)
 
     def _answered(self, result: InstanceResponse | Answer) -> None:
+        if self.access_log is not None:
+            self._log(result)
         if result.stream is not None:
             self._stream(result)
             return
         self._respond(result.status, result.headers, result.body, self.keep_alive)
         self.busy = False
         self._next()
+
+    def _log(self, result: InstanceResponse | Answer) -> None:
+        """The access log's record of the request in flight: a tuple, formatted later."""
+        trip = self.trip
+        if trip is None or self.access_log is None:
+            return
+        size = len(result.body) if result.stream is None else result.length
+        self.access_log.add(
+            (
+                trip.started,
+                self.function,
+                self.route,
+                self.method,
+                self.path,
+                result.status,
+                size,
+                trip.duration,
+                trip.waited,
+                trip.instance,
+                trip.cold,
+                trip.invocation,
+                trip.trace,
+                self.client,
+            )
+        )
 
     def _respond(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool

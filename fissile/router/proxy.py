@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import math
+import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 from fissile.executor import Executor, ExecutorError
@@ -13,6 +15,8 @@ from fissile.executor.connection import InstanceConnection, InstanceGone, Instan
 from fissile.executor.errors import CrashLoop
 from fissile.executor.instance import Instance
 from fissile.executor.pools import FunctionPool
+from fissile.observability import tracecontext, tracing
+from fissile.observability.metrics import DURATION_BUCKETS
 from fissile.router.relay import EXIT_REPORT_GRACE, BodyRelay, recycle_oversized
 
 logger = logging.getLogger("fissile.router")
@@ -38,11 +42,119 @@ class Answer:
         self.headers = [(b"content-type", b"application/json"), *(headers or [])]
 
 
+class Trip:
+    """How one request was served, as forwarding learns it: when it arrived, how long it
+    waited for an instance, which one, and whether that instance was made for it. Counted into
+    the function's metrics when it ends (``_count``); the access log reads it too.
+
+    A request is a cold start when it waited in the queue and the instance that served it
+    became ready after the request arrived (an instance ready before, prewarmed or freed by
+    another request, is warm). Times are ``time.monotonic()``: uvloop's ``loop.time()`` has a
+    millisecond's resolution, more than a warm call takes."""
+
+    __slots__ = (
+        "cold",
+        "duration",
+        "flags",
+        "instance",
+        "invocation",
+        "parent",
+        "span",
+        "started",
+        "trace",
+        "waited",
+    )
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.duration = 0.0  # to the response's head, once it came
+        self.waited: float | None = None  # seconds in the queue; None: refused before it
+        self.instance: str | None = None
+        self.cold = False
+        # Set by ``encode_forward`` for the access log: the ids the instance was sent.
+        self.invocation: int | str | None = None
+        self.trace: bytes | str | None = None
+        # The router's span of the hop (for --otlp-endpoint): its id, the client's span it
+        # continues (None: the router started the trace) and the trace's flags.
+        self.span = 0
+        self.parent: str | None = None
+        self.flags = tracecontext.SAMPLED
+
+    def served(self, instance: Instance, queued: bool) -> None:
+        """``instance`` takes the request, after waiting in the queue or not."""
+        self.instance = instance.id
+        if queued:
+            now = time.monotonic()
+            self.waited = now - self.started
+            self.cold = instance.ready_at > self.started
+        else:
+            self.waited = 0.0
+
+
+def _count(executor: Executor, pool: FunctionPool, trip: Trip, status: int) -> None:
+    """The request ended with ``status`` (its response's head): into the function's metrics."""
+    trip.duration = duration = time.monotonic() - trip.started
+    if trip.span and tracing.enabled():
+        _record_hop(pool, trip, status)
+    if not executor.metrics.enabled:
+        return
+    # FunctionMetrics.request and Histogram.observe, inlined: two calls fewer per request
+    # (5.8k instructions to 5.2k per request, callgrind).
+    metrics = pool.metrics
+    requests = metrics.requests
+    requests[status] = requests.get(status, 0) + 1
+    histogram = metrics.duration
+    histogram.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+    histogram.sum += duration
+    histogram.count += 1
+    waited = trip.waited
+    if waited is None:
+        return
+    histogram = metrics.queue_wait
+    if waited:
+        histogram.counts[bisect_left(DURATION_BUCKETS, waited)] += 1
+        histogram.sum += waited
+        if trip.cold:
+            metrics.cold_starts += 1
+    else:
+        histogram.counts[0] += 1  # most warm requests: the first bucket, no bisect
+    histogram.count += 1
+
+
+def _record_hop(pool: FunctionPool, trip: Trip, status: int) -> None:
+    """The router's span of a request it forwarded (to its response's head), exported with
+    ``--otlp-endpoint``: the parent of the function's own hops (invoke, publish, async)."""
+    trace = trip.trace
+    if trace is None:
+        return
+    end = time.time_ns()
+    attributes: dict[str, str | bool | int | float] = {
+        "fissile.function": pool.name,
+        "http.response.status_code": status,
+        "fissile.cold": trip.cold,
+    }
+    if trip.instance is not None:
+        attributes["fissile.instance"] = trip.instance
+    tracing.record_span(
+        f"route {pool.name}",
+        trace.decode() if isinstance(trace, bytes) else trace,
+        trip.parent,
+        f"{trip.span:016x}",
+        end - int(trip.duration * 1e9),
+        end,
+        attributes,
+        flags=trip.flags,
+        error=f"status {status}" if status >= 500 else None,
+        kind="server",
+    )
+
+
 def forward_soon(
     executor: Executor,
     pool: FunctionPool,
     request: bytes,
     done: Callable[[InstanceResponse | Answer], None],
+    trip: Trip | None = None,
 ) -> bool:
     """``forward`` on callbacks, without a coroutine, a task or a timeout context: ``done``
     gets the outcome. False, with nothing done, when only ``forward`` can serve the request
@@ -57,14 +169,19 @@ def forward_soon(
         if conn is None:
             return False
         pool.take(instance)
-        _Exchange(executor, pool, request, done).send(instance, conn)
+        if trip is None:
+            trip = Trip(time.monotonic())
+        trip.served(instance, False)
+        _Exchange(executor, pool, request, done, trip).send(instance, conn)
         return True
     if pool.queue_full():
         return False  # ``forward`` refuses it (and counts the refusal once)
     clock = pool.queue_clock
     if clock is None:
         clock = pool.queue_clock = _QueueClock(pool, asyncio.get_running_loop())
-    exchange = _Exchange(executor, pool, request, done)
+    if trip is None:
+        trip = Trip(time.monotonic())
+    exchange = _Exchange(executor, pool, request, done, trip)
     queued = _Queued(exchange, clock.loop.time() + pool.queue_timeout)
     try:
         pool.enqueue_waiter(queued)
@@ -209,7 +326,17 @@ class _Exchange:
     timeout), then the response (bounded by the function's timeout, from when it has its
     instance), as ``forward``'s."""
 
-    __slots__ = ("conn", "done", "executor", "instance", "pool", "request", "timer", "waiter")
+    __slots__ = (
+        "conn",
+        "done",
+        "executor",
+        "instance",
+        "pool",
+        "request",
+        "timer",
+        "trip",
+        "waiter",
+    )
 
     def __init__(
         self,
@@ -217,8 +344,10 @@ class _Exchange:
         pool: FunctionPool,
         request: bytes,
         done: Callable[[InstanceResponse | Answer], None],
+        trip: Trip,
     ) -> None:
         self.executor = executor
+        self.trip = trip
         self.pool = pool
         self.request = request
         self.done: Callable[[InstanceResponse | Answer], None] | None = done
@@ -230,6 +359,7 @@ class _Exchange:
     def _ready(self, instance: Instance) -> None:
         """The queue handed this request ``instance`` (already counted as taken)."""
         self.waiter = None
+        self.trip.served(instance, True)
         conn = instance.idle_connection()
         if conn is None:
             self._start_clock()
@@ -313,6 +443,7 @@ class _Exchange:
         if self.waiter is not None:
             self.pool.expired(self.waiter)
             self.waiter = None
+            self.trip.waited = time.monotonic() - self.trip.started
             self._finish(queue_timed_out(self.pool, self.pool.queue_timeout))
             return
         timeout = self.pool.spec.timeout
@@ -333,6 +464,7 @@ class _Exchange:
         if conn is not None and conn.clock is not None and conn.clock.exchange is self:
             conn.clock.exchange = None
         if done is not None:
+            _count(self.executor, self.pool, self.trip, result.status)
             done(result)
 
 
@@ -397,16 +529,36 @@ async def forward(
     request: bytes,
     timeout: float | None = None,
     on_acquire: Callable[[Instance], None] | None = None,
+    trip: Trip | None = None,
 ) -> InstanceResponse | Answer:
     """Wait for an instance with room (at most the queue timeout: then 503), then for its
     response (at most the function's timeout, counted from then: then 504 and the instance is
     killed). ``timeout``, a caller's remaining deadline, bounds both together.
 
-    ``on_acquire`` learns which instance serves the request (to kill it on a cancel)."""
+    ``on_acquire`` learns which instance serves the request (to kill it on a cancel);
+    ``trip``, how it was served (one is made when not given: the request is counted in the
+    function's metrics either way)."""
+    if trip is None:
+        trip = Trip(time.monotonic())
+    result = await _forward(executor, pool, request, timeout, on_acquire, trip)
+    _count(executor, pool, trip, result.status)
+    return result
+
+
+async def _forward(
+    executor: Executor,
+    pool: FunctionPool,
+    request: bytes,
+    timeout: float | None,
+    on_acquire: Callable[[Instance], None] | None,
+    trip: Trip,
+) -> InstanceResponse | Answer:
     loop = asyncio.get_running_loop()
     started = loop.time()
     instance = pool.take_ready()
-    if instance is None:
+    if instance is not None:
+        trip.served(instance, False)
+    else:
         try:
             waiter = pool.enqueue()
         except ExecutorError as exc:
@@ -417,12 +569,14 @@ async def forward(
                 instance = await waiter
         except TimeoutError:
             pool.expired(waiter)
+            trip.waited = time.monotonic() - trip.started
             return queue_timed_out(pool, wait)
         except asyncio.CancelledError:
             pool.abandon(waiter)
             raise
         except ExecutorError as exc:
             return refusal(exc)
+        trip.served(instance, True)
     run = pool.spec.timeout
     if timeout is not None:
         run = max(min(run, timeout - (loop.time() - started)), 0.001)

@@ -51,7 +51,7 @@ def start(owner: RouterProtocol, request: _Request) -> bool:
     transport = owner.transport
     if direct is None or transport is None:
         return False
-    pool, params, prefix = direct
+    pool, params, prefix, _ = direct
     data = encode_forward(
         request.method,
         request.target,

@@ -229,7 +229,6 @@ def test_sign_in_see_the_functions_invoke_and_watch_a_crash(
     page.close()
 
 
-@pytest.mark.xfail(strict=False, reason="router counting lands in obs-router")
 def test_the_functions_list_counts_requests(deployed: Platform, browser: Browser) -> None:
     page = browser.page()
     page.goto(f"{deployed.api_url}/ui")

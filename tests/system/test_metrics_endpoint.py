@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from syskit import Platform, Spawn, wait_for, write
 from trigkit import read_topic, unique
@@ -105,7 +104,6 @@ def test_metrics_public_serves_metrics_but_nothing_else_without_the_token(spawn:
     assert platform.http.get(f"{platform.api_url}/v1/info").status_code == 401
 
 
-@pytest.mark.xfail(strict=False, reason="router counting lands in obs-router")
 def test_requests_are_counted_by_status(platform: Platform, tmp_path: Path) -> None:
     name = "metrics-status"
     platform.ok("fn", "create", "--name", name, "--code", str(write(tmp_path / "s.py", STATUS)))

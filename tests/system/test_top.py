@@ -1,9 +1,5 @@
 """``fissile top`` and ``fissile fn stats`` against a running platform: the table and the JSON
-after some calls, a crash with its reason, a wrong window, and Ctrl-C.
-
-Request counts come from the router's counting (``pool.metrics``), which lands with the
-router's part of observability: the assertions that need it are their own tests, marked
-xfail until then (non-strict, so they pass as soon as it is merged)."""
+after some calls, a crash with its reason, a wrong window, and Ctrl-C."""
 
 from __future__ import annotations
 
@@ -16,10 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from syskit import FISSILE, Platform, assert_one_line_error, wait_for, write
-
-COUNTING = pytest.mark.xfail(strict=False, reason="router counting lands in obs-router")
 
 CODE = """
 import os
@@ -89,7 +82,6 @@ def test_top_once_lists_every_function_with_its_instances(
     assert row["ERR%"] == "0.0" and row["CRASHES"] == "0", row
 
 
-@COUNTING
 def test_top_counts_the_requests_of_the_window(platform: Platform, tmp_path: Path) -> None:
     deploy(platform, tmp_path, "top-counted")
     call(platform, "top-counted", 5)
@@ -115,7 +107,6 @@ def test_fn_stats_json_has_the_window_and_the_instances(platform: Platform, tmp_
     assert "Window:      last 10m" in text and f"pid {process['pid']}" in text, text
 
 
-@COUNTING
 def test_fn_stats_counts_statuses_and_latency(platform: Platform, tmp_path: Path) -> None:
     deploy(platform, tmp_path, "stats-counted")
     call(platform, "stats-counted", 4)
@@ -142,7 +133,6 @@ def test_a_crash_shows_with_its_reason(platform: Platform, tmp_path: Path) -> No
     assert "Recent crashes:" in text and "exited with status 1" in text, text
 
 
-@pytest.mark.xfail(strict=False, reason="crash counting lands with another part (obs-metrics)")
 def test_a_crash_is_counted_in_the_window(platform: Platform, tmp_path: Path) -> None:
     deploy(platform, tmp_path, "top-crash-counted")
     call(platform, "top-crash-counted", 1)

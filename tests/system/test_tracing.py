@@ -194,7 +194,8 @@ def test_spans_of_a_call_chain_share_one_trace(traced: Platform, receiver: Recei
 
     def exported() -> list[dict[str, Any]] | None:
         spans = receiver.of(trace)
-        return spans if any(s["name"] == "invoke tr-b" for s in spans) else None
+        names = {s["name"] for s in spans}
+        return spans if {"invoke tr-b", "route tr-a"} <= names else None
 
     spans = wait_for(exported, 30, "the span of context.invoke at the receiver")
     (invoke,) = [s for s in spans if s["name"] == "invoke tr-b"]
@@ -202,7 +203,11 @@ def test_spans_of_a_call_chain_share_one_trace(traced: Platform, receiver: Recei
     assert invoke["attributes"]["http.response.status_code"] == 200
     assert isinstance(invoke["attributes"]["fissile.cold"], bool)
     assert invoke["attributes"]["fissile.instance"]
-    # Its parent is the span a was delivered by; b was delivered by the invoke's span.
+    # Its parent is the span a was delivered by (the router's, which continues the client's);
+    # b was delivered by the invoke's span.
+    (route,) = [s for s in spans if s["name"] == "route tr-a"]
+    assert route["parent"] == "00f067aa0ba902b7" and route["span"] == answer["a_span"]
+    assert route["attributes"]["http.response.status_code"] == 200
     assert invoke["parent"] == answer["a_span"]
     assert invoke["span"] == answer["b"]["span"]
 

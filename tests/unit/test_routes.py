@@ -249,14 +249,14 @@ def test_the_routers_resolutions_follow_a_replaced_table() -> None:
     router = Router(executor)
     router._add(HTTPTriggerSpec(name="a", function="fa", url="/a"))
     router.table = RouteTable(router._routes.values())
-    assert router._resolve("GET", "/a") == ("fa", {}, None)
-    assert router._resolve("GET", "/a") == ("fa", {}, None)  # remembered
+    assert router._resolve("GET", "/a") == ("fa", {}, None, "a")
+    assert router._resolve("GET", "/a") == ("fa", {}, None, "a")  # remembered
     router._add(HTTPTriggerSpec(name="a", function="fb", url="/a"))
     router.table = RouteTable(router._routes.values())
-    assert router._resolve("GET", "/a") == ("fb", {}, None)
+    assert router._resolve("GET", "/a") == ("fb", {}, None, "a")
     router._add(HTTPTriggerSpec(name="p", function="fp", prefix="/shop"))
     router.table = RouteTable(router._routes.values())
-    assert router._resolve("GET", "/shop/cart") == ("fp", {}, "/shop")
+    assert router._resolve("GET", "/shop/cart") == ("fp", {}, "/shop", "p")
     router._add(HTTPTriggerSpec(name="a", function="fb", url="/a", webhook_secret="s3cret-key"))
     router.table = RouteTable(router._routes.values())
     assert router._resolve("GET", "/a") is None  # webhooks take the ASGI path

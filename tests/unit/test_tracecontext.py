@@ -65,3 +65,36 @@ def test_format_round_trips() -> None:
     assert tracecontext.format(TRACE, SPAN) == VALID  # sampled by default
     trace, span = tracecontext.new_trace_id(), tracecontext.new_span_id()
     assert tracecontext.parse(tracecontext.format(trace, span, "00")) == (trace, span, "00")
+
+
+def test_bytes_and_whitespace_are_read() -> None:
+    assert tracecontext.parse(VALID) == (TRACE, SPAN, "01")
+    assert tracecontext.parse(VALID.encode()) == (TRACE, SPAN, "01")
+    assert tracecontext.parse(f" {VALID} ") == (TRACE, SPAN, "01")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "garbage",
+        VALID[:-1],
+        VALID + "0",
+        VALID + "-extra",  # version 00 has exactly four fields
+        VALID.upper(),
+        f"00-{'0' * 32}-{SPAN}-01",
+        f"00-{TRACE}-{'0' * 16}-01",
+        f"ff-{TRACE}-{SPAN}-01",
+        f"0g-{TRACE}-{SPAN}-01",
+        f"00_{TRACE}-{SPAN}-01",
+        f"00-{TRACE}-{SPAN}-0x",
+        b"\xff" * 55,
+    ],
+)
+def test_invalid_values_of_either_type_are_none(header: str | bytes) -> None:
+    assert tracecontext.parse(header) is None
+
+
+def test_a_later_version_keeps_the_fields_it_shares() -> None:
+    assert tracecontext.parse(f"01-{TRACE}-{SPAN}-01-more") == (TRACE, SPAN, "01")
+    assert tracecontext.parse(f"01-{TRACE}-{SPAN}-01x") is None

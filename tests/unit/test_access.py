@@ -1,0 +1,175 @@
+"""fissile/observability/access.py: formatting, batching, bounds, rotation, recent records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from fissile.observability.access import AccessLog, Record, text_line
+
+
+def record(
+    function: str | None = "fn", status: int = 200, path: str = "/p", started: float | None = None
+) -> Record:
+    return (
+        time.monotonic() if started is None else started,
+        function,
+        "route-a" if function else None,
+        "GET",
+        path,
+        status,
+        13,
+        0.0012345,
+        0.0005,
+        "i1",
+        True,
+        7,
+        b"4bf92f3577b34da6a3ce929d0e0e4736",
+        "127.0.0.1",
+    )
+
+
+def test_json_fields() -> None:
+    log = AccessLog(None, "json", invocation_prefix="abcd")
+    line = log.format_lines([record()], time.time() - time.monotonic())
+    fields = json.loads(line)
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert fields["function"] == "fn" and fields["route"] == "route-a"
+    assert fields["status"] == 200 and fields["bytes"] == 13
+    assert fields["duration_ms"] == 1.234 and fields["queue_ms"] == 0.5
+    assert fields["invocation_id"] == "abcd00000007"
+    assert fields["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert fields["cold"] is True and fields["client"] == "127.0.0.1"
+    assert fields["time"].endswith("Z") and len(fields["time"]) == len("2026-01-01T00:00:00.000Z")
+    assert (
+        abs(time.time() - time.mktime(time.strptime(fields["time"][:19], "%Y-%m-%dT%H:%M:%S")))
+        < 24 * 3600
+    )  # the wall clock, not the monotonic one
+
+
+def test_json_escapes_what_a_client_sent() -> None:
+    log = AccessLog(None, "json")
+    for path in ('/a"b\\c', "/\u00e9\n", "/plain"):
+        line = log.format_lines([record(path=path, function=None)] * 2, 0.0)
+        assert [json.loads(x)["path"] for x in line.splitlines()] == [path, path]
+
+
+def test_text_line() -> None:
+    log = AccessLog(None, "text", invocation_prefix="abcd")
+    line = log.format_lines([record(function=None, status=404)], 0.0)
+    assert " GET /p 404 13 1.234ms fn=- route=- queue=0.500ms " in line
+    assert "cold=yes invocation=abcd00000007 trace=4bf92f35" in line
+    assert line.endswith("\n")
+    fields = log.as_dict(record(), 0.0)
+    fields.update(queue_ms=None, bytes=None, client=None)
+    assert text_line(fields).split()[1] == "-"  # no client
+
+
+def test_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError):
+        AccessLog(None, "xml")  # type: ignore[arg-type]
+
+
+async def test_batches_are_written_together(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=0.05)
+    for i in range(5):
+        log.add(record(path=f"/{i}"))
+    assert not path.exists() or path.read_text() == ""  # nothing written per request
+    deadline = time.monotonic() + 5
+    while (not path.exists() or path.read_text().count("\n") < 5) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == [
+        f"/{i}" for i in range(5)
+    ]
+    log.close()
+
+
+async def test_a_full_batch_is_written_before_the_interval(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "text", interval=60, batch=3)
+    for _ in range(3):
+        log.add(record())
+    deadline = time.monotonic() + 5
+    while (not path.exists() or path.read_text().count("\n") < 3) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert path.read_text().count("\n") == 3
+    log.close()
+
+
+async def test_pending_records_are_bounded_and_the_loss_said(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=10_000, max_pending=4)
+    for _ in range(10):
+        log.add(record())
+    assert log.dropped == 6
+    log.close()  # writes what is pending, and a note of what was not
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 5 and lines[-1]["dropped"] == 6
+    assert len(log.recent("fn")) == 10  # the recent records are kept regardless
+
+
+async def test_write_errors_are_counted_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "gone" / "access.log"
+    log = AccessLog(path, "json", interval=60)
+    path.parent.rmdir()  # as a disk that refuses writes
+    log.add(record())
+    log.close()
+    assert log.dropped == 1
+
+
+def test_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", max_bytes=600)
+    line = log.format_lines([record()], 0.0)
+    for _ in range(3):
+        log.write_text(line * 2, 2)
+    rotated = path.with_name("access.log.1")
+    assert rotated.exists()
+    assert path.stat().st_size <= 600 and rotated.stat().st_size <= 600
+    log.close()
+
+
+async def test_recent_per_function_is_bounded_and_ordered() -> None:
+    log = AccessLog(None, "json", recent=3)
+    base = time.monotonic()
+    for i in range(5):
+        log.add(record(path=f"/a{i}", started=base + i))
+    log.add(record(function="other", path="/b", started=base + 2.5))
+    log.add(record(function=None, path="/none"))
+    assert [r["path"] for r in log.recent("fn")] == ["/a2", "/a3", "/a4"]
+    assert [r["path"] for r in log.recent("fn", limit=1)] == ["/a4"]
+    assert log.recent("nobody") == []
+    assert [r["path"] for r in log.recent_all()] == ["/a2", "/b", "/a3", "/a4"]
+    log.forget("fn")
+    assert log.recent("fn") == []
+
+
+def test_off_keeps_nothing(tmp_path: Path) -> None:
+    log = AccessLog(tmp_path / "access.log", "off")
+    assert not log.enabled and log.path is None
+
+
+async def test_the_writer_process_formats_and_writes_batches(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=0.01, invocation_prefix="abcd")
+    await log.start()
+    try:
+        for i in range(3):
+            log.add(record(path=f"/{i}"))
+        deadline = time.monotonic() + 10
+        while (not path.exists() or path.read_text().count("\n") < 3) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        log.add(record(path="/last"))
+    finally:
+        await log.aclose()  # sends what is pending, waits for the process
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["path"] for line in lines] == ["/0", "/1", "/2", "/last"]
+    assert lines[0]["invocation_id"] == "abcd00000007"
+    assert log._process is not None and log._process.returncode == 0
