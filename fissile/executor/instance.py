@@ -45,7 +45,6 @@ class Instance:
         self.inflight = 0
         self.started_at = time.monotonic()
         self.last_used = self.started_at
-        self.served = 0  # requests given back (one not yet served any is a cold start's)
         # When it became ready to serve its function (``time.monotonic()``): a request that
         # arrived before it and waited for it was a cold start.
         self.ready_at = 0.0

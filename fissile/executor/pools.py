@@ -322,7 +322,6 @@ class FunctionPool:
 
     def release(self, instance: Instance) -> None:
         instance.inflight -= 1
-        instance.served += 1
         self.inflight -= 1
         instance.last_used = now = time.monotonic()
         if instance.state is State.draining:

@@ -117,11 +117,13 @@ async def invoke(
             traceparent,
         )
     start = time.time_ns()
+    arrived = time.monotonic()
     served: list[tuple[str, bool]] = []
 
     def acquired(instance: Instance) -> None:
-        # Whether cold is known only now: the instance counts this request once it is done.
-        served.append((instance.id, instance.served == 0))
+        # A cold start as the router counts one (proxy.Trip): the instance became ready after
+        # the request arrived, so the request waited for it to be made.
+        served.append((instance.id, instance.ready_at > arrived))
         if on_acquire is not None:
             on_acquire(instance)
 
@@ -151,7 +153,7 @@ def attributes(
     function: str, result: InstanceResponse | Answer, served: list[tuple[str, bool]]
 ) -> dict[str, str | int | bool]:
     """A hop's span attributes: the function, the status, the instance and whether it was a
-    cold start (an instance that had served nothing yet)."""
+    cold start (an instance that became ready after the request arrived)."""
     found: dict[str, str | int | bool] = {
         "fissile.function": function,
         "http.response.status_code": result.status,
