@@ -185,6 +185,8 @@ def test_node_timeout_and_idle_reaping_end_the_program(
     platform: Platform, node_env: str, tmp_path: Path
 ) -> None:
     write(tmp_path / "idle" / "server.js", SERVER_JS.replace("node-hello", "node-idle"))
+    # Other tests' node functions share the platform: their programs are not this one's.
+    others = {p.pid for p in descendants(platform.pid).values() if p.comm == "node"}
     platform.ok(
         "fn", "create", "--name", "node-idle", "--env", node_env, "--src", str(tmp_path / "idle"),
         "--timeout", "2s", "--idle-timeout", "1s",
@@ -195,7 +197,11 @@ def test_node_timeout_and_idle_reaping_end_the_program(
     assert platform.get("/function/node-idle/env").status_code == 200
     # Read from /proc at once: a CLI call takes longer than the 1 s idle timeout on a loaded
     # machine, and would find the instance reaped already.
-    procs = [p for p in descendants(platform.pid).values() if p.comm == "node" and is_alive(p)]
+    procs = [
+        p
+        for p in descendants(platform.pid).values()
+        if p.comm == "node" and p.pid not in others and is_alive(p)
+    ]
     assert procs, "no node program under the platform right after a call"
     wait_for(
         lambda: platform.json_of("fn", "get", "--name", "node-idle")["status"]["instances"] == 0,
