@@ -107,6 +107,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for queued in (False, True):
             trip = Trip(monotonic())
             trip.served(instance, queued)  # type: ignore[arg-type]
+            trip.invocation = 42
+            trip.trace = trace
             _count(executor_off, pool_off, trip, 200)
 
     def request_on() -> None:
@@ -123,6 +125,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for queued in (False, True):
             trip = Trip(monotonic())
             trip.served(instance, queued)  # type: ignore[arg-type]
+            trip.invocation = 42  # encode_forward's, either way
+            trip.trace = trace
             _count(executor_off, pool_off, trip, 200)
             _Protocol(None, trip)
 
