@@ -115,6 +115,12 @@ def parse_args() -> argparse.Namespace:
         " machine's drift is shared by both sides of a pair)",
     )
     parser.add_argument(
+        "--cost-off",
+        default=None,
+        help="the `fissile up` options of the cost's other side (default: --no-metrics"
+        " --access-log off; '--access-log off' isolates the access log, '' gives an A/A run)",
+    )
+    parser.add_argument(
         "--cost-warmup", type=float, default=1.0, help="seconds of load before each cost run"
     )
     parser.add_argument(
@@ -261,10 +267,11 @@ def bench_cost(args: argparse.Namespace, load: Load, workdir: Path) -> dict[str,
     default) and off, on two platforms up at once, runs alternating so that both see the same
     drift of the machine."""
     scale = args.scales[0]
+    off_args = tuple(args.cost_off.split()) if args.cost_off is not None else OBSERVABILITY_OFF
     log(f"cost of metrics + access log: fission_style, max_scale {scale}, {args.cost_rounds} pairs")
     platforms = {
         "on": Platform(workdir / "fissile-on"),
-        "off": Platform(workdir / "fissile-off", OBSERVABILITY_OFF),
+        "off": Platform(workdir / "fissile-off", off_args),
     }
     runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
     try:
@@ -340,7 +347,7 @@ def bench_cost(args: argparse.Namespace, load: Load, workdir: Path) -> dict[str,
     )
     return {
         "case": {"contract": "fission_style", "max_scale": scale, "path": "/hello"},
-        "off_args": list(OBSERVABILITY_OFF),
+        "off_args": list(off_args),
         "rounds": len(pairs),
         "run_duration_s": args.cost_duration,
         "rps": {"on": on, "off": off},
