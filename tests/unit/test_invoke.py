@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 from typing import Any
 
 import pytest
@@ -63,8 +64,9 @@ async def test_a_hop_is_recorded_with_the_instance_and_whether_it_was_cold(
         *_, on_acquire, traceparent = args
         sent.append(traceparent)
         fresh = Instance("i-1", "python", "/nowhere", "token")
+        fresh.ready_at = time.monotonic()  # made while the request waited: a cold start
         if on_acquire is not None:  # given only when spans are recorded
-            on_acquire(fresh)  # its first request: a cold start's
+            on_acquire(fresh)
         return InstanceResponse(503, [], b"", True)
 
     monkeypatch.setattr(invoke_module, "_invoke", served)
