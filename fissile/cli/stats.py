@@ -12,6 +12,7 @@ import click
 
 from fissile.cli._output import emit, output_option
 from fissile.client import Client, ClientError
+from fissile.ui.format import duration_ms
 
 TOP_COLUMNS = (
     "FUNCTION",
@@ -31,13 +32,7 @@ _NUMERIC = frozenset(TOP_COLUMNS[1:])
 
 
 def ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 1000:
-        return f"{value / 1000:.2f}s"
-    if value >= 10:
-        return f"{value:.0f}ms"
-    return f"{value:.2f}ms"
+    return duration_ms(value, space="")
 
 
 def per_second(value: float) -> str:

@@ -113,8 +113,13 @@ class FunctionMetrics:
 
     @property
     def errors(self) -> int:
-        """Requests answered with a 5xx: the function's or the platform's failure."""
-        return sum(n for status, n in self.requests.items() if status >= 500)
+        return server_errors(self.requests)
+
+
+def server_errors(requests: dict[int, int]) -> int:
+    """Requests answered with a 5xx (the function's or the platform's failure), of counts by
+    status."""
+    return sum(n for status, n in requests.items() if status >= 500)
 
 
 class Metrics:

@@ -24,7 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fissile.observability.metrics import DURATION_BUCKETS, FunctionMetrics, Metrics
+from fissile.observability.metrics import (
+    DURATION_BUCKETS,
+    FunctionMetrics,
+    Metrics,
+    server_errors,
+)
 
 INTERVAL = 5.0  # seconds between snapshots
 HORIZON = 3600.0  # the longest window asked for
@@ -169,7 +174,7 @@ class Window:
 
     @property
     def errors(self) -> int:
-        return sum(n for status, n in self.requests.items() if status >= 500)
+        return server_errors(self.requests)
 
     @property
     def rate(self) -> float:

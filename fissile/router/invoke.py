@@ -102,20 +102,8 @@ async def invoke(
     ``timeout`` may only shorten the function's own timeout (a caller's remaining deadline).
     With ``hop``, the function gets its ``traceparent`` and, when tracing is on, the hop is
     recorded as a span named ``<span> <function>``."""
-    if hop is None or not tracing.enabled():
-        traceparent = None if hop is None else hop.traceparent
-        return await _invoke(
-            executor,
-            function,
-            method,
-            path,
-            headers,
-            body,
-            invocation_id,
-            timeout,
-            on_acquire,
-            traceparent,
-        )
+    traceparent = None if hop is None else hop.traceparent
+    recording = hop is not None and tracing.enabled()
     start = time.time_ns()
     arrived = time.monotonic()
     served: list[tuple[str, bool]] = []
@@ -136,9 +124,12 @@ async def invoke(
         body,
         invocation_id,
         timeout,
-        acquired,
-        hop.traceparent,
+        acquired if recording else on_acquire,
+        traceparent,
     )
+    if not recording:
+        return result
+    assert hop is not None
     hop.record(
         f"{span} {function}",
         start,

@@ -9,14 +9,15 @@ SPARK_WIDTH = 120
 SPARK_HEIGHT = 24
 
 
-def duration_ms(value: float | None) -> str:
+def duration_ms(value: float | None, space: str = " ") -> str:
+    """Milliseconds as a person reads them (``fissile top`` drops the space: ``space=""``)."""
     if value is None:
         return "-"
     if value >= 1000:
-        return f"{value / 1000:.2f} s"
+        return f"{value / 1000:.2f}{space}s"
     if value >= 10:
-        return f"{value:.0f} ms"
-    return f"{value:.2f} ms"
+        return f"{value:.0f}{space}ms"
+    return f"{value:.2f}{space}ms"
 
 
 def percent(value: float | None) -> str:
