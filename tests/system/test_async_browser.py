@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,14 @@ def deployed(platform: Platform) -> Iterator[Platform]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with chromium(tmp_path_factory.mktemp("chromium") / "profile") as context:
+        yield context
+
+
+@contextmanager
+def chromium(profile: Path, **options: Any) -> Iterator[Any]:
     """Headless Chromium with a fresh profile (a persistent context is Playwright's way of
-    taking a --user-data-dir of our own)."""
+    taking a --user-data-dir of our own); ``options`` go to Playwright (a viewport...)."""
     executable = chromium_path()
     try:
         from playwright.sync_api import sync_playwright
@@ -83,10 +90,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         missing("the playwright package is not installed (make install-test)")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium") / "profile"),
+            str(profile),
             executable_path=executable,
             headless=True,
             args=CHROMIUM_FLAGS,
+            **options,
         )
         try:
             yield context

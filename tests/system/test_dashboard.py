@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from syskit import Platform, write
-from test_async_browser import CHROMIUM_FLAGS, chromium_path, missing
+from test_async_browser import chromium
 
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -105,23 +105,9 @@ class Browser:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    executable = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("the playwright package is not installed (make install-test)")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-ui") / "profile"),
-            executable_path=executable,
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1400, "height": 1000},
-        )
-        try:
-            yield Browser(context)
-        finally:
-            context.close()
+    profile = tmp_path_factory.mktemp("chromium-ui") / "profile"
+    with chromium(profile, viewport={"width": 1400, "height": 1000}) as context:
+        yield Browser(context)
 
 
 def test_without_the_token_the_api_refuses_and_the_dashboard_asks_for_it(
