@@ -15,6 +15,7 @@ import ctypes
 import json
 import os
 import resource
+import select
 import signal
 import sys
 import traceback
@@ -57,17 +58,24 @@ def main(argv: list[str]) -> NoReturn:
         _libc.unshare(_libc.CLONE_NEWPID)
     except OSError as exc:
         _fail(f"cannot set up the build sandbox: {exc}")
+    # Held open by this process for its lifetime: PID 1 learns from its end whether this
+    # process died before PID 1 asked the kernel to tell it (a fork does not inherit that
+    # request, and getppid() in a new PID namespace is 0 whoever the parent is).
+    alive, held = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _init(config)
+        os.close(held)
+        _init(config, alive)
+    os.close(alive)
     _, status = os.waitpid(pid, 0)
     os._exit(_exit_code(status))
 
 
-def _init(config: dict[str, Any]) -> NoReturn:
+def _init(config: dict[str, Any], parent_alive: int) -> NoReturn:
     """PID 1 of the build's namespace."""
     try:
         die_with_parent()
+        _exit_if_orphaned(parent_alive)
         _libc.unshare(_libc.CLONE_NEWNS | _libc.CLONE_NEWIPC | _libc.CLONE_NEWUTS)
         _libc.sethostname("build")
         _build_root(config["root"])
@@ -76,6 +84,7 @@ def _init(config: dict[str, Any]) -> NoReturn:
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
         die_with_parent()  # a change of credentials clears it
+        _exit_if_orphaned(parent_alive)
         # Set-uid programs of the bound system directories must not raise it (seccomp sets
         # this too, where the host has it).
         if _libc._lib().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -102,6 +111,14 @@ def _init(config: dict[str, Any]) -> NoReturn:
             os._exit(SETUP_FAILED)
         if pid == child:
             os._exit(_exit_code(status))
+
+
+def _exit_if_orphaned(parent_alive: int) -> None:
+    """Exit if the parent died before the last ``die_with_parent``: its signal would never
+    come, and a SIGKILLed supervisor's build would run on (seen on a loaded machine)."""
+    readable, _, _ = select.select([parent_alive], [], [], 0)
+    if readable:  # end of file: the only writer is gone
+        os._exit(SETUP_FAILED)
 
 
 def _build_root(plan: dict[str, Any]) -> None:

@@ -1,16 +1,19 @@
 """fissile/builder/sandbox.py and the build's bounded output: what a build keeps of the
 environment, which layers it gets, stale scratch dirs, and output that cannot grow the
-supervisor. Nothing here makes namespaces (tests/system/test_tenant_isolation_builds.py does)."""
+supervisor, a build's PID 1 orphaned before it could ask to die along. Nothing here makes
+namespaces (tests/system/test_tenant_isolation_builds.py does)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from fissile.builder._sandboxed import SETUP_FAILED, _exit_if_orphaned
 from fissile.builder.build import BoundedOutput
 from fissile.builder.sandbox import (
     BUILD_UID,
@@ -118,3 +121,20 @@ def test_build_timeout_must_be_at_least_a_second() -> None:
     result = CliRunner().invoke(cli, ["up", "--build-timeout", "500ms"], prog_name="fissile")
     assert result.exit_code == 2, result.output
     assert "--build-timeout" in result.output and "must be at least 1s" in result.output
+
+
+def test_build_init_exits_when_its_parent_died_before_it_could_ask_to_die_along() -> None:
+    # PID 1 of a build's namespace asks for a signal at its parent's death only after the
+    # fork; a parent killed in between must not leave it running the command unwatched.
+    alive, held = os.pipe()
+    try:
+        _exit_if_orphaned(alive)  # the writer is open: the parent lives, nothing happens
+    finally:
+        os.close(held)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        _exit_if_orphaned(alive)
+        os._exit(0)
+    os.close(alive)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == SETUP_FAILED
