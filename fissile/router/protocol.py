@@ -149,6 +149,10 @@ class RouterProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client: str | None = None
+        self.scheme = "http"
+        # A trusted proxy's connection: its X-Forwarded-* headers say who the client is,
+        # which the ASGI path applies (Router.http), so its requests all take that path.
+        self.via_proxy = False
         self.delegate: _Delegate | None = None
         self.upgraded = False  # everything received goes to the delegate as it comes
         self.queue: deque[_Request] = deque()
@@ -212,6 +216,10 @@ class RouterProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.client = str(peer[0])
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        trusted = self.router.trusted
+        self.via_proxy = trusted is not None and trusted.trusts(self.client)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -416,7 +424,7 @@ class RouterProtocol(asyncio.Protocol):
                     request.method,
                     request.target,
                     request.headers,
-                    "http",
+                    self.scheme,
                     self.client,
                     pool.name,
                     params,
@@ -453,7 +461,7 @@ class RouterProtocol(asyncio.Protocol):
     def _direct(
         self, request: _Request
     ) -> tuple[FunctionPool, dict[str, str], str | None, str | None] | None:
-        if request.method == "HEAD" or not request.target.startswith(b"/"):
+        if request.method == "HEAD" or not request.target.startswith(b"/") or self.via_proxy:
             return None
         raw_path = request.target.partition(b"?")[0]
         try:
