@@ -595,7 +595,7 @@ class CORSPolicy(Spec):
 
 class JWTSettings(Spec):
     secret: str | None = Field(
-        None, max_length=4096, description="HMAC shared secret (16+ characters). Never shown."
+        None, max_length=4096, description="HMAC shared secret (32+ characters). Never shown."
     )
     jwks_file: str | None = Field(
         None, description="a JWKS file on the platform's host (public keys, picked by 'kid')"
@@ -612,8 +612,9 @@ class JWTSettings(Spec):
     @classmethod
     def _secret(cls, value: str | None) -> str | None:
         # The mask a read shows is resolved by the control API's update (kept as it was).
-        if value is not None and value != SECRET_MASK and len(value) < 16:
-            raise ValueError("must be at least 16 characters")
+        # RFC 7518: an HMAC key at least as long as the hash (HS256: 32 bytes).
+        if value is not None and value != SECRET_MASK and len(value) < 32:
+            raise ValueError("must be at least 32 characters")
         return value
 
     @model_validator(mode="after")
@@ -797,6 +798,7 @@ Kind = Literal[
     "timetriggers",
     "mqtriggers",
     "watchtriggers",
+    "apikeys",
 ]
 #: Kinds that point at a function and make it run.
 TRIGGER_KINDS = ("httptriggers", "timetriggers", "mqtriggers", "watchtriggers")
@@ -809,6 +811,7 @@ SPEC_MODELS: dict[str, type[Spec]] = {
     "timetriggers": TimeTriggerSpec,
     "mqtriggers": MessageQueueTriggerSpec,
     "watchtriggers": WatchTriggerSpec,
+    "apikeys": APIKeySpec,
 }
 READ_MODELS: dict[str, type[BaseModel]] = {
     "environments": Environment,
@@ -818,6 +821,7 @@ READ_MODELS: dict[str, type[BaseModel]] = {
     "timetriggers": TimeTrigger,
     "mqtriggers": MessageQueueTrigger,
     "watchtriggers": WatchTrigger,
+    "apikeys": APIKey,
 }
 SINGULAR = {
     "environments": "environment",
@@ -827,6 +831,7 @@ SINGULAR = {
     "timetriggers": "timer",
     "mqtriggers": "message queue trigger",
     "watchtriggers": "watch trigger",
+    "apikeys": "API key",
 }
 
 

@@ -84,11 +84,9 @@ class RouteTable:
                 hosted.setdefault(route.host, []).append(route)
         for host, bound in hosted.items():
             self._hosts[host] = RouteTable(bound, by_host=False)
-
-    @property
-    def hosted(self) -> bool:
-        """Some route is bound to a host: a match needs the request's Host."""
-        return bool(self._hosts)
+        #: Some route is bound to a host: a match needs the request's Host (an attribute,
+        #: read per request on the fast path).
+        self.hosted = bool(self._hosts)
 
     def _add(self, route: Route) -> None:
         if route.prefix:

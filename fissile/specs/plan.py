@@ -15,7 +15,7 @@ from fissile.specs.validate import Desired
 
 Action = Literal["create", "update", "delete", "unchanged"]
 #: The order resources are created in; deletes go the other way.
-ORDER = ("environments", "packages", "functions", *TRIGGER_KINDS)
+ORDER = ("environments", "packages", "functions", *TRIGGER_KINDS, "apikeys")
 #: Where a resource's references point: (field, kind).
 REFERENCES = {
     "packages": (("env", "environments"),),

@@ -26,6 +26,7 @@ KINDS = {
     "TimeTrigger": "timetriggers",
     "MessageQueueTrigger": "mqtriggers",
     "WatchTrigger": "watchtriggers",
+    "APIKey": "apikeys",
 }
 #: Kinds Fission has and fissile does not, refused by name rather than silently skipped.
 NOT_YET = ("KubernetesWatchTrigger", "CanaryConfig")
