@@ -31,6 +31,7 @@ from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
 from fissile.router.proxy import Answer, Trip, forward, forward_soon
+from fissile.router.tls import hurry_close
 
 logger = logging.getLogger("fissile.router")
 
@@ -297,6 +298,7 @@ class RouterProtocol(asyncio.Protocol):
             self.closing = True
         elif self.transport is not None:
             self.transport.close()
+        hurry_close(self.transport)
 
     # -- httptools callbacks ------------------------------------------------------------
 
@@ -777,6 +779,10 @@ class _Delegate(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if not self.owner.refused:
             self.owner._refuse(Answer(400, "bad_request", msg))
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        hurry_close(self.transport)
 
     def handle_websocket_upgrade(self) -> None:
         # The websocket protocol takes the transport: the router's protocol hears no more of
