@@ -84,6 +84,11 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
         b"content-length",
         b"expect",
+        # The router says these itself (from the peer, or what a trusted proxy forwarded,
+        # fissile/router/forwarded.py): a client's own copy came first and contracts read the
+        # first, so it would have chosen the function's REMOTE_ADDR and scheme.
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
     }
 )
 # The platform's metadata, Fission's path parameter headers included (Fission's router

@@ -49,40 +49,48 @@ class TrustedProxies:
         client = scope.get("client")
         if not client or not self.trusts(client[0]):
             return
+        seen = self.resolve(scope.get("scheme", "http"), client[0], scope["headers"])
+        if seen is None:
+            return
+        scope["scheme"], address, scope["headers"], prefix = seen
+        if address != client[0]:
+            scope["client"] = (address, 0)
+        if prefix:
+            scope["root_path"] = prefix
+
+    def resolve(
+        self, scheme: str, client: str, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[str, str, list[tuple[bytes, bytes]], str] | None:
+        """The scheme, client address, headers (``host`` replaced by the forwarded host) and
+        path prefix a trusted proxy's request stands for; None when it forwarded nothing.
+        The caller has checked that the peer is trusted."""
         found: dict[bytes, str] = {}
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name in _FORWARDED and name not in found:
                 found[name] = value.decode("latin-1")
         if not found:
-            return
+            return None
         proto = found.get(b"x-forwarded-proto")
         if proto:
-            scheme = proto.split(",")[0].strip().lower()
-            if scheme in ("http", "https"):
-                scope["scheme"] = scheme
+            forwarded_scheme = proto.split(",")[0].strip().lower()
+            if forwarded_scheme in ("http", "https"):
+                scheme = forwarded_scheme
         forwarded_for = found.get(b"x-forwarded-for")
         if forwarded_for:
             # The nearest address that is not one of the proxies: each proxy appends the
             # address it heard from, so those to the left are whatever the client wrote.
-            hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-            client_address = hops[0] if hops else client[0]
-            for hop in reversed(hops):
-                client_address = hop
+            for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+                client = hop
                 if not self.trusts(hop):
                     break
-            scope["client"] = (client_address, 0)
         host = found.get(b"x-forwarded-host")
         if host:
-            host = host.split(",")[0].strip()
-            scope["headers"] = [
-                (name, host.encode("latin-1") if name == b"host" else value)
-                for name, value in scope["headers"]
-            ]
-        prefix = found.get(b"x-forwarded-prefix")
-        if prefix:
-            prefix = prefix.split(",")[0].strip().rstrip("/")
-            if prefix.startswith("/") and "//" not in prefix:
-                scope["root_path"] = prefix
+            value = host.split(",")[0].strip().encode("latin-1")
+            headers = [(b"host", value), *((n, v) for n, v in headers if n != b"host")]
+        prefix = (found.get(b"x-forwarded-prefix") or "").split(",")[0].strip().rstrip("/")
+        if not prefix.startswith("/") or "//" in prefix:
+            prefix = ""
+        return scheme, client, headers, prefix
 
 
 def prefix_of(scope: dict[str, Any]) -> str:

@@ -151,9 +151,11 @@ class RouterProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: str | None = None
         self.scheme = "http"
-        # A trusted proxy's connection: its X-Forwarded-* headers say who the client is,
-        # which the ASGI path applies (Router.http), so its requests all take that path.
+        # A trusted proxy's connection: its X-Forwarded-* headers say who the client is (the
+        # scheme, host and address a request is forwarded with, and the access log's client).
         self.via_proxy = False
+        self.logged_client: str | None = None
+        self.forwarded: tuple[str, str | None, list[tuple[bytes, bytes]]] = ("http", None, [])
         self.delegate: _Delegate | None = None
         self.upgraded = False  # everything received goes to the delegate as it comes
         self.queue: deque[_Request] = deque()
@@ -417,17 +419,21 @@ class RouterProtocol(asyncio.Protocol):
             self.http10 = request.version == "1.0"
             # Counted into the function's metrics when answered (proxy.py), and logged.
             self.trip = trip = Trip(time.monotonic())
+            scheme, client, headers = self.scheme, self.client, request.headers
+            if self.via_proxy:
+                scheme, client, headers = self.forwarded  # as _direct resolved them
             if self.access_log is not None:
                 self.method = request.method
                 self.function = pool.name
                 self.route = route
+                self.logged_client = client
             try:
                 data = encode_forward(
                     request.method,
                     request.target,
-                    request.headers,
-                    self.scheme,
-                    self.client,
+                    headers,
+                    scheme,
+                    client,
                     pool.name,
                     params,
                     request.body,
@@ -463,7 +469,7 @@ class RouterProtocol(asyncio.Protocol):
     def _direct(
         self, request: _Request
     ) -> tuple[FunctionPool, dict[str, str], str | None, str | None] | None:
-        if request.method == "HEAD" or not request.target.startswith(b"/") or self.via_proxy:
+        if request.method == "HEAD" or not request.target.startswith(b"/"):
             return None
         raw_path = request.target.partition(b"?")[0]
         try:
@@ -473,7 +479,25 @@ class RouterProtocol(asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         self.path = path
-        return self.router.direct(request.method, path, request.headers)
+        headers = request.headers
+        if self.via_proxy:
+            # Routes bound to a host match the forwarded one.
+            self.forwarded = self._forwarded(headers)
+            headers = self.forwarded[2]
+        return self.router.direct(request.method, path, headers)
+
+    def _forwarded(
+        self, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[str, str | None, list[tuple[bytes, bytes]]]:
+        """A trusted proxy's request as the client made it (fissile/router/forwarded.py)."""
+        trusted = self.router.trusted
+        if trusted is None or self.client is None:
+            return self.scheme, self.client, headers
+        seen = trusted.resolve(self.scheme, self.client, headers)
+        if seen is None:
+            return self.scheme, self.client, headers
+        scheme, client, headers, _ = seen
+        return scheme, client, headers
 
     async def _serve(self, pool: FunctionPool, data: bytes, trip: Trip) -> None:
         try:
@@ -514,7 +538,7 @@ class RouterProtocol(asyncio.Protocol):
                 trip.cold,
                 trip.invocation,
                 trip.trace,
-                self.client,
+                self.logged_client,
             )
         )
 

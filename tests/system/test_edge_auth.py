@@ -361,11 +361,21 @@ def test_a_trusted_proxy_sets_links_and_client(edge: Platform) -> None:
         assert document["status_url"] == f"https://api.example.com/fx/invocations/{document['id']}"
         assert document["ws_url"].startswith("wss://api.example.com/fx/invocations/")
         assert accepted.headers["location"] == f"/fx/invocations/{document['id']}"
-        assert proxy.get("/open", headers=forwarded).status_code == 200
+        # A plain call takes the router's fast path, with the client's scheme and host.
+        served = proxy.get("/open", headers=forwarded)
+        assert served.status_code == 200, served.text
+        assert served.json()["proto"] == "https"
+        assert served.json()["url"] == "https://api.example.com/open"
+        # Routes bound to a host match the forwarded one.
+        hosted = proxy.get("/site", headers={"X-Forwarded-Host": "a.example.com"})
+        assert hosted.json()["function"] == "edge-open"
     # The same headers from anyone else are the client's own words: ignored.
     with _from("127.0.0.1", edge) as stranger:
         accepted = stranger.post("/async-function/edge-open", headers=forwarded)
         assert accepted.json()["status_url"].startswith(f"http://127.0.0.1:{edge.port}/")
+        served = stranger.get("/open", headers=forwarded)
+        assert served.json()["proto"] == "http"  # the client's own copy never arrives
+        assert served.json()["url"] == f"http://127.0.0.1:{edge.port}/open"
 
     def proxied() -> list[dict[str, Any]]:
         lines = (edge.data_dir / "logs" / "access.log").read_text().splitlines()
@@ -375,9 +385,10 @@ def test_a_trusted_proxy_sets_links_and_client(edge: Platform) -> None:
             if entry["path"] == "/open" and entry["method"] == "GET"
         ]
 
-    # The access log names the client the proxy spoke for, not the proxy.
-    wait_for(proxied, 10, "the access log's line")
-    assert {entry["client"] for entry in proxied()} == {"203.0.113.9"}
+    # The access log names the client the proxy spoke for, not the proxy; the stranger's
+    # request, its own address.
+    wait_for(lambda: len(proxied()) == 2, 10, "the access log's lines")
+    assert {entry["client"] for entry in proxied()} == {"203.0.113.9", "127.0.0.1"}
 
 
 # -- rate limits ----------------------------------------------------------------------------
