@@ -489,3 +489,24 @@ def test_tls_with_a_self_signed_certificate(
         assert time.monotonic() - started < 15
     finally:
         platform.abandon()
+
+
+def test_updating_a_route_keeps_its_secrets(edge: Platform) -> None:
+    users = ("--basic-user", "carol:first-pw", "--basic-user", "dan:dans-pw")
+    edge.ok("route", "create", "--name", "r-upd", "--function", "edge-who", "--url", "/upd",
+            "--auth", "basic", *users)  # fmt: skip
+    edge.ok("route", "update", "--name", "r-upd", "--rate", "100/s", "--no-basic-user", "dan")
+    wait_for(
+        lambda: (
+            edge.get("/upd", headers={"Authorization": basic("dan", "dans-pw")}).status_code == 401
+        ),
+        10,
+        "dan removed",
+    )
+    kept = edge.get("/upd", headers={"Authorization": basic("carol", "first-pw")})
+    assert kept.status_code == 200 and kept.json()["principal"] == "carol"
+    assert edge.json_of("route", "get", "--name", "r-upd")["rate"] == "100/s"
+
+    edge.ok("route", "update", "--name", "r-jwt", "--jwt-issuer", "https://issuer.example")
+    still = edge.get("/jwt", headers={"Authorization": f"Bearer {_token(JWT_SECRET)}"})
+    assert still.status_code == 200, still.text
