@@ -170,3 +170,19 @@ def test_an_api_key_opens_a_token_door_for_its_functions_only() -> None:
     assert isinstance(door._door("locked", header), Principal)
     refused = door._door("free", header)
     assert isinstance(refused, Refusal) and refused.status == 403
+
+
+def test_guards_are_made_only_for_routes_that_ask(tmp_path: Path) -> None:
+    from fissile.models import HTTPTriggerSpec
+    from fissile.router.guard import guard_of
+
+    plain = HTTPTriggerSpec(name="r", function="f", url="/r")
+    assert guard_of(plain, KeyRing()) is None
+    limited = guard_of(plain.model_copy(update={"rate": "5/s"}), KeyRing())
+    assert limited is not None and limited.bucket is not None and not limited.protects
+    hook = guard_of(plain.model_copy(update={"webhook_secret": "s" * 16}), KeyRing())
+    assert hook is not None and hook.protects
+    # A JWKS file gone since the route was made: the route refuses (503), never opens.
+    missing = JWTSettings(jwks_file=str(tmp_path / "gone.json"))
+    broken = guard_of(plain.model_copy(update={"auth": "jwt", "jwt": missing}), KeyRing())
+    assert broken is not None and broken.broken is not None and broken.auth is None
