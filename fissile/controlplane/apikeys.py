@@ -27,8 +27,6 @@ def _view(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_apikey_routes(app: FastAPI, resources: Resources, errors: Any) -> None:
-    store = resources.store
-
     def check(spec: APIKeySpec) -> dict[str, Any]:
         for function in spec.functions:
             resources.get("functions", function)  # 404 naming it
@@ -36,11 +34,13 @@ def add_apikey_routes(app: FastAPI, resources: Resources, errors: Any) -> None:
 
     @app.get("/v1/apikeys", response_model=list[APIKey], tags=["apikeys"], responses=errors())
     async def list_keys() -> Any:
-        return [_view(record.merged()) for record in store.list(KIND)]
+        return [_view(record.merged()) for record in resources.store.list(KIND)]
 
-    @app.get("/v1/apikeys/{name}", response_model=APIKey, tags=["apikeys"], responses=errors(404))
+    @app.get(
+        "/v1/apikeys/{name}", response_model=APIKey, tags=["apikeys"], responses=errors(404, 422)
+    )
     async def get_key(name: str) -> Any:
-        record = store.find(KIND, name)
+        record = resources.store.find(KIND, name)
         if record is None:
             raise not_found("API key", name)
         return _view(record.merged())
@@ -58,7 +58,7 @@ def add_apikey_routes(app: FastAPI, resources: Resources, errors: Any) -> None:
         data["hash"] = digest
         data["hint"] = value[: len(KEY_PREFIX) + 4]
         try:
-            record = store.create(KIND, spec.name, data)
+            record = resources.store.create(KIND, spec.name, data)
         except AlreadyExists:
             raise conflict(f"API key {spec.name!r} already exists") from None
         return {**_view(record.merged()), "value": value}
@@ -70,7 +70,7 @@ def add_apikey_routes(app: FastAPI, resources: Resources, errors: Any) -> None:
         responses=errors(404, 409, 422, 507),
     )
     async def update_key(name: str, spec: APIKeySpec) -> Any:
-        current = store.find(KIND, name)
+        current = resources.store.find(KIND, name)
         if current is None:
             raise not_found("API key", name)
         if spec.name != name:
@@ -78,12 +78,15 @@ def add_apikey_routes(app: FastAPI, resources: Resources, errors: Any) -> None:
         data = check(spec)
         # The value stays: a key is changed by deleting it and creating another.
         data["hash"], data["hint"] = current.data["hash"], current.data.get("hint", "")
-        return _view(store.update(KIND, name, data).merged())
+        return _view(resources.store.update(KIND, name, data).merged())
 
     @app.delete(
-        "/v1/apikeys/{name}", response_model=APIKey, tags=["apikeys"], responses=errors(404, 507)
+        "/v1/apikeys/{name}",
+        response_model=APIKey,
+        tags=["apikeys"],
+        responses=errors(404, 422, 507),
     )
     async def delete_key(name: str) -> Any:
-        if store.find(KIND, name) is None:
+        if resources.store.find(KIND, name) is None:
             raise not_found("API key", name)
-        return _view(store.delete(KIND, name).merged())
+        return _view(resources.store.delete(KIND, name).merged())
