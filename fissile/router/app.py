@@ -171,13 +171,12 @@ class Router:
         self._rebuild()
 
     def _add(self, spec: HTTPTriggerSpec) -> None:
-        route = self._routes[spec.name] = Route.from_trigger(spec)
+        self._routes[spec.name] = Route.from_trigger(spec)
         guard = guard_of(spec, self.keys)
         if guard is None:
             self._guards.pop(spec.name, None)
         else:
             self._guards[spec.name] = guard
-        del route
 
     def _rebuild(self) -> None:
         """A new table, and the functions whose doors it locks (set before the table, which
