@@ -1,7 +1,8 @@
 """System level: each spec variant applied to a throw-away platform. One harvest (a direct
 call of wharvester, as the timer would make it) publishes a reading per station; the MQ trigger
 feeds them to wprocessor; the results arrive on weather-processed and the broken sensor's
-reading, after the retries, on weather-errors.
+reading, after the retries, on weather-errors. (The spec is applied from a copy whose topic
+names carry a suffix of the test's own, as a shared broker needs.)
 
 ``specs`` runs on the embedded broker; ``specs-nats`` on the NATS server at 127.0.0.1:4222 (with
 JetStream): skipped when none answers there, failed under CI=true. ``specs-kafka`` is checked
@@ -15,9 +16,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +97,32 @@ def test_every_variant_validates(variant: str) -> None:
     assert validated.stdout.strip() == expected
 
 
+def project_for(tmp_path: Path, variant: str) -> tuple[Path, dict[str, str]]:
+    """The example, copied, with topics of this test's own: a network broker is shared with
+    other runs, which must not read this one's messages."""
+    project = tmp_path / "weather"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    suffix = uuid.uuid4().hex[:10]
+    topics = {k: f"weather-{k}-{suffix}" for k in ("readings", "processed", "errors")}
+    path = project / variant / "weather.yaml"
+    documents = list(yaml.safe_load_all(path.read_text()))
+    for document in documents:
+        if document["name"] == "wharvester":
+            document["env_vars"]["WEATHER_TOPIC"] = topics["readings"]
+        elif document["kind"] == "MessageQueueTrigger":
+            document.update(
+                topic=topics["readings"],
+                resptopic=topics["processed"],
+                errortopic=topics["errors"],
+            )
+    path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return project / variant, topics
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("variant", "mqtype"), [("specs", "embedded"), ("specs-nats", "nats")])
 def test_one_harvest_through_the_pipeline(
-    fissile_platform_fn: Platform, variant: str, mqtype: str
+    fissile_platform_fn: Platform, tmp_path: Path, variant: str, mqtype: str
 ) -> None:
     if mqtype == "nats" and not listening(4222):
         reason = "no NATS server listens at 127.0.0.1:4222"
@@ -109,14 +134,14 @@ def test_one_harvest_through_the_pipeline(
         # The Kafka variant against a platform: what apply would do, without a broker.
         diff = platform.cli("spec", "diff", "--dir", "specs-kafka", cwd=EXAMPLE).out
         assert diff.strip().splitlines()[-1] == "6 to create, 0 to update, 0 to delete, 0 unchanged"
-    platform.apply(EXAMPLE / variant)
-    platform.wait_for(
-        lambda: platform.cli("mqt", "get", "--name", "weather-readings", "-o", "json").out.count(
-            '"running"'
-        ),
-        timeout=60,
-        what="the MQ trigger consuming",
-    )
+    specdir, topics = project_for(tmp_path, variant)
+    platform.apply(specdir)
+
+    def consuming() -> bool:
+        trigger = platform.cli("mqt", "get", "--name", "weather-readings", "-o", "json").out
+        return bool(json.loads(trigger)["status"]["state"] == "running")
+
+    platform.wait_for(consuming, timeout=60, what="the MQ trigger consuming")
 
     harvested = platform.call("wharvester", b"")
     assert harvested.status_code == 200, harvested.text
@@ -124,16 +149,16 @@ def test_one_harvest_through_the_pipeline(
     assert harvested.json()["published"] == len(STATIONS)
     readings = {s: wharvester.reading(s, slot) for s in STATIONS}
 
-    # Other runs (the timer's, earlier ones on a shared broker) are told apart by the slot.
+    # The timer's runs, if one falls in the test, are told apart by the slot.
     results: dict[str, Any] = {}
     reports: list[dict[str, Any]] = []
 
     def settled() -> bool:
-        for body in messages(platform, "weather-processed", mqtype):
+        for body in messages(platform, topics["processed"], mqtype):
             result = json.loads(body)
             if result["slot"] == slot:
                 results[result["station"]] = result
-        for body in messages(platform, "weather-errors", mqtype):
+        for body in messages(platform, topics["errors"], mqtype):
             report = json.loads(body)
             reading = json.loads(base64.b64decode(report["message"]["body_base64"]))
             if reading["slot"] == slot:
