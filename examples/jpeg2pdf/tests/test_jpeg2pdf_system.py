@@ -90,3 +90,24 @@ def test_the_neighbour_never_blinks(fissile_platform: Platform) -> None:
 def _status(out: str) -> dict[str, Any]:
     status: dict[str, Any] = json.loads(out)["status"]
     return status
+
+
+def test_a_storm_of_killers_is_said_but_good_requests_are_still_served(
+    fissile_platform: Platform,
+) -> None:
+    # Ten deaths while serving within a minute (with the ones above, or these alone) are a
+    # crash storm: the function's log says so and /metrics counts it; nothing is refused.
+    for _ in range(10):
+        assert fissile_platform.post("/jpeg2pdf", content=bomb()).status_code == 502
+    assert fissile_platform.post("/jpeg2pdf", content=jpeg()).status_code == 200
+    fissile_platform.wait_for(
+        lambda: (
+            "crash storm: 10 instances died while serving within"
+            in fissile_platform.logs("jpeg2pdf")
+        ),
+        timeout=30,
+        what="the crash storm in the function's log",
+    )
+    metrics = fissile_platform.api("GET", "/metrics").text
+    assert 'fissile_function_crash_storms_total{function="jpeg2pdf"} 1.0' in metrics
+    assert 'fissile_function_crash_storms_total{function="jpeginfo"} 0.0' in metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 
 from fissile.testing import Platform
@@ -38,3 +39,28 @@ def test_the_cli_and_a_direct_call(fissile_platform: Platform) -> None:
     direct = fissile_platform.call("school", path="/students")
     assert direct.status_code == 200
     assert isinstance(direct.json(), list)
+
+
+def test_on_postgresql_the_data_outlives_the_instances(
+    fissile_platform: Platform, postgres_url: str
+) -> None:
+    # Last in this module: it moves the function to PostgreSQL (a roll: new instances).
+    fissile_platform.cli(
+        "fn", "update", "--name", "school", "--env-var", f"DATABASE_URL={postgres_url}"
+    )
+    created = fissile_platform.post("/courses", json={"code": "PG1", "title": "Postgres"})
+    assert created.status_code == 201, created.text
+    with psycopg.connect(postgres_url) as connection:
+        rows = connection.execute("SELECT code, title FROM courses").fetchall()
+    assert rows == [("PG1", "Postgres")]
+    # Another roll (a new instance again): the course is still there.
+    before = _pids(fissile_platform)
+    assert before
+    fissile_platform.cli("fn", "update", "--name", "school", "--memory", "300Mi")
+    assert fissile_platform.get("/courses").json() == [created.json()]
+    assert not before & _pids(fissile_platform)
+
+
+def _pids(platform: Platform) -> set[int]:
+    out = platform.cli("fn", "get", "--name", "school", "-o", "json").out
+    return set(json.loads(out)["status"]["pids"])
