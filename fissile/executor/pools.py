@@ -34,6 +34,12 @@ REFILL_DELAY = 0.02  # seconds after a warm instance is taken; a cold start take
 CRASH_LOOP = 3  # failures in a row before starts are spaced out
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
+# An instance that loaded and then died serving is replaced at once, without back-off: the
+# request killed it, not the function's start, and the next caller's request may be good. This
+# many such deaths within STORM_WINDOW seconds is a crash storm, said (once a window) in the
+# function's log and counted in its metrics; callers are still served.
+STORM = 10
+STORM_WINDOW = 60.0
 # In-flight requests per instance when a function does not say: one for a sync function (its
 # instance runs one call at a time), this many for an ``async def`` one (they interleave).
 ASYNC_CONCURRENCY = 100
@@ -200,6 +206,9 @@ class FunctionPool:
         self.retry_at = 0.0
         self.last_exit_reason: str | None = None
         self.last_crash_at: datetime | None = None
+        # The last STORM deaths of instances while they served (``time.monotonic()``).
+        self.serving_deaths: deque[float] = deque(maxlen=STORM)
+        self.storm_at = -math.inf
         self.deleted = False
         self.is_async: bool | None = None  # learnt at the first specialization
         self.contract: str | None = None  # likewise: the one ``auto`` chose
@@ -272,6 +281,7 @@ class FunctionPool:
     def take(self, instance: Instance) -> None:
         """Count one more request on ``instance``, which ``pick`` chose."""
         instance.inflight += 1
+        instance.served = True
         self.inflight += 1
         self._observe()
 
@@ -344,6 +354,7 @@ class FunctionPool:
             if waiter.done():
                 continue
             instance.inflight += 1
+            instance.served = True
             self.inflight += 1
             waiter.set_result(instance)
 
@@ -477,6 +488,26 @@ class FunctionPool:
                 "ERROR",
             )
 
+    def _died_serving(self, instance: Instance) -> None:
+        """Not a crash loop: the next request gets a new instance at once (a warm one from the
+        pool, ready in milliseconds). Only demand starts them, so a storm of deaths costs one
+        start per request that kills one; it is said in the log, not turned into refusals."""
+        now = time.monotonic()
+        deaths = self.serving_deaths
+        deaths.append(now)
+        stormy = len(deaths) == STORM and now - deaths[0] <= STORM_WINDOW
+        if stormy and now - self.storm_at >= STORM_WINDOW:
+            self.storm_at = now
+            self.metrics.crash_storms += 1
+            self.executor.logs.platform(
+                self.name,
+                f"crash storm: {STORM} instances died while serving within"
+                f" {now - deaths[0]:.1f}s (last: {instance.exit_reason}); each is replaced"
+                " at once and other requests are still served: look for the requests"
+                " that kill them",
+                "ERROR",
+            )
+
     def expired(self, waiter: Waiter) -> None:
         """A request waited its whole queue timeout: it leaves the queue (503), no instance is
         touched."""
@@ -596,8 +627,12 @@ class FunctionPool:
             self.instances.remove(instance)
         self.draining.discard(instance)
         if not expected:
-            if serving:
-                # One that died while loading is counted once, by the failed start (_start).
+            # One that died while loading is counted once, by the failed start (_start).
+            if serving and instance.served:
+                self._died_serving(instance)
+            elif serving:
+                # Loaded, then died before it was given a request: it cannot stay up, which
+                # is a failed start as much as dying while loading.
                 self._failed()
             self.restarts += 1
             if instance.loaded:
