@@ -660,6 +660,7 @@ class Secret(Meta):
 
 class ConfigMap(ConfigMapSpec, Meta):
     keys: list[KeyInfo] = Field(default_factory=list)
+    digest: str = ""
 
 
 # --- Registry of kinds ---------------------------------------------------------------------

@@ -289,7 +289,7 @@ def create_api(
     crud("/v1/secrets", "secrets", SecretSpec, Secret, "secrets")
     crud("/v1/configmaps", "configmaps", ConfigMapSpec, ConfigMap, "secrets")
 
-    @app.post("/v1/secret-digests", tags=["secrets"], responses=errors(422, 503))
+    @app.post("/v1/secret-digests", tags=["secrets"], responses=errors(422))
     async def secret_digest(spec: SecretSpec) -> dict[str, str]:
         """The digest a secret with these values has, to compare with a stored secret's
         ``digest`` (``spec apply`` does); nothing is stored."""
