@@ -24,17 +24,52 @@ import fissile
 INSTANCE = uuid.uuid4().hex
 
 
+def listing(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        return exc.strerror
+
+
 def main(request):
     base = os.environ.get("FISSILE_SECRETS_DIR", "/secrets")
     with open(os.path.join(base, "default", "{secret}", "url")) as handle:
         from_file = handle.read()
+    try:
+        open(os.path.join(base, "default", "{secret}", "url"), "a").close()
+        writable = "writable"
+    except OSError as exc:
+        writable = exc.strerror
     return {{
+        "writable": writable,
+        "read_only_mount": bool(os.statvfs(base).f_flag & os.ST_RDONLY),
+        "values_root": listing("/.values"),
         "secret": from_file,
         "helper": fissile.secret("{secret}", "url"),
         "config": fissile.config("{config}", "settings"),
         "env": os.environ.get("DB_URL"),
         "secrets_dir": base,
         "instance": INSTANCE,
+    }}
+"""
+
+
+PEER = """
+import os
+
+
+def listing(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        return exc.strerror
+
+
+def main(request):
+    return {{
+        "secret_file": os.path.exists("/secrets/default/{secret}/url"),
+        "listed": os.listdir("/secrets"),
+        "values_root": listing("/.values"),
     }}
 """
 
@@ -69,7 +104,20 @@ def test_function_reads_secret_and_config_and_the_value_never_shows(
     assert answer["config"] == CONFIG
     # Full sandbox on this host: Fission's own path, read-only.
     info = platform.json_of("fn", "get", "--name", function)
-    assert answer["secrets_dir"] == "/secrets" or not _full_sandbox(platform)
+    if _full_sandbox(platform):
+        assert answer["secrets_dir"] == "/secrets"
+        assert answer["writable"] in ("Read-only file system", "Permission denied")
+        assert answer["read_only_mount"]
+        # Where every function's values are until specialization: gone (an empty, root-only
+        # mount point), whatever the function is given.
+        assert answer["values_root"] in ([], "Permission denied")
+        # A function not given the secret finds nothing of it.
+        peer = write(tmp_path / "peer.py", PEER.format(secret=secret))
+        platform.ok("fn", "create", "--name", "sec-peer", "--code", str(peer))
+        seen = call(platform, "sec-peer")
+        assert seen["secret_file"] is False and seen["listed"] == []
+        assert seen["values_root"] in ([], "Permission denied")
+        platform.ok("fn", "delete", "--name", "sec-peer")
 
     # Names, keys and sizes; never the value.
     shown = [
