@@ -43,16 +43,40 @@ class Prepared:
     env_vars: dict[str, str] = field(default_factory=dict)
 
 
-def values_root() -> Path:
+def values_root(base: Path | None = None) -> Path:
     """A fresh private directory for the values, in memory when the host has ``/dev/shm``:
-    opened secrets are never written to a disk."""
-    shm = Path("/dev/shm")
-    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
-    root = Path(tempfile.mkdtemp(prefix="fissile-values-", dir=base))
+    opened secrets are never written to a disk. Those of platforms that died without cleaning
+    up (killed outright) are removed first: their opened secrets would stay there until a
+    reboot."""
+    if base is None:
+        shm = Path("/dev/shm")
+        usable = shm.is_dir() and os.access(shm, os.W_OK | os.X_OK)
+        base = shm if usable else Path(tempfile.gettempdir())
+    _prune_dead(base)
+    root = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=str(base)))
     # Traversable by functions' uids (without mount namespaces they read their own directory
     # here); each directory below is its function's alone.
     root.chmod(0o711)
     return root
+
+
+_PREFIX = "fissile-values-"
+
+
+def _prune_dead(base: Path) -> None:
+    for path in base.glob(f"{_PREFIX}*-*"):
+        pid = path.name[len(_PREFIX) :].partition("-")[0]
+        if not pid.isdigit() or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that platform is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, someone else's
+        if path.stat().st_uid == os.getuid():
+            _remove(path)
 
 
 class ValueMounts:

@@ -106,3 +106,19 @@ def test_missing_secret_or_key_is_a_precise_error(mounts: ValueMounts) -> None:
     with pytest.raises(ValuesUnavailable, match="secret 'db' has no key 'nope'"):
         mounts.prepare(function(env_vars={"X": "${secret:db/nope}"}), None, False)
     assert not [p for p in mounts.root.iterdir()]  # nothing half-written left
+
+
+def test_a_dead_platforms_values_are_removed_at_start(tmp_path: Path) -> None:
+    from fissile.values.mounts import values_root
+
+    # pid_max is at most 2**22: this pid belongs to no process.
+    dead = tmp_path / "fissile-values-999999999-abc"
+    (dead / "f.1" / "secrets").mkdir(parents=True)
+    (dead / "f.1" / "secrets" / "k").write_text("opened")
+    (dead / "f.1").chmod(0o500)
+    alive = tmp_path / f"fissile-values-{os.getppid()}-def"
+    alive.mkdir()
+    root = values_root(tmp_path)
+    assert root.parent == tmp_path and root.name.startswith(f"fissile-values-{os.getpid()}-")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o711
+    assert not dead.exists() and alive.exists()
