@@ -117,10 +117,10 @@ class ValueMounts:
                 ("configs", "configmaps", spec.configmaps),
             ):
                 (partial / subdir).mkdir(parents=True)
-                for ref in references:
-                    place = partial / subdir / ref.namespace / ref.name
-                    place.mkdir(parents=True, exist_ok=True)
-                    for key, value in opened[(kind, ref.name)].items():
+                for namespace, name in dict.fromkeys((r.namespace, r.name) for r in references):
+                    place = partial / subdir / namespace / name
+                    place.mkdir(parents=True)
+                    for key, value in opened[(kind, name)].items():
                         _write(place / key, value)
             _own(partial, uid)
             partial.rename(directory)

@@ -73,6 +73,14 @@ def test_the_tree_is_fissions_and_read_only(mounts: ValueMounts) -> None:
         del os.environ["FISSILE_SECRETS_DIR"], os.environ["FISSILE_CONFIGS_DIR"]
 
 
+def test_a_secret_named_twice_or_in_two_namespaces(mounts: ValueMounts) -> None:
+    prepared = mounts.prepare(function(secrets=["db", "db", "prod/db"]), None, False)
+    assert prepared.directory is not None
+    top = Path(prepared.directory) / "secrets"
+    assert sorted(p.parent.name for p in top.glob("*/db")) == ["default", "prod"]
+    assert (top / "prod/db/url").read_text() == "postgres://x"
+
+
 def test_under_a_strict_sandbox_the_paths_are_fissions(mounts: ValueMounts) -> None:
     prepared = mounts.prepare(function(secrets=["db"]), uid=None, mounted=True)
     assert prepared.env_vars["FISSILE_SECRETS_DIR"] == "/secrets"
