@@ -141,6 +141,11 @@ class Platform:
         sealer = Sealer(config.secrets_key)
         self.store = store = open_store(f"sqlite://{config.database}")
         _first_start(store)
+        if not config.secrets_key.exists() and store.list("secrets"):
+            _say(
+                f"WARNING: the secrets key {config.secrets_key} is missing: stored secrets cannot"
+                " be opened, and functions using them will not start (restore the key file)"
+            )
         self.logs = logs = LogBook(config.logs)
         archives = ArchiveStore(config.archives)
         try:

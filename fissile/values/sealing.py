@@ -83,13 +83,19 @@ class Sealer:
         self._fernet: Fernet | None = None
         self._digest_key = b""
 
-    def _ready(self) -> Fernet:
+    def _ready(self, create: bool = True) -> Fernet:
         # The key file is made on first use: a platform that never holds a secret has none.
         # (cryptography is imported here, not above: zygotes import the executor, and with it
         # this module, and must stay small.)
         if self._fernet is None:
             from cryptography.fernet import Fernet
 
+            if not create and not self.path.exists():
+                # A new key would open nothing sealed with the lost one.
+                raise SealError(
+                    f"there is no secrets key at {self.path}: the secrets stored with it cannot"
+                    " be opened (restore the key file, or create the secrets again)"
+                )
             key = ensure_key(self.path)
             self._fernet = Fernet(key)
             self._digest_key = hashlib.sha256(b"fissile value digest\0" + key).digest()
@@ -102,7 +108,7 @@ class Sealer:
         from cryptography.fernet import InvalidToken
 
         try:
-            plain = self._ready().decrypt(token.encode())
+            plain = self._ready(create=False).decrypt(token.encode())
         except InvalidToken:
             raise SealError(
                 f"a secret cannot be decrypted with the key in {self.path}: the key file was"

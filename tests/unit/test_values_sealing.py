@@ -39,12 +39,22 @@ def test_values_round_trip_and_the_token_is_not_plain_text(tmp_path: Path) -> No
 
 def test_another_key_or_an_altered_token_is_refused(tmp_path: Path) -> None:
     token = Sealer(key_path(tmp_path / "a")).seal(VALUES)
+    other = Sealer(key_path(tmp_path / "b"))
+    other.seal({})  # it has a key of its own
     with pytest.raises(SealError, match="cannot be decrypted"):
-        Sealer(key_path(tmp_path / "b")).open(token)
+        other.open(token)
     sealer = Sealer(key_path(tmp_path / "a"))
     altered = token[:-6] + ("A" if token[-6] != "A" else "B") + token[-5:]
     with pytest.raises(SealError):
         sealer.open(altered)
+
+
+def test_a_lost_key_is_not_silently_replaced_when_opening(tmp_path: Path) -> None:
+    token = Sealer(key_path(tmp_path)).seal(VALUES)
+    key_path(tmp_path).unlink()
+    with pytest.raises(SealError, match="there is no secrets key"):
+        Sealer(key_path(tmp_path)).open(token)
+    assert not key_path(tmp_path).exists()
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
