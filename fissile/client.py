@@ -107,6 +107,11 @@ class Client:
         result: dict[str, Any] = self._json("DELETE", f"/v1/{kind}/{name}")
         return result
 
+    def secret_digest(self, body: dict[str, Any]) -> str:
+        """The digest a secret with ``body``'s values would have (nothing is stored)."""
+        result: dict[str, str] = self._json("POST", "/v1/secret-digests", json=body)
+        return result["digest"]
+
     # -- packages -----------------------------------------------------------------------
 
     def upload_archive(self, data: bytes) -> dict[str, Any]:

@@ -45,6 +45,7 @@ class Config:
     otlp_endpoint: str | None = None  # where spans go over OTLP/HTTP; None: not recorded
     access_log: str = "json"  # json, text or off (fissile/observability/access.py)
     access_log_file: Path | None = None  # None: access.log in the logs dir
+    secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
 
     @property
     def invocations_db(self) -> Path:
@@ -73,6 +74,11 @@ class Config:
     @property
     def access_log_path(self) -> Path:
         return self.access_log_file or self.logs / "access.log"
+
+    @property
+    def secrets_key(self) -> Path:
+        """The key secrets are sealed with: never in the database (fissile/values/sealing.py)."""
+        return self.secrets_key_file or self.data_dir / "keys" / "secrets.key"
 
     @property
     def token_file(self) -> Path:

@@ -258,6 +258,27 @@ ENTRYPOINT_PATTERN = (
 EnvVars = dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str]
 
 
+def _value_ref(value: Any) -> Any:
+    """A reference may be written as a bare name (namespace ``default``) or ``namespace/name``."""
+    if isinstance(value, str):
+        namespace, _, name = value.rpartition("/")
+        return {"name": name, "namespace": namespace or "default"}
+    return value
+
+
+class ValueRefModel(Spec):
+    """A function's use of a secret or config map, mounted at
+    ``/secrets/<namespace>/<name>/`` (``/configs/...``): Fission's layout. fissile has no
+    namespaces of its own: the namespace only places the files, ``default`` unless a
+    Fission spec says otherwise."""
+
+    name: Name
+    namespace: Name = "default"
+
+
+ValueRef = Annotated[ValueRefModel, BeforeValidator(_value_ref)]
+
+
 class FunctionSpec(Spec):
     name: Name
     env: Name
@@ -294,7 +315,17 @@ class FunctionSpec(Spec):
     async_retries: int = Field(
         0, ge=0, le=20, description="extra attempts of a failed asynchronous invocation"
     )
-    env_vars: EnvVars = Field(default_factory=dict)
+    env_vars: EnvVars = Field(
+        default_factory=dict,
+        description="a value may hold ${secret:NAME/KEY} or ${configmap:NAME/KEY}, replaced by"
+        " that key's value when an instance starts",
+    )
+    secrets: list[ValueRef] = Field(
+        default_factory=list, description="secrets mounted at /secrets/<namespace>/<name>/<key>"
+    )
+    configmaps: list[ValueRef] = Field(
+        default_factory=list, description="config maps mounted at /configs/<namespace>/<name>/<key>"
+    )
     network: Network | None = Field(None, description="host or none; unset: the environment's")
     labels: Labels = Field(
         default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
@@ -319,6 +350,8 @@ class FunctionSpec(Spec):
             self.cpu,
             self.network,
             tuple(sorted(self.env_vars.items())),
+            tuple((r.namespace, r.name) for r in self.secrets),
+            tuple((r.namespace, r.name) for r in self.configmaps),
         )
 
 
@@ -575,6 +608,61 @@ class WatchTrigger(WatchTriggerSpec, Meta):
     pass
 
 
+# --- Secret and ConfigMap ----------------------------------------------------------------
+
+#: Kubernetes' rule for the keys of a secret or config map: each becomes a file name.
+VALUE_KEY_PATTERN = r"^[-._A-Za-z0-9]+$"
+ValueKey = Annotated[str, Field(min_length=1, max_length=253, pattern=VALUE_KEY_PATTERN)]
+#: The most one secret or config map may hold, all values together (Kubernetes' limit too).
+VALUES_MAX_BYTES = 1024 * 1024
+
+
+class ValuesSpec(Spec):
+    name: Name
+    data: dict[ValueKey, str] = Field(default_factory=dict, description="key -> value (text)")
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _bounded(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key in (".", ".."):
+                raise ValueError(f"{key!r} cannot be a key (it names a file)")
+        size = sum(len(v.encode()) for v in value.values())
+        if size > VALUES_MAX_BYTES:
+            raise ValueError(f"{size} bytes of values; at most {VALUES_MAX_BYTES}")
+        return value
+
+
+class SecretSpec(ValuesSpec):
+    """Write-only: the API never answers with a secret's values, only its keys and sizes."""
+
+
+class ConfigMapSpec(ValuesSpec):
+    pass
+
+
+class KeyInfo(BaseModel):
+    key: str
+    size: int = Field(description="bytes")
+
+
+class Secret(Meta):
+    name: str
+    keys: list[KeyInfo] = Field(default_factory=list)
+    digest: str = Field(
+        "", description="HMAC of the values under the platform's key: tells a change, not a value"
+    )
+    labels: Labels = Field(default_factory=dict)
+
+
+class ConfigMap(ConfigMapSpec, Meta):
+    keys: list[KeyInfo] = Field(default_factory=list)
+    digest: str = ""
+
+
 # --- Registry of kinds ---------------------------------------------------------------------
 
 Kind = Literal[
@@ -585,6 +673,8 @@ Kind = Literal[
     "timetriggers",
     "mqtriggers",
     "watchtriggers",
+    "secrets",
+    "configmaps",
 ]
 #: Kinds that point at a function and make it run.
 TRIGGER_KINDS = ("httptriggers", "timetriggers", "mqtriggers", "watchtriggers")
@@ -597,6 +687,8 @@ SPEC_MODELS: dict[str, type[Spec]] = {
     "timetriggers": TimeTriggerSpec,
     "mqtriggers": MessageQueueTriggerSpec,
     "watchtriggers": WatchTriggerSpec,
+    "secrets": SecretSpec,
+    "configmaps": ConfigMapSpec,
 }
 READ_MODELS: dict[str, type[BaseModel]] = {
     "environments": Environment,
@@ -606,6 +698,8 @@ READ_MODELS: dict[str, type[BaseModel]] = {
     "timetriggers": TimeTrigger,
     "mqtriggers": MessageQueueTrigger,
     "watchtriggers": WatchTrigger,
+    "secrets": Secret,
+    "configmaps": ConfigMap,
 }
 SINGULAR = {
     "environments": "environment",
@@ -615,6 +709,8 @@ SINGULAR = {
     "timetriggers": "timer",
     "mqtriggers": "message queue trigger",
     "watchtriggers": "watch trigger",
+    "secrets": "secret",
+    "configmaps": "config map",
 }
 
 

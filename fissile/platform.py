@@ -45,6 +45,7 @@ from fissile.router.limits import Limits, default_max_connections, raise_fd_limi
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
 from fissile.triggers.service import Triggers
+from fissile.values.sealing import Sealer
 
 logger = logging.getLogger("fissile")
 
@@ -136,8 +137,15 @@ class Platform:
         if self._lock is None:
             self._lock = _lock_data_dir(config)
         token = ensure_token(config.token_file)
+        # Secrets' key: a file of its own beside (not in) the database, made on first use.
+        sealer = Sealer(config.secrets_key)
         self.store = store = open_store(f"sqlite://{config.database}")
         _first_start(store)
+        if not config.secrets_key.exists() and store.list("secrets"):
+            _say(
+                f"WARNING: the secrets key {config.secrets_key} is missing: stored secrets cannot"
+                " be opened, and functions using them will not start (restore the key file)"
+            )
         self.logs = logs = LogBook(config.logs)
         archives = ArchiveStore(config.archives)
         try:
@@ -148,6 +156,7 @@ class Platform:
                 sandbox_mode=config.sandbox,
                 data_dir=config.data_dir,
                 events=self.events,
+                sealer=sealer,
             )
         except SandboxUnavailable as exc:
             raise StartupError(str(exc)) from None
@@ -176,7 +185,7 @@ class Platform:
         self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
         resources = Resources(
-            store, builder, archives, executor, logs, triggers.statuses, caps=caps
+            store, builder, archives, executor, logs, triggers.statuses, caps=caps, sealer=sealer
         )
         self.invocations = invocations = Invocations(
             InvocationStore(config.invocations_db, config.invocation_bodies),

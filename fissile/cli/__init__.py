@@ -18,6 +18,7 @@ from fissile.cli import (
     mqt,
     pkg,
     route,
+    secret,
     spec,
     stats,
     timer,
@@ -70,6 +71,8 @@ cli.add_command(route.route)
 cli.add_command(route.route, name="httptrigger")
 cli.add_command(route.route, name="ht")
 cli.add_command(spec.spec)
+cli.add_command(secret.secret)
+cli.add_command(secret.configmap)
 cli.add_command(invocation.invocation)
 cli.add_command(invocation.invocation, name="inv")
 cli.add_command(timer.timer)

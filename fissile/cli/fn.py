@@ -61,6 +61,8 @@ SPEC_FIELDS = (
     "queue_limit",
     "async_retries",
     "env_vars",
+    "secrets",
+    "configmaps",
     "network",
     "labels",
 )
@@ -86,6 +88,16 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
     settings = {k: v for k, v in fields.items() if v is not None}
     if options.get("env_vars"):
         settings["env_vars"] = key_values(options["env_vars"], "--env-var")
+    if options.get("secret_env"):
+        # The env var holds a reference; the value is put in when an instance starts.
+        for variable, ref in key_values(options["secret_env"], "--secret-env").items():
+            name, sep, key = ref.partition("/")
+            if not sep or not name or not key:
+                raise click.BadParameter(f"{ref!r} is not SECRET/KEY", param_hint="--secret-env")
+            settings.setdefault("env_vars", {})[variable] = f"${{secret:{name}/{key}}}"
+    for option in ("secrets", "configmaps"):
+        if options.get(option):
+            settings[option] = list(dict.fromkeys(options[option]))
     return settings
 
 
@@ -132,7 +144,30 @@ def _settings_options(func: Any) -> Any:
             default=None,
             help="Requests that may wait, then 429 [10 x max-scale x concurrency, <= 1000]",
         ),
-        click.option("--env-var", "env_vars", multiple=True, help="KEY=VALUE (repeat)."),
+        click.option(
+            "--env-var",
+            "env_vars",
+            multiple=True,
+            help="KEY=VALUE (repeat); a value may hold ${secret:NAME/KEY}.",
+        ),
+        click.option(
+            "--secret",
+            "secrets",
+            multiple=True,
+            help="Mount a secret at /secrets/default/NAME/ (repeat).",
+        ),
+        click.option(
+            "--configmap",
+            "configmaps",
+            multiple=True,
+            help="Mount a config map at /configs/default/NAME/ (repeat).",
+        ),
+        click.option(
+            "--secret-env",
+            "secret_env",
+            multiple=True,
+            help="VAR=SECRET/KEY: an env var with a secret's value (repeat).",
+        ),
         click.option(
             "--network",
             type=click.Choice(["host", "none"]),
@@ -332,6 +367,8 @@ def get(name: str, output: str) -> None:
         ("Async retries", function.get("async_retries", 0)),
         ("Queue", _queue(function)),
         ("Env vars", ", ".join(f"{k}={v}" for k, v in function["env_vars"].items()) or "-"),
+        ("Secrets", _refs(function.get("secrets"))),
+        ("Config maps", _refs(function.get("configmaps"))),
         ("Network", function.get("network") or "(environment's)"),
         ("Instances", _instances(status)),
         ("Restarts", status["restarts"]),
@@ -342,6 +379,15 @@ def get(name: str, output: str) -> None:
     ]
     for key, value in rows:
         click.echo(f"{key + ':':<15}{value}")
+
+
+def _refs(references: list[dict[str, str]] | None) -> str:
+    """Names only, with a namespace other than default shown."""
+    names = [
+        r["name"] if r.get("namespace", "default") == "default" else f"{r['namespace']}/{r['name']}"
+        for r in references or []
+    ]
+    return ", ".join(names) or "-"
 
 
 def _contract(function: dict[str, Any]) -> str:

@@ -150,6 +150,15 @@ from fissile.models import MIN_MEMORY
     help="Write the access log here instead. [default: <data dir>/logs/access.log]",
 )
 @click.option(
+    "--secrets-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FISSILE_SECRETS_KEY_FILE",
+    default=None,
+    help="The key secrets are encrypted with, made (0600) if missing; keep it on another disk"
+    " than the data dir to keep backups of the data dir useless without it."
+    " [env: FISSILE_SECRETS_KEY_FILE; default: <data dir>/keys/secrets.key]",
+)
+@click.option(
     "--metrics/--no-metrics",
     default=True,
     show_default=True,
@@ -180,6 +189,7 @@ def up(
     otlp_endpoint: str | None,
     access_log: str,
     access_log_file: Path | None,
+    secrets_key_file: Path | None,
     metrics: bool,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
@@ -235,6 +245,7 @@ def up(
         metrics=metrics,
         access_log=access_log,
         access_log_file=access_log_file,
+        secrets_key_file=secrets_key_file,
     )
     try:
         run(config)

@@ -31,6 +31,8 @@ from fissile.executor import Executor
 from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
     ArchiveInfo,
+    ConfigMap,
+    ConfigMapSpec,
     Environment,
     EnvironmentSpec,
     Function,
@@ -42,6 +44,8 @@ from fissile.models import (
     Package,
     PackageSpec,
     PlatformInfo,
+    Secret,
+    SecretSpec,
     TimeTrigger,
     TimeTriggerSpec,
     WatchTrigger,
@@ -282,6 +286,14 @@ def create_api(
     crud("/v1/timetriggers", "timetriggers", TimeTriggerSpec, TimeTrigger, "triggers")
     crud("/v1/mqtriggers", "mqtriggers", MessageQueueTriggerSpec, MessageQueueTrigger, "triggers")
     crud("/v1/watchtriggers", "watchtriggers", WatchTriggerSpec, WatchTrigger, "triggers")
+    crud("/v1/secrets", "secrets", SecretSpec, Secret, "secrets")
+    crud("/v1/configmaps", "configmaps", ConfigMapSpec, ConfigMap, "secrets")
+
+    @app.post("/v1/secret-digests", tags=["secrets"], responses=errors(422))
+    async def secret_digest(spec: SecretSpec) -> dict[str, str]:
+        """The digest a secret with these values has, to compare with a stored secret's
+        ``digest`` (``spec apply`` does); nothing is stored."""
+        return {"digest": resources.digest(spec)}
 
     if brokers is not None:
         hub = brokers

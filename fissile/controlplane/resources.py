@@ -26,11 +26,14 @@ from fissile.models import (
     PackageSpec,
     Spec,
     TimeTriggerSpec,
+    ValuesSpec,
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
 from fissile.router.routes import Route, find_conflict
 from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
+from fissile.values import records, refs
+from fissile.values.sealing import Sealer, SealError
 
 logger = logging.getLogger("fissile.controlplane")
 
@@ -45,10 +48,13 @@ class Resources:
         logs: LogBook,
         statuses: dict[str, Callable[[str], BaseModel]] | None = None,
         caps: Caps | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         """``statuses``: per kind, where the live status of a resource comes from (the MQ
-        consumers, the timers); ``caps``: the operator's caps on a function's limits."""
+        consumers, the timers); ``caps``: the operator's caps on a function's limits;
+        ``sealer``: what seals secrets' values (none: secrets cannot be stored)."""
         self.caps = caps
+        self.sealer = sealer
         self.statuses = statuses or {}
         self.store = store
         self.builder = builder
@@ -74,12 +80,26 @@ class Resources:
             document["status"] = self.statuses[kind](document["name"]).model_dump(mode="json")
         elif kind == "httptriggers" and document.get("webhook_secret"):
             document["webhook_secret"] = SECRET_MASK
+        elif kind in records.KINDS:
+            document = records.view(document)
         return document
+
+    def _sealer(self) -> Sealer:
+        if self.sealer is None:
+            raise ApiError(503, "unavailable", "this platform was started without a secrets key")
+        return self.sealer
+
+    def digest(self, spec: ValuesSpec) -> str:
+        """The digest a secret holding ``spec``'s values has (``spec apply`` compares it with
+        the stored one's: the values themselves are never read back)."""
+        return self._sealer().digest(spec.data)
 
     # -- writes -------------------------------------------------------------------------
 
     def create(self, kind: str, spec: Spec) -> dict[str, Any]:
         data = self._check(kind, spec, creating=True)
+        if isinstance(spec, ValuesSpec):
+            data = self._sealed(spec)
         try:
             record = self.store.create(kind, data["name"], data)
         except AlreadyExists:
@@ -102,6 +122,12 @@ class Resources:
         if current is None:
             raise not_found(SINGULAR[kind], name)
         data = self._check(kind, spec, creating=False)
+        if isinstance(spec, ValuesSpec):
+            data = self._sealed(spec)
+            same = ("digest", "labels", "keys")
+            if all(data.get(k) == current.data.get(k) for k in same):
+                # The same values again (a spec re-applied): nothing changes, nothing rolls.
+                return self._view(kind, current.merged())
         if kind == "httptriggers" and data.get("webhook_secret") == SECRET_MASK:
             # What a read showed, sent back unchanged: the secret stays as it is.
             data["webhook_secret"] = current.data.get("webhook_secret")
@@ -172,6 +198,12 @@ class Resources:
             self.store.delete("packages", package)
             self.builder.cancel(package)
 
+    def _sealed(self, spec: ValuesSpec) -> dict[str, Any]:
+        try:
+            return records.to_record(spec, self._sealer())
+        except SealError as exc:
+            raise ApiError(500, "sealing_failed", str(exc)) from None
+
     # -- rules --------------------------------------------------------------------------
 
     def _check(self, kind: str, spec: Spec, creating: bool) -> dict[str, Any]:
@@ -203,6 +235,7 @@ class Resources:
             if status.state is BuildState.failed and status.deploy is None:
                 tail = "\n".join(status.log.strip().splitlines()[-15:])
                 raise conflict(f"package {spec.package!r} failed to build:\n{tail}")
+            self._check_values(spec)
         elif isinstance(spec, HTTPTriggerSpec):
             self._require("functions", spec.function, "function")
             route = Route.from_trigger(spec)
@@ -221,6 +254,23 @@ class Resources:
         elif isinstance(spec, EnvironmentSpec):
             pass
         return data
+
+    def _check_values(self, spec: FunctionSpec) -> None:
+        """Every secret and config map the function names exists, with every key its env vars
+        name."""
+        for index, ref in enumerate(spec.secrets):
+            self._require("secrets", ref.name, f"secrets.{index}")
+        for index, ref in enumerate(spec.configmaps):
+            self._require("configmaps", ref.name, f"configmaps.{index}")
+        for variable, kind, name, key in refs.env_references(spec):
+            record = self._require(kind, name, f"env_vars.{variable}")
+            if key not in {k["key"] for k in record.data.get("keys", [])}:
+                raise ApiError(
+                    422,
+                    "invalid",
+                    f"{SINGULAR[kind]} {name!r} has no key {key!r}",
+                    [{"path": f"env_vars.{variable}", "message": f"no key {key!r} in {name!r}"}],
+                )
 
     def _require(self, kind: str, name: str, field: str) -> Any:
         record = self.store.find(kind, name)
@@ -245,6 +295,12 @@ class Resources:
                 for r in self.store.list("functions")
                 if r.data["package"] == name
             ]
+        elif kind in records.KINDS:
+            users += [
+                f"function {r.name!r}"
+                for r in self.store.list("functions")
+                if (kind, name) in _used(r.data)
+            ]
         elif kind == "functions":
             for trigger_kind in TRIGGER_KINDS:
                 users += [
@@ -253,3 +309,10 @@ class Resources:
                     if r.data["function"] == name
                 ]
         return users
+
+
+def _used(data: dict[str, Any]) -> set[tuple[str, str]]:
+    try:
+        return refs.used(FunctionSpec.model_validate(data))
+    except ValueError:
+        return set()

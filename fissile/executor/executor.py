@@ -34,6 +34,9 @@ from fissile.observability.logs import LogBook
 from fissile.observability.metrics import Metrics
 from fissile.sandbox import Sandbox
 from fissile.store import Change, Store, uids
+from fissile.values import refs
+from fissile.values.mounts import ValueMounts, values_root
+from fissile.values.sealing import Sealer
 
 logger = logging.getLogger("fissile.executor")
 
@@ -88,6 +91,7 @@ class Executor:
         sandbox_mode: str = "off",
         data_dir: Path | None = None,
         events: EventBus | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.store = store
         self.deploy_root = deploy_root
@@ -108,12 +112,15 @@ class Executor:
         self.platform_dir.mkdir()
         self.platform_dir.chmod(0o755)
         self.events = events
+        # The files of functions' secrets and config maps (fissile/values/mounts.py).
+        self.values = ValueMounts(store, values_root(), sealer)
         self.sandbox = Sandbox.prepare(
             sandbox_mode,
             data_dir=str(data_dir or deploy_root.parent),
             deploy_root=str(deploy_root),
             staging=str(staging),
             platform_dir=str(self.platform_dir),
+            values_root=str(self.values.root),
         )
         self.cgroups: Any = None
         if self.sandbox.fork_config.get("cgroups"):
@@ -176,6 +183,7 @@ class Executor:
             path.unlink(missing_ok=True)
         self.platform_dir.rmdir()
         self.run_dir.rmdir()
+        self.values.close()
         if self.cgroups is not None:
             from fissile.sandbox import cgroups
 
@@ -416,6 +424,8 @@ class Executor:
             self._function_changed(change)
         elif kind == "packages":
             self._package_changed_(change)
+        elif kind in ("secrets", "configmaps"):
+            self._values_changed(change)
         elif kind == uids.KIND:
             function, uid = change.record.data.get("function", ""), int(change.record.name)
             if change.action == "deleted":
@@ -493,9 +503,21 @@ class Executor:
             ):
                 pool.roll(f"environment {spec.name} changed")
 
+    def _values_changed(self, change: Change) -> None:
+        """A secret or config map changed: the functions that use it roll onto the new values."""
+        used = (change.record.kind, change.record.name)
+        singular = "secret" if used[0] == "secrets" else "config map"
+        for pool in self.functions.values():
+            if used in refs.used(pool.spec):
+                self.values.forget(pool.name)
+                if change.action == "updated":
+                    pool.roll(f"{singular} {used[1]} changed")
+
     def _function_changed(self, change: Change) -> None:
         name = change.record.name
+        self.values.forget(name)
         if change.action == "deleted":
+            self.values.remove(name)
             pool = self.functions.pop(name, None)
             if pool is not None:
                 pool.close()

@@ -18,6 +18,7 @@ from fissile.executor.instance import Instance, State
 from fissile.executor.zygote import Zygote
 from fissile.models import EnvironmentSpec, FunctionSpec, FunctionStatus
 from fissile.observability.metrics import crash_reason
+from fissile.values.mounts import ValuesUnavailable
 
 if TYPE_CHECKING:
     from fissile.executor.executor import Executor
@@ -419,13 +420,23 @@ class FunctionPool:
         instance.function = self.name
         instance.generation = self.generation
         env = self.executor.environment(self.spec.env).spec
+        fork_config = self.executor.sandbox.fork_config
+        try:
+            values = self.executor.values.prepare(
+                self.spec,
+                self.executor.uid_of(self.name) if fork_config.get("drop_uid") else None,
+                mounted=bool(fork_config.get("filesystem")),
+            )
+        except (ValuesUnavailable, OSError) as exc:
+            raise LoadFailed(f"cannot give {self.name} its secrets and config maps: {exc}") from exc
         payload: dict[str, Any] = {
             "function": self.name,
             "deploy_dir": deploy_dir,
+            "values_dir": values.directory,
             "entrypoint": self.spec.entrypoint,
             "contract": self.spec.contract or env.contract,
             "env_vars": {
-                **self.spec.env_vars,
+                **values.env_vars,
                 "FISSILE_PLATFORM_SOCKET": self.executor.platform_socket_for_instances(),
             },
             "concurrency": self.spec.concurrency or 1,
