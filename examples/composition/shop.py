@@ -60,9 +60,14 @@ def _money(cents):
 
 
 def _passed_on(reply):
-    """The catalog's refusal (a 4xx: the client's mistake) as it is; anything else is the
-    catalog failing, which the shop's client sees as a bad gateway."""
-    json = reply.headers.get("content-type", "").startswith("application/json")
-    if 400 <= reply.status < 500 and json:
-        return reply.json(), reply.status
+    """The catalog's own refusal (a 4xx of its code: the client's mistake) as it is. The
+    platform's answers (the catalog not deployed, overloaded, crashed or too slow: an error
+    with a ``code``) and the catalog's failures are a bad gateway for the shop's client."""
+    answer = None
+    if 400 <= reply.status < 500 and reply.headers.get("content-type", "").startswith(
+        "application/json"
+    ):
+        answer = reply.json()
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        return answer, reply.status
     return {"error": f"the catalog could not answer ({reply.status})"}, 502
