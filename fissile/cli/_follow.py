@@ -69,7 +69,8 @@ class Follower:
     def __init__(self, data_dir: Path, echo: Echo) -> None:
         self.echo = echo
         self.functions_dir = data_dir / "logs" / "functions"
-        self.access = Tail(data_dir / "logs" / "access.log", from_start=False)
+        access = data_dir / "logs" / "access.log"
+        self.access = Tail(access, from_start=not access.exists())
         self._before = set(self._function_logs())
         self._tails: dict[str, Tail] = {}
 

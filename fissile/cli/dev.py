@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 import httpx
@@ -28,6 +29,9 @@ from fissile.executor._prctl import die_with_parent
 from fissile.specs.apply import execute
 from fissile.specs.plan import ORDER, make_plan
 from fissile.specs.validate import load_specs
+
+if TYPE_CHECKING:
+    import watchfiles
 
 STARTUP_TIMEOUT = 120.0  # a first start builds the python zygote; a loaded machine is slow
 STOP_TIMEOUT = 30.0
@@ -66,7 +70,7 @@ def dev(
 ) -> None:
     """Run the platform for this project, apply its specs, and re-apply them on every change,
     printing each request and each function's output, until Ctrl-C."""
-    import watchfiles
+    import watchfiles  # here: every other command would pay for its import
 
     specdir = directory.resolve()
     if not specdir.is_dir():
@@ -117,8 +121,7 @@ def dev(
             raise_interrupt=False,
         )
         for changed in changes:
-            names = sorted({str(Path(path).relative_to(project)) for _, path in changed})
-            say(f"changed: {', '.join(names)}")
+            say(f"changed: {', '.join(_names(changed, project))}")
             apply(client, specdir, say)
         failed = child.poll() is not None
         if failed:
@@ -171,6 +174,16 @@ def apply(client: Client, specdir: Path, say: Callable[[str], None] = click.echo
         say(f"failed: {outcome.failed}: {outcome.error}")
         return False
     return True
+
+
+def _names(changed: set[tuple[watchfiles.Change, str]], project: Path) -> list[str]:
+    """The files changed, without an editor's temporary files (made and gone in one batch)."""
+    from watchfiles import Change
+
+    added = {path for change, path in changed if change == Change.added}
+    gone = {path for change, path in changed if change == Change.deleted}
+    names = {path for _, path in changed if not (path in added and path in gone)}
+    return sorted(str(Path(path).relative_to(project)) for path in names) or ["(temporary files)"]
 
 
 def _start(
