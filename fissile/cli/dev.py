@@ -116,7 +116,14 @@ def dev(
         say(f"watching {project} for changes; Ctrl-C stops")
         changes = watchfiles.watch(
             project,
-            watch_filter=watchfiles.DefaultFilter(ignore_paths=[data]),
+            watch_filter=watchfiles.DefaultFilter(
+                ignore_paths=[data],
+                # Not sources, and `fissile dev > dev.log` in the project must not loop.
+                ignore_entity_patterns=(
+                    *watchfiles.DefaultFilter.ignore_entity_patterns,
+                    r"\.log$",
+                ),
+            ),
             stop_event=stop,
             raise_interrupt=False,
         )
