@@ -120,6 +120,12 @@ def test_save_and_call(tmp_path: Path) -> None:
         assert answer("/function/steady") == steady
         assert not output.has(r"steady[^\n]*rolling")
 
+        # A mistake in a spec is printed, and the loop goes on.
+        broken = write(project / "specs" / "broken.yaml", "kind: Function\nname: x\ncode: 3\n")
+        wait_for(lambda: output.has("^nothing applied: fix the specs"), 60, "the spec error")
+        broken.unlink()
+        wait_for(lambda: output.has("^nothing applied.*^no change to apply$"), 60, "a clean apply")
+
         data_dir = re.search(r"FISSILE_DATA_DIR=(\S+)", output.text)
         assert data_dir is not None
         # The platform, and its zygotes and instances (which may not be its descendants).
