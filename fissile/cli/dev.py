@@ -70,12 +70,12 @@ def dev(
 ) -> None:
     """Run the platform for this project, apply its specs, and re-apply them on every change,
     printing each request and each function's output, until Ctrl-C."""
-    import watchfiles  # here: every other command would pay for its import
-
     specdir = directory.resolve()
     if not specdir.is_dir():
         raise click.UsageError(f"no spec directory {directory} (give --specdir)")
-    project = specdir.parent
+    specs = load_specs(specdir)
+    if specs.deployment is None and not specs.errors:
+        raise click.UsageError(f"no DeploymentConfig in {directory}: run `fissile spec init` first")
     throwaway = data_dir is None
     data = Path(tempfile.mkdtemp(prefix="fissile-dev-")) if data_dir is None else data_dir
     data = data.resolve()
@@ -94,56 +94,69 @@ def dev(
 
     router_url, api_url = f"http://{host}:{port}", f"http://127.0.0.1:{api_port}"
     child = _start(data, host, port, api_port, sandbox)
-    follower: Follower | None = None
-    failed = False
+    follower = Follower(data, say)
     try:
-        if not _wait_serving(child, api_url, data, stop):
-            failed = not stop.is_set()
-            return
-        client = Client(api_url, token=(data / "api-token").read_text().strip())
-        say(f"fissile dev: {project} (specs: {specdir.relative_to(project)})")
-        say(f"  router {router_url}   API {api_url}")
-        say(f"  other shells: FISSILE_API={api_url} FISSILE_DATA_DIR={data} fissile ...")
-        follower = Follower(data, say)
-        printing = threading.Thread(
-            target=_print_logs, args=(follower, stop), name="fissile-dev-logs", daemon=True
-        )
-        printing.start()
-        threading.Thread(
-            target=_watch_child, args=(child, stop), name="fissile-dev-child", daemon=True
-        ).start()
-        apply(client, specdir, say)
-        say(f"watching {project} for changes; Ctrl-C stops")
-        changes = watchfiles.watch(
-            project,
-            watch_filter=watchfiles.DefaultFilter(
-                ignore_paths=[data],
-                # Not sources, and `fissile dev > dev.log` in the project must not loop.
-                ignore_entity_patterns=(
-                    *watchfiles.DefaultFilter.ignore_entity_patterns,
-                    r"\.log$",
-                ),
-            ),
-            stop_event=stop,
-            raise_interrupt=False,
-        )
-        for changed in changes:
-            say(f"changed: {', '.join(_names(changed, project))}")
-            apply(client, specdir, say)
-        failed = child.poll() is not None
-        if failed:
-            say(f"Error: the platform stopped by itself (exit status {child.returncode})")
-        printing.join(5)
+        failed = _serve(child, follower, stop, specdir, data, router_url, api_url, say)
     finally:
         _stop(child)
-        if follower is not None:
-            follower.poll()  # the last lines
-            follower.close()
+        follower.poll()  # the last lines
+        follower.close()
         if throwaway:
             shutil.rmtree(data, ignore_errors=True)
         say("stopped")
     if failed:
         sys.exit(1)
+
+
+def _serve(
+    child: subprocess.Popen[bytes],
+    follower: Follower,
+    stop: threading.Event,
+    specdir: Path,
+    data: Path,
+    router_url: str,
+    api_url: str,
+    say: Callable[[str], None],
+) -> bool:
+    """Apply, then watch and apply again until ``stop``; whether the platform failed (did not
+    start, or stopped by itself)."""
+    import watchfiles  # here: every other command would pay for its import
+
+    if not _wait_serving(child, api_url, data, stop):
+        return not stop.is_set()
+    project = specdir.parent
+    client = Client(api_url, token=(data / "api-token").read_text().strip())
+    say(f"fissile dev: {project} (specs: {specdir.relative_to(project)})")
+    say(f"  router {router_url}   API {api_url}")
+    say(f"  other shells: FISSILE_API={api_url} FISSILE_DATA_DIR={data} fissile ...")
+    printing = threading.Thread(
+        target=_print_logs, args=(follower, stop), name="fissile-dev-logs", daemon=True
+    )
+    printing.start()
+    threading.Thread(
+        target=_watch_child, args=(child, stop), name="fissile-dev-child", daemon=True
+    ).start()
+    apply(client, specdir, say)
+    say(f"watching {project} for changes; Ctrl-C stops")
+    changes = watchfiles.watch(
+        project,
+        watch_filter=watchfiles.DefaultFilter(
+            ignore_paths=[data],
+            # Not sources, and `fissile dev > dev.log` in the project must not loop.
+            ignore_entity_patterns=(*watchfiles.DefaultFilter.ignore_entity_patterns, r"\.log$"),
+        ),
+        stop_event=stop,
+        raise_interrupt=False,
+    )
+    for changed in changes:
+        say(f"changed: {', '.join(_names(changed, project))}")
+        apply(client, specdir, say)
+    printing.join(5)
+    client.close()
+    if child.poll() is not None:
+        say(f"Error: the platform stopped by itself (exit status {child.returncode})")
+        return True
+    return False
 
 
 def apply(client: Client, specdir: Path, say: Callable[[str], None] = click.echo) -> bool:
