@@ -8,8 +8,8 @@ none`` and a private root).
   request target, as a route would hand it over, and the caller's headers but the platform's
   own (``x-fissile-*``, hop-by-hop ones). The caller sends its chain id, its depth and its
   remaining time (``x-fissile-chain-id``, ``x-fissile-chain-depth``, ``x-fissile-deadline``);
-  the callee gets depth + 1 and at most the caller's remaining time. A call deeper than ``MAX_DEPTH`` is refused with 508 Loop Detected,
-  so a function calling itself stops.
+  the callee gets depth + 1 and at most the caller's remaining time. A call deeper than
+  ``MAX_DEPTH`` is refused with 508 Loop Detected, so a function calling itself stops.
 - ``POST /publish?topic=T&mqtype=M[&broker_url=U]``: the body, published to a topic.
 
 Anyone who can connect may call any function and publish to any topic; that is no more than an

@@ -165,17 +165,7 @@ class Context:
         verb = method.upper()
         if not _METHOD.match(verb):
             raise ValueError(f"invalid HTTP method {method!r}")
-        if json is not None:
-            if data is not None:
-                raise TypeError("give data or json, not both")
-            body, kind = _encode_json(json), content_type or "application/json"
-        else:
-            body, kind = _encode(data, content_type)
-        sent = {name.lower(): value for name, value in (headers or {}).items()}
-        if body or content_type or data is not None:
-            # A content type of the caller's headers wins over the one guessed from the data.
-            if content_type or "content-type" not in sent:
-                sent["content-type"] = kind
+        body, sent = encode_call(data, json, content_type, headers)
         sent |= {
             "x-fissile-chain-id": self.chain_id,
             "x-fissile-chain-depth": str(self.chain_depth),
@@ -239,8 +229,23 @@ def invoke_target(function: str, path: str = "/", query: Query | None = None) ->
     return f"{target}?{joined}" if joined else target
 
 
-def _encode_json(value: Any) -> bytes:
-    return json.dumps(value).encode()
+def encode_call(
+    data: Any, value: Any, content_type: str | None, headers: Mapping[str, str] | None
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers (lower-case names) of a call with ``data`` or JSON ``value``: a
+    content type only with something to type, and the caller's own winning over the one
+    guessed from the data (``content_type`` wins over both)."""
+    if value is not None:
+        if data is not None:
+            raise TypeError("give data or json, not both")
+        body, kind = json.dumps(value).encode(), content_type or "application/json"
+    else:
+        body, kind = _encode(data, content_type)
+    sent = {name.lower(): text for name, text in (headers or {}).items()}
+    typed = bool(body) or content_type is not None or data is not None or value is not None
+    if typed and (content_type is not None or "content-type" not in sent):
+        sent["content-type"] = kind
+    return body, sent
 
 
 def _encode(data: Any, content_type: str | None) -> tuple[bytes, str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from fissile.runtime.context import Context, Query, Reply, _encode, _encode_json, invoke_target
+from fissile.runtime.context import Context, Query, Reply, _encode, encode_call, invoke_target
 
 
 @dataclass(frozen=True)
@@ -123,18 +123,9 @@ class FakeContext(Context):
         json: Any = None,
         content_type: str | None = None,
     ) -> Reply:
-        if json is not None:
-            if data is not None:
-                raise TypeError("give data or json, not both")
-            data, body, kind = json, _encode_json(json), content_type or "application/json"
-        else:
-            body, kind = _encode(data, content_type)
-        sent = {name.lower(): value for name, value in (headers or {}).items()}
-        if body or content_type or data is not None:
-            if content_type or "content-type" not in sent:
-                sent["content-type"] = kind
+        body, sent = encode_call(data, json, content_type, headers)
         target = invoke_target(function, path, query)
-        call = Invocation.of(target, method.upper(), sent, data, body)
+        call = Invocation.of(target, method.upper(), sent, data if json is None else json, body)
         self.invocations.append(call)
         return answer(self.replies, call)
 
