@@ -5,7 +5,7 @@ catalog instance: its scripted reply forwards each call as the platform would.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,11 +21,14 @@ def catalog() -> Iterator[LocalInstance]:
         yield instance
 
 
-def through(catalog: LocalInstance) -> object:
+Forward = Callable[[Invocation], tuple[int, bytes, dict[str, str]]]
+
+
+def through(catalog: LocalInstance) -> Forward:
     """A reply that hands the call to the catalog instance, with the method, path, query,
     headers and body the shop sent."""
 
-    def forward(asked: Invocation) -> object:
+    def forward(asked: Invocation) -> tuple[int, bytes, dict[str, str]]:
         answer = catalog.request(
             asked.method,
             asked.path,
@@ -33,7 +36,8 @@ def through(catalog: LocalInstance) -> object:
             headers=asked.headers,
             body=asked.body,
         )
-        return answer.status, answer.body, dict(answer.headers)
+        headers = {k: v for k, v in answer.headers if k != "content-length"}  # the socket's own
+        return answer.status, answer.body, headers
 
     return forward
 

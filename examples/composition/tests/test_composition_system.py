@@ -59,6 +59,7 @@ def test_the_catalog_saw_the_paths_and_the_caller(shop: Platform) -> None:
         return text if "GET /items/2" in text else None
 
     logs = shop.wait_for(logged, what="the catalog's log line for GET /items/2")
+    assert logs is not None
     assert "/function/" not in logs
     # fn test goes through the shop's route, as a client would.
     tested = shop.cli("fn", "test", "--name", "shop", "--subpath", "/shop/items/3")

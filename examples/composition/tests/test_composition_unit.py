@@ -5,6 +5,7 @@ replies and checked as recorded (method, path, query, headers, body)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fissile.testing import Invocation, call, make_context, make_request
 
@@ -91,7 +92,7 @@ def test_the_shop_passes_the_query_on() -> None:
 
 
 def test_the_shop_orders_with_a_post_carrying_json_and_the_request_id() -> None:
-    def quote(asked: Invocation) -> object:
+    def quote(asked: Invocation) -> tuple[int, dict[str, Any], dict[str, str]]:
         lines = [{"id": 1, "name": "pencil", "qty": asked.json()["lines"][0]["qty"], "cents": 240}]
         return 200, {"lines": lines, "total_cents": 240}, asked.headers
 
