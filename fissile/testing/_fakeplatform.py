@@ -95,7 +95,8 @@ def _handler_for(platform: FakePlatform) -> type[BaseHTTPRequestHandler]:
                 headers.setdefault("content-type", "application/json")
             self.send_response(status)
             for name, value in headers.items():
-                self.send_header(name, value)
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)  # the framing is this server's
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
