@@ -82,6 +82,11 @@ def dev(
     stop = threading.Event()
 
     def stopping(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            # A second Ctrl-C: no waiting for an apply (a build) to end. Once only: the
+            # platform's stop that follows is not to be cut short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise KeyboardInterrupt
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
