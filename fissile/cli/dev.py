@@ -83,10 +83,7 @@ def dev(
 
     def stopping(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
-            # A second Ctrl-C: no waiting for an apply (a build) to end. Once only: the
-            # platform's stop that follows is not to be cut short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt  # a second Ctrl-C: no waiting for an apply (a build)
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -103,6 +100,9 @@ def dev(
     try:
         failed = _serve(child, follower, stop, specdir, data, router_url, api_url, say)
     finally:
+        # Stopping now: more signals must not cut it short (it is bounded: STOP_TIMEOUT).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         _stop(child)
         follower.poll()  # the last lines
         follower.close()
