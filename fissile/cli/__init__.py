@@ -11,6 +11,7 @@ import httpx
 
 import fissile
 from fissile.cli import (
+    dev,
     doctor,
     env,
     fn,
@@ -61,6 +62,7 @@ def cli() -> None:
 
 
 cli.add_command(up.up)
+cli.add_command(dev.dev)
 cli.add_command(doctor.doctor)
 cli.add_command(env.env)
 cli.add_command(pkg.pkg)

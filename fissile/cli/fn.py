@@ -471,6 +471,15 @@ def test(
             header_map["prefer"] = "respond-async"
     else:
         url = f"{router}/{'async-function' if asynchronous else 'function'}/{name}{subpath}"
+        if subpath:
+            # A direct call's path is its whole URL path (the router rewrites no path): say
+            # so, as a function routing on its path may not expect it.
+            direct = f"/function/{name}{subpath.partition('?')[0]}"
+            click.echo(
+                f"note: no route of {name} serves {method.upper()} {subpath.partition('?')[0]};"
+                f" the function sees the direct call's path {direct}",
+                err=True,
+            )
     try:
         response = httpx.request(
             method.upper(), url, content=content, headers=header_map, timeout=timeout
