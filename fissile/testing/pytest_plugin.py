@@ -2,9 +2,9 @@
 ``fissile_platform`` fixtures. It only declares fixtures, a marker and two ini options; nothing
 starts until a test asks for a platform.
 
-- ``fissile_platform``: a platform shared by the session's tests that apply the same spec
-  directory (``fissile_specdir``): started for the first test that asks for it, stopped at the
-  end of the session. A ``conftest.py`` that names another directory gets a platform of its own,
+- ``fissile_platform`` (module scope): a platform shared by the session's tests that apply the
+  same spec directory (``fissile_specdir``): started for the first test that asks for it,
+  stopped at the end of the session. A ``conftest.py`` that names another directory gets a platform of its own,
   so several projects' tests run in one session.
 - ``fissile_platform_fn``: a platform of the test's own, with the spec directory of its
   ``@pytest.mark.fissile_specs("dir")`` marker (relative to the test file) applied, or else
@@ -90,10 +90,11 @@ def _fissile_platforms(
         platforms.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fissile_platform(_fissile_platforms: _Platforms, fissile_specdir: Path | None) -> Platform:
     """A ``fissile.testing.Platform`` shared by the session's tests with this spec directory
-    (a fixture per test so that each ``conftest.py``'s ``fissile_specdir`` is honoured)."""
+    (looked up per module, so that each ``conftest.py``'s ``fissile_specdir`` is honoured and
+    a module's own fixtures may use it)."""
     return _fissile_platforms.get(fissile_specdir)
 
 
