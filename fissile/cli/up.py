@@ -150,6 +150,14 @@ from fissile.models import MIN_MEMORY
     help="Write the access log here instead. [default: <data dir>/logs/access.log]",
 )
 @click.option(
+    "--keep-revisions",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Revisions per function that keep their build, so `fn rollback` can return to them;"
+    " older ones are pruned and their builds deleted.",
+)
+@click.option(
     "--metrics/--no-metrics",
     default=True,
     show_default=True,
@@ -181,6 +189,7 @@ def up(
     access_log: str,
     access_log_file: Path | None,
     metrics: bool,
+    keep_revisions: int,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -235,6 +244,7 @@ def up(
         metrics=metrics,
         access_log=access_log,
         access_log_file=access_log_file,
+        keep_revisions=keep_revisions,
     )
     try:
         run(config)

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from fissile.builder import ArchiveStore, Builder
 from fissile.controlplane.caps import Caps
 from fissile.controlplane.errors import ApiError, conflict, not_found
+from fissile.controlplane.revisions import Revisions
 from fissile.executor import Executor
 from fissile.models import (
     SECRET_MASK,
@@ -45,9 +46,12 @@ class Resources:
         logs: LogBook,
         statuses: dict[str, Callable[[str], BaseModel]] | None = None,
         caps: Caps | None = None,
+        revisions: Revisions | None = None,
     ) -> None:
         """``statuses``: per kind, where the live status of a resource comes from (the MQ
-        consumers, the timers); ``caps``: the operator's caps on a function's limits."""
+        consumers, the timers); ``caps``: the operator's caps on a function's limits;
+        ``revisions``: functions' revisions and pre-flight (default: 10 kept)."""
+        self.revisions = revisions or Revisions(store, executor, logs, executor.deploy_root)
         self.caps = caps
         self.statuses = statuses or {}
         self.store = store
@@ -70,6 +74,12 @@ class Resources:
     def _view(self, kind: str, document: dict[str, Any]) -> dict[str, Any]:
         if kind == "functions":
             document["status"] = self.executor.status(document["name"]).model_dump(mode="json")
+            current = self.revisions.current(document["name"])
+            if current is not None:
+                document["revision"], document["deploy"] = current.number, current.deploy
+            preflight = self.revisions.preflights.get(document["name"])
+            if preflight is not None:
+                document["preflight"] = preflight.model_dump(mode="json")
         elif kind in self.statuses:
             document["status"] = self.statuses[kind](document["name"]).model_dump(mode="json")
         elif kind == "httptriggers" and document.get("webhook_secret"):
@@ -88,6 +98,7 @@ class Resources:
             self.builder.submit(record.name)
         elif kind == "functions":
             uids.allocate(self.store, record.name)
+            self.revisions.created(record)
         return self._view(kind, record.merged())
 
     def update(self, kind: str, name: str, spec: Spec) -> dict[str, Any]:
@@ -121,6 +132,33 @@ class Resources:
             self.builder.submit(name)
         return self._view(kind, record.merged())
 
+    async def update_function(self, name: str, spec: FunctionSpec) -> dict[str, Any]:
+        """Change a function: a new revision, pre-flighted first when its instances must roll
+        (``revisions.py``); a revision that does not load is refused (422 load_failed)."""
+        if spec.name != name:
+            return self.update("functions", name, spec)  # the mismatch's 422
+        async with self.revisions.lock(name):
+            current = self.store.find("functions", name)
+            if current is None:
+                raise not_found("function", name)
+            data = self._check("functions", spec, creating=False)
+            record = await self.revisions.change(current, data)
+        return self._view("functions", record.merged())
+
+    async def rollback(self, name: str, to: int | None) -> dict[str, Any]:
+        """Return a function to an earlier revision (default: the one before), as a new one."""
+        async with self.revisions.lock(name):
+            current = self.store.find("functions", name)
+            if current is None:
+                raise not_found("function", name)
+            record = await self.revisions.rollback(current, to)
+        return self._view("functions", record.merged())
+
+    def function_revisions(self, name: str) -> list[dict[str, Any]]:
+        if self.store.find("functions", name) is None:
+            raise not_found("function", name)
+        return self.revisions.listing(name)
+
     def rebuild(self, name: str) -> dict[str, Any]:
         current = self.store.find("packages", name)
         if current is None:
@@ -153,6 +191,7 @@ class Resources:
             try:
                 uids.release(self.store, name)
                 self._delete_owned_package(name, record.data.get("package"))
+                self.revisions.forget(name)
             except StorageFull:
                 # The function is gone, which is what was asked; its package stays until a
                 # delete of its own (`pkg delete`) when the disk has space, and its uid stays
