@@ -218,6 +218,7 @@ class Revisions:
                 continue
             latest = self.store.latest_revision(record.name)
             if latest is not None and latest.deploy == status.deploy:
+                self.preflights.pop(record.name, None)  # back to the build it serves
                 continue
             self.preflights[record.name] = PreflightStatus(
                 state="running", deploy=status.deploy, at=datetime.now(UTC)

@@ -197,6 +197,14 @@ def test_only_the_newest_revisions_keep_their_builds(spawn: Spawn, tmp_path: Pat
     platform.ok("fn", "rollback", "--name", "rev-pruned")
     assert platform.get("/function/rev-pruned").text == "v3"
 
+    # After a restart the function serves its newest revision, and can still go back.
+    platform.stop_cleanly()
+    again = spawn(platform.data_dir, "--keep-revisions", "2")
+    assert again.get("/function/rev-pruned").text == "v3"
+    assert [r["number"] for r in revisions(again, "rev-pruned")] == [1, 2, 3, 4, 5]
+    again.ok("fn", "rollback", "--name", "rev-pruned")
+    assert again.get("/function/rev-pruned").text == "v4"
+
 
 def test_a_package_build_that_does_not_load_is_refused(platform: Platform, tmp_path: Path) -> None:
     good = write(tmp_path / "good" / "main.py", VERSIONED.format(version="pkg-good")).parent
@@ -214,8 +222,45 @@ def test_a_package_build_that_does_not_load_is_refused(platform: Platform, tmp_p
     function = platform.json_of("fn", "get", "--name", "rev-on-shared")
     assert function["preflight"]["state"] == "refused"
     assert [r["number"] for r in revisions(platform, "rev-on-shared")] == [1]
-    # A good build moves it on.
-    platform.ok("pkg", "update", "--name", "rev-shared", "--src", str(good), "--wait")
+    # A good build moves it on, as a revision of its own.
+    newer = write(tmp_path / "newer" / "main.py", VERSIONED.format(version="pkg-newer")).parent
+    platform.ok("pkg", "update", "--name", "rev-shared", "--src", str(newer), "--wait")
+    assert platform.get("/function/rev-on-shared").text == "pkg-newer"
     listed = revisions(platform, "rev-on-shared")
-    assert platform.get("/function/rev-on-shared").text == "pkg-good"
-    assert len(listed) == 1 or listed[-1]["changes"]
+    assert [r["changes"] for r in listed] == [["created"], ["code"]]
+    assert "preflight" not in platform.json_of("fn", "get", "--name", "rev-on-shared") or (
+        platform.json_of("fn", "get", "--name", "rev-on-shared")["preflight"] is None
+    )
+
+
+SPEC = """
+apiVersion: fissile.dev/v1
+kind: Function
+name: rev-spec
+code: ../app.py
+"""
+
+
+def test_spec_apply_fails_for_a_function_whose_new_code_does_not_load(
+    platform: Platform, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    write(project / "app.py", VERSIONED.format(version="spec-one"))
+    write(project / "specs" / "app.yaml", SPEC)
+    platform.ok("spec", "init", "--dir", "specs", cwd=project)
+    platform.ok("spec", "apply", "--wait", cwd=project)
+    assert platform.get("/function/rev-spec").text == "spec-one"
+
+    write(project / "app.py", BROKEN["missing module"])
+    with steady_load(platform, "/function/rev-spec") as answers:
+        failed = platform.cli("spec", "apply", "--wait", cwd=project)
+        assert failed.rc == 1, failed
+        assert "no_such_module_here" in failed.out + failed.err, failed
+        assert "rev-spec" in failed.out + failed.err, failed
+    assert not [a for a in answers if a != (200, "spec-one")]
+    assert [r["number"] for r in revisions(platform, "rev-spec")] == [1]
+
+    write(project / "app.py", VERSIONED.format(version="spec-two"))
+    platform.ok("spec", "apply", "--wait", cwd=project)
+    assert platform.get("/function/rev-spec").text == "spec-two"
+    assert revisions(platform, "rev-spec")[-1]["changes"] == ["code"]
