@@ -385,9 +385,25 @@ def get(name: str, output: str) -> None:
         ("Overload", _overload(status)),
         ("Last exit", status.get("last_exit_reason") or "-"),
         ("Last crash", status.get("last_crash_at") or "-"),
+        ("Revision", _revision(function)),
     ]
     for key, value in rows:
         click.echo(f"{key + ':':<15}{value}")
+
+
+def _revision(function: dict[str, Any]) -> str:
+    """The revision served and, when its package's new build is being loaded or was refused,
+    that pre-flight."""
+    line = str(function.get("revision") or "-")
+    preflight = function.get("preflight")
+    if preflight:
+        build = str(preflight.get("deploy", ""))[:12]
+        if preflight.get("state") == "refused":
+            first = str(preflight.get("error") or "").splitlines()[-1:] or [""]
+            line += f" (build {build} refused: {first[0]})"
+        else:
+            line += f" (pre-flight of build {build} running)"
+    return line
 
 
 def _contract(function: dict[str, Any]) -> str:

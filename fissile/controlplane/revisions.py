@@ -152,6 +152,8 @@ class Revisions:
             return self.store.update("functions", name, data)
         if deploy is not None and (new.code_fields() != old.code_fields() or deploy != served):
             await self._preflight(new, deploy)
+            if self.store.find("functions", name) is None:
+                raise not_found("function", name)  # deleted meanwhile
         revision = self.store.add_revision(
             name,
             deploy,
@@ -196,8 +198,10 @@ class Revisions:
         self._free(r.deploy for r in gone)
 
     def prune(self, function: str) -> None:
-        pruned = self.store.prune_revisions(function, self.keep)
-        self._free(r.deploy for r in pruned)
+        self.store.prune_revisions(function, self.keep)
+        # Every pruned revision's build, not only the newly pruned: one an instance still ran
+        # last time (draining) is freed now.
+        self._free(r.deploy for r in self.store.revisions(function) if r.pruned)
 
     # -- background builds ----------------------------------------------------------------
 
@@ -244,17 +248,22 @@ class Revisions:
                 return
             spec = FunctionSpec.model_validate(record.data)
             try:
-                await self._preflight(spec, deploy)
-            except ApiError as exc:
+                await self.executor.preflight(spec, deploy)
+            except ExecutorError as exc:
+                # LoadFailed, or no instance to load it in: either way it does not move.
                 self.preflights[function] = PreflightStatus(
                     state="refused", deploy=deploy, error=exc.message, at=datetime.now(UTC)
                 )
                 self.logs.platform(
                     function,
-                    f"build {deploy[:12]} of package {package} refused: {exc.message}",
+                    f"pre-flight refused build {deploy[:12]} of package {package}; revision"
+                    f" {latest.number if latest else '-'} keeps serving: {exc.message}",
                     "ERROR",
                 )
                 return
+            if self.store.find("functions", function) is None:
+                self._settled(function, deploy)
+                return  # deleted meanwhile
             previous = (latest.data.get("package") if latest is not None else None) or {}
             summary = _summary(pkg)
             served = None if latest is None else latest.deploy
@@ -354,6 +363,7 @@ class Revisions:
         used = self.store.kept_deploys()
         used |= {d for r in self.store.list("packages") if (d := _deploy_of(r))}
         used |= {p.deploy for p in self.executor.functions.values() if p.deploy}
+        used |= {Path(i.deploy_dir).name for i in self.executor.instances() if i.deploy_dir}
         for deploy in candidates - used:
             path = self.deploy_root / deploy
             if not path.is_dir():

@@ -27,6 +27,7 @@ async def load(
     """Specialize ``instance`` as ``spec`` on the build at ``deploy_dir``: the instance's answer
     (JSON: whether the function is async, its contract), or ``LoadFailed``."""
     env = executor.environment(spec.env).spec
+    instance.deploy_dir = deploy_dir
     payload: dict[str, Any] = {
         "function": spec.name,
         "deploy_dir": deploy_dir,
