@@ -398,10 +398,10 @@ def describe(
         changes.append("build command")
     elif old_deploy is not None and new_deploy is not None and old_deploy != new_deploy:
         changes.append(f"rebuild of package {after.get('name')}")
-    if before.get("name") != after.get("name") and function not in (
-        before.get("owner"),
-        after.get("owner"),
-    ):
+    # A function's own package is renamed by every `fn update --code`: that is news only when
+    # the code stayed the same.
+    owned = function in (before.get("owner"), after.get("owner"))
+    if before.get("name") != after.get("name") and not (owned and changes):
         changes.append(f"package {before.get('name')}→{after.get('name')}")
     for field in FunctionSpec.model_fields:
         if field in _NOT_CONFIG:

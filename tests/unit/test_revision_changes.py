@@ -59,3 +59,8 @@ def test_switching_to_a_shared_package_is_named() -> None:
 
 def test_labels_are_no_change() -> None:
     assert describe("f", spec(), spec(labels={"a": "b"}), PACKAGE, PACKAGE, "d", "d") == []
+
+
+def test_the_same_code_in_a_new_own_package_is_named() -> None:
+    again = {**PACKAGE, "name": "p-2"}
+    assert describe("f", spec(), spec(), PACKAGE, again, "d", "d") == ["package p→p-2"]
