@@ -400,7 +400,7 @@ def describe(
         changes.append(f"rebuild of package {after.get('name')}")
     # A function's own package is renamed by every `fn update --code`: that is news only when
     # the code stayed the same.
-    owned = function in (before.get("owner"), after.get("owner"))
+    owned = before.get("owner") == function == after.get("owner")
     if before.get("name") != after.get("name") and not (owned and changes):
         changes.append(f"package {before.get('name')}→{after.get('name')}")
     for field in FunctionSpec.model_fields:

@@ -64,3 +64,8 @@ def test_labels_are_no_change() -> None:
 def test_the_same_code_in_a_new_own_package_is_named() -> None:
     again = {**PACKAGE, "name": "p-2"}
     assert describe("f", spec(), spec(), PACKAGE, again, "d", "d") == ["package p→p-2"]
+
+
+def test_leaving_an_own_package_for_a_shared_one_is_named() -> None:
+    shared = {"name": "lib", "source": "b" * 64, "buildcmd": None, "owner": None}
+    assert describe("f", spec(), spec(), PACKAGE, shared, "d", "e") == ["code", "package p→lib"]
