@@ -66,7 +66,10 @@ class Revisions:
         package builds. Before the executor starts: it serves each function's newest."""
         for record in self.store.list("functions"):
             if self.store.latest_revision(record.name) is None:
-                self.created(record, ["created (before revisions were recorded)"])
+                try:
+                    self.created(record, ["created (before revisions were recorded)"])
+                except ApiError as exc:  # its package is gone: it serves nothing either way
+                    logger.warning("function %s: no first revision: %s", record.name, exc)
         self.store.subscribe(self._on_change)
 
     def lock(self, function: str) -> asyncio.Lock:

@@ -184,3 +184,16 @@ async def test_rollback_errors(api: Api) -> None:
     assert response.status_code == 404, response.text
     response = await api.client.get("/v1/functions/nope/revisions")
     assert response.status_code == 404, response.text
+
+
+async def test_functions_stored_before_revisions_get_their_first(harness: Harness) -> None:
+    harness.function("legacy", GOOD)
+    revisions = Revisions(harness.store, harness.executor, harness.logs, harness.deploy_root)
+    revisions.start()
+    [first] = harness.store.revisions("legacy")
+    assert first.number == 1
+    assert first.data["changes"] == ["created (before revisions were recorded)"]
+    assert first.deploy == harness.executor.package_deploy("legacy-pkg") is not None
+    # A second start adds nothing.
+    Revisions(harness.store, harness.executor, harness.logs, harness.deploy_root).start()
+    assert len(harness.store.revisions("legacy")) == 1
