@@ -189,9 +189,14 @@ class Revisions:
         spec = dict(target.data["spec"])
         spec["labels"] = current.data.get("labels", {})
         package = target.data.get("package") or {}
-        self._restore_package(name, package, target.deploy)
+        restored = self._restore_package(name, package, target.deploy)
         spec["package"] = package.get("name", spec.get("package"))
-        return await self.change(current, spec, rollback=target)
+        try:
+            return await self.change(current, spec, rollback=target)
+        except BaseException:
+            if restored is not None and self.store.find("packages", restored) is not None:
+                self.store.delete("packages", restored)  # made for a rollback that failed
+            raise
 
     def forget(self, function: str) -> None:
         """A deleted function: its revisions go, and the builds only they kept."""
@@ -327,13 +332,16 @@ class Revisions:
             "rollback_to": rollback_to,
         }
 
-    def _restore_package(self, function: str, package: dict[str, Any], deploy: str | None) -> None:
+    def _restore_package(
+        self, function: str, package: dict[str, Any], deploy: str | None
+    ) -> str | None:
         """A rollback to a revision whose package was deleted since (``fn update --code``
         replaces the function's own package): make it again around the kept build, without
-        building. A package still there is left as it is: the revision's build is used."""
+        building; its name, if it was made. A package still there is left as it is: the
+        revision's build is used."""
         name = package.get("name")
         if not name or self.store.find("packages", name) is not None:
-            return
+            return None
         if deploy is None or package.get("env") is None or package.get("source") is None:
             raise conflict(f"revision's package {name!r} is gone and cannot be made again")
         now = datetime.now(UTC)
@@ -357,6 +365,7 @@ class Revisions:
                 "status": status.model_dump(mode="json"),
             },
         )
+        return str(name)
 
     def _free(self, deploys: Iterable[str | None]) -> None:
         """Delete the builds no kept revision, package or live function serves any longer."""
