@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from fissile.builder import ArchiveStore, Builder
 from fissile.controlplane.caps import Caps
@@ -151,8 +151,17 @@ class Resources:
             current = self.store.find("functions", name)
             if current is None:
                 raise not_found("function", name)
-            record = await self.revisions.rollback(current, to)
+            record = await self.revisions.rollback(current, to, self._check_function)
         return self._view("functions", record.merged())
+
+    def _check_function(self, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            spec = FunctionSpec.model_validate(data)
+        except ValidationError as exc:
+            raise ApiError(
+                422, "invalid", f"the revision's settings are no longer valid: {exc}"
+            ) from None
+        return self._check("functions", spec, creating=False)
 
     def function_revisions(self, name: str) -> list[dict[str, Any]]:
         if self.store.find("functions", name) is None:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -168,9 +168,16 @@ class Revisions:
         self.prune(name)
         return record
 
-    async def rollback(self, current: Record, to: int | None) -> Record:
+    async def rollback(
+        self,
+        current: Record,
+        to: int | None,
+        check: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Record:
         """Return the function to revision ``to`` (default: the one before its current) as a
-        new revision. Call with the function's ``lock`` held."""
+        new revision. Call with the function's ``lock`` held. ``check``: the rules a new spec
+        must pass today (references, the operator's caps), returning it as it is to be
+        stored."""
         name = current.name
         latest = self.store.latest_revision(name)
         if latest is None:
@@ -192,6 +199,8 @@ class Revisions:
         restored = self._restore_package(name, package, target.deploy)
         spec["package"] = package.get("name", spec.get("package"))
         try:
+            if check is not None:
+                spec = check(spec)
             return await self.change(current, spec, rollback=target)
         except BaseException:
             if restored is not None and self.store.find("packages", restored) is not None:
