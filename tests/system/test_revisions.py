@@ -92,6 +92,9 @@ def test_broken_updates_are_refused_and_the_old_code_keeps_serving(
     # The packages made for the refused updates are gone; the function's own stays.
     assert [p["name"] for p in platform.json_of("pkg", "list")] == owned_before
     assert [r["number"] for r in revisions(platform, "rev-steady")] == [1]
+    # The pre-flights' instances were no crash of the function.
+    status = platform.json_of("fn", "get", "--name", "rev-steady")["status"]
+    assert (status["restarts"], status["failures_in_a_row"]) == (0, 0)
 
     # Through the API: a 4xx JSON error naming the load's error.
     function = platform.json_of("fn", "get", "--name", "rev-steady")
