@@ -40,6 +40,7 @@ class Config:
     max_connections: int | None = None  # None: derived from the fd limit at start
     max_response_body: int = 1 << 30  # largest response body a function may send
     build_timeout: float = 600.0  # a build still running after this long is killed
+    keep_revisions: int = 10  # revisions per function that keep their build (for rollbacks)
     metrics: bool = True  # the router counts requests (False: ``fissile up --no-metrics``)
     metrics_public: bool = False  # /metrics answers without the token
     otlp_endpoint: str | None = None  # where spans go over OTLP/HTTP; None: not recorded

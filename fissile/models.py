@@ -383,8 +383,45 @@ class FunctionStatus(BaseModel):
     )
 
 
+class PreflightStatus(BaseModel):
+    """A function's pre-flight of its package's new build (controlplane/revisions.py)."""
+
+    state: Literal["running", "refused"]
+    deploy: str = Field(description="the build being loaded, or refused")
+    error: str | None = Field(None, description="why it was refused: the load's error")
+    at: datetime
+
+
 class Function(FunctionSpec, Meta):
     status: FunctionStatus = Field(default_factory=FunctionStatus)
+    revision: int | None = Field(None, description="the revision served (`fn revisions`)")
+    deploy: str | None = Field(None, description="the build the served revision runs")
+    preflight: PreflightStatus | None = Field(
+        None,
+        description="the pre-flight of its package's new build: running, or refused (the"
+        " function keeps its revision)",
+    )
+
+
+class FunctionRevision(BaseModel):
+    """One immutable revision of a function: its spec and the build it runs."""
+
+    function: str
+    number: int
+    created_at: datetime
+    package: str | None = None
+    source: str | None = Field(None, description="sha256 of the package's source archive")
+    deploy: str | None = Field(None, description="the build it runs; None before its first")
+    changes: list[str] = Field(description="what differs from the revision before")
+    rollback_to: int | None = None
+    pruned: bool = Field(False, description="its build was freed: no rollback to it")
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: int | None = Field(None, ge=1, description="the revision; unset: the one before")
 
 
 # --- HTTPTrigger -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from fissile.controlplane import Resources, create_api
 from fissile.controlplane.app import environment_readiness
 from fissile.controlplane.auth import ensure_token
 from fissile.controlplane.caps import Caps
+from fissile.controlplane.revisions import Revisions
 from fissile.events import EventBus
 from fissile.executor import Executor
 from fissile.invocations import Invocations, InvocationStore
@@ -184,8 +185,17 @@ class Platform:
         )
         self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
+        revisions = Revisions(store, executor, logs, config.deploy, keep=config.keep_revisions)
         resources = Resources(
-            store, builder, archives, executor, logs, triggers.statuses, caps=caps, sealer=sealer
+            store,
+            builder,
+            archives,
+            executor,
+            logs,
+            triggers.statuses,
+            caps=caps,
+            revisions=revisions,
+            sealer=sealer,
         )
         self.invocations = invocations = Invocations(
             InvocationStore(config.invocations_db, config.invocation_bodies),
@@ -240,6 +250,7 @@ class Platform:
         )
 
         builder.resume()
+        revisions.start()  # first: the executor serves each function's newest revision
         await executor.start()
         await invocations.start()
         stats.start()

@@ -333,12 +333,58 @@ def update(
             old_package = current["package"]
             body["package"] = _owned_package(client, name, body["env"], source)
         body.update(_settings(options))
-        client.update("functions", name, body)
+        try:
+            updated = client.update("functions", name, body)
+        except ClientError:
+            if old_package is not None:
+                # Refused (its pre-flight could not load it, say): the package made for it
+                # goes; the function keeps its own.
+                client.delete("packages", body["package"])
+            raise
         if old_package is not None:
             owner = client.get("packages", old_package).get("owner")
             if owner == name:
                 client.delete("packages", old_package)
-    done(f"function '{name}' updated")
+    revision = updated.get("revision")
+    done(f"function '{name}' updated" + (f" (revision {revision})" if revision else ""))
+
+
+REVISION_COLUMNS: list[Column] = [
+    ("REVISION", lambda r: r["number"]),
+    ("CREATED", lambda r: str(r["created_at"])[:19].replace("T", " ")),
+    ("SOURCE", lambda r: (r.get("source") or "")[:12]),
+    ("BUILD", lambda r: "pruned" if r.get("pruned") else (r.get("deploy") or "")[:12]),
+    ("CHANGES", lambda r: ", ".join(r["changes"])),
+]
+
+
+@fn.command()
+@click.option("--name", required=True)
+@output_option
+def revisions(name: str, output: str) -> None:
+    """List a function's revisions: when, its source and build, and what changed."""
+    with Client() as client:
+        found = client.revisions(name)
+        current = client.get("functions", name).get("revision")
+    if output != "table":
+        emit(found, output, REVISION_COLUMNS)
+        return
+    marked = [
+        {**r, "number": f"{r['number']}*" if r["number"] == current else r["number"]} for r in found
+    ]
+    emit(marked, output, REVISION_COLUMNS)
+
+
+@fn.command()
+@click.option("--name", required=True)
+@click.option(
+    "--to", "to", type=click.IntRange(1), default=None, help="Revision [default: the previous]"
+)
+def rollback(name: str, to: int | None) -> None:
+    """Serve an earlier revision again, without building (itself a new revision)."""
+    with Client() as client:
+        function = client.rollback(name, to)
+    done(f"function '{name}' rolled back (revision {function.get('revision')})")
 
 
 @fn.command()
@@ -376,6 +422,7 @@ def get(name: str, output: str) -> None:
         ("Overload", _overload(status)),
         ("Last exit", status.get("last_exit_reason") or "-"),
         ("Last crash", status.get("last_crash_at") or "-"),
+        ("Revision", _revision(function)),
     ]
     for key, value in rows:
         click.echo(f"{key + ':':<15}{value}")
@@ -388,6 +435,21 @@ def _refs(references: list[dict[str, str]] | None) -> str:
         for r in references or []
     ]
     return ", ".join(names) or "-"
+
+
+def _revision(function: dict[str, Any]) -> str:
+    """The revision served and, when its package's new build is being loaded or was refused,
+    that pre-flight."""
+    line = str(function.get("revision") or "-")
+    preflight = function.get("preflight")
+    if preflight:
+        build = str(preflight.get("deploy", ""))[:12]
+        if preflight.get("state") == "refused":
+            first = str(preflight.get("error") or "").splitlines()[-1:] or [""]
+            line += f" (build {build} refused: {first[0]})"
+        else:
+            line += f" (pre-flight of build {build} running)"
+    return line
 
 
 def _contract(function: dict[str, Any]) -> str:

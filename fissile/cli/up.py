@@ -159,6 +159,14 @@ from fissile.models import MIN_MEMORY
     " [env: FISSILE_SECRETS_KEY_FILE; default: <data dir>/keys/secrets.key]",
 )
 @click.option(
+    "--keep-revisions",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Revisions per function that keep their build, so `fn rollback` can return to them;"
+    " older ones are pruned and their builds deleted.",
+)
+@click.option(
     "--metrics/--no-metrics",
     default=True,
     show_default=True,
@@ -191,6 +199,7 @@ def up(
     access_log_file: Path | None,
     secrets_key_file: Path | None,
     metrics: bool,
+    keep_revisions: int,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -246,6 +255,7 @@ def up(
         access_log=access_log,
         access_log_file=access_log_file,
         secrets_key_file=secrets_key_file,
+        keep_revisions=keep_revisions,
     )
     try:
         run(config)

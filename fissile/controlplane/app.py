@@ -26,6 +26,7 @@ from fissile.controlplane.auth import SESSION_COOKIE, authorized, cookie_allows
 from fissile.controlplane.errors import ApiError, error_responses
 from fissile.controlplane.invoke import add_invoke_route
 from fissile.controlplane.resources import Resources
+from fissile.controlplane.revision_routes import add_revision_routes
 from fissile.controlplane.stats import add_stats_routes
 from fissile.executor import Executor
 from fissile.invocations import InvocationError, Invocations, Status
@@ -238,6 +239,8 @@ def create_api(
             return resources.create(kind, spec)
 
         async def update(name: str, spec: spec_model) -> Any:
+            if kind == "functions":
+                return await resources.update_function(name, spec)
             return resources.update(kind, name, spec)
 
         one = path + "/{name}"
@@ -407,6 +410,7 @@ def create_api(
     if stats is not None:
         add_stats_routes(app, resources, stats, crashes, errors)
     add_invoke_route(app, resources, info.router_url, errors)
+    add_revision_routes(app, resources, errors)
     add_dashboard(app, resources, info, token, stats, crashes, invocations)
     return app
 

@@ -7,11 +7,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from fissile.builder import ArchiveStore, Builder
 from fissile.controlplane.caps import Caps
 from fissile.controlplane.errors import ApiError, conflict, not_found
+from fissile.controlplane.revisions import Revisions
 from fissile.executor import Executor
 from fissile.models import (
     SECRET_MASK,
@@ -49,10 +50,13 @@ class Resources:
         statuses: dict[str, Callable[[str], BaseModel]] | None = None,
         caps: Caps | None = None,
         sealer: Sealer | None = None,
+        revisions: Revisions | None = None,
     ) -> None:
         """``statuses``: per kind, where the live status of a resource comes from (the MQ
         consumers, the timers); ``caps``: the operator's caps on a function's limits;
-        ``sealer``: what seals secrets' values (none: secrets cannot be stored)."""
+        ``sealer``: what seals secrets' values (none: secrets cannot be stored);
+        ``revisions``: functions' revisions and pre-flight (default: 10 kept)."""
+        self.revisions = revisions or Revisions(store, executor, logs, executor.deploy_root)
         self.caps = caps
         self.sealer = sealer
         self.statuses = statuses or {}
@@ -76,6 +80,12 @@ class Resources:
     def _view(self, kind: str, document: dict[str, Any]) -> dict[str, Any]:
         if kind == "functions":
             document["status"] = self.executor.status(document["name"]).model_dump(mode="json")
+            current = self.revisions.current(document["name"])
+            if current is not None:
+                document["revision"], document["deploy"] = current.number, current.deploy
+            preflight = self.revisions.preflights.get(document["name"])
+            if preflight is not None:
+                document["preflight"] = preflight.model_dump(mode="json")
         elif kind in self.statuses:
             document["status"] = self.statuses[kind](document["name"]).model_dump(mode="json")
         elif kind == "httptriggers" and document.get("webhook_secret"):
@@ -108,6 +118,7 @@ class Resources:
             self.builder.submit(record.name)
         elif kind == "functions":
             uids.allocate(self.store, record.name)
+            self.revisions.created(record)
         return self._view(kind, record.merged())
 
     def update(self, kind: str, name: str, spec: Spec) -> dict[str, Any]:
@@ -147,6 +158,42 @@ class Resources:
             self.builder.submit(name)
         return self._view(kind, record.merged())
 
+    async def update_function(self, name: str, spec: FunctionSpec) -> dict[str, Any]:
+        """Change a function: a new revision, pre-flighted first when its instances must roll
+        (``revisions.py``); a revision that does not load is refused (422 load_failed)."""
+        if spec.name != name:
+            return self.update("functions", name, spec)  # the mismatch's 422
+        async with self.revisions.lock(name):
+            current = self.store.find("functions", name)
+            if current is None:
+                raise not_found("function", name)
+            data = self._check("functions", spec, creating=False)
+            record = await self.revisions.change(current, data)
+        return self._view("functions", record.merged())
+
+    async def rollback(self, name: str, to: int | None) -> dict[str, Any]:
+        """Return a function to an earlier revision (default: the one before), as a new one."""
+        async with self.revisions.lock(name):
+            current = self.store.find("functions", name)
+            if current is None:
+                raise not_found("function", name)
+            record = await self.revisions.rollback(current, to, self._check_function)
+        return self._view("functions", record.merged())
+
+    def _check_function(self, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            spec = FunctionSpec.model_validate(data)
+        except ValidationError as exc:
+            raise ApiError(
+                422, "invalid", f"the revision's settings are no longer valid: {exc}"
+            ) from None
+        return self._check("functions", spec, creating=False)
+
+    def function_revisions(self, name: str) -> list[dict[str, Any]]:
+        if self.store.find("functions", name) is None:
+            raise not_found("function", name)
+        return self.revisions.listing(name)
+
     def rebuild(self, name: str) -> dict[str, Any]:
         current = self.store.find("packages", name)
         if current is None:
@@ -179,6 +226,7 @@ class Resources:
             try:
                 uids.release(self.store, name)
                 self._delete_owned_package(name, record.data.get("package"))
+                self.revisions.forget(name)
             except StorageFull:
                 # The function is gone, which is what was asked; its package stays until a
                 # delete of its own (`pkg delete`) when the disk has space, and its uid stays

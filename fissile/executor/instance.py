@@ -41,6 +41,8 @@ class Instance:
         self.pid = 0
         self.state = State.warm
         self.function: str | None = None
+        # The build it was specialized on: a build some instance still runs is not pruned.
+        self.deploy_dir: str | None = None
         self.generation = 0
         self.inflight = 0
         self.started_at = time.monotonic()

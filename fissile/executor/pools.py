@@ -11,14 +11,13 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fissile.executor import program
 from fissile.executor.autoscaler import STABLE_WINDOW, Autoscaler, Decision, target_for
 from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, Overloaded
 from fissile.executor.instance import Instance, State
+from fissile.executor.loading import load
 from fissile.executor.zygote import Zygote
 from fissile.models import EnvironmentSpec, FunctionSpec, FunctionStatus
 from fissile.observability.metrics import crash_reason
-from fissile.values.mounts import ValuesUnavailable
 
 if TYPE_CHECKING:
     from fissile.executor.executor import Executor
@@ -193,6 +192,9 @@ class FunctionPool:
         self.executor = executor
         self.metrics = executor.metrics.function(spec.name)  # the router counts into it
         self.generation = 1
+        # The build its current revision serves (store/revisions.py); None: its package's
+        # current build (a function without revisions, or whose package had none yet).
+        self.deploy: str | None = None
         self.instances: list[Instance] = []
         self.draining: set[Instance] = set()
         self.starting = 0
@@ -394,7 +396,10 @@ class FunctionPool:
         generation = self.generation
         instance: Instance | None = None
         try:
-            deploy_dir = await self.executor.deploy_dir(self.spec.package)
+            if self.deploy is not None:
+                deploy_dir = self.executor.deploy_path(self.deploy)
+            else:
+                deploy_dir = await self.executor.deploy_dir(self.spec.package)
             source = await self.executor.instance_source(self.spec.env, deploy_dir)
             instance = await source.take()
             await self._specialize(instance, deploy_dir)
@@ -419,56 +424,9 @@ class FunctionPool:
         instance.state = State.specializing
         instance.function = self.name
         instance.generation = self.generation
-        env = self.executor.environment(self.spec.env).spec
-        fork_config = self.executor.sandbox.fork_config
-        try:
-            values = self.executor.values.prepare(
-                self.spec,
-                self.executor.uid_of(self.name) if fork_config.get("drop_uid") else None,
-                mounted=bool(fork_config.get("filesystem")),
-            )
-        except (ValuesUnavailable, OSError) as exc:
-            raise LoadFailed(f"cannot give {self.name} its secrets and config maps: {exc}") from exc
-        payload: dict[str, Any] = {
-            "function": self.name,
-            "deploy_dir": deploy_dir,
-            "values_dir": values.directory,
-            "entrypoint": self.spec.entrypoint,
-            "contract": self.spec.contract or env.contract,
-            "env_vars": {
-                **values.env_vars,
-                "FISSILE_PLATFORM_SOCKET": self.executor.platform_socket_for_instances(),
-            },
-            "concurrency": self.spec.concurrency or 1,
-            "timeout": self.spec.timeout,
-            "memory": self.spec.memory,
-            "network": self.spec.network or env.network,
-            "uid": self.executor.uid_of(self.name),
-        }
-        if env.image != "python":
-            payload.update(image=env.image, command=env.command)
-        if env.image == "command":
-            program.follow_output(instance)
-        try:
-            self.executor.limit(instance, self.spec)
-        except OSError as exc:
-            raise LoadFailed(f"cannot apply the limits of {self.name}: {exc}") from exc
-        try:
-            response = await instance.control("/_fissile/specialize", payload, self.spec.timeout)
-        except TimeoutError:
-            raise LoadFailed(
-                f"loading {self.name} took longer than its timeout ({self.spec.timeout:g}s)"
-            ) from None
-        except Exception as exc:
-            reason = instance.exit_reason or str(exc)
-            raise LoadFailed(f"instance died while loading {self.name}: {reason}") from exc
-        if response.status != 200:
-            raise LoadFailed(_error_message(response.body))
-        if env.image == "command":
-            path = program.socket_of(response.body)
-            await program.wait_listening(instance, env.command or "", self.spec.timeout, path)
+        body = await load(self.executor, instance, self.spec, deploy_dir)
         if self.is_async is None:
-            self.is_async, self.contract = _loaded(response.body)
+            self.is_async, self.contract = _loaded(body)
             if self.spec.concurrency is None and self.is_async:
                 self._set_limit()
         instance.state = State.ready
@@ -605,9 +563,15 @@ class FunctionPool:
 
     # -- change -------------------------------------------------------------------------
 
-    def update(self, spec: FunctionSpec) -> None:
+    def update(self, spec: FunctionSpec, deploy: str | None = None) -> None:
+        """Serve ``spec`` on the build ``deploy`` (None: the package's current one)."""
         roll = spec.code_fields() != self.spec.code_fields()
+        if deploy != self.deploy:
+            # Pinning the build already served (its package's current one) changes nothing.
+            served = self.deploy or self.executor.package_deploy(self.spec.package)
+            roll = roll or served is None or deploy != served
         self.spec = spec
+        self.deploy = deploy
         self._set_limit()
         if roll:
             self.roll("function updated")
@@ -718,12 +682,3 @@ def _loaded(body: bytes) -> tuple[bool, str | None]:
         return bool(answer.get("async")), contract if isinstance(contract, str) else None
     except (ValueError, AttributeError):
         return False, None
-
-
-def _error_message(body: bytes) -> str:
-    import json
-
-    try:
-        return str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return body.decode("utf-8", "replace")[:500]

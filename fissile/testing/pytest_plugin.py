@@ -4,8 +4,8 @@ starts until a test asks for a platform.
 
 - ``fissile_platform`` (module scope): a platform shared by the session's tests that apply the
   same spec directory (``fissile_specdir``): started for the first test that asks for it,
-  stopped at the end of the session. A ``conftest.py`` that names another directory gets a platform of its own,
-  so several projects' tests run in one session.
+  stopped at the end of the session. A ``conftest.py`` that names another directory gets a
+  platform of its own, so several projects' tests run in one session.
 - ``fissile_platform_fn``: a platform of the test's own, with the spec directory of its
   ``@pytest.mark.fissile_specs("dir")`` marker (relative to the test file) applied, or else
   ``fissile_specdir``'s.
