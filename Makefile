@@ -19,14 +19,15 @@ up: install
 	$(BIN)/fissile up $(ARGS)
 
 lint: install-test
-	$(BIN)/ruff check fissile tests benchmarks
-	$(BIN)/ruff format --check fissile tests benchmarks
+	$(BIN)/ruff check fissile tests benchmarks examples
+	$(BIN)/ruff format --check fissile tests benchmarks examples
 
 typecheck: install-test
 	$(BIN)/mypy fissile
 
+# The examples' own tests (examples/*/tests) run too: pyproject's testpaths name both.
 test: lint typecheck
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests examples
 
 unit integration system: install-test
 	$(BIN)/python -m pytest -q tests/$@

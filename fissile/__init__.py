@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["Context", "Request", "Response", "__version__"]
+__all__ = ["Context", "Request", "Response", "__version__", "config", "secret"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +19,9 @@ def __getattr__(name: str) -> Any:
         import fissile.runtime
 
         return getattr(fissile.runtime, name)
+    if name in ("secret", "config"):
+        # fissile.secret(name, key), fissile.config(name, key): fissile/runtime/values.py.
+        import fissile.runtime.values
+
+        return getattr(fissile.runtime.values, name)
     raise AttributeError(f"module 'fissile' has no attribute {name!r}")

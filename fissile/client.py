@@ -107,6 +107,11 @@ class Client:
         result: dict[str, Any] = self._json("DELETE", f"/v1/{kind}/{name}")
         return result
 
+    def secret_digest(self, body: dict[str, Any]) -> str:
+        """The digest a secret with ``body``'s values would have (nothing is stored)."""
+        result: dict[str, str] = self._json("POST", "/v1/secret-digests", json=body)
+        return result["digest"]
+
     # -- packages -----------------------------------------------------------------------
 
     def upload_archive(self, data: bytes) -> dict[str, Any]:
@@ -132,7 +137,57 @@ class Client:
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
+    def wait_for_rollout(self, package: dict[str, Any], timeout: float = 300.0) -> dict[str, str]:
+        """After a package's build succeeded: wait until each function on it has moved to the
+        new build or had it refused by its pre-flight; the refusals, by function."""
+        deploy = package["status"].get("deploy")
+        if package["status"]["state"] != "succeeded" or not deploy:
+            return {}
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        refused: dict[str, str] = {}
+        waiting = [f["name"] for f in self.list("functions") if f["package"] == package["name"]]
+        while waiting:
+            for name in list(waiting):
+                try:
+                    function = self.get("functions", name)
+                except ClientError as exc:
+                    if exc.status != 404:
+                        raise
+                    waiting.remove(name)  # deleted meanwhile
+                    continue
+                preflight = function.get("preflight") or {}
+                if (
+                    function.get("deploy") in (deploy, None)
+                    or function["package"] != package["name"]
+                ):
+                    waiting.remove(name)
+                elif preflight.get("deploy") == deploy and preflight.get("state") == "refused":
+                    refused[name] = str(preflight.get("error") or "")
+                    waiting.remove(name)
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                raise ClientError(
+                    f"functions {', '.join(waiting)} did not move to package"
+                    f" {package['name']!r}'s new build within {timeout:g}s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+        return refused
+
     # -- functions ----------------------------------------------------------------------
+
+    def revisions(self, name: str) -> builtins.list[dict[str, Any]]:
+        """The function's revisions, oldest first."""
+        result: builtins.list[dict[str, Any]] = self._json("GET", f"/v1/functions/{name}/revisions")
+        return result
+
+    def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
+        """Return the function to revision ``to`` (default: the one before its current)."""
+        body = {} if to is None else {"to": to}
+        result: dict[str, Any] = self._json("POST", f"/v1/functions/{name}/rollback", json=body)
+        return result
 
     def requests(self, name: str, limit: int = 200) -> builtins.list[dict[str, Any]]:
         """The function's last requests through the router (its access log), oldest first."""

@@ -40,6 +40,7 @@ class Config:
     max_connections: int | None = None  # None: derived from the fd limit at start
     max_response_body: int = 1 << 30  # largest response body a function may send
     build_timeout: float = 600.0  # a build still running after this long is killed
+    keep_revisions: int = 10  # revisions per function that keep their build (for rollbacks)
     metrics: bool = True  # the router counts requests (False: ``fissile up --no-metrics``)
     metrics_public: bool = False  # /metrics answers without the token
     otlp_endpoint: str | None = None  # where spans go over OTLP/HTTP; None: not recorded
@@ -51,6 +52,7 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
 
     @property
     def invocations_db(self) -> Path:
@@ -79,6 +81,11 @@ class Config:
     @property
     def access_log_path(self) -> Path:
         return self.access_log_file or self.logs / "access.log"
+
+    @property
+    def secrets_key(self) -> Path:
+        """The key secrets are sealed with: never in the database (fissile/values/sealing.py)."""
+        return self.secrets_key_file or self.data_dir / "keys" / "secrets.key"
 
     @property
     def token_file(self) -> Path:

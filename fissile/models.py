@@ -258,6 +258,27 @@ ENTRYPOINT_PATTERN = (
 EnvVars = dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str]
 
 
+def _value_ref(value: Any) -> Any:
+    """A reference may be written as a bare name (namespace ``default``) or ``namespace/name``."""
+    if isinstance(value, str):
+        namespace, _, name = value.rpartition("/")
+        return {"name": name, "namespace": namespace or "default"}
+    return value
+
+
+class ValueRefModel(Spec):
+    """A function's use of a secret or config map, mounted at
+    ``/secrets/<namespace>/<name>/`` (``/configs/...``): Fission's layout. fissile has no
+    namespaces of its own: the namespace only places the files, ``default`` unless a
+    Fission spec says otherwise."""
+
+    name: Name
+    namespace: Name = "default"
+
+
+ValueRef = Annotated[ValueRefModel, BeforeValidator(_value_ref)]
+
+
 class FunctionSpec(Spec):
     name: Name
     env: Name
@@ -294,7 +315,17 @@ class FunctionSpec(Spec):
     async_retries: int = Field(
         0, ge=0, le=20, description="extra attempts of a failed asynchronous invocation"
     )
-    env_vars: EnvVars = Field(default_factory=dict)
+    env_vars: EnvVars = Field(
+        default_factory=dict,
+        description="a value may hold ${secret:NAME/KEY} or ${configmap:NAME/KEY}, replaced by"
+        " that key's value when an instance starts",
+    )
+    secrets: list[ValueRef] = Field(
+        default_factory=list, description="secrets mounted at /secrets/<namespace>/<name>/<key>"
+    )
+    configmaps: list[ValueRef] = Field(
+        default_factory=list, description="config maps mounted at /configs/<namespace>/<name>/<key>"
+    )
     network: Network | None = Field(None, description="host or none; unset: the environment's")
     labels: Labels = Field(
         default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
@@ -319,6 +350,8 @@ class FunctionSpec(Spec):
             self.cpu,
             self.network,
             tuple(sorted(self.env_vars.items())),
+            tuple((r.namespace, r.name) for r in self.secrets),
+            tuple((r.namespace, r.name) for r in self.configmaps),
         )
 
 
@@ -350,8 +383,45 @@ class FunctionStatus(BaseModel):
     )
 
 
+class PreflightStatus(BaseModel):
+    """A function's pre-flight of its package's new build (controlplane/revisions.py)."""
+
+    state: Literal["running", "refused"]
+    deploy: str = Field(description="the build being loaded, or refused")
+    error: str | None = Field(None, description="why it was refused: the load's error")
+    at: datetime
+
+
 class Function(FunctionSpec, Meta):
     status: FunctionStatus = Field(default_factory=FunctionStatus)
+    revision: int | None = Field(None, description="the revision served (`fn revisions`)")
+    deploy: str | None = Field(None, description="the build the served revision runs")
+    preflight: PreflightStatus | None = Field(
+        None,
+        description="the pre-flight of its package's new build: running, or refused (the"
+        " function keeps its revision)",
+    )
+
+
+class FunctionRevision(BaseModel):
+    """One immutable revision of a function: its spec and the build it runs."""
+
+    function: str
+    number: int
+    created_at: datetime
+    package: str | None = None
+    source: str | None = Field(None, description="sha256 of the package's source archive")
+    deploy: str | None = Field(None, description="the build it runs; None before its first")
+    changes: list[str] = Field(description="what differs from the revision before")
+    rollback_to: int | None = None
+    pruned: bool = Field(False, description="its build was freed: no rollback to it")
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: int | None = Field(None, ge=1, description="the revision; unset: the one before")
 
 
 # --- HTTPTrigger -------------------------------------------------------------------------
@@ -788,6 +858,61 @@ class WatchTrigger(WatchTriggerSpec, Meta):
     pass
 
 
+# --- Secret and ConfigMap ----------------------------------------------------------------
+
+#: Kubernetes' rule for the keys of a secret or config map: each becomes a file name.
+VALUE_KEY_PATTERN = r"^[-._A-Za-z0-9]+$"
+ValueKey = Annotated[str, Field(min_length=1, max_length=253, pattern=VALUE_KEY_PATTERN)]
+#: The most one secret or config map may hold, all values together (Kubernetes' limit too).
+VALUES_MAX_BYTES = 1024 * 1024
+
+
+class ValuesSpec(Spec):
+    name: Name
+    data: dict[ValueKey, str] = Field(default_factory=dict, description="key -> value (text)")
+    labels: Labels = Field(
+        default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _bounded(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key in (".", ".."):
+                raise ValueError(f"{key!r} cannot be a key (it names a file)")
+        size = sum(len(v.encode()) for v in value.values())
+        if size > VALUES_MAX_BYTES:
+            raise ValueError(f"{size} bytes of values; at most {VALUES_MAX_BYTES}")
+        return value
+
+
+class SecretSpec(ValuesSpec):
+    """Write-only: the API never answers with a secret's values, only its keys and sizes."""
+
+
+class ConfigMapSpec(ValuesSpec):
+    pass
+
+
+class KeyInfo(BaseModel):
+    key: str
+    size: int = Field(description="bytes")
+
+
+class Secret(Meta):
+    name: str
+    keys: list[KeyInfo] = Field(default_factory=list)
+    digest: str = Field(
+        "", description="HMAC of the values under the platform's key: tells a change, not a value"
+    )
+    labels: Labels = Field(default_factory=dict)
+
+
+class ConfigMap(ConfigMapSpec, Meta):
+    keys: list[KeyInfo] = Field(default_factory=list)
+    digest: str = ""
+
+
 # --- Registry of kinds ---------------------------------------------------------------------
 
 Kind = Literal[
@@ -799,6 +924,8 @@ Kind = Literal[
     "mqtriggers",
     "watchtriggers",
     "apikeys",
+    "secrets",
+    "configmaps",
 ]
 #: Kinds that point at a function and make it run.
 TRIGGER_KINDS = ("httptriggers", "timetriggers", "mqtriggers", "watchtriggers")
@@ -812,6 +939,8 @@ SPEC_MODELS: dict[str, type[Spec]] = {
     "mqtriggers": MessageQueueTriggerSpec,
     "watchtriggers": WatchTriggerSpec,
     "apikeys": APIKeySpec,
+    "secrets": SecretSpec,
+    "configmaps": ConfigMapSpec,
 }
 READ_MODELS: dict[str, type[BaseModel]] = {
     "environments": Environment,
@@ -822,6 +951,8 @@ READ_MODELS: dict[str, type[BaseModel]] = {
     "mqtriggers": MessageQueueTrigger,
     "watchtriggers": WatchTrigger,
     "apikeys": APIKey,
+    "secrets": Secret,
+    "configmaps": ConfigMap,
 }
 SINGULAR = {
     "environments": "environment",
@@ -832,6 +963,8 @@ SINGULAR = {
     "mqtriggers": "message queue trigger",
     "watchtriggers": "watch trigger",
     "apikeys": "API key",
+    "secrets": "secret",
+    "configmaps": "config map",
 }
 
 

@@ -27,6 +27,7 @@ from fissile.controlplane import Resources, create_api
 from fissile.controlplane.app import environment_readiness
 from fissile.controlplane.auth import ensure_token
 from fissile.controlplane.caps import Caps
+from fissile.controlplane.revisions import Revisions
 from fissile.events import EventBus
 from fissile.executor import Executor
 from fissile.invocations import Invocations, InvocationStore
@@ -46,6 +47,7 @@ from fissile.router.limits import Limits, default_max_connections, raise_fd_limi
 from fissile.sandbox import SandboxUnavailable
 from fissile.store import Store, open_store
 from fissile.triggers.service import Triggers
+from fissile.values.sealing import Sealer
 
 logger = logging.getLogger("fissile")
 
@@ -139,8 +141,15 @@ class Platform:
         if self._lock is None:
             self._lock = _lock_data_dir(config)
         token = ensure_token(config.token_file)
+        # Secrets' key: a file of its own beside (not in) the database, made on first use.
+        sealer = Sealer(config.secrets_key)
         self.store = store = open_store(f"sqlite://{config.database}")
         _first_start(store)
+        if not config.secrets_key.exists() and store.list("secrets"):
+            _say(
+                f"WARNING: the secrets key {config.secrets_key} is missing: stored secrets cannot"
+                " be opened, and functions using them will not start (restore the key file)"
+            )
         self.logs = logs = LogBook(config.logs)
         archives = ArchiveStore(config.archives)
         try:
@@ -151,6 +160,7 @@ class Platform:
                 sandbox_mode=config.sandbox,
                 data_dir=config.data_dir,
                 events=self.events,
+                sealer=sealer,
             )
         except SandboxUnavailable as exc:
             raise StartupError(str(exc)) from None
@@ -178,8 +188,17 @@ class Platform:
         )
         self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
+        revisions = Revisions(store, executor, logs, config.deploy, keep=config.keep_revisions)
         resources = Resources(
-            store, builder, archives, executor, logs, triggers.statuses, caps=caps
+            store,
+            builder,
+            archives,
+            executor,
+            logs,
+            triggers.statuses,
+            caps=caps,
+            revisions=revisions,
+            sealer=sealer,
         )
         self.invocations = invocations = Invocations(
             InvocationStore(config.invocations_db, config.invocation_bodies),
@@ -241,6 +260,7 @@ class Platform:
         )
 
         builder.resume()
+        revisions.start()  # first: the executor serves each function's newest revision
         await executor.start()
         await invocations.start()
         stats.start()

@@ -12,6 +12,7 @@ import httpx
 import fissile
 from fissile.cli import (
     apikey,
+    dev,
     doctor,
     env,
     fn,
@@ -19,6 +20,7 @@ from fissile.cli import (
     mqt,
     pkg,
     route,
+    secret,
     spec,
     stats,
     timer,
@@ -61,6 +63,7 @@ def cli() -> None:
 
 
 cli.add_command(up.up)
+cli.add_command(dev.dev)
 cli.add_command(doctor.doctor)
 cli.add_command(env.env)
 cli.add_command(pkg.pkg)
@@ -72,6 +75,8 @@ cli.add_command(apikey.apikey)
 cli.add_command(route.route, name="httptrigger")
 cli.add_command(route.route, name="ht")
 cli.add_command(spec.spec)
+cli.add_command(secret.secret)
+cli.add_command(secret.configmap)
 cli.add_command(invocation.invocation)
 cli.add_command(invocation.invocation, name="inv")
 cli.add_command(timer.timer)

@@ -61,6 +61,8 @@ SPEC_FIELDS = (
     "queue_limit",
     "async_retries",
     "env_vars",
+    "secrets",
+    "configmaps",
     "network",
     "labels",
 )
@@ -86,6 +88,16 @@ def _settings(options: dict[str, Any]) -> dict[str, Any]:
     settings = {k: v for k, v in fields.items() if v is not None}
     if options.get("env_vars"):
         settings["env_vars"] = key_values(options["env_vars"], "--env-var")
+    if options.get("secret_env"):
+        # The env var holds a reference; the value is put in when an instance starts.
+        for variable, ref in key_values(options["secret_env"], "--secret-env").items():
+            name, sep, key = ref.partition("/")
+            if not sep or not name or not key:
+                raise click.BadParameter(f"{ref!r} is not SECRET/KEY", param_hint="--secret-env")
+            settings.setdefault("env_vars", {})[variable] = f"${{secret:{name}/{key}}}"
+    for option in ("secrets", "configmaps"):
+        if options.get(option):
+            settings[option] = list(dict.fromkeys(options[option]))
     return settings
 
 
@@ -132,7 +144,30 @@ def _settings_options(func: Any) -> Any:
             default=None,
             help="Requests that may wait, then 429 [10 x max-scale x concurrency, <= 1000]",
         ),
-        click.option("--env-var", "env_vars", multiple=True, help="KEY=VALUE (repeat)."),
+        click.option(
+            "--env-var",
+            "env_vars",
+            multiple=True,
+            help="KEY=VALUE (repeat); a value may hold ${secret:NAME/KEY}.",
+        ),
+        click.option(
+            "--secret",
+            "secrets",
+            multiple=True,
+            help="Mount a secret at /secrets/default/NAME/ (repeat).",
+        ),
+        click.option(
+            "--configmap",
+            "configmaps",
+            multiple=True,
+            help="Mount a config map at /configs/default/NAME/ (repeat).",
+        ),
+        click.option(
+            "--secret-env",
+            "secret_env",
+            multiple=True,
+            help="VAR=SECRET/KEY: an env var with a secret's value (repeat).",
+        ),
         click.option(
             "--network",
             type=click.Choice(["host", "none"]),
@@ -298,12 +333,58 @@ def update(
             old_package = current["package"]
             body["package"] = _owned_package(client, name, body["env"], source)
         body.update(_settings(options))
-        client.update("functions", name, body)
+        try:
+            updated = client.update("functions", name, body)
+        except ClientError:
+            if old_package is not None:
+                # Refused (its pre-flight could not load it, say): the package made for it
+                # goes; the function keeps its own.
+                client.delete("packages", body["package"])
+            raise
         if old_package is not None:
             owner = client.get("packages", old_package).get("owner")
             if owner == name:
                 client.delete("packages", old_package)
-    done(f"function '{name}' updated")
+    revision = updated.get("revision")
+    done(f"function '{name}' updated" + (f" (revision {revision})" if revision else ""))
+
+
+REVISION_COLUMNS: list[Column] = [
+    ("REVISION", lambda r: r["number"]),
+    ("CREATED", lambda r: str(r["created_at"])[:19].replace("T", " ")),
+    ("SOURCE", lambda r: (r.get("source") or "")[:12]),
+    ("BUILD", lambda r: "pruned" if r.get("pruned") else (r.get("deploy") or "")[:12]),
+    ("CHANGES", lambda r: ", ".join(r["changes"])),
+]
+
+
+@fn.command()
+@click.option("--name", required=True)
+@output_option
+def revisions(name: str, output: str) -> None:
+    """List a function's revisions: when, its source and build, and what changed."""
+    with Client() as client:
+        found = client.revisions(name)
+        current = client.get("functions", name).get("revision")
+    if output != "table":
+        emit(found, output, REVISION_COLUMNS)
+        return
+    marked = [
+        {**r, "number": f"{r['number']}*" if r["number"] == current else r["number"]} for r in found
+    ]
+    emit(marked, output, REVISION_COLUMNS)
+
+
+@fn.command()
+@click.option("--name", required=True)
+@click.option(
+    "--to", "to", type=click.IntRange(1), default=None, help="Revision [default: the previous]"
+)
+def rollback(name: str, to: int | None) -> None:
+    """Serve an earlier revision again, without building (itself a new revision)."""
+    with Client() as client:
+        function = client.rollback(name, to)
+    done(f"function '{name}' rolled back (revision {function.get('revision')})")
 
 
 @fn.command()
@@ -332,6 +413,8 @@ def get(name: str, output: str) -> None:
         ("Async retries", function.get("async_retries", 0)),
         ("Queue", _queue(function)),
         ("Env vars", ", ".join(f"{k}={v}" for k, v in function["env_vars"].items()) or "-"),
+        ("Secrets", _refs(function.get("secrets"))),
+        ("Config maps", _refs(function.get("configmaps"))),
         ("Network", function.get("network") or "(environment's)"),
         ("Instances", _instances(status)),
         ("Restarts", status["restarts"]),
@@ -339,9 +422,34 @@ def get(name: str, output: str) -> None:
         ("Overload", _overload(status)),
         ("Last exit", status.get("last_exit_reason") or "-"),
         ("Last crash", status.get("last_crash_at") or "-"),
+        ("Revision", _revision(function)),
     ]
     for key, value in rows:
         click.echo(f"{key + ':':<15}{value}")
+
+
+def _refs(references: list[dict[str, str]] | None) -> str:
+    """Names only, with a namespace other than default shown."""
+    names = [
+        r["name"] if r.get("namespace", "default") == "default" else f"{r['namespace']}/{r['name']}"
+        for r in references or []
+    ]
+    return ", ".join(names) or "-"
+
+
+def _revision(function: dict[str, Any]) -> str:
+    """The revision served and, when its package's new build is being loaded or was refused,
+    that pre-flight."""
+    line = str(function.get("revision") or "-")
+    preflight = function.get("preflight")
+    if preflight:
+        build = str(preflight.get("deploy", ""))[:12]
+        if preflight.get("state") == "refused":
+            first = str(preflight.get("error") or "").splitlines()[-1:] or [""]
+            line += f" (build {build} refused: {first[0]})"
+        else:
+            line += f" (pre-flight of build {build} running)"
+    return line
 
 
 def _contract(function: dict[str, Any]) -> str:
@@ -425,6 +533,15 @@ def test(
             header_map["prefer"] = "respond-async"
     else:
         url = f"{router}/{'async-function' if asynchronous else 'function'}/{name}{subpath}"
+        if subpath:
+            # A direct call's path is its whole URL path (the router rewrites no path): say
+            # so, as a function routing on its path may not expect it.
+            direct = f"/function/{name}{subpath.partition('?')[0]}"
+            click.echo(
+                f"note: no route of {name} serves {method.upper()} {subpath.partition('?')[0]};"
+                f" the function sees the direct call's path {direct}",
+                err=True,
+            )
         token = find_token()
         if token:
             # The platform token opens a locked function door (fissile up --function-door);

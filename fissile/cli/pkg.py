@@ -37,6 +37,19 @@ def report_build(package: dict[str, Any]) -> None:
         raise ClientError(f"package '{package['name']}' failed to build (log above)")
 
 
+def report_rollout(client: Client, package: dict[str, Any]) -> None:
+    """Wait for the functions on a freshly built package to move to it; raise with the load
+    errors of those whose pre-flight refused it (they keep their revision)."""
+    refused = client.wait_for_rollout(package)
+    for function, error in refused.items():
+        click.echo(f"function '{function}': {error}", err=True)
+    if refused:
+        raise ClientError(
+            f"package '{package['name']}' was built, but {', '.join(sorted(refused))} refused"
+            " it (their pre-flight could not load it; they keep serving their revision)"
+        )
+
+
 @click.group()
 def pkg() -> None:
     """Packages: source code plus a build that installs its dependencies."""
@@ -94,6 +107,7 @@ def update(name: str, src: str | None, buildcmd: str | None, wait: bool) -> None
         if wait:
             package = client.wait_for_build(name)
             report_build(package)
+            report_rollout(client, package)
     done(f"package '{name}' updated ({package['status']['state']})")
 
 
@@ -128,6 +142,7 @@ def rebuild(name: str, wait: bool) -> None:
         if wait:
             package = client.wait_for_build(name)
             report_build(package)
+            report_rollout(client, package)
     done(f"package '{name}' rebuilding" if not wait else f"package '{name}' rebuilt")
 
 

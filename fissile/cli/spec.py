@@ -65,6 +65,9 @@ def _load(directory: Path) -> SpecSet:
 def _plan(client: Client, specs: SpecSet, delete: bool) -> Plan:
     assert specs.deployment is not None
     live = {kind: client.list(kind) for kind in ORDER}
+    for resource in specs.resources:
+        if resource.kind == "secrets":
+            resource.digest = client.secret_digest(resource.body)
     plan = make_plan(specs.resources, live, specs.deployment.id, delete)
     if plan.errors:
         for error in plan.errors:

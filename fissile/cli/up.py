@@ -150,6 +150,23 @@ from fissile.models import MIN_MEMORY
     help="Write the access log here instead. [default: <data dir>/logs/access.log]",
 )
 @click.option(
+    "--secrets-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FISSILE_SECRETS_KEY_FILE",
+    default=None,
+    help="The key secrets are encrypted with, made (0600) if missing; keep it on another disk"
+    " than the data dir to keep backups of the data dir useless without it."
+    " [env: FISSILE_SECRETS_KEY_FILE; default: <data dir>/keys/secrets.key]",
+)
+@click.option(
+    "--keep-revisions",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Revisions per function that keep their build, so `fn rollback` can return to them;"
+    " older ones are pruned and their builds deleted.",
+)
+@click.option(
     "--metrics/--no-metrics",
     default=True,
     show_default=True,
@@ -209,11 +226,13 @@ def up(
     otlp_endpoint: str | None,
     access_log: str,
     access_log_file: Path | None,
+    secrets_key_file: Path | None,
     metrics: bool,
     function_door: str,
     trusted_proxies: tuple[str, ...],
     tls_cert: Path | None,
     tls_key: Path | None,
+    keep_revisions: int,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -281,6 +300,8 @@ def up(
         trusted_proxies=trusted_proxies,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        secrets_key_file=secrets_key_file,
+        keep_revisions=keep_revisions,
     )
     try:
         run(config)

@@ -27,11 +27,14 @@ from fissile.controlplane.auth import SESSION_COOKIE, authorized, cookie_allows
 from fissile.controlplane.errors import ApiError, error_responses
 from fissile.controlplane.invoke import add_invoke_route
 from fissile.controlplane.resources import Resources
+from fissile.controlplane.revision_routes import add_revision_routes
 from fissile.controlplane.stats import add_stats_routes
 from fissile.executor import Executor
 from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
     ArchiveInfo,
+    ConfigMap,
+    ConfigMapSpec,
     Environment,
     EnvironmentSpec,
     Function,
@@ -43,6 +46,8 @@ from fissile.models import (
     Package,
     PackageSpec,
     PlatformInfo,
+    Secret,
+    SecretSpec,
     TimeTrigger,
     TimeTriggerSpec,
     WatchTrigger,
@@ -235,6 +240,8 @@ def create_api(
             return resources.create(kind, spec)
 
         async def update(name: str, spec: spec_model) -> Any:
+            if kind == "functions":
+                return await resources.update_function(name, spec)
             return resources.update(kind, name, spec)
 
         one = path + "/{name}"
@@ -283,6 +290,14 @@ def create_api(
     crud("/v1/timetriggers", "timetriggers", TimeTriggerSpec, TimeTrigger, "triggers")
     crud("/v1/mqtriggers", "mqtriggers", MessageQueueTriggerSpec, MessageQueueTrigger, "triggers")
     crud("/v1/watchtriggers", "watchtriggers", WatchTriggerSpec, WatchTrigger, "triggers")
+    crud("/v1/secrets", "secrets", SecretSpec, Secret, "secrets")
+    crud("/v1/configmaps", "configmaps", ConfigMapSpec, ConfigMap, "secrets")
+
+    @app.post("/v1/secret-digests", tags=["secrets"], responses=errors(422))
+    async def secret_digest(spec: SecretSpec) -> dict[str, str]:
+        """The digest a secret with these values has, to compare with a stored secret's
+        ``digest`` (``spec apply`` does); nothing is stored."""
+        return {"digest": resources.digest(spec)}
 
     if brokers is not None:
         hub = brokers
@@ -397,6 +412,7 @@ def create_api(
         add_stats_routes(app, resources, stats, crashes, errors)
     add_invoke_route(app, resources, info.router_url, errors, token)
     add_apikey_routes(app, resources, errors)
+    add_revision_routes(app, resources, errors)
     add_dashboard(app, resources, info, token, stats, crashes, invocations)
     return app
 

@@ -7,11 +7,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from fissile.builder import ArchiveStore, Builder
 from fissile.controlplane.caps import Caps
 from fissile.controlplane.errors import ApiError, conflict, not_found
+from fissile.controlplane.revisions import Revisions
 from fissile.executor import Executor
 from fissile.models import (
     SECRET_MASK,
@@ -26,11 +27,14 @@ from fissile.models import (
     PackageSpec,
     Spec,
     TimeTriggerSpec,
+    ValuesSpec,
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
 from fissile.router.routes import Route, find_conflict
 from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
+from fissile.values import records, refs
+from fissile.values.sealing import Sealer, SealError
 
 logger = logging.getLogger("fissile.controlplane")
 
@@ -45,10 +49,16 @@ class Resources:
         logs: LogBook,
         statuses: dict[str, Callable[[str], BaseModel]] | None = None,
         caps: Caps | None = None,
+        sealer: Sealer | None = None,
+        revisions: Revisions | None = None,
     ) -> None:
         """``statuses``: per kind, where the live status of a resource comes from (the MQ
-        consumers, the timers); ``caps``: the operator's caps on a function's limits."""
+        consumers, the timers); ``caps``: the operator's caps on a function's limits;
+        ``sealer``: what seals secrets' values (none: secrets cannot be stored);
+        ``revisions``: functions' revisions and pre-flight (default: 10 kept)."""
+        self.revisions = revisions or Revisions(store, executor, logs, executor.deploy_root)
         self.caps = caps
+        self.sealer = sealer
         self.statuses = statuses or {}
         self.store = store
         self.builder = builder
@@ -70,6 +80,12 @@ class Resources:
     def _view(self, kind: str, document: dict[str, Any]) -> dict[str, Any]:
         if kind == "functions":
             document["status"] = self.executor.status(document["name"]).model_dump(mode="json")
+            current = self.revisions.current(document["name"])
+            if current is not None:
+                document["revision"], document["deploy"] = current.number, current.deploy
+            preflight = self.revisions.preflights.get(document["name"])
+            if preflight is not None:
+                document["preflight"] = preflight.model_dump(mode="json")
         elif kind in self.statuses:
             document["status"] = self.statuses[kind](document["name"]).model_dump(mode="json")
         elif kind == "httptriggers":
@@ -81,12 +97,26 @@ class Resources:
             jwt = document.get("jwt")
             if isinstance(jwt, dict) and jwt.get("secret"):
                 document["jwt"] = {**jwt, "secret": SECRET_MASK}
+        elif kind in records.KINDS:
+            document = records.view(document)
         return document
+
+    def _sealer(self) -> Sealer:
+        if self.sealer is None:
+            raise ApiError(503, "unavailable", "this platform was started without a secrets key")
+        return self.sealer
+
+    def digest(self, spec: ValuesSpec) -> str:
+        """The digest a secret holding ``spec``'s values has (``spec apply`` compares it with
+        the stored one's: the values themselves are never read back)."""
+        return self._sealer().digest(spec.data)
 
     # -- writes -------------------------------------------------------------------------
 
     def create(self, kind: str, spec: Spec) -> dict[str, Any]:
         data = self._check(kind, spec, creating=True)
+        if isinstance(spec, ValuesSpec):
+            data = self._sealed(spec)
         try:
             record = self.store.create(kind, data["name"], data)
         except AlreadyExists:
@@ -95,6 +125,7 @@ class Resources:
             self.builder.submit(record.name)
         elif kind == "functions":
             uids.allocate(self.store, record.name)
+            self.revisions.created(record)
         return self._view(kind, record.merged())
 
     def update(self, kind: str, name: str, spec: Spec) -> dict[str, Any]:
@@ -111,6 +142,12 @@ class Resources:
         if isinstance(spec, HTTPTriggerSpec):
             spec = _unmask(spec, current.data)
         data = self._check(kind, spec, creating=False)
+        if isinstance(spec, ValuesSpec):
+            data = self._sealed(spec)
+            same = ("digest", "labels", "keys")
+            if all(data.get(k) == current.data.get(k) for k in same):
+                # The same values again (a spec re-applied): nothing changes, nothing rolls.
+                return self._view(kind, current.merged())
         if kind == "httptriggers" and data.get("webhook_secret") == SECRET_MASK:
             # What a read showed, sent back unchanged: the secret stays as it is.
             data["webhook_secret"] = current.data.get("webhook_secret")
@@ -129,6 +166,42 @@ class Resources:
         if rebuild:
             self.builder.submit(name)
         return self._view(kind, record.merged())
+
+    async def update_function(self, name: str, spec: FunctionSpec) -> dict[str, Any]:
+        """Change a function: a new revision, pre-flighted first when its instances must roll
+        (``revisions.py``); a revision that does not load is refused (422 load_failed)."""
+        if spec.name != name:
+            return self.update("functions", name, spec)  # the mismatch's 422
+        async with self.revisions.lock(name):
+            current = self.store.find("functions", name)
+            if current is None:
+                raise not_found("function", name)
+            data = self._check("functions", spec, creating=False)
+            record = await self.revisions.change(current, data)
+        return self._view("functions", record.merged())
+
+    async def rollback(self, name: str, to: int | None) -> dict[str, Any]:
+        """Return a function to an earlier revision (default: the one before), as a new one."""
+        async with self.revisions.lock(name):
+            current = self.store.find("functions", name)
+            if current is None:
+                raise not_found("function", name)
+            record = await self.revisions.rollback(current, to, self._check_function)
+        return self._view("functions", record.merged())
+
+    def _check_function(self, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            spec = FunctionSpec.model_validate(data)
+        except ValidationError as exc:
+            raise ApiError(
+                422, "invalid", f"the revision's settings are no longer valid: {exc}"
+            ) from None
+        return self._check("functions", spec, creating=False)
+
+    def function_revisions(self, name: str) -> list[dict[str, Any]]:
+        if self.store.find("functions", name) is None:
+            raise not_found("function", name)
+        return self.revisions.listing(name)
 
     def rebuild(self, name: str) -> dict[str, Any]:
         current = self.store.find("packages", name)
@@ -162,6 +235,7 @@ class Resources:
             try:
                 uids.release(self.store, name)
                 self._delete_owned_package(name, record.data.get("package"))
+                self.revisions.forget(name)
             except StorageFull:
                 # The function is gone, which is what was asked; its package stays until a
                 # delete of its own (`pkg delete`) when the disk has space, and its uid stays
@@ -180,6 +254,12 @@ class Resources:
         if not self._users("packages", package):
             self.store.delete("packages", package)
             self.builder.cancel(package)
+
+    def _sealed(self, spec: ValuesSpec) -> dict[str, Any]:
+        try:
+            return records.to_record(spec, self._sealer())
+        except SealError as exc:
+            raise ApiError(500, "sealing_failed", str(exc)) from None
 
     # -- rules --------------------------------------------------------------------------
 
@@ -212,6 +292,7 @@ class Resources:
             if status.state is BuildState.failed and status.deploy is None:
                 tail = "\n".join(status.log.strip().splitlines()[-15:])
                 raise conflict(f"package {spec.package!r} failed to build:\n{tail}")
+            self._check_values(spec)
         elif isinstance(spec, HTTPTriggerSpec):
             self._require("functions", spec.function, "function")
             _check_edge(spec)
@@ -231,6 +312,23 @@ class Resources:
         elif isinstance(spec, EnvironmentSpec):
             pass
         return data
+
+    def _check_values(self, spec: FunctionSpec) -> None:
+        """Every secret and config map the function names exists, with every key its env vars
+        name."""
+        for index, ref in enumerate(spec.secrets):
+            self._require("secrets", ref.name, f"secrets.{index}")
+        for index, ref in enumerate(spec.configmaps):
+            self._require("configmaps", ref.name, f"configmaps.{index}")
+        for variable, kind, name, key in refs.env_references(spec):
+            record = self._require(kind, name, f"env_vars.{variable}")
+            if key not in {k["key"] for k in record.data.get("keys", [])}:
+                raise ApiError(
+                    422,
+                    "invalid",
+                    f"{SINGULAR[kind]} {name!r} has no key {key!r}",
+                    [{"path": f"env_vars.{variable}", "message": f"no key {key!r} in {name!r}"}],
+                )
 
     def _require(self, kind: str, name: str, field: str) -> Any:
         record = self.store.find(kind, name)
@@ -255,6 +353,12 @@ class Resources:
                 for r in self.store.list("functions")
                 if r.data["package"] == name
             ]
+        elif kind in records.KINDS:
+            users += [
+                f"function {r.name!r}"
+                for r in self.store.list("functions")
+                if (kind, name) in _used(r.data)
+            ]
         elif kind == "functions":
             for trigger_kind in TRIGGER_KINDS:
                 users += [
@@ -263,6 +367,13 @@ class Resources:
                     if r.data["function"] == name
                 ]
         return users
+
+
+def _used(data: dict[str, Any]) -> set[tuple[str, str]]:
+    try:
+        return refs.used(FunctionSpec.model_validate(data))
+    except ValueError:
+        return set()
 
 
 def _unmask(spec: HTTPTriggerSpec, current: dict[str, Any]) -> HTTPTriggerSpec:

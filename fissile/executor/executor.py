@@ -21,6 +21,7 @@ from fissile.executor.connection import DEFAULT_MAX_RESPONSE_BODY
 from fissile.executor.errors import BuildFailed, ExecutorError, FunctionNotFound
 from fissile.executor.importcache import ImportCache
 from fissile.executor.instance import Instance, State
+from fissile.executor.loading import preflight
 from fissile.executor.pools import EnvironmentPool, FunctionPool
 from fissile.executor.zygote import Zygote
 from fissile.models import (
@@ -34,6 +35,9 @@ from fissile.observability.logs import LogBook
 from fissile.observability.metrics import Metrics
 from fissile.sandbox import Sandbox
 from fissile.store import Change, Store, uids
+from fissile.values import refs
+from fissile.values.mounts import ValueMounts, values_root
+from fissile.values.sealing import Sealer
 
 logger = logging.getLogger("fissile.executor")
 
@@ -88,6 +92,7 @@ class Executor:
         sandbox_mode: str = "off",
         data_dir: Path | None = None,
         events: EventBus | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.store = store
         self.deploy_root = deploy_root
@@ -108,12 +113,15 @@ class Executor:
         self.platform_dir.mkdir()
         self.platform_dir.chmod(0o755)
         self.events = events
+        # The files of functions' secrets and config maps (fissile/values/mounts.py).
+        self.values = ValueMounts(store, values_root(), sealer)
         self.sandbox = Sandbox.prepare(
             sandbox_mode,
             data_dir=str(data_dir or deploy_root.parent),
             deploy_root=str(deploy_root),
             staging=str(staging),
             platform_dir=str(self.platform_dir),
+            values_root=str(self.values.root),
         )
         self.cgroups: Any = None
         if self.sandbox.fork_config.get("cgroups"):
@@ -176,6 +184,7 @@ class Executor:
             path.unlink(missing_ok=True)
         self.platform_dir.rmdir()
         self.run_dir.rmdir()
+        self.values.close()
         if self.cgroups is not None:
             from fissile.sandbox import cgroups
 
@@ -389,6 +398,27 @@ class Executor:
     def deploy_path(self, deploy: str) -> str:
         return str(self.deploy_root / deploy)
 
+    def package_deploy(self, package: str) -> str | None:
+        """The package's last good build, if it has one."""
+        pkg = self.packages.get(package)
+        return None if pkg is None else pkg.status.deploy
+
+    async def preflight(self, spec: FunctionSpec, deploy: str) -> None:
+        """Load ``spec`` on the build ``deploy`` in a fresh instance (``loading.preflight``);
+        ``LoadFailed`` if it does not load."""
+        await preflight(self, spec, self.deploy_path(deploy))
+
+    def revision_added(self, function: str) -> None:
+        """A revision was recorded for a function the store did not change for (its first,
+        written just after it): serve the build it names."""
+        pool = self.functions.get(function)
+        if pool is not None:
+            pool.update(pool.spec, self._revision_deploy(function))
+
+    def _revision_deploy(self, function: str) -> str | None:
+        latest = self.store.latest_revision(function)
+        return None if latest is None else latest.deploy
+
     async def deploy_dir(self, package: str) -> str:
         """The deploy directory of ``package``, waiting for its first build if need be."""
         while True:
@@ -416,6 +446,8 @@ class Executor:
             self._function_changed(change)
         elif kind == "packages":
             self._package_changed_(change)
+        elif kind in ("secrets", "configmaps"):
+            self._values_changed(change)
         elif kind == uids.KIND:
             function, uid = change.record.data.get("function", ""), int(change.record.name)
             if change.action == "deleted":
@@ -493,9 +525,21 @@ class Executor:
             ):
                 pool.roll(f"environment {spec.name} changed")
 
+    def _values_changed(self, change: Change) -> None:
+        """A secret or config map changed: the functions that use it roll onto the new values."""
+        used = (change.record.kind, change.record.name)
+        singular = "secret" if used[0] == "secrets" else "config map"
+        for pool in self.functions.values():
+            if used in refs.used(pool.spec):
+                self.values.forget(pool.name)
+                if change.action == "updated":
+                    pool.roll(f"{singular} {used[1]} changed")
+
     def _function_changed(self, change: Change) -> None:
         name = change.record.name
+        self.values.forget(name)
         if change.action == "deleted":
+            self.values.remove(name)
             pool = self.functions.pop(name, None)
             if pool is not None:
                 pool.close()
@@ -506,26 +550,27 @@ class Executor:
         if existing is None:
             self._add_function(spec)
         else:
-            existing.update(spec)
+            existing.update(spec, self._revision_deploy(name))
             existing.keep_warm()
-            self._prepare_imports(spec)
+            self._prepare_imports(existing)
 
     def _add_function(self, spec: FunctionSpec) -> None:
         pool = FunctionPool(spec, self)
+        pool.deploy = self._revision_deploy(spec.name)
         self.functions[spec.name] = pool
         pool.keep_warm()
-        self._prepare_imports(spec)
+        self._prepare_imports(pool)
 
-    def _prepare_imports(self, spec: FunctionSpec) -> None:
+    def _prepare_imports(self, pool: FunctionPool) -> None:
         """Scan a new function's package (and make its package zygote) now, in the background,
         rather than at its first request."""
-        package = self.packages.get(spec.package)
-        env = self.environments.get(spec.env)
-        if package is None or package.status.deploy is None or env is None or self._stopping:
+        deploy = pool.deploy or self.package_deploy(pool.spec.package)
+        env = self.environments.get(pool.spec.env)
+        if deploy is None or env is None or self._stopping:
             return
         if env.spec.image != "python":
             return
-        deploy_dir = self.deploy_path(package.status.deploy)
+        deploy_dir = self.deploy_path(deploy)
         self.spawn(self.imports.source(env, deploy_dir))
 
     def _package_changed_(self, change: Change) -> None:
@@ -540,7 +585,10 @@ class Executor:
             new = package.status.deploy
             if old is not None and new is not None and old != new:
                 for pool in self.functions.values():
-                    if pool.spec.package == name:
+                    # A function with a build of its own (its revision's) moves to the new
+                    # one only as a new revision, once a pre-flight loaded it
+                    # (controlplane/revisions.py).
+                    if pool.spec.package == name and pool.deploy is None:
                         pool.roll(f"package {name} rebuilt")
         event = self._package_changed.pop(name, None)
         if event is not None:

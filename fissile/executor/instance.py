@@ -41,6 +41,8 @@ class Instance:
         self.pid = 0
         self.state = State.warm
         self.function: str | None = None
+        # The build it was specialized on: a build some instance still runs is not pruned.
+        self.deploy_dir: str | None = None
         self.generation = 0
         self.inflight = 0
         self.started_at = time.monotonic()
@@ -53,6 +55,9 @@ class Instance:
         # Specialized and ready once: a death before that is its start's failure, counted
         # once by the pool as such, not as a crash too.
         self.loaded = False
+        # Given a request once: its death after that is the request's doing (replaced at once),
+        # before that the function's (counted toward the crash-loop back-off).
+        self.served = False
         self.zygote: object | None = None
         self.cgroup: Any = None  # fissile.sandbox.cgroups.Group, when cgroups are in use
         self.memory_limit = 0

@@ -11,10 +11,10 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fissile.executor import program
 from fissile.executor.autoscaler import STABLE_WINDOW, Autoscaler, Decision, target_for
 from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, Overloaded
 from fissile.executor.instance import Instance, State
+from fissile.executor.loading import load
 from fissile.executor.zygote import Zygote
 from fissile.models import EnvironmentSpec, FunctionSpec, FunctionStatus
 from fissile.observability.metrics import crash_reason
@@ -34,6 +34,12 @@ REFILL_DELAY = 0.02  # seconds after a warm instance is taken; a cold start take
 CRASH_LOOP = 3  # failures in a row before starts are spaced out
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 30.0
+# An instance that loaded and then died serving is replaced at once, without back-off: the
+# request killed it, not the function's start, and the next caller's request may be good. This
+# many such deaths within STORM_WINDOW seconds is a crash storm, said (once a window) in the
+# function's log and counted in its metrics; callers are still served.
+STORM = 10
+STORM_WINDOW = 60.0
 # In-flight requests per instance when a function does not say: one for a sync function (its
 # instance runs one call at a time), this many for an ``async def`` one (they interleave).
 ASYNC_CONCURRENCY = 100
@@ -186,6 +192,9 @@ class FunctionPool:
         self.executor = executor
         self.metrics = executor.metrics.function(spec.name)  # the router counts into it
         self.generation = 1
+        # The build its current revision serves (store/revisions.py); None: its package's
+        # current build (a function without revisions, or whose package had none yet).
+        self.deploy: str | None = None
         self.instances: list[Instance] = []
         self.draining: set[Instance] = set()
         self.starting = 0
@@ -200,6 +209,9 @@ class FunctionPool:
         self.retry_at = 0.0
         self.last_exit_reason: str | None = None
         self.last_crash_at: datetime | None = None
+        # The last STORM deaths of instances while they served (``time.monotonic()``).
+        self.serving_deaths: deque[float] = deque(maxlen=STORM)
+        self.storm_at = -math.inf
         self.deleted = False
         self.is_async: bool | None = None  # learnt at the first specialization
         self.contract: str | None = None  # likewise: the one ``auto`` chose
@@ -272,6 +284,7 @@ class FunctionPool:
     def take(self, instance: Instance) -> None:
         """Count one more request on ``instance``, which ``pick`` chose."""
         instance.inflight += 1
+        instance.served = True
         self.inflight += 1
         self._observe()
 
@@ -344,6 +357,7 @@ class FunctionPool:
             if waiter.done():
                 continue
             instance.inflight += 1
+            instance.served = True
             self.inflight += 1
             waiter.set_result(instance)
 
@@ -382,7 +396,10 @@ class FunctionPool:
         generation = self.generation
         instance: Instance | None = None
         try:
-            deploy_dir = await self.executor.deploy_dir(self.spec.package)
+            if self.deploy is not None:
+                deploy_dir = self.executor.deploy_path(self.deploy)
+            else:
+                deploy_dir = await self.executor.deploy_dir(self.spec.package)
             source = await self.executor.instance_source(self.spec.env, deploy_dir)
             instance = await source.take()
             await self._specialize(instance, deploy_dir)
@@ -407,46 +424,9 @@ class FunctionPool:
         instance.state = State.specializing
         instance.function = self.name
         instance.generation = self.generation
-        env = self.executor.environment(self.spec.env).spec
-        payload: dict[str, Any] = {
-            "function": self.name,
-            "deploy_dir": deploy_dir,
-            "entrypoint": self.spec.entrypoint,
-            "contract": self.spec.contract or env.contract,
-            "env_vars": {
-                **self.spec.env_vars,
-                "FISSILE_PLATFORM_SOCKET": self.executor.platform_socket_for_instances(),
-            },
-            "concurrency": self.spec.concurrency or 1,
-            "timeout": self.spec.timeout,
-            "memory": self.spec.memory,
-            "network": self.spec.network or env.network,
-            "uid": self.executor.uid_of(self.name),
-        }
-        if env.image != "python":
-            payload.update(image=env.image, command=env.command)
-        if env.image == "command":
-            program.follow_output(instance)
-        try:
-            self.executor.limit(instance, self.spec)
-        except OSError as exc:
-            raise LoadFailed(f"cannot apply the limits of {self.name}: {exc}") from exc
-        try:
-            response = await instance.control("/_fissile/specialize", payload, self.spec.timeout)
-        except TimeoutError:
-            raise LoadFailed(
-                f"loading {self.name} took longer than its timeout ({self.spec.timeout:g}s)"
-            ) from None
-        except Exception as exc:
-            reason = instance.exit_reason or str(exc)
-            raise LoadFailed(f"instance died while loading {self.name}: {reason}") from exc
-        if response.status != 200:
-            raise LoadFailed(_error_message(response.body))
-        if env.image == "command":
-            path = program.socket_of(response.body)
-            await program.wait_listening(instance, env.command or "", self.spec.timeout, path)
+        body = await load(self.executor, instance, self.spec, deploy_dir)
         if self.is_async is None:
-            self.is_async, self.contract = _loaded(response.body)
+            self.is_async, self.contract = _loaded(body)
             if self.spec.concurrency is None and self.is_async:
                 self._set_limit()
         instance.state = State.ready
@@ -474,6 +454,26 @@ class FunctionPool:
             self.executor.logs.platform(
                 self.name,
                 f"crash loop: {self.failures} failures in a row; next start in {delay:.1f}s",
+                "ERROR",
+            )
+
+    def _died_serving(self, instance: Instance) -> None:
+        """Not a crash loop: the next request gets a new instance at once (a warm one from the
+        pool, ready in milliseconds). Only demand starts them, so a storm of deaths costs one
+        start per request that kills one; it is said in the log, not turned into refusals."""
+        now = time.monotonic()
+        deaths = self.serving_deaths
+        deaths.append(now)
+        stormy = len(deaths) == STORM and now - deaths[0] <= STORM_WINDOW
+        if stormy and now - self.storm_at >= STORM_WINDOW:
+            self.storm_at = now
+            self.metrics.crash_storms += 1
+            self.executor.logs.platform(
+                self.name,
+                f"crash storm: {STORM} instances died while serving within"
+                f" {now - deaths[0]:.1f}s (last: {instance.exit_reason}); each is replaced"
+                " at once and other requests are still served: look for the requests"
+                " that kill them",
                 "ERROR",
             )
 
@@ -563,9 +563,15 @@ class FunctionPool:
 
     # -- change -------------------------------------------------------------------------
 
-    def update(self, spec: FunctionSpec) -> None:
+    def update(self, spec: FunctionSpec, deploy: str | None = None) -> None:
+        """Serve ``spec`` on the build ``deploy`` (None: the package's current one)."""
         roll = spec.code_fields() != self.spec.code_fields()
+        if deploy != self.deploy:
+            # Pinning the build already served (its package's current one) changes nothing.
+            served = self.deploy or self.executor.package_deploy(self.spec.package)
+            roll = roll or served is None or deploy != served
         self.spec = spec
+        self.deploy = deploy
         self._set_limit()
         if roll:
             self.roll("function updated")
@@ -596,8 +602,12 @@ class FunctionPool:
             self.instances.remove(instance)
         self.draining.discard(instance)
         if not expected:
-            if serving:
-                # One that died while loading is counted once, by the failed start (_start).
+            # One that died while loading is counted once, by the failed start (_start).
+            if serving and instance.served:
+                self._died_serving(instance)
+            elif serving:
+                # Loaded, then died before it was given a request: it cannot stay up, which
+                # is a failed start as much as dying while loading.
                 self._failed()
             self.restarts += 1
             if instance.loaded:
@@ -672,12 +682,3 @@ def _loaded(body: bytes) -> tuple[bool, str | None]:
         return bool(answer.get("async")), contract if isinstance(contract, str) else None
     except (ValueError, AttributeError):
         return False, None
-
-
-def _error_message(body: bytes) -> str:
-    import json
-
-    try:
-        return str(json.loads(body)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return body.decode("utf-8", "replace")[:500]

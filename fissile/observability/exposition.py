@@ -77,6 +77,7 @@ class _Function(NamedTuple):
     crashes: dict[str, int]
     timeouts: int
     rejected: dict[str, int]
+    crash_storms: int
 
 
 @dataclass
@@ -230,13 +231,20 @@ class FissileCollector(Collector):
             "Requests refused without running: overloaded, queue_timeout, crash_loop.",
             labels=["function", "reason"],
         )
+        storms = CounterMetricFamily(
+            "fissile_function_crash_storms",
+            "Crash storms: many instances dying while serving within a minute (each one is"
+            " replaced at once, without back-off).",
+            labels=["function"],
+        )
         for m in functions:
             for reason, count in m.crashes.items():
                 crashes.add_metric([m.name, reason], count)
             timeouts.add_metric([m.name], m.timeouts)
             for reason, count in m.rejected.items():
                 rejected.add_metric([m.name, reason], count)
-        yield from (crashes, timeouts, rejected)
+            storms.add_metric([m.name], m.crash_storms)
+        yield from (crashes, timeouts, rejected, storms)
 
         instances = GaugeMetricFamily(
             "fissile_function_instances",
@@ -389,6 +397,7 @@ def _copy(m: FunctionMetrics) -> _Function:
         m.crashes.copy(),
         m.timeouts,
         m.rejected.copy(),
+        m.crash_storms,
     )
 
 

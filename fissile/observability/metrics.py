@@ -74,6 +74,7 @@ class FunctionMetrics:
 
     __slots__ = (
         "cold_starts",
+        "crash_storms",
         "crashes",
         "duration",
         "name",
@@ -90,6 +91,8 @@ class FunctionMetrics:
         self.queue_wait = Histogram()  # waiting for an instance with room
         self.cold_starts = 0  # requests that waited for a new instance to be made
         self.crashes: dict[str, int] = {}  # reason -> instances that died unexpectedly
+        # Times instances died while serving at a storm's rate (FunctionPool._died_serving).
+        self.crash_storms = 0
         self.timeouts = 0  # requests that overran the function's timeout
         # reason -> requests refused without running: ``overloaded`` (429, queue full),
         # ``queue_timeout`` (503, no instance in time), ``crash_loop`` (503, backing off)

@@ -3,11 +3,13 @@
 sandbox binds into every instance's root at ``/run/fissile`` (so it works with ``--network
 none`` and a private root).
 
-- ``POST /invoke/<function>``: a synchronous call through the same path as the router. The
-  caller sends its chain id, its depth and its remaining time (``x-fissile-chain-id``,
-  ``x-fissile-chain-depth``, ``x-fissile-deadline``); the callee gets depth + 1 and at most the
-  caller's remaining time. A call deeper than ``MAX_DEPTH`` is refused with 508 Loop Detected,
-  so a function calling itself stops.
+- ``<METHOD> /invoke/<function>[/path][?query]``: a synchronous call through the same path as
+  the router; the callee gets the method, ``/path`` (``/`` when absent) with the query as its
+  request target, as a route would hand it over, and the caller's headers but the platform's
+  own (``x-fissile-*``, hop-by-hop ones). The caller sends its chain id, its depth and its
+  remaining time (``x-fissile-chain-id``, ``x-fissile-chain-depth``, ``x-fissile-deadline``);
+  the callee gets depth + 1 and at most the caller's remaining time. A call deeper than
+  ``MAX_DEPTH`` is refused with 508 Loop Detected, so a function calling itself stops.
 - ``POST /publish?topic=T&mqtype=M[&broker_url=U]``: the body, published to a topic.
 
 Anyone who can connect may call any function and publish to any topic, including a function
@@ -28,7 +30,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -55,8 +57,12 @@ TRACEPARENT = "traceparent"
 PEER = "fissile.peer"
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-# Caller headers passed on to the callee.
-_PASSED = frozenset({"content-type", "accept"})
+# Caller headers not passed on to the callee: the socket's framing and host, and what the
+# platform says itself (chain, caller, trace: a hop of its own).
+_NOT_PASSED = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", TRACEPARENT}
+)
+_PLATFORMS = ("x-fissile-", "x-fission-params-")
 
 
 class PlatformSocketProtocol(HttpToolsProtocol):
@@ -88,7 +94,9 @@ class PlatformSocketApp:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        if scope["method"] != "POST":
+        method: str = scope["method"]
+        calling = path.startswith("/invoke/")
+        if method != "POST" and not calling:
             await _reply(send, Answer(405, "method_not_allowed", "use POST"))
             return
         body = await _body(receive)
@@ -96,9 +104,11 @@ class PlatformSocketApp:
             await _reply(send, Answer(413, "body_too_large", f"body exceeds {MAX_BODY} bytes"))
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if path.startswith("/invoke/"):
+        if calling:
+            function, target = _split_target(scope)
             caller = self.caller(scope.get(PEER))
-            await _reply(send, await self.invoke(path[len("/invoke/") :], headers, body, caller))
+            result = await self.invoke(function, headers, body, caller, method, target)
+            await _reply(send, result)
         elif path == "/publish":
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             await _reply(send, await self.publish(query, headers, body))
@@ -117,6 +127,8 @@ class PlatformSocketApp:
         headers: Mapping[str, str],
         body: bytes,
         caller: str | None = None,
+        method: str = "POST",
+        target: str = "/",
     ) -> InstanceResponse | Answer:
         try:
             depth = max(0, int(headers.get(CHAIN_DEPTH, "0"))) + 1
@@ -135,13 +147,19 @@ class PlatformSocketApp:
             return Answer(504, "timeout", "the caller's deadline has passed")
         # The call is a span of the caller's trace; the callee's parent is that span.
         hop = tracing.hop(headers.get(TRACEPARENT))
-        forwarded = {k: v for k, v in headers.items() if k in _PASSED}
+        forwarded = {
+            k: v
+            for k, v in headers.items()
+            if k not in _NOT_PASSED and not k.startswith(_PLATFORMS)
+        }
         forwarded |= {CHAIN_ID: chain, CHAIN_DEPTH: str(depth)}
         if caller:  # the platform's word; what the caller sent is not passed on
             forwarded[CALLER] = caller
         return await invoke(
             self.executor,
             function,
+            method=method,
+            path=target,
             headers=forwarded,
             body=body,
             timeout=deadline,
@@ -178,6 +196,19 @@ class _Accepted(Answer):
         self.status = 202
         self.body = json.dumps({"topic": topic, "size": size}).encode()
         self.headers = [(b"content-type", b"application/json")]
+
+
+def _split_target(scope: Scope) -> tuple[str, str]:
+    """``(function, target)`` of ``/invoke/<function>[/path][?query]``: the name unescaped,
+    the path and query as sent (still escaped, as the router forwards a client's)."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    rest = raw.decode("latin-1")[len("/invoke/") :]
+    name, slash, path = rest.partition("/")
+    target = slash + path or "/"
+    query: bytes = scope.get("query_string", b"")
+    if query:
+        target += "?" + query.decode("latin-1")
+    return unquote(name), target
 
 
 def _topic(topic: str, mqtype: str) -> dict[str, str]:

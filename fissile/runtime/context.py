@@ -6,14 +6,21 @@ import http.client
 import json
 import logging
 import os
+import re
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from fissile.observability import tracecontext
 
 SOCKET_ENV = "FISSILE_PLATFORM_SOCKET"
+# An HTTP method is a token (RFC 9110); upper case is what routes match.
+_METHOD = re.compile(r"^[A-Z][A-Z0-9_-]{0,31}$")
+# Characters a path keeps as they are: a caller's percent-escapes stay escapes.
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+Query = Mapping[str, str | int | float | Sequence[str | int | float]] | str
 
 
 class PlatformError(Exception):
@@ -140,20 +147,33 @@ class Context:
         function: str,
         data: Any = None,
         *,
+        method: str = "POST",
+        path: str = "/",
+        query: Query | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
         content_type: str | None = None,
     ) -> Reply:
-        """Call ``function`` synchronously through the platform and return its answer. ``data``:
-        bytes, str, or anything JSON-serializable. The callee gets at most this invocation's
-        remaining time; a chain of calls deeper than the platform's limit is answered 508."""
-        body, kind = _encode(data, content_type)
-        headers = {
-            "content-type": kind,
+        """Call ``function`` synchronously through the platform and return its answer, whatever
+        its status (raises ``PlatformError`` only when the platform cannot be reached).
+
+        The callee sees ``method``, ``path`` (as a route would give it: ``/items/1``, not
+        ``/function/<name>/items/1``), ``query`` (a dict, values may be lists, or a string) and
+        ``headers``. The body is ``data`` (bytes, str, or anything JSON-serializable) or
+        ``json``. The callee gets at most this invocation's remaining time; a chain of calls
+        deeper than the platform's limit is answered 508."""
+        verb = method.upper()
+        if not _METHOD.match(verb):
+            raise ValueError(f"invalid HTTP method {method!r}")
+        body, sent = encode_call(data, json, content_type, headers)
+        sent |= {
             "x-fissile-chain-id": self.chain_id,
             "x-fissile-chain-depth": str(self.chain_depth),
             "x-fissile-deadline": f"{self.remaining():.3f}",
             "traceparent": self.traceparent,
         }
-        return self._post(f"/invoke/{quote(function, safe='')}", headers, body)
+        target = invoke_target(function, path, query)
+        return self._request(verb, target, sent, body)
 
     def publish(
         self,
@@ -171,27 +191,61 @@ class Context:
         if broker_url:
             query["broker_url"] = broker_url
         headers = {"content-type": kind, "traceparent": self.traceparent}
-        reply = self._post(f"/publish?{urlencode(query)}", headers, body)
+        reply = self._request("POST", f"/publish?{urlencode(query)}", headers, body)
         if not reply.ok:
             raise PlatformError(f"publish to {topic!r} failed ({reply.status}): {reply.text}")
 
-    def _post(self, target: str, headers: dict[str, str], body: bytes) -> Reply:
+    def _request(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         path = os.environ.get(SOCKET_ENV)
         if not path:
             raise PlatformError(f"no platform socket: {SOCKET_ENV} is not set")
         connection = _UnixConnection(path, timeout=max(self.remaining(), 0.001) + 5.0)
         try:
-            connection.request("POST", target, body=body, headers=headers)
+            connection.request(method, target, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
             return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, payload)
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise PlatformError(f"cannot reach the platform at {path}: {exc}") from exc
         finally:
             connection.close()
 
     def __repr__(self) -> str:
         return f"<Context {self.function} {self.invocation_id}>"
+
+
+def invoke_target(function: str, path: str = "/", query: Query | None = None) -> str:
+    """The platform socket's target for a call of ``function`` at ``path`` with ``query``:
+    ``/invoke/<function><path>[?query]``, the function's name escaped whole (it never holds a
+    slash), the path as the callee's request target."""
+    path, _, inline = (path or "/").partition("?")
+    if not path.startswith("/"):
+        path = "/" + path
+    # ``/invoke/<function>`` alone is a call at ``/``.
+    rest = "" if path == "/" else quote(path, safe=_PATH_SAFE)
+    target = f"/invoke/{quote(function, safe='')}{rest}"
+    extra = query if isinstance(query, str) else urlencode(query or {}, doseq=True)
+    joined = "&".join(part for part in (inline, extra.lstrip("?")) if part)
+    return f"{target}?{joined}" if joined else target
+
+
+def encode_call(
+    data: Any, value: Any, content_type: str | None, headers: Mapping[str, str] | None
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers (lower-case names) of a call with ``data`` or JSON ``value``: a
+    content type only with something to type, and the caller's own winning over the one
+    guessed from the data (``content_type`` wins over both)."""
+    if value is not None:
+        if data is not None:
+            raise TypeError("give data or json, not both")
+        body, kind = json.dumps(value).encode(), content_type or "application/json"
+    else:
+        body, kind = _encode(data, content_type)
+    sent = {name.lower(): text for name, text in (headers or {}).items()}
+    typed = bool(body) or content_type is not None or data is not None or value is not None
+    if typed and (content_type is not None or "content-type" not in sent):
+        sent["content-type"] = kind
+    return body, sent
 
 
 def _encode(data: Any, content_type: str | None) -> tuple[bytes, str]:

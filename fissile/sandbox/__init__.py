@@ -76,6 +76,7 @@ class Sandbox:
         staging: str,
         tmp_size: int = DEFAULT_TMP_SIZE,
         platform_dir: str | None = None,
+        values_root: str | None = None,
     ) -> Sandbox:
         if mode not in MODES:
             raise ValueError(f"unknown sandbox mode {mode!r}; use one of {', '.join(MODES)}")
@@ -97,7 +98,9 @@ class Sandbox:
         if config["namespaces"] and config["pid_namespace"]:
             from fissile.sandbox.filesystem import plan
 
-            config["filesystem"] = plan(data_dir, deploy_root, staging, tmp_size, platform_dir)
+            config["filesystem"] = plan(
+                data_dir, deploy_root, staging, tmp_size, platform_dir, values_root
+            )
         return cls(mode, caps, config)
 
     def active(self) -> dict[str, bool]:
@@ -170,9 +173,10 @@ def enter_function(config: dict[str, Any], spec: dict[str, Any]) -> str:
 
         isolate_network()
     if config.get("filesystem"):
-        from fissile.sandbox.filesystem import mount_function
+        from fissile.sandbox.filesystem import mount_function, mount_values
 
         deploy_dir = mount_function(deploy_dir)
+        mount_values(spec.get("values_dir"))
     if config.get("namespaces"):
         from fissile.sandbox import _libc
 

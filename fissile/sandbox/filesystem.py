@@ -10,7 +10,10 @@ bound directory). At fork time every package is
 reachable at ``/.deploy`` (root-only) because the function is not known yet; specialization binds
 the function's own package at ``/function`` and detaches ``/.deploy`` before any user code runs.
 The directory of the platform socket (``context.invoke``/``publish``) is bound read-only at
-``/run/fissile``: a unix socket on a read-only mount can still be connected to.
+``/run/fissile``: a unix socket on a read-only mount can still be connected to. The values root
+(secrets and config maps, ``fissile.values.mounts``) is reachable at ``/.values`` (root-only)
+until specialization binds the function's own at ``/secrets`` and ``/configs``, read-only, and
+detaches the rest.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ DEVICES = ("null", "zero", "full", "random", "urandom")
 FUNCTION_DIR = "/function"
 PLATFORM_DIR = "/run/fissile"
 _DEPLOY_DIR = "/.deploy"
+_VALUES_DIR = "/.values"
+VALUE_MOUNTS = {"secrets": "/secrets", "configs": "/configs"}
 # Bound without their submounts (cgroup, debugfs, securityfs, bpf, ... under /sys).
 _FLAT_BINDS = frozenset({"/sys"})
 
@@ -50,6 +55,7 @@ def plan(
     staging: str,
     tmp_size: int,
     platform_dir: str | None = None,
+    values_root: str | None = None,
 ) -> dict[str, Any]:
     """What ``build_root`` will mount, computed once by the supervisor."""
     candidates = [p for p in SYSTEM_PATHS if os.path.lexists(p)]
@@ -62,7 +68,8 @@ def plan(
     for path in sorted(set(candidates), key=len):
         if not any(_under(path, bound) for bound in binds) and not _under(path, data_dir):
             binds.append(path)
-    masks = [data_dir] if any(_under(data_dir, bound) for bound in binds) else []
+    hidden = [data_dir] if values_root is None else [data_dir, values_root]
+    masks = [path for path in hidden if any(_under(path, bound) for bound in binds)]
     return {
         "binds": binds,
         "masks": masks,
@@ -70,6 +77,7 @@ def plan(
         "staging": staging,
         "tmp_size": tmp_size,
         "platform_dir": platform_dir,
+        "values_root": values_root,
     }
 
 
@@ -133,6 +141,12 @@ def build_root(plan: dict[str, Any]) -> None:
         os.makedirs(root + PLATFORM_DIR, exist_ok=True)
         _bind(plan["platform_dir"], root + PLATFORM_DIR)
 
+    if plan.get("values_root"):
+        os.makedirs(root + _VALUES_DIR, mode=0o700)
+        _bind(plan["values_root"], root + _VALUES_DIR)
+        for target in VALUE_MOUNTS.values():
+            os.makedirs(root + target)
+
     os.makedirs(root + _DEPLOY_DIR, mode=0o700)
     _bind(plan["deploy_root"], root + _DEPLOY_DIR)
     os.makedirs(root + FUNCTION_DIR)
@@ -147,6 +161,7 @@ def build_root(plan: dict[str, Any]) -> None:
 
 # Compiled on import, in the zygote: compiling it in each instance cost ~0.3 ms of a cold start.
 _DEPLOY_KEY = re.compile(r"[0-9a-f]{64}")
+_VALUES_KEY = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[0-9]+")
 
 
 def mount_function(deploy_dir: str) -> str:
@@ -157,3 +172,17 @@ def mount_function(deploy_dir: str) -> str:
     _bind(f"{_DEPLOY_DIR}/{key}", FUNCTION_DIR)
     umount(_DEPLOY_DIR, MNT_DETACH)
     return FUNCTION_DIR
+
+
+def mount_values(values_dir: str | None) -> None:
+    """Show this function's secrets and config maps, read-only, at ``/secrets`` and
+    ``/configs``; hide every other function's."""
+    if not os.path.isdir(_VALUES_DIR):
+        return  # a platform without a values root
+    if values_dir:
+        key = os.path.basename(os.path.normpath(values_dir))
+        if not _VALUES_KEY.fullmatch(key):
+            raise ValueError(f"unexpected values directory {values_dir!r}")
+        for name, target in VALUE_MOUNTS.items():
+            _bind(f"{_VALUES_DIR}/{key}/{name}", target)
+    umount(_VALUES_DIR, MNT_DETACH)

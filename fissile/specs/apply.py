@@ -19,6 +19,7 @@ class Api(Protocol):
     def delete(self, kind: str, name: str) -> dict[str, Any]: ...
     def upload_archive(self, data: bytes) -> dict[str, Any]: ...
     def wait_for_build(self, name: str, timeout: float = ...) -> dict[str, Any]: ...
+    def wait_for_rollout(self, package: dict[str, Any], timeout: float = ...) -> dict[str, str]: ...
 
 
 @dataclass
@@ -109,3 +110,8 @@ def _wait(api: Api, steps: list[Step], echo: Callable[[str], None]) -> None:
             tail = "\n".join(str(status.get("log", "")).strip().splitlines()[-20:])
             raise BuildFailed(step, f"the build failed:\n{tail}")
         echo(f"built package '{step.name}'")
+        # The functions on it move to the new build only once a pre-flight loaded it.
+        refused = api.wait_for_rollout(package)
+        if refused:
+            errors = "\n".join(f"function '{name}': {error}" for name, error in refused.items())
+            raise BuildFailed(step, f"the new build was refused by its functions:\n{errors}")

@@ -200,6 +200,9 @@ def _function(reader: _Reader, archives: dict[str, Document], directory: Path) -
     reader.map("concurrency", "spec", "requestsPerPod")
     reader.map("memory", "spec", "resources", "limits", "memory")
     reader.map("cpu", "spec", "resources", "limits", "cpu", convert=_cpu)
+    for field_name in ("secrets", "configmaps"):
+        # Mounted where Fission mounts them: /secrets/<namespace>/<name>/ (/configs/...).
+        reader.map(field_name, "spec", field_name, convert=_references)
     reader.finish("Function")
 
 
@@ -289,6 +292,18 @@ _CONVERTERS = {
     "TimeTrigger": _time_trigger,
     "MessageQueueTrigger": _mq_trigger,
 }
+
+
+def _references(value: Any) -> Any:
+    """Fission's secret and config map references ({name, namespace}), namespace kept."""
+    if not isinstance(value, list):
+        return value  # the model's validation says what is wrong
+    return [
+        {"name": ref.get("name"), "namespace": ref.get("namespace") or "default"}
+        if isinstance(ref, dict)
+        else ref
+        for ref in value
+    ]
 
 
 def _cpu(value: Any) -> Any:

@@ -15,7 +15,15 @@ from fissile.specs.validate import Desired
 
 Action = Literal["create", "update", "delete", "unchanged"]
 #: The order resources are created in; deletes go the other way.
-ORDER = ("environments", "packages", "functions", *TRIGGER_KINDS, "apikeys")
+ORDER = (
+    "environments",
+    "secrets",
+    "configmaps",
+    "packages",
+    "functions",
+    *TRIGGER_KINDS,
+    "apikeys",
+)
 #: Where a resource's references point: (field, kind).
 REFERENCES = {
     "packages": (("env", "environments"),),
@@ -62,6 +70,8 @@ def spec_of(kind: str, document: Mapping[str, Any]) -> dict[str, Any]:
     """A live resource's declared fields, normalised as a spec body is."""
     model = SPEC_MODELS[kind]
     fields = {k: v for k, v in document.items() if k in model.model_fields}
+    if kind == "secrets":
+        fields.pop("data", None)  # a read never has it
     try:
         spec: dict[str, Any] = model.model_validate(fields).model_dump(mode="json")
     except ValidationError:
@@ -85,7 +95,12 @@ def make_plan(desired: Sequence[Desired], live: Live, deployment: str, delete: b
                 forward.append(Step("create", kind, resource.name, resource))
                 continue
             have = spec_of(kind, current)
-            changed = tuple(k for k, v in resource.body.items() if have.get(k) != v)
+            body = resource.body
+            if kind == "secrets":
+                # Values are never read back: the digests of the stored and declared ones.
+                have = {**have, "data": current.get("digest")}
+                body = {**body, "data": resource.digest}
+            changed = tuple(k for k, v in body.items() if have.get(k) != v)
             owner = (current.get("labels") or {}).get(LABEL)
             if owner != deployment:
                 if changed == ("labels",):

@@ -16,6 +16,7 @@ from fissile.specs import fission
 from fissile.specs.deployment import API_VERSION, LABEL, Deployment, from_document
 from fissile.specs.documents import Document, SpecError, load_directory
 from fissile.specs.paths import outside_project
+from fissile.specs.values import values_of
 
 #: Spec kinds, in the order apply creates them.
 KINDS = {
@@ -27,6 +28,8 @@ KINDS = {
     "MessageQueueTrigger": "mqtriggers",
     "WatchTrigger": "watchtriggers",
     "APIKey": "apikeys",
+    "Secret": "secrets",
+    "ConfigMap": "configmaps",
 }
 #: Kinds Fission has and fissile does not, refused by name rather than silently skipped.
 NOT_YET = ("KubernetesWatchTrigger", "CanaryConfig")
@@ -44,6 +47,9 @@ class Desired:
     document: Document
     #: Packages: the source archive to upload when the package must be created or changed.
     archive: bytes | None = None
+    #: Secrets: the digest of the declared values, as the platform computes it (filled in by
+    #: whoever plans, from the API: a secret's values are never read back to compare).
+    digest: str | None = None
 
     @property
     def where(self) -> str:
@@ -128,6 +134,8 @@ def _resources(document: Document, directory: Path, errors: list[SpecError]) -> 
     if kind in ("packages", "functions"):
         # As on the command line: the built-in environment unless another is named.
         fields.setdefault("env", "python")
+    if kind in ("secrets", "configmaps") and not values_of(document, fields, directory, errors):
+        return []
     made: list[Desired] = []
     archive: bytes | None = None
     if kind == "packages":

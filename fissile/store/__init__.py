@@ -11,6 +11,7 @@ from fissile.store.base import (
     Store,
     StoreError,
 )
+from fissile.store.revisions import Revision
 from fissile.store.space import StorageFull
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Change",
     "NotFound",
     "Record",
+    "Revision",
     "StaleWrite",
     "StorageFull",
     "Store",

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from fissile.store.revisions import RevisionStore
+
 
 class StoreError(Exception):
     pass
@@ -71,7 +73,9 @@ class Change:
 Subscriber = Callable[[Change], None]
 
 
-class Store(Protocol):
+class Store(RevisionStore, Protocol):
+    """Resources, and the revisions of functions (``revisions.py``)."""
+
     def get(self, kind: str, name: str) -> Record: ...
 
     def find(self, kind: str, name: str) -> Record | None: ...

@@ -19,6 +19,8 @@ from typing import Any
 
 from fissile.store.base import AlreadyExists, Change, NotFound, Record, StaleWrite, Subscriber
 from fissile.store.space import SpaceReserve, StorageFull, writing
+from fissile.store.sqlite_revisions import SCHEMA as REVISIONS_SCHEMA
+from fissile.store.sqlite_revisions import SQLiteRevisions
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -37,7 +39,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteRevisions):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._reserve: SpaceReserve | None = None
@@ -50,6 +52,7 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(REVISIONS_SCHEMA)
         self._lock = threading.RLock()
         self._subscribers: list[Subscriber] = []
 

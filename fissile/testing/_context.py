@@ -5,21 +5,40 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
-from fissile.runtime.context import Context, Reply, _encode
+from fissile.runtime.context import Context, Query, Reply, _encode, encode_call, invoke_target
 
 
 @dataclass(frozen=True)
 class Invocation:
-    """One ``context.invoke`` call: the function called and the request it would have sent."""
+    """One ``context.invoke`` call: the function called and the request it would have sent
+    (``path`` as the callee sees it, ``query`` parsed, ``headers`` with lower-case names)."""
 
     function: str
     data: Any
     body: bytes
     content_type: str
+    method: str = "POST"
+    path: str = "/"
+    query: dict[str, list[str]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, target: str, method: str, headers: Mapping[str, str], data: Any, body: bytes
+    ) -> Invocation:
+        """The call a platform socket request ``method /invoke/<function>[/path][?query]``
+        makes."""
+        url = urlsplit(target)
+        name, slash, rest = url.path[len("/invoke/") :].partition("/")
+        lowered = {k.lower(): v for k, v in headers.items()}
+        kind = lowered.get("content-type", "")
+        query = parse_qs(url.query, keep_blank_values=True)
+        return cls(unquote(name), data, body, kind, method, slash + rest or "/", query, lowered)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -43,7 +62,8 @@ class Published:
 #: What a scripted reply may be: a ``Reply``; ``(status, body)`` or ``(status, body, headers)``;
 #: a body alone (bytes, str, or JSON-serializable: 200); or a callable of the ``Invocation``
 #: returning one of those (or raising, as a platform out of reach would:
-#: ``fissile.runtime.context.PlatformError``).
+#: ``fissile.runtime.context.PlatformError``). Scripted under the function's name, or under
+#: ``"METHOD name /path"`` for one method and path of it (which wins).
 ReplyLike = Reply | tuple[Any, ...] | bytes | str | dict[str, Any] | list[Any] | None
 Scripted = ReplyLike | Callable[[Invocation], ReplyLike]
 
@@ -60,8 +80,9 @@ class _Records(logging.Handler):
 class FakeContext(Context):
     """A ``fissile.Context`` for unit tests (see ``make_context``).
 
-    ``replies[name]`` scripts what ``invoke(name, ...)`` returns; a function without one
-    answers 404 ``function_not_found``, as the platform does. ``invocations``, ``published``
+    ``replies[name]`` (or ``replies["GET name /items/1"]``) scripts what ``invoke(name, ...)``
+    returns; a function without one answers 404 ``function_not_found``, as the platform
+    does. ``invocations``, ``published``
     and ``logs`` (``logging.LogRecord`` objects) record what the function did."""
 
     def __init__(
@@ -90,9 +111,21 @@ class FakeContext(Context):
         """The logged messages, formatted."""
         return [record.getMessage() for record in self.logs]
 
-    def invoke(self, function: str, data: Any = None, *, content_type: str | None = None) -> Reply:
-        body, kind = _encode(data, content_type)
-        call = Invocation(function, data, body, kind)
+    def invoke(
+        self,
+        function: str,
+        data: Any = None,
+        *,
+        method: str = "POST",
+        path: str = "/",
+        query: Query | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        content_type: str | None = None,
+    ) -> Reply:
+        body, sent = encode_call(data, json, content_type, headers)
+        target = invoke_target(function, path, query)
+        call = Invocation.of(target, method.upper(), sent, data if json is None else json, body)
         self.invocations.append(call)
         return answer(self.replies, call)
 
@@ -118,7 +151,9 @@ _MISSING: Any = object()
 def answer(replies: dict[str, Scripted], call: Invocation) -> Reply:
     """The reply scripted for ``call`` in ``replies``; 404 ``function_not_found`` (the
     platform's answer) for a function without one."""
-    scripted = replies.get(call.function, _MISSING)
+    scripted = replies.get(f"{call.method} {call.function} {call.path}", _MISSING)
+    if scripted is _MISSING:
+        scripted = replies.get(call.function, _MISSING)
     if scripted is _MISSING:
         message = f"function {call.function!r} not found (no reply scripted)"
         return _reply((404, {"error": {"code": "function_not_found", "message": message}}))

@@ -8,14 +8,14 @@ import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from fissile.testing._context import Invocation, Published, Scripted, answer
 
 
 class FakePlatform:
-    """Serves ``POST /invoke/<function>`` from ``replies`` and ``POST /publish`` by recording,
-    on ``path``, in a thread of the test's process."""
+    """Serves ``<METHOD> /invoke/<function>[/path]`` from ``replies`` and ``POST /publish`` by
+    recording, on ``path``, in a thread of the test's process."""
 
     def __init__(self, path: str, replies: dict[str, Scripted]) -> None:
         self.path = path
@@ -48,12 +48,19 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 def _handler_for(platform: FakePlatform) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+        def handle_one(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             kind = self.headers.get("content-type") or "application/octet-stream"
             url = urlsplit(self.path)
             if url.path.startswith("/invoke/"):
-                call = Invocation(unquote(url.path[len("/invoke/") :]), body, body, kind)
+                # What the platform passes on: not the socket's framing, not its own headers.
+                headers = {
+                    k.lower(): v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "content-length", "accept-encoding")
+                    and not k.lower().startswith("x-fissile-")
+                }
+                call = Invocation.of(self.path, self.command, headers, body, body)
                 with platform._lock:
                     platform.invocations.append(call)
                 try:
@@ -62,7 +69,7 @@ def _handler_for(platform: FakePlatform) -> type[BaseHTTPRequestHandler]:
                     self._send(502, {"error": {"code": "bad_gateway", "message": str(exc)}})
                     return
                 self._send(reply.status, reply.body, reply.headers)
-            elif url.path == "/publish":
+            elif url.path == "/publish" and self.command == "POST":
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 topic = query.get("topic", "")
                 message = Published(
@@ -79,6 +86,8 @@ def _handler_for(platform: FakePlatform) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, {"error": {"code": "not_found", "message": url.path}})
 
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_one
+
         def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             headers = dict(headers or {})
             if not isinstance(body, bytes):
@@ -86,7 +95,8 @@ def _handler_for(platform: FakePlatform) -> type[BaseHTTPRequestHandler]:
                 headers.setdefault("content-type", "application/json")
             self.send_response(status)
             for name, value in headers.items():
-                self.send_header(name, value)
+                if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                    self.send_header(name, value)  # the framing is this server's
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -2,7 +2,10 @@
 ``fissile_platform`` fixtures. It only declares fixtures, a marker and two ini options; nothing
 starts until a test asks for a platform.
 
-- ``fissile_platform``: one platform for the whole session, with ``fissile_specdir`` applied.
+- ``fissile_platform`` (module scope): a platform shared by the session's tests that apply the
+  same spec directory (``fissile_specdir``): started for the first test that asks for it,
+  stopped at the end of the session. A ``conftest.py`` that names another directory gets a
+  platform of its own, so several projects' tests run in one session.
 - ``fissile_platform_fn``: a platform of the test's own, with the spec directory of its
   ``@pytest.mark.fissile_specs("dir")`` marker (relative to the test file) applied, or else
   ``fissile_specdir``'s.
@@ -12,7 +15,7 @@ starts until a test asks for a platform.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,7 +43,9 @@ def fissile_specdir(pytestconfig: pytest.Config) -> Path | None:
     return pytestconfig.rootpath / named if named else None
 
 
-def _started(config: pytest.Config, base: Path, specdir: Path | None) -> Iterator[Platform]:
+def _started(
+    config: pytest.Config, base: Path, specdir: Path | None
+) -> Generator[Platform, None, None]:
     from fissile.testing._platform import Platform
 
     platform = Platform(base / "data", list(config.getini("fissile_up_args") or []))
@@ -53,14 +58,44 @@ def _started(config: pytest.Config, base: Path, specdir: Path | None) -> Iterato
         platform.stop()
 
 
+class _Platforms:
+    """The session's shared platforms, one per spec directory, started on first use."""
+
+    def __init__(self, config: pytest.Config, factory: pytest.TempPathFactory) -> None:
+        self.config = config
+        self.factory = factory
+        self.running: dict[Path | None, tuple[Platform, Generator[Platform, None, None]]] = {}
+
+    def get(self, specdir: Path | None) -> Platform:
+        key = specdir.resolve() if specdir is not None else None
+        if key not in self.running:
+            started = _started(self.config, self.factory.mktemp("fissile"), specdir)
+            self.running[key] = (next(started), started)
+        return self.running[key][0]
+
+    def stop(self) -> None:
+        for _, started in self.running.values():
+            started.close()  # runs _started's finally: the platform stops
+        self.running.clear()
+
+
 @pytest.fixture(scope="session")
-def fissile_platform(
-    pytestconfig: pytest.Config,
-    tmp_path_factory: pytest.TempPathFactory,
-    fissile_specdir: Path | None,
-) -> Iterator[Platform]:
-    """A ``fissile.testing.Platform`` shared by the session's tests."""
-    yield from _started(pytestconfig, tmp_path_factory.mktemp("fissile"), fissile_specdir)
+def _fissile_platforms(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Platforms]:
+    platforms = _Platforms(pytestconfig, tmp_path_factory)
+    try:
+        yield platforms
+    finally:
+        platforms.stop()
+
+
+@pytest.fixture(scope="module")
+def fissile_platform(_fissile_platforms: _Platforms, fissile_specdir: Path | None) -> Platform:
+    """A ``fissile.testing.Platform`` shared by the session's tests with this spec directory
+    (looked up per module, so that each ``conftest.py``'s ``fissile_specdir`` is honoured and
+    a module's own fixtures may use it)."""
+    return _fissile_platforms.get(fissile_specdir)
 
 
 @pytest.fixture

@@ -127,3 +127,22 @@ def test_a_load_failure_raises_with_the_runtimes_message(tmp_path: Path) -> None
     )
     with pytest.raises(LoadError, match="no_such_module_anywhere"):
         invoke_local(code)
+
+
+REST_CALLER = """
+def main(request, context):
+    reply = context.invoke("items", method="PATCH", path="/items/3", query={"v": "2"},
+                           headers={"x-key": "k"}, json={"name": "cup"})
+    return {"status": reply.status, "answer": reply.json()}
+"""
+
+
+def test_a_local_instance_calls_by_method_and_path(tmp_path: Path) -> None:
+    code = write(tmp_path / "caller.py", REST_CALLER)
+    replies = {"PATCH items /items/3": lambda call: (409, {"query": call.query})}
+    with local_instance(code, replies=replies) as instance:
+        assert instance.post("/").json() == {"status": 409, "answer": {"query": {"v": ["2"]}}}
+        (call,) = instance.invocations
+    assert (call.function, call.method, call.path) == ("items", "PATCH", "/items/3")
+    assert call.headers["x-key"] == "k" and call.json() == {"name": "cup"}
+    assert call.content_type == "application/json"

@@ -1,17 +1,17 @@
-"""examples/async-browser in a real browser: the example's specs applied to a running platform,
+"""examples/long-task in a real browser: the example's specs applied to a running platform,
 its page opened in headless Chromium (driven by Playwright), its buttons clicked. The page must
 show the 202 and the invocation's id first, then each status and the result pushed over the
 invocation's websocket; a cancel and a failing call end the same way, with their status.
 
 The browser tests need Debian's ``chromium`` and the ``playwright`` package (the test extra);
 they are skipped without them, failed without them when CI=true. Playwright only drives the
-system's Chromium: it never downloads a browser of its own. One test does what the page's
-script does from Python, so the example is checked everywhere.
+system's Chromium: it never downloads a browser of its own. The example's own tests
+(examples/long-task/tests) do what the page's script does from Python, so the example is checked
+everywhere.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -27,7 +27,7 @@ from syskit import Platform, error_of
 # The browser tests are slow (marked each): one browser, a 1.5 s task, a cancel and a failure,
 # about 6 s together.
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "async-browser"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "long-task"
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -157,31 +157,6 @@ def page(deployed: Platform, browser: Any) -> Iterator[DemoPage]:
         yield tab
     finally:
         tab.page.close()
-
-
-def test_the_example_without_a_browser(deployed: Platform) -> None:
-    """What the page's script does, from Python: the example works where Chromium is missing."""
-    from websockets.asyncio.client import connect
-
-    accepted = deployed.request(
-        "POST", "/async-function/long-task", json={"limit": 1000, "seconds": 0.3}
-    )
-    assert accepted.status_code == 202, accepted.text
-    document = accepted.json()
-    assert accepted.headers["location"] == f"/invocations/{document['id']}"
-
-    async def follow() -> tuple[list[dict[str, Any]], int | None]:
-        async with connect(document["ws_url"], open_timeout=10) as socket:
-            received = [json.loads(raw) async for raw in socket]
-            return received, socket.close_code
-
-    received, close_code = asyncio.run(asyncio.wait_for(follow(), 30))
-    assert close_code == 1000
-    assert received[-1]["event"] == "result"
-    final = received[-1]["invocation"]
-    assert final["status"] == "succeeded" and final["id"] == document["id"]
-    answer = json.loads(final["response"]["body"])
-    assert answer["limit"] == 1000 and answer["primes"] == 168 and answer["seconds"] >= 0.3
 
 
 def check_accepted(demo: dict[str, Any], page: DemoPage, platform: Platform) -> str:

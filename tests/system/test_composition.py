@@ -132,3 +132,57 @@ def test_invoke_and_publish_with_the_sandbox_off(spawn: Spawn, tmp_path: Path) -
     deploy(platform, tmp_path, "off", "--timeout", "10s")
     check_invoke_and_publish(platform, "off")
     platform.stop_cleanly()
+
+
+GATEWAY = """
+def main(request, context):
+    call = request.json()
+    reply = context.invoke(
+        "rest-echo",
+        method=call["method"],
+        path=call["path"],
+        query=call.get("query"),
+        headers=call.get("headers"),
+        json=call.get("json"),
+    )
+    return {"status": reply.status, "type": reply.headers.get("content-type"),
+            "answer": reply.json()}
+"""
+
+ECHO = """
+def main(request, context):
+    status = int(request.query.get("status", "200"))
+    return {"method": request.method, "path": request.path, "query": request.query_lists,
+            "header": request.headers.get("x-want"), "body": request.json(),
+            "forged": request.headers.get("x-fissile-trigger")}, status
+"""
+
+
+def test_invoke_by_method_path_query_and_headers(platform: Platform, tmp_path: Path) -> None:
+    for name, code in (("rest-gateway", GATEWAY), ("rest-echo", ECHO)):
+        source = write(tmp_path / f"{name.replace('-', '_')}.py", code)
+        platform.ok("fn", "create", "--name", name, "--code", str(source), "--timeout", "10s")
+    call = {
+        "method": "PUT",
+        "path": "/items/7",
+        "query": {"tag": ["a", "b"], "status": "409"},
+        "headers": {"x-want": "yes", "x-fissile-trigger": "timer"},
+        "json": {"name": "pen"},
+    }
+    response = platform.request("POST", "/function/rest-gateway", json=call)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # The callee's 409 is the caller's to read, not an exception.
+    assert (body["status"], body["type"]) == (409, "application/json")
+    assert body["answer"] == {
+        "method": "PUT",
+        "path": "/items/7",  # as a route gives it, not /function/rest-echo/items/7
+        "query": {"tag": ["a", "b"], "status": ["409"]},
+        "header": "yes",
+        "body": {"name": "pen"},
+        "forged": None,  # the platform's headers are the platform's to set
+    }
+    get = {"method": "GET", "path": "/items?tag=c"}
+    answer = platform.request("POST", "/function/rest-gateway", json=get).json()["answer"]
+    assert answer["method"] == "GET" and answer["path"] == "/items"
+    assert answer["query"] == {"tag": ["c"]} and answer["body"] is None

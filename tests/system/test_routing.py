@@ -129,6 +129,9 @@ def test_fn_test_subpath_is_seen_as_its_route_gives_it(routed: Platform) -> None
         result = routed.ok("fn", "test", "--name", "router-echo", *args)
         path = args[-1]
         assert json.loads(result.out)["path"] == f"/function/router-echo{path}"
+        assert f"the function sees the direct call's path /function/router-echo{path}" in (
+            result.err
+        )
 
 
 def test_direct_call_of_unknown_function_is_404_json(routed: Platform) -> None:

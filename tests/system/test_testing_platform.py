@@ -1,6 +1,6 @@
 """fissile/testing/pytest_plugin.py and _platform.py, as a project built on fissile uses them: a
 project directory with its code, specs and tests, and ``pytest`` run on it in a subprocess, so
-the plugin is found through its ``pytest11`` entry point. Slow: it starts two platforms."""
+the plugin is found through its ``pytest11`` entry point. Slow: it starts three platforms."""
 
 from __future__ import annotations
 
@@ -105,6 +105,16 @@ def test_a_platform_of_its_own(fissile_platform_fn, fissile_platform):
     assert fissile_platform.call("teachers").status_code == 404
 """
 
+# A second directory of tests naming other specs: its fissile_platform is another platform.
+STAFF_CONFTEST = CONFTEST.replace('"specs"', '"other_specs"').replace(
+    ".parent.parent", ".parent.parent.parent"
+)
+STAFF_TESTS = """
+def test_another_spec_directory_gets_its_own_shared_platform(fissile_platform):
+    assert fissile_platform.call("teachers").text == "teaching"
+    assert fissile_platform.call("students").status_code == 404
+"""
+
 
 def test_a_project_tests_itself_with_the_fissile_platform_fixtures(tmp_path: Path) -> None:
     project = tmp_path / "school"
@@ -114,6 +124,8 @@ def test_a_project_tests_itself_with_the_fissile_platform_fixtures(tmp_path: Pat
     write(project / "other_specs" / "other.yaml", OTHER_SPECS)
     write(project / "tests" / "conftest.py", CONFTEST)
     write(project / "tests" / "test_school.py", TESTS)
+    write(project / "tests" / "staff" / "conftest.py", STAFF_CONFTEST)
+    write(project / "tests" / "staff" / "test_staff.py", STAFF_TESTS)
     write(project / "pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
     completed = subprocess.run(
         [sys.executable, "-m", "pytest", "-v", "tests"],
@@ -125,4 +137,4 @@ def test_a_project_tests_itself_with_the_fissile_platform_fixtures(tmp_path: Pat
     )
     report = f"{completed.stdout}\n{completed.stderr}"
     assert completed.returncode == 0, report
-    assert "4 passed" in completed.stdout, report
+    assert "5 passed" in completed.stdout, report

@@ -74,6 +74,8 @@ def test_documents_stored_without_labels_still_load(kind: str) -> None:
         "mqtriggers": {"name": "t", "function": "f", "topic": "in"},
         "watchtriggers": {"name": "t", "function": "f", "event": "function.created"},
         "apikeys": {"name": "k", "functions": ["f"]},
+        "secrets": {"name": "s", "keys": [{"key": "k", "size": 1}]},
+        "configmaps": {"name": "c", "data": {"k": "v"}},
     }
     model = READ_MODELS[kind].model_validate(documents[kind])
     assert model.model_dump()["labels"] == {}

@@ -135,3 +135,52 @@ def test_invoke_and_publish_carry_the_trace(
     traced.publish("t", "text")
     for request in fake.requests:
         assert f"traceparent: 00-{TRACE}-{SPAN}-01" in request.decode().lower()
+
+
+def test_invoke_sends_the_method_path_query_and_headers(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakePlatform(short_tmp / "p.sock", 404, b'{"error": {"code": "not_here"}}')
+    monkeypatch.setenv(SOCKET_ENV, str(fake.path))
+    reply = context().invoke(
+        "items",
+        method="get",
+        path="/items/a b?sort=asc",
+        query={"tag": ["x", "y"], "n": 2},
+        headers={"Accept": "application/json", "X-Fissile-Chain-Depth": "99"},
+    )
+    # A 4xx is an answer like any other, not an exception.
+    assert (reply.status, reply.ok, reply.json()) == (404, False, {"error": {"code": "not_here"}})
+    head, _, body = fake.requests[0].partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "GET /invoke/items/items/a%20b?sort=asc&tag=x&tag=y&n=2 HTTP/1.1"
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert headers["accept"] == "application/json"
+    assert headers["x-fissile-chain-depth"] == "0"  # the platform's word, not the caller's
+    assert "content-type" not in headers and body == b""
+
+
+def test_invoke_with_json_and_a_content_type_of_the_caller(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakePlatform(short_tmp / "p.sock", 201)
+    monkeypatch.setenv(SOCKET_ENV, str(fake.path))
+    made = context().invoke("items", method="POST", path="items", json={"name": "pen"})
+    assert made.status == 201
+    typed = context().invoke(
+        "items", "<a/>", query="x=1", headers={"content-type": "application/xml"}
+    )
+    assert typed.ok
+    first, second = (request.decode() for request in fake.requests)
+    assert first.startswith("POST /invoke/items/items HTTP/1.1")
+    assert "content-type: application/json" in first.lower()
+    assert first.endswith('{"name": "pen"}')
+    assert second.startswith("POST /invoke/items?x=1 HTTP/1.1")
+    assert "content-type: application/xml" in second.lower() and second.endswith("<a/>")
+
+
+def test_invoke_refuses_bad_arguments_before_sending() -> None:
+    with pytest.raises(TypeError, match="data or json"):
+        context().invoke("f", b"x", json={})
+    with pytest.raises(ValueError, match="invalid HTTP method"):
+        context().invoke("f", method="GET /x")

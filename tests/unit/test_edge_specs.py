@@ -71,6 +71,9 @@ class FakeApi:
     def wait_for_build(self, name: str, timeout: float = 0) -> dict[str, Any]:
         return {}
 
+    def wait_for_rollout(self, package: dict[str, Any], timeout: float = 0) -> dict[str, str]:
+        return {}
+
 
 def test_apply_prints_a_new_keys_value_once(tmp_path: Path) -> None:
     specs = tmp_path / "specs"

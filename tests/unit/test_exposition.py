@@ -30,6 +30,7 @@ def _executor() -> Any:
     hello.crashed("load_failed")
     hello.timeouts = 2
     hello.refused("overloaded")
+    hello.crash_storms = 1
     metrics.function("quiet")
     pool = SimpleNamespace(
         instances=[_instance(0), _instance(3), _instance(1)],
@@ -73,6 +74,10 @@ def test_function_families_carry_their_names_labels_and_counts() -> None:
     assert timeouts[(("function", "hello"),)] == 2
     rejected = _samples(families["fissile_function_rejected"], "fissile_function_rejected_total")
     assert rejected == {(("function", "hello"), ("reason", "overloaded")): 1}
+    storms = _samples(
+        families["fissile_function_crash_storms"], "fissile_function_crash_storms_total"
+    )
+    assert storms == {(("function", "hello"),): 1, (("function", "quiet"),): 0}
 
 
 def test_instances_are_counted_by_state() -> None:

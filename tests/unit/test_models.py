@@ -294,10 +294,22 @@ def test_prefix_cannot_hold_params() -> None:
 
 
 def test_registries_cover_every_kind() -> None:
-    kinds = {"environments", "packages", "functions", *TRIGGER_KINDS, "apikeys"}
+    kinds = {
+        "environments",
+        "packages",
+        "functions",
+        "secrets",
+        "configmaps",
+        *TRIGGER_KINDS,
+        "apikeys",
+    }
     assert set(SPEC_MODELS) == kinds
     assert set(READ_MODELS) == kinds
     for kind, model in SPEC_MODELS.items():
+        if kind == "secrets":
+            # Write-only values: a read has keys and sizes, never the data.
+            assert "data" not in READ_MODELS[kind].model_fields
+            continue
         assert issubclass(READ_MODELS[kind], model)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -35,12 +36,14 @@ async def call(
     headers: dict[str, str],
     query: bytes = b"",
     peer: tuple[int, int, int] | None = None,
+    method: str = "POST",
 ) -> Recorder:
     scope = {
         PEER: peer,
         "type": "http",
-        "method": "POST",
-        "path": path,
+        "method": method,
+        "path": unquote(path),
+        "raw_path": path.encode(),
         "query_string": query,
         "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
     }
@@ -91,18 +94,40 @@ async def test_the_callee_gets_depth_plus_one_and_the_remaining_time(
         "x-fissile-chain-id": "c1",
         "x-fissile-deadline": "2.5",
         "content-type": "application/json",
-        "x-other": "not passed",
+        "x-other": "passed",
+        "host": "fissile",
+        "x-fissile-params": "forged",
+        "x-fission-params-id": "forged",
     }
     answered = await call(app, "/invoke/g", headers, peer=(1234, 100_007, 100_007))
     assert answered.status == 200
     (made,) = invoked
     assert made["function"] == "g" and made["timeout"] == 2.5 and made["body"] == b"{}"
+    assert made["method"] == "POST" and made["path"] == "/"
     assert made["headers"] == {
         "content-type": "application/json",
+        "x-other": "passed",
         "x-fissile-chain-id": "c1",
         "x-fissile-chain-depth": "4",
         "x-fissile-caller": "a",
     }
+
+
+async def test_the_callee_gets_the_method_path_and_query_as_a_route_gives_them(
+    invoked: list[dict[str, Any]],
+) -> None:
+    app = PlatformSocketApp(None, refuse)  # type: ignore[arg-type]
+    await call(app, "/invoke/items/items/a%20b", {}, b"x=1&x=2", method="GET")
+    await call(app, "/invoke/odd%2Fname", {}, method="DELETE")
+    await call(app, "/invoke/items/", {}, method="PUT")
+    got = [(made["function"], made["method"], made["path"]) for made in invoked]
+    assert got == [
+        ("items", "GET", "/items/a%20b?x=1&x=2"),
+        ("odd/name", "DELETE", "/"),
+        ("items", "PUT", "/"),
+    ]
+    # Publishing is POST only.
+    assert (await call(app, "/publish", {}, b"topic=t", method="GET")).status == 405
 
 
 class Callers:

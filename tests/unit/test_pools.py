@@ -10,7 +10,7 @@ import pytest
 
 from fissile.executor.errors import Overloaded
 from fissile.executor.instance import Instance, State
-from fissile.executor.pools import CRASH_LOOP, MAX_QUEUE, FunctionPool
+from fissile.executor.pools import CRASH_LOOP, MAX_QUEUE, STORM, STORM_WINDOW, FunctionPool
 from fissile.models import FunctionSpec
 from fissile.observability.metrics import Metrics
 
@@ -139,7 +139,8 @@ async def test_overrunning_kills_the_instance_without_counting_a_crash() -> None
     assert (pool.timeouts, pool.failures, pool.restarts) == (CRASH_LOOP + 1, 0, 0)
     assert pool.backing_off() == 0
     assert pool.status().last_exit_reason == "timeout after 2s"
-    # An instance that dies on its own still counts.
+    # An instance that dies on its own still counts (as a restart; toward the back-off only
+    # if it never served: see below).
     (instance,) = ready(pool, 1)
     pool.lost(instance, expected=False)
     assert (pool.failures, pool.restarts) == (1, 1)
@@ -153,6 +154,53 @@ def test_an_instance_dying_while_it_loads_is_one_failure_not_two() -> None:
     # Not among the pool's instances yet: its failed start (_start) counts it, not its death.
     pool.lost(loading, expected=False)
     assert (pool.failures, pool.restarts) == (0, 1)
-    (serving,) = ready(pool, 1)
-    pool.lost(serving, expected=False)  # died while serving: a crash
+    (idle,) = ready(pool, 1)
+    pool.lost(idle, expected=False)  # loaded, died before its first request: a failed start
     assert (pool.failures, pool.restarts) == (1, 2)
+
+
+async def test_instances_dying_while_serving_never_arm_the_crash_loop() -> None:
+    pool, executor = pool_for()
+    for n in range(1, CRASH_LOOP * 2 + 1):
+        (instance,) = ready(pool, 1)
+        assert pool.take_ready() is instance
+        instance.exit_reason = "killed by signal 11 (SIGSEGV)"
+        pool.lost(instance, expected=False)
+        assert (pool.failures, pool.restarts, pool.backing_off()) == (0, n, 0)
+    # The next request is queued and starts an instance at once: no 503 crash_loop.
+    waiter = pool.enqueue()
+    assert not waiter.done() and executor.started == 1
+
+
+def test_a_storm_of_deaths_while_serving_is_logged_and_counted_once_a_window() -> None:
+    pool, executor = pool_for()
+    metrics = executor.metrics.function("fn")
+    for _ in range(STORM * 2):
+        (instance,) = ready(pool, 1)
+        instance.loaded = True
+        instance.exit_reason = "out of memory (limit 64Mi)"
+        pool.take_ready()
+        pool.lost(instance, expected=False)
+    assert metrics.crashes == {"oom": STORM * 2}
+    assert metrics.crash_storms == 1
+    storms = [line for line in executor.logs.lines if line.startswith("crash storm")]
+    assert len(storms) == 1, executor.logs.lines
+    assert f"{STORM} instances died while serving" in storms[0]
+    assert "out of memory (limit 64Mi)" in storms[0]
+    assert (pool.failures, pool.backing_off()) == (0, 0)
+    # A new window: the next storm is said again.
+    pool.storm_at -= STORM_WINDOW
+    (instance,) = ready(pool, 1)
+    pool.take_ready()
+    pool.lost(instance, expected=False)
+    assert metrics.crash_storms == 2
+
+
+def test_deaths_while_serving_spread_out_are_no_storm() -> None:
+    pool, executor = pool_for()
+    for _ in range(STORM * 2):
+        (instance,) = ready(pool, 1)
+        pool.take_ready()
+        pool.lost(instance, expected=False)
+        pool.serving_deaths[-1] -= STORM_WINDOW  # as if each had died a window ago
+    assert executor.metrics.function("fn").crash_storms == 0

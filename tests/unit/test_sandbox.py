@@ -71,6 +71,20 @@ def test_full_isolation_plans_a_filesystem(tmp_path: Path, monkeypatch: pytest.M
     assert prepared.summary().startswith("sandbox: full isolation")
 
 
+def test_the_values_root_is_planned_and_masked_under_a_bind(tmp_path: Path) -> None:
+    from fissile.sandbox.filesystem import plan
+
+    # A values root under a bound directory (the fallback below /tmp with a virtualenv there)
+    # is masked like the data dir; its own bind goes to the root-only /.values.
+    bound = next(p for p in ("/usr", "/etc") if os.path.isdir(p))
+    values = f"{bound}/fissile-values-1-x"
+    made = plan(str(tmp_path / "data"), str(tmp_path / "deploy"), "", 0, None, values)
+    assert made["values_root"] == values
+    assert values in made["masks"]
+    unbound = plan(str(tmp_path / "data"), str(tmp_path / "deploy"), "", 0, None, "/nowhere/v")
+    assert "/nowhere/v" not in unbound["masks"]
+
+
 def test_off_keeps_processes_and_rlimits_only(tmp_path: Path) -> None:
     prepared = _prepare(tmp_path, "off")
     assert not any(prepared.fork_config.values())

@@ -377,6 +377,9 @@ class FakeApi:
             return {"status": {"state": "failed", "log": "pip: no such package"}}
         return {"status": {"state": "succeeded"}}
 
+    def wait_for_rollout(self, package: dict[str, Any], timeout: float = 0) -> dict[str, str]:
+        return {}
+
 
 def test_apply_stops_at_the_first_failure_and_says_what_was_done(specs: Path) -> None:
     live = {"environments": [BUILTIN]}

@@ -109,6 +109,37 @@ def test_invoke_answers_from_scripted_replies_and_records_each_call() -> None:
     assert context.invocations[2].content_type == "application/x"
 
 
+def test_invoke_records_method_path_query_and_headers_and_scripts_by_them() -> None:
+    context = make_context(
+        replies={
+            "GET items /items/1": {"id": 1},
+            "POST items /items": lambda call: (201, {"made": call.json()["name"]}),
+            "items": (404, {"error": {"code": "no_route"}}),
+        }
+    )
+    assert context.invoke("items", method="get", path="/items/1").json() == {"id": 1}
+    made = context.invoke(
+        "items", path="items", query={"dry": "1"}, headers={"X-Key": "k"}, json={"name": "pen"}
+    )
+    assert (made.status, made.json()) == (201, {"made": "pen"})
+    # Another method or path of the function: its name's reply.
+    assert context.invoke("items", method="DELETE", path="/items/1").status == 404
+    get, post, delete = context.invocations
+    assert (get.method, get.path, get.query, get.headers, get.body) == (
+        "GET",
+        "/items/1",
+        {},
+        {},
+        b"",
+    )
+    assert (post.method, post.path, post.query) == ("POST", "/items", {"dry": ["1"]})
+    assert post.headers == {"x-key": "k", "content-type": "application/json"}
+    assert (post.data, post.json()) == ({"name": "pen"}, {"name": "pen"})
+    assert delete.method == "DELETE"
+    with pytest.raises(TypeError, match="data or json"):
+        context.invoke("items", "x", json={})
+
+
 def test_an_unscripted_function_is_the_platforms_404() -> None:
     context = make_context()
     reply = context.invoke("missing", "x")

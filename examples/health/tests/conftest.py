@@ -1,0 +1,6 @@
+"""The example's functions are importable by name in its unit tests."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -1,0 +1,271 @@
+"""Revisions, rollback and pre-flight: a change that does not load is refused while the old
+code keeps answering, a rollback serves the previous code within seconds without a build,
+revisions say what changed, and only the newest N keep their builds."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from syskit import Platform, Spawn, error_of, wait_for, write
+
+VERSIONED = """
+def main(request):
+    return "{version}"
+"""
+
+BROKEN = {
+    "syntax": "def main(request)\n    return 'never'\n",
+    "missing module": "import no_such_module_here\n\ndef main(request):\n    return 'never'\n",
+    "exception at import": "raise RuntimeError('boom at import')\n\ndef main(request):\n"
+    "    return 'never'\n",
+}
+
+
+@contextmanager
+def steady_load(platform: Platform, path: str) -> Iterator[list[tuple[int, str]]]:
+    """Call ``path`` in a loop (two callers) for as long as the block runs; the answers."""
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def call() -> None:
+        with httpx.Client(base_url=platform.router_url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = client.get(path)
+                    answers.append((response.status_code, response.text))
+                except httpx.HTTPError as exc:
+                    answers.append((0, repr(exc)))
+
+    callers = [threading.Thread(target=call, daemon=True) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    try:
+        wait_for(lambda: len(answers) >= 10, 30, "the steady load to get answers")
+        yield answers
+        seen = len(answers)
+        wait_for(lambda: len(answers) >= seen + 10, 30, "answers after the attempt")
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(30)
+
+
+def revisions(platform: Platform, name: str) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = platform.json_of("fn", "revisions", "--name", name)
+    return found
+
+
+def test_broken_updates_are_refused_and_the_old_code_keeps_serving(
+    platform: Platform, tmp_path: Path
+) -> None:
+    write(tmp_path / "good.py", VERSIONED.format(version="good"))
+    platform.ok("fn", "create", "--name", "rev-steady", "--code", str(tmp_path / "good.py"))
+    assert platform.get("/function/rev-steady").text == "good"
+    owned_before = [p["name"] for p in platform.json_of("pkg", "list")]
+
+    with steady_load(platform, "/function/rev-steady") as answers:
+        for why, code in BROKEN.items():
+            broken = write(tmp_path / f"broken-{why.replace(' ', '-')}.py", code)
+            result = platform.cli("fn", "update", "--name", "rev-steady", "--code", str(broken))
+            assert result.rc == 1, result
+            assert "failed to load" in result.err, result
+            assert "keeps serving" in result.err, result
+            expected = {
+                "syntax": "SyntaxError",
+                "missing module": "no_such_module_here",
+                "exception at import": "boom at import",
+            }[why]
+            assert expected in result.err, result
+        # A broken setting is pre-flighted too: an entrypoint that is not there.
+        result = platform.cli("fn", "update", "--name", "rev-steady", "--entrypoint", "nowhere")
+        assert result.rc == 1, result
+        assert "nowhere" in result.err, result
+
+    bad = [answer for answer in answers if answer != (200, "good")]
+    assert not bad, bad[:5]
+    assert len(answers) > 20
+    # The packages made for the refused updates are gone; the function's own stays.
+    assert [p["name"] for p in platform.json_of("pkg", "list")] == owned_before
+    assert [r["number"] for r in revisions(platform, "rev-steady")] == [1]
+    # The pre-flights' instances were no crash of the function.
+    status = platform.json_of("fn", "get", "--name", "rev-steady")["status"]
+    assert (status["restarts"], status["failures_in_a_row"]) == (0, 0)
+
+    # Through the API: a 4xx JSON error naming the load's error.
+    function = platform.json_of("fn", "get", "--name", "rev-steady")
+    body = {k: function[k] for k in ("name", "env", "package")}
+    body["entrypoint"] = "missing_module_for_api.main"
+    token = (platform.data_dir / "api-token").read_text().strip()
+    response = httpx.put(
+        f"{platform.api_url}/v1/functions/rev-steady",
+        json=body,
+        headers={"authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["code"] == "load_failed"
+    assert "missing_module_for_api" in error["message"]
+    assert platform.get("/function/rev-steady").text == "good"
+
+
+def test_rollback_restores_the_previous_revision_quickly(
+    platform: Platform, tmp_path: Path
+) -> None:
+    write(tmp_path / "one.py", VERSIONED.format(version="one"))
+    write(tmp_path / "two.py", VERSIONED.format(version="two"))
+    platform.ok("fn", "create", "--name", "rev-back", "--code", str(tmp_path / "one.py"))
+    assert platform.get("/function/rev-back").text == "one"
+    platform.ok("fn", "update", "--name", "rev-back", "--code", str(tmp_path / "two.py"))
+    assert platform.get("/function/rev-back").text == "two"
+    builds = len(list((platform.data_dir / "deploy").iterdir()))
+
+    started = time.monotonic()
+    platform.ok("fn", "rollback", "--name", "rev-back")
+    wait_for(lambda: platform.get("/function/rev-back").text == "one", 2, "the previous revision")
+    elapsed = time.monotonic() - started
+    assert elapsed < 2, elapsed
+    # Nothing was built: the revision's build was kept.
+    assert len(list((platform.data_dir / "deploy").iterdir())) == builds
+
+    listed = revisions(platform, "rev-back")
+    assert [r["number"] for r in listed] == [1, 2, 3]
+    assert listed[2]["changes"] == ["rollback to 1"]
+    assert listed[2]["deploy"] == listed[0]["deploy"]
+    assert platform.json_of("fn", "get", "--name", "rev-back")["revision"] == 3
+
+    # Forward again, to a chosen revision.
+    platform.ok("fn", "rollback", "--name", "rev-back", "--to", "2")
+    assert platform.get("/function/rev-back").text == "two"
+    missing = platform.cli("fn", "rollback", "--name", "rev-back", "--to", "99")
+    assert missing.rc == 1, missing
+    assert "revision '99' not found" in missing.err
+
+
+def test_revisions_say_what_changed(platform: Platform, tmp_path: Path) -> None:
+    write(tmp_path / "a.py", VERSIONED.format(version="a"))
+    write(tmp_path / "b.py", VERSIONED.format(version="b"))
+    platform.ok(
+        "fn", "create", "--name", "rev-told", "--code", str(tmp_path / "a.py"), "--memory", "128Mi"
+    )
+    platform.ok("fn", "update", "--name", "rev-told", "--memory", "256Mi")
+    platform.ok("fn", "update", "--name", "rev-told", "--env-var", "FOO=1")
+    platform.ok("fn", "update", "--name", "rev-told", "--code", str(tmp_path / "b.py"))
+    platform.ok("fn", "update", "--name", "rev-told", "--max-scale", "3")
+    listed = revisions(platform, "rev-told")
+    assert [r["changes"] for r in listed] == [
+        ["created"],
+        ["memory 128Mi→256Mi"],
+        ["env-var FOO"],
+        ["code"],
+        ["max-scale 10→3"],
+    ]
+    assert listed[0]["source"] != listed[3]["source"]
+    assert all(len(str(r["source"])) == 64 for r in listed)
+    table = platform.ok("fn", "revisions", "--name", "rev-told").out
+    assert "memory 128Mi→256Mi" in table
+    assert "5*" in table  # the revision served
+    assert platform.get("/function/rev-told").text == "b"
+
+
+def test_only_the_newest_revisions_keep_their_builds(spawn: Spawn, tmp_path: Path) -> None:
+    platform = spawn(None, "--keep-revisions", "2")
+    deploy = platform.data_dir / "deploy"
+    for version in range(1, 5):
+        source = write(tmp_path / f"v{version}.py", VERSIONED.format(version=f"v{version}"))
+        if version == 1:
+            platform.ok("fn", "create", "--name", "rev-pruned", "--code", str(source))
+        else:
+            platform.ok("fn", "update", "--name", "rev-pruned", "--code", str(source))
+        assert platform.get("/function/rev-pruned").text == f"v{version}"
+    listed = revisions(platform, "rev-pruned")
+    assert [(r["number"], r["pruned"]) for r in listed] == [
+        (1, True),
+        (2, True),
+        (3, False),
+        (4, False),
+    ]
+    kept = {str(r["deploy"]) for r in listed if not r["pruned"]}
+    refused = platform.cli("fn", "rollback", "--name", "rev-pruned", "--to", "1")
+    assert refused.rc == 1, refused
+    assert "pruned" in refused.err
+    platform.ok("fn", "rollback", "--name", "rev-pruned")
+    assert platform.get("/function/rev-pruned").text == "v3"
+    # Revision 5 runs revision 3's build: the same two builds are kept, the others deleted
+    # (a build an instance of an older revision still ran is deleted at the next revision).
+    wait_for(
+        lambda: {p.name for p in deploy.iterdir()} == kept, 30, "the pruned builds to be deleted"
+    )
+
+    # After a restart the function serves its newest revision, and can still go back.
+    platform.stop_cleanly()
+    again = spawn(platform.data_dir, "--keep-revisions", "2")
+    assert again.get("/function/rev-pruned").text == "v3"
+    assert [r["number"] for r in revisions(again, "rev-pruned")] == [1, 2, 3, 4, 5]
+    again.ok("fn", "rollback", "--name", "rev-pruned")
+    assert again.get("/function/rev-pruned").text == "v4"
+
+
+def test_a_package_build_that_does_not_load_is_refused(platform: Platform, tmp_path: Path) -> None:
+    good = write(tmp_path / "good" / "main.py", VERSIONED.format(version="pkg-good")).parent
+    bad = write(tmp_path / "bad" / "main.py", BROKEN["exception at import"]).parent
+    platform.ok(
+        "pkg", "create", "--name", "rev-shared", "--env", "python", "--src", str(good), "--wait"
+    )
+    platform.ok("fn", "create", "--name", "rev-on-shared", "--pkg", "rev-shared")
+    assert platform.get("/function/rev-on-shared").text == "pkg-good"
+    with steady_load(platform, "/function/rev-on-shared") as answers:
+        result = platform.cli("pkg", "update", "--name", "rev-shared", "--src", str(bad), "--wait")
+        assert result.rc == 1, result
+        assert "boom at import" in result.err, result
+    assert not [a for a in answers if a != (200, "pkg-good")]
+    function = platform.json_of("fn", "get", "--name", "rev-on-shared")
+    assert function["preflight"]["state"] == "refused"
+    assert [r["number"] for r in revisions(platform, "rev-on-shared")] == [1]
+    # A good build moves it on, as a revision of its own.
+    newer = write(tmp_path / "newer" / "main.py", VERSIONED.format(version="pkg-newer")).parent
+    platform.ok("pkg", "update", "--name", "rev-shared", "--src", str(newer), "--wait")
+    assert platform.get("/function/rev-on-shared").text == "pkg-newer"
+    listed = revisions(platform, "rev-on-shared")
+    assert [r["changes"] for r in listed] == [["created"], ["code"]]
+    assert "preflight" not in platform.json_of("fn", "get", "--name", "rev-on-shared") or (
+        platform.json_of("fn", "get", "--name", "rev-on-shared")["preflight"] is None
+    )
+
+
+SPEC = """
+apiVersion: fissile.dev/v1
+kind: Function
+name: rev-spec
+code: ../app.py
+"""
+
+
+def test_spec_apply_fails_for_a_function_whose_new_code_does_not_load(
+    platform: Platform, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    write(project / "app.py", VERSIONED.format(version="spec-one"))
+    write(project / "specs" / "app.yaml", SPEC)
+    platform.ok("spec", "init", "--dir", "specs", cwd=project)
+    platform.ok("spec", "apply", "--wait", cwd=project)
+    assert platform.get("/function/rev-spec").text == "spec-one"
+
+    write(project / "app.py", BROKEN["missing module"])
+    with steady_load(platform, "/function/rev-spec") as answers:
+        failed = platform.cli("spec", "apply", "--wait", cwd=project)
+        assert failed.rc == 1, failed
+        assert "no_such_module_here" in failed.out + failed.err, failed
+        assert "rev-spec" in failed.out + failed.err, failed
+    assert not [a for a in answers if a != (200, "spec-one")]
+    assert [r["number"] for r in revisions(platform, "rev-spec")] == [1]
+
+    write(project / "app.py", VERSIONED.format(version="spec-two"))
+    platform.ok("spec", "apply", "--wait", cwd=project)
+    assert platform.get("/function/rev-spec").text == "spec-two"
+    assert revisions(platform, "rev-spec")[-1]["changes"] == ["code"]
