@@ -192,8 +192,8 @@ class Router:
     ) -> tuple[FunctionPool, dict[str, str], str | None, str | None] | None:
         """The pool, path params, route prefix (on a prefix route) and trigger (on a route) of
         a plain synchronous call to a function, which the router's protocol forwards itself;
-        None for everything else (the router's own answers, the front door, webhooks), which
-        takes the ASGI path through ``http``."""
+        None for everything else (the router's own answers, the front door, guarded routes,
+        locked function doors, OPTIONS), which takes the ASGI path through ``http``."""
         params: dict[str, str] = {}
         prefix: str | None = None
         trigger: str | None = None
@@ -226,7 +226,7 @@ class Router:
     def _resolve(self, method: str, path: str, host: str | None = None) -> Resolved | None:
         """The function, path params, prefix (on a prefix route) and trigger of the route for a
         direct call, or None (no route,
-        a wrong method, a webhook), remembered for the table in use: a route match costs
+        a wrong method, a guarded route), remembered for the table in use: a route match costs
         ~0.8 µs (timeit, one exact route; memory.json's lookup with 1,000 routes: ~2.5 µs), a
         hit ~0.11 µs; the router's Python per request, 114k to 108k instructions
         (callgrind, in process, 32 clients on 10 instances)."""
