@@ -223,6 +223,29 @@ class Router:
                     return None
         return pool, params, prefix, trigger
 
+    def guarded(
+        self, path: str, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[FunctionPool, dict[str, str], str | None, Guard] | None:
+        """A websocket's route when it has a guard (``direct`` leaves those): its function's
+        pool, the path params, the prefix (on a prefix route) and the guard."""
+        if path.startswith((DIRECT_PREFIX, ASYNC_PREFIX, INVOCATIONS_PREFIX, "/_fissile/")):
+            return None
+        host = None
+        if self.table.hosted:
+            host = next((request_host(v) for n, v in headers if n == b"host"), None)
+        try:
+            match = self.table.match("GET", path, host)
+        except MethodNotAllowed:
+            return None
+        if match is None:
+            return None
+        guard = self._guards.get(match.route.trigger)
+        pool = self.executor.functions.get(match.route.function)
+        if guard is None or pool is None:
+            return None
+        prefix = match.route.path if match.route.prefix else None
+        return pool, match.params, prefix, guard
+
     def _resolve(self, method: str, path: str, host: str | None = None) -> Resolved | None:
         """The function, path params, prefix (on a prefix route) and trigger of the route for a
         direct call, or None (no route,
@@ -365,30 +388,20 @@ class Router:
             if isinstance(checked, Refusal):
                 await _answer(send, _refused(checked))
                 return
+            wait = 0.0 if checked is None else _key_wait(checked)
+            if wait and checked is not None and checked.key is not None:
+                await _answer(send, _too_many(f"API key {checked.key.name!r}", wait))
+                return
             principal = checked
         elif guard is not None:
             if guard.cors is not None:
                 origin_value = _header(scope["headers"], b"origin", b"") or None
                 send = _adding(send, guard.cors.response(origin_value))
-            if guard.broken is not None:
-                await _answer(send, Answer(503, "route_unavailable", guard.broken))
+            admitted = await admit(guard, scope["headers"])
+            if isinstance(admitted, Answer):
+                await _answer(send, admitted)
                 return
-            if guard.bucket is not None:
-                wait = guard.bucket.take()
-                if wait:
-                    await _answer(send, _too_many(f"route {guard.trigger!r}", wait))
-                    return
-            if guard.auth is not None:
-                checked = await guard.auth.check(scope["headers"])
-                if isinstance(checked, Refusal):
-                    await _answer(send, _refused(checked))
-                    return
-                principal = checked
-        if principal is not None and principal.key is not None and principal.key.bucket is not None:
-            wait = principal.key.bucket.take()
-            if wait:
-                await _answer(send, _too_many(f"API key {principal.key.name!r}", wait))
-                return
+            principal = admitted
 
         try:
             pool = self.executor.function(function)
@@ -764,6 +777,35 @@ class _Seen:
             trip.trace,
             client[0] if client else None,
         )
+
+
+async def admit(guard: Guard, headers: list[tuple[bytes, bytes]]) -> Principal | Answer | None:
+    """A guarded route's checks but CORS and the webhook signature, in order: its rate, the
+    caller's credentials, the API key's rate. The caller (None when the route asks for no
+    credentials), or the answer refusing the request."""
+    if guard.broken is not None:
+        return Answer(503, "route_unavailable", guard.broken)
+    if guard.bucket is not None:
+        wait = guard.bucket.take()
+        if wait:
+            return _too_many(f"route {guard.trigger!r}", wait)
+    if guard.auth is None:
+        return None
+    checked = await guard.auth.check(headers)
+    if isinstance(checked, Refusal):
+        return _refused(checked)
+    wait = _key_wait(checked)
+    if wait:
+        return _too_many(f"API key {checked.key.name!r}", wait)  # type: ignore[union-attr]
+    return checked
+
+
+def _key_wait(principal: Principal) -> float:
+    """0.0, or how long the caller's API key must wait (its rate)."""
+    key = principal.key
+    if key is None or key.bucket is None:
+        return 0.0
+    return key.bucket.take()
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes, default: bytes) -> bytes:

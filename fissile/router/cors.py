@@ -44,6 +44,11 @@ class Cors:
             headers.append((b"access-control-allow-credentials", b"true"))
         return headers
 
+    def allows(self, origin: bytes) -> bool:
+        """Whether pages of ``origin`` may call the route (what a websocket's handshake is
+        held to: browsers apply no CORS to websockets, so the router does)."""
+        return self._origin_headers(origin) is not None
+
     def preflight(self, origin: bytes, method: bytes, requested: bytes) -> Headers:
         """The headers of the 204 answering a preflight: the allow headers when the origin,
         method and headers asked for are allowed, none otherwise (the browser then refuses

@@ -18,7 +18,6 @@ import logging
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import unquote
 
 import httptools
 from uvicorn.config import Config
@@ -31,6 +30,7 @@ from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
 from fissile.router.proxy import Answer, Trip, forward, forward_soon
+from fissile.router.routes import request_path
 from fissile.router.tls import hurry_close
 
 logger = logging.getLogger("fissile.router")
@@ -469,15 +469,11 @@ class RouterProtocol(asyncio.Protocol):
     def _direct(
         self, request: _Request
     ) -> tuple[FunctionPool, dict[str, str], str | None, str | None] | None:
-        if request.method == "HEAD" or not request.target.startswith(b"/"):
+        if request.method == "HEAD":
             return None
-        raw_path = request.target.partition(b"?")[0]
-        try:
-            path = raw_path.decode("ascii")
-        except UnicodeDecodeError:
+        path = request_path(request.target)
+        if path is None:
             return None
-        if "%" in path:
-            path = unquote(path)
         self.path = path
         headers = request.headers
         if self.via_proxy:

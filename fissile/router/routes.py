@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from fissile.models import HTTPTriggerSpec, template_segments
 
@@ -222,3 +223,14 @@ def request_host(value: bytes) -> str:
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+def request_path(target: bytes) -> str | None:
+    """A request target's path, percent-decoded; None when it is no origin-form ASCII path."""
+    if not target.startswith(b"/"):
+        return None
+    try:
+        path = target.partition(b"?")[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return unquote(path) if "%" in path else path

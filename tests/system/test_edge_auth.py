@@ -510,3 +510,44 @@ def test_updating_a_route_keeps_its_secrets(edge: Platform) -> None:
     edge.ok("route", "update", "--name", "r-jwt", "--jwt-issuer", "https://issuer.example")
     still = edge.get("/jwt", headers={"Authorization": f"Bearer {_token(JWT_SECRET)}"})
     assert still.status_code == 200, still.text
+
+
+# -- websockets on a guarded route ----------------------------------------------------------
+
+WS_APP = """
+from fastapi import FastAPI, WebSocket
+
+app = FastAPI()
+
+
+@app.websocket("/who")
+async def who(websocket: WebSocket):
+    await websocket.accept()
+    headers = dict(websocket.headers)
+    await websocket.send_text(f"{headers.get('x-fissile-principal')} {headers.get('x-api-key')}")
+    await websocket.close()
+"""
+
+
+def test_a_websocket_to_a_guarded_route_is_checked_first(edge: Platform, tmp_path: Path) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    app = write(tmp_path / "ws_app.py", WS_APP)
+    edge.ok("fn", "create", "--name", "edge-ws", "--code", str(app), "--entrypoint",
+            "ws_app:app", "--contract", "asgi")  # fmt: skip
+    edge.ok("route", "create", "--name", "r-ws", "--function", "edge-ws", "--prefix", "/ws",
+            "--auth", "apikey", "--cors-origin", "https://app.example")  # fmt: skip
+    value = new_key(edge, "k-ws", "--function", "edge-ws")
+    url = edge.router_url.replace("http://", "ws://", 1) + "/ws/who"
+    options: dict[str, Any] = {"open_timeout": 60, "ping_interval": None}
+    with connect(url, additional_headers={"X-API-Key": value}, **options) as connection:
+        assert connection.recv(timeout=60) == "k-ws None"  # who, and not the key itself
+    for headers, status in (
+        ({}, 401),
+        ({"X-API-Key": "fsk_wrong"}, 401),
+        ({"X-API-Key": value, "Origin": "https://evil.example"}, 403),
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=headers, **options)
+        assert refused.value.response.status_code == status, headers
