@@ -247,7 +247,7 @@ class PostgresStore(PostgresRevisions):
         while not self._closed.is_set():
             try:
                 keys: set[tuple[str, str]] = set()
-                for note in self._listener.notifies(timeout=0.5, stop_after=0):
+                for note in self._listener.notifies(timeout=0.25, stop_after=0):
                     payload = json.loads(note.payload)
                     if payload.get("o") != self.origin:
                         keys.add((str(payload["k"]), str(payload["n"])))

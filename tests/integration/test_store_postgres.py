@@ -1,0 +1,178 @@
+"""fissile/store/postgres.py: changes made elsewhere reach a store's subscribers.
+
+Two stores on one fresh schema stand for two nodes; a bare connection stands for any other
+writer. Waits are generous deadlines, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from pgkit import fresh_schema
+
+from fissile.store import Change, StoreError, open_store
+from fissile.store.postgres import PostgresStore
+
+DEADLINE = 20.0
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def pair(url: str) -> Iterator[tuple[PostgresStore, PostgresStore]]:
+    first, second = PostgresStore(url), PostgresStore(url)
+    yield first, second
+    first.close()
+    second.close()
+
+
+def wait_until(condition: Callable[[], Any], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def summary(changes: list[Change]) -> list[tuple[str, str, int, int | None]]:
+    return [
+        (
+            c.action,
+            c.record.name,
+            c.record.generation,
+            None if c.previous is None else c.previous.generation,
+        )
+        for c in changes
+    ]
+
+
+def test_another_stores_writes_reach_subscribers(
+    pair: tuple[PostgresStore, PostgresStore],
+) -> None:
+    writer, follower = pair
+    seen: list[Change] = []
+    follower.subscribe(seen.append)
+    created = writer.create("functions", "hello", {"v": 1})
+    writer.update("functions", "hello", {"v": 2})
+    writer.delete("functions", "hello")
+    wait_until(lambda: len(seen) >= 3, "three changes")
+    assert summary(seen) == [
+        ("created", "hello", 1, None),
+        ("updated", "hello", 2, 1),
+        ("deleted", "hello", 2, 2),
+    ]
+    assert seen[0].record == created
+    assert seen[1].record.data == {"v": 2}
+    assert follower.find("functions", "hello") is None
+
+
+def test_own_writes_are_told_once(pair: tuple[PostgresStore, PostgresStore]) -> None:
+    writer, follower = pair
+    mine: list[Change] = []
+    theirs: list[Change] = []
+    writer.subscribe(mine.append)
+    follower.subscribe(theirs.append)
+    writer.create("functions", "a", {})
+    writer.create("functions", "b", {})
+    wait_until(lambda: len(theirs) == 2, "the follower to see both")
+    # The writer's own notifications came back too by now (same channel, in commit order).
+    follower.create("functions", "c", {})
+    wait_until(lambda: writer.find("functions", "c") is not None, "c at the writer")
+    assert [c.record.name for c in mine] == ["a", "b", "c"]
+
+
+def test_the_copy_follows_other_writers(url: str, pair: tuple[PostgresStore, Any]) -> None:
+    store, _ = pair
+    with psycopg.connect(url, autocommit=True) as other:
+        other.execute(
+            "INSERT INTO resources VALUES ('functions', 'raw', '{\"x\": 1}', 4, now(), now())"
+        )
+    wait_until(lambda: store.find("functions", "raw") is not None, "the raw insert")
+    assert store.get("functions", "raw").generation == 4
+    assert store.get("functions", "raw").data == {"x": 1}
+    # An update based on the copy sees the database's generation, not a stale one.
+    assert store.update("functions", "raw", {"x": 2}, generation=4).generation == 5
+
+
+def test_stale_write_between_nodes(pair: tuple[PostgresStore, PostgresStore]) -> None:
+    first, second = pair
+    first.create("functions", "f", {"v": 1})
+    wait_until(lambda: second.find("functions", "f") is not None, "f at the second")
+    first.update("functions", "f", {"v": 2}, generation=1)
+    from fissile.store import StaleWrite
+
+    with pytest.raises(StaleWrite, match="generation 2, expected 1"):
+        second.update("functions", "f", {"v": 3}, generation=1)
+    wait_until(lambda: second.get("functions", "f").generation == 2, "the second to catch up")
+
+
+def test_a_dropped_listener_reconnects_and_resyncs(
+    url: str, pair: tuple[PostgresStore, PostgresStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    writer, follower = pair
+    writer.create("functions", "kept", {})
+    writer.create("functions", "gone", {})
+    wait_until(lambda: len(follower.list("functions")) == 2, "the first two")
+    seen: list[Change] = []
+    follower.subscribe(seen.append)
+    caplog.set_level(logging.WARNING, "fissile.store")
+    pid = follower._listener.info.backend_pid
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    # Made while no one listens for the follower: only the resync can tell it.
+    writer.update("functions", "kept", {"v": 2})
+    writer.delete("functions", "gone")
+    writer.create("functions", "new", {})
+    wait_until(lambda: len(seen) >= 3, "the differences")
+    assert sorted(summary(seen)) == [
+        ("created", "new", 1, None),
+        ("deleted", "gone", 1, 1),
+        ("updated", "kept", 2, 1),
+    ]
+    assert "listening connection lost" in caplog.text
+    # And it listens again.
+    writer.create("functions", "after", {})
+    wait_until(lambda: follower.find("functions", "after") is not None, "after the reconnect")
+
+
+async def test_changes_from_elsewhere_run_on_the_loop(url: str) -> None:
+    follower = open_store(url)
+    writer = PostgresStore(url)
+    try:
+        threads: list[int] = []
+        follower.subscribe(lambda change: threads.append(threading.get_ident()))
+        writer.create("functions", "x", {})
+        deadline = time.monotonic() + DEADLINE
+        while not threads and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert threads == [threading.get_ident()]
+    finally:
+        writer.close()
+        follower.close()
+
+
+def test_unreachable_database() -> None:
+    with pytest.raises(StoreError, match="cannot open the store at .*port=1"):
+        PostgresStore("postgresql://postgres:secret@127.0.0.1:1/test?connect_timeout=5")
+
+
+def test_a_schema_that_does_not_exist(url: str) -> None:
+    with pytest.raises(StoreError, match="has no schema to use"):
+        PostgresStore(url.replace("search_path%3D", "search_path%3Dmissing_"))
+
+
+def test_password_is_not_in_messages() -> None:
+    with pytest.raises(StoreError) as info:
+        PostgresStore("postgresql://postgres:secret@127.0.0.1:1/test?connect_timeout=5")
+    assert "secret" not in str(info.value)
