@@ -20,7 +20,7 @@ VERSION = 1
 
 
 class SchemaTooNew(StoreError):
-    def __init__(self, where: str, found: int, known: int = VERSION) -> None:
+    def __init__(self, where: str, found: int, known: int) -> None:
         super().__init__(
             f"the store at {where} has schema version {found}, but this fissile knows only"
             f" versions up to {known}: upgrade fissile (or open a copy made before the"
@@ -35,12 +35,12 @@ def steps(
     migrations: Mapping[int, Sequence[str]],
     *,
     where: str,
-    known: int = VERSION,
+    known: int | None = None,
 ) -> list[tuple[int, Sequence[str]]]:
-    """The migrations to run from ``found`` to ``known``: (version reached, statements).
-
-    ``migrations[v]`` turns a version ``v - 1`` database into version ``v``; a gap is a bug.
+    """The migrations to run from ``found`` to ``known`` (``VERSION``): (version reached,
+    statements). ``migrations[v]`` turns a version ``v - 1`` database into version ``v``.
     """
+    known = VERSION if known is None else known
     if found > known:
         raise SchemaTooNew(where, found, known)
     plan = []
@@ -58,7 +58,7 @@ def upgrade(
     record: Callable[[int], object],
     *,
     where: str,
-    known: int = VERSION,
+    known: int | None = None,
 ) -> int:
     """Run the steps from ``found`` (inside the caller's transaction); the version reached."""
     reached = found
