@@ -44,7 +44,7 @@ from fissile.router.front_door import FrontDoor
 from fissile.router.internal import PlatformSocketProtocol
 from fissile.router.limits import Limits, default_max_connections, raise_fd_limit
 from fissile.sandbox import SandboxUnavailable
-from fissile.store import Store, open_store
+from fissile.store import Store, StoreError, open_store
 from fissile.triggers.service import Triggers
 from fissile.values.sealing import Sealer
 
@@ -140,7 +140,10 @@ class Platform:
         token = ensure_token(config.token_file)
         # Secrets' key: a file of its own beside (not in) the database, made on first use.
         sealer = Sealer(config.secrets_key)
-        self.store = store = open_store(f"sqlite://{config.database}")
+        try:
+            self.store = store = open_store(config.store)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
         _first_start(store)
         if not config.secrets_key.exists() and store.list("secrets"):
             _say(

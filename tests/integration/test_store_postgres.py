@@ -163,7 +163,7 @@ async def test_changes_from_elsewhere_run_on_the_loop(url: str) -> None:
 
 
 def test_unreachable_database() -> None:
-    with pytest.raises(StoreError, match="cannot open the store at .*port=1"):
+    with pytest.raises(StoreError, match=r"cannot open the store at .*port=1"):
         PostgresStore("postgresql://postgres:secret@127.0.0.1:1/test?connect_timeout=5")
 
 

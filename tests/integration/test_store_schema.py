@@ -137,7 +137,7 @@ def test_steps() -> None:
     migrations = {1: ["a"], 2: ["b"], 3: ["c"]}
     assert schema.steps(1, migrations, where="x", known=3) == [(2, ["b"]), (3, ["c"])]
     assert schema.steps(3, migrations, where="x", known=3) == []
-    with pytest.raises(SchemaTooNew, match="at x has schema version 4, .* up to 3"):
+    with pytest.raises(SchemaTooNew, match=r"at x has schema version 4, .* up to 3"):
         schema.steps(4, migrations, where="x", known=3)
     with pytest.raises(schema.StoreError, match="no migration to schema version 2"):
         schema.steps(0, {1: ["a"], 3: ["c"]}, where="x", known=3)
