@@ -44,7 +44,7 @@ from fissile.router.front_door import FrontDoor
 from fissile.router.internal import PlatformSocketProtocol
 from fissile.router.limits import Limits, default_max_connections, raise_fd_limit
 from fissile.sandbox import SandboxUnavailable
-from fissile.store import Store, StoreError, open_store
+from fissile.store import AlreadyExists, Store, StoreError, open_store
 from fissile.triggers.service import Triggers
 from fissile.values.sealing import Sealer
 
@@ -431,11 +431,14 @@ def _first_start(store: Store) -> None:
     """A new data dir gets the built-in ``python`` environment (once: deleting it sticks)."""
     if store.find("meta", "platform") is not None:
         return
-    if store.find("environments", "python") is None:
-        store.create(
-            "environments", "python", EnvironmentSpec(name="python").model_dump(mode="json")
-        )
-    store.create("meta", "platform", {"initialized_by": fissile.__version__})
+    # Nodes sharing a PostgreSQL store may start together: whoever creates first wins.
+    with contextlib.suppress(AlreadyExists):
+        if store.find("environments", "python") is None:
+            store.create(
+                "environments", "python", EnvironmentSpec(name="python").model_dump(mode="json")
+            )
+    with contextlib.suppress(AlreadyExists):
+        store.create("meta", "platform", {"initialized_by": fissile.__version__})
 
 
 def run(config: Config) -> None:

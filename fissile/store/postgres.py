@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import logging
 import threading
@@ -113,6 +114,9 @@ class PostgresStore(PostgresRevisions):
             min_size=1,
             max_size=1,
             kwargs={"autocommit": True},
+            # A write waits this long for a connection while the database is away (on the
+            # loop: keep it short); then it fails with StoreError.
+            timeout=5.0,
             configure=self._configure,
             open=True,
             name="fissile-store",
@@ -272,8 +276,10 @@ class PostgresStore(PostgresRevisions):
     def _hand_over(self, call: Any, *args: Any) -> None:
         if self._loop is None:
             self._safely(call, *args)
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._safely, call, *args)
+        else:
+            # A loop closed meanwhile has no one left to tell.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._safely, call, *args)
 
     def _safely(self, call: Any, *args: Any) -> None:
         if self._closed.is_set():
@@ -288,12 +294,20 @@ class PostgresStore(PostgresRevisions):
         self._resync(notify=True)
 
     def _reconcile(self, keys: Iterable[tuple[str, str]]) -> None:
-        for kind, name in sorted(keys):
-            with self._lock:
-                current = self._read(kind, name)
-                change = self._apply((kind, name), current)
-            if change is not None:
-                self._notify(change)
+        wanted = sorted(keys)
+        changes = []
+        with self._lock:
+            # One round trip for a burst of changes, however many rows it touched.
+            rows = self._execute(
+                f"SELECT {_COLUMNS} FROM resources"
+                " JOIN unnest(%s::text[], %s::text[]) AS k (kind, name) USING (kind, name)",
+                ([kind for kind, _ in wanted], [name for _, name in wanted]),
+            )
+            current = {(r.kind, r.name): r for r in map(_record, rows)}
+            for key in wanted:
+                changes.extend(self._apply(key, current.get(key)))
+        for change in changes:
+            self._notify(change)
 
     def _resync(self, *, notify: bool) -> None:
         rows = self._execute(f"SELECT {_COLUMNS} FROM resources")
@@ -301,31 +315,28 @@ class PostgresStore(PostgresRevisions):
         changes = []
         with self._lock:
             for key in sorted(set(fresh) | set(self._records)):
-                change = self._apply(key, fresh.get(key))
-                if change is not None:
-                    changes.append(change)
+                changes.extend(self._apply(key, fresh.get(key)))
         if notify:
             for change in changes:
                 self._notify(change)
 
-    def _apply(self, key: tuple[str, str], current: Record | None) -> Change | None:
-        """Make the copy of ``key`` ``current``; the change that was, if any."""
+    def _apply(self, key: tuple[str, str], current: Record | None) -> builtins.list[Change]:
+        """Make the copy of ``key`` ``current``; the changes that makes, in order."""
         known = self._records.get(key)
         if current is None:
             if known is None:
-                return None
+                return []
             del self._records[key]
-            return Change("deleted", known, known)
+            return [Change("deleted", known, known)]
         self._records[key] = current
         if known is None:
-            return Change("created", current)
+            return [Change("created", current)]
         if (known.generation, known.created_at) == (current.generation, current.created_at):
-            return None
+            return []
         if known.created_at != current.created_at:
-            # Deleted and made again while unseen: both halves, in order.
-            self._notify(Change("deleted", known, known))
-            return Change("created", current)
-        return Change("updated", current, known)
+            # Deleted and made again while unseen: both halves.
+            return [Change("deleted", known, known), Change("created", current)]
+        return [Change("updated", current, known)]
 
     def close(self) -> None:
         self._closed.set()

@@ -123,7 +123,8 @@ def test_a_dropped_listener_reconnects_and_resyncs(
     writer, follower = pair
     writer.create("functions", "kept", {})
     writer.create("functions", "gone", {})
-    wait_until(lambda: len(follower.list("functions")) == 2, "the first two")
+    writer.create("functions", "again", {"v": 1})
+    wait_until(lambda: len(follower.list("functions")) == 3, "the first three")
     seen: list[Change] = []
     follower.subscribe(seen.append)
     caplog.set_level(logging.WARNING, "fissile.store")
@@ -134,9 +135,19 @@ def test_a_dropped_listener_reconnects_and_resyncs(
     writer.update("functions", "kept", {"v": 2})
     writer.delete("functions", "gone")
     writer.create("functions", "new", {})
-    wait_until(lambda: len(seen) >= 3, "the differences")
+    writer.delete("functions", "again")
+    writer.create("functions", "again", {"v": 2})
+    wait_until(lambda: len(seen) >= 5, "the differences")
+    # Made again while unseen: both halves, in order.
+    again = [c for c in seen if c.record.name == "again"]
+    assert [(c.action, c.record.data) for c in again] == [
+        ("deleted", {"v": 1}),
+        ("created", {"v": 2}),
+    ]
     assert sorted(summary(seen)) == [
+        ("created", "again", 1, None),
         ("created", "new", 1, None),
+        ("deleted", "again", 1, 1),
         ("deleted", "gone", 1, 1),
         ("updated", "kept", 2, 1),
     ]
