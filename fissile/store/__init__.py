@@ -10,6 +10,7 @@ from fissile.store.base import (
     StaleWrite,
     Store,
     StoreError,
+    StoreUnavailable,
 )
 from fissile.store.revisions import Revision
 from fissile.store.space import StorageFull
@@ -24,6 +25,7 @@ __all__ = [
     "StorageFull",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "open_store",
 ]
 

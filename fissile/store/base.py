@@ -19,6 +19,10 @@ class StoreError(Exception):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The database did not answer (a shared store's server away): try again later."""
+
+
 class NotFound(StoreError):
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f"{kind}/{name} not found")

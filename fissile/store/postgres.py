@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fissile.store import schema
 from fissile.store.base import (
@@ -39,6 +39,7 @@ from fissile.store.base import (
     Record,
     StaleWrite,
     StoreError,
+    StoreUnavailable,
     Subscriber,
 )
 from fissile.store.postgres_revisions import SCHEMA as REVISIONS_SCHEMA
@@ -222,6 +223,9 @@ class PostgresStore(PostgresRevisions):
                 return cursor.fetchall() if cursor.description is not None else []
         except psycopg.errors.IntegrityError:
             raise
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # The pool replaces a broken connection: the next call may well succeed.
+            raise StoreUnavailable(f"the store at {_safe(self.url)} is unavailable: {exc}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"store {_safe(self.url)}: {exc}") from exc
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from pgkit import fresh_schema
 
-from fissile.store import Change, StoreError, open_store
+from fissile.store import Change, StoreError, StoreUnavailable, open_store
 from fissile.store.postgres import PostgresStore
 
 DEADLINE = 20.0
@@ -219,3 +219,28 @@ def test_password_is_not_in_messages() -> None:
     with pytest.raises(StoreError) as info:
         PostgresStore("postgresql://postgres:secret@127.0.0.1:1/test?connect_timeout=5")
     assert "secret" not in str(info.value)
+
+
+def test_a_lost_connection_fails_one_write_then_recovers(url: str) -> None:
+    store = PostgresStore(url)
+    try:
+        store.create("functions", "before", {})
+        [(pid,)] = store._execute("SELECT pg_backend_pid()")
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StoreUnavailable, match="is unavailable"):
+            store.create("functions", "lost", {})
+        # Reads answer from the copy meanwhile.
+        assert store.get("functions", "before").generation == 1
+        wait_until(lambda: _tried(lambda: store.create("functions", "after", {})), "a write")
+        assert [r.name for r in store.list("functions")] == ["after", "before"]
+    finally:
+        store.close()
+
+
+def _tried(call: Callable[[], Any]) -> bool:
+    try:
+        call()
+    except StoreUnavailable:
+        return False
+    return True
