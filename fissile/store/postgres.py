@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS resources (
 """
 
 # Every committed change, whoever made it (a node, `store migrate`, psql), is announced on a
-# channel per schema; the origin lets a store skip its own writes, already applied.
+# channel per schema (named by its hash); the origin lets a store skip its own writes, already
+# applied.
 _NOTIFY = """
 CREATE OR REPLACE FUNCTION fissile_notify() RETURNS trigger AS $$
 DECLARE
@@ -68,7 +70,7 @@ DECLARE
 BEGIN
     IF TG_OP = 'DELETE' THEN row_ := OLD; ELSE row_ := NEW; END IF;
     PERFORM pg_notify(
-        'fissile:' || TG_TABLE_SCHEMA,
+        'fissile_' || md5(TG_TABLE_SCHEMA),
         json_build_object(
             'o', current_setting('fissile.origin', true),
             'k', row_.kind,
@@ -109,7 +111,8 @@ class PostgresStore(PostgresRevisions):
             self._schema = _migrate(url)
         except psycopg.OperationalError as exc:
             raise StoreError(f"cannot open the store at {_safe(url)}: {exc}") from None
-        self._channel = f"fissile:{self._schema}"
+        # Hashed: a channel name must fit in 63 bytes, a schema name alone may take them all.
+        self._channel = "fissile_" + hashlib.md5(self._schema.encode()).hexdigest()
         self._pool = ConnectionPool(
             url,
             min_size=1,

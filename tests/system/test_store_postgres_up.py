@@ -1,12 +1,15 @@
-"""``fissile up --store postgresql://...``: the README's basics on a PostgreSQL store (a fresh
-schema), and a restart that finds everything again there rather than in the data dir."""
+"""``fissile up --store URL``: the README's basics on a PostgreSQL store (a fresh schema), and
+a restart that finds everything again there rather than in the data dir; a SQLite store
+elsewhere; stores it must refuse."""
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
 from pathlib import Path
 
 from pgkit import fresh_schema
-from syskit import Platform, Spawn, wait_for, write
+from syskit import FISSILE, Platform, Spawn, free_port, wait_for, write
 
 
 def _names(platform: Platform) -> list[str]:
@@ -58,3 +61,32 @@ def test_a_bad_store_is_a_clear_error(spawn: Spawn, tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "must be sqlite:///path or postgresql://..." in result.stderr
+
+
+def test_store_sqlite_url_elsewhere(spawn: Spawn, tmp_path: Path) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "state" / "fissile.db"
+    platform = spawn(data, "--store", f"sqlite://{elsewhere}")
+    write(tmp_path / "hello.py", 'def main():\n    return "Hello, world!"\n')
+    platform.ok("fn", "create", "--name", "hello", "--code", str(tmp_path / "hello.py"))
+    platform.stop_cleanly()
+    assert elsewhere.is_file()
+    assert not (data / "fissile.db").exists()
+
+
+def test_a_newer_schema_refuses_to_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "fissile.db") as db:
+        db.execute("PRAGMA user_version = 99")
+    result = subprocess.run(
+        [
+            str(FISSILE), "up", "--data-dir", str(data),
+            "--port", str(free_port()), "--api-port", str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    assert "has schema version 99, but this fissile knows only versions up to 1" in result.stderr
+    assert "Traceback" not in result.stderr
