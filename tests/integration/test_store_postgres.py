@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -244,3 +247,37 @@ def _tried(call: Callable[[], Any]) -> bool:
     except StoreUnavailable:
         return False
     return True
+
+
+def test_nodes_starting_together_on_a_new_schema(url: str) -> None:
+    # The schema is made under an advisory lock: without it, concurrent CREATE TABLE IF NOT
+    # EXISTS and CREATE TRIGGER collide.
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: PostgresStore(url), range(4)))
+    try:
+        stores[0].create("functions", "f", {})
+        for store in stores[1:]:
+            wait_until(lambda s=store: s.find("functions", "f") is not None, "f everywhere")
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_write_from_another_process(url: str) -> None:
+    store = PostgresStore(url)
+    try:
+        seen: list[Change] = []
+        store.subscribe(seen.append)
+        script = (
+            "import sys\n"
+            "from fissile.store import open_store\n"
+            "s = open_store(sys.argv[1])\n"
+            "s.create('functions', 'remote', {'by': 'another process'})\n"
+            "s.close()\n"
+        )
+        subprocess.run([sys.executable, "-c", script, url], check=True, timeout=60)
+        wait_until(lambda: len(seen) == 1, "the other process's create")
+        assert seen[0].action == "created"
+        assert seen[0].record.data == {"by": "another process"}
+    finally:
+        store.close()
