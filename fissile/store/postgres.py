@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -107,27 +108,34 @@ class PostgresStore(PostgresRevisions):
         self._subscribers: list[Subscriber] = []
         self._records: dict[tuple[str, str], Record] = {}
         self._closed = threading.Event()
+        self._stale = threading.Event()  # others' changes may be missing from the copy
+        self._retry_at = 0.0
         try:
             self._schema = _migrate(url)
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
             raise StoreError(f"cannot open the store at {_safe(url)}: {exc}") from None
         # Hashed: a channel name must fit in 63 bytes, a schema name alone may take them all.
-        self._channel = "fissile_" + hashlib.md5(self._schema.encode()).hexdigest()
+        digest = hashlib.md5(self._schema.encode(), usedforsecurity=False).hexdigest()
+        self._channel = f"fissile_{digest}"
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=1,
             kwargs={"autocommit": True},
             # A write waits this long for a connection while the database is away (on the
-            # loop: keep it short); then it fails with StoreError.
+            # loop: keep it short); then it fails with StoreUnavailable.
             timeout=5.0,
             configure=self._configure,
             open=True,
             name="fissile-store",
         )
-        # Listen before the first load, so nothing committed in between goes unseen.
-        self._listener = self._listen()
-        self._resync(notify=False)
+        try:
+            # Listen before the first load, so nothing committed in between goes unseen.
+            self._listener = self._listen()
+            self._resync(notify=False)
+        except (psycopg.Error, StoreError) as exc:
+            self._pool.close()
+            raise StoreError(f"cannot open the store at {_safe(url)}: {exc}") from None
         self._thread = threading.Thread(target=self._follow, name="fissile-store-listen")
         self._thread.daemon = True
         self._thread.start()
@@ -259,11 +267,20 @@ class PostgresStore(PostgresRevisions):
             try:
                 keys: set[tuple[str, str]] = set()
                 for note in self._listener.notifies(timeout=0.25, stop_after=0):
-                    payload = json.loads(note.payload)
-                    if payload.get("o") != self.origin:
-                        keys.add((str(payload["k"]), str(payload["n"])))
+                    try:
+                        payload = json.loads(note.payload)
+                        if payload.get("o") != self.origin:
+                            keys.add((str(payload["k"]), str(payload["n"])))
+                    except (ValueError, KeyError, AttributeError):
+                        # Not our trigger's: whatever it meant, a re-read covers it.
+                        self._stale.set()
                 if keys:
                     self._hand_over(self._reconcile, keys)
+                if self._stale.is_set() and time.monotonic() >= self._retry_at:
+                    # A change that could not be read when it was notified: read it all again.
+                    self._stale.clear()
+                    self._retry_at = time.monotonic() + 1.0
+                    self._hand_over(self._resync_all)
                 delay = 0.1
             except (psycopg.Error, OSError) as exc:
                 if self._closed.is_set():
@@ -294,8 +311,9 @@ class PostgresStore(PostgresRevisions):
         try:
             call(*args)
         except StoreError as exc:
-            # The database is away: the listener's reconnect will resync when it is back.
-            log.warning("store: could not follow a change (%s)", exc)
+            # The database is away: the listening thread retries with a full re-read.
+            log.warning("store: could not follow a change (%s); will re-read", exc)
+            self._stale.set()
 
     def _resync_all(self) -> None:
         self._resync(notify=True)

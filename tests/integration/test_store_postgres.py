@@ -281,3 +281,28 @@ def test_a_write_from_another_process(url: str) -> None:
         assert seen[0].record.data == {"by": "another process"}
     finally:
         store.close()
+
+
+def test_a_stray_notification_makes_a_full_re_read(url: str) -> None:
+    store = PostgresStore(url)
+    try:
+        seen: list[Change] = []
+        store.subscribe(seen.append)
+        with psycopg.connect(url, autocommit=True) as other:
+            # A write no trigger announces (replica mode skips triggers)...
+            other.execute("SET session_replication_role = replica")
+            other.execute(
+                "INSERT INTO resources VALUES ('functions', 'quiet', '{}', 1, now(), now())"
+            )
+            # ...then a notification that is not the trigger's: the store re-reads it all.
+            other.execute("SELECT pg_notify(%s, 'not json')", (store._channel,))
+        wait_until(lambda: len(seen) == 1, "the re-read")
+        assert (seen[0].action, seen[0].record.name) == ("created", "quiet")
+        # The listening thread lives on.
+        with psycopg.connect(url, autocommit=True) as other:
+            other.execute(
+                "INSERT INTO resources VALUES ('functions', 'loud', '{}', 1, now(), now())"
+            )
+        wait_until(lambda: store.find("functions", "loud") is not None, "the next change")
+    finally:
+        store.close()
