@@ -80,6 +80,42 @@ def propagation(url: str, n: int) -> dict[str, Any]:
     return {"write_to_other_store_subscriber_ms": summarize(samples)}
 
 
+def propagation_on_loop(url: str, n: int) -> dict[str, Any]:
+    """The same, with the follower opened in a running event loop (as ``fissile up`` does):
+    its subscriber runs on the loop, after the loop re-read the row."""
+    import asyncio
+
+    async def run() -> list[float]:
+        follower = open_store(url)
+        writer = open_store(url)
+        arrived: dict[int, float] = {}
+        event = asyncio.Event()
+
+        def on_change(change: Change) -> None:
+            arrived[change.record.generation] = time.perf_counter()
+            event.set()
+
+        follower.subscribe(on_change)
+        writer.create("functions", "loop", {})
+        samples = []
+        try:
+            for _ in range(n):
+                event.clear()
+                start = time.perf_counter()
+                # From another thread, as another node would: the loop stays free meanwhile.
+                record = await asyncio.to_thread(writer.update, "functions", "loop", {})
+                while record.generation not in arrived:
+                    event.clear()
+                    await asyncio.wait_for(event.wait(), 10)
+                samples.append((arrived[record.generation] - start) * 1e3)
+        finally:
+            writer.close()
+            follower.close()
+        return samples
+
+    return {"write_to_other_store_subscriber_on_loop_ms": summarize(asyncio.run(run()))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=500, help="samples per operation")
@@ -105,6 +141,7 @@ def main() -> None:
             store.close()
             log("propagation")
             result["postgresql"].update(propagation(url, args.n))
+            result["postgresql"].update(propagation_on_loop(url, args.n))
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE'.encode())
     result["ratios_postgresql_over_sqlite_p50"] = {
@@ -115,7 +152,8 @@ def main() -> None:
         "Each figure is how long one synchronous store call takes, i.e. how long it holds the"
         " event loop. PostgreSQL reads come from the store's in-memory copy; its writes are one"
         " round trip over loopback. Propagation: from the writer's call to the other store's"
-        " subscriber (LISTEN/NOTIFY, then a re-read of the row), no event loop."
+        " subscriber (LISTEN/NOTIFY, then a re-read of the row), without an event loop and with"
+        " the follower on one (the writer in a thread, including the thread hop)."
     )
     write_results("store", result, args.output)
 
