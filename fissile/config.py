@@ -53,6 +53,7 @@ class Config:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
+    store_url: str | None = None  # None: the SQLite file in the data dir (``store``)
 
     @property
     def invocations_db(self) -> Path:
@@ -65,6 +66,11 @@ class Config:
     @property
     def database(self) -> Path:
         return self.data_dir / "fissile.db"
+
+    @property
+    def store(self) -> str:
+        """Where resources live: ``--store``, else the SQLite file in the data dir."""
+        return self.store_url or f"sqlite://{self.database}"
 
     @property
     def archives(self) -> Path:

@@ -45,7 +45,7 @@ from fissile.router.front_door import FrontDoor
 from fissile.router.internal import PlatformSocketProtocol
 from fissile.router.limits import Limits, default_max_connections, raise_fd_limit
 from fissile.sandbox import SandboxUnavailable
-from fissile.store import Store, open_store
+from fissile.store import AlreadyExists, Store, StoreError, open_store
 from fissile.triggers.service import Triggers
 from fissile.values.sealing import Sealer
 
@@ -143,7 +143,10 @@ class Platform:
         token = ensure_token(config.token_file)
         # Secrets' key: a file of its own beside (not in) the database, made on first use.
         sealer = Sealer(config.secrets_key)
-        self.store = store = open_store(f"sqlite://{config.database}")
+        try:
+            self.store = store = open_store(config.store)
+        except StoreError as exc:
+            raise StartupError(str(exc)) from None
         _first_start(store)
         if not config.secrets_key.exists() and store.list("secrets"):
             _say(
@@ -455,11 +458,14 @@ def _first_start(store: Store) -> None:
     """A new data dir gets the built-in ``python`` environment (once: deleting it sticks)."""
     if store.find("meta", "platform") is not None:
         return
-    if store.find("environments", "python") is None:
-        store.create(
-            "environments", "python", EnvironmentSpec(name="python").model_dump(mode="json")
-        )
-    store.create("meta", "platform", {"initialized_by": fissile.__version__})
+    # Nodes sharing a PostgreSQL store may start together: whoever creates first wins.
+    with contextlib.suppress(AlreadyExists):
+        if store.find("environments", "python") is None:
+            store.create(
+                "environments", "python", EnvironmentSpec(name="python").model_dump(mode="json")
+            )
+    with contextlib.suppress(AlreadyExists):
+        store.create("meta", "platform", {"initialized_by": fissile.__version__})
 
 
 def run(config: Config) -> None:

@@ -23,6 +23,7 @@ from fissile.cli import (
     secret,
     spec,
     stats,
+    store,
     timer,
     topic,
     up,
@@ -85,6 +86,7 @@ cli.add_command(mqt.mqt)
 cli.add_command(mqt.mqt, name="mqtrigger")
 cli.add_command(topic.topic)
 cli.add_command(watch.watch)
+cli.add_command(store.store)
 cli.add_command(stats.top)
 fn.fn.add_command(stats.fn_stats)
 

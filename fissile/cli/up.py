@@ -167,6 +167,16 @@ from fissile.models import MIN_MEMORY
     " older ones are pruned and their builds deleted.",
 )
 @click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    envvar="FISSILE_STORE",
+    help="Where resources and revisions live: sqlite:///path/fissile.db or"
+    " postgresql://user@host:5432/db (state shared by the nodes of a cluster, docs/cluster.md)."
+    " [env: FISSILE_STORE; default: sqlite://<data dir>/fissile.db]",
+)
+@click.option(
     "--metrics/--no-metrics",
     default=True,
     show_default=True,
@@ -233,6 +243,7 @@ def up(
     tls_cert: Path | None,
     tls_key: Path | None,
     keep_revisions: int,
+    store_url: str | None,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -260,6 +271,10 @@ def up(
         raise click.BadParameter("must be at least 1s", param_hint="--build-timeout")
     if otlp_endpoint is not None and not otlp_endpoint.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--otlp-endpoint")
+    if store_url is not None and not store_url.startswith(
+        ("sqlite:///", "postgresql://", "postgres://")
+    ):
+        raise click.BadParameter("must be sqlite:///path or postgresql://...", param_hint="--store")
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("give --tls-cert and --tls-key together")
@@ -302,6 +317,7 @@ def up(
         tls_key=tls_key,
         secrets_key_file=secrets_key_file,
         keep_revisions=keep_revisions,
+        store_url=store_url,
     )
     try:
         run(config)

@@ -58,6 +58,7 @@ from fissile.observability.access import RECENT, AccessLog
 from fissile.observability.crashes import CrashLog
 from fissile.observability.exposition import CONTENT_TYPE, Exposition
 from fissile.observability.stats import Stats
+from fissile.store import StoreUnavailable
 from fissile.store.space import StorageFull, is_full, writing
 from fissile.triggers.mq.hub import BrokerHub, Refused
 
@@ -131,6 +132,12 @@ def create_api(
     @app.exception_handler(StorageFull)
     async def storage_full(request: Request, exc: StorageFull) -> JSONResponse:
         return JSONResponse(ApiError(507, "storage_full", str(exc)).body(), 507)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # A shared store's database is away: the write did not happen; reads still answer.
+        body = ApiError(503, "store_unavailable", str(exc)).body()
+        return JSONResponse(body, 503, headers={"retry-after": "1"})
 
     async def maybe_full(request: Request, exc: Exception) -> JSONResponse:
         # A write path that did not name its own StorageFull: still 507, never a bare 500.

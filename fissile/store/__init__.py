@@ -10,6 +10,7 @@ from fissile.store.base import (
     StaleWrite,
     Store,
     StoreError,
+    StoreUnavailable,
 )
 from fissile.store.revisions import Revision
 from fissile.store.space import StorageFull
@@ -24,15 +25,30 @@ __all__ = [
     "StorageFull",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "open_store",
 ]
 
 
 def open_store(url: str) -> Store:
-    """Open a store from a URL such as ``sqlite:///path/fissile.db``."""
+    """Open a store from a URL such as ``sqlite:///path/fissile.db`` or ``postgresql://...``.
+
+    Opened inside a running event loop, a PostgreSQL store tells its subscribers about other
+    processes' changes on that loop (``postgres.py``); elsewhere, in its listening thread.
+    """
     scheme, _, rest = url.partition("://")
     if scheme == "sqlite":
         from fissile.store.sqlite import SQLiteStore
 
         return SQLiteStore(rest)
-    raise ValueError(f"unknown store {scheme!r}; supported: sqlite")
+    if scheme in ("postgresql", "postgres"):
+        import asyncio
+
+        from fissile.store.postgres import PostgresStore
+
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        return PostgresStore(url, loop=loop)
+    raise ValueError(f"unknown store {scheme!r}; supported: sqlite, postgresql")

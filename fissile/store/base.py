@@ -2,7 +2,8 @@
 
 Subscribers are called synchronously after each commit, in the thread that wrote. On one node
 everything runs on one event loop, so the router and executor see a change before the API call
-that made it has answered; no one polls the database on the hot path.
+that made it has answered; no one polls the database on the hot path. A shared store
+(``postgres.py``) also tells them about other processes' changes, on the loop it was opened in.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from fissile.store.revisions import RevisionStore
 
 class StoreError(Exception):
     pass
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer (a shared store's server away): try again later."""
 
 
 class NotFound(StoreError):

@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fissile.store import schema
 from fissile.store.base import AlreadyExists, Change, NotFound, Record, StaleWrite, Subscriber
 from fissile.store.space import SpaceReserve, StorageFull, writing
 from fissile.store.sqlite_revisions import SCHEMA as REVISIONS_SCHEMA
 from fissile.store.sqlite_revisions import SQLiteRevisions
 
-_SCHEMA = """
+_RESOURCES = """
 CREATE TABLE IF NOT EXISTS resources (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -31,8 +32,12 @@ CREATE TABLE IF NOT EXISTS resources (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (kind, name)
-);
+)
 """
+
+#: ``MIGRATIONS[v]`` turns a version ``v - 1`` file into version ``v`` (``schema.py``). Version
+#: 0 is a new file or one from before versions were recorded (``IF NOT EXISTS`` adopts it).
+MIGRATIONS: dict[int, list[str]] = {1: [_RESOURCES, REVISIONS_SCHEMA]}
 
 
 def _now() -> datetime:
@@ -51,10 +56,26 @@ class SQLiteStore(SQLiteRevisions):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        self._db.executescript(REVISIONS_SCHEMA)
+        self._migrate(str(path))
         self._lock = threading.RLock()
         self._subscribers: list[Subscriber] = []
+
+    def _migrate(self, where: str) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (found,) = self._db.execute("PRAGMA user_version").fetchone()
+            schema.upgrade(
+                int(found),
+                MIGRATIONS,
+                self._db.execute,
+                lambda version: self._db.execute(f"PRAGMA user_version = {int(version)}"),
+                where=where,
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._db.close()
+            raise
+        self._db.execute("COMMIT")
 
     # -- reads --------------------------------------------------------------------------
 

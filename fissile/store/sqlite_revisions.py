@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS revisions (
     pruned INTEGER NOT NULL DEFAULT 0,
     data TEXT NOT NULL,
     PRIMARY KEY (function, number)
-);
+)
 """
 
 _COLUMNS = "function, number, created_at, deploy, pruned, data"

@@ -1,24 +1,20 @@
-"""Revisions in the SQLite store (fissile/store/sqlite_revisions.py) on a real file."""
+"""Revisions (fissile/store/revisions.py) in both stores: a real SQLite file and a real
+PostgreSQL schema, the same test bodies (``any_store``, ``store_url``: integration conftest)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
+from fissile.store import Store, open_store
 from fissile.store.revisions import HISTORY
-from fissile.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "fissile.db")
-    yield s
-    s.close()
+def store(any_store: Store) -> Store:
+    return any_store
 
 
-def test_revisions_are_numbered_per_function(store: SQLiteStore) -> None:
+def test_revisions_are_numbered_per_function(store: Store) -> None:
     first = store.add_revision("a", "d1", {"changes": ["created"]})
     second = store.add_revision("a", "d2", {"changes": ["code"]})
     other = store.add_revision("b", None, {"changes": ["created"]})
@@ -31,12 +27,11 @@ def test_revisions_are_numbered_per_function(store: SQLiteStore) -> None:
     assert other.deploy is None
 
 
-def test_revisions_survive_a_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "fissile.db"
-    store = SQLiteStore(path)
+def test_revisions_survive_a_reopen(store_url: str) -> None:
+    store = open_store(store_url)
     written = store.add_revision("a", "d1", {"spec": {"memory": 1}, "changes": ["created"]})
     store.close()
-    again = SQLiteStore(path)
+    again = open_store(store_url)
     try:
         assert again.revisions("a") == [written]
         assert again.add_revision("a", "d2", {}).number == 2
@@ -44,7 +39,7 @@ def test_revisions_survive_a_reopen(tmp_path: Path) -> None:
         again.close()
 
 
-def test_pruning_keeps_the_newest_builds(store: SQLiteStore) -> None:
+def test_pruning_keeps_the_newest_builds(store: Store) -> None:
     for number in range(1, 6):
         store.add_revision("a", f"d{number}", {})
     store.add_revision("b", "d1", {})
@@ -63,7 +58,7 @@ def test_pruning_keeps_the_newest_builds(store: SQLiteStore) -> None:
     assert store.kept_deploys() == {"d1", "d4", "d5"}
 
 
-def test_old_revisions_are_forgotten_past_the_history(store: SQLiteStore) -> None:
+def test_old_revisions_are_forgotten_past_the_history(store: Store) -> None:
     for _ in range(HISTORY + 5):
         store.add_revision("a", None, {})
     store.prune_revisions("a", keep=3)
@@ -73,7 +68,7 @@ def test_old_revisions_are_forgotten_past_the_history(store: SQLiteStore) -> Non
     assert store.add_revision("a", None, {}).number == HISTORY + 6
 
 
-def test_forgetting_a_function(store: SQLiteStore) -> None:
+def test_forgetting_a_function(store: Store) -> None:
     store.add_revision("a", "d1", {})
     store.add_revision("a", "d2", {})
     store.add_revision("b", "d3", {})

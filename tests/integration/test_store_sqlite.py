@@ -1,9 +1,9 @@
-"""fissile/store/sqlite.py on a real SQLite file."""
+"""The store protocol (fissile/store/base.py) on a real SQLite file and a real PostgreSQL
+schema: the same test bodies for both (``any_store``, ``store_url``: integration conftest)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from fissile.store import (
     Change,
     NotFound,
     StaleWrite,
+    Store,
     StoreError,
     open_store,
 )
@@ -21,13 +22,11 @@ from fissile.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "db" / "fissile.db")
-    yield s
-    s.close()
+def store(any_store: Store) -> Store:
+    return any_store
 
 
-def test_create_and_get(store: SQLiteStore) -> None:
+def test_create_and_get(store: Store) -> None:
     before = datetime.now(UTC)
     record = store.create("functions", "hello", {"name": "hello", "timeout": 1.5})
     assert (record.kind, record.name, record.generation) == ("functions", "hello", 1)
@@ -39,7 +38,7 @@ def test_create_and_get(store: SQLiteStore) -> None:
     assert store.find("functions", "hello") == record
 
 
-def test_missing_records(store: SQLiteStore) -> None:
+def test_missing_records(store: Store) -> None:
     assert store.find("functions", "nope") is None
     with pytest.raises(NotFound, match="functions/nope not found") as info:
         store.get("functions", "nope")
@@ -50,7 +49,7 @@ def test_missing_records(store: SQLiteStore) -> None:
         store.delete("functions", "nope")
 
 
-def test_duplicate_create(store: SQLiteStore) -> None:
+def test_duplicate_create(store: Store) -> None:
     store.create("functions", "hello", {"v": 1})
     with pytest.raises(AlreadyExists, match="functions/hello already exists"):
         store.create("functions", "hello", {"v": 2})
@@ -59,7 +58,7 @@ def test_duplicate_create(store: SQLiteStore) -> None:
     assert store.create("packages", "hello", {"v": 3}).generation == 1
 
 
-def test_list_is_per_kind_and_sorted(store: SQLiteStore) -> None:
+def test_list_is_per_kind_and_sorted(store: Store) -> None:
     for name in ["charlie", "alpha", "bravo"]:
         store.create("functions", name, {"name": name})
     store.create("packages", "zulu", {})
@@ -68,7 +67,7 @@ def test_list_is_per_kind_and_sorted(store: SQLiteStore) -> None:
     assert store.list("environments") == []
 
 
-def test_update_bumps_generation_and_keeps_created_at(store: SQLiteStore) -> None:
+def test_update_bumps_generation_and_keeps_created_at(store: Store) -> None:
     created = store.create("functions", "hello", {"v": 1})
     updated = store.update("functions", "hello", {"v": 2})
     assert updated.generation == 2
@@ -79,7 +78,7 @@ def test_update_bumps_generation_and_keeps_created_at(store: SQLiteStore) -> Non
     assert store.update("functions", "hello", {"v": 3}).generation == 3
 
 
-def test_update_with_generation_detects_stale_writes(store: SQLiteStore) -> None:
+def test_update_with_generation_detects_stale_writes(store: Store) -> None:
     store.create("functions", "hello", {"v": 1})
     assert store.update("functions", "hello", {"v": 2}, generation=1).generation == 2
     with pytest.raises(StaleWrite, match=r"generation 2, expected 1"):
@@ -88,7 +87,7 @@ def test_update_with_generation_detects_stale_writes(store: SQLiteStore) -> None
     assert issubclass(StaleWrite, StoreError)
 
 
-def test_delete(store: SQLiteStore) -> None:
+def test_delete(store: Store) -> None:
     store.create("functions", "hello", {"v": 1})
     deleted = store.delete("functions", "hello")
     assert deleted.data == {"v": 1}
@@ -97,7 +96,7 @@ def test_delete(store: SQLiteStore) -> None:
     assert store.create("functions", "hello", {"v": 2}).generation == 1
 
 
-def test_change_notifications(store: SQLiteStore) -> None:
+def test_change_notifications(store: Store) -> None:
     changes: list[Change] = []
     store.subscribe(changes.append)
     created = store.create("functions", "hello", {"v": 1})
@@ -109,7 +108,7 @@ def test_change_notifications(store: SQLiteStore) -> None:
     assert changes[2].record == deleted and changes[2].previous == deleted
 
 
-def test_no_notification_for_failed_writes(store: SQLiteStore) -> None:
+def test_no_notification_for_failed_writes(store: Store) -> None:
     store.create("functions", "hello", {"v": 1})
     changes: list[Change] = []
     store.subscribe(changes.append)
@@ -122,7 +121,7 @@ def test_no_notification_for_failed_writes(store: SQLiteStore) -> None:
     assert changes == []
 
 
-def test_subscribers_see_the_committed_state(store: SQLiteStore) -> None:
+def test_subscribers_see_the_committed_state(store: Store) -> None:
     seen: list[int] = []
     store.subscribe(lambda change: seen.append(store.get("functions", "hello").generation))
     store.create("functions", "hello", {})
@@ -130,14 +129,13 @@ def test_subscribers_see_the_committed_state(store: SQLiteStore) -> None:
     assert seen == [1, 2]
 
 
-def test_persistence_across_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "fissile.db"
-    first = SQLiteStore(path)
+def test_persistence_across_reopen(store_url: str) -> None:
+    first = open_store(store_url)
     first.create("functions", "hello", {"nested": {"list": [1, "two", None]}})
     updated = first.update("functions", "hello", {"nested": {"list": [3]}})
     first.create("environments", "python", {"poolsize": 3})
     first.close()
-    second = SQLiteStore(path)
+    second = open_store(store_url)
     try:
         assert second.get("functions", "hello") == updated
         assert [r.name for r in second.list("environments")] == ["python"]
@@ -152,13 +150,13 @@ def test_wal_mode(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-def test_non_json_values_are_stored_as_strings(store: SQLiteStore) -> None:
+def test_non_json_values_are_stored_as_strings(store: Store) -> None:
     when = datetime(2024, 5, 6, tzinfo=UTC)
     store.create("functions", "hello", {"at": when})
     assert store.get("functions", "hello").data == {"at": str(when)}
 
 
-def test_merged(store: SQLiteStore) -> None:
+def test_merged(store: Store) -> None:
     record = store.create("functions", "hello", {"name": "hello"})
     assert record.merged() == {
         "name": "hello",
@@ -176,5 +174,5 @@ def test_open_store(tmp_path: Path) -> None:
     finally:
         store.close()
     assert (tmp_path / "x.db").is_file()
-    with pytest.raises(ValueError, match="unknown store 'postgres'; supported: sqlite"):
-        open_store("postgres://localhost/fissile")
+    with pytest.raises(ValueError, match="unknown store 'mysql'; supported: sqlite, postgresql"):
+        open_store("mysql://localhost/fissile")

@@ -66,3 +66,9 @@ def test_router_url(host: str, url: str, tmp_path: Path) -> None:
 
 def test_router_url_of_an_ipv6_host(tmp_path: Path) -> None:
     assert Config(data_dir=tmp_path, host="::1", port=8080).router_url == "http://[::1]:8080"
+
+
+def test_store_url_defaults_to_the_sqlite_file_in_the_data_dir(tmp_path: Path) -> None:
+    assert Config(data_dir=tmp_path).store == f"sqlite://{tmp_path / 'fissile.db'}"
+    url = "postgresql://fissile@db:5432/fissile"
+    assert Config(data_dir=tmp_path, store_url=url).store == url
