@@ -47,6 +47,7 @@ class Config:
     access_log: str = "json"  # json, text or off (fissile/observability/access.py)
     access_log_file: Path | None = None  # None: access.log in the logs dir
     secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
+    api_token_file: Path | None = None  # None: api-token in the data dir
 
     @property
     def invocations_db(self) -> Path:
@@ -83,7 +84,7 @@ class Config:
 
     @property
     def token_file(self) -> Path:
-        return self.data_dir / "api-token"
+        return self.api_token_file or self.data_dir / "api-token"
 
     @property
     def router_url(self) -> str:
