@@ -14,16 +14,27 @@ import click
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes_validate.utils import all_versions
 
 from fissile.cli.up import up
 
 ROOT = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 FORMS = ("single-node", "cluster")
-# The oldest release with the container field appArmorProfile, and the newest the installed
-# kubernetes-validate knows.
-VERSIONS = ("1.30", kubernetes_validate.latest_version())
-# Cluster mode's flags (issue 17), used by the cluster form before they exist: each is kept out
-# of the parse below only while `fissile up` does not have it.
+
+
+def _versions() -> tuple[str, str]:
+    """The oldest release the installed kubernetes-validate bundles from 1.30 on (the first
+    with the container field appArmorProfile), and the newest it bundles."""
+    bundled = sorted(
+        {tuple(int(part) for part in v.split(".")[:2]) for v in all_versions()},
+    )
+    oldest = next(v for v in bundled if v >= (1, 30))
+    return ".".join(map(str, oldest)), ".".join(map(str, bundled[-1]))
+
+
+VERSIONS = _versions()
+# Cluster mode's flags (issue 17), used by the cluster form before they exist, each with
+# whether it takes a value: kept out of the parse below only while `fissile up` lacks it.
 CLUSTER_FLAGS = {"--cluster": False, "--store": True, "--nats": True, "--node-name": True,
                  "--advertise": True}  # fmt: skip
 # What the downward API and Secrets give the container, standing in for the real values.
