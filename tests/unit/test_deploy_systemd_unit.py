@@ -136,6 +136,8 @@ def test_the_unit_stops_and_confines_fissile_as_documented() -> None:
     (bounding,) = service["CapabilityBoundingSet"]
     assert set(bounding.split()) == CAPABILITIES
     assert service["NoNewPrivileges"] == ["yes"]
+    for accounting in ("MemoryAccounting", "CPUAccounting", "TasksAccounting"):
+        assert service[accounting] == ["yes"], accounting
     assert service["LoadCredential"] == ["api-token:/etc/fissile/api-token"]
     for breaking in ("ProtectKernelTunables", "ProtectControlGroups", "RestrictNamespaces",
                      "SystemCallFilter", "PrivateDevices", "User", "DynamicUser"):  # fmt: skip
