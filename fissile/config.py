@@ -46,6 +46,12 @@ class Config:
     otlp_endpoint: str | None = None  # where spans go over OTLP/HTTP; None: not recorded
     access_log: str = "json"  # json, text or off (fissile/observability/access.py)
     access_log_file: Path | None = None  # None: access.log in the logs dir
+    # The edge (docs/security.md): who may call functions by name, which peers' X-Forwarded-*
+    # headers count, and TLS for the router and the control API.
+    function_door: str = "auto"
+    trusted_proxies: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
     api_token_file: Path | None = None  # None: api-token in the data dir
 
@@ -91,4 +97,5 @@ class Config:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert is not None else "http"
+        return f"{scheme}://{host}:{self.port}"

@@ -432,6 +432,7 @@ _RESERVED_PREFIXES = {
     "/invocations": "asynchronous invocation results",
 }
 # A parameter's pattern may match '/' (``{path:[a-z/]+}``), as gorilla/mux lets Fission's do.
+_HOST_NAME = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
 _URL_SEGMENT = r"(\{[A-Za-z_][A-Za-z0-9_]*(:[^{}]+)?\}|[A-Za-z0-9._~!$&'()*+,;=:@%-]+)"
 
 
@@ -468,6 +469,73 @@ class HTTPTriggerSpec(Spec):
     labels: Labels = Field(
         default_factory=dict, description="free-form tags; `spec apply` records its deployment here"
     )
+    # Edge security (docs/security.md): all optional; a route without any costs the router
+    # nothing extra per request.
+    host: str | None = Field(
+        None,
+        description="serve only requests for this host name (Fission's HTTPTrigger host);"
+        " none: any host",
+    )
+    cors: CORSPolicy | None = Field(None, description="answer browsers' CORS preflights")
+    auth: AuthMode = Field("none", description="who may call: none, apikey, basic or jwt")
+    basic_users: dict[Name, str] = Field(
+        default_factory=dict,
+        description="auth basic: user -> scrypt hash of the password (a plain password given"
+        " here is hashed before it is stored). Never shown by `get`.",
+    )
+    jwt: JWTSettings | None = Field(None, description="auth jwt: how tokens are verified")
+    rate: str | None = Field(
+        None, description="most requests per second ('100/s', '600/m', '3600/h'); 429 past it"
+    )
+    burst: int | None = Field(
+        None, ge=1, le=1_000_000, description="requests allowed at once [default: the rate]"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        host = value.strip().lower().rstrip(".")
+        if not re.fullmatch(
+            r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", host
+        ):
+            raise ValueError("must be a host name such as api.example.com (no port, no scheme)")
+        return host
+
+    @field_validator("basic_users", mode="before")
+    @classmethod
+    def _hash_passwords(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        from fissile.router.passwords import hash_password, is_hash
+
+        hashed: dict[str, Any] = {}
+        for user, password in value.items():
+            if not isinstance(password, str) or not password:
+                raise ValueError(f"user {user!r} needs a password")
+            # The mask a read shows is resolved by the control API's update (kept as it was).
+            keep = is_hash(password) or password == SECRET_MASK
+            hashed[user] = password if keep else hash_password(password)
+        return hashed
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_rate(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _auth_settings(self) -> HTTPTriggerSpec:
+        if self.auth == "basic" and not self.basic_users:
+            raise ValueError("auth basic needs at least one user (basic_users)")
+        if self.auth == "jwt" and self.jwt is None:
+            raise ValueError("auth jwt needs jwt settings (a secret or a JWKS file)")
+        if self.burst is not None and self.rate is None:
+            raise ValueError("burst needs a rate")
+        return self
 
     @field_validator("url", "prefix")
     @classmethod
@@ -522,6 +590,151 @@ class HTTPTriggerSpec(Spec):
 
 class HTTPTrigger(HTTPTriggerSpec, Meta):
     pass
+
+
+# --- Edge security: CORS, auth, rate limits, API keys (docs/security.md) ------------------
+
+AuthMode = Literal["none", "apikey", "basic", "jwt"]
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|\*")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> float:
+    """Requests per second of ``'100/s'``, ``'600/m'`` or ``'3600/h'``."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|m|h)\s*", text)
+    if match is None:
+        raise ValueError(f"invalid rate {text!r}: use a count per s, m or h, such as '100/s'")
+    count = float(match.group(1))
+    if count <= 0:
+        raise ValueError(f"invalid rate {text!r}: must be more than 0")
+    return count / _RATE_UNITS[match.group(2)]
+
+
+class CORSPolicy(Spec):
+    origins: list[str] = Field(
+        min_length=1, description="origins allowed to call (https://app.example.com), or '*'"
+    )
+    methods: list[str] = Field(
+        default_factory=list, description="methods a preflight allows [default: the route's]"
+    )
+    headers: list[str] = Field(
+        default_factory=list, description="request headers a preflight allows"
+    )
+    credentials: bool = Field(False, description="allow cookies and Authorization")
+    max_age: int | None = Field(
+        None, ge=0, le=86400, description="seconds a browser may cache the preflight"
+    )
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        origins: list[str] = []
+        for origin in value:
+            origin = origin.strip().rstrip("/")
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"invalid origin {origin!r}: use scheme://host[:port] (no path) or '*'"
+                )
+            origins.append(origin.lower())
+        return origins
+
+    @field_validator("methods")
+    @classmethod
+    def _cors_methods(cls, value: list[str]) -> list[str]:
+        methods = [m.upper() for m in value]
+        for method in methods:
+            if method not in HTTP_METHODS:
+                raise ValueError(f"unknown HTTP method {method!r}")
+        return methods
+
+    @field_validator("headers")
+    @classmethod
+    def _cors_headers(cls, value: list[str]) -> list[str]:
+        for header in value:
+            if not _TOKEN.fullmatch(header):
+                raise ValueError(f"invalid header name {header!r}")
+        return [h.lower() for h in value]
+
+    @model_validator(mode="after")
+    def _wildcard(self) -> CORSPolicy:
+        if self.credentials and "*" in self.origins:
+            raise ValueError("credentials need explicit origins: browsers refuse '*' with them")
+        return self
+
+
+class JWTSettings(Spec):
+    secret: str | None = Field(
+        None, max_length=4096, description="HMAC shared secret (32+ characters). Never shown."
+    )
+    jwks_file: str | None = Field(
+        None, description="a JWKS file on the platform's host (public keys, picked by 'kid')"
+    )
+    audience: str | None = Field(None, description="required 'aud' claim")
+    issuer: str | None = Field(None, description="required 'iss' claim")
+    algorithms: list[str] = Field(
+        default_factory=list,
+        description="accepted algorithms [default: HS256 with a secret; RS256 and ES256 with"
+        " a JWKS file]",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        # The mask a read shows is resolved by the control API's update (kept as it was).
+        # RFC 7518: an HMAC key at least as long as the hash (HS256: 32 bytes).
+        if value is not None and value != SECRET_MASK and len(value) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> JWTSettings:
+        if (self.secret is None) == (self.jwks_file is None):
+            raise ValueError("give exactly one of secret or jwks_file")
+        if self.jwks_file is not None and not self.jwks_file.startswith("/"):
+            raise ValueError("jwks_file must be an absolute path")
+        allowed = {"HS256", "HS384", "HS512"} if self.secret else _PUBLIC_KEY_ALGORITHMS
+        for algorithm in self.algorithms:
+            if algorithm not in allowed:
+                raise ValueError(
+                    f"algorithm {algorithm!r} does not fit a"
+                    f" {'secret' if self.secret else 'JWKS file'}: use {', '.join(sorted(allowed))}"
+                )
+        return self
+
+
+_PUBLIC_KEY_ALGORITHMS = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}
+
+
+class APIKeySpec(Spec):
+    """An API key's declaration: its value is made by the platform and shown once, never
+    declared (a spec in git holds no secret)."""
+
+    name: Name
+    functions: list[Name] = Field(
+        default_factory=list, description="functions it may call [default: any]"
+    )
+    rate: str | None = Field(None, description="most requests per second with this key")
+    burst: int | None = Field(None, ge=1, le=1_000_000)
+    labels: Labels = Field(default_factory=dict)
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parse_rate(value)
+        return value.strip()
+
+
+class APIKey(APIKeySpec, Meta):
+    #: The first characters of the value, to tell keys apart; never enough to use one.
+    hint: str = ""
+
+
+# The trigger's fields name the classes above.
+HTTPTriggerSpec.model_rebuild()
+HTTPTrigger.model_rebuild()
 
 
 #: What a read of an HTTP trigger shows instead of its webhook secret.
@@ -710,6 +923,7 @@ Kind = Literal[
     "timetriggers",
     "mqtriggers",
     "watchtriggers",
+    "apikeys",
     "secrets",
     "configmaps",
 ]
@@ -724,6 +938,7 @@ SPEC_MODELS: dict[str, type[Spec]] = {
     "timetriggers": TimeTriggerSpec,
     "mqtriggers": MessageQueueTriggerSpec,
     "watchtriggers": WatchTriggerSpec,
+    "apikeys": APIKeySpec,
     "secrets": SecretSpec,
     "configmaps": ConfigMapSpec,
 }
@@ -735,6 +950,7 @@ READ_MODELS: dict[str, type[BaseModel]] = {
     "timetriggers": TimeTrigger,
     "mqtriggers": MessageQueueTrigger,
     "watchtriggers": WatchTrigger,
+    "apikeys": APIKey,
     "secrets": Secret,
     "configmaps": ConfigMap,
 }
@@ -746,6 +962,7 @@ SINGULAR = {
     "timetriggers": "timer",
     "mqtriggers": "message queue trigger",
     "watchtriggers": "watch trigger",
+    "apikeys": "API key",
     "secrets": "secret",
     "configmaps": "config map",
 }

@@ -40,6 +40,7 @@ from fissile.observability.stats import Stats, pool_gauges
 from fissile.router import Router, RouterProtocol
 from fissile.router.app import INVOCATION_PREFIX
 from fissile.router.bounded import bounded_protocol
+from fissile.router.forwarded import TrustedProxies, parse_networks
 from fissile.router.front_door import FrontDoor
 from fissile.router.internal import PlatformSocketProtocol
 from fissile.router.limits import Limits, default_max_connections, raise_fd_limit
@@ -133,6 +134,8 @@ class Platform:
             # too: say so, rather than that a port is taken. (Only an existing data dir can
             # be in use; a new one is made after the ports, so a busy port leaves nothing.)
             self._lock = _lock_data_dir(config)
+        if config.tls_cert is not None:
+            _check_tls(config.tls_cert, config.tls_key)
         router_sock = _listen(config.host, config.port, "router")
         api_sock = _listen(config.api_host, config.api_port, "control API")
         if self._lock is None:
@@ -218,6 +221,13 @@ class Platform:
             front_door=FrontDoor(invocations),
             limits=router_limits,
             access_log=access_log,
+            door=config.function_door,
+            token=token,
+            trusted=(
+                TrustedProxies(parse_networks(config.trusted_proxies))
+                if config.trusted_proxies
+                else None
+            ),
         )
         platform_socket = _listen_unix(executor.platform_socket)
         info = PlatformInfo(
@@ -276,6 +286,10 @@ class Platform:
             # own on connections (fissile/router/bounded.py); the platform socket's also names
             # callers from the peer's credentials.
             protocol: Any = RouterProtocol
+            # TLS on the router and the control API, not on the platform socket (local).
+            tls: dict[str, Any] = {}
+            if config.tls_cert is not None and app is not triggers.socket_app:
+                tls = {"ssl_certfile": config.tls_cert, "ssl_keyfile": config.tls_key}
             if app is triggers.socket_app:
                 protocol = bounded_protocol(side_limits, PlatformSocketProtocol)
             elif app is not router:
@@ -290,11 +304,12 @@ class Platform:
                     server_header=False,
                     date_header=False,
                     timeout_graceful_shutdown=DRAIN_TIMEOUT,
-                    # X-Forwarded-* are passed to functions as they came, not applied here:
-                    # the middleware cost ~1 % of the router's time for nothing.
+                    # X-Forwarded-* are applied by the router itself, from trusted proxies only
+                    # (router/forwarded.py): uvicorn's middleware cost ~1 % of its time.
                     proxy_headers=False,
                     # A float works (it only reaches loop.call_later); uvicorn annotates int.
                     timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]
+                    **tls,
                 )
             )
             self._servers.append(server)
@@ -307,7 +322,8 @@ class Platform:
         )
         _say(
             f"fissile {fissile.__version__}: router {config.router_url},"
-            f" control API http://{config.api_host}:{config.api_port},"
+            f" control API {'https' if config.tls_cert else 'http'}://{config.api_host}:"
+            f"{config.api_port},"
             f" data {config.data_dir}"
         )
 
@@ -423,6 +439,17 @@ def _lock_data_dir(config: Config) -> int:
 
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _check_tls(cert: Path, key: Path | None) -> None:
+    """A certificate and key that do not load stop the start with why (uvicorn would fail
+    later, inside a server's task)."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot use --tls-cert {cert} with --tls-key {key}: {exc}") from None
 
 
 def _loopback(host: str) -> bool:

@@ -11,6 +11,7 @@ import httpx
 
 import fissile
 from fissile.cli import (
+    apikey,
     dev,
     doctor,
     env,
@@ -70,6 +71,7 @@ cli.add_command(pkg.pkg, name="package")
 cli.add_command(fn.fn)
 cli.add_command(fn.fn, name="function")
 cli.add_command(route.route)
+cli.add_command(apikey.apikey)
 cli.add_command(route.route, name="httptrigger")
 cli.add_command(route.route, name="ht")
 cli.add_command(spec.spec)

@@ -25,7 +25,7 @@ from fissile.cli._params import (
     write_spec,
 )
 from fissile.cli.pkg import report_build
-from fissile.client import Client, ClientError
+from fissile.client import Client, ClientError, find_token
 from fissile.observability.access import text_line
 from fissile.specs.write import relative_source
 
@@ -542,6 +542,11 @@ def test(
                 f" the function sees the direct call's path {direct}",
                 err=True,
             )
+        token = find_token()
+        if token:
+            # The platform token opens a locked function door (fissile up --function-door);
+            # the router never passes an X-Fissile-* header on to a function.
+            header_map["x-fissile-token"] = token
     try:
         response = httpx.request(
             method.upper(), url, content=content, headers=header_map, timeout=timeout
@@ -571,10 +576,11 @@ def _routes_to(client: Client, function: str, method: str, target: str) -> bool:
     webhooks: set[str] = set()
     routes = []
     for trigger in client.list("httptriggers"):
-        if trigger.get("webhook_secret"):
-            webhooks.add(trigger["name"])
+        if trigger.get("webhook_secret") or trigger.get("auth", "none") != "none":
+            webhooks.add(trigger["name"])  # wants credentials: called by name instead
         fields = {k: trigger[k] for k in HTTPTriggerSpec.model_fields if k in trigger}
-        fields.pop("webhook_secret", None)
+        for secret in ("webhook_secret", "auth", "basic_users", "jwt"):
+            fields.pop(secret, None)
         routes.append(Route.from_trigger(HTTPTriggerSpec.model_validate(fields)))
     try:
         match = RouteTable(routes).match(method, target.partition("?")[0])

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from fissile.cli._edge import apply_edge, describe, edge_options
 from fissile.cli._output import Column, done, emit, output_option
 from fissile.cli._params import spec_options, write_spec
 from fissile.client import Client
@@ -18,6 +19,7 @@ COLUMNS: list[Column] = [
     ("METHODS", lambda t: t["methods"]),
     ("URL", lambda t: t.get("url") or f"{t.get('prefix')}/*"),
     ("FUNCTION", lambda t: t["function"]),
+    ("EDGE", describe),
 ]
 
 
@@ -44,6 +46,7 @@ def route() -> None:
     help="Require a GitHub-style X-Hub-Signature-256 HMAC of the body made with this secret"
     " [env: FISSILE_WEBHOOK_SECRET].",
 )
+@edge_options
 @output_option
 @spec_options
 def create(
@@ -56,6 +59,7 @@ def create(
     output: str,
     spec: bool,
     specdir: Path,
+    **edge: Any,
 ) -> None:
     """Route a URL to a function."""
     if (url is None) == (prefix is None):
@@ -69,6 +73,7 @@ def create(
     }
     if webhook_secret:
         body["webhook_secret"] = webhook_secret
+    apply_edge(body, edge)
     if spec:
         write_spec(specdir, "HTTPTrigger", body)
         return
@@ -109,6 +114,9 @@ def get(name: str, output: str) -> None:
 @click.option("--method", "methods", multiple=True)
 @click.option("--webhook-secret", default=None, help="Set or change the webhook secret.")
 @click.option("--no-webhook-secret", is_flag=True, help="Stop checking signatures.")
+@click.option("--no-cors", is_flag=True, help="Drop the CORS policy.")
+@click.option("--no-basic-user", "drop_users", multiple=True, help="Remove a basic-auth user.")
+@edge_options
 def update(
     name: str,
     function: str | None,
@@ -117,13 +125,25 @@ def update(
     methods: tuple[str, ...],
     webhook_secret: str | None,
     no_webhook_secret: bool,
+    no_cors: bool,
+    drop_users: tuple[str, ...],
+    **edge: Any,
 ) -> None:
     """Change a route."""
-    fields = ("name", "function", "url", "prefix", "methods", "webhook_secret", "labels")
+    fields = (
+        "name",
+        "function",
+        "url",
+        "prefix",
+        "methods",
+        "webhook_secret",
+        "labels",
+        *("host", "cors", "auth", "basic_users", "jwt", "rate", "burst"),
+    )
     with Client() as client:
         current = client.get("httptriggers", name)
         # A read shows the secret masked; sent back so, it is kept as it is.
-        body = {k: current.get(k) for k in fields}
+        body = {k: current[k] for k in fields if k in current}
         if webhook_secret:
             body["webhook_secret"] = webhook_secret
         if no_webhook_secret:
@@ -136,6 +156,14 @@ def update(
             body["prefix"], body["url"] = prefix, None
         if methods:
             body["methods"] = list(methods)
+        if no_cors:
+            body["cors"] = None
+        users = dict(body.get("basic_users") or {})
+        for user in drop_users:
+            if users.pop(user, None) is None:
+                raise click.BadParameter(f"route {name!r} has no user {user!r}")
+        body["basic_users"] = users
+        apply_edge(body, edge)
         client.update("httptriggers", name, body)
     done(f"route '{name}' updated")
 

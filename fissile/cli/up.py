@@ -181,6 +181,35 @@ from fissile.models import MIN_MEMORY
     show_default=True,
     help="Count every request into its function's metrics (/metrics, fissile top).",
 )
+@click.option(
+    "--function-door",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "open", "token", "off"]),
+    help="Calls by name (/function/<name>, /async-function/<name>). auto: open, but a function"
+    " with a route asking for credentials or a signature needs the platform token or an API"
+    " key; open: open to anyone; token: the platform token or an API key; off: the platform"
+    " token only (fn test, the dashboard).",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="Honour X-Forwarded-Proto/Host/For/Prefix from these addresses only (repeat).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Serve the router and the control API over TLS with this PEM certificate (chain).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The certificate's PEM private key.",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -209,6 +238,10 @@ def up(
     secrets_key_file: Path | None,
     token_file: Path | None,
     metrics: bool,
+    function_door: str,
+    trusted_proxies: tuple[str, ...],
+    tls_cert: Path | None,
+    tls_key: Path | None,
     keep_revisions: int,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
@@ -238,6 +271,15 @@ def up(
     if otlp_endpoint is not None and not otlp_endpoint.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--otlp-endpoint")
 
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("give --tls-cert and --tls-key together")
+    from fissile.router.forwarded import parse_networks
+
+    try:
+        parse_networks(trusted_proxies)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trusted-proxy") from None
+
     config = Config(
         data_dir=data_dir or default_data_dir(),
         host=host,
@@ -264,6 +306,10 @@ def up(
         metrics=metrics,
         access_log=access_log,
         access_log_file=access_log_file,
+        function_door=function_door,
+        trusted_proxies=trusted_proxies,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
         secrets_key_file=secrets_key_file,
         api_token_file=token_file,
         keep_revisions=keep_revisions,

@@ -22,6 +22,7 @@ from starlette.routing import Match
 import fissile
 from fissile.builder import ArchiveError, ArchiveTooLarge
 from fissile.builder.archive import MAX_ARCHIVE_BYTES
+from fissile.controlplane.apikeys import add_apikey_routes
 from fissile.controlplane.auth import SESSION_COOKIE, authorized, cookie_allows
 from fissile.controlplane.errors import ApiError, error_responses
 from fissile.controlplane.invoke import add_invoke_route
@@ -409,7 +410,8 @@ def create_api(
         _invocation_routes(app, invocations, errors)
     if stats is not None:
         add_stats_routes(app, resources, stats, crashes, errors)
-    add_invoke_route(app, resources, info.router_url, errors)
+    add_invoke_route(app, resources, info.router_url, errors, token)
+    add_apikey_routes(app, resources, errors)
     add_revision_routes(app, resources, errors)
     add_dashboard(app, resources, info, token, stats, crashes, invocations)
     return app

@@ -88,8 +88,15 @@ class Resources:
                 document["preflight"] = preflight.model_dump(mode="json")
         elif kind in self.statuses:
             document["status"] = self.statuses[kind](document["name"]).model_dump(mode="json")
-        elif kind == "httptriggers" and document.get("webhook_secret"):
-            document["webhook_secret"] = SECRET_MASK
+        elif kind == "httptriggers":
+            if document.get("webhook_secret"):
+                document["webhook_secret"] = SECRET_MASK
+            # Password hashes and a JWT secret are never shown either: users' names are.
+            if document.get("basic_users"):
+                document["basic_users"] = {user: SECRET_MASK for user in document["basic_users"]}
+            jwt = document.get("jwt")
+            if isinstance(jwt, dict) and jwt.get("secret"):
+                document["jwt"] = {**jwt, "secret": SECRET_MASK}
         elif kind in records.KINDS:
             document = records.view(document)
         return document
@@ -132,6 +139,8 @@ class Resources:
         current = self.store.find(kind, name)
         if current is None:
             raise not_found(SINGULAR[kind], name)
+        if isinstance(spec, HTTPTriggerSpec):
+            spec = _unmask(spec, current.data)
         data = self._check(kind, spec, creating=False)
         if isinstance(spec, ValuesSpec):
             data = self._sealed(spec)
@@ -286,6 +295,7 @@ class Resources:
             self._check_values(spec)
         elif isinstance(spec, HTTPTriggerSpec):
             self._require("functions", spec.function, "function")
+            _check_edge(spec)
             route = Route.from_trigger(spec)
             existing = [
                 Route.from_trigger(HTTPTriggerSpec.model_validate(r.data))
@@ -364,3 +374,42 @@ def _used(data: dict[str, Any]) -> set[tuple[str, str]]:
         return refs.used(FunctionSpec.model_validate(data))
     except ValueError:
         return set()
+
+
+def _unmask(spec: HTTPTriggerSpec, current: dict[str, Any]) -> HTTPTriggerSpec:
+    """An update that sends back what a read showed (masked secrets) keeps the stored ones."""
+    changes: dict[str, Any] = {}
+    stored_users = current.get("basic_users") or {}
+    if any(value == SECRET_MASK for value in spec.basic_users.values()):
+        users = dict(spec.basic_users)
+        for user, value in spec.basic_users.items():
+            if value == SECRET_MASK and user in stored_users:
+                users[user] = stored_users[user]
+        changes["basic_users"] = users
+    stored_jwt = current.get("jwt") or {}
+    if spec.jwt is not None and spec.jwt.secret == SECRET_MASK and stored_jwt.get("secret"):
+        changes["jwt"] = spec.jwt.model_copy(update={"secret": stored_jwt["secret"]})
+    return spec.model_copy(update=changes) if changes else spec
+
+
+def _check_edge(spec: HTTPTriggerSpec) -> None:
+    """What a route's edge settings name must exist and be usable: no route is made that
+    would have to refuse every request."""
+    from fissile.router.auth import load_jwks
+
+    problems: list[dict[str, str]] = []
+    unknown = [user for user, value in spec.basic_users.items() if value == SECRET_MASK]
+    if unknown:
+        problems.append(
+            {"path": "basic_users", "message": f"no stored password for {', '.join(unknown)}"}
+        )
+    if spec.jwt is not None:
+        if spec.jwt.secret == SECRET_MASK:
+            problems.append({"path": "jwt.secret", "message": "no stored secret to keep"})
+        if spec.jwt.jwks_file is not None:
+            try:
+                load_jwks(spec.jwt.jwks_file)
+            except ValueError as exc:
+                problems.append({"path": "jwt.jwks_file", "message": str(exc)})
+    if problems:
+        raise ApiError(422, "invalid", problems[0]["message"], problems)

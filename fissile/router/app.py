@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import itertools
 import json
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -25,14 +26,19 @@ from fissile.executor.connection import (
     ResponseTooLarge,
 )
 from fissile.executor.pools import FunctionPool
-from fissile.models import HTTPTriggerSpec
+from fissile.models import HTTP_METHODS, HTTPTriggerSpec
 from fissile.observability import tracecontext
 from fissile.observability.access import AccessLog, Record
+from fissile.router.auth import KeyRing, Principal, Refusal, carrier, key_value
+from fissile.router.cors import REQUEST_HEADERS, REQUEST_METHOD
+from fissile.router.forwarded import TrustedProxies
 from fissile.router.front_door import INVOCATIONS_PREFIX, FrontDoor
+from fissile.router.guard import Guard, guard_of
 from fissile.router.limits import Connections, Limits
 from fissile.router.proxy import Answer, Trip, forward
+from fissile.router.ratelimit import retry_after
 from fissile.router.relay import ResponseTimedOut
-from fissile.router.routes import MethodNotAllowed, Route, RouteTable
+from fissile.router.routes import MethodNotAllowed, Route, RouteTable, request_host
 from fissile.router.webhook import check_signature
 from fissile.store import Change, Store
 
@@ -45,6 +51,12 @@ Resolved = tuple[str, dict[str, str], str | None, str | None]
 
 DIRECT_PREFIX = "/function/"
 ASYNC_PREFIX = "/async-function/"
+#: ``fissile up --function-door``: who may call functions by name, through /function/ and
+#: /async-function/ (docs/security.md). auto: anyone, but for a function one of whose routes
+#: asks for credentials or a signature, the platform token or an API key for it.
+DOOR_MODES = ("auto", "open", "token", "off")
+# Where a door call carries the platform token: an X-Fissile-* header, never forwarded.
+DOOR_TOKEN = b"x-fissile-token"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 # Route resolutions the router's hot path remembers (``Router._resolve``), at most.
 MAX_RESOLVED = 1024
@@ -72,6 +84,11 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
         b"content-length",
         b"expect",
+        # The router says these itself (from the peer, or what a trusted proxy forwarded,
+        # fissile/router/forwarded.py): a client's own copy came first and contracts read the
+        # first, so it would have chosen the function's REMOTE_ADDR and scheme.
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
     }
 )
 # The platform's metadata, Fission's path parameter headers included (Fission's router
@@ -100,8 +117,17 @@ class Router:
         front_door: FrontDoor | None = None,
         limits: Limits | None = None,
         access_log: AccessLog | None = None,
+        door: str = "auto",
+        token: str | None = None,
+        trusted: TrustedProxies | None = None,
     ) -> None:
+        if door not in DOOR_MODES:
+            raise ValueError(f"function door must be one of {', '.join(DOOR_MODES)}")
         self.executor = executor
+        self.door = door
+        self.token = token  # the platform's token, which opens a locked door
+        # Peers whose X-Forwarded-* headers are honoured (fissile/router/forwarded.py).
+        self.trusted = trusted
         # One record per client request (observability/access.py); None: ``--access-log off``.
         self.access_log = access_log if access_log is not None and access_log.enabled else None
         self.max_body = max_body
@@ -110,51 +136,81 @@ class Router:
         self.connections = Connections(limits or Limits())
         self.table = RouteTable()
         self._routes: dict[str, Route] = {}
-        self._webhook_secrets: dict[str, bytes] = {}  # trigger name -> secret
+        self.keys = KeyRing()
+        # What routes ask of requests (CORS, credentials, rates, signatures), by trigger name;
+        # a route without a guard is served on the protocol's fast path.
+        self._guards: dict[str, Guard] = {}
+        # The functions whose doors need credentials (a route of theirs protects them), and
+        # whether every door call takes the ASGI path (token, off).
+        self._door_locked: frozenset[str] = frozenset()
+        self._door_all = door in ("token", "off")
         # The direct calls' route resolutions (``_resolve``), for ``_matches_table`` only.
-        self._matches: dict[tuple[str, str], Resolved | None] = {}
+        self._matches: dict[tuple[str, ...], Resolved | None] = {}
         self._matches_table = self.table
 
     def follow(self, store: Store) -> None:
         """Load the HTTP triggers and keep the table current as they change."""
+        self._store = store
+        self.keys.load(record.data for record in store.list("apikeys"))
         for record in store.list("httptriggers"):
             self._add(HTTPTriggerSpec.model_validate(record.data))
-        self.table = RouteTable(self._routes.values())
+        self._rebuild()
         store.subscribe(self._changed)
 
     def _changed(self, change: Change) -> None:
+        if change.record.kind == "apikeys":
+            self.keys.load(record.data for record in self._store.list("apikeys"))
+            return
         if change.record.kind != "httptriggers":
             return
         if change.action == "deleted":
             self._routes.pop(change.record.name, None)
-            self._webhook_secrets.pop(change.record.name, None)
+            self._guards.pop(change.record.name, None)
         else:
             self._add(HTTPTriggerSpec.model_validate(change.record.data))
-        self.table = RouteTable(self._routes.values())
+        self._rebuild()
 
     def _add(self, spec: HTTPTriggerSpec) -> None:
         self._routes[spec.name] = Route.from_trigger(spec)
-        if spec.webhook_secret:
-            self._webhook_secrets[spec.name] = spec.webhook_secret.encode()
+        guard = guard_of(spec, self.keys)
+        if guard is None:
+            self._guards.pop(spec.name, None)
         else:
-            self._webhook_secrets.pop(spec.name, None)
+            self._guards[spec.name] = guard
+
+    def _rebuild(self) -> None:
+        """A new table, and the functions whose doors it locks (set before the table, which
+        ``_resolve`` watches for)."""
+        protected = {
+            self._routes[name].function for name, guard in self._guards.items() if guard.protects
+        }
+        self._door_locked = frozenset(protected) if self.door == "auto" else frozenset()
+        self.table = RouteTable(self._routes.values())
 
     def direct(
         self, method: str, path: str, headers: list[tuple[bytes, bytes]]
     ) -> tuple[FunctionPool, dict[str, str], str | None, str | None] | None:
         """The pool, path params, route prefix (on a prefix route) and trigger (on a route) of
         a plain synchronous call to a function, which the router's protocol forwards itself;
-        None for everything else (the router's own answers, the front door, webhooks), which
-        takes the ASGI path through ``http``."""
+        None for everything else (the router's own answers, the front door, guarded routes,
+        locked function doors, OPTIONS), which takes the ASGI path through ``http``."""
         params: dict[str, str] = {}
         prefix: str | None = None
         trigger: str | None = None
         if path.startswith(DIRECT_PREFIX):
             function = path[len(DIRECT_PREFIX) :].split("/", 1)[0]
+            if method == "OPTIONS" or self._door_all or function in self._door_locked:
+                return None
         elif path.startswith((ASYNC_PREFIX, INVOCATIONS_PREFIX, "/_fissile/")):
             return None
         else:
-            resolved = self._resolve(method, path)
+            host = None
+            if self.table.hosted:
+                for name, value in headers:
+                    if name == b"host":
+                        host = request_host(value)
+                        break
+            resolved = self._resolve(method, path, host)
             if resolved is None:
                 return None
             function, params, prefix, trigger = resolved
@@ -167,30 +223,54 @@ class Router:
                     return None
         return pool, params, prefix, trigger
 
-    def _resolve(self, method: str, path: str) -> Resolved | None:
+    def guarded(
+        self, path: str, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[FunctionPool, dict[str, str], str | None, Guard] | None:
+        """A websocket's route when it has a guard (``direct`` leaves those): its function's
+        pool, the path params, the prefix (on a prefix route) and the guard."""
+        if path.startswith((DIRECT_PREFIX, ASYNC_PREFIX, INVOCATIONS_PREFIX, "/_fissile/")):
+            return None
+        host = None
+        if self.table.hosted:
+            host = next((request_host(v) for n, v in headers if n == b"host"), None)
+        try:
+            match = self.table.match("GET", path, host)
+        except MethodNotAllowed:
+            return None
+        if match is None:
+            return None
+        guard = self._guards.get(match.route.trigger)
+        pool = self.executor.functions.get(match.route.function)
+        if guard is None or pool is None:
+            return None
+        prefix = match.route.path if match.route.prefix else None
+        return pool, match.params, prefix, guard
+
+    def _resolve(self, method: str, path: str, host: str | None = None) -> Resolved | None:
         """The function, path params, prefix (on a prefix route) and trigger of the route for a
         direct call, or None (no route,
-        a wrong method, a webhook), remembered for the table in use: a route match costs
+        a wrong method, a guarded route), remembered for the table in use: a route match costs
         ~0.8 µs (timeit, one exact route; memory.json's lookup with 1,000 routes: ~2.5 µs), a
         hit ~0.11 µs; the router's Python per request, 114k to 108k instructions
         (callgrind, in process, 32 clients on 10 instances)."""
         matches = self._matches
         if self._matches_table is not self.table:
-            # A table is replaced on any change of the triggers (and their webhook secrets),
-            # never changed in place.
+            # A table is replaced on any change of the triggers (and their guards), never
+            # changed in place.
             matches = self._matches = {}
             self._matches_table = self.table
-        key = (method, path)
+        key = (method, path) if host is None else (method, path, host)
         try:
             return matches[key]
         except KeyError:
             pass
         resolved: Resolved | None = None
         try:
-            match = self.table.match(method, path)
+            # OPTIONS is the router's to answer (CORS, Allow), or at least to look at.
+            match = None if method == "OPTIONS" else self.table.match(method, path, host)
         except MethodNotAllowed:
             match = None
-        if match is not None and match.route.trigger not in self._webhook_secrets:
+        if match is not None and match.route.trigger not in self._guards:
             prefix = match.route.path if match.route.prefix else None
             resolved = (match.route.function, match.params, prefix, match.route.trigger)
         if len(matches) >= MAX_RESOLVED:
@@ -217,6 +297,8 @@ class Router:
                 await send({"type": "websocket.close", "code": 1003})
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.trusted is not None:
+            self.trusted.apply(scope)
         log = self.access_log
         if log is None or scope["path"] == "/_fissile/healthz":
             await self._http(scope, receive, send, None)
@@ -234,12 +316,15 @@ class Router:
         params: dict[str, str] = {}
         prefix: str | None = None
         asynchronous = False
-        secret: bytes | None = None
+        door = False
+        guard: Guard | None = None
         if path.startswith(DIRECT_PREFIX):
             function = path[len(DIRECT_PREFIX) :].split("/", 1)[0]
+            door = True
         elif path.startswith(ASYNC_PREFIX) and self.front_door is not None:
             function = path[len(ASYNC_PREFIX) :].split("/", 1)[0]
             asynchronous = True
+            door = True
         elif path.startswith(INVOCATIONS_PREFIX) and self.front_door is not None:
             await self.front_door.http(scope, receive, send)
             return
@@ -247,9 +332,20 @@ class Router:
             await _answer(send, Answer(200, "ok", "router is serving"))
             return
         else:
+            headers = scope["headers"]
+            host = None
+            if self.table.hosted:
+                host = next((request_host(v) for n, v in headers if n == b"host"), None)
+            lookup = method
+            if method == "OPTIONS":
+                # A preflight asks about the method the browser will use: its route decides.
+                lookup = _header(headers, REQUEST_METHOD, b"OPTIONS").decode("latin-1").upper()
             try:
-                match = self.table.match(method, path)
+                match = self.table.match(lookup, path, host)
             except MethodNotAllowed as exc:
+                if method == "OPTIONS":
+                    await _answer(send, _allow([*exc.allowed, "OPTIONS"]))
+                    return
                 allow = ", ".join(exc.allowed).encode()
                 message = f"{method} is not allowed on {path}"
                 await _answer(send, Answer(405, "method_not_allowed", message, [(b"allow", allow)]))
@@ -257,15 +353,55 @@ class Router:
             if match is None:
                 await _answer(send, Answer(404, "no_route", f"no route for {method} {path}"))
                 return
-            function = match.route.function
+            route = match.route
+            guard = self._guards.get(route.trigger)
+            if method == "OPTIONS":
+                cors = None if guard is None else guard.cors
+                origin = _header(headers, b"origin", b"")
+                if cors is not None and origin and lookup != "OPTIONS":
+                    requested = _header(headers, REQUEST_HEADERS, b"")
+                    allowed = cors.preflight(origin, lookup.encode(), requested)
+                    await _answer(send, _allow(sorted(route.methods) or HTTP_METHODS, allowed))
+                    return
+                if cors is not None or not route.allows("OPTIONS"):
+                    # Not the function's to answer: it never sees an OPTIONS it did not ask for.
+                    await _answer(
+                        send, _allow([*(sorted(route.methods) or HTTP_METHODS), "OPTIONS"])
+                    )
+                    return
+            function = route.function
             params = match.params
-            if match.route.prefix:
-                prefix = match.route.path
-            secret = self._webhook_secrets.get(match.route.trigger)
+            if route.prefix:
+                prefix = route.path
             if seen is not None:
-                seen.route = match.route.trigger
+                seen.route = route.trigger
         if seen is not None:
             seen.function = function
+
+        principal: Principal | None = None
+        if door:
+            if method == "OPTIONS":
+                # Never an invocation: a browser's preflight must not start work.
+                await _answer(send, _allow(HTTP_METHODS))
+                return
+            checked = self._door(function, scope["headers"])
+            if isinstance(checked, Refusal):
+                await _answer(send, _refused(checked))
+                return
+            wait = 0.0 if checked is None else _key_wait(checked)
+            if wait and checked is not None and checked.key is not None:
+                await _answer(send, _too_many(f"API key {checked.key.name!r}", wait))
+                return
+            principal = checked
+        elif guard is not None:
+            if guard.cors is not None:
+                origin_value = _header(scope["headers"], b"origin", b"") or None
+                send = _adding(send, guard.cors.response(origin_value))
+            admitted = await admit(guard, scope["headers"])
+            if isinstance(admitted, Answer):
+                await _answer(send, admitted)
+                return
+            principal = admitted
 
         try:
             pool = self.executor.function(function)
@@ -282,13 +418,19 @@ class Router:
             return
         except ClientGone:
             return
-        if secret is not None:
-            refusal = check_signature(secret, scope["headers"], body)
+        if guard is not None and guard.webhook_secret is not None:
+            refusal = check_signature(guard.webhook_secret, scope["headers"], body)
             if refusal is not None:
                 await _answer(send, Answer(401, "bad_signature", refusal))
                 return
+        extra = None
+        if principal is not None:
+            extra = principal.headers()
+            if principal.consumed is not None:
+                # Credentials are the router's: the function gets who, not how to be them.
+                scope["headers"] = [h for h in scope["headers"] if h[0] != principal.consumed]
 
-        if self.front_door is not None:
+        if self.front_door is not None and method != "OPTIONS":
             if not asynchronous:
                 # Several Prefer lines combine like one comma-separated list (RFC 7240).
                 for name, value in scope["headers"]:
@@ -297,6 +439,8 @@ class Router:
                         break
             if asynchronous:
                 meta, callback = _async_headers(scope, function, params)
+                if extra is not None:
+                    meta += [(k.decode(), v.decode("latin-1")) for k, v in extra]
                 await self.front_door.accept(scope, send, function, meta, body, callback)
                 return
 
@@ -317,6 +461,7 @@ class Router:
             pool.spec.timeout,
             prefix,
             trip,
+            extra,
         )
         result = await forward(self.executor, pool, request, trip=trip)
         if isinstance(result, InstanceResponse):
@@ -334,6 +479,43 @@ class Router:
                 await _stream_body(send, receive, result.stream)
         else:
             await _answer(send, result)
+
+    def _door(
+        self, function: str, headers: list[tuple[bytes, bytes]]
+    ) -> Principal | Refusal | None:
+        """Whether a call by name (/function/, /async-function/) may go on: None when the
+        door is open to it, the caller when it proved who it is, or why not."""
+        if self.door == "open" or (self.door == "auto" and function not in self._door_locked):
+            return None
+        token = _header(headers, DOOR_TOKEN, b"").decode("latin-1").strip()
+        if token and self.token and hmac.compare_digest(token.encode(), self.token.encode()):
+            # The operator's tools (fn test, the dashboard) call by name with it.
+            return Principal("token", "platform")
+        if self.door == "off":
+            return Refusal(
+                404,
+                "door_closed",
+                "calls by function name are off on this platform (fissile up --function-door"
+                " off): call it through one of its routes",
+            )
+        value = key_value(headers)
+        key = None if value is None else self.keys.find(value)
+        if key is not None:
+            if not key.allows(function):
+                return Refusal(403, "forbidden", f"API key {key.name!r} may not call {function!r}")
+            return Principal("apikey", key.name, key=key, consumed=carrier(headers))
+        why = (
+            f"function {function!r} has a route that asks for credentials"
+            if self.door == "auto"
+            else "this platform's function doors ask for credentials"
+        )
+        return Refusal(
+            401,
+            "unauthorized",
+            f"{why}: call it by name with the platform token or an API key (X-API-Key),"
+            " or through its route",
+            b'Bearer realm="fissile"',
+        )
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
         framed = False
@@ -379,6 +561,7 @@ def encode_forward(
     timeout: float,
     prefix: str | None = None,
     trip: Trip | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> bytes:
     """The request a client sent, as one complete HTTP/1.1 request for an instance: its
     end-to-end headers (names in lower case) and the platform's metadata.
@@ -387,7 +570,7 @@ def encode_forward(
     ``prefix`` the route prefix it matched, which a whole app takes as its mount point.
     The instance gets a ``traceparent`` naming the router's hop in the client's trace (a
     valid client ``traceparent``) or in a new one; ``trip`` learns the invocation and trace
-    ids."""
+    ids; ``extra`` are more metadata lines (the caller's identity)."""
     # Bytes throughout, and the parts fixed per function and client cached: this was ~12 % of
     # the router's CPU per request under wrk (py-spy) when built from f-strings; one cache
     # look-up instead of two, the per-request lines from one template and a GET's constant
@@ -426,6 +609,9 @@ def encode_forward(
             trip.parent, trip.flags = continued.parent_id, continued.flags
     if prefix is not None:
         lines.append(_route_prefix(prefix))
+    if extra:
+        for name, value in extra:
+            lines += (name, b": ", value, b"\r\n")
     if params:
         meta = [f"x-fissile-params: {json.dumps(params)}"]
         # Path params are percent-decoded: escape control characters again so a value
@@ -593,7 +779,81 @@ class _Seen:
         )
 
 
+async def admit(guard: Guard, headers: list[tuple[bytes, bytes]]) -> Principal | Answer | None:
+    """A guarded route's checks but CORS and the webhook signature, in order: its rate, the
+    caller's credentials, the API key's rate. The caller (None when the route asks for no
+    credentials), or the answer refusing the request."""
+    if guard.broken is not None:
+        return Answer(503, "route_unavailable", guard.broken)
+    if guard.bucket is not None:
+        wait = guard.bucket.take()
+        if wait:
+            return _too_many(f"route {guard.trigger!r}", wait)
+    if guard.auth is None:
+        return None
+    checked = await guard.auth.check(headers)
+    if isinstance(checked, Refusal):
+        return _refused(checked)
+    wait = _key_wait(checked)
+    if wait:
+        return _too_many(f"API key {checked.key.name!r}", wait)  # type: ignore[union-attr]
+    return checked
+
+
+def _key_wait(principal: Principal) -> float:
+    """0.0, or how long the caller's API key must wait (its rate)."""
+    key = principal.key
+    if key is None or key.bucket is None:
+        return 0.0
+    return key.bucket.take()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes, default: bytes) -> bytes:
+    for key, value in headers:
+        if key == name:
+            return value
+    return default
+
+
+def _allow(methods: Iterable[str], extra: list[tuple[bytes, bytes]] | None = None) -> Answer:
+    """204 to an OPTIONS the router answers itself: what the path allows."""
+    allowed = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()))
+    answer = Answer(204, "", "", [(b"allow", ", ".join(allowed).encode()), *(extra or [])])
+    answer.body = b""
+    answer.headers = answer.headers[1:]  # no content
+    return answer
+
+
+def _refused(refusal: Refusal) -> Answer:
+    headers = [] if refusal.challenge is None else [(b"www-authenticate", refusal.challenge)]
+    return Answer(refusal.status, refusal.code, refusal.message, headers)
+
+
+def _too_many(what: str, wait: float) -> Answer:
+    return Answer(
+        429,
+        "rate_limited",
+        f"{what} allows no more requests now; retry in {wait:.2g}s",
+        [(b"retry-after", retry_after(wait))],
+    )
+
+
+def _adding(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` with ``headers`` added to the response's head (a route's CORS headers)."""
+    if not headers:
+        return send
+
+    async def adding(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *headers]}
+        await send(message)
+
+    return adding
+
+
 async def _answer(send: Send, answer: Answer) -> None:
-    headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
+    headers = answer.headers
+    if answer.status != 204:  # which has no content, nor a length (RFC 9110)
+        headers = [*headers, (b"content-length", str(len(answer.body)).encode())]
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})

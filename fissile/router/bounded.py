@@ -15,6 +15,7 @@ from typing import ClassVar
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from fissile.router.limits import Limits
+from fissile.router.tls import hurry_close
 
 
 def bounded_protocol(limits: Limits, *extra: type[HttpToolsProtocol]) -> type[asyncio.Protocol]:
@@ -47,6 +48,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        hurry_close(self.transport)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fissile.invocations.callbacks import check_callback_url
 from fissile.invocations.errors import InvocationError
 from fissile.invocations.records import CLOSING, Invocation
+from fissile.router.forwarded import prefix_of
 from fissile.router.proxy import Answer
 from fissile.store.space import StorageFull
 
@@ -80,7 +81,7 @@ class FrontDoor:
             json.dumps(document).encode(),
             [
                 _JSON,
-                (b"location", f"/invocations/{invocation.id}".encode()),
+                (b"location", f"{prefix_of(scope)}/invocations/{invocation.id}".encode()),
                 (b"preference-applied", b"respond-async"),
             ],
         )
@@ -290,12 +291,14 @@ def _links(scope: Scope, invocation_id: str) -> dict[str, str]:
             break
     scheme = scope.get("scheme", "http")
     ws = "wss" if scheme == "https" else "ws"
-    base = f"{scheme}://{host}/invocations/{invocation_id}"
+    # Behind a trusted proxy, its scheme, host and prefix (fissile/router/forwarded.py).
+    path = f"{prefix_of(scope)}/invocations/{invocation_id}"
+    base = f"{scheme}://{host}{path}"
     return {
         "status_url": base,
         "result_url": f"{base}/result",
         "events_url": f"{base}/events",
-        "ws_url": f"{ws}://{host}/invocations/{invocation_id}/ws",
+        "ws_url": f"{ws}://{host}{path}/ws",
     }
 
 

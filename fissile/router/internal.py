@@ -12,11 +12,12 @@ none`` and a private root).
   ``MAX_DEPTH`` is refused with 508 Loop Detected, so a function calling itself stops.
 - ``POST /publish?topic=T&mqtype=M[&broker_url=U]``: the body, published to a topic.
 
-Anyone who can connect may call any function and publish to any topic; that is no more than an
-instance with the host's network can do through the router. Who is calling is the platform's to
-say: the callee's ``x-fissile-caller`` names the function the kernel says the connecting process
-belongs to (its uid or pid, SO_PEERCRED, read as the connection is accepted), whatever the
-caller sent; a process that is no function's gets no caller header.
+Anyone who can connect may call any function and publish to any topic, including a function
+whose routes ask for credentials (the router's function doors do not apply here). Who is
+calling is the platform's to say: the callee's ``x-fissile-caller`` names the function the
+kernel says the connecting process belongs to (its uid or pid, SO_PEERCRED, read as the
+connection is accepted), whatever the caller sent; a process that is no function's gets no
+caller header.
 """
 
 from __future__ import annotations

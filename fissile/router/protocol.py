@@ -18,7 +18,6 @@ import logging
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import unquote
 
 import httptools
 from uvicorn.config import Config
@@ -31,6 +30,8 @@ from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
 from fissile.router.proxy import Answer, Trip, forward, forward_soon
+from fissile.router.routes import request_path
+from fissile.router.tls import hurry_close
 
 logger = logging.getLogger("fissile.router")
 
@@ -149,6 +150,12 @@ class RouterProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client: str | None = None
+        self.scheme = "http"
+        # A trusted proxy's connection: its X-Forwarded-* headers say who the client is (the
+        # scheme, host and address a request is forwarded with, and the access log's client).
+        self.via_proxy = False
+        self.logged_client: str | None = None
+        self.forwarded: tuple[str, str | None, list[tuple[bytes, bytes]]] = ("http", None, [])
         self.delegate: _Delegate | None = None
         self.upgraded = False  # everything received goes to the delegate as it comes
         self.queue: deque[_Request] = deque()
@@ -212,6 +219,10 @@ class RouterProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
             self.client = str(peer[0])
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        trusted = self.router.trusted
+        self.via_proxy = trusted is not None and trusted.trusts(self.client)
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
@@ -289,6 +300,7 @@ class RouterProtocol(asyncio.Protocol):
             self.closing = True
         elif self.transport is not None:
             self.transport.close()
+        hurry_close(self.transport)
 
     # -- httptools callbacks ------------------------------------------------------------
 
@@ -407,17 +419,21 @@ class RouterProtocol(asyncio.Protocol):
             self.http10 = request.version == "1.0"
             # Counted into the function's metrics when answered (proxy.py), and logged.
             self.trip = trip = Trip(time.monotonic())
+            scheme, client, headers = self.scheme, self.client, request.headers
+            if self.via_proxy:
+                scheme, client, headers = self.forwarded  # as _direct resolved them
             if self.access_log is not None:
                 self.method = request.method
                 self.function = pool.name
                 self.route = route
+                self.logged_client = client
             try:
                 data = encode_forward(
                     request.method,
                     request.target,
-                    request.headers,
-                    "http",
-                    self.client,
+                    headers,
+                    scheme,
+                    client,
                     pool.name,
                     params,
                     request.body,
@@ -453,17 +469,31 @@ class RouterProtocol(asyncio.Protocol):
     def _direct(
         self, request: _Request
     ) -> tuple[FunctionPool, dict[str, str], str | None, str | None] | None:
-        if request.method == "HEAD" or not request.target.startswith(b"/"):
+        if request.method == "HEAD":
             return None
-        raw_path = request.target.partition(b"?")[0]
-        try:
-            path = raw_path.decode("ascii")
-        except UnicodeDecodeError:
+        path = request_path(request.target)
+        if path is None:
             return None
-        if "%" in path:
-            path = unquote(path)
         self.path = path
-        return self.router.direct(request.method, path, request.headers)
+        headers = request.headers
+        if self.via_proxy:
+            # Routes bound to a host match the forwarded one.
+            self.forwarded = self._forwarded(headers)
+            headers = self.forwarded[2]
+        return self.router.direct(request.method, path, headers)
+
+    def _forwarded(
+        self, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[str, str | None, list[tuple[bytes, bytes]]]:
+        """A trusted proxy's request as the client made it (fissile/router/forwarded.py)."""
+        trusted = self.router.trusted
+        if trusted is None or self.client is None:
+            return self.scheme, self.client, headers
+        seen = trusted.resolve(self.scheme, self.client, headers)
+        if seen is None:
+            return self.scheme, self.client, headers
+        scheme, client, headers, _ = seen
+        return scheme, client, headers
 
     async def _serve(self, pool: FunctionPool, data: bytes, trip: Trip) -> None:
         try:
@@ -504,7 +534,7 @@ class RouterProtocol(asyncio.Protocol):
                 trip.cold,
                 trip.invocation,
                 trip.trace,
-                self.client,
+                self.logged_client,
             )
         )
 
@@ -769,6 +799,10 @@ class _Delegate(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if not self.owner.refused:
             self.owner._refuse(Answer(400, "bad_request", msg))
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        hurry_close(self.transport)
 
     def handle_websocket_upgrade(self) -> None:
         # The websocket protocol takes the transport: the router's protocol hears no more of

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from fissile.models import HTTPTriggerSpec, template_segments
 
@@ -22,6 +23,7 @@ class Route:
     methods: frozenset[str]  # empty means any method
     path: str
     prefix: bool = False
+    host: str | None = None  # None: any host
 
     def allows(self, method: str) -> bool:
         return not self.methods or method in self.methods
@@ -30,9 +32,9 @@ class Route:
     def from_trigger(cls, trigger: HTTPTriggerSpec) -> Route:
         methods = frozenset() if trigger.methods == ["*"] else frozenset(trigger.methods)
         if trigger.prefix is not None:
-            return cls(trigger.name, trigger.function, methods, trigger.prefix, prefix=True)
+            return cls(trigger.name, trigger.function, methods, trigger.prefix, True, trigger.host)
         assert trigger.url is not None
-        return cls(trigger.name, trigger.function, methods, trigger.url)
+        return cls(trigger.name, trigger.function, methods, trigger.url, False, trigger.host)
 
 
 @dataclass(slots=True)
@@ -69,12 +71,23 @@ def _segments(path: str) -> list[str]:
 
 
 class RouteTable:
-    def __init__(self, routes: Iterable[Route] = ()) -> None:
+    def __init__(self, routes: Iterable[Route] = (), by_host: bool = True) -> None:
         self._exact: dict[str, list[Route]] = {}
         self._prefixes: dict[str, list[Route]] = {}
         self._root = _Node()
+        # Routes bound to a host, in a table per host, tried before the others.
+        self._hosts: dict[str, RouteTable] = {}
+        hosted: dict[str, list[Route]] = {}
         for route in routes:
-            self._add(route)
+            if route.host is None or not by_host:
+                self._add(route)
+            else:
+                hosted.setdefault(route.host, []).append(route)
+        for host, bound in hosted.items():
+            self._hosts[host] = RouteTable(bound, by_host=False)
+        #: Some route is bound to a host: a match needs the request's Host (an attribute,
+        #: read per request on the fast path).
+        self.hosted = bool(self._hosts)
 
     def _add(self, route: Route) -> None:
         if route.prefix:
@@ -110,9 +123,27 @@ class RouteTable:
                     node = node.literals.setdefault(segment, _Node())
             node.routes.append(route)
 
-    def match(self, method: str, path: str) -> Match | None:
-        """The route for ``method`` and ``path``; raises ``MethodNotAllowed`` when only the
-        method is wrong, returns None when no route has the path."""
+    def match(self, method: str, path: str, host: str | None = None) -> Match | None:
+        """The route for ``method`` and ``path`` (and ``host``: a route bound to it first,
+        then the routes of any host); raises ``MethodNotAllowed`` when only the method is
+        wrong, returns None when no route has the path."""
+        if self._hosts and host is not None:
+            table = self._hosts.get(host)
+            if table is not None:
+                try:
+                    found = table.match(method, path)
+                except MethodNotAllowed as exc:
+                    try:
+                        found = self._match(method, path)
+                    except MethodNotAllowed as other:
+                        raise MethodNotAllowed([*exc.allowed, *other.allowed]) from None
+                    if found is None:
+                        raise
+                if found is not None:
+                    return found
+        return self._match(method, path)
+
+    def _match(self, method: str, path: str) -> Match | None:
         normalized = path.rstrip("/") or "/"
         allowed: list[str] = []
         implicit_head: Match | None = None
@@ -172,6 +203,8 @@ def find_conflict(route: Route, existing: Iterable[Route]) -> Route | None:
     for other in existing:
         if other.trigger == route.trigger or other.prefix != route.prefix:
             continue
+        if other.host != route.host:
+            continue  # a host's own route comes before the one for any host
         if _shape(other.path) != _shape(route.path):
             continue
         if not other.methods or not route.methods or other.methods & route.methods:
@@ -182,3 +215,22 @@ def find_conflict(route: Route, existing: Iterable[Route]) -> Route | None:
 def _shape(path: str) -> str:
     """A template with parameter names erased: /a/{id} and /a/{key} serve the same paths."""
     return re.sub(r"\{[^}:]+(:([^}]*))?\}", lambda m: "{" + (m.group(2) or "") + "}", path)
+
+
+def request_host(value: bytes) -> str:
+    """A Host header's name, as routes are bound to it: lower case, no port, no final dot."""
+    host = value.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+def request_path(target: bytes) -> str | None:
+    """A request target's path, percent-decoded; None when it is no origin-form ASCII path."""
+    if not target.startswith(b"/"):
+        return None
+    try:
+        path = target.partition(b"?")[0].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return unquote(path) if "%" in path else path

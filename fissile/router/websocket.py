@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -25,8 +26,11 @@ from fissile.executor import ExecutorError
 from fissile.executor.connection import InstanceGone, InstanceResponse
 from fissile.executor.instance import Instance, State
 from fissile.executor.pools import FunctionPool
-from fissile.router.app import encode_forward
+from fissile.router.app import admit, encode_forward
+from fissile.router.auth import Principal
+from fissile.router.guard import Guard
 from fissile.router.proxy import Answer, _instance_died, queue_timed_out, refusal
+from fissile.router.routes import request_path
 
 if TYPE_CHECKING:
     from fissile.router.protocol import RouterProtocol, _Request
@@ -49,33 +53,91 @@ def start(owner: RouterProtocol, request: _Request) -> bool:
         return False
     direct = owner._direct(request)
     transport = owner.transport
-    if direct is None or transport is None:
+    if transport is None:
         return False
-    pool, params, prefix, _ = direct
-    data = encode_forward(
-        request.method,
-        request.target,
-        request.headers,
-        "http",
-        owner.client,
-        pool.name,
-        params,
-        b"",
-        pool.spec.timeout,
-        prefix,
-    )
-    # The request ends with its empty body's "content-length: 0" line and a blank line: the
-    # hop-by-hop upgrade headers the encoding drops go back in before the blank line.
-    data = data[:-2] + _UPGRADE
+    scheme, client, headers = owner.scheme, owner.client, request.headers
+    if owner.via_proxy:
+        scheme, client, headers = owner.forwarded  # as _direct resolved them
+    guard: Guard | None = None
+    if direct is not None:
+        pool, params, prefix, _ = direct
+    else:
+        # A route with a guard: its checks run before the handshake (``_admitted``).
+        path = request_path(request.target)
+        found = None if path is None else owner.router.guarded(path, headers)
+        if found is None:
+            return False
+        pool, params, prefix, guard = found
     owner.busy = True
     owner.keep_alive = False
     # Nothing but the 101 may reach the client before the pipe exists (a websocket client
     # sends nothing before it either).
     transport.pause_reading()
-    task = owner.loop.create_task(_handshake(owner, pool, data))
+
+    def encode(extra: list[tuple[bytes, bytes]] | None) -> bytes:
+        data = encode_forward(
+            request.method,
+            request.target,
+            headers,
+            scheme,
+            client,
+            pool.name,
+            params,
+            b"",
+            pool.spec.timeout,
+            prefix,
+            None,
+            extra,
+        )
+        # The request ends with its empty body's "content-length: 0" line and a blank line:
+        # the hop-by-hop upgrade headers the encoding drops go back in before the blank line.
+        return data[:-2] + _UPGRADE
+
+    if guard is None:
+        task = owner.loop.create_task(_handshake(owner, pool, encode(None)))
+    else:
+        task = owner.loop.create_task(_admitted(owner, pool, guard, headers, encode))
     owner.server_state.tasks.add(task)
     task.add_done_callback(owner.server_state.tasks.discard)
     return True
+
+
+async def _admitted(
+    owner: RouterProtocol,
+    pool: FunctionPool,
+    guard: Guard,
+    headers: list[tuple[bytes, bytes]],
+    encode: Callable[[list[tuple[bytes, bytes]] | None], bytes],
+) -> None:
+    """A guarded route's checks, then the handshake; a refusal is answered and closed."""
+    refused: Answer | None = None
+    principal: Principal | None = None
+    origin = next((v for n, v in headers if n == b"origin"), None)
+    if guard.webhook_secret is not None:
+        refused = Answer(401, "bad_signature", "a webhook route takes no websocket: no body")
+    elif guard.cors is not None and origin is not None and not guard.cors.allows(origin):
+        # Browsers send any page's websocket with its cookies: the route's origins hold.
+        refused = Answer(403, "forbidden", "this origin may not open a websocket here")
+    else:
+        try:
+            admitted = await admit(guard, headers)
+        except Exception:
+            logger.exception("router: checking a websocket to %s failed", pool.name)
+            admitted = Answer(500, "internal_error", "the router failed to check this websocket")
+        if isinstance(admitted, Answer):
+            refused = admitted
+        else:
+            principal = admitted
+    if refused is not None:
+        owner._answered(refused)  # written with "connection: close", then closed
+        return
+    extra = None
+    if principal is not None:
+        extra = principal.headers()
+        if principal.consumed is not None:
+            # The credentials were the router's; encode() reads the list it was given.
+            headers[:] = [h for h in headers if h[0] != principal.consumed]
+    await _handshake(owner, pool, encode(extra))
 
 
 def _wants_websocket(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -57,13 +57,16 @@ def execute(
             outcome.failed, outcome.error, outcome.not_done = exc.step, str(exc), steps[index:]
             return outcome
         try:
-            _run(api, step)
+            created = _run(api, step)
         except ClientError as exc:
             outcome.failed, outcome.error = step, exc.message
             outcome.not_done = steps[index + 1 :]
             return outcome
         outcome.done.append(step)
         echo(f"{_past(step)} {str(step).split(' ', 1)[1]}")
+        if created is not None and "value" in created:
+            # An API key's value exists from its creation on, and is shown this once.
+            echo(f"  its value (shown only now): {created['value']}")
         if step.kind == "packages" and step.action != "delete":
             building.append(step)
     if wait and building:
@@ -78,7 +81,8 @@ def _past(step: Step) -> str:
     return {"create": "created", "update": "updated", "delete": "deleted"}[step.action]
 
 
-def _run(api: Api, step: Step) -> None:
+def _run(api: Api, step: Step) -> dict[str, Any] | None:
+    """What the API answered to a create (None for other steps)."""
     if step.action == "delete":
         try:
             api.delete(step.kind, step.name)
@@ -86,16 +90,16 @@ def _run(api: Api, step: Step) -> None:
             # A function's own package goes with it: already gone is what was wanted.
             if exc.status != 404:
                 raise
-        return
+        return None
     desired = step.desired
     assert desired is not None
     new_source = step.action == "create" or "source" in step.changes
     if step.kind == "packages" and desired.archive is not None and new_source:
         api.upload_archive(desired.archive)
     if step.action == "create":
-        api.create(step.kind, desired.body)
-    else:
-        api.update(step.kind, step.name, desired.body)
+        return api.create(step.kind, desired.body)
+    api.update(step.kind, step.name, desired.body)
+    return None
 
 
 def _wait(api: Api, steps: list[Step], echo: Callable[[str], None]) -> None:

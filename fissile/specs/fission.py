@@ -219,6 +219,8 @@ def _http_trigger(reader: _Reader, archives: dict[str, Document], directory: Pat
             reader.warn(("spec", "relativeurl"), "ignored: the trigger has a prefix")
     else:
         reader.map("url", "spec", "relativeurl")
+    # Fission's router matches `host` on the request's Host; so does fissile's.
+    reader.map("host", "spec", "host")
     if not reader.get("spec", "createingress"):
         reader.get("spec", "ingressconfig")  # only read by Fission when it makes an ingress
     methods = reader.get("spec", "methods")

@@ -15,7 +15,15 @@ from fissile.specs.validate import Desired
 
 Action = Literal["create", "update", "delete", "unchanged"]
 #: The order resources are created in; deletes go the other way.
-ORDER = ("environments", "secrets", "configmaps", "packages", "functions", *TRIGGER_KINDS)
+ORDER = (
+    "environments",
+    "secrets",
+    "configmaps",
+    "packages",
+    "functions",
+    *TRIGGER_KINDS,
+    "apikeys",
+)
 #: Where a resource's references point: (field, kind).
 REFERENCES = {
     "packages": (("env", "environments"),),

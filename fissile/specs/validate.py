@@ -27,6 +27,7 @@ KINDS = {
     "TimeTrigger": "timetriggers",
     "MessageQueueTrigger": "mqtriggers",
     "WatchTrigger": "watchtriggers",
+    "APIKey": "apikeys",
     "Secret": "secrets",
     "ConfigMap": "configmaps",
 }

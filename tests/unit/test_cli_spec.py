@@ -73,6 +73,7 @@ def test_documents_stored_without_labels_still_load(kind: str) -> None:
         "timetriggers": {"name": "t", "function": "f", "cron": "@hourly"},
         "mqtriggers": {"name": "t", "function": "f", "topic": "in"},
         "watchtriggers": {"name": "t", "function": "f", "event": "function.created"},
+        "apikeys": {"name": "k", "functions": ["f"]},
         "secrets": {"name": "s", "keys": [{"key": "k", "size": 1}]},
         "configmaps": {"name": "c", "data": {"k": "v"}},
     }

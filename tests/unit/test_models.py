@@ -294,7 +294,15 @@ def test_prefix_cannot_hold_params() -> None:
 
 
 def test_registries_cover_every_kind() -> None:
-    kinds = {"environments", "packages", "functions", "secrets", "configmaps", *TRIGGER_KINDS}
+    kinds = {
+        "environments",
+        "packages",
+        "functions",
+        "secrets",
+        "configmaps",
+        *TRIGGER_KINDS,
+        "apikeys",
+    }
     assert set(SPEC_MODELS) == kinds
     assert set(READ_MODELS) == kinds
     for kind, model in SPEC_MODELS.items():
