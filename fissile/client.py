@@ -6,6 +6,7 @@ import builtins
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,15 +15,18 @@ DEFAULT_API = "http://127.0.0.1:8081"
 
 
 def find_token() -> str | None:
-    """``$FISSILE_TOKEN``, else the token file in the data dir (``$FISSILE_DATA_DIR`` or the
+    """``$FISSILE_TOKEN``, else the file ``$FISSILE_TOKEN_FILE`` names (as ``fissile up
+    --token-file`` does), else the token file in the data dir (``$FISSILE_DATA_DIR`` or the
     default), when this user can read it."""
     token = os.environ.get("FISSILE_TOKEN")
     if token:
         return token.strip()
     from fissile.config import default_data_dir
 
+    named = os.environ.get("FISSILE_TOKEN_FILE")
     try:
-        return (default_data_dir() / "api-token").read_text().strip() or None
+        path = Path(named) if named else default_data_dir() / "api-token"
+        return path.read_text().strip() or None
     except OSError:
         return None
 

@@ -54,6 +54,7 @@ class Config:
     tls_key: Path | None = None
     secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
     store_url: str | None = None  # None: the SQLite file in the data dir (``store``)
+    api_token_file: Path | None = None  # None: api-token in the data dir
 
     @property
     def invocations_db(self) -> Path:
@@ -95,7 +96,7 @@ class Config:
 
     @property
     def token_file(self) -> Path:
-        return self.data_dir / "api-token"
+        return self.api_token_file or self.data_dir / "api-token"
 
     @property
     def router_url(self) -> str:

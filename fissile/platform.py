@@ -140,7 +140,15 @@ class Platform:
         api_sock = _listen(config.api_host, config.api_port, "control API")
         if self._lock is None:
             self._lock = _lock_data_dir(config)
-        token = ensure_token(config.token_file)
+        try:
+            token = ensure_token(config.token_file)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot read or create the API token file {config.token_file}: {exc.strerror}"
+            ) from None
+        if not token:
+            # An empty token would let every request carrying "Bearer " in.
+            raise StartupError(f"the API token file {config.token_file} is empty")
         # Secrets' key: a file of its own beside (not in) the database, made on first use.
         sealer = Sealer(config.secrets_key)
         try:

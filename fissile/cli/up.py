@@ -159,6 +159,15 @@ from fissile.models import MIN_MEMORY
     " [env: FISSILE_SECRETS_KEY_FILE; default: <data dir>/keys/secrets.key]",
 )
 @click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FISSILE_TOKEN_FILE",
+    default=None,
+    help="The control API's bearer token, made (0600) if missing; for a token the operator"
+    " provides (a systemd credential, a Kubernetes Secret). The CLI reads the same variable."
+    " [env: FISSILE_TOKEN_FILE; default: <data dir>/api-token]",
+)
+@click.option(
     "--keep-revisions",
     default=10,
     show_default=True,
@@ -237,6 +246,7 @@ def up(
     access_log: str,
     access_log_file: Path | None,
     secrets_key_file: Path | None,
+    token_file: Path | None,
     metrics: bool,
     function_door: str,
     trusted_proxies: tuple[str, ...],
@@ -316,6 +326,7 @@ def up(
         tls_cert=tls_cert,
         tls_key=tls_key,
         secrets_key_file=secrets_key_file,
+        api_token_file=token_file,
         keep_revisions=keep_revisions,
         store_url=store_url,
     )
