@@ -44,10 +44,16 @@ def test_the_cli_and_a_direct_call(fissile_platform: Platform) -> None:
 def test_on_postgresql_the_data_outlives_the_instances(
     fissile_platform: Platform, postgres_url: str
 ) -> None:
-    # Last in this module: it moves the function to PostgreSQL (a roll: new instances).
+    # Last in this module: it moves the function to PostgreSQL (a roll: new instances), the
+    # database's URL kept in a secret rather than in the function's settings.
     fissile_platform.cli(
-        "fn", "update", "--name", "school", "--env-var", f"DATABASE_URL={postgres_url}"
+        "secret", "create", "--name", "school-db", "--from-literal", f"url={postgres_url}"
     )
+    fissile_platform.cli(
+        "fn", "update", "--name", "school", "--secret-env", "DATABASE_URL=school-db/url"
+    )
+    shown = fissile_platform.cli("fn", "get", "--name", "school", "-o", "json").out
+    assert postgres_url not in shown
     created = fissile_platform.post("/courses", json={"code": "PG1", "title": "Postgres"})
     assert created.status_code == 201, created.text
     with psycopg.connect(postgres_url) as connection:
