@@ -182,7 +182,10 @@ class Router:
         """A new table, and the functions whose doors it locks (set before the table, which
         ``_resolve`` watches for)."""
         protected = {
-            self._routes[name].function for name, guard in self._guards.items() if guard.protects
+            function
+            for name, guard in self._guards.items()
+            if guard.protects
+            for function in self._routes[name].functions
         }
         self._door_locked = frozenset(protected) if self.door == "auto" else frozenset()
         self.table = RouteTable(self._routes.values())
@@ -240,7 +243,9 @@ class Router:
         if match is None:
             return None
         guard = self._guards.get(match.route.trigger)
-        pool = self.executor.functions.get(match.route.function)
+        split = match.route.split
+        function = match.route.function if split is None else split.pick()
+        pool = self.executor.functions.get(function)
         if guard is None or pool is None:
             return None
         prefix = match.route.path if match.route.prefix else None
@@ -271,8 +276,12 @@ class Router:
         except MethodNotAllowed:
             match = None
         if match is not None and match.route.trigger not in self._guards:
-            prefix = match.route.path if match.route.prefix else None
-            resolved = (match.route.function, match.params, prefix, match.route.trigger)
+            route = match.route
+            prefix = route.path if route.prefix else None
+            if route.split is not None:
+                # Drawn per request, so never remembered: only split routes pay the match.
+                return (route.split.pick(), match.params, prefix, route.trigger)
+            resolved = (route.function, match.params, prefix, route.trigger)
         if len(matches) >= MAX_RESOLVED:
             matches.clear()  # distinct paths without end (path params): start over
         matches[key] = resolved
@@ -369,7 +378,7 @@ class Router:
                         send, _allow([*(sorted(route.methods) or HTTP_METHODS), "OPTIONS"])
                     )
                     return
-            function = route.function
+            function = route.function if route.split is None else route.split.pick()
             params = match.params
             if route.prefix:
                 prefix = route.path
