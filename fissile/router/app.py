@@ -39,6 +39,7 @@ from fissile.router.proxy import Answer, Trip, forward
 from fissile.router.ratelimit import retry_after
 from fissile.router.relay import ResponseTimedOut
 from fissile.router.routes import MethodNotAllowed, Route, RouteTable, request_host
+from fissile.router.split import Split
 from fissile.router.webhook import check_signature
 from fissile.store import Change, Store
 
@@ -146,6 +147,8 @@ class Router:
         self._door_all = door in ("token", "off")
         # The direct calls' route resolutions (``_resolve``), for ``_matches_table`` only.
         self._matches: dict[tuple[str, ...], Resolved | None] = {}
+        # Split routes' resolutions, apart: each request draws its function from the split.
+        self._splits: dict[tuple[str, ...], tuple[Split, dict[str, str], str | None, str]] = {}
         self._matches_table = self.table
 
     def follow(self, store: Store) -> None:
@@ -263,12 +266,17 @@ class Router:
             # A table is replaced on any change of the triggers (and their guards), never
             # changed in place.
             matches = self._matches = {}
+            self._splits = {}
             self._matches_table = self.table
         key = (method, path) if host is None else (method, path, host)
         try:
             return matches[key]
         except KeyError:
             pass
+        remembered = self._splits.get(key)
+        if remembered is not None:
+            split, params, prefix, trigger = remembered
+            return (split.pick(), params, prefix, trigger)
         resolved: Resolved | None = None
         try:
             # OPTIONS is the router's to answer (CORS, Allow), or at least to look at.
@@ -279,7 +287,10 @@ class Router:
             route = match.route
             prefix = route.path if route.prefix else None
             if route.split is not None:
-                # Drawn per request, so never remembered: only split routes pay the match.
+                # Never in ``matches``: a hit there must not draw, so other routes pay nothing.
+                if len(self._splits) >= MAX_RESOLVED:
+                    self._splits.clear()
+                self._splits[key] = (route.split, match.params, prefix, route.trigger)
                 return (route.split.pick(), match.params, prefix, route.trigger)
             resolved = (route.function, match.params, prefix, route.trigger)
         if len(matches) >= MAX_RESOLVED:
