@@ -434,3 +434,57 @@ def test_a_canary_resumes_after_a_restart(spawn: Spawn, tmp_path: Path) -> None:
         )
     assert _canary(again, "resume-canary")["status"]["state"] == "succeeded"
     assert _calls(again, "/resume", 20) == {"200 resume-v2": 20}
+
+
+FISSION_CANARY = """
+apiVersion: fission.io/v1
+kind: DeploymentConfig
+name: fission-canary
+uid: 5c1e2f3a-8b7d-4e6f-a1b2-c3d4e5f6a7b8
+---
+apiVersion: fission.io/v1
+kind: HTTPTrigger
+metadata:
+  name: fission-split
+  namespace: default
+spec:
+  functionref:
+    type: function-weights
+    functionweights:
+      fission-v1: 100
+      fission-v2: 0
+  method: GET
+  relativeurl: /fission-split
+---
+apiVersion: fission.io/v1
+kind: CanaryConfig
+metadata:
+  name: fission-canary
+  namespace: default
+spec:
+  trigger: fission-split
+  newfunction: fission-v2
+  oldfunction: fission-v1
+  weightincrement: 50
+  duration: 1s
+  failurethreshold: 10
+  failureType: status-code
+"""
+
+
+def test_fission_canary_configs_apply_and_run(platform: Platform, tmp_path: Path) -> None:
+    _functions(platform, tmp_path, **{"fission-v1": VERSIONED, "fission-v2": VERSIONED})
+    specs = write(tmp_path / "project" / "specs" / "canary.yaml", FISSION_CANARY).parent
+    applied = platform.ok("spec", "apply", "--dir", str(specs))
+    assert "warning" not in applied.err, applied
+    assert _calls(platform, "/fission-split", 10) == {"200 fission-v1": 10}
+    with calling(platform, "/fission-split"):
+        wait_for(
+            lambda: _canary(platform, "fission-canary")["status"]["state"] != "pending",
+            60,
+            "the canary to be decided",
+        )
+    assert _canary(platform, "fission-canary")["status"]["state"] == "succeeded"
+    assert _calls(platform, "/fission-split", 10) == {"200 fission-v2": 10}
+    platform.ok("spec", "destroy", "--dir", str(specs))
+    assert "fission-canary" not in {c["name"] for c in platform.json_of("canary", "list")}
