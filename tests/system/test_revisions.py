@@ -297,26 +297,26 @@ def _functions(platform: Platform, tmp_path: Path, **versions: str) -> None:
 
 
 def test_a_route_splits_requests_by_weight(platform: Platform, tmp_path: Path) -> None:
-    _functions(platform, tmp_path, **{"split-a": VERSIONED, "split-b": VERSIONED})
+    _functions(platform, tmp_path, **{"weight-a": VERSIONED, "weight-b": VERSIONED})
     platform.ok(
-        "route", "create", "--name", "split", "--url", "/split",
-        "--function", "split-a=50", "--function", "split-b=50",
+        "route", "create", "--name", "weighted", "--url", "/weighted",
+        "--function", "weight-a=50", "--function", "weight-b=50",
     )  # fmt: skip
-    route = platform.json_of("route", "get", "--name", "split")
-    assert route["function_weights"] == {"split-a": 50, "split-b": 50}
-    answers = _calls(platform, "/split", 400)
-    assert set(answers) == {"200 split-a", "200 split-b"}, answers
-    assert 160 <= answers["200 split-a"] <= 240, answers  # 50 % ± 10 % of 400
+    route = platform.json_of("route", "get", "--name", "weighted")
+    assert route["function_weights"] == {"weight-a": 50, "weight-b": 50}
+    answers = _calls(platform, "/weighted", 400)
+    assert set(answers) == {"200 weight-a", "200 weight-b"}, answers
+    assert 160 <= answers["200 weight-a"] <= 240, answers  # 50 % ± 10 % of 400
     # One function again: every request goes to it.
-    platform.ok("route", "update", "--name", "split", "--function", "split-b")
-    wait_for(lambda: platform.get("/split").text == "split-b", 10, "the route to change")
-    assert _calls(platform, "/split", 40) == {"200 split-b": 40}
+    platform.ok("route", "update", "--name", "weighted", "--function", "weight-b")
+    wait_for(lambda: platform.get("/weighted").text == "weight-b", 10, "the route to change")
+    assert _calls(platform, "/weighted", 40) == {"200 weight-b": 40}
     # A function a route splits to cannot be deleted under it.
-    platform.ok("route", "update", "--name", "split", "--function", "split-a=1",
-                "--function", "split-b=3")  # fmt: skip
-    refused = platform.cli("fn", "delete", "--name", "split-a")
+    platform.ok("route", "update", "--name", "weighted", "--function", "weight-a=1",
+                "--function", "weight-b=3")  # fmt: skip
+    refused = platform.cli("fn", "delete", "--name", "weight-a")
     assert refused.rc == 1 and "in use" in refused.err, refused
-    bad = platform.cli("route", "update", "--name", "split", "--function", "split-a=1",
+    bad = platform.cli("route", "update", "--name", "weighted", "--function", "weight-a=1",
                        "--function", "no-such-fn=1")  # fmt: skip
     assert bad.rc == 1 and "no-such-fn" in bad.err, bad
 
