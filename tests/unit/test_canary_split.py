@@ -158,3 +158,21 @@ def test_fission_weights_and_canary_configs_map(tmp_path: Path) -> None:
         "failure_threshold": 5,
         "failure_type": "status-code",
     }
+
+
+def test_an_api_key_must_be_allowed_every_function_of_a_split() -> None:
+    from typing import cast
+
+    from test_edge_credentials import check, ring
+
+    from fissile.router.auth import Principal, Refusal
+    from fissile.router.guard import guard_of
+
+    keys, values = ring(one=["a"], both=["a", "b"])
+    spec = _trigger(auth="apikey", function_weights={"a": 90, "b": 10})
+    guard = guard_of(spec, keys)
+    assert guard is not None and guard.auth is not None
+    refused = cast(Refusal, check(guard.auth, [(b"x-api-key", values["one"].encode())]))
+    assert refused.status == 403 and "'b'" in refused.message
+    allowed = check(guard.auth, [(b"x-api-key", values["both"].encode())])
+    assert isinstance(allowed, Principal)
