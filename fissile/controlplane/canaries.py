@@ -134,7 +134,7 @@ class Canaries:
         if status.get("state") == "pending" and status.get("next_step_at") is None:
             # Created, or changed through the API (which starts it over): the controller's
             # own writes always carry the next step's time. Armed once the write returns.
-            self._loop.call_soon(self._arm, name)
+            self._loop.call_soon_threadsafe(self._arm, name)
 
     def _cancel(self, name: str) -> None:
         task = self._tasks.pop(name, None)
