@@ -105,6 +105,16 @@ async def test_failures_past_the_threshold_roll_back(store: Store) -> None:
         final = status(store)
         assert (final["state"], final["weight"], final["error_rate"]) == ("failed", 0, 100.0)
         assert weights(store) == {"old": 100, "new": 0}
+        # Changed through the API (a fresh status): armed again, from the route's weights.
+        record = store.find("canaries", "c")
+        assert record is not None
+        spec = CanarySpec.model_validate({k: v for k, v in record.data.items() if k != "status"})
+        again = check(store, spec).model_dump(mode="json")
+        store.update("canaries", "c", {**record.data, "status": again})
+        await until(
+            lambda: status(store)["state"] == "succeeded", "the second run", answering(metrics, 200)
+        )
+        assert weights(store) == {"old": 0, "new": 100}
     finally:
         await canaries.stop()
 
