@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from syskit import Platform, Spawn, error_of, wait_for, write
 
 VERSIONED = """
@@ -404,6 +405,7 @@ def test_a_healthy_canary_reaches_100_percent(platform: Platform, tmp_path: Path
     assert "good-canary" not in {c["name"] for c in platform.json_of("canary", "list")}
 
 
+@pytest.mark.slow
 def test_a_canary_resumes_after_a_restart(spawn: Spawn, tmp_path: Path) -> None:
     platform = spawn(None)
     _functions(platform, tmp_path, **{"resume-v1": VERSIONED, "resume-v2": VERSIONED})
