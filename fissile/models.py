@@ -456,6 +456,11 @@ def template_segments(path: str) -> list[str]:
 class HTTPTriggerSpec(Spec):
     name: Name
     function: Name
+    function_weights: dict[Name, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=dict,
+        description="split the route's requests between functions by weight ({a: 90, b: 10};"
+        " Fission's functionweights); `function` must be one of them. Empty: all to `function`",
+    )
     url: str | None = Field(None, description="path template: /students/{id} or /items/{id:[0-9]+}")
     prefix: str | None = Field(None, description="serve this path and everything under it")
     methods: list[str] = Field(default_factory=lambda: ["GET"])
@@ -578,6 +583,17 @@ class HTTPTriggerSpec(Spec):
         if not methods:
             raise ValueError("at least one method (or ANY) is required")
         return methods
+
+    @model_validator(mode="after")
+    def _weights(self) -> HTTPTriggerSpec:
+        if self.function_weights:
+            if self.function not in self.function_weights:
+                raise ValueError(
+                    f"function {self.function!r} must be one of function_weights' functions"
+                )
+            if not any(self.function_weights.values()):
+                raise ValueError("function_weights need at least one weight above 0")
+        return self
 
     @model_validator(mode="after")
     def _url_or_prefix(self) -> HTTPTriggerSpec:
@@ -913,6 +929,55 @@ class ConfigMap(ConfigMapSpec, Meta):
     digest: str = ""
 
 
+# --- Canary (docs/cli.md: fissile canary) -----------------------------------------------
+
+CanaryState = Literal["pending", "succeeded", "failed", "aborted"]
+
+
+class CanarySpec(Spec):
+    """Move a route's traffic from one function to another step by step (Fission's
+    CanaryConfig): every ``increment_interval`` the new function's weight grows by
+    ``increment_step`` while its 5xx share in the last interval stays at or under
+    ``failure_threshold`` percent; past it, the new function's weight goes back to 0."""
+
+    name: Name
+    httptrigger: Name = Field(description="the route whose weights move")
+    newfunction: Name = Field(description="the function taking over")
+    oldfunction: Name = Field(description="the function the route serves now")
+    increment_step: int = Field(20, ge=1, le=100, description="percent added each interval")
+    increment_interval: Duration = Field(
+        120.0, gt=0, le=86400, description="time between steps ('1m', '30s')"
+    )
+    failure_threshold: int = Field(
+        10, ge=0, le=100, description="percent of the new function's requests that may fail"
+    )
+    failure_type: Literal["status-code"] = Field(
+        "status-code", description="what counts as a failure: a 5xx answer"
+    )
+    labels: Labels = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _two_functions(self) -> CanarySpec:
+        if self.newfunction == self.oldfunction:
+            raise ValueError("newfunction and oldfunction must differ")
+        return self
+
+
+class CanaryStatus(BaseModel):
+    state: CanaryState = "pending"
+    weight: int = Field(0, description="the new function's current weight, percent")
+    error_rate: float | None = Field(
+        None, description="percent of the new function's requests answered 5xx in the last step"
+    )
+    requests: int = Field(0, description="the new function's requests in the last step")
+    message: str = ""
+    next_step_at: datetime | None = None
+
+
+class Canary(CanarySpec, Meta):
+    status: CanaryStatus = Field(default_factory=CanaryStatus)
+
+
 # --- Registry of kinds ---------------------------------------------------------------------
 
 Kind = Literal[
@@ -926,6 +991,7 @@ Kind = Literal[
     "apikeys",
     "secrets",
     "configmaps",
+    "canaries",
 ]
 #: Kinds that point at a function and make it run.
 TRIGGER_KINDS = ("httptriggers", "timetriggers", "mqtriggers", "watchtriggers")
@@ -941,6 +1007,7 @@ SPEC_MODELS: dict[str, type[Spec]] = {
     "apikeys": APIKeySpec,
     "secrets": SecretSpec,
     "configmaps": ConfigMapSpec,
+    "canaries": CanarySpec,
 }
 READ_MODELS: dict[str, type[BaseModel]] = {
     "environments": Environment,
@@ -953,6 +1020,7 @@ READ_MODELS: dict[str, type[BaseModel]] = {
     "apikeys": APIKey,
     "secrets": Secret,
     "configmaps": ConfigMap,
+    "canaries": Canary,
 }
 SINGULAR = {
     "environments": "environment",
@@ -965,6 +1033,7 @@ SINGULAR = {
     "apikeys": "API key",
     "secrets": "secret",
     "configmaps": "config map",
+    "canaries": "canary",
 }
 
 

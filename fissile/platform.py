@@ -26,6 +26,7 @@ from fissile.config import Config
 from fissile.controlplane import Resources, create_api
 from fissile.controlplane.app import environment_readiness
 from fissile.controlplane.auth import ensure_token
+from fissile.controlplane.canaries import Canaries
 from fissile.controlplane.caps import Caps
 from fissile.controlplane.revisions import Revisions
 from fissile.events import EventBus
@@ -98,6 +99,7 @@ class Platform:
         self.invocations: Invocations | None = None
         self.triggers: Triggers | None = None
         self.stats: Stats | None = None
+        self.canaries: Canaries | None = None
         self._servers: list[_Server] = []
         self._serving: list[asyncio.Task[None]] = []
         self._ready = False
@@ -277,6 +279,8 @@ class Platform:
         stats.start()
         router.follow(store)
         triggers.start()
+        self.canaries = Canaries(store, executor.metrics)
+        self.canaries.start()
         servers: list[tuple[Any, socket.socket]] = [
             (router, router_sock),
             (api, api_sock),
@@ -351,6 +355,8 @@ class Platform:
             await asyncio.wait(self._serving, timeout=2.0)
         if self.stats is not None:
             await self.stats.stop()
+        if self.canaries is not None:
+            await self.canaries.stop()
         if self.triggers is not None:
             await self.triggers.stop()
         if self.invocations is not None:

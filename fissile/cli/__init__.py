@@ -12,6 +12,7 @@ import httpx
 import fissile
 from fissile.cli import (
     apikey,
+    canary,
     dev,
     doctor,
     env,
@@ -75,6 +76,8 @@ cli.add_command(route.route)
 cli.add_command(apikey.apikey)
 cli.add_command(route.route, name="httptrigger")
 cli.add_command(route.route, name="ht")
+cli.add_command(canary.canary)
+cli.add_command(canary.canary, name="canary-config")
 cli.add_command(spec.spec)
 cli.add_command(secret.secret)
 cli.add_command(secret.configmap)

@@ -18,9 +18,43 @@ COLUMNS: list[Column] = [
     ("NAME", lambda t: t["name"]),
     ("METHODS", lambda t: t["methods"]),
     ("URL", lambda t: t.get("url") or f"{t.get('prefix')}/*"),
-    ("FUNCTION", lambda t: t["function"]),
+    ("FUNCTION", lambda t: _functions(t)),
     ("EDGE", describe),
 ]
+
+
+def _functions(trigger: dict[str, Any]) -> str:
+    weights = trigger.get("function_weights") or {}
+    if not weights:
+        return str(trigger["function"])
+    return ",".join(f"{name}={weight}" for name, weight in weights.items())
+
+
+def parse_targets(values: tuple[str, ...]) -> tuple[str, dict[str, int]]:
+    """``--function`` values: one NAME, or NAME=WEIGHT for each function of a split. The
+    route's ``function`` (the first named) and its weights (empty without a split)."""
+    if not values:
+        raise click.UsageError("give --function")
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0], {}
+    weights: dict[str, int] = {}
+    for value in values:
+        name, equals, weight = value.partition("=")
+        if not equals or not name or not weight.strip().isdigit():
+            raise click.BadParameter(
+                f"{value!r}: with several functions, give each as NAME=WEIGHT (a whole number)",
+                param_hint="--function",
+            )
+        if name in weights:
+            raise click.BadParameter(f"{name!r} is named twice", param_hint="--function")
+        weights[name] = int(weight)
+    return next(iter(weights)), weights
+
+
+FUNCTION_HELP = (
+    "The function to call; or NAME=WEIGHT, repeated, to split requests by weight"
+    " (--function a=90 --function b=10)."
+)
 
 
 def _name_for(function: str) -> str:
@@ -35,7 +69,7 @@ def route() -> None:
 
 @route.command()
 @click.option("--name", default=None, help="Trigger name [default: generated].")
-@click.option("--function", required=True)
+@click.option("--function", "functions", multiple=True, required=True, help=FUNCTION_HELP)
 @click.option("--url", default=None, help="Path template, e.g. /students/{id}.")
 @click.option("--prefix", default=None, help="Serve this path and everything under it.")
 @click.option("--method", "methods", multiple=True, help="HTTP method (repeat; ANY for all).")
@@ -51,7 +85,7 @@ def route() -> None:
 @spec_options
 def create(
     name: str | None,
-    function: str,
+    functions: tuple[str, ...],
     url: str | None,
     prefix: str | None,
     methods: tuple[str, ...],
@@ -64,6 +98,7 @@ def create(
     """Route a URL to a function."""
     if (url is None) == (prefix is None):
         raise click.UsageError("give exactly one of --url or --prefix")
+    function, weights = parse_targets(functions)
     body: dict[str, Any] = {
         "name": name or _name_for(function),
         "function": function,
@@ -71,6 +106,8 @@ def create(
         "prefix": prefix,
         "methods": list(methods) or ["GET"],
     }
+    if weights:
+        body["function_weights"] = weights
     if webhook_secret:
         body["webhook_secret"] = webhook_secret
     apply_edge(body, edge)
@@ -93,7 +130,11 @@ def list_(function: str | None, output: str) -> None:
     with Client() as client:
         triggers = client.list("httptriggers")
     if function:
-        triggers = [t for t in triggers if t["function"] == function]
+        triggers = [
+            t
+            for t in triggers
+            if t["function"] == function or function in (t.get("function_weights") or {})
+        ]
     emit(triggers, output, COLUMNS)
 
 
@@ -108,7 +149,7 @@ def get(name: str, output: str) -> None:
 
 @route.command()
 @click.option("--name", required=True)
-@click.option("--function", default=None)
+@click.option("--function", "functions", multiple=True, help=FUNCTION_HELP)
 @click.option("--url", default=None)
 @click.option("--prefix", default=None)
 @click.option("--method", "methods", multiple=True)
@@ -119,7 +160,7 @@ def get(name: str, output: str) -> None:
 @edge_options
 def update(
     name: str,
-    function: str | None,
+    functions: tuple[str, ...],
     url: str | None,
     prefix: str | None,
     methods: tuple[str, ...],
@@ -133,6 +174,7 @@ def update(
     fields = (
         "name",
         "function",
+        "function_weights",
         "url",
         "prefix",
         "methods",
@@ -148,8 +190,8 @@ def update(
             body["webhook_secret"] = webhook_secret
         if no_webhook_secret:
             body["webhook_secret"] = None
-        if function:
-            body["function"] = function
+        if functions:
+            body["function"], body["function_weights"] = parse_targets(functions)
         if url:
             body["url"], body["prefix"] = url, None
         if prefix:

@@ -33,6 +33,8 @@ from fissile.executor import Executor
 from fissile.invocations import InvocationError, Invocations, Status
 from fissile.models import (
     ArchiveInfo,
+    Canary,
+    CanarySpec,
     ConfigMap,
     ConfigMapSpec,
     Environment,
@@ -299,6 +301,7 @@ def create_api(
     crud("/v1/watchtriggers", "watchtriggers", WatchTriggerSpec, WatchTrigger, "triggers")
     crud("/v1/secrets", "secrets", SecretSpec, Secret, "secrets")
     crud("/v1/configmaps", "configmaps", ConfigMapSpec, ConfigMap, "secrets")
+    crud("/v1/canaries", "canaries", CanarySpec, Canary, "canaries")
 
     @app.post("/v1/secret-digests", tags=["secrets"], responses=errors(422))
     async def secret_digest(spec: SecretSpec) -> dict[str, str]:

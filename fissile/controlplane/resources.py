@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from fissile.builder import ArchiveStore, Builder
+from fissile.controlplane import canaries
 from fissile.controlplane.caps import Caps
 from fissile.controlplane.errors import ApiError, conflict, not_found
 from fissile.controlplane.revisions import Revisions
@@ -20,6 +21,7 @@ from fissile.models import (
     TRIGGER_KINDS,
     BuildState,
     BuildStatus,
+    CanarySpec,
     EnvironmentSpec,
     FunctionSpec,
     HTTPTriggerSpec,
@@ -295,6 +297,8 @@ class Resources:
             self._check_values(spec)
         elif isinstance(spec, HTTPTriggerSpec):
             self._require("functions", spec.function, "function")
+            for function in spec.function_weights:
+                self._require("functions", function, f"function_weights.{function}")
             _check_edge(spec)
             route = Route.from_trigger(spec)
             existing = [
@@ -309,6 +313,8 @@ class Resources:
                 )
         elif isinstance(spec, TimeTriggerSpec | MessageQueueTriggerSpec | WatchTriggerSpec):
             self._require("functions", spec.function, "function")
+        elif isinstance(spec, CanarySpec):
+            data["status"] = canaries.check(self.store, spec).model_dump(mode="json")
         elif isinstance(spec, EnvironmentSpec):
             pass
         return data
@@ -364,7 +370,7 @@ class Resources:
                 users += [
                     f"{SINGULAR[trigger_kind]} {r.name!r}"
                     for r in self.store.list(trigger_kind)
-                    if r.data["function"] == name
+                    if r.data["function"] == name or name in r.data.get("function_weights", {})
                 ]
         return users
 

@@ -39,6 +39,7 @@ from fissile.router.proxy import Answer, Trip, forward
 from fissile.router.ratelimit import retry_after
 from fissile.router.relay import ResponseTimedOut
 from fissile.router.routes import MethodNotAllowed, Route, RouteTable, request_host
+from fissile.router.split import Split
 from fissile.router.webhook import check_signature
 from fissile.store import Change, Store
 
@@ -146,6 +147,8 @@ class Router:
         self._door_all = door in ("token", "off")
         # The direct calls' route resolutions (``_resolve``), for ``_matches_table`` only.
         self._matches: dict[tuple[str, ...], Resolved | None] = {}
+        # Split routes' resolutions, apart: each request draws its function from the split.
+        self._splits: dict[tuple[str, ...], tuple[Split, dict[str, str], str | None, str]] = {}
         self._matches_table = self.table
 
     def follow(self, store: Store) -> None:
@@ -182,7 +185,10 @@ class Router:
         """A new table, and the functions whose doors it locks (set before the table, which
         ``_resolve`` watches for)."""
         protected = {
-            self._routes[name].function for name, guard in self._guards.items() if guard.protects
+            function
+            for name, guard in self._guards.items()
+            if guard.protects
+            for function in self._routes[name].functions
         }
         self._door_locked = frozenset(protected) if self.door == "auto" else frozenset()
         self.table = RouteTable(self._routes.values())
@@ -240,7 +246,9 @@ class Router:
         if match is None:
             return None
         guard = self._guards.get(match.route.trigger)
-        pool = self.executor.functions.get(match.route.function)
+        split = match.route.split
+        function = match.route.function if split is None else split.pick()
+        pool = self.executor.functions.get(function)
         if guard is None or pool is None:
             return None
         prefix = match.route.path if match.route.prefix else None
@@ -258,12 +266,17 @@ class Router:
             # A table is replaced on any change of the triggers (and their guards), never
             # changed in place.
             matches = self._matches = {}
+            self._splits = {}
             self._matches_table = self.table
         key = (method, path) if host is None else (method, path, host)
         try:
             return matches[key]
         except KeyError:
             pass
+        remembered = self._splits.get(key)
+        if remembered is not None:
+            split, params, prefix, trigger = remembered
+            return (split.pick(), params, prefix, trigger)
         resolved: Resolved | None = None
         try:
             # OPTIONS is the router's to answer (CORS, Allow), or at least to look at.
@@ -271,8 +284,15 @@ class Router:
         except MethodNotAllowed:
             match = None
         if match is not None and match.route.trigger not in self._guards:
-            prefix = match.route.path if match.route.prefix else None
-            resolved = (match.route.function, match.params, prefix, match.route.trigger)
+            route = match.route
+            prefix = route.path if route.prefix else None
+            if route.split is not None:
+                # Never in ``matches``: a hit there must not draw, so other routes pay nothing.
+                if len(self._splits) >= MAX_RESOLVED:
+                    self._splits.clear()
+                self._splits[key] = (route.split, match.params, prefix, route.trigger)
+                return (route.split.pick(), match.params, prefix, route.trigger)
+            resolved = (route.function, match.params, prefix, route.trigger)
         if len(matches) >= MAX_RESOLVED:
             matches.clear()  # distinct paths without end (path params): start over
         matches[key] = resolved
@@ -369,7 +389,7 @@ class Router:
                         send, _allow([*(sorted(route.methods) or HTTP_METHODS), "OPTIONS"])
                     )
                     return
-            function = route.function
+            function = route.function if route.split is None else route.split.pick()
             params = match.params
             if route.prefix:
                 prefix = route.path

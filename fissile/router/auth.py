@@ -136,9 +136,11 @@ def bearer(headers: Headers) -> str | None:
 class APIKeyAuth:
     challenge = b'Bearer realm="fissile"'
 
-    def __init__(self, keys: KeyRing, function: str) -> None:
+    def __init__(self, keys: KeyRing, function: str, also: tuple[str, ...] = ()) -> None:
         self.keys = keys
         self.function = function
+        # A split route's other functions: a key must be allowed to call each of them.
+        self.functions = (function, *(f for f in also if f != function))
 
     async def check(self, headers: Headers) -> Principal | Refusal:
         value = key_value(headers)
@@ -149,10 +151,11 @@ class APIKeyAuth:
         key = self.keys.find(value)
         if key is None:
             return Refusal(401, "unauthorized", "unknown API key", self.challenge)
-        if not key.allows(self.function):
-            return Refusal(
-                403, "forbidden", f"API key {key.name!r} may not call function {self.function!r}"
-            )
+        for function in self.functions:
+            if not key.allows(function):
+                return Refusal(
+                    403, "forbidden", f"API key {key.name!r} may not call function {function!r}"
+                )
         return Principal("apikey", key.name, key=key, consumed=carrier(headers))
 
 

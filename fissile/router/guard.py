@@ -41,7 +41,7 @@ def guard_of(spec: HTTPTriggerSpec, keys: KeyRing) -> Guard | None:
     if spec.webhook_secret:
         guard.webhook_secret = spec.webhook_secret.encode()
     if spec.auth == "apikey":
-        guard.auth = APIKeyAuth(keys, spec.function)
+        guard.auth = APIKeyAuth(keys, spec.function, tuple(spec.function_weights))
     elif spec.auth == "basic":
         guard.auth = BasicAuth(dict(spec.basic_users))
     elif spec.auth == "jwt":

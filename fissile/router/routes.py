@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from fissile.models import HTTPTriggerSpec, template_segments
+from fissile.router.split import Split, targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,13 @@ class Route:
     path: str
     prefix: bool = False
     host: str | None = None  # None: any host
+    # Several functions by weight: each request draws its own (``function`` is the heaviest).
+    split: Split | None = field(default=None, compare=False)
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        """Every function the route may call."""
+        return (self.function,) if self.split is None else self.split.functions
 
     def allows(self, method: str) -> bool:
         return not self.methods or method in self.methods
@@ -31,10 +39,11 @@ class Route:
     @classmethod
     def from_trigger(cls, trigger: HTTPTriggerSpec) -> Route:
         methods = frozenset() if trigger.methods == ["*"] else frozenset(trigger.methods)
-        if trigger.prefix is not None:
-            return cls(trigger.name, trigger.function, methods, trigger.prefix, True, trigger.host)
-        assert trigger.url is not None
-        return cls(trigger.name, trigger.function, methods, trigger.url, False, trigger.host)
+        function, split = targets(trigger.function, trigger.function_weights)
+        prefix = trigger.prefix is not None
+        path = trigger.prefix if trigger.prefix is not None else trigger.url
+        assert path is not None
+        return cls(trigger.name, function, methods, path, prefix, trigger.host, split)
 
 
 @dataclass(slots=True)

@@ -208,10 +208,24 @@ def _function(reader: _Reader, archives: dict[str, Document], directory: Path) -
 
 def _http_trigger(reader: _Reader, archives: dict[str, Document], directory: Path) -> None:
     _name(reader)
-    reader.map("function", "spec", "functionref", "name")
-    if reader.get("spec", "functionref", "type") not in (None, "", "name"):
-        reader.error(("spec", "functionref", "type"), "only functionref type 'name' is supported")
+    kind = reader.get("spec", "functionref", "type")
+    if kind == "function-weights":
+        weights = reader.get("spec", "functionref", "functionweights")
+        if not isinstance(weights, dict) or not weights:
+            path = ("spec", "functionref", "functionweights")
+            reader.error(path, "function-weights needs functionweights: {function: weight}")
+            return
+        # The route's `function` is one of the split's; the weights decide every request.
+        reader.fields["function"] = max(weights, key=lambda name: weights[name])
+        reader.origins["function"] = ("spec", "functionref", "functionweights")
+        reader.map("function_weights", "spec", "functionref", "functionweights")
+        reader.get("spec", "functionref", "name")  # unused by Fission with weights
+    elif kind not in (None, "", "name"):
+        message = "only functionref types 'name' and 'function-weights' are supported"
+        reader.error(("spec", "functionref", "type"), message)
         return
+    else:
+        reader.map("function", "spec", "functionref", "name")
     url, prefix = reader.get("spec", "relativeurl"), reader.get("spec", "prefix")
     if prefix:
         reader.map("prefix", "spec", "prefix")
@@ -284,6 +298,18 @@ def _mq_trigger(reader: _Reader, archives: dict[str, Document], directory: Path)
     reader.finish("MessageQueueTrigger")
 
 
+def _canary(reader: _Reader, archives: dict[str, Document], directory: Path) -> None:
+    _name(reader)
+    reader.map("httptrigger", "spec", "trigger")
+    reader.map("newfunction", "spec", "newfunction")
+    reader.map("oldfunction", "spec", "oldfunction")
+    reader.map("increment_step", "spec", "weightincrement")
+    reader.map("increment_interval", "spec", "duration")
+    reader.map("failure_threshold", "spec", "failurethreshold")
+    reader.map("failure_type", "spec", "failureType")
+    reader.finish("CanaryConfig")
+
+
 _CONVERTERS = {
     "Environment": _environment,
     "Package": _package,
@@ -291,6 +317,7 @@ _CONVERTERS = {
     "HTTPTrigger": _http_trigger,
     "TimeTrigger": _time_trigger,
     "MessageQueueTrigger": _mq_trigger,
+    "CanaryConfig": _canary,
 }
 
 

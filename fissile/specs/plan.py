@@ -23,12 +23,18 @@ ORDER = (
     "functions",
     *TRIGGER_KINDS,
     "apikeys",
+    "canaries",
 )
 #: Where a resource's references point: (field, kind).
 REFERENCES = {
     "packages": (("env", "environments"),),
     "functions": (("env", "environments"), ("package", "packages")),
     **{kind: (("function", "functions"),) for kind in TRIGGER_KINDS},
+    "canaries": (
+        ("httptrigger", "httptriggers"),
+        ("newfunction", "functions"),
+        ("oldfunction", "functions"),
+    ),
 }
 
 Live = Mapping[str, Sequence[Mapping[str, Any]]]

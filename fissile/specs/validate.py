@@ -30,9 +30,10 @@ KINDS = {
     "APIKey": "apikeys",
     "Secret": "secrets",
     "ConfigMap": "configmaps",
+    "CanaryConfig": "canaries",
 }
 #: Kinds Fission has and fissile does not, refused by name rather than silently skipped.
-NOT_YET = ("KubernetesWatchTrigger", "CanaryConfig")
+NOT_YET = ("KubernetesWatchTrigger",)
 #: A Function's ``code``/``src`` makes a package of this name, so a re-apply finds it again.
 CODE_SUFFIX = "-code"
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from syskit import Platform, Spawn, error_of, wait_for, write
 
 VERSIONED = """
@@ -269,3 +272,221 @@ def test_spec_apply_fails_for_a_function_whose_new_code_does_not_load(
     platform.ok("spec", "apply", "--wait", cwd=project)
     assert platform.get("/function/rev-spec").text == "spec-two"
     assert revisions(platform, "rev-spec")[-1]["changes"] == ["code"]
+
+
+# --- Traffic splitting and canaries --------------------------------------------------------
+
+FAILING = """
+def main(request):
+    return ("{version} failed", 500)
+"""
+
+
+def _calls(platform: Platform, path: str, count: int) -> Counter[str]:
+    answers: Counter[str] = Counter()
+    with httpx.Client(base_url=platform.router_url, timeout=30) as client:
+        for _ in range(count):
+            response = client.get(path)
+            answers[f"{response.status_code} {response.text}"] += 1
+    return answers
+
+
+def _functions(platform: Platform, tmp_path: Path, **versions: str) -> None:
+    for name, code in versions.items():
+        source = write(tmp_path / f"{name}.py", code.format(version=name))
+        platform.ok("fn", "create", "--name", name, "--code", str(source))
+
+
+def test_a_route_splits_requests_by_weight(platform: Platform, tmp_path: Path) -> None:
+    _functions(platform, tmp_path, **{"weight-a": VERSIONED, "weight-b": VERSIONED})
+    platform.ok(
+        "route", "create", "--name", "weighted", "--url", "/weighted",
+        "--function", "weight-a=50", "--function", "weight-b=50",
+    )  # fmt: skip
+    route = platform.json_of("route", "get", "--name", "weighted")
+    assert route["function_weights"] == {"weight-a": 50, "weight-b": 50}
+    answers = _calls(platform, "/weighted", 400)
+    assert set(answers) == {"200 weight-a", "200 weight-b"}, answers
+    assert 160 <= answers["200 weight-a"] <= 240, answers  # 50 % ± 10 % of 400
+    # One function again: every request goes to it.
+    platform.ok("route", "update", "--name", "weighted", "--function", "weight-b")
+    wait_for(lambda: platform.get("/weighted").text == "weight-b", 10, "the route to change")
+    assert _calls(platform, "/weighted", 40) == {"200 weight-b": 40}
+    # A function a route splits to cannot be deleted under it.
+    platform.ok("route", "update", "--name", "weighted", "--function", "weight-a=1",
+                "--function", "weight-b=3")  # fmt: skip
+    refused = platform.cli("fn", "delete", "--name", "weight-a")
+    assert refused.rc == 1 and "in use" in refused.err, refused
+    bad = platform.cli("route", "update", "--name", "weighted", "--function", "weight-a=1",
+                       "--function", "no-such-fn=1")  # fmt: skip
+    assert bad.rc == 1 and "no-such-fn" in bad.err, bad
+
+
+def _canary(platform: Platform, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = platform.json_of("canary", "get", "--name", name)
+    return found
+
+
+@contextmanager
+def calling(platform: Platform, path: str) -> Iterator[Counter[str]]:
+    """Call ``path`` in a loop while the block runs, so that a canary has requests to judge."""
+    answers: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def call() -> None:
+        with httpx.Client(base_url=platform.router_url, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = client.get(path)
+                    answers[f"{response.status_code} {response.text}"] += 1
+                except httpx.HTTPError as exc:
+                    answers[repr(exc)] += 1
+                stop.wait(0.02)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        caller.join(30)
+
+
+def test_a_canary_whose_new_function_fails_is_rolled_back(
+    platform: Platform, tmp_path: Path
+) -> None:
+    _functions(platform, tmp_path, **{"canary-old": VERSIONED, "canary-bad": FAILING})
+    platform.ok("route", "create", "--name", "canary-bad-route", "--url", "/canary-bad",
+                "--function", "canary-old")  # fmt: skip
+    with calling(platform, "/canary-bad") as answers:
+        platform.ok(
+            "canary", "create", "--name", "bad-canary", "--httptrigger", "canary-bad-route",
+            "--newfunction", "canary-bad", "--oldfunction", "canary-old",
+            "--increment-step", "30", "--increment-interval", "1s", "--failure-threshold", "10",
+        )  # fmt: skip
+        wait_for(
+            lambda: _canary(platform, "bad-canary")["status"]["state"] != "pending",
+            60,
+            "the canary to be decided",
+        )
+    assert answers["500 canary-bad failed"] > 0, answers  # the new function was tried
+    status = _canary(platform, "bad-canary")["status"]
+    assert status["state"] == "failed", status
+    assert status["weight"] == 0
+    assert status["error_rate"] == 100.0
+    assert "rolled back" in status["message"]
+    route = platform.json_of("route", "get", "--name", "canary-bad-route")
+    assert route["function_weights"] == {"canary-old": 100, "canary-bad": 0}
+    assert _calls(platform, "/canary-bad", 40) == {"200 canary-old": 40}
+    listed = platform.ok("canary", "list").out
+    assert "bad-canary" in listed and "failed" in listed
+
+
+def test_a_healthy_canary_reaches_100_percent(platform: Platform, tmp_path: Path) -> None:
+    _functions(platform, tmp_path, **{"canary-v1": VERSIONED, "canary-v2": VERSIONED})
+    platform.ok("route", "create", "--name", "canary-good-route", "--url", "/canary-good",
+                "--function", "canary-v1")  # fmt: skip
+    with calling(platform, "/canary-good") as answers:
+        platform.ok(
+            "canary", "create", "--name", "good-canary", "--httptrigger", "canary-good-route",
+            "--newfunction", "canary-v2", "--oldfunction", "canary-v1",
+            "--increment-step", "40", "--increment-interval", "1s",
+        )  # fmt: skip
+        wait_for(
+            lambda: _canary(platform, "good-canary")["status"]["state"] != "pending",
+            60,
+            "the canary to be decided",
+        )
+    status = _canary(platform, "good-canary")["status"]
+    assert (status["state"], status["weight"], status["error_rate"]) == ("succeeded", 100, 0.0)
+    assert set(answers) == {"200 canary-v1", "200 canary-v2"}, answers  # never a failure
+    assert _calls(platform, "/canary-good", 40) == {"200 canary-v2": 40}
+    platform.ok("canary", "delete", "--name", "good-canary")
+    assert "good-canary" not in {c["name"] for c in platform.json_of("canary", "list")}
+
+
+@pytest.mark.slow
+def test_a_canary_resumes_after_a_restart(spawn: Spawn, tmp_path: Path) -> None:
+    platform = spawn(None)
+    _functions(platform, tmp_path, **{"resume-v1": VERSIONED, "resume-v2": VERSIONED})
+    platform.ok("route", "create", "--name", "resume-route", "--url", "/resume",
+                "--function", "resume-v1")  # fmt: skip
+    platform.ok(
+        "canary", "create", "--name", "resume-canary", "--httptrigger", "resume-route",
+        "--newfunction", "resume-v2", "--oldfunction", "resume-v1",
+        "--increment-step", "25", "--increment-interval", "1s",
+    )  # fmt: skip
+    # Without requests the first step is taken (to 25 %) and the next one waits for some.
+    wait_for(
+        lambda: "waiting" in _canary(platform, "resume-canary")["status"]["message"],
+        60,
+        "the canary's first step",
+    )
+    assert _canary(platform, "resume-canary")["status"]["weight"] == 25
+    platform.stop_cleanly()
+
+    again = spawn(platform.data_dir)
+    status = _canary(again, "resume-canary")["status"]
+    assert (status["state"], status["weight"]) == ("pending", 25), status
+    with calling(again, "/resume"):
+        wait_for(
+            lambda: _canary(again, "resume-canary")["status"]["state"] != "pending",
+            60,
+            "the resumed canary to finish",
+        )
+    assert _canary(again, "resume-canary")["status"]["state"] == "succeeded"
+    assert _calls(again, "/resume", 20) == {"200 resume-v2": 20}
+
+
+FISSION_CANARY = """
+apiVersion: fission.io/v1
+kind: DeploymentConfig
+name: fission-canary
+uid: 5c1e2f3a-8b7d-4e6f-a1b2-c3d4e5f6a7b8
+---
+apiVersion: fission.io/v1
+kind: HTTPTrigger
+metadata:
+  name: fission-split
+  namespace: default
+spec:
+  functionref:
+    type: function-weights
+    functionweights:
+      fission-v1: 100
+      fission-v2: 0
+  method: GET
+  relativeurl: /fission-split
+---
+apiVersion: fission.io/v1
+kind: CanaryConfig
+metadata:
+  name: fission-canary
+  namespace: default
+spec:
+  trigger: fission-split
+  newfunction: fission-v2
+  oldfunction: fission-v1
+  weightincrement: 50
+  duration: 1s
+  failurethreshold: 10
+  failureType: status-code
+"""
+
+
+def test_fission_canary_configs_apply_and_run(platform: Platform, tmp_path: Path) -> None:
+    _functions(platform, tmp_path, **{"fission-v1": VERSIONED, "fission-v2": VERSIONED})
+    specs = write(tmp_path / "project" / "specs" / "canary.yaml", FISSION_CANARY).parent
+    applied = platform.ok("spec", "apply", "--dir", str(specs))
+    assert "warning" not in applied.err, applied
+    assert _calls(platform, "/fission-split", 10) == {"200 fission-v1": 10}
+    with calling(platform, "/fission-split"):
+        wait_for(
+            lambda: _canary(platform, "fission-canary")["status"]["state"] != "pending",
+            60,
+            "the canary to be decided",
+        )
+    assert _canary(platform, "fission-canary")["status"]["state"] == "succeeded"
+    assert _calls(platform, "/fission-split", 10) == {"200 fission-v2": 10}
+    platform.ok("spec", "destroy", "--dir", str(specs))
+    assert "fission-canary" not in {c["name"] for c in platform.json_of("canary", "list")}

@@ -38,6 +38,11 @@ def test_create_commands_with_spec_write_loadable_files(
          "--topic", "in", "--errortopic", "in-failed", "--maxretries", "1", "--spec"],
         ["watch", "create", "--name", "app-watch", "--function", "app", "--event",
          "function.*", "--spec"],
+        ["route", "create", "--name", "app-split", "--function", "app=90", "--function",
+         "single=10", "--url", "/split", "--spec"],
+        ["canary", "create", "--name", "app-canary", "--httptrigger", "app-split",
+         "--newfunction", "single", "--oldfunction", "app", "--increment-interval", "1m",
+         "--spec"],
     ]  # fmt: skip
     for args in commands:
         result = runner.invoke(cli, args)
@@ -57,6 +62,9 @@ def test_create_commands_with_spec_write_loadable_files(
     assert (mqt["mqtype"], mqt["errortopic"], mqt["maxretries"]) == ("redis", "in-failed", 1)
     assert found["watchtriggers", "app-watch"]["event"] == "function.*"
     assert found["httptriggers", "app-route"]["methods"] == ["*"]
+    assert found["httptriggers", "app-split"]["function_weights"] == {"app": 90, "single": 10}
+    canary = found["canaries", "app-canary"]
+    assert (canary["httptrigger"], canary["increment_interval"]) == ("app-split", 60.0)
 
     again = runner.invoke(cli, commands[0])
     assert again.exit_code == 1
@@ -76,6 +84,7 @@ def test_documents_stored_without_labels_still_load(kind: str) -> None:
         "apikeys": {"name": "k", "functions": ["f"]},
         "secrets": {"name": "s", "keys": [{"key": "k", "size": 1}]},
         "configmaps": {"name": "c", "data": {"k": "v"}},
+        "canaries": {"name": "c", "httptrigger": "t", "newfunction": "g", "oldfunction": "f"},
     }
     model = READ_MODELS[kind].model_validate(documents[kind])
     assert model.model_dump()["labels"] == {}

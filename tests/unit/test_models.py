@@ -302,6 +302,7 @@ def test_registries_cover_every_kind() -> None:
         "configmaps",
         *TRIGGER_KINDS,
         "apikeys",
+        "canaries",
     }
     assert set(SPEC_MODELS) == kinds
     assert set(READ_MODELS) == kinds
