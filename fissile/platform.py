@@ -15,7 +15,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -48,6 +48,10 @@ from fissile.sandbox import SandboxUnavailable
 from fissile.store import AlreadyExists, Store, StoreError, open_store
 from fissile.triggers.service import Triggers
 from fissile.values.sealing import Sealer
+
+if TYPE_CHECKING:
+    from fissile.invocations.pgstore import PostgresInvocationStore
+    from fissile.triggers.timer_slots import SharedTimerState
 
 logger = logging.getLogger("fissile")
 
@@ -197,7 +201,9 @@ class Platform:
             sandbox=_build_sandbox(executor, config),
             timeout=config.build_timeout,
         )
-        self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
+        self.triggers = triggers = Triggers(
+            store, executor, self.events, config.data_dir, timer_state=_timer_state(config)
+        )
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
         revisions = Revisions(store, executor, logs, config.deploy, keep=config.keep_revisions)
         resources = Resources(
@@ -212,7 +218,7 @@ class Platform:
             sealer=sealer,
         )
         self.invocations = invocations = Invocations(
-            InvocationStore(config.invocations_db, config.invocation_bodies),
+            _invocation_store(config),
             executor,
             self.events,
             retention=config.retention,
@@ -460,6 +466,30 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _invocation_store(config: Config) -> InvocationStore | PostgresInvocationStore:
+    """In a cluster, async invocations live in PostgreSQL beside the resources, where every
+    node can run them; on one node, in the data dir."""
+    if not config.shared:
+        return InvocationStore(config.invocations_db, config.invocation_bodies)
+    from fissile.invocations.pgstore import PostgresInvocationStore
+
+    try:
+        return PostgresInvocationStore(config.store, config.node)
+    except Exception as exc:
+        raise StartupError(f"cannot open the invocation store: {exc}") from None
+
+
+def _timer_state(config: Config) -> SharedTimerState | None:
+    if not config.shared:
+        return None
+    from fissile.triggers.timer_slots import SharedTimerState
+
+    try:
+        return SharedTimerState(config.store, config.node)
+    except Exception as exc:
+        raise StartupError(f"cannot open the timer slots: {exc}") from None
 
 
 def _first_start(store: Store) -> None:

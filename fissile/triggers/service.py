@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -17,14 +18,25 @@ from fissile.triggers.mq.hub import BrokerHub
 from fissile.triggers.timer import TimerService, TimerState
 from fissile.triggers.watch import WatchService, publish_function_changes
 
+if TYPE_CHECKING:
+    from fissile.triggers.timer_slots import SharedTimerState
+
 
 class Triggers:
-    def __init__(self, store: Store, executor: Executor, events: EventBus, data_dir: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        events: EventBus,
+        data_dir: Path,
+        timer_state: SharedTimerState | None = None,
+    ) -> None:
         self.store = store
         self.events = events
         self.brokers = BrokerHub(data_dir / "mq.db")
         self.consumers = ConsumerManager(store, self.brokers, executor)
-        self._timer_state = TimerState(data_dir / "triggers.db")
+        # In a cluster, slots are claimed in PostgreSQL (timer_slots.py); else a local file.
+        self._timer_state = timer_state or TimerState(data_dir / "triggers.db")
         self.timers = TimerService(store, self._timer_state, executor)
         self.watches = WatchService(store, events, executor)
         #: The app of the platform socket (context.invoke / context.publish).
