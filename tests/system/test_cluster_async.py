@@ -1,0 +1,199 @@
+"""Async invocations and timers in a cluster: platforms started as a user would
+(``fissile up --store postgresql://...``) with their own data dirs and ports, sharing one fresh
+PostgreSQL schema, one of them killed with SIGKILL mid-work.
+
+What the functions did is counted by a small HTTP receiver on a loopback thread of this process
+(instances share the host's network). Without PostgreSQL the tests skip, except under CI=true.
+Slow (marked): each starts two or three platforms and waits out a lease (10 s) or ~20 timer
+slots.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pgkit import fresh_schema
+from syskit import Platform, Spawn, wait_for, write
+
+pytestmark = pytest.mark.slow
+
+FINAL = {"succeeded", "failed", "timed_out", "cancelled", "dead"}
+
+# Tells the receiver what ran (a timer's slot, else the body), then takes its time.
+WORK = """
+import os
+import time
+import urllib.request
+
+
+def main(request):
+    label = request.headers.get("x-fissile-timer-slot") or request.text
+    urllib.request.urlopen(
+        urllib.request.Request(os.environ["COUNTER"], data=label.encode(), method="POST"),
+        timeout=10,
+    ).read()
+    time.sleep(float(request.query.get("s", "0")))
+    return "ran " + label
+"""
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                label = self.rfile.read(length).decode()
+                with receiver.lock:
+                    receiver.labels.append(label)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def counts(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.labels)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    started = Receiver()
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def store_url() -> Iterator[str]:
+    with fresh_schema() as url:
+        yield url
+
+
+def cluster(spawn: Spawn, tmp_path: Path, url: str, size: int) -> list[Platform]:
+    """``size`` platforms on one store, started two at a time (distinct data dirs, ports).
+
+    Their deploy and archive directories are one, shared: fetching a function's build from
+    the node that made it is another part of cluster mode (issue 17, item 4), not tested here.
+    """
+    for what in ("deploy", "archives"):
+        (tmp_path / f"shared-{what}").mkdir()
+    for i in range(size):
+        (tmp_path / f"node{i}").mkdir()
+        for what in ("deploy", "archives"):
+            (tmp_path / f"node{i}" / what).symlink_to(tmp_path / f"shared-{what}")
+    with ThreadPoolExecutor(2) as pool:
+        return list(
+            pool.map(lambda i: spawn(tmp_path / f"node{i}", "--store", url), range(size))
+        )
+
+
+def create_work(platform: Platform, tmp_path: Path, receiver: Receiver, *more: str) -> None:
+    write(tmp_path / "work.py", WORK)
+    platform.ok(
+        "fn", "create", "--name", "work", "--code", str(tmp_path / "work.py"),
+        "--env-var", f"COUNTER={receiver.url}", *more,
+    )  # fmt: skip
+
+
+def serves(platform: Platform) -> bool:
+    response = platform.request("POST", "/function/work", content=b"probe")
+    return response.status_code == 200 and response.text == "ran probe"
+
+
+def status_of(platform: Platform, invocation_id: str) -> dict[str, Any]:
+    response = platform.get(f"/invocations/{invocation_id}")
+    assert response.status_code == 200, response.text
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def test_sigkill_of_the_accepting_node_loses_no_invocation(
+    spawn: Spawn, tmp_path: Path, store_url: str, receiver: Receiver
+) -> None:
+    first, second = cluster(spawn, tmp_path, store_url, 2)
+    create_work(first, tmp_path, receiver, "--max-scale", "2")
+    wait_for(lambda: serves(second) and serves(first), 60, "the function served by both nodes")
+
+    total = 24
+    ids: dict[str, str] = {}
+    for n in range(total):
+        response = first.request("POST", "/async-function/work?s=0.5", content=f"n{n}".encode())
+        assert response.status_code == 202, response.text
+        ids[response.json()["id"]] = f"n{n}"
+    # Some ran on the accepting node; then it dies with the rest queued or running there.
+    wait_for(lambda: sum(receiver.counts()[f"n{n}"] for n in range(total)) >= 3, 60, "3 runs")
+    first.abandon()  # SIGKILL, then its instances
+
+    def finished() -> dict[str, dict[str, Any]] | None:
+        documents = {i: status_of(second, i) for i in ids}
+        return documents if all(d["status"] in FINAL for d in documents.values()) else None
+
+    documents = wait_for(finished, 60, "every invocation final, through the surviving node")
+    assert {d["status"] for d in documents.values()} == {"succeeded"}, documents
+    for invocation_id, document in documents.items():
+        result = second.get(f"/invocations/{invocation_id}/result")
+        assert result.text == f"ran {ids[invocation_id]}"
+    counts = receiver.counts()
+    assert all(counts[label] >= 1 for label in ids.values())  # at least once
+    nodes = Counter(d["node"] for d in documents.values())
+    assert nodes[f"{_host()}-{second.pid}"] >= 1, nodes  # the dead node's work ran there
+    second.stop_cleanly()
+
+
+def test_a_timer_fires_once_per_slot_across_nodes_and_a_death(
+    spawn: Spawn, tmp_path: Path, store_url: str, receiver: Receiver
+) -> None:
+    platforms = cluster(spawn, tmp_path, store_url, 3)
+    create_work(platforms[0], tmp_path, receiver)
+    wait_for(lambda: all(serves(p) for p in platforms), 60, "the function served everywhere")
+    platforms[1].ok("timer", "create", "--name", "tick", "--function", "work", "--cron", "@every 1s")
+
+    def slots() -> Counter[str]:
+        return Counter({k: v for k, v in receiver.counts().items() if k != "probe"})
+
+    wait_for(lambda: len(slots()) >= 8, 60, "8 slots fired")
+    platforms[0].abandon()  # SIGKILL of the node the timer was created on
+    before = len(slots())
+    wait_for(lambda: len(slots()) >= before + 10, 60, "10 more slots after the death")
+    for platform in platforms[1:]:
+        platform.ok("timer", "delete", "--name", "tick")
+    fired = slots()
+    assert max(fired.values()) == 1, [s for s, c in fired.items() if c > 1]  # never twice
+    stamps = sorted(datetime.fromisoformat(s).timestamp() for s in fired)
+    # Every slot from the first to the last, except at most the one claimed by the node that
+    # died between its claim and its call (timers are at most once).
+    span = round(stamps[-1] - stamps[0]) + 1
+    assert len(stamps) >= span - 1, (span, stamps)
+    for platform in platforms[1:]:
+        platform.stop_cleanly()
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
