@@ -11,7 +11,6 @@ slots.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -107,9 +106,7 @@ def cluster(spawn: Spawn, tmp_path: Path, url: str, size: int) -> list[Platform]
         for what in ("deploy", "archives"):
             (tmp_path / f"node{i}" / what).symlink_to(tmp_path / f"shared-{what}")
     with ThreadPoolExecutor(2) as pool:
-        return list(
-            pool.map(lambda i: spawn(tmp_path / f"node{i}", "--store", url), range(size))
-        )
+        return list(pool.map(lambda i: spawn(tmp_path / f"node{i}", "--store", url), range(size)))
 
 
 def create_work(platform: Platform, tmp_path: Path, receiver: Receiver, *more: str) -> None:
@@ -155,7 +152,7 @@ def test_sigkill_of_the_accepting_node_loses_no_invocation(
 
     documents = wait_for(finished, 60, "every invocation final, through the surviving node")
     assert {d["status"] for d in documents.values()} == {"succeeded"}, documents
-    for invocation_id, document in documents.items():
+    for invocation_id in documents:
         result = second.get(f"/invocations/{invocation_id}/result")
         assert result.text == f"ran {ids[invocation_id]}"
     counts = receiver.counts()
@@ -171,7 +168,9 @@ def test_a_timer_fires_once_per_slot_across_nodes_and_a_death(
     platforms = cluster(spawn, tmp_path, store_url, 3)
     create_work(platforms[0], tmp_path, receiver)
     wait_for(lambda: all(serves(p) for p in platforms), 60, "the function served everywhere")
-    platforms[1].ok("timer", "create", "--name", "tick", "--function", "work", "--cron", "@every 1s")
+    platforms[1].ok(
+        "timer", "create", "--name", "tick", "--function", "work", "--cron", "@every 1s"
+    )
 
     def slots() -> Counter[str]:
         return Counter({k: v for k, v in receiver.counts().items() if k != "probe"})
