@@ -57,6 +57,8 @@ class Config:
     api_token_file: Path | None = None  # None: api-token in the data dir
     # This node's name in a cluster (a PostgreSQL store); None: the host name and process id.
     node_name: str | None = None
+    # NATS of a cluster: where the embedded MQ type lives there; None: NATS on loopback.
+    nats_url: str | None = None
 
     @property
     def shared(self) -> bool:

@@ -202,7 +202,12 @@ class Platform:
             timeout=config.build_timeout,
         )
         self.triggers = triggers = Triggers(
-            store, executor, self.events, config.data_dir, timer_state=_timer_state(config)
+            store,
+            executor,
+            self.events,
+            config.data_dir,
+            timer_state=_timer_state(config),
+            shared_mq=_shared_mq(config),
         )
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
         revisions = Revisions(store, executor, logs, config.deploy, keep=config.keep_revisions)
@@ -490,6 +495,24 @@ def _timer_state(config: Config) -> SharedTimerState | None:
         return SharedTimerState(config.store, config.node)
     except Exception as exc:
         raise StartupError(f"cannot open the timer slots: {exc}") from None
+
+
+def _shared_mq(config: Config) -> tuple[str, str] | None:
+    """In a cluster, the embedded MQ type is NATS JetStream under the cluster's prefix."""
+    if not config.shared:
+        return None
+    import psycopg
+
+    from fissile.triggers.mq.base import DEFAULT_URLS
+    from fissile.triggers.mq.clustered import namespace
+
+    try:
+        with psycopg.connect(config.store, connect_timeout=5) as conn:
+            row = conn.execute("SELECT current_database(), current_schema()").fetchone()
+    except psycopg.Error as exc:
+        raise StartupError(f"cannot name the cluster's topics: {exc}") from None
+    assert row is not None
+    return (config.nats_url or DEFAULT_URLS["nats"], namespace(row[0], row[1]))
 
 
 def _first_start(store: Store) -> None:

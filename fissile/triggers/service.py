@@ -30,10 +30,11 @@ class Triggers:
         events: EventBus,
         data_dir: Path,
         timer_state: SharedTimerState | None = None,
+        shared_mq: tuple[str, str] | None = None,
     ) -> None:
         self.store = store
         self.events = events
-        self.brokers = BrokerHub(data_dir / "mq.db")
+        self.brokers = BrokerHub(data_dir / "mq.db", shared_mq)
         self.consumers = ConsumerManager(store, self.brokers, executor)
         # In a cluster, slots are claimed in PostgreSQL (timer_slots.py); else a local file.
         self._timer_state = timer_state or TimerState(data_dir / "triggers.db")

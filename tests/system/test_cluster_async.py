@@ -40,7 +40,7 @@ def main(request):
         urllib.request.Request(os.environ["COUNTER"], data=label.encode(), method="POST"),
         timeout=10,
     ).read()
-    time.sleep(float(request.query.get("s", "0")))
+    time.sleep(float(request.query.get("s", os.environ.get("SLEEP", "0"))))
     return "ran " + label
 """
 
@@ -189,6 +189,55 @@ def test_a_timer_fires_once_per_slot_across_nodes_and_a_death(
     assert len(stamps) >= span - 1, (span, stamps)
     for platform in platforms[1:]:
         platform.stop_cleanly()
+
+
+def require_nats() -> None:
+    import os
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=2).close()
+    except OSError as exc:
+        reason = f"no NATS on 127.0.0.1:4222: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: NATS tests must run)", pytrace=False)
+        pytest.skip(reason)
+
+
+def test_embedded_mq_in_a_cluster_consumes_every_message_across_a_death(
+    spawn: Spawn, tmp_path: Path, store_url: str, receiver: Receiver
+) -> None:
+    require_nats()
+    first, second = cluster(spawn, tmp_path, store_url, 2)
+    create_work(first, tmp_path, receiver, "--env-var", "SLEEP=0.3")
+    wait_for(lambda: serves(second) and serves(first), 60, "the function served by both nodes")
+    topic = f"jobs-{tmp_path.name[-12:]}"
+    first.ok(
+        "mqt", "create", "--name", "jobs", "--function", "work", "--topic", topic,
+        "--concurrency", "2",
+    )  # fmt: skip
+    total = 30
+    for n in range(total):
+        # Through either node: the topic is the cluster's, not a node's.
+        node = (first, second)[n % 2]
+        token = (node.data_dir / "api-token").read_text().strip()
+        response = node.http.post(
+            f"{node.api_url}/v1/topics/{topic}/messages",
+            params={"mqtype": "embedded"},
+            content=f"m{n}".encode(),
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert response.status_code in (200, 201, 202), response.text
+    labels = [f"m{n}" for n in range(total)]
+    wait_for(lambda: sum(receiver.counts()[m] for m in labels) >= 4, 60, "4 messages consumed")
+    first.abandon()  # SIGKILL, with deliveries in flight there
+    assert sum(receiver.counts()[m] >= 1 for m in labels) < total  # work was left
+    wait_for(
+        lambda: all(receiver.counts()[m] >= 1 for m in labels),
+        60,
+        "every message consumed at least once by the surviving node",
+    )
+    second.stop_cleanly()
 
 
 def _host() -> str:
