@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from fissile.triggers.mq.base import Subscription
-from fissile.triggers.mq.nats import NatsBroker
+from fissile.triggers.mq.base import Subscription, broker_class
+
+if TYPE_CHECKING:
+    from fissile.triggers.mq.nats import NatsBroker
 
 # A dead node's deliveries come back after this long (seconds) unless the URL sets ack_wait.
 ACK_WAIT = 10.0
@@ -35,7 +38,8 @@ class ClusterBroker:
         if "ack_wait=" not in url:
             url += ("&" if "?" in url else "?") + f"ack_wait={ACK_WAIT:g}"
         self.prefix = prefix
-        self.nats = NatsBroker(url)
+        # Through broker_class: without the nats extra, a MissingExtra naming it.
+        self.nats: NatsBroker = broker_class("nats")(url)  # type: ignore[call-arg,assignment]
 
     def subject(self, topic: str) -> str:
         return f"{self.prefix}.{topic}"
