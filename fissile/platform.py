@@ -51,7 +51,7 @@ from fissile.values.sealing import Sealer
 
 if TYPE_CHECKING:
     from fissile.invocations.pgstore import PostgresInvocationStore
-    from fissile.triggers.timer_slots import SharedTimerState
+    from fissile.triggers.claims import SharedClaims
 
 logger = logging.getLogger("fissile")
 
@@ -206,7 +206,7 @@ class Platform:
             executor,
             self.events,
             config.data_dir,
-            timer_state=_timer_state(config),
+            claims=_claims(config),
             shared_mq=_shared_mq(config),
         )
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
@@ -486,15 +486,17 @@ def _invocation_store(config: Config) -> InvocationStore | PostgresInvocationSto
         raise StartupError(f"cannot open the invocation store: {exc}") from None
 
 
-def _timer_state(config: Config) -> SharedTimerState | None:
+def _claims(config: Config) -> SharedClaims | None:
     if not config.shared:
         return None
-    from fissile.triggers.timer_slots import SharedTimerState
+    from fissile.triggers.claims import SharedClaims
 
     try:
-        return SharedTimerState(config.store, config.node)
+        return SharedClaims(config.store, config.node)
     except Exception as exc:
-        raise StartupError(f"cannot open the timer slots: {exc}") from None
+        raise StartupError(
+            f"cannot open the shared timer slots and watch deliveries: {exc}"
+        ) from None
 
 
 def _shared_mq(config: Config) -> tuple[str, str] | None:

@@ -19,7 +19,7 @@ from fissile.triggers.timer import TimerService, TimerState
 from fissile.triggers.watch import WatchService, publish_function_changes
 
 if TYPE_CHECKING:
-    from fissile.triggers.timer_slots import SharedTimerState
+    from fissile.triggers.claims import SharedClaims
 
 
 class Triggers:
@@ -29,17 +29,17 @@ class Triggers:
         executor: Executor,
         events: EventBus,
         data_dir: Path,
-        timer_state: SharedTimerState | None = None,
+        claims: SharedClaims | None = None,
         shared_mq: tuple[str, str] | None = None,
     ) -> None:
         self.store = store
         self.events = events
         self.brokers = BrokerHub(data_dir / "mq.db", shared_mq)
         self.consumers = ConsumerManager(store, self.brokers, executor)
-        # In a cluster, slots are claimed in PostgreSQL (timer_slots.py); else a local file.
-        self._timer_state = timer_state or TimerState(data_dir / "triggers.db")
+        # In a cluster, slots (and watch deliveries) are claimed in PostgreSQL (claims.py).
+        self._timer_state = claims or TimerState(data_dir / "triggers.db")
         self.timers = TimerService(store, self._timer_state, executor)
-        self.watches = WatchService(store, events, executor)
+        self.watches = WatchService(store, events, executor, claims)
         #: The app of the platform socket (context.invoke / context.publish).
         self.socket_app = PlatformSocketApp(executor, self.brokers.deliver)
 
@@ -50,7 +50,7 @@ class Triggers:
 
     def start(self) -> None:
         """Follow the store (after the executor does, so functions exist when triggers fire)."""
-        publish_function_changes(self.store, self.events)
+        publish_function_changes(self.store, self.events, shared=self.watches.claims is not None)
         self.watches.start()
         self.consumers.start()
         self.timers.start()

@@ -6,7 +6,7 @@ are at most once). After a restart the schedule resumes from the first slot afte
 the last slot fired: runs missed while the platform was down are skipped, not caught up.
 Each run is its own task, so a slow function does not delay the next slot.
 
-In a cluster the state is ``SharedTimerState`` (``timer_slots.py``): recording a slot claims it,
+In a cluster the state is ``SharedClaims`` (``claims.py``): recording a slot claims it,
 and only the node whose claim succeeded fires it.
 """
 
@@ -32,7 +32,7 @@ from fissile.store.space import StorageFull, writing
 from fissile.triggers.schedule import Schedule
 
 if TYPE_CHECKING:
-    from fissile.triggers.timer_slots import SharedTimerState
+    from fissile.triggers.claims import SharedClaims
 
 logger = logging.getLogger("fissile.timer")
 
@@ -89,7 +89,7 @@ class Timer:
     def __init__(
         self,
         spec: TimeTriggerSpec,
-        state: TimerState | SharedTimerState,
+        state: TimerState | SharedClaims,
         executor: Executor,
         fires: Tally | None = None,
     ) -> None:
@@ -178,9 +178,7 @@ class Timer:
 class TimerService:
     """Follows the store: timers start, restart and stop as triggers change."""
 
-    def __init__(
-        self, store: Store, state: TimerState | SharedTimerState, executor: Executor
-    ) -> None:
+    def __init__(self, store: Store, state: TimerState | SharedClaims, executor: Executor) -> None:
         self.store = store
         self.state = state
         self.executor = executor

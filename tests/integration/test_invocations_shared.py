@@ -1,5 +1,5 @@
 """Async invocations and timer slots shared in PostgreSQL (fissile/invocations/pgstore.py,
-fissile/triggers/timer_slots.py): the record's protocol on both stores (the same bodies), then
+fissile/triggers/claims.py): the record's protocol on both stores (the same bodies), then
 what only a shared store does: leases, claims, give-backs, a dead node's invocations run by
 another, watchers on a node that does not run the invocation, and slots fired once.
 
@@ -24,8 +24,10 @@ from pgkit import fresh_schema
 from fissile.invocations import Invocations, InvocationStore, Status
 from fissile.invocations.pgstore import PostgresInvocationStore
 from fissile.invocations.records import Invocation, Response
+from fissile.store import Change, Record
+from fissile.triggers.claims import SharedClaims
 from fissile.triggers.timer import TimerState
-from fissile.triggers.timer_slots import SharedTimerState
+from fissile.triggers.watch import change_id
 
 Store = InvocationStore | PostgresInvocationStore
 
@@ -278,7 +280,7 @@ async def test_a_submitted_invocation_runs_on_its_node_and_is_given_back_at_stop
 
 
 def test_a_slot_is_claimed_once_across_nodes(pg_url: str) -> None:
-    nodes = [SharedTimerState(pg_url, f"n{i}") for i in range(3)]
+    nodes = [SharedClaims(pg_url, f"n{i}") for i in range(3)]
     try:
         slot = datetime(2026, 1, 1, tzinfo=UTC)
         assert nodes[0].last_fired("t") is None
@@ -307,3 +309,29 @@ def test_the_single_node_state_always_fires(tmp_path: Path) -> None:
     slot = datetime(2026, 1, 1, tzinfo=UTC)
     assert state.record("t", slot) and state.record("t", slot)
     state.close()
+
+
+def test_a_watch_delivery_is_claimed_once_across_nodes(pg_url: str) -> None:
+    nodes = [SharedClaims(pg_url, f"n{i}") for i in range(3)]
+    try:
+        assert [n.claim_delivery("w", "e1") for n in nodes] == [True, False, False]
+        assert nodes[1].claim_delivery("other", "e1")  # per watch
+        assert nodes[2].claim_delivery("w", "e2")
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_a_change_has_one_event_id_on_every_node() -> None:
+    made = datetime(2026, 1, 1, tzinfo=UTC)
+    record = Record("functions", "f", {"env": "python"}, 2, made, made + timedelta(seconds=1))
+    # Another node's copy of the same change: equal, not the same object.
+    again = Record("functions", "f", {"env": "python"}, 2, made, made + timedelta(seconds=2))
+    assert change_id(Change("updated", record)) == change_id(Change("updated", again))
+    remade = Record("functions", "f", {}, 2, made + timedelta(seconds=5), made)
+    others = {
+        change_id(Change("deleted", record)),
+        change_id(Change("updated", remade)),
+        change_id(Change("updated", Record("functions", "f", {}, 3, made, made))),
+    }
+    assert len(others | {change_id(Change("updated", record))}) == 4

@@ -191,6 +191,41 @@ def test_a_timer_fires_once_per_slot_across_nodes_and_a_death(
         platform.stop_cleanly()
 
 
+def test_a_watch_is_called_once_per_event_across_nodes(
+    spawn: Spawn, tmp_path: Path, store_url: str, receiver: Receiver
+) -> None:
+    import json
+
+    first, second = cluster(spawn, tmp_path, store_url, 2)
+    create_work(first, tmp_path, receiver)
+    wait_for(lambda: serves(second) and serves(first), 60, "the function served by both nodes")
+    second.ok("watch", "create", "--name", "w", "--function", "work", "--event", "function.*")
+    write(tmp_path / "other.py", 'def main():\n    return "other"\n')
+    first.ok("fn", "create", "--name", "other", "--code", str(tmp_path / "other.py"))
+    second.ok("fn", "update", "--name", "other", "--code", str(tmp_path / "work.py"))
+    first.ok("fn", "delete", "--name", "other")
+
+    def events() -> list[tuple[str, int]]:
+        found = []
+        for label in receiver.counts().elements():
+            if label.startswith("{"):
+                event = json.loads(label)
+                if event["data"]["function"] == "other":
+                    found.append((event["type"], event["data"]["generation"]))
+        return found
+
+    # The delete comes last: each node delivers its events in order, so by the time the
+    # delete's arrived, a second delivery of the others would have too.
+    wait_for(lambda: ("function.deleted", 2) in events(), 60, "the delete's event")
+    assert sorted(events()) == [
+        ("function.created", 1),
+        ("function.deleted", 2),
+        ("function.updated", 2),
+    ]
+    second.stop_cleanly()
+    first.stop_cleanly()
+
+
 def require_nats() -> None:
     import os
     import socket

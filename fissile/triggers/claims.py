@@ -1,15 +1,18 @@
-"""Timer slots shared by the nodes of a cluster: each slot is claimed in PostgreSQL before it
-fires, so it fires once across the cluster (``docs/cluster.md``).
+"""What the nodes of a cluster do once between them, claimed in PostgreSQL first: timer slots
+and watch deliveries (``docs/cluster.md``).
 
 Every node runs every timer and wakes at every slot; the first to insert the slot's row fires
-it, the others find the row there and skip it. No leader, nothing to elect or hand over: a dead
-node simply stops inserting. A node that claims a slot and dies before calling the function
-loses that run, as a single node does (timers are at most once).
+it, the others find the row there and skip it. Likewise every node sees every change of a
+function and publishes its event under the same id (``watch.py``); a watch trigger is called by
+the node that inserted the (trigger, event) row. No leader, nothing to elect or hand over: a dead
+node simply stops inserting. A node that claims and dies before calling the function loses that
+run, as a single node does (timers and watches are at most once).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,10 +24,15 @@ from fissile.store.space import StorageFull
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS timer_slots (timer TEXT NOT NULL,"
-    " slot DOUBLE PRECISION NOT NULL, node TEXT NOT NULL, PRIMARY KEY (timer, slot))"
+    " slot DOUBLE PRECISION NOT NULL, node TEXT NOT NULL, PRIMARY KEY (timer, slot))",
+    "CREATE TABLE IF NOT EXISTS watch_deliveries (watch TEXT NOT NULL, event TEXT NOT NULL,"
+    " node TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, PRIMARY KEY (watch, event))",
 )
-# Slots older than this are forgotten: only the last one matters, and only for a while.
+# Claims older than this are forgotten: only the last slot matters, and only for a while; an
+# event is seen by every node within seconds.
 KEEP = 24 * 3600.0
+# Old watch deliveries are deleted by one claim in this many.
+PRUNE_EVERY = 100
 _CREATE_LOCK = 0x66697375
 
 
@@ -36,7 +44,7 @@ class SlotsUnavailable(StorageFull):
         self.args = (f"the timer slots are unavailable: {reason}",)
 
 
-class SharedTimerState:
+class SharedClaims:
     def __init__(self, url: str, node: str) -> None:
         self.node = node
         self._lock = threading.Lock()
@@ -51,7 +59,9 @@ class SharedTimerState:
         )
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
-            conn.execute(_SCHEMA.encode())
+            for statement in _SCHEMA:
+                conn.execute(statement.encode())
+        self._claims = 0
 
     def last_fired(self, name: str) -> datetime | None:
         rows = self._query("SELECT max(slot) FROM timer_slots WHERE timer = %s", (name,))
@@ -70,6 +80,20 @@ class SharedTimerState:
             self._query(
                 "DELETE FROM timer_slots WHERE timer = %s AND slot < %s", (name, stamp - KEEP)
             )
+        return bool(rows)
+
+    def claim_delivery(self, watch: str, event_id: str) -> bool:
+        """Claim the delivery of event ``event_id`` to watch trigger ``watch``: True when it
+        is this node's to make."""
+        now = time.time()
+        rows = self._query(
+            "INSERT INTO watch_deliveries (watch, event, node, at) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING at",
+            (watch, event_id, self.node, now),
+        )
+        self._claims += 1
+        if self._claims % PRUNE_EVERY == 0:
+            self._query("DELETE FROM watch_deliveries WHERE at < %s", (now - KEEP,))
         return bool(rows)
 
     def forget(self, name: str) -> None:
