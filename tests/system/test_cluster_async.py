@@ -1,11 +1,12 @@
-"""Async invocations and timers in a cluster: platforms started as a user would
+"""Async invocations, timers, the embedded MQ type and watches in a cluster: platforms started
+as a user would
 (``fissile up --store postgresql://...``) with their own data dirs and ports, sharing one fresh
 PostgreSQL schema, one of them killed with SIGKILL mid-work.
 
 What the functions did is counted by a small HTTP receiver on a loopback thread of this process
 (instances share the host's network). Without PostgreSQL the tests skip, except under CI=true.
-Slow (marked): each starts two or three platforms and waits out a lease (10 s) or ~20 timer
-slots.
+Slow (marked): each starts two or three platforms (10-25 s each); the async test waits out a
+lease (10 s), the timer test ~20 slots. The MQ test also needs NATS on loopback.
 """
 
 from __future__ import annotations
