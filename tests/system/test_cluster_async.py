@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pgkit import fresh_schema
 from syskit import Platform, Spawn, wait_for, write
@@ -130,6 +131,27 @@ def status_of(platform: Platform, invocation_id: str) -> dict[str, Any]:
     return document
 
 
+def sse(platform: Platform, invocation_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The (event, data) pairs of an invocation's event stream, read to its end."""
+    import json
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    url = f"{platform.router_url}/invocations/{invocation_id}/events"
+    with httpx.Client(timeout=60) as client, client.stream("GET", url) as response:
+        assert response.status_code == 200
+        fields: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            elif fields:
+                events.append((fields["event"], json.loads(fields["data"])))
+                fields = {}
+    return events
+
+
 def test_sigkill_of_the_accepting_node_loses_no_invocation(
     spawn: Spawn, tmp_path: Path, store_url: str, receiver: Receiver
 ) -> None:
@@ -145,7 +167,14 @@ def test_sigkill_of_the_accepting_node_loses_no_invocation(
         ids[response.json()["id"]] = f"n{n}"
     # Some ran on the accepting node; then it dies with the rest queued or running there.
     wait_for(lambda: sum(receiver.counts()[f"n{n}"] for n in range(total)) >= 3, 60, "3 runs")
-    first.abandon()  # SIGKILL, then its instances
+    # A client follows the last one through the other node, from before the death to its end.
+    last = list(ids)[-1]
+    with ThreadPoolExecutor(1) as pool:
+        streamed = pool.submit(sse, second, last)
+        first.abandon()  # SIGKILL, then its instances
+        events = streamed.result(timeout=90)
+    assert events[-1][0] == "result" and events[-1][1]["status"] == "succeeded", events
+    assert events[-1][1]["node"] == f"{_host()}-{second.pid}", events
 
     def finished() -> dict[str, dict[str, Any]] | None:
         documents = {i: status_of(second, i) for i in ids}
