@@ -83,6 +83,8 @@ _NOW = "extract(epoch from clock_timestamp())"
 _OPEN = "status IN ('queued', 'running')"
 # A cancel made through another node wins over the outcome of the attempt it could not stop.
 _NOT_CANCELLED = "status <> 'cancelled'"
+# Due now and held by nobody: never held, given back, or left by a node whose lease ran out.
+_FREE = f"{_OPEN} AND next_attempt_at <= {_NOW} AND (owner IS NULL OR lease_until < {_NOW})"
 
 #: Serialises creating the table by nodes starting together (any constant will do).
 _CREATE_LOCK = 0x66697374
@@ -127,18 +129,24 @@ class PostgresInvocationStore:
 
     # -- ownership ----------------------------------------------------------------------
 
-    def claim(self, limit: int) -> builtins.list[Invocation]:
-        """Take up to ``limit`` invocations due now that nobody holds (new, released, or left
-        by a node whose lease ran out), oldest first, for a lease."""
+    def free(self) -> dict[str, int]:
+        """How many invocations nobody holds, by function."""
+        rows = self._query(f"SELECT function, COUNT(*) FROM invocations WHERE {_FREE} GROUP BY 1")
+        return {function: count for function, count in rows}
+
+    def claim(self, limit: int, function: str | None = None) -> builtins.list[Invocation]:
+        """Take up to ``limit`` invocations (of ``function``, or any) that nobody holds,
+        oldest first, for a lease."""
         if limit <= 0:
             return []
+        which = "" if function is None else " AND function = %s"
+        args = () if function is None else (function,)
         rows = self._query(
             f"UPDATE invocations SET owner = %s, lease_until = {_NOW} + %s"
-            f" WHERE id IN (SELECT id FROM invocations WHERE {_OPEN}"
-            f" AND next_attempt_at <= {_NOW} AND (owner IS NULL OR lease_until < {_NOW})"
+            f" WHERE id IN (SELECT id FROM invocations WHERE {_FREE}{which}"
             " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)"
             f" RETURNING {_COLUMNS}",
-            (self.node, self.lease, limit),
+            (self.node, self.lease, *args, limit),
         )
         return sorted((self._invocation(row) for row in rows), key=lambda i: i.created_at)
 
@@ -170,8 +178,9 @@ class PostgresInvocationStore:
 
     # -- writes -------------------------------------------------------------------------
 
-    def add(self, invocation: Invocation, body: bytes) -> None:
-        # Owned by the accepting node from the start: it runs it unless it dies first.
+    def add(self, invocation: Invocation, body: bytes, hold: bool = True) -> None:
+        """Record a new invocation, held by this node (it runs it unless it dies first) or,
+        without ``hold``, free for any node to claim."""
         try:
             self._durably(
                 "INSERT INTO invocations (id, function, status, method, target, headers, body,"
@@ -191,13 +200,13 @@ class PostgresInvocationStore:
                     invocation.next_attempt_at,
                     invocation.callback_url,
                     invocation.callback_state,
-                    self.node,
-                    self.lease,
+                    self.node if hold else None,
+                    self.lease if hold else 0,
                 ),
             )
         except InvocationsUnavailable as exc:
             raise InvocationError(503, "store_unavailable", str(exc)) from None
-        invocation.node = self.node
+        invocation.node = self.node if hold else None
 
     def started(self, invocation: Invocation) -> None:
         self._write(

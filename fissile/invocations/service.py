@@ -107,6 +107,7 @@ class Invocations:
             store if getattr(store, "shared", False) else None  # type: ignore[assignment]
         )
         self._seen: dict[str, tuple[str, int]] = {}  # watched here: the last state told
+        self._claim_now = asyncio.Event()  # an attempt ended: claim more at once
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -224,8 +225,15 @@ class Invocations:
             callback_url=callback_url,
             callback_state="pending" if callback_url else None,
         )
-        self.store.add(invocation, body)
-        self._enqueue(invocation.id, function, now)
+        if self._shared is None:
+            self.store.add(invocation, body)
+            self._enqueue(invocation.id, function, now)
+        elif self._room(function) > 0:
+            self._shared.add(invocation, body)
+            self._enqueue(invocation.id, function, now)
+        else:
+            # No room here now: left to whichever node has room first (this one included).
+            self._shared.add(invocation, body, hold=False)
         accepted.record(
             f"accept {function}",
             start,
@@ -322,18 +330,45 @@ class Invocations:
                 if now - renewed >= shared.lease / 4:
                     shared.renew()
                     renewed = now
-                if now - claimed >= CLAIM_INTERVAL:
+                if now - claimed >= CLAIM_INTERVAL or self._claim_now.is_set():
+                    self._claim_now.clear()
                     claimed = now
-                    held = sum(len(q) for q in self._queues.values()) + len(self._delayed)
-                    for invocation in shared.claim(self.max_running - len(self._running) - held):
-                        self._adopt(invocation)
+                    self._claim(shared)
                 if self._watchers:
                     self._poll_watched(shared)
             except StorageFull as exc:
                 logger.warning("%s", exc)
             except Exception:
                 logger.exception("sharing invocations with the cluster failed")
-            await asyncio.sleep(WATCH_INTERVAL if self._watchers else CLAIM_INTERVAL / 2)
+            pause = WATCH_INTERVAL if self._watchers else CLAIM_INTERVAL / 2
+            try:
+                await asyncio.wait_for(self._claim_now.wait(), pause)
+            except TimeoutError:
+                pass
+
+    def _claim(self, shared: PostgresInvocationStore) -> None:
+        """Claim free invocations of the functions this node has room for, as many as the
+        room; the rest stay free for nodes with room."""
+        held = sum(len(q) for q in self._queues.values()) + len(self._delayed)
+        room = self.max_running - len(self._running) - held
+        if room <= 0:
+            return
+        for function, count in shared.free().items():
+            take = min(room, count, self._room(function))
+            if take <= 0:
+                continue
+            for invocation in shared.claim(take, function):
+                self._adopt(invocation)
+            room -= take
+            if room <= 0:
+                return
+
+    def _room(self, function: str) -> int:
+        """Attempts of ``function`` this node could start now beyond those it holds."""
+        if function not in self.executor.functions:
+            return 0  # not known here (yet): a node that knows it runs it
+        held = len(self._queues.get(function, ())) + self._per_function.get(function, 0)
+        return self._limit(function) - held
 
     def _adopt(self, invocation: Invocation) -> None:
         if invocation.id in self._running:
@@ -417,6 +452,8 @@ class Invocations:
         attempt.task.add_done_callback(lambda _: self._ended(invocation_id, function))
 
     def _ended(self, invocation_id: str, function: str) -> None:
+        if self._shared is not None:
+            self._claim_now.set()
         self._running.pop(invocation_id, None)
         left = self._per_function.get(function, 1) - 1
         if left > 0:

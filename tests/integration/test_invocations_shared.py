@@ -335,3 +335,43 @@ def test_a_change_has_one_event_id_on_every_node() -> None:
         change_id(Change("updated", Record("functions", "f", {}, 3, made, made))),
     }
     assert len(others | {change_id(Change("updated", record))}) == 4
+
+
+SLOW = """
+import time
+
+def main(request):
+    time.sleep(0.2)
+    return "done"
+"""
+
+
+async def test_work_beyond_a_nodes_room_is_left_to_nodes_with_room(
+    harness: Harness, pg_url: str
+) -> None:
+    # Each node may run two at a time: what the accepting node cannot start now stays free,
+    # and the other node claims it (both nodes share one executor here, with room for both).
+    harness.function("slow", SLOW, max_scale=2, concurrency=1)
+    one = Invocations(PostgresInvocationStore(pg_url, "one"), harness.executor)
+    two = Invocations(PostgresInvocationStore(pg_url, "two"), harness.executor)
+    one.max_running = two.max_running = 1
+    await one.start()
+    await two.start()
+    try:
+        ids = [one.submit("slow", "POST", "/", [], b"").id for _ in range(8)]
+        first = one.get(ids[0])
+        assert first is not None and first.node == "one"  # room here: held at once
+        assert one.get(ids[-1]).node is None  # type: ignore[union-attr]
+
+        def done() -> bool:
+            return all((one.get(i) or make(i)).final for i in ids)
+
+        await until(done, timeout=60)
+        found = [one.get(i) for i in ids]
+        assert {f.status for f in found if f is not None} == {Status.succeeded}
+        assert {f.node for f in found if f is not None} == {"one", "two"}
+    finally:
+        await one.stop(grace=0.5)
+        await two.stop(grace=0.5)
+        one.store.close()
+        two.store.close()
