@@ -55,6 +55,23 @@ class Config:
     secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
     store_url: str | None = None  # None: the SQLite file in the data dir (``store``)
     api_token_file: Path | None = None  # None: api-token in the data dir
+    # This node's name in a cluster (a PostgreSQL store); None: the host name and process id.
+    node_name: str | None = None
+    # NATS of a cluster: where the embedded MQ type lives there; None: NATS on loopback.
+    nats_url: str | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Cluster mode: state, async invocations and timer slots are shared in PostgreSQL."""
+        return self.store.split("://", 1)[0] in ("postgresql", "postgres")
+
+    @property
+    def node(self) -> str:
+        if self.node_name:
+            return self.node_name
+        import socket
+
+        return f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def invocations_db(self) -> Path:

@@ -62,8 +62,11 @@ class EventBus:
 
         return unsubscribe
 
-    def publish(self, type: str, data: dict[str, Any] | None = None) -> Event:
-        event = Event(type, data or {})
+    def publish(
+        self, type: str, data: dict[str, Any] | None = None, id: str | None = None
+    ) -> Event:
+        """``id``: the event's, when every node of a cluster must publish it as one event."""
+        event = Event(type, data or {}) if id is None else Event(type, data or {}, id)
         for pattern, handler in list(self._subscriptions):
             if pattern == "*" or pattern == type or fnmatch.fnmatchcase(type, pattern):
                 self._dispatch(handler, event)

@@ -15,7 +15,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -49,6 +49,10 @@ from fissile.sandbox import SandboxUnavailable
 from fissile.store import AlreadyExists, Store, StoreError, open_store
 from fissile.triggers.service import Triggers
 from fissile.values.sealing import Sealer
+
+if TYPE_CHECKING:
+    from fissile.invocations.pgstore import PostgresInvocationStore
+    from fissile.triggers.claims import SharedClaims
 
 logger = logging.getLogger("fissile")
 
@@ -199,7 +203,14 @@ class Platform:
             sandbox=_build_sandbox(executor, config),
             timeout=config.build_timeout,
         )
-        self.triggers = triggers = Triggers(store, executor, self.events, config.data_dir)
+        self.triggers = triggers = Triggers(
+            store,
+            executor,
+            self.events,
+            config.data_dir,
+            claims=_claims(config),
+            shared_mq=_shared_mq(config),
+        )
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
         revisions = Revisions(store, executor, logs, config.deploy, keep=config.keep_revisions)
         resources = Resources(
@@ -214,7 +225,7 @@ class Platform:
             sealer=sealer,
         )
         self.invocations = invocations = Invocations(
-            InvocationStore(config.invocations_db, config.invocation_bodies),
+            _invocation_store(config),
             executor,
             self.events,
             retention=config.retention,
@@ -466,6 +477,50 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _invocation_store(config: Config) -> InvocationStore | PostgresInvocationStore:
+    """In a cluster, async invocations live in PostgreSQL beside the resources, where every
+    node can run them; on one node, in the data dir."""
+    if not config.shared:
+        return InvocationStore(config.invocations_db, config.invocation_bodies)
+    from fissile.invocations.pgstore import PostgresInvocationStore
+
+    try:
+        return PostgresInvocationStore(config.store, config.node)
+    except Exception as exc:
+        raise StartupError(f"cannot open the invocation store: {exc}") from None
+
+
+def _claims(config: Config) -> SharedClaims | None:
+    if not config.shared:
+        return None
+    from fissile.triggers.claims import SharedClaims
+
+    try:
+        return SharedClaims(config.store, config.node)
+    except Exception as exc:
+        raise StartupError(
+            f"cannot open the shared timer slots and watch deliveries: {exc}"
+        ) from None
+
+
+def _shared_mq(config: Config) -> tuple[str, str] | None:
+    """In a cluster, the embedded MQ type is NATS JetStream under the cluster's prefix."""
+    if not config.shared:
+        return None
+    import psycopg
+
+    from fissile.triggers.mq.base import DEFAULT_URLS
+    from fissile.triggers.mq.clustered import namespace
+
+    try:
+        with psycopg.connect(config.store, connect_timeout=5) as conn:
+            row = conn.execute("SELECT current_database(), current_schema()").fetchone()
+    except psycopg.Error as exc:
+        raise StartupError(f"cannot name the cluster's topics: {exc}") from None
+    assert row is not None
+    return (config.nats_url or DEFAULT_URLS["nats"], namespace(row[0], row[1]))
 
 
 def _first_start(store: Store) -> None:

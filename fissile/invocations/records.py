@@ -65,6 +65,7 @@ class Invocation:
     callback_state: str | None = None  # pending | delivered | failed
     callback_attempts: int = 0
     callback_error: str | None = None
+    node: str | None = None  # in a cluster: the node that holds (or last held) it
 
     @property
     def final(self) -> bool:
@@ -89,6 +90,8 @@ class Invocation:
             "error": self.error,
             "response": None if self.response is None else self.response.to_json(),
         }
+        if self.node is not None:
+            document["node"] = self.node
         if self.callback_url is not None:
             document["callback"] = {
                 "url": self.callback_url,

@@ -5,6 +5,11 @@ Queued ids live in memory per function (the database is the truth, memory the in
 starting platform rebuilds the index from the database, and an invocation that was running when
 the platform died runs again (at-least-once).
 
+In a cluster (a store with ``shared``: ``pgstore.py``) the database is also where nodes meet:
+each node claims what nobody holds for a lease it renews, runs it as above, and gives it back
+when it stops; what a dead node held is claimed by another once its lease runs out. Watchers
+of an invocation another node runs learn its changes by polling the record.
+
 A full disk loses nothing that was accepted: an attempt that cannot record its start waits and
 starts again later, and an outcome that cannot be recorded is kept in memory and written by a
 recovery task that retries with back-off until the disk has space again (no restart needed).
@@ -20,7 +25,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fissile.events import EventBus
 from fissile.executor import Executor
@@ -36,6 +41,9 @@ from fissile.observability.tally import Tally
 from fissile.router.invoke import TRACEPARENT, invoke
 from fissile.store.space import StorageFull
 
+if TYPE_CHECKING:
+    from fissile.invocations.pgstore import PostgresInvocationStore
+
 logger = logging.getLogger("fissile.invocations")
 
 DEFAULT_RETENTION = 24 * 3600.0
@@ -50,6 +58,10 @@ MAX_RUNNING = 256
 # While the disk is full: the first pause before writing again, doubling up to the last.
 FULL_PAUSE = 0.5
 FULL_PAUSE_MAX = 5.0
+# In a cluster: how often a node looks for work nobody holds, renews what it holds, and reads
+# the records of invocations watched here but run elsewhere.
+CLAIM_INTERVAL = 0.5
+WATCH_INTERVAL = 0.2
 
 
 def new_id() -> str:
@@ -60,7 +72,7 @@ def new_id() -> str:
 class Invocations:
     def __init__(
         self,
-        store: InvocationStore,
+        store: InvocationStore | PostgresInvocationStore,
         executor: Executor,
         events: EventBus | None = None,
         retention: float = DEFAULT_RETENTION,
@@ -91,12 +103,21 @@ class Invocations:
         self._recovery: asyncio.Task[None] | None = None
         # (function, outcome) -> attempts that ran (read by the metrics exposition)
         self.attempts = Tally()
+        self._shared: PostgresInvocationStore | None = (
+            store if getattr(store, "shared", False) else None  # type: ignore[assignment]
+        )
+        self._seen: dict[str, tuple[str, int]] = {}  # watched here: the last state told
+        self._claim_now = asyncio.Event()  # an attempt ended: claim more at once
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         now = time.time()
         resumed = 0
+        if self._shared is not None:
+            # What this node held before a restart: claimed again below like anything free,
+            # by this node or another.
+            self._shared.release()
         for invocation in self.store.unfinished():
             if invocation.status is Status.running:
                 # Cut off mid-run by a dead platform: that attempt had no outcome and does not
@@ -122,6 +143,8 @@ class Invocations:
             asyncio.create_task(self._dispatch_forever()),
             asyncio.create_task(self._expire_forever()),
         ]
+        if self._shared is not None:
+            self._loops.append(asyncio.create_task(self._share_forever(self._shared)))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking and starting work; give running attempts ``grace`` seconds, then cut
@@ -152,6 +175,14 @@ class Invocations:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
         await self.callbacks.close()
+        if self._shared is not None:
+            # Given back at once rather than at the lease's end: others run them now.
+            try:
+                self._shared.release()
+            except StorageFull:
+                logger.warning(
+                    "could not give back this node's invocations: they wait for the lease"
+                )
 
     # -- the front door -----------------------------------------------------------------
 
@@ -194,8 +225,15 @@ class Invocations:
             callback_url=callback_url,
             callback_state="pending" if callback_url else None,
         )
-        self.store.add(invocation, body)
-        self._enqueue(invocation.id, function, now)
+        if self._shared is None:
+            self.store.add(invocation, body)
+            self._enqueue(invocation.id, function, now)
+        elif self._room(function) > 0:
+            self._shared.add(invocation, body)
+            self._enqueue(invocation.id, function, now)
+        else:
+            # No room here now: left to whichever node has room first (this one included).
+            self._shared.add(invocation, body, hold=False)
         accepted.record(
             f"accept {function}",
             start,
@@ -271,13 +309,97 @@ class Invocations:
             watchers.discard(queue)
             if not watchers:
                 del self._watchers[invocation_id]
+                self._seen.pop(invocation_id, None)
 
     def _notify(self, invocation: Invocation) -> None:
         watchers = self._watchers.get(invocation.id)
         if watchers:
+            if self._shared is not None:
+                self._seen[invocation.id] = (str(invocation.status), invocation.attempts)
             document = invocation.to_json()
             for queue in watchers:
                 queue.put_nowait(document)
+
+    # -- a cluster ----------------------------------------------------------------------
+
+    async def _share_forever(self, shared: PostgresInvocationStore) -> None:
+        renewed = claimed = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                if now - renewed >= shared.lease / 4:
+                    shared.renew()
+                    renewed = now
+                if now - claimed >= CLAIM_INTERVAL or self._claim_now.is_set():
+                    self._claim_now.clear()
+                    claimed = now
+                    self._claim(shared)
+                if self._watchers:
+                    self._poll_watched(shared)
+            except StorageFull as exc:
+                logger.warning("%s", exc)
+            except Exception:
+                logger.exception("sharing invocations with the cluster failed")
+            pause = WATCH_INTERVAL if self._watchers else CLAIM_INTERVAL / 2
+            try:
+                await asyncio.wait_for(self._claim_now.wait(), pause)
+            except TimeoutError:
+                pass
+
+    def _claim(self, shared: PostgresInvocationStore) -> None:
+        """Claim free invocations of the functions this node has room for, as many as the
+        room; the rest stay free for nodes with room."""
+        held = sum(len(q) for q in self._queues.values()) + len(self._delayed)
+        room = self.max_running - len(self._running) - held
+        if room <= 0:
+            return
+        for function, count in shared.free().items():
+            take = min(room, count, self._room(function))
+            if take <= 0:
+                continue
+            for invocation in shared.claim(take, function):
+                self._adopt(invocation)
+            room -= take
+            if room <= 0:
+                return
+
+    def _room(self, function: str) -> int:
+        """Attempts of ``function`` this node could start now beyond those it holds."""
+        if function not in self.executor.functions:
+            return 0  # not known here (yet): a node that knows it runs it
+        held = len(self._queues.get(function, ())) + self._per_function.get(function, 0)
+        return self._limit(function) - held
+
+    def _adopt(self, invocation: Invocation) -> None:
+        if invocation.id in self._running:
+            return
+        if invocation.status is Status.running:
+            # Its node died (or stopped) mid-run: that attempt had no outcome and does not
+            # count; it runs again here.
+            invocation.status = Status.queued
+            invocation.attempts = max(0, invocation.attempts - 1)
+            invocation.next_attempt_at = time.time()
+            invocation.error = f"interrupted: node {invocation.node} went away; run again"
+            self._save(
+                invocation, _both(self.store.started, self.store.requeued), self._queued_again
+            )
+        else:
+            self._enqueue(invocation.id, invocation.function, invocation.next_attempt_at)
+
+    def _poll_watched(self, shared: PostgresInvocationStore) -> None:
+        ids = [i for i in self._watchers if i not in self._running]
+        if not ids:
+            return
+        for invocation_id, state in shared.states(ids).items():
+            if self._seen.get(invocation_id) == state:
+                continue
+            invocation = shared.get(invocation_id)
+            if invocation is None:
+                continue
+            self._notify(invocation)
+            if invocation.final:
+                self._watchers.pop(invocation_id, None)
+                self._seen.pop(invocation_id, None)
 
     # -- dispatching --------------------------------------------------------------------
 
@@ -330,6 +452,8 @@ class Invocations:
         attempt.task.add_done_callback(lambda _: self._ended(invocation_id, function))
 
     def _ended(self, invocation_id: str, function: str) -> None:
+        if self._shared is not None:
+            self._claim_now.set()
         self._running.pop(invocation_id, None)
         left = self._per_function.get(function, 1) - 1
         if left > 0:
@@ -452,6 +576,7 @@ class Invocations:
     def _finished(self, invocation: Invocation) -> None:
         self._notify(invocation)
         self._watchers.pop(invocation.id, None)
+        self._seen.pop(invocation.id, None)
         if self.events is not None:
             self.events.publish(
                 "invocation.completed",
@@ -492,10 +617,13 @@ class Invocations:
     def _disk_full(self) -> None:
         if not self._full:
             self._full = True
-            logger.warning(
-                "the disk of %s is full: invocation records wait until it has space",
-                self.store.data_dir,
-            )
+            if self._shared is not None:
+                logger.warning("PostgreSQL is away: invocation records wait until it is back")
+            else:
+                logger.warning(
+                    "the disk of %s is full: invocation records wait until it has space",
+                    self.store.data_dir,
+                )
         self._full_pause = min(FULL_PAUSE_MAX, self._full_pause * 2)
         if self._unsaved and (self._recovery is None or self._recovery.done()):
             self._recovery = asyncio.create_task(self._recover())

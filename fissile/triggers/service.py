@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -17,16 +18,28 @@ from fissile.triggers.mq.hub import BrokerHub
 from fissile.triggers.timer import TimerService, TimerState
 from fissile.triggers.watch import WatchService, publish_function_changes
 
+if TYPE_CHECKING:
+    from fissile.triggers.claims import SharedClaims
+
 
 class Triggers:
-    def __init__(self, store: Store, executor: Executor, events: EventBus, data_dir: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        events: EventBus,
+        data_dir: Path,
+        claims: SharedClaims | None = None,
+        shared_mq: tuple[str, str] | None = None,
+    ) -> None:
         self.store = store
         self.events = events
-        self.brokers = BrokerHub(data_dir / "mq.db")
+        self.brokers = BrokerHub(data_dir / "mq.db", shared_mq)
         self.consumers = ConsumerManager(store, self.brokers, executor)
-        self._timer_state = TimerState(data_dir / "triggers.db")
+        # In a cluster, slots (and watch deliveries) are claimed in PostgreSQL (claims.py).
+        self._timer_state = claims or TimerState(data_dir / "triggers.db")
         self.timers = TimerService(store, self._timer_state, executor)
-        self.watches = WatchService(store, events, executor)
+        self.watches = WatchService(store, events, executor, claims)
         #: The app of the platform socket (context.invoke / context.publish).
         self.socket_app = PlatformSocketApp(executor, self.brokers.deliver)
 
@@ -37,7 +50,7 @@ class Triggers:
 
     def start(self) -> None:
         """Follow the store (after the executor does, so functions exist when triggers fire)."""
-        publish_function_changes(self.store, self.events)
+        publish_function_changes(self.store, self.events, shared=self.watches.claims is not None)
         self.watches.start()
         self.consumers.start()
         self.timers.start()

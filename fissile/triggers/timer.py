@@ -5,6 +5,9 @@ never fires a slot twice (a crash between the write and the call loses that one 
 are at most once). After a restart the schedule resumes from the first slot after both now and
 the last slot fired: runs missed while the platform was down are skipped, not caught up.
 Each run is its own task, so a slow function does not delay the next slot.
+
+In a cluster the state is ``SharedClaims`` (``claims.py``): recording a slot claims it,
+and only the node whose claim succeeded fires it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fissile.executor import Executor
 from fissile.executor.connection import InstanceResponse
@@ -26,6 +30,9 @@ from fissile.router.invoke import invoke
 from fissile.store import Change, Store
 from fissile.store.space import StorageFull, writing
 from fissile.triggers.schedule import Schedule
+
+if TYPE_CHECKING:
+    from fissile.triggers.claims import SharedClaims
 
 logger = logging.getLogger("fissile.timer")
 
@@ -59,14 +66,16 @@ class TimerState:
             ).fetchone()
         return None if row is None else datetime.fromtimestamp(row[0], UTC)
 
-    def record(self, name: str, slot: datetime) -> None:
-        """Raises StorageFull when the disk is full."""
+    def record(self, name: str, slot: datetime) -> bool:
+        """True: the slot is this platform's to fire (always, on one node). Raises StorageFull
+        when the disk is full."""
         with self._lock, writing(self.data_dir):
             self._db.execute(
                 "INSERT INTO timer_state (name, last_fired) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET last_fired = excluded.last_fired",
                 (name, slot.timestamp()),
             )
+        return True
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -80,7 +89,7 @@ class Timer:
     def __init__(
         self,
         spec: TimeTriggerSpec,
-        state: TimerState,
+        state: TimerState | SharedClaims,
         executor: Executor,
         fires: Tally | None = None,
     ) -> None:
@@ -116,7 +125,8 @@ class Timer:
             while (delay := slot.timestamp() - time.time()) > 0:
                 await asyncio.sleep(min(delay, MAX_SLEEP))
             try:
-                self.state.record(name, slot)
+                if not self.state.record(name, slot):
+                    continue  # another node of the cluster claimed it first and fires it
             except StorageFull as exc:
                 # Unrecorded, a run could fire twice after a restart: skip the slot (timers
                 # are at most once) and keep the schedule for when the disk has space.
@@ -168,7 +178,7 @@ class Timer:
 class TimerService:
     """Follows the store: timers start, restart and stop as triggers change."""
 
-    def __init__(self, store: Store, state: TimerState, executor: Executor) -> None:
+    def __init__(self, store: Store, state: TimerState | SharedClaims, executor: Executor) -> None:
         self.store = store
         self.state = state
         self.executor = executor

@@ -8,14 +8,20 @@ crashing watcher into a loop.
 
 This module also turns store changes of functions into ``function.created``,
 ``function.updated`` and ``function.deleted`` events.
+
+In a cluster every node sees every change and every node runs every watch trigger: a change's
+event has the same id on every node (derived from the change), and each delivery is claimed in
+PostgreSQL first (``claims.py``), so a watch is called once per event across the cluster.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fissile.events import Event, EventBus
 from fissile.executor import Executor
@@ -25,10 +31,22 @@ from fissile.observability import tracing
 from fissile.router.invoke import invoke
 from fissile.store import Change, Store
 
+if TYPE_CHECKING:
+    from fissile.triggers.claims import SharedClaims
+
 logger = logging.getLogger("fissile.watch")
 
 
-def publish_function_changes(store: Store, events: EventBus) -> None:
+def change_id(change: Change) -> str:
+    """The id every node gives the event of ``change``: a function deleted and made again
+    has another creation time, so its events have other ids."""
+    record = change.record
+    key = f"{record.kind}\0{record.name}\0{record.generation}\0{change.action}"
+    key += f"\0{record.created_at.timestamp():.6f}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def publish_function_changes(store: Store, events: EventBus, shared: bool = False) -> None:
     def changed(change: Change) -> None:
         if change.record.kind != "functions":
             return
@@ -36,14 +54,21 @@ def publish_function_changes(store: Store, events: EventBus) -> None:
         if change.action != "deleted":
             data["env"] = change.record.data.get("env")
             data["package"] = change.record.data.get("package")
-        events.publish(f"function.{change.action}", data)
+        events.publish(f"function.{change.action}", data, change_id(change) if shared else None)
 
     store.subscribe(changed)
 
 
 class WatchService:
-    def __init__(self, store: Store, events: EventBus, executor: Executor) -> None:
+    def __init__(
+        self,
+        store: Store,
+        events: EventBus,
+        executor: Executor,
+        claims: SharedClaims | None = None,
+    ) -> None:
         self.store = store
+        self.claims = claims
         self.events = events
         self.executor = executor
         self.watches: dict[str, WatchTriggerSpec] = {}
@@ -75,7 +100,17 @@ class WatchService:
                 continue
             if event.type == "instance.crashed" and event.data.get("function") == spec.function:
                 continue
+            if self.claims is not None and not self._claim(spec.name, event):
+                continue
             self.executor.spawn(self._deliver(spec, event))
+
+    def _claim(self, watch: str, event: Event) -> bool:
+        assert self.claims is not None
+        try:
+            return self.claims.claim_delivery(watch, event.id)
+        except Exception as exc:  # PostgreSQL away: not delivered (at most once)
+            logger.warning("watch %s: %s %s not delivered: %s", watch, event.type, event.id, exc)
+            return False
 
     async def _deliver(self, spec: WatchTriggerSpec, event: Event) -> None:
         headers = {

@@ -23,11 +23,11 @@ class FillingState(TimerState):
     full = True
     refused = 0
 
-    def record(self, name: str, slot: datetime) -> None:
+    def record(self, name: str, slot: datetime) -> bool:
         if self.full:
             self.refused += 1
             raise StorageFull(self.data_dir)
-        super().record(name, slot)
+        return super().record(name, slot)
 
 
 async def test_slots_are_skipped_while_full_and_fire_again_after(

@@ -40,8 +40,10 @@ def broker_url(mqtype: str, url: str | None) -> str:
 
 
 class BrokerHub:
-    def __init__(self, embedded_path: Path) -> None:
+    def __init__(self, embedded_path: Path, shared: tuple[str, str] | None = None) -> None:
         self.embedded_path = embedded_path
+        # In a cluster: (NATS URL, subject prefix) the embedded type maps onto (clustered.py).
+        self.shared = shared
         self._brokers: dict[tuple[str, str], Broker] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -52,7 +54,7 @@ class BrokerHub:
         if mqtype == "embedded":
             if url:
                 raise BrokerError("the embedded broker takes no broker URL")
-            key = (mqtype, str(self.embedded_path))
+            key = (mqtype, self.shared[0] if self.shared else str(self.embedded_path))
         else:
             key = (mqtype, broker_url(mqtype, url))
         broker = self._brokers.get(key)
@@ -62,8 +64,13 @@ class BrokerHub:
         async with lock:
             broker = self._brokers.get(key)
             if broker is None:
-                cls = broker_class(mqtype)
-                broker = cls(key[1])  # type: ignore[call-arg]
+                if mqtype == "embedded" and self.shared is not None:
+                    from fissile.triggers.mq.clustered import ClusterBroker
+
+                    broker = ClusterBroker(*self.shared)
+                else:
+                    cls = broker_class(mqtype)
+                    broker = cls(key[1])  # type: ignore[call-arg]
                 try:
                     await broker.start()
                 except BrokerError:
