@@ -67,7 +67,9 @@ def test_table_output(listed: Platform) -> None:
     assert row[1] == "python"
     routes = listed.ok("route", "list", "--function", "formats-fn").out.splitlines()
     assert len(routes) == 2, routes
-    assert routes[1].split() == ["formats-route", "GET", "/formats", "formats-fn"]
+    assert routes[0].split() == ["NAME", "METHODS", "URL", "FUNCTION", "EDGE"]
+    # EDGE is "-": no host, credentials, CORS, rate or webhook secret on this route.
+    assert routes[1].split() == ["formats-route", "GET", "/formats", "formats-fn", "-"]
 
 
 def test_create_with_json_output(listed: Platform) -> None:
