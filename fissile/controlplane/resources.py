@@ -13,6 +13,7 @@ from fissile.builder import ArchiveStore, Builder
 from fissile.controlplane import canaries
 from fissile.controlplane.caps import Caps
 from fissile.controlplane.errors import ApiError, conflict, not_found
+from fissile.controlplane.revision_functions import RevisionFunctions, refuse_change
 from fissile.controlplane.revisions import Revisions
 from fissile.executor import Executor
 from fissile.models import (
@@ -33,6 +34,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.revision_targets import base, resolve
 from fissile.router.routes import Route, find_conflict
 from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
 from fissile.values import records, refs
@@ -67,6 +69,7 @@ class Resources:
         self.archives = archives
         self.executor = executor
         self.logs = logs
+        self.revision_functions = RevisionFunctions(self)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -141,6 +144,8 @@ class Resources:
         current = self.store.find(kind, name)
         if current is None:
             raise not_found(SINGULAR[kind], name)
+        if kind == "functions":
+            refuse_change(current)
         if isinstance(spec, HTTPTriggerSpec):
             spec = _unmask(spec, current.data)
         data = self._check(kind, spec, creating=False)
@@ -178,6 +183,7 @@ class Resources:
             current = self.store.find("functions", name)
             if current is None:
                 raise not_found("function", name)
+            refuse_change(current)
             data = self._check("functions", spec, creating=False)
             record = await self.revisions.change(current, data)
         return self._view("functions", record.merged())
@@ -188,8 +194,24 @@ class Resources:
             current = self.store.find("functions", name)
             if current is None:
                 raise not_found("function", name)
+            refuse_change(current)
             record = await self.revisions.rollback(current, to, self._check_function)
         return self._view("functions", record.merged())
+
+    async def save_route(self, spec: HTTPTriggerSpec, name: str | None = None) -> dict[str, Any]:
+        """Create (``name`` None) or update a route, first making the revision functions its
+        revision targets need; afterwards those no route names any more go."""
+        try:
+            await self.revision_functions.ensure(spec)
+            if name is None:
+                return self.create("httptriggers", spec)
+            return self.update("httptriggers", name, spec)
+        finally:
+            self.revision_functions.sweep()
+
+    def check_function(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` checked as a function's spec is on a change (422 if no longer valid)."""
+        return self._check_function(data)
 
     def _check_function(self, data: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -245,6 +267,8 @@ class Resources:
                 logger.warning("function %s deleted; its package or uid stays (disk full)", name)
         if kind == "packages":
             self.builder.cancel(name)
+        if kind == "httptriggers":
+            self.revision_functions.sweep()
         return deleted.merged()
 
     def _delete_owned_package(self, function: str, package: str | None) -> None:
@@ -297,8 +321,9 @@ class Resources:
             self._check_values(spec)
         elif isinstance(spec, HTTPTriggerSpec):
             self._require("functions", spec.function, "function")
-            for function in spec.function_weights:
-                self._require("functions", function, f"function_weights.{function}")
+            for target in spec.function_weights:
+                # A revision target (a@3) is served by its revision function (a-r3).
+                self._require("functions", resolve(target), f"function_weights.{target}")
             _check_edge(spec)
             route = Route.from_trigger(spec)
             existing = [
@@ -370,9 +395,18 @@ class Resources:
                 users += [
                     f"{SINGULAR[trigger_kind]} {r.name!r}"
                     for r in self.store.list(trigger_kind)
-                    if r.data["function"] == name or name in r.data.get("function_weights", {})
+                    if r.data["function"] == name or _targets(r.data, name)
                 ]
         return users
+
+
+def _targets(trigger: dict[str, Any], function: str) -> bool:
+    """Whether a route's split names ``function``, one of its revisions (a@3 for a), or the
+    revision it serves (a@3 for a-r3)."""
+    return any(
+        function in (base(target), resolve(target))
+        for target in trigger.get("function_weights") or {}
+    )
 
 
 def _used(data: dict[str, Any]) -> set[tuple[str, str]]:

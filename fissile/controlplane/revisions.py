@@ -301,6 +301,18 @@ class Revisions:
         if state is not None and state.deploy == deploy and state.state == "running":
             del self.preflights[function]
 
+    # -- for revision functions (revision_functions.py) ----------------------------------
+
+    async def preflight(self, spec: FunctionSpec, deploy: str) -> None:
+        """Load ``spec`` on build ``deploy`` in one sandboxed instance; 422 if it fails."""
+        await self._preflight(spec, deploy)
+
+    def restore_package(
+        self, function: str, package: dict[str, Any], deploy: str | None
+    ) -> str | None:
+        """Make ``package`` (a revision's, renamed) around the kept build ``deploy``."""
+        return self._restore_package(function, package, deploy)
+
     # -- helpers ------------------------------------------------------------------------
 
     async def _preflight(self, spec: FunctionSpec, deploy: str) -> None:
