@@ -13,7 +13,7 @@ from fissile.builder import ArchiveStore, Builder
 from fissile.controlplane import canaries
 from fissile.controlplane.caps import Caps
 from fissile.controlplane.errors import ApiError, conflict, not_found
-from fissile.controlplane.revision_functions import RevisionFunctions, refuse_change
+from fissile.controlplane.revision_functions import RevisionFunctions, refuse_change, served
 from fissile.controlplane.revisions import Revisions
 from fissile.executor import Executor
 from fissile.models import (
@@ -34,7 +34,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
-from fissile.revision_targets import base, resolve
+from fissile.revision_targets import base, parse, resolve
 from fissile.router.routes import Route, find_conflict
 from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
 from fissile.values import records, refs
@@ -320,10 +320,13 @@ class Resources:
                 raise conflict(f"package {spec.package!r} failed to build:\n{tail}")
             self._check_values(spec)
         elif isinstance(spec, HTTPTriggerSpec):
-            self._require("functions", spec.function, "function")
+            self._require_trigger_target(spec.function, "function")
             for target in spec.function_weights:
                 # A revision target (a@3) is served by its revision function (a-r3).
-                self._require("functions", resolve(target), f"function_weights.{target}")
+                if parse(target) is None:
+                    self._require_trigger_target(target, f"function_weights.{target}")
+                else:
+                    self._require("functions", resolve(target), f"function_weights.{target}")
             _check_edge(spec)
             route = Route.from_trigger(spec)
             existing = [
@@ -337,7 +340,7 @@ class Resources:
                     f"HTTP trigger {clash.trigger!r} already routes {clash.path} ({methods})"
                 )
         elif isinstance(spec, TimeTriggerSpec | MessageQueueTriggerSpec | WatchTriggerSpec):
-            self._require("functions", spec.function, "function")
+            self._require_trigger_target(spec.function, "function")
         elif isinstance(spec, CanarySpec):
             data["status"] = canaries.check(self.store, spec).model_dump(mode="json")
         elif isinstance(spec, EnvironmentSpec):
@@ -366,6 +369,17 @@ class Resources:
         if record is None:
             raise not_found(SINGULAR[kind], name, field)
         return record
+
+    def _require_trigger_target(self, function: str, field: str) -> None:
+        """A trigger names a user's function: a revision function lives only as long as a
+        route's revision target names it."""
+        record = self._require("functions", function, field)
+        origin = served(record)
+        if origin is not None:
+            raise conflict(
+                f"function {function!r} serves a route's revision target and goes with it;"
+                f" name the revision in a route's split instead ({origin[0]}@{origin[1]})"
+            )
 
     def _users(self, kind: str, name: str) -> list[str]:
         users: list[str] = []

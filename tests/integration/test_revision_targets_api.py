@@ -124,6 +124,15 @@ async def test_a_revision_target_gets_a_revision_function_until_no_route_names_i
     assert response.status_code == 409, response.text
     assert "cannot be changed" in response.json()["error"]["message"]
 
+    # Nothing else may name it: it goes with the route's target.
+    body = {"name": "direct", "url": "/direct", "function": "ta-r1"}
+    response = await api.client.post("/v1/httptriggers", json=body)
+    assert response.status_code == 409, response.text
+    assert "ta@1" in response.json()["error"]["message"]
+    body = {"name": "tick", "function": "ta-r1", "cron": "@every 1h"}
+    response = await api.client.post("/v1/timetriggers", json=body)
+    assert response.status_code == 409, response.text
+
     response = await api.client.delete("/v1/httptriggers/split")
     assert response.status_code == 200, response.text
     assert await api.names() == ["ta"]
