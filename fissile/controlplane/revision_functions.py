@@ -100,7 +100,8 @@ class RevisionFunctions:
                 "package": name,
                 "labels": {REVISION_OF: function, REVISION: str(number)},
             }
-            restored = self.revisions.restore_package(name, package, revision.deploy)
+            why = f"for revision {number} of {function} (route target {target})"
+            restored = self.revisions.restore_package(name, package, revision.deploy, why)
             try:
                 data = self.resources.check_function(data)
                 await self.revisions.preflight(FunctionSpec.model_validate(data), revision.deploy)

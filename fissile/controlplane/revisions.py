@@ -308,10 +308,10 @@ class Revisions:
         await self._preflight(spec, deploy)
 
     def restore_package(
-        self, function: str, package: dict[str, Any], deploy: str | None
+        self, function: str, package: dict[str, Any], deploy: str | None, why: str
     ) -> str | None:
         """Make ``package`` (a revision's, renamed) around the kept build ``deploy``."""
-        return self._restore_package(function, package, deploy)
+        return self._restore_package(function, package, deploy, why)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -354,7 +354,7 @@ class Revisions:
         }
 
     def _restore_package(
-        self, function: str, package: dict[str, Any], deploy: str | None
+        self, function: str, package: dict[str, Any], deploy: str | None, why: str = ""
     ) -> str | None:
         """A rollback to a revision whose package was deleted since (``fn update --code``
         replaces the function's own package): make it again around the kept build, without
@@ -369,7 +369,7 @@ class Revisions:
         status = BuildStatus(
             state=BuildState.succeeded,
             deploy=deploy,
-            log=f"restored for a rollback of {function}: build {deploy[:12]} kept\n",
+            log=f"restored {why or f'for a rollback of {function}'}: build {deploy[:12]} kept\n",
             started_at=now,
             finished_at=now,
         )

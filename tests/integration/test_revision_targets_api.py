@@ -107,6 +107,7 @@ async def test_a_revision_target_gets_a_revision_function_until_no_route_names_i
     package = (await api.client.get("/v1/packages/ta-r1")).json()
     assert package["owner"] == "ta-r1"
     assert package["status"]["deploy"] == first["deploy"]
+    assert package["status"]["log"].startswith("restored for revision 1 of ta")
 
     # Pruning ta's revisions does not take the build the route serves.
     for value in ("3", "4", "5"):

@@ -50,3 +50,23 @@ def test_cli_targets() -> None:
     assert parse_targets(("a@3=10", "a=90")) == ("a", {"a@3": 10, "a": 90})
     with pytest.raises(click.BadParameter, match="not a revision"):
         parse_targets(("a@3=10", "a@2=90"))
+
+
+def test_an_api_key_for_a_function_may_call_its_revisions() -> None:
+    from typing import cast
+
+    from test_edge_credentials import check, ring
+
+    from fissile.router.auth import Principal, Refusal
+    from fissile.router.guard import guard_of
+
+    keys, values = ring(one=["a"], other=["b"])
+    spec = HTTPTriggerSpec(
+        name="r", url="/r", function="a", function_weights={"a": 90, "a@3": 10}, auth="apikey"
+    )
+    guard = guard_of(spec, keys)
+    assert guard is not None and guard.auth is not None
+    allowed = check(guard.auth, [(b"x-api-key", values["one"].encode())])
+    assert isinstance(allowed, Principal)
+    refused = cast(Refusal, check(guard.auth, [(b"x-api-key", values["other"].encode())]))
+    assert refused.status == 403
