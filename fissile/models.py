@@ -24,6 +24,7 @@ from fissile import _host
 from fissile._commandline import split_command
 from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile._units import parse_duration, parse_memory
+from fissile.revision_targets import TARGET_PATTERN
 
 Name = Annotated[
     str,
@@ -32,6 +33,17 @@ Name = Annotated[
         max_length=NAME_MAX,
         pattern=NAME_PATTERN,
         description="lowercase letters, digits and '-', starting and ending with a letter or digit",
+    ),
+]
+
+# A route's split target: a function, or one of its revisions (``a@3``; revision_targets.py).
+Target = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=NAME_MAX + 10,
+        pattern=TARGET_PATTERN,
+        description="a function's name, or NAME@REVISION for one of its revisions",
     ),
 ]
 
@@ -456,10 +468,11 @@ def template_segments(path: str) -> list[str]:
 class HTTPTriggerSpec(Spec):
     name: Name
     function: Name
-    function_weights: dict[Name, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+    function_weights: dict[Target, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
         default_factory=dict,
         description="split the route's requests between functions by weight ({a: 90, b: 10};"
-        " Fission's functionweights); `function` must be one of them. Empty: all to `function`",
+        " Fission's functionweights), or revisions of them ({a: 90, 'a@3': 10});"
+        " `function` must be one of them. Empty: all to `function`",
     )
     url: str | None = Field(None, description="path template: /students/{id} or /items/{id:[0-9]+}")
     prefix: str | None = Field(None, description="serve this path and everything under it")

@@ -285,6 +285,8 @@ class Platform:
 
         builder.resume()
         revisions.start()  # first: the executor serves each function's newest revision
+        # A revision function made for a route that a stop kept from being stored.
+        resources.revision_functions.sweep()
         await executor.start()
         await invocations.start()
         stats.start()

@@ -27,10 +27,11 @@ from fissile.cli._params import (
 from fissile.cli.pkg import report_build
 from fissile.client import Client, ClientError, find_token
 from fissile.observability.access import text_line
+from fissile.revision_targets import REVISION, REVISION_OF
 from fissile.specs.write import relative_source
 
 COLUMNS: list[Column] = [
-    ("NAME", lambda f: f["name"]),
+    ("NAME", lambda f: _marked(f)),
     ("ENV", lambda f: f["env"]),
     ("PACKAGE", lambda f: f["package"]),
     ("ENTRYPOINT", lambda f: f["entrypoint"]),
@@ -40,6 +41,16 @@ COLUMNS: list[Column] = [
     ("INSTANCES", lambda f: f["status"]["instances"]),
     ("RESTARTS", lambda f: f["status"]["restarts"]),
 ]
+
+
+def _marked(function: dict[str, Any]) -> str:
+    """A revision function (serving a route's a@3) is told apart from users' functions."""
+    labels = function.get("labels") or {}
+    of = labels.get(REVISION_OF)
+    if of is None:
+        return str(function["name"])
+    return f"{function['name']} (revision {labels.get(REVISION)} of {of})"
+
 
 # Every field of models.FunctionSpec (tests/unit/test_cli_fn.py checks): one missing here is
 # reset to its default by every `fn update`. Not derived from the model, to keep pydantic out of

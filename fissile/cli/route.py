@@ -48,12 +48,20 @@ def parse_targets(values: tuple[str, ...]) -> tuple[str, dict[str, int]]:
         if name in weights:
             raise click.BadParameter(f"{name!r} is named twice", param_hint="--function")
         weights[name] = int(weight)
-    return next(iter(weights)), weights
+    # The route's own function is a plain one: a revision target (a@3) is only ever a share.
+    plain = [name for name in weights if "@" not in name]
+    if not plain:
+        raise click.BadParameter(
+            "a split needs at least one function that is not a revision (NAME=WEIGHT)",
+            param_hint="--function",
+        )
+    return plain[0], weights
 
 
 FUNCTION_HELP = (
     "The function to call; or NAME=WEIGHT, repeated, to split requests by weight"
-    " (--function a=90 --function b=10)."
+    " (--function a=90 --function b=10); NAME@REVISION is one of a function's revisions"
+    " (--function a=90 --function a@3=10)."
 )
 
 

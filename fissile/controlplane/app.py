@@ -246,11 +246,15 @@ def create_api(
             return resources.delete(kind, name)
 
         async def create(spec: spec_model) -> Any:
+            if kind == "httptriggers":
+                return await resources.save_route(spec)
             return resources.create(kind, spec)
 
         async def update(name: str, spec: spec_model) -> Any:
             if kind == "functions":
                 return await resources.update_function(name, spec)
+            if kind == "httptriggers":
+                return await resources.save_route(spec, name)
             return resources.update(kind, name, spec)
 
         one = path + "/{name}"

@@ -13,6 +13,7 @@ from fissile.builder import ArchiveStore, Builder
 from fissile.controlplane import canaries
 from fissile.controlplane.caps import Caps
 from fissile.controlplane.errors import ApiError, conflict, not_found
+from fissile.controlplane.revision_functions import RevisionFunctions, refuse_change, served
 from fissile.controlplane.revisions import Revisions
 from fissile.executor import Executor
 from fissile.models import (
@@ -33,6 +34,7 @@ from fissile.models import (
     WatchTriggerSpec,
 )
 from fissile.observability import LogBook
+from fissile.revision_targets import base, parse, resolve
 from fissile.router.routes import Route, find_conflict
 from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
 from fissile.values import records, refs
@@ -67,6 +69,7 @@ class Resources:
         self.archives = archives
         self.executor = executor
         self.logs = logs
+        self.revision_functions = RevisionFunctions(self)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -141,6 +144,8 @@ class Resources:
         current = self.store.find(kind, name)
         if current is None:
             raise not_found(SINGULAR[kind], name)
+        if kind == "functions":
+            refuse_change(current)
         if isinstance(spec, HTTPTriggerSpec):
             spec = _unmask(spec, current.data)
         data = self._check(kind, spec, creating=False)
@@ -178,6 +183,7 @@ class Resources:
             current = self.store.find("functions", name)
             if current is None:
                 raise not_found("function", name)
+            refuse_change(current)
             data = self._check("functions", spec, creating=False)
             record = await self.revisions.change(current, data)
         return self._view("functions", record.merged())
@@ -188,8 +194,24 @@ class Resources:
             current = self.store.find("functions", name)
             if current is None:
                 raise not_found("function", name)
+            refuse_change(current)
             record = await self.revisions.rollback(current, to, self._check_function)
         return self._view("functions", record.merged())
+
+    async def save_route(self, spec: HTTPTriggerSpec, name: str | None = None) -> dict[str, Any]:
+        """Create (``name`` None) or update a route, first making the revision functions its
+        revision targets need; afterwards those no route names any more go."""
+        try:
+            await self.revision_functions.ensure(spec)
+            if name is None:
+                return self.create("httptriggers", spec)
+            return self.update("httptriggers", name, spec)
+        finally:
+            self.revision_functions.sweep()
+
+    def check_function(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` checked as a function's spec is on a change (422 if no longer valid)."""
+        return self._check_function(data)
 
     def _check_function(self, data: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -245,6 +267,8 @@ class Resources:
                 logger.warning("function %s deleted; its package or uid stays (disk full)", name)
         if kind == "packages":
             self.builder.cancel(name)
+        if kind == "httptriggers":
+            self.revision_functions.sweep()
         return deleted.merged()
 
     def _delete_owned_package(self, function: str, package: str | None) -> None:
@@ -296,9 +320,13 @@ class Resources:
                 raise conflict(f"package {spec.package!r} failed to build:\n{tail}")
             self._check_values(spec)
         elif isinstance(spec, HTTPTriggerSpec):
-            self._require("functions", spec.function, "function")
-            for function in spec.function_weights:
-                self._require("functions", function, f"function_weights.{function}")
+            self._require_trigger_target(spec.function, "function")
+            for target in spec.function_weights:
+                # A revision target (a@3) is served by its revision function (a-r3).
+                if parse(target) is None:
+                    self._require_trigger_target(target, f"function_weights.{target}")
+                else:
+                    self._require("functions", resolve(target), f"function_weights.{target}")
             _check_edge(spec)
             route = Route.from_trigger(spec)
             existing = [
@@ -312,7 +340,7 @@ class Resources:
                     f"HTTP trigger {clash.trigger!r} already routes {clash.path} ({methods})"
                 )
         elif isinstance(spec, TimeTriggerSpec | MessageQueueTriggerSpec | WatchTriggerSpec):
-            self._require("functions", spec.function, "function")
+            self._require_trigger_target(spec.function, "function")
         elif isinstance(spec, CanarySpec):
             data["status"] = canaries.check(self.store, spec).model_dump(mode="json")
         elif isinstance(spec, EnvironmentSpec):
@@ -342,6 +370,17 @@ class Resources:
             raise not_found(SINGULAR[kind], name, field)
         return record
 
+    def _require_trigger_target(self, function: str, field: str) -> None:
+        """A trigger names a user's function: a revision function lives only as long as a
+        route's revision target names it."""
+        record = self._require("functions", function, field)
+        origin = served(record)
+        if origin is not None:
+            raise conflict(
+                f"function {function!r} serves a route's revision target and goes with it;"
+                f" name the revision in a route's split instead ({origin[0]}@{origin[1]})"
+            )
+
     def _users(self, kind: str, name: str) -> list[str]:
         users: list[str] = []
         if kind == "environments":
@@ -370,9 +409,18 @@ class Resources:
                 users += [
                     f"{SINGULAR[trigger_kind]} {r.name!r}"
                     for r in self.store.list(trigger_kind)
-                    if r.data["function"] == name or name in r.data.get("function_weights", {})
+                    if r.data["function"] == name or _targets(r.data, name)
                 ]
         return users
+
+
+def _targets(trigger: dict[str, Any], function: str) -> bool:
+    """Whether a route's split names ``function``, one of its revisions (a@3 for a), or the
+    revision it serves (a@3 for a-r3)."""
+    return any(
+        function in (base(target), resolve(target))
+        for target in trigger.get("function_weights") or {}
+    )
 
 
 def _used(data: dict[str, Any]) -> set[tuple[str, str]]:

@@ -301,6 +301,18 @@ class Revisions:
         if state is not None and state.deploy == deploy and state.state == "running":
             del self.preflights[function]
 
+    # -- for revision functions (revision_functions.py) ----------------------------------
+
+    async def preflight(self, spec: FunctionSpec, deploy: str) -> None:
+        """Load ``spec`` on build ``deploy`` in one sandboxed instance; 422 if it fails."""
+        await self._preflight(spec, deploy)
+
+    def restore_package(
+        self, function: str, package: dict[str, Any], deploy: str | None, why: str
+    ) -> str | None:
+        """Make ``package`` (a revision's, renamed) around the kept build ``deploy``."""
+        return self._restore_package(function, package, deploy, why)
+
     # -- helpers ------------------------------------------------------------------------
 
     async def _preflight(self, spec: FunctionSpec, deploy: str) -> None:
@@ -342,7 +354,7 @@ class Revisions:
         }
 
     def _restore_package(
-        self, function: str, package: dict[str, Any], deploy: str | None
+        self, function: str, package: dict[str, Any], deploy: str | None, why: str = ""
     ) -> str | None:
         """A rollback to a revision whose package was deleted since (``fn update --code``
         replaces the function's own package): make it again around the kept build, without
@@ -357,7 +369,7 @@ class Revisions:
         status = BuildStatus(
             state=BuildState.succeeded,
             deploy=deploy,
-            log=f"restored for a rollback of {function}: build {deploy[:12]} kept\n",
+            log=f"restored {why or f'for a rollback of {function}'}: build {deploy[:12]} kept\n",
             started_at=now,
             finished_at=now,
         )

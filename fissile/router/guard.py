@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from fissile.models import HTTPTriggerSpec, parse_rate
+from fissile.revision_targets import base
 from fissile.router.auth import APIKeyAuth, Authenticator, BasicAuth, JWTAuth, KeyRing
 from fissile.router.cors import Cors
 from fissile.router.ratelimit import TokenBucket
@@ -41,7 +42,9 @@ def guard_of(spec: HTTPTriggerSpec, keys: KeyRing) -> Guard | None:
     if spec.webhook_secret:
         guard.webhook_secret = spec.webhook_secret.encode()
     if spec.auth == "apikey":
-        guard.auth = APIKeyAuth(keys, spec.function, tuple(spec.function_weights))
+        # A key for a function may call its revisions too.
+        also = tuple(dict.fromkeys(base(target) for target in spec.function_weights))
+        guard.auth = APIKeyAuth(keys, spec.function, also)
     elif spec.auth == "basic":
         guard.auth = BasicAuth(dict(spec.basic_users))
     elif spec.auth == "jwt":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from fissile.models import HTTPTriggerSpec, template_segments
+from fissile.revision_targets import resolve
 from fissile.router.split import Split, targets
 
 
@@ -39,7 +40,9 @@ class Route:
     @classmethod
     def from_trigger(cls, trigger: HTTPTriggerSpec) -> Route:
         methods = frozenset() if trigger.methods == ["*"] else frozenset(trigger.methods)
-        function, split = targets(trigger.function, trigger.function_weights)
+        # Revision targets (a@3) are served by their revision functions (a-r3).
+        weights = {resolve(target): w for target, w in trigger.function_weights.items()}
+        function, split = targets(trigger.function, weights)
         prefix = trigger.prefix is not None
         path = trigger.prefix if trigger.prefix is not None else trigger.url
         assert path is not None

@@ -498,3 +498,52 @@ def test_fission_canary_configs_apply_and_run(platform: Platform, tmp_path: Path
     assert _calls(platform, "/fission-split", 10) == {"200 fission-v2": 10}
     platform.ok("spec", "destroy", "--dir", str(specs))
     assert "fission-canary" not in {c["name"] for c in platform.json_of("canary", "list")}
+
+
+def test_a_route_splits_between_a_function_and_its_previous_revision(
+    platform: Platform, tmp_path: Path
+) -> None:
+    write(tmp_path / "one.py", VERSIONED.format(version="one"))
+    write(tmp_path / "two.py", VERSIONED.format(version="two"))
+    platform.ok("fn", "create", "--name", "rs-a", "--code", str(tmp_path / "one.py"))
+    platform.ok("fn", "update", "--name", "rs-a", "--code", str(tmp_path / "two.py"))
+    assert platform.get("/function/rs-a").text == "two"
+    previous = revisions(platform, "rs-a")[0]
+    builds = sorted(p.name for p in (platform.data_dir / "deploy").iterdir())
+
+    platform.ok(
+        "route", "create", "--name", "rev-split", "--url", "/rev-split",
+        "--function", "rs-a=75", "--function", "rs-a@1=25",
+    )  # fmt: skip
+    route = platform.json_of("route", "get", "--name", "rev-split")
+    assert route["function"] == "rs-a"
+    assert route["function_weights"] == {"rs-a": 75, "rs-a@1": 25}
+    answers = _calls(platform, "/rev-split", 400)
+    assert set(answers) == {"200 one", "200 two"}, answers
+    assert 60 <= answers["200 one"] <= 140, answers  # 25 % ± 10 % of 400
+    # Served from revision 1's kept build: nothing was built.
+    assert sorted(p.name for p in (platform.data_dir / "deploy").iterdir()) == builds
+    made = platform.json_of("fn", "get", "--name", "rs-a-r1")
+    assert made["deploy"] == previous["deploy"]
+    assert made["labels"] == {"fissile.io/revision-of": "rs-a", "fissile.io/revision": "1"}
+    assert "rs-a-r1 (revision 1 of rs-a)" in platform.ok("fn", "list").out
+
+    # Users change the function, not its revision; neither goes while the route holds them.
+    update = platform.cli("fn", "update", "--name", "rs-a-r1", "--memory", "256Mi")
+    assert update.rc == 1 and "serves revision 1 of 'rs-a'" in update.err, update
+    for name in ("rs-a", "rs-a-r1"):
+        refused = platform.cli("fn", "delete", "--name", name)
+        assert refused.rc == 1 and "in use by HTTP trigger 'rev-split'" in refused.err, refused
+    unknown = platform.cli("route", "update", "--name", "rev-split", "--function", "rs-a=1",
+                           "--function", "rs-a@9=1")  # fmt: skip
+    assert unknown.rc == 1 and "revision 'rs-a@9' not found" in unknown.err, unknown
+
+    # Without the split, the revision function goes.
+    platform.ok("route", "update", "--name", "rev-split", "--function", "rs-a")
+    names = [f["name"] for f in platform.json_of("fn", "list")]
+    assert "rs-a-r1" not in names and "rs-a" in names, names
+    assert not [p for p in platform.json_of("pkg", "list") if p["name"] == "rs-a-r1"]
+    wait_for(lambda: platform.get("/rev-split").text == "two", 10, "the route to change")
+    assert _calls(platform, "/rev-split", 20) == {"200 two": 20}
+    platform.ok("route", "delete", "--name", "rev-split")
+    platform.ok("fn", "delete", "--name", "rs-a")
