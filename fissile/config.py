@@ -55,6 +55,11 @@ class Config:
     secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
     store_url: str | None = None  # None: the SQLite file in the data dir (``store``)
     api_token_file: Path | None = None  # None: api-token in the data dir
+    # Cluster mode (docs/cluster.md): nodes sharing a PostgreSQL store.
+    cluster: bool = False
+    nats_url: str | None = None
+    node_name: str | None = None  # None: the host's name
+    advertise: str | None = None  # host:port peers reach this node's router at
 
     @property
     def invocations_db(self) -> Path:

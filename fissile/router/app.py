@@ -14,7 +14,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fissile.executor import Executor
@@ -42,6 +42,9 @@ from fissile.router.routes import MethodNotAllowed, Route, RouteTable, request_h
 from fissile.router.webhook import check_signature
 from fissile.store import Change, Store
 
+if TYPE_CHECKING:
+    from fissile.cluster.peers import Peers
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -51,6 +54,8 @@ Resolved = tuple[str, dict[str, str], str | None, str | None]
 
 DIRECT_PREFIX = "/function/"
 ASYNC_PREFIX = "/async-function/"
+# The cluster's node-to-node endpoints (fissile/cluster/peers.py).
+CLUSTER_PREFIX = "/_fissile/cluster/"
 #: ``fissile up --function-door``: who may call functions by name, through /function/ and
 #: /async-function/ (docs/security.md). auto: anyone, but for a function one of whose routes
 #: asks for credentials or a signature, the platform token or an API key for it.
@@ -147,6 +152,8 @@ class Router:
         # The direct calls' route resolutions (``_resolve``), for ``_matches_table`` only.
         self._matches: dict[tuple[str, ...], Resolved | None] = {}
         self._matches_table = self.table
+        # Cluster mode: the peers a request may be forwarded to (fissile/cluster/peers.py).
+        self.cluster: Peers | None = None
 
     def follow(self, store: Store) -> None:
         """Load the HTTP triggers and keep the table current as they change."""
@@ -194,6 +201,8 @@ class Router:
         a plain synchronous call to a function, which the router's protocol forwards itself;
         None for everything else (the router's own answers, the front door, guarded routes,
         locked function doors, OPTIONS), which takes the ASGI path through ``http``."""
+        if self.cluster is not None and self.cluster.forwarding(headers):
+            return None  # to a peer, through ``http``
         params: dict[str, str] = {}
         prefix: str | None = None
         trigger: str | None = None
@@ -313,6 +322,13 @@ class Router:
     async def _http(self, scope: Scope, receive: Receive, send: Send, seen: _Seen | None) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
+        if self.cluster is not None:
+            if path.startswith(CLUSTER_PREFIX):
+                await self.cluster.internal(scope, receive, send)
+                return
+            if path != "/_fissile/healthz" and self.cluster.forwarding(scope["headers"]):
+                await self.cluster.forward(scope, receive, send)
+                return
         params: dict[str, str] = {}
         prefix: str | None = None
         asynchronous = False

@@ -1,0 +1,187 @@
+"""Forwarding a request to another node's router, and the router's internal cluster endpoints.
+
+A forwarded request carries ``x-fissile-hop`` (the forwarding node's name); a router never
+forwards a request carrying it, so a request crosses at most one hop whatever the nodes believe
+about each other. Connections to peers are kept alive (one httpx client per node); a peer that
+dies mid-request fails that request alone, with ``502 peer_failed``.
+
+Today a node forwards while it is drained (``fissile node drain``): it serves nothing new
+itself, and every new request goes to a serving peer (the least busy, ties in turn).
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from fissile.cluster.artifacts import Artifacts
+from fissile.cluster.nodes import NodeInfo, Nodes
+from fissile.router.app import CLUSTER_PREFIX
+
+log = logging.getLogger("fissile.cluster")
+
+HOP = b"x-fissile-hop"
+
+# Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the request's.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+
+class Peers:
+    def __init__(self, nodes: Nodes, token: str, artifacts: Artifacts, timeout: float) -> None:
+        self.nodes = nodes
+        self.token = token
+        self.artifacts = artifacts
+        self._hop = nodes.name.encode()
+        self._turn = itertools.count()
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def forwarding(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the router should hand this request to a peer rather than serve it."""
+        if not self.nodes.draining:
+            return False
+        for name, _ in headers:
+            if name == HOP:
+                return False  # forwarded once already: served here, whatever the state
+        return self.target() is not None
+
+    def target(self) -> NodeInfo | None:
+        """The serving peer with the fewest requests in flight (ties taken in turn)."""
+        serving = [node for node in self.nodes.peers if node.serving]
+        if not serving:
+            return None
+        least = min(node.inflight for node in serving)
+        quiet = [node for node in serving if node.inflight == least]
+        return quiet[next(self._turn) % len(quiet)]
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        peer = self.target()
+        if peer is None:  # every peer went away since ``forwarding``
+            await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
+            return
+        headers = [(n, v) for n, v in scope["headers"] if n not in _HOP_BY_HOP]
+        headers.append((HOP, self._hop))
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        url = f"http://{peer.address}{target.decode('latin-1')}"
+        request = self.client.build_request(
+            scope["method"], url, headers=headers, content=_body(receive)
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            log.warning("cluster: forwarding to %s failed: %s", peer.name, exc)
+            await _error(send, 502, "peer_failed", f"node {peer.name} failed: {exc}")
+            return
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (n, v) for n, v in response.headers.raw if n.lower() not in _HOP_BY_HOP
+                    ]
+                    + [(b"x-fissile-node", peer.name.encode())],
+                }
+            )
+            try:
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except httpx.HTTPError as exc:
+                # The head went out: the client sees a cut response, as from a dying instance.
+                log.warning("cluster: %s failed mid-response: %s", peer.name, exc)
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    async def internal(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /_fissile/cluster/artifacts/<sha256>``: a build's archive, for peers only."""
+        if not self._authorized(scope["headers"]):
+            await _error(send, 401, "unauthorized", "the cluster's endpoints need the token")
+            return
+        rest = scope["path"][len(CLUSTER_PREFIX) :]
+        kind, _, digest = rest.partition("/")
+        if scope["method"] != "GET" or kind != "artifacts":
+            await _error(send, 404, "not_found", "no such cluster endpoint")
+            return
+        path = self.artifacts.local(digest)
+        if path is None:
+            await _error(send, 404, "not_found", f"no artifact {digest[:64]!r} on this node")
+            return
+        size = path.stat().st_size
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/x-tar"),
+                    (b"content-length", str(size).encode()),
+                ],
+            }
+        )
+        with path.open("rb") as archive:
+            while chunk := archive.read(1 << 20):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        expected = b"Bearer " + self.token.encode()
+        for name, value in headers:
+            if name == b"authorization":
+                return hmac.compare_digest(value, expected)
+        return False
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+async def _error(send: Send, status: int, code: str, message: str) -> None:
+    import json
+
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
