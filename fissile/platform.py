@@ -425,7 +425,7 @@ async def _check_nats(url: str) -> None:
         client = await nats.connect(
             url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False
         )
-    except (NoServersError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, NoServersError, OSError) as exc:
         raise StartupError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
     await client.close()
 

@@ -212,14 +212,16 @@ class Artifacts:
             hasher = hashlib.sha256()
             url = f"http://{address}/_fissile/cluster/artifacts/{digest}"
             headers = {"authorization": f"Bearer {self.token}"}
-            async with httpx.AsyncClient(timeout=self.timeout) as client:
-                async with client.stream("GET", url, headers=headers) as response:
-                    if response.status_code != 200:
-                        raise ArtifactError(f"HTTP {response.status_code}")
-                    with open(tmp, "wb") as out:
-                        async for chunk in response.aiter_bytes():
-                            hasher.update(chunk)
-                            out.write(chunk)
+            async with (
+                httpx.AsyncClient(timeout=self.timeout) as client,
+                client.stream("GET", url, headers=headers) as response,
+            ):
+                if response.status_code != 200:
+                    raise ArtifactError(f"HTTP {response.status_code}")
+                with open(tmp, "wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        hasher.update(chunk)
+                        out.write(chunk)
             if hasher.hexdigest() != digest:
                 raise ArtifactError(
                     f"sha256 mismatch: got {hasher.hexdigest()}, the store says {digest}"
