@@ -1,0 +1,159 @@
+"""Three ``fissile up --cluster`` nodes on one machine sharing a PostgreSQL schema
+(``clusterkit``): routes served by every node, builds fetched between nodes, ``node list``,
+``node drain`` and the death of a node."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from clusterkit import cluster
+from syskit import wait_for, write
+
+pytestmark = pytest.mark.slow
+
+HELLO = 'def main():\n    return "Hello from the cluster"\n'
+SLOW = 'import time\n\ndef main():\n    time.sleep(3)\n    return "slow done"\n'
+
+
+def test_a_function_created_on_one_node_answers_on_the_others(tmp_path: Path) -> None:
+    with cluster(tmp_path / "c", 3) as nodes:
+        first, second, third = nodes.nodes
+        listed = first.nodes()
+        assert sorted(listed) == ["node1", "node2", "node3"]
+        for name, node in zip(("node1", "node2", "node3"), nodes.nodes, strict=True):
+            assert listed[name]["address"] == f"127.0.0.1:{node.port}"
+            assert listed[name]["state"] == "active"
+            assert listed[name]["heartbeat_age"] < 4
+
+        write(tmp_path / "hello.py", HELLO)
+        first.ok("fn", "create", "--name", "hello", "--code", str(tmp_path / "hello.py"))
+        first.ok("route", "create", "--function", "hello", "--url", "/hello")
+        created = time.monotonic()
+        answered: dict[str, float] = {}
+        deadline = created + 10
+        while len(answered) < 2 and time.monotonic() < deadline:
+            for node in (second, third):
+                if node.name not in answered:
+                    response = node.get("/hello")
+                    if response.status_code == 200:
+                        assert response.text == "Hello from the cluster"
+                        answered[node.name] = time.monotonic() - created
+        assert sorted(answered) == ["node2", "node3"], answered
+        assert max(answered.values()) < 1.0, answered
+
+        # node1 built the package; node2 fetched the build by its sha256 and checked it.
+        archives = list((second.data_dir / "artifacts").glob("*.tar"))
+        assert len(archives) == 1, archives
+        data = archives[0].read_bytes()
+        assert hashlib.sha256(data).hexdigest() == archives[0].stem
+        assert "fetched from node1" in second.stderr() or "fetched from node" in second.stderr()
+        assert not (second.data_dir / "builds").exists() or not any(
+            (second.data_dir / "builds").iterdir()
+        )
+
+
+def test_node_drain_finishes_in_flight_requests_and_moves_new_ones(tmp_path: Path) -> None:
+    with cluster(tmp_path / "c", 3) as nodes:
+        first, second, _ = nodes.nodes
+        write(tmp_path / "slow.py", SLOW)
+        write(tmp_path / "hello.py", HELLO)
+        first.ok("fn", "create", "--name", "slow", "--code", str(tmp_path / "slow.py"))
+        first.ok("fn", "create", "--name", "hello", "--code", str(tmp_path / "hello.py"))
+        assert second.get("/function/hello").status_code == 200
+
+        slow: dict[str, httpx.Response] = {}
+
+        def call_slow() -> None:
+            slow["response"] = httpx.get(f"{second.router_url}/function/slow", timeout=60)
+
+        caller = threading.Thread(target=call_slow)
+        caller.start()
+        wait_for(lambda: second.nodes()["node2"]["inflight"] >= 1, 30, "the slow call in flight")
+        first.ok("node", "drain", "node2")
+        assert first.nodes()["node2"]["state"] == "draining"
+
+        # New requests to node2's router are served by the others...
+        def moved() -> bool:
+            response = second.get("/function/hello")
+            return response.status_code == 200 and response.headers.get("x-fissile-node") in (
+                "node1",
+                "node3",
+            )
+
+        wait_for(moved, 10, "node2 forwarding new requests")
+        for _ in range(5):
+            response = second.get("/function/hello")
+            assert response.status_code == 200
+            assert response.headers["x-fissile-node"] in ("node1", "node3")
+        # ...while the one in flight there finishes.
+        caller.join(60)
+        assert slow["response"].status_code == 200
+        assert slow["response"].text == "slow done"
+        assert "x-fissile-node" not in slow["response"].headers
+
+        first.ok("node", "resume", "node2")
+        wait_for(
+            lambda: "x-fissile-node" not in second.get("/function/hello").headers,
+            10,
+            "node2 serving again",
+        )
+
+
+def test_kill_9_of_a_node_fails_only_its_requests(tmp_path: Path) -> None:
+    with cluster(tmp_path / "c", 3) as nodes:
+        first, second, third = nodes.nodes
+        write(tmp_path / "hello.py", HELLO)
+        first.ok("fn", "create", "--name", "hello", "--code", str(tmp_path / "hello.py"))
+        for node in nodes.nodes:
+            assert node.get("/function/hello").status_code == 200
+
+        stop = threading.Event()
+        failures: dict[str, int] = {"node1": 0, "node2": 0, "node3": 0}
+        answers: dict[str, int] = {"node1": 0, "node2": 0, "node3": 0}
+
+        def load(node_name: str, url: str) -> None:
+            with httpx.Client(timeout=30) as client:
+                while not stop.is_set():
+                    try:
+                        ok = client.get(f"{url}/function/hello").status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    if ok:
+                        answers[node_name] += 1
+                    else:
+                        failures[node_name] += 1
+                        if node_name == "node3":
+                            time.sleep(0.05)  # its router is gone: do not spin
+
+        threads = [
+            threading.Thread(target=load, args=(node.name, node.router_url)) for node in nodes.nodes
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: min(answers.values()) >= 20, 30, "load on every node")
+            third.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+            third.process.wait(10)  # type: ignore[union-attr]
+            before = dict(answers)
+            wait_for(
+                lambda: (
+                    answers["node1"] >= before["node1"] + 50
+                    and answers["node2"] >= before["node2"] + 50
+                ),
+                30,
+                "the others answering after the kill",
+            )
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+        assert failures["node1"] == 0 and failures["node2"] == 0, failures
+        assert failures["node3"] > 0  # not a vacuous kill
+        wait_for(lambda: first.nodes()["node3"]["state"] == "dead", 15, "node3 seen dead")
+        assert second.nodes()["node3"]["state"] == "dead"
