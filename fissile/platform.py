@@ -277,6 +277,7 @@ class Platform:
             self.cluster = await _join_cluster(config, token, executor)
             router.cluster = self.cluster.peers
             executor.fetch_deploy = self.cluster.artifacts.ensure
+            executor.claim = self.cluster.nodes.claim
         add_node_routes(api, self.cluster.nodes if self.cluster is not None else None)
 
         builder.resume()

@@ -160,6 +160,11 @@ class Nodes:
         self.peers: list[NodeInfo] = []  # the other nodes, as of the last heartbeat
         self.draining = False
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        # Heartbeats and claims take turns on the connection: a heartbeat computed before a
+        # claim and written after it would lower the count the claim just raised.
+        self._lock = asyncio.Lock()
+        self.refused = 0  # instance starts refused because the cluster was at max_scale
+        self._seen: dict[str, int] = {}  # function -> peers' instances, by the last claims
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
@@ -229,6 +234,10 @@ class Nodes:
         }
 
     async def _beat(self) -> None:
+        async with self._lock:
+            await self._beat_locked()
+
+    async def _beat_locked(self) -> None:
         conn = await self._connect()
         report = self.report()
         async with conn.transaction():
@@ -246,6 +255,49 @@ class Nodes:
                 log.warning("cluster: node %s is draining: new requests go to peers", self.name)
             self.draining = me.state == "draining"
         self.peers = [node for node in everyone if node.name != self.name]
+        self._seen.clear()  # the rows just read are fresher
+
+    def elsewhere(self, function: str) -> int:
+        """Instances of ``function`` the live peers held at their last heartbeat or claim
+        (a refused claim tells the count before the next heartbeat does)."""
+        held = sum(node.functions.get(function, 0) for node in self.peers if node.alive)
+        return max(held, self._seen.get(function, 0))
+
+    async def claim(self, function: str, local: int, bound: int) -> bool:
+        """Whether this node may hold ``local`` instances of ``function`` (one more than it
+        had) with the cluster's total kept at ``bound`` or below; if so, its count is raised
+        in its row before the instance starts.
+
+        Exact among live nodes: each claim of a function holds a transaction-scoped advisory
+        lock on it while it sums the others' counts and raises its own, so two nodes never
+        both take the last slot. Counts only fall at heartbeats, so a stopped instance frees
+        its slot up to HEARTBEAT later (a claim refused meanwhile is retried). A node that
+        stops heartbeating stops counting after DEAD_AFTER, even if its instances still run:
+        the bound can then be passed by the dead node's instances for as long as it is gone."""
+        async with self._lock:
+            conn = await self._connect()
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('fissile-scale:' || %s))", (function,)
+                )
+                cursor = await conn.execute(
+                    "SELECT coalesce(sum((functions->>%s)::int), 0) AS held FROM fissile_nodes"
+                    " WHERE name != %s AND state != 'stopped'"
+                    " AND now() - heartbeat_at < make_interval(secs => %s)",
+                    (function, self.name, DEAD_AFTER),
+                )
+                row = await cursor.fetchone()
+                others = int(row["held"]) if row is not None else 0
+                self._seen[function] = others
+                if others + local > bound:
+                    self.refused += 1
+                    return False
+                await conn.execute(
+                    "UPDATE fissile_nodes SET functions = functions || jsonb_build_object(%s::text,"
+                    " %s::int) WHERE name = %s",
+                    (function, local, self.name),
+                )
+        return True
 
     async def list(self) -> list[NodeInfo]:
         conn = await self._connect()

@@ -5,8 +5,10 @@ forwards a request carrying it, so a request crosses at most one hop whatever th
 about each other. Connections to peers are kept alive (one httpx client per node); a peer that
 dies mid-request fails that request alone, with ``502 peer_failed``.
 
-Today a node forwards while it is drained (``fissile node drain``): it serves nothing new
-itself, and every new request goes to a serving peer (the least busy, ties in turn).
+A node forwards while it is drained (``fissile node drain``): it serves nothing new itself,
+and every new request goes to a serving peer. It also forwards a request for a function it
+holds no instance of while the cluster holds the function's ``max_scale`` instances elsewhere:
+to a peer holding some (the least busy, ties in turn).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 
 from fissile.cluster.artifacts import Artifacts
 from fissile.cluster.nodes import NodeInfo, Nodes
+from fissile.executor.pools import FunctionPool
 from fissile.router.app import CLUSTER_PREFIX
 
 log = logging.getLogger("fissile.cluster")
@@ -52,6 +55,7 @@ class Peers:
         self.artifacts = artifacts
         self._hop = nodes.name.encode()
         self._turn = itertools.count()
+        self._function: str | None = None  # the function of the request ``forwarding`` saw
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
@@ -60,18 +64,31 @@ class Peers:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def forwarding(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Whether the router should hand this request to a peer rather than serve it."""
-        if not self.nodes.draining:
+    def forwarding(
+        self, headers: list[tuple[bytes, bytes]], pool: FunctionPool | None = None
+    ) -> bool:
+        """Whether the router should hand this request to a peer rather than serve it: this
+        node is drained, or the function has no instance here and the cluster holds its
+        ``max_scale`` elsewhere (as of the peers' last heartbeats or claims)."""
+        if not self.nodes.draining and (
+            pool is None
+            or pool.instances
+            or self.nodes.elsewhere(pool.name) + pool.starting < pool.spec.max_scale
+        ):
             return False
         for name, _ in headers:
             if name == HOP:
                 return False  # forwarded once already: served here, whatever the state
-        return self.target() is not None
+        self._function = pool.name if pool is not None else None
+        return self.target(self._function) is not None
 
-    def target(self) -> NodeInfo | None:
-        """The serving peer with the fewest requests in flight (ties taken in turn)."""
+    def target(self, function: str | None = None) -> NodeInfo | None:
+        """The serving peer with the fewest requests in flight (ties taken in turn), among
+        those holding instances of ``function`` if any does."""
         serving = [node for node in self.nodes.peers if node.serving]
+        if function is not None:
+            holding = [node for node in serving if node.functions.get(function)]
+            serving = holding or serving
         if not serving:
             return None
         least = min(node.inflight for node in serving)
@@ -79,7 +96,8 @@ class Peers:
         return quiet[next(self._turn) % len(quiet)]
 
     async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        peer = self.target()
+        # ``forwarding`` ran just before, on this request, with nothing awaited in between.
+        peer = self.target(self._function)
         if peer is None:  # every peer went away since ``forwarding``
             await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
             return

@@ -99,6 +99,9 @@ class Executor:
         self.logs = logs
         # Cluster mode: fetches a build this node lacks from a peer (cluster/artifacts.py).
         self.fetch_deploy: Callable[[str], Awaitable[None]] | None = None
+        # Cluster mode: whether this node may hold this many instances of a function with the
+        # cluster's total within a bound (cluster/nodes.py ``claim``).
+        self.claim: Callable[[str, int, int], Awaitable[bool]] | None = None
         # Request counts and latencies by function (observability/metrics.py), kept across
         # updates of a function and dropped with it.
         self.metrics = Metrics()

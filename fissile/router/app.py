@@ -201,8 +201,6 @@ class Router:
         a plain synchronous call to a function, which the router's protocol forwards itself;
         None for everything else (the router's own answers, the front door, guarded routes,
         locked function doors, OPTIONS), which takes the ASGI path through ``http``."""
-        if self.cluster is not None and self.cluster.forwarding(headers):
-            return None  # to a peer, through ``http``
         params: dict[str, str] = {}
         prefix: str | None = None
         trigger: str | None = None
@@ -226,11 +224,30 @@ class Router:
         pool = self.executor.functions.get(function)
         if pool is None:
             return None
+        if self.cluster is not None and self.cluster.forwarding(headers, pool):
+            return None  # to a peer, through ``http``
         if self.front_door is not None:
             for name, value in headers:
                 if name == b"prefer" and b"respond-async" in value.lower():
                     return None
         return pool, params, prefix, trigger
+
+    def _function_pool(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]]
+    ) -> FunctionPool | None:
+        """The pool of the function a request calls, if it calls one (cluster mode only)."""
+        if path.startswith((DIRECT_PREFIX, ASYNC_PREFIX)):
+            prefix = DIRECT_PREFIX if path.startswith(DIRECT_PREFIX) else ASYNC_PREFIX
+            function = path[len(prefix) :].split("/", 1)[0]
+        else:
+            host = None
+            if self.table.hosted:
+                host = next((request_host(v) for n, v in headers if n == b"host"), None)
+            resolved = self._resolve(method, path, host)
+            if resolved is None:
+                return None
+            function = resolved[0]
+        return self.executor.functions.get(function)
 
     def guarded(
         self, path: str, headers: list[tuple[bytes, bytes]]
@@ -326,7 +343,12 @@ class Router:
             if path.startswith(CLUSTER_PREFIX):
                 await self.cluster.internal(scope, receive, send)
                 return
-            if path != "/_fissile/healthz" and self.cluster.forwarding(scope["headers"]):
+            # Invocations live on the node that accepted them: never forwarded.
+            if not path.startswith(("/_fissile/", INVOCATIONS_PREFIX)) and (
+                self.cluster.forwarding(
+                    scope["headers"], self._function_pool(method, path, scope["headers"])
+                )
+            ):
                 await self.cluster.forward(scope, receive, send)
                 return
         params: dict[str, str] = {}

@@ -157,3 +157,70 @@ def test_kill_9_of_a_node_fails_only_its_requests(tmp_path: Path) -> None:
         assert failures["node3"] > 0  # not a vacuous kill
         wait_for(lambda: first.nodes()["node3"]["state"] == "dead", 15, "node3 seen dead")
         assert second.nodes()["node3"]["state"] == "dead"
+
+
+def test_max_scale_holds_across_the_cluster(tmp_path: Path) -> None:
+    with cluster(tmp_path / "c", 3) as nodes:
+        first = nodes.nodes[0]
+        write(tmp_path / "slow.py", SLOW.replace("time.sleep(3)", "time.sleep(0.3)"))
+        first.ok(
+            "fn", "create", "--name", "capped", "--code", str(tmp_path / "slow.py"),
+            "--max-scale", "4",
+        )  # fmt: skip
+        headers = {"authorization": f"Bearer {nodes.token}"}
+        # One instance on each node first: every node then holds one and queues the rest
+        # of its share, or forwards it, rather than racing for the last slot with nothing.
+        for node in nodes.nodes:
+            assert node.get("/function/capped").status_code == 200
+
+        def running() -> dict[str, int]:
+            counts = {}
+            for node in nodes.nodes:
+                status = node.http.get(f"{node.api_url}/v1/functions/capped", headers=headers)
+                function = status.json()["status"]
+                counts[node.name] = function["instances"]
+            return counts
+
+        stop = threading.Event()
+        most: dict[str, object] = {"total": 0, "counts": {}}
+
+        claimed: list[int] = []
+
+        def sample() -> None:
+            while not stop.is_set():
+                counts = running()
+                if sum(counts.values()) > int(str(most["total"])):
+                    most.update(total=sum(counts.values()), counts=counts)
+                # What the nodes claimed in the store, instances starting included.
+                rows = first.http.get(f"{first.api_url}/v1/nodes", headers=headers).json()
+                claimed.append(sum(row["functions"].get("capped", 0) for row in rows))
+
+        statuses: list[int] = []
+
+        def load(url: str) -> None:
+            with httpx.Client(timeout=60) as client:
+                for _ in range(10):
+                    statuses.append(client.get(f"{url}/function/capped").status_code)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        clients = [
+            threading.Thread(target=load, args=(node.router_url,))
+            for node in nodes.nodes
+            for _ in range(4)
+        ]
+        try:
+            for thread in clients:
+                thread.start()
+            for thread in clients:
+                thread.join(120)
+        finally:
+            stop.set()
+            sampler.join(30)
+        assert len(statuses) == 120
+        assert statuses.count(200) == 120, sorted(set(statuses))
+        # 12 clients wanted 12 instances: the cluster ran 4 at most, and did reach 4.
+        assert most["total"] == 4, most
+        assert max(claimed) <= 4, claimed
+        listed = first.nodes()
+        assert sum(node["functions"].get("capped", 0) for node in listed.values()) <= 4
