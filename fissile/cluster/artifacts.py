@@ -110,6 +110,7 @@ class Artifacts:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()  # one statement at a time on the connection
         self.fetched = 0  # builds fetched from peers (for tests and metrics)
+        self.transport: httpx.AsyncBaseTransport | None = None  # tests: a fake peer
 
     async def _execute(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async with self._lock:
@@ -213,7 +214,7 @@ class Artifacts:
             url = f"http://{address}/_fissile/cluster/artifacts/{digest}"
             headers = {"authorization": f"Bearer {self.token}"}
             async with (
-                httpx.AsyncClient(timeout=self.timeout) as client,
+                httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client,
                 client.stream("GET", url, headers=headers) as response,
             ):
                 if response.status_code != 200:
