@@ -105,9 +105,13 @@ def cluster(root: Path, count: int, *extra: str) -> Iterator[Cluster]:
             running.wait_joined()
             yield running
         finally:
+            clean = []
             for node in running.nodes:
                 try:
                     if node.process is not None and node.process.poll() is None:
                         node.stop()
+                        clean.append(node)
                 finally:
                     node.abandon()
+        for node in clean:
+            assert "Traceback" not in node.stderr(), node.stderr()[-5000:]
