@@ -229,3 +229,27 @@ def test_max_scale_holds_across_the_cluster(tmp_path: Path) -> None:
         assert max(claimed) <= 4, claimed
         listed = first.nodes()
         assert sum(node["functions"].get("capped", 0) for node in listed.values()) <= 4
+
+
+def test_min_scale_is_kept_across_the_cluster_not_on_every_node(tmp_path: Path) -> None:
+    with cluster(tmp_path / "c", 3) as nodes:
+        first = nodes.nodes[0]
+        write(tmp_path / "hello.py", HELLO)
+        first.ok(
+            "fn", "create", "--name", "warm", "--code", str(tmp_path / "hello.py"),
+            "--min-scale", "2",
+        )  # fmt: skip
+        headers = {"authorization": f"Bearer {nodes.token}"}
+
+        def running() -> int:
+            total = 0
+            for node in nodes.nodes:
+                status = node.http.get(f"{node.api_url}/v1/functions/warm", headers=headers)
+                total += status.json()["status"]["instances"]
+            return total
+
+        wait_for(lambda: running() == 2, 30, "two instances warm in the cluster")
+        # Every node keeps checking its minimum (each reaper tick): none adds a third.
+        watched_until = time.monotonic() + 3
+        while time.monotonic() < watched_until:
+            assert running() == 2
