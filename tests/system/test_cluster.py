@@ -19,6 +19,11 @@ from syskit import wait_for, write
 pytestmark = pytest.mark.slow
 
 HELLO = 'def main():\n    return "Hello from the cluster"\n'
+ECHO = (
+    "from flask import request\n\n"
+    "def main():\n"
+    "    return request.get_data() + request.query_string\n"
+)
 SLOW = 'import time\n\ndef main():\n    time.sleep(3)\n    return "slow done"\n'
 
 
@@ -70,6 +75,8 @@ def test_node_drain_finishes_in_flight_requests_and_moves_new_ones(tmp_path: Pat
         write(tmp_path / "hello.py", HELLO)
         first.ok("fn", "create", "--name", "slow", "--code", str(tmp_path / "slow.py"))
         first.ok("fn", "create", "--name", "hello", "--code", str(tmp_path / "hello.py"))
+        write(tmp_path / "echo.py", ECHO)
+        first.ok("fn", "create", "--name", "echo", "--code", str(tmp_path / "echo.py"))
         assert second.get("/function/hello").status_code == 200
 
         slow: dict[str, httpx.Response] = {}
@@ -96,6 +103,12 @@ def test_node_drain_finishes_in_flight_requests_and_moves_new_ones(tmp_path: Pat
             response = second.get("/function/hello")
             assert response.status_code == 200
             assert response.headers["x-fissile-node"] in ("node1", "node3")
+        # A body and a query cross the hop as the client sent them.
+        body = bytes(range(256)) * 400
+        echoed = second.request("POST", "/function/echo?q=1", content=body)
+        assert echoed.status_code == 200, echoed.text
+        assert echoed.content == body + b"q=1"
+        assert echoed.headers["x-fissile-node"] in ("node1", "node3")
         # ...while the one in flight there finishes.
         caller.join(60)
         assert slow["response"].status_code == 200
