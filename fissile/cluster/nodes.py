@@ -159,6 +159,7 @@ class Nodes:
         self.executor = executor
         self.peers: list[NodeInfo] = []  # the other nodes, as of the last heartbeat
         self.draining = False
+        self.memory_free = 0  # this node's, as its last heartbeat measured it (0: unknown)
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         # Heartbeats and claims take turns on the connection: a heartbeat computed before a
         # claim and written after it would lower the count the claim just raised.
@@ -225,11 +226,12 @@ class Nodes:
                 if count:
                     functions[name] = count
                 inflight += pool.inflight
+        self.memory_free = memory_available()
         return {
             "name": self.name,
             "instances": sum(functions.values()),
             "inflight": inflight,
-            "memory_free": memory_available(),
+            "memory_free": self.memory_free,
             "functions": json.dumps(functions),
         }
 

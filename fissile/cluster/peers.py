@@ -7,8 +7,9 @@ dies mid-request fails that request alone, with ``502 peer_failed``.
 
 A node forwards while it is drained (``fissile node drain``): it serves nothing new itself,
 and every new request goes to a serving peer. It also forwards a request for a function it
-holds no instance of while the cluster holds the function's ``max_scale`` instances elsewhere:
-to a peer holding some (the least busy, ties in turn).
+holds no instance of while the cluster holds the function's ``max_scale`` instances elsewhere
+(to a peer holding some: the least busy, ties in turn), or while its free memory is below the
+function's memory limit (to the peer with the most free memory, if one has enough).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ class Peers:
         self.artifacts = artifacts
         self._hop = nodes.name.encode()
         self._turn = itertools.count()
-        self._function: str | None = None  # the function of the request ``forwarding`` saw
+        # What ``forwarding`` saw of the request it said yes to: its function, and the memory
+        # a cold start of it needs when that was the reason.
+        self._function: str | None = None
+        self._memory = 0
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
@@ -68,24 +72,34 @@ class Peers:
         self, headers: list[tuple[bytes, bytes]], pool: FunctionPool | None = None
     ) -> bool:
         """Whether the router should hand this request to a peer rather than serve it: this
-        node is drained, or the function has no instance here and the cluster holds its
-        ``max_scale`` elsewhere (as of the peers' last heartbeats or claims)."""
-        if not self.nodes.draining and (
-            pool is None
-            or pool.instances
-            or self.nodes.elsewhere(pool.name) + pool.starting < pool.spec.max_scale
-        ):
-            return False
+        node is drained; or the function has no instance here and either the cluster holds
+        its ``max_scale`` elsewhere (as of the peers' last heartbeats or claims) or this node
+        lacks the memory to start one that a peer has."""
+        memory = 0
+        if not self.nodes.draining:
+            if pool is None or pool.instances:
+                return False
+            if self.nodes.elsewhere(pool.name) + pool.starting < pool.spec.max_scale:
+                free = self.nodes.memory_free
+                if not free or free >= pool.spec.memory:
+                    return False
+                memory = pool.spec.memory  # a cold start goes where there is room for it
         for name, _ in headers:
             if name == HOP:
                 return False  # forwarded once already: served here, whatever the state
         self._function = pool.name if pool is not None else None
-        return self.target(self._function) is not None
+        self._memory = memory
+        return self.target(self._function, memory) is not None
 
-    def target(self, function: str | None = None) -> NodeInfo | None:
-        """The serving peer with the fewest requests in flight (ties taken in turn), among
-        those holding instances of ``function`` if any does."""
+    def target(self, function: str | None = None, memory: int = 0) -> NodeInfo | None:
+        """The serving peer to forward to. With ``memory``, the one with the most free memory
+        among those with that much (None if none has). Otherwise the one with the fewest
+        requests in flight (ties taken in turn), among those holding instances of
+        ``function`` if any does."""
         serving = [node for node in self.nodes.peers if node.serving]
+        if memory:
+            roomy = [node for node in serving if node.memory_free >= memory]
+            return max(roomy, key=lambda node: node.memory_free) if roomy else None
         if function is not None:
             holding = [node for node in serving if node.functions.get(function)]
             serving = holding or serving
@@ -97,7 +111,7 @@ class Peers:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ``forwarding`` ran just before, on this request, with nothing awaited in between.
-        peer = self.target(self._function)
+        peer = self.target(self._function, self._memory)
         if peer is None:  # every peer went away since ``forwarding``
             await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
             return
