@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from fastapi import FastAPI
 
-from fissile.cluster.nodes import NodeNotFound, Nodes
 from fissile.controlplane.errors import ApiError, error_responses
+
+if TYPE_CHECKING:  # imported by cluster mode only: a single node never loads psycopg for it
+    from fissile.cluster.nodes import Nodes
 
 _ERRORS = error_responses(401, 404, 409)
 
@@ -30,14 +31,22 @@ def add_node_routes(app: FastAPI, nodes: Nodes | None) -> None:
     @app.get("/v1/nodes", tags=["cluster"], responses=_ERRORS)
     async def list_nodes() -> list[dict[str, Any]]:
         """Every node that joined the cluster, with its last heartbeat."""
+        nodes = cluster()
+        import psycopg
+
         try:
-            return [node.as_json() for node in await cluster().list()]
+            return [node.as_json() for node in await nodes.list()]
         except (psycopg.Error, OSError) as exc:
             raise await unavailable(exc) from None
 
     async def set_state(name: str, state: str) -> dict[str, Any]:
+        nodes = cluster()
+        import psycopg
+
+        from fissile.cluster.nodes import NodeNotFound
+
         try:
-            return (await cluster().set_state(name, state)).as_json()
+            return (await nodes.set_state(name, state)).as_json()
         except NodeNotFound:
             raise ApiError(404, "not_found", f"node {name!r} not found (or stopped)") from None
         except (psycopg.Error, OSError) as exc:

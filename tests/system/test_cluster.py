@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from clusterkit import cluster
-from syskit import wait_for, write
+from syskit import Platform, assert_one_line_error, wait_for, write
 
 pytestmark = pytest.mark.slow
 
@@ -266,3 +266,8 @@ def test_min_scale_is_kept_across_the_cluster_not_on_every_node(tmp_path: Path) 
         watched_until = time.monotonic() + 3
         while time.monotonic() < watched_until:
             assert running() == 2
+
+
+def test_a_single_node_says_it_is_not_a_cluster(platform: Platform) -> None:
+    assert_one_line_error(platform.cli("node", "list"), "single node", "--cluster")
+    assert_one_line_error(platform.cli("node", "drain", "x"), "single node")
