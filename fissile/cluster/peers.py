@@ -17,13 +17,14 @@ from __future__ import annotations
 import hmac
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
 from fissile.cluster.artifacts import Artifacts
-from fissile.cluster.nodes import NodeInfo, Nodes
+from fissile.cluster.nodes import DEAD_AFTER, NodeInfo, Nodes
 from fissile.executor.pools import FunctionPool
 from fissile.router.app import CLUSTER_PREFIX
 
@@ -60,6 +61,7 @@ class Peers:
         # a cold start of it needs when that was the reason.
         self._function: str | None = None
         self._memory = 0
+        self._unreachable: dict[str, float] = {}  # peer -> until when it is not tried
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
@@ -97,6 +99,9 @@ class Peers:
         requests in flight (ties taken in turn), among those holding instances of
         ``function`` if any does."""
         serving = [node for node in self.nodes.peers if node.serving]
+        if self._unreachable:
+            now = time.monotonic()
+            serving = [node for node in serving if self._unreachable.get(node.name, 0) < now]
         if memory:
             roomy = [node for node in serving if node.memory_free >= memory]
             return max(roomy, key=lambda node: node.memory_free) if roomy else None
@@ -111,25 +116,33 @@ class Peers:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ``forwarding`` ran just before, on this request, with nothing awaited in between.
-        peer = self.target(self._function, self._memory)
-        if peer is None:  # every peer went away since ``forwarding``
-            await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
-            return
+        function, memory = self._function, self._memory
         headers = [(n, v) for n, v in scope["headers"] if n not in _HOP_BY_HOP]
         headers.append((HOP, self._hop))
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        url = f"http://{peer.address}{target.decode('latin-1')}"
-        request = self.client.build_request(
-            scope["method"], url, headers=headers, content=_body(receive)
-        )
-        try:
-            response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            log.warning("cluster: forwarding to %s failed: %s", peer.name, exc)
-            await _error(send, 502, "peer_failed", f"node {peer.name} failed: {exc}")
-            return
+        body = _body(receive)
+        while True:
+            peer = self.target(function, memory)
+            if peer is None:  # every peer went away since ``forwarding``
+                await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
+                return
+            url = f"http://{peer.address}{target.decode('latin-1')}"
+            request = self.client.build_request(scope["method"], url, headers=headers, content=body)
+            try:
+                response = await self.client.send(request, stream=True)
+                break
+            except httpx.ConnectError as exc:
+                # Nothing was sent: another peer may take it. This one is skipped until its
+                # heartbeat could tell (a dead node's row turns dead within DEAD_AFTER).
+                log.warning("cluster: cannot reach %s: %s", peer.name, exc)
+                self._unreachable[peer.name] = time.monotonic() + DEAD_AFTER
+            except httpx.HTTPError as exc:
+                why = str(exc) or type(exc).__name__  # a dropped connection has no message
+                log.warning("cluster: forwarding to %s failed: %s", peer.name, why)
+                await _error(send, 502, "peer_failed", f"node {peer.name} failed: {why}")
+                return
         try:
             await send(
                 {

@@ -123,13 +123,18 @@ def test_node_drain_finishes_in_flight_requests_and_moves_new_ones(tmp_path: Pat
         )
 
 
-def test_kill_9_of_a_node_fails_only_its_requests(tmp_path: Path) -> None:
+def test_kill_9_of_a_node_fails_only_requests_in_flight_on_it(tmp_path: Path) -> None:
     with cluster(tmp_path / "c", 3) as nodes:
         first, second, third = nodes.nodes
         write(tmp_path / "hello.py", HELLO)
         first.ok("fn", "create", "--name", "hello", "--code", str(tmp_path / "hello.py"))
         for node in nodes.nodes:
             assert node.get("/function/hello").status_code == 200
+        # node2 forwards everything: its requests cross to node1 and node3 until node3 dies.
+        first.ok("node", "drain", "node2")
+        wait_for(
+            lambda: "x-fissile-node" in second.get("/function/hello").headers, 10, "forwarding"
+        )
 
         stop = threading.Event()
         failures: dict[str, int] = {"node1": 0, "node2": 0, "node3": 0}
@@ -171,7 +176,9 @@ def test_kill_9_of_a_node_fails_only_its_requests(tmp_path: Path) -> None:
             stop.set()
             for thread in threads:
                 thread.join(60)
-        assert failures["node1"] == 0 and failures["node2"] == 0, failures
+        # node2's one client had at most one request in flight to node3 when it died; the
+        # next ones went to node1 (node3 unreachable), none were lost meanwhile.
+        assert failures["node1"] == 0 and failures["node2"] <= 1, failures
         assert failures["node3"] > 0  # not a vacuous kill
         wait_for(lambda: first.nodes()["node3"]["state"] == "dead", 15, "node3 seen dead")
         assert second.nodes()["node3"]["state"] == "dead"
