@@ -133,7 +133,7 @@ class Peers:
             try:
                 response = await self.client.send(request, stream=True)
                 break
-            except httpx.ConnectError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 # Nothing was sent: another peer may take it. This one is skipped until its
                 # heartbeat could tell (a dead node's row turns dead within DEAD_AFTER).
                 log.warning("cluster: cannot reach %s: %s", peer.name, exc)
