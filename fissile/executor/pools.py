@@ -585,9 +585,12 @@ class FunctionPool:
         # Only a healthy function is scaled up ahead of requests: one whose last start failed
         # is retried when a request asks for it (with the crash-loop back-off), not by ticks.
         if decision.desired > current and not self.failures:
+            # Wanting no more than the minimum, the instances count against min_scale across
+            # a cluster (``_start``), not against max_scale on every node.
+            bound = self.spec.min_scale if decision.desired <= self.spec.min_scale else None
             while len(self.instances) + self.starting < decision.desired:
                 self.starting += 1
-                self.executor.spawn(self._start())
+                self.executor.spawn(self._start(bound))
         surplus = len(self.instances) - decision.desired
         if surplus > 0:
             idle = sorted((i for i in self.instances if i.inflight == 0), key=lambda i: i.last_used)
