@@ -45,6 +45,8 @@ _HOP_BY_HOP = frozenset(
     }
 )
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
@@ -64,7 +66,11 @@ class Peers:
         self._unreachable: dict[str, float] = {}  # peer -> until when it is not tried
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            # Idle connections are dropped before a peer's router would close them (its
+            # --keep-alive-timeout, 5 s by default), so a request rarely meets a closing one.
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0
+            ),
         )
 
     async def aclose(self) -> None:
@@ -122,7 +128,14 @@ class Peers:
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
-        body = _body(receive)
+        # A bodiless GET, HEAD or OPTIONS may be sent again to another peer when the first
+        # fails before answering (idempotent, and nothing of the client's to replay).
+        replayable = scope["method"] in _IDEMPOTENT and not any(
+            n in (b"content-length", b"transfer-encoding") and v != b"0"
+            for n, v in scope["headers"]
+        )
+        body = None if replayable else _body(receive)
+        attempts = 0
         while True:
             peer = self.target(function, memory)
             if peer is None:  # every peer went away since ``forwarding``
@@ -141,6 +154,11 @@ class Peers:
             except httpx.HTTPError as exc:
                 why = str(exc) or type(exc).__name__  # a dropped connection has no message
                 log.warning("cluster: forwarding to %s failed: %s", peer.name, why)
+                attempts += 1
+                if replayable and attempts < 3 and not isinstance(exc, httpx.TimeoutException):
+                    # The connection broke before an answer: a kept-alive one the peer closed
+                    # meanwhile, or a dying peer (whose next connect fails and skips it).
+                    continue
                 await _error(send, 502, "peer_failed", f"node {peer.name} failed: {why}")
                 return
         try:
