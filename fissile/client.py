@@ -116,6 +116,11 @@ class Client:
         result: dict[str, str] = self._json("POST", "/v1/secret-digests", json=body)
         return result["digest"]
 
+    def node_action(self, name: str, action: str) -> dict[str, Any]:
+        """``drain`` or ``resume`` a node of the cluster."""
+        result: dict[str, Any] = self._json("POST", f"/v1/nodes/{name}/{action}")
+        return result
+
     # -- packages -----------------------------------------------------------------------
 
     def upload_archive(self, data: bytes) -> dict[str, Any]:

@@ -55,14 +55,19 @@ class Config:
     secrets_key_file: Path | None = None  # None: keys/secrets.key in the data dir
     store_url: str | None = None  # None: the SQLite file in the data dir (``store``)
     api_token_file: Path | None = None  # None: api-token in the data dir
-    # This node's name in a cluster (a PostgreSQL store); None: the host name and process id.
-    node_name: str | None = None
+    # Cluster mode (docs/cluster.md): nodes sharing a PostgreSQL store.
+    cluster: bool = False
     # NATS of a cluster: where the embedded MQ type lives there; None: NATS on loopback.
     nats_url: str | None = None
+    # This node's name (`--node-name`; in cluster mode the host's name by default); None: the
+    # host name and process id, for a single node on a PostgreSQL store.
+    node_name: str | None = None
+    advertise: str | None = None  # host:port peers reach this node's router at
 
     @property
     def shared(self) -> bool:
-        """Cluster mode: state, async invocations and timer slots are shared in PostgreSQL."""
+        """State, async invocations and timer slots are shared in PostgreSQL (a PostgreSQL
+        store, with or without ``--cluster``)."""
         return self.store.split("://", 1)[0] in ("postgresql", "postgres")
 
     @property

@@ -104,6 +104,7 @@ class Platform:
         self.triggers: Triggers | None = None
         self.stats: Stats | None = None
         self.canaries: Canaries | None = None
+        self.cluster: Any = None  # fissile.cluster.service.Cluster in cluster mode
         self._servers: list[_Server] = []
         self._serving: list[asyncio.Task[None]] = []
         self._ready = False
@@ -283,6 +284,15 @@ class Platform:
             access_log=access_log if access_log.enabled else None,
         )
 
+        from fissile.controlplane.nodes import add_node_routes
+
+        if config.cluster:
+            self.cluster = await _join_cluster(config, token, executor)
+            router.cluster = self.cluster.peers
+            executor.fetch_deploy = self.cluster.artifacts.ensure
+            executor.claim = self.cluster.nodes.claim
+        add_node_routes(api, self.cluster.nodes if self.cluster is not None else None)
+
         builder.resume()
         revisions.start()  # first: the executor serves each function's newest revision
         # A revision function made for a route that a stop kept from being stored.
@@ -291,6 +301,8 @@ class Platform:
         await invocations.start()
         stats.start()
         router.follow(store)
+        if self.cluster is not None:
+            await self._start_cluster(store)
         triggers.start()
         self.canaries = Canaries(store, executor.metrics)
         self.canaries.start()
@@ -347,6 +359,14 @@ class Platform:
             f" data {config.data_dir}"
         )
 
+    async def _start_cluster(self, store: Store) -> None:
+        from fissile.cluster.service import ClusterUnavailable
+
+        try:
+            await self.cluster.start(store)
+        except ClusterUnavailable as exc:
+            raise StartupError(str(exc)) from None
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to DRAIN_TIMEOUT, or until a
         second Ctrl-C), then stop builds, instances and zygotes."""
@@ -370,6 +390,8 @@ class Platform:
             await self.stats.stop()
         if self.canaries is not None:
             await self.canaries.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.triggers is not None:
             await self.triggers.stop()
         if self.invocations is not None:
@@ -393,6 +415,39 @@ class Platform:
             self.store.close()
         if self._lock is not None:
             os.close(self._lock)
+
+
+async def _join_cluster(config: Config, token: str, executor: Executor) -> Any:
+    """This node's part in the cluster (``fissile/cluster``), once NATS answered."""
+    from fissile.cluster.service import Cluster
+
+    assert config.nats_url is not None and config.node_name is not None
+    assert config.advertise is not None
+    await _check_nats(config.nats_url)
+    return Cluster(
+        config.store,
+        config.node_name,
+        config.advertise,
+        config.data_dir,
+        config.deploy,
+        token,
+        executor,
+        timeout=(config.max_timeout or 3600.0) + 30.0,
+    )
+
+
+async def _check_nats(url: str) -> None:
+    """Cluster mode needs NATS: a node that cannot reach it refuses to start, saying so."""
+    import nats
+    from nats.errors import NoServersError
+
+    try:
+        client = await nats.connect(
+            url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False
+        )
+    except (TimeoutError, NoServersError, OSError) as exc:
+        raise StartupError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+    await client.close()
 
 
 def _limits(config: Config) -> tuple[Limits, Limits]:

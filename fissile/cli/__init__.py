@@ -19,6 +19,7 @@ from fissile.cli import (
     fn,
     invocation,
     mqt,
+    node,
     pkg,
     route,
     secret,
@@ -91,6 +92,7 @@ cli.add_command(topic.topic)
 cli.add_command(watch.watch)
 cli.add_command(store.store)
 cli.add_command(stats.top)
+cli.add_command(node.node)
 fn.fn.add_command(stats.fn_stats)
 
 

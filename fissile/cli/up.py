@@ -220,6 +220,33 @@ from fissile.models import MIN_MEMORY
     default=None,
     help="The certificate's PEM private key.",
 )
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Run as a node of a cluster (docs/cluster.md): needs --store postgresql://... and --nats.",
+)
+@click.option(
+    "--nats",
+    "nats_url",
+    default=None,
+    metavar="URL",
+    envvar="FISSILE_NATS",
+    help="The NATS server of the cluster, nats://host:4222. [env: FISSILE_NATS]",
+)
+@click.option(
+    "--node-name",
+    default=None,
+    envvar="FISSILE_NODE_NAME",
+    help="This node's name in the cluster, unique. [env: FISSILE_NODE_NAME; default: the"
+    " host's name]",
+)
+@click.option(
+    "--advertise",
+    default=None,
+    metavar="HOST:PORT",
+    help="Where the other nodes reach this node's router. [default: --host:--port, or this"
+    " host's name for 0.0.0.0]",
+)
 def up(
     data_dir: Path | None,
     host: str,
@@ -254,6 +281,10 @@ def up(
     tls_key: Path | None,
     keep_revisions: int,
     store_url: str | None,
+    cluster: bool,
+    nats_url: str | None,
+    node_name: str | None,
+    advertise: str | None,
 ) -> None:
     """Run the router, control API, executor and builder until Ctrl-C or SIGTERM."""
     from fissile.platform import StartupError, run
@@ -285,6 +316,13 @@ def up(
         ("sqlite:///", "postgresql://", "postgres://")
     ):
         raise click.BadParameter("must be sqlite:///path or postgresql://...", param_hint="--store")
+
+    if cluster:
+        node_name, advertise = _cluster_options(
+            store_url, nats_url, node_name, advertise, host, port, tls_cert
+        )
+    elif nats_url or node_name or advertise:
+        raise click.UsageError("--nats, --node-name and --advertise need --cluster")
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("give --tls-cert and --tls-key together")
@@ -329,8 +367,49 @@ def up(
         api_token_file=token_file,
         keep_revisions=keep_revisions,
         store_url=store_url,
+        cluster=cluster,
+        nats_url=nats_url,
+        node_name=node_name,
+        advertise=advertise,
     )
     try:
         run(config)
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _cluster_options(
+    store_url: str | None,
+    nats_url: str | None,
+    node_name: str | None,
+    advertise: str | None,
+    host: str,
+    port: int,
+    tls_cert: Path | None,
+) -> tuple[str, str]:
+    """Check cluster mode's flags; this node's name and advertised address."""
+    import re
+    import socket
+
+    if store_url is None or not store_url.startswith(("postgresql://", "postgres://")):
+        raise click.UsageError("--cluster needs --store postgresql://... (the state nodes share)")
+    if nats_url is None:
+        raise click.UsageError("--cluster needs --nats nats://host:port")
+    if not nats_url.startswith(("nats://", "tls://")):
+        raise click.BadParameter("must be a nats:// URL", param_hint="--nats")
+    if tls_cert is not None:
+        # Peers forward to each other's routers over plain HTTP today.
+        raise click.UsageError("--cluster does not support --tls-cert yet")
+    name = node_name or socket.gethostname()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name):
+        raise click.BadParameter(
+            "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            param_hint="--node-name",
+        )
+    if advertise is None:
+        reachable = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+        advertise = f"[{reachable}]:{port}" if ":" in reachable else f"{reachable}:{port}"
+    address, _, advertised_port = advertise.rpartition(":")
+    if not address or not advertised_port.isdigit() or not 0 < int(advertised_port) < 65536:
+        raise click.BadParameter("must be HOST:PORT", param_hint="--advertise")
+    return name, advertise

@@ -11,7 +11,7 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,11 @@ class Executor:
         self.store = store
         self.deploy_root = deploy_root
         self.logs = logs
+        # Cluster mode: fetches a build this node lacks from a peer (cluster/artifacts.py).
+        self.fetch_deploy: Callable[[str], Awaitable[None]] | None = None
+        # Cluster mode: whether this node may hold this many instances of a function with the
+        # cluster's total within a bound (cluster/nodes.py ``claim``).
+        self.claim: Callable[[str, int, int], Awaitable[bool]] | None = None
         # Request counts and latencies by function (observability/metrics.py), kept across
         # updates of a function and dropped with it.
         self.metrics = Metrics()
@@ -219,6 +224,8 @@ class Executor:
     async def instance_source(self, env: str, deploy_dir: str) -> EnvironmentPool:
         """The pool a function's new instance comes from: its environment's, or a package
         zygote's that has the function's dependencies imported (importcache.py)."""
+        if self.fetch_deploy is not None:
+            await self.fetch_deploy(deploy_dir)
         pool = self.environment(env)
         if pool.spec.image != "python":
             return pool  # a program: no Python imports of its own to cache

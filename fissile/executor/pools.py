@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fissile.executor.autoscaler import STABLE_WINDOW, Autoscaler, Decision, target_for
-from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, Overloaded
+from fissile.executor.errors import CrashLoop, ExecutorError, LoadFailed, NoCapacity, Overloaded
 from fissile.executor.instance import Instance, State
 from fissile.executor.loading import load
 from fissile.executor.zygote import Zygote
@@ -43,6 +43,7 @@ STORM_WINDOW = 60.0
 # In-flight requests per instance when a function does not say: one for a sync function (its
 # instance runs one call at a time), this many for an ``async def`` one (they interleave).
 ASYNC_CONCURRENCY = 100
+CLAIM_RETRY = 0.5  # cluster mode: seconds before a start refused at max_scale is tried again
 
 
 class Waiter(Protocol):
@@ -225,6 +226,8 @@ class FunctionPool:
         self.queue_timeouts = 0  # 503: waited longer than the queue timeout
         self.timeouts = 0  # 504: overran the timeout; only its instance was killed
         self._scaled_from: int | None = None
+        # Cluster mode: no start is tried before this (time.monotonic()) after one was refused.
+        self.refused_until = 0.0
 
     @property
     def name(self) -> str:
@@ -370,6 +373,8 @@ class FunctionPool:
             # Nothing to start: the common case under load, where every queued request calls
             # this (the arithmetic below was ~2 % of the router's CPU under wrk, py-spy).
             return
+        if self.refused_until and time.monotonic() < self.refused_until:
+            return  # cluster mode: at max_scale across the cluster a moment ago
         wanted = max(wanted, math.ceil(len(self.waiters) / self.limit))
         started = 0
         while self.starting < wanted and len(self.instances) + self.starting < self.spec.max_scale:
@@ -392,10 +397,14 @@ class FunctionPool:
                 old, self.scaler.desired, f"{len(self.waiters)} queued, starting instances"
             )
 
-    async def _start(self) -> None:
+    async def _start(self, bound: int | None = None) -> None:
+        """Start one instance (``starting`` counts it already). In cluster mode, only within
+        ``bound`` instances across the cluster (default: ``max_scale``)."""
         generation = self.generation
         instance: Instance | None = None
         try:
+            if self.executor.claim is not None and not await self._claimed(bound):
+                return
             if self.deploy is not None:
                 deploy_dir = self.executor.deploy_path(self.deploy)
             else:
@@ -419,6 +428,40 @@ class FunctionPool:
         instance.ready_at = time.monotonic()
         self.instances.append(instance)
         self.wake()
+
+    async def _claimed(self, bound: int | None) -> bool:
+        claim = self.executor.claim
+        assert claim is not None
+        limit = self.spec.max_scale if bound is None else bound
+        try:
+            granted = await claim(self.name, len(self.instances) + self.starting, limit)
+        except Exception as exc:
+            # The database is away: serving beats holding the bound (docs/cluster.md).
+            logger.warning("cannot claim an instance of %s in the cluster: %s", self.name, exc)
+            return True
+        if granted:
+            self.refused_until = 0.0
+            return True
+        self.refused_until = time.monotonic() + CLAIM_RETRY
+        if not self.waiters:
+            return False
+        if self.instances or self.starting > 1:
+            # An instance here will serve the queue; more may start once a slot is freed.
+            asyncio.get_running_loop().call_later(CLAIM_RETRY * 1.1, self.scale_up)
+            return False
+        # The cluster holds max_scale instances elsewhere and none will start here: the
+        # requests queued in the moment before this node learnt it fail now rather than wait
+        # for a slot (new ones are forwarded to the peers holding instances, cluster/peers.py).
+        error = NoCapacity(
+            f"function {self.name!r} runs its max_scale of {limit} instances on other nodes"
+            " of the cluster; retry"
+        )
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._observe()
+        return False
 
     async def _specialize(self, instance: Instance, deploy_dir: str) -> None:
         instance.state = State.specializing
@@ -514,7 +557,7 @@ class FunctionPool:
             return
         while len(self.instances) + self.starting < self.spec.min_scale:
             self.starting += 1
-            self.executor.spawn(self._start())
+            self.executor.spawn(self._start(self.spec.min_scale))
 
     def autoscale(self, now: float) -> Decision | None:
         """One tick of the autoscaler: start instances up to the desired count, or stop idle
@@ -542,9 +585,12 @@ class FunctionPool:
         # Only a healthy function is scaled up ahead of requests: one whose last start failed
         # is retried when a request asks for it (with the crash-loop back-off), not by ticks.
         if decision.desired > current and not self.failures:
+            # Wanting no more than the minimum, the instances count against min_scale across
+            # a cluster (``_start``), not against max_scale on every node.
+            bound = self.spec.min_scale if decision.desired <= self.spec.min_scale else None
             while len(self.instances) + self.starting < decision.desired:
                 self.starting += 1
-                self.executor.spawn(self._start())
+                self.executor.spawn(self._start(bound))
         surplus = len(self.instances) - decision.desired
         if surplus > 0:
             idle = sorted((i for i in self.instances if i.inflight == 0), key=lambda i: i.last_used)

@@ -14,7 +14,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fissile.executor import Executor
@@ -43,6 +43,9 @@ from fissile.router.split import Split
 from fissile.router.webhook import check_signature
 from fissile.store import Change, Store
 
+if TYPE_CHECKING:
+    from fissile.cluster.peers import Peers
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -52,6 +55,8 @@ Resolved = tuple[str, dict[str, str], str | None, str | None]
 
 DIRECT_PREFIX = "/function/"
 ASYNC_PREFIX = "/async-function/"
+# The cluster's node-to-node endpoints (fissile/cluster/peers.py).
+CLUSTER_PREFIX = "/_fissile/cluster/"
 #: ``fissile up --function-door``: who may call functions by name, through /function/ and
 #: /async-function/ (docs/security.md). auto: anyone, but for a function one of whose routes
 #: asks for credentials or a signature, the platform token or an API key for it.
@@ -150,6 +155,8 @@ class Router:
         # Split routes' resolutions, apart: each request draws its function from the split.
         self._splits: dict[tuple[str, ...], tuple[Split, dict[str, str], str | None, str]] = {}
         self._matches_table = self.table
+        # Cluster mode: the peers a request may be forwarded to (fissile/cluster/peers.py).
+        self.cluster: Peers | None = None
 
     def follow(self, store: Store) -> None:
         """Load the HTTP triggers and keep the table current as they change."""
@@ -223,11 +230,30 @@ class Router:
         pool = self.executor.functions.get(function)
         if pool is None:
             return None
+        if self.cluster is not None and self.cluster.forwarding(headers, pool):
+            return None  # to a peer, through ``http``
         if self.front_door is not None:
             for name, value in headers:
                 if name == b"prefer" and b"respond-async" in value.lower():
                     return None
         return pool, params, prefix, trigger
+
+    def _function_pool(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]]
+    ) -> FunctionPool | None:
+        """The pool of the function a request calls, if it calls one (cluster mode only)."""
+        if path.startswith((DIRECT_PREFIX, ASYNC_PREFIX)):
+            prefix = DIRECT_PREFIX if path.startswith(DIRECT_PREFIX) else ASYNC_PREFIX
+            function = path[len(prefix) :].split("/", 1)[0]
+        else:
+            host = None
+            if self.table.hosted:
+                host = next((request_host(v) for n, v in headers if n == b"host"), None)
+            resolved = self._resolve(method, path, host)
+            if resolved is None:
+                return None
+            function = resolved[0]
+        return self.executor.functions.get(function)
 
     def guarded(
         self, path: str, headers: list[tuple[bytes, bytes]]
@@ -333,6 +359,18 @@ class Router:
     async def _http(self, scope: Scope, receive: Receive, send: Send, seen: _Seen | None) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
+        if self.cluster is not None:
+            if path.startswith(CLUSTER_PREFIX):
+                await self.cluster.internal(scope, receive, send)
+                return
+            # Invocations live on the node that accepted them: never forwarded.
+            if not path.startswith(("/_fissile/", INVOCATIONS_PREFIX)) and (
+                self.cluster.forwarding(
+                    scope["headers"], self._function_pool(method, path, scope["headers"])
+                )
+            ):
+                await self.cluster.forward(scope, receive, send)
+                return
         params: dict[str, str] = {}
         prefix: str | None = None
         asynchronous = False

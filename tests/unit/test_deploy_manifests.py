@@ -33,10 +33,6 @@ def _versions() -> tuple[str, str]:
 
 
 VERSIONS = _versions()
-# Cluster mode's flags (issue 17), used by the cluster form before they exist, each with
-# whether it takes a value: kept out of the parse below only while `fissile up` lacks it.
-CLUSTER_FLAGS = {"--cluster": False, "--store": True, "--nats": True, "--node-name": True,
-                 "--advertise": True}  # fmt: skip
 # What the downward API and Secrets give the container, standing in for the real values.
 FIELD_VALUES = {"metadata.name": "fissile-5d8f7-abcde", "status.podIP": "10.1.2.3"}
 SECRET_VALUE = "postgresql://fissile:pw@db:5432/fissile"
@@ -110,26 +106,14 @@ def expand(arg: str, values: dict[str, str]) -> str:
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", one, arg)
 
 
-def up_args(objects: list[dict[str, Any]]) -> tuple[list[str], set[str]]:
-    """The container's `fissile up` arguments with every $(VAR) resolved, less the cluster
-    flags `fissile up` does not have yet (returned apart)."""
+def up_args(objects: list[dict[str, Any]]) -> list[str]:
+    """The container's `fissile up` arguments with every $(VAR) resolved."""
     spec = container(objects)
     assert spec["command"][-1].endswith("entrypoint.sh")
     values = environment(objects, spec)
     args = [expand(str(arg), values) for arg in spec["args"]]
     assert args[0] == "up"
-    known = {name for param in up.params for name in getattr(param, "opts", [])}
-    kept: list[str] = []
-    pending: set[str] = set()
-    rest = iter(args[1:])
-    for arg in rest:
-        if arg in CLUSTER_FLAGS and arg not in known:
-            pending.add(arg)
-            if CLUSTER_FLAGS[arg]:
-                next(rest)
-            continue
-        kept.append(arg)
-    return kept, pending
+    return args[1:]
 
 
 def option_value(args: list[str], flag: str) -> str:
@@ -171,8 +155,7 @@ def test_every_yaml_file_is_used() -> None:
 
 
 def test_the_single_node_form_runs_todays_fissile_up() -> None:
-    args, pending = up_args(render(ROOT / "single-node"))
-    assert not pending
+    args = up_args(render(ROOT / "single-node"))
     # click parses every flag and value as `fissile up` would, without running it.
     context = up.make_context("up", args)
     assert context.params["sandbox"] == "strict"
@@ -180,16 +163,33 @@ def test_the_single_node_form_runs_todays_fissile_up() -> None:
     assert str(context.params["data_dir"]) == "/var/lib/fissile"
 
 
-def test_the_cluster_form_uses_real_flags_but_those_cluster_mode_adds() -> None:
-    args, pending = up_args(render(ROOT / "cluster"))
-    known = {name for param in up.params for name in getattr(param, "opts", [])}
-    assert pending == {flag for flag in CLUSTER_FLAGS if flag not in known}
+def test_the_cluster_form_runs_fissile_up_in_cluster_mode() -> None:
+    args = up_args(render(ROOT / "cluster"))
     context = up.make_context("up", args)
     assert str(context.params["secrets_key_file"]) == "/etc/fissile/secrets-key/secrets.key"
+    assert context.params["cluster"] is True
+    assert context.params["store_url"] == SECRET_VALUE
+    assert context.params["nats_url"] == "nats://fissile-nats.fissile.svc:4222"
+    assert context.params["node_name"] == FIELD_VALUES["metadata.name"]
+    # Peers forward to the pod's router, on the port the container serves it.
+    assert context.params["advertise"] == f"{FIELD_VALUES['status.podIP']}:8080"
+    # What `fissile up` checks before starting accepts them (the pod's name is a node name).
+    from fissile.cli.up import _cluster_options
+
+    name, address = _cluster_options(
+        context.params["store_url"],
+        context.params["nats_url"],
+        context.params["node_name"],
+        context.params["advertise"],
+        "0.0.0.0",
+        8080,
+        None,
+    )
+    assert (name, address) == (FIELD_VALUES["metadata.name"], "10.1.2.3:8080")
 
 
 def test_a_flag_fissile_up_lacks_is_caught() -> None:
-    args, _ = up_args(render(ROOT / "single-node"))
+    args = up_args(render(ROOT / "single-node"))
     with pytest.raises(click.NoSuchOption):
         up.make_context("up", [*args, "--no-such-flag"])
 
@@ -197,7 +197,7 @@ def test_a_flag_fissile_up_lacks_is_caught() -> None:
 @pytest.mark.parametrize("form", FORMS)
 def test_probes_and_services_reach_the_ports_that_serve_them(form: str) -> None:
     objects = render(ROOT / form)
-    args, _ = up_args(objects)
+    args = up_args(objects)
     spec = container(objects)
     ports = {port["name"]: port["containerPort"] for port in spec["ports"]}
     # The router serves /_fissile/healthz on --port, the control API /healthz on --api-port.
@@ -247,7 +247,7 @@ def test_everything_the_pod_names_exists(form: str) -> None:
                          o["metadata"]["name"] == ref["name"]]  # fmt: skip
             assert ref["key"] in secret["stringData"]
     mounts = {m["name"]: m["mountPath"] for m in container(objects)["volumeMounts"]}
-    args, _ = up_args(objects)
+    args = up_args(objects)
     assert option_value(args, "--data-dir") == mounts["data"]
     assert option_value(args, "--token-file").startswith(mounts["token"] + "/")
 

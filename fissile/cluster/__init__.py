@@ -1,0 +1,5 @@
+"""Cluster mode (``fissile up --cluster``, docs/cluster.md): nodes sharing a PostgreSQL store.
+
+``nodes``: the registry of nodes and their heartbeats; ``peers``: forwarding a request to
+another node's router; ``artifacts``: builds fetched from the node that made them.
+"""

@@ -1,0 +1,250 @@
+"""Forwarding a request to another node's router, and the router's internal cluster endpoints.
+
+A forwarded request carries ``x-fissile-hop`` (the forwarding node's name); a router never
+forwards a request carrying it, so a request crosses at most one hop whatever the nodes believe
+about each other. Connections to peers are kept alive (one httpx client per node); a peer that
+dies mid-request fails that request alone, with ``502 peer_failed``.
+
+A node forwards while it is drained (``fissile node drain``): it serves nothing new itself,
+and every new request goes to a serving peer. It also forwards a request for a function it
+holds no instance of while the cluster holds the function's ``max_scale`` instances elsewhere
+(to a peer holding some: the least busy, ties in turn), or while its free memory is below the
+function's memory limit (to the peer with the most free memory, if one has enough).
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from fissile.cluster.artifacts import Artifacts
+from fissile.cluster.nodes import DEAD_AFTER, NodeInfo, Nodes
+from fissile.executor.pools import FunctionPool
+from fissile.router.app import CLUSTER_PREFIX
+
+log = logging.getLogger("fissile.cluster")
+
+HOP = b"x-fissile-hop"
+
+# Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the request's.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+
+class Peers:
+    def __init__(self, nodes: Nodes, token: str, artifacts: Artifacts, timeout: float) -> None:
+        self.nodes = nodes
+        self.token = token
+        self.artifacts = artifacts
+        self._hop = nodes.name.encode()
+        self._turn = itertools.count()
+        # What ``forwarding`` saw of the request it said yes to: its function, and the memory
+        # a cold start of it needs when that was the reason.
+        self._function: str | None = None
+        self._memory = 0
+        self._unreachable: dict[str, float] = {}  # peer -> until when it is not tried
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            # Idle connections are dropped before a peer's router would close them (its
+            # --keep-alive-timeout, 5 s by default), so a request rarely meets a closing one.
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=64, keepalive_expiry=2.0
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def forwarding(
+        self, headers: list[tuple[bytes, bytes]], pool: FunctionPool | None = None
+    ) -> bool:
+        """Whether the router should hand this request to a peer rather than serve it: this
+        node is drained; or the function has no instance here and either the cluster holds
+        its ``max_scale`` elsewhere (as of the peers' last heartbeats or claims) or this node
+        lacks the memory to start one that a peer has."""
+        memory = 0
+        if not self.nodes.draining:
+            if pool is None or pool.instances:
+                return False
+            if self.nodes.elsewhere(pool.name) + pool.starting < pool.spec.max_scale:
+                free = self.nodes.memory_free
+                if not free or free >= pool.spec.memory:
+                    return False
+                memory = pool.spec.memory  # a cold start goes where there is room for it
+        for name, _ in headers:
+            if name == HOP:
+                return False  # forwarded once already: served here, whatever the state
+        self._function = pool.name if pool is not None else None
+        self._memory = memory
+        return self.target(self._function, memory) is not None
+
+    def target(self, function: str | None = None, memory: int = 0) -> NodeInfo | None:
+        """The serving peer to forward to. With ``memory``, the one with the most free memory
+        among those with that much (None if none has). Otherwise the one with the fewest
+        requests in flight (ties taken in turn), among those holding instances of
+        ``function`` if any does."""
+        serving = [node for node in self.nodes.peers if node.serving]
+        if self._unreachable:
+            now = time.monotonic()
+            serving = [node for node in serving if self._unreachable.get(node.name, 0) < now]
+        if memory:
+            roomy = [node for node in serving if node.memory_free >= memory]
+            return max(roomy, key=lambda node: node.memory_free) if roomy else None
+        if function is not None:
+            holding = [node for node in serving if node.functions.get(function)]
+            serving = holding or serving
+        if not serving:
+            return None
+        least = min(node.inflight for node in serving)
+        quiet = [node for node in serving if node.inflight == least]
+        return quiet[next(self._turn) % len(quiet)]
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # ``forwarding`` ran just before, on this request, with nothing awaited in between.
+        function, memory = self._function, self._memory
+        headers = [(n, v) for n, v in scope["headers"] if n not in _HOP_BY_HOP]
+        headers.append((HOP, self._hop))
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        # A bodiless GET, HEAD or OPTIONS may be sent again to another peer when the first
+        # fails before answering (idempotent, and nothing of the client's to replay).
+        replayable = scope["method"] in _IDEMPOTENT and not any(
+            n in (b"content-length", b"transfer-encoding") and v != b"0"
+            for n, v in scope["headers"]
+        )
+        body = None if replayable else _body(receive)
+        attempts = 0
+        while True:
+            peer = self.target(function, memory)
+            if peer is None:  # every peer went away since ``forwarding``
+                await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
+                return
+            url = f"http://{peer.address}{target.decode('latin-1')}"
+            request = self.client.build_request(scope["method"], url, headers=headers, content=body)
+            try:
+                response = await self.client.send(request, stream=True)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Nothing was sent: another peer may take it. This one is skipped until its
+                # heartbeat could tell (a dead node's row turns dead within DEAD_AFTER).
+                log.warning("cluster: cannot reach %s: %s", peer.name, exc)
+                self._unreachable[peer.name] = time.monotonic() + DEAD_AFTER
+            except httpx.HTTPError as exc:
+                why = str(exc) or type(exc).__name__  # a dropped connection has no message
+                log.warning("cluster: forwarding to %s failed: %s", peer.name, why)
+                attempts += 1
+                if replayable and attempts < 3 and not isinstance(exc, httpx.TimeoutException):
+                    # The connection broke before an answer: a kept-alive one the peer closed
+                    # meanwhile, or a dying peer (whose next connect fails and skips it).
+                    continue
+                await _error(send, 502, "peer_failed", f"node {peer.name} failed: {why}")
+                return
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": [
+                        (n, v) for n, v in response.headers.raw if n.lower() not in _HOP_BY_HOP
+                    ]
+                    + [(b"x-fissile-node", peer.name.encode())],
+                }
+            )
+            try:
+                async for chunk in response.aiter_raw():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except httpx.HTTPError as exc:
+                # The head went out: the client sees a cut response, as from a dying instance.
+                log.warning("cluster: %s failed mid-response: %s", peer.name, exc)
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await response.aclose()
+
+    async def internal(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /_fissile/cluster/artifacts/<sha256>``: a build's archive, for peers only."""
+        if not self._authorized(scope["headers"]):
+            await _error(send, 401, "unauthorized", "the cluster's endpoints need the token")
+            return
+        rest = scope["path"][len(CLUSTER_PREFIX) :]
+        kind, _, digest = rest.partition("/")
+        if scope["method"] != "GET" or kind != "artifacts":
+            await _error(send, 404, "not_found", "no such cluster endpoint")
+            return
+        path = self.artifacts.local(digest)
+        if path is None:
+            await _error(send, 404, "not_found", f"no artifact {digest[:64]!r} on this node")
+            return
+        size = path.stat().st_size
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/x-tar"),
+                    (b"content-length", str(size).encode()),
+                ],
+            }
+        )
+        with path.open("rb") as archive:
+            while chunk := archive.read(1 << 20):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        expected = b"Bearer " + self.token.encode()
+        for name, value in headers:
+            if name == b"authorization":
+                return hmac.compare_digest(value, expected)
+        return False
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        body = message.get("body", b"")
+        if body:
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+async def _error(send: Send, status: int, code: str, message: str) -> None:
+    import json
+
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

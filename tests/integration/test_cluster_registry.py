@@ -1,0 +1,113 @@
+"""The cluster's registry on a real PostgreSQL (a fresh schema per test): nodes' rows and
+heartbeats, drains, cluster-wide instance claims, and builds fetched by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from pgkit import fresh_schema
+
+from fissile.cluster.artifacts import ArtifactError, Artifacts, pack
+from fissile.cluster.nodes import NodeNotFound, Nodes
+
+
+async def test_nodes_join_beat_drain_and_die() -> None:
+    with fresh_schema() as url:
+        a = Nodes(url, "a", "127.0.0.1:1", None)
+        b = Nodes(url, "b", "127.0.0.1:2", None)
+        await a.start()
+        await b.start()
+        try:
+            await a._beat()
+            assert [peer.name for peer in a.peers] == ["b"]
+            assert a.peers[0].serving and a.peers[0].address == "127.0.0.1:2"
+            drained = await a.set_state("b", "draining")
+            assert drained.status == "draining"
+            await b._beat()
+            assert b.draining  # the drained node learns it at its heartbeat
+            with pytest.raises(NodeNotFound):
+                await a.set_state("nobody", "draining")
+            # A node whose heartbeat is old is dead to the others.
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE fissile_nodes SET heartbeat_at = now() - interval '10 seconds'"
+                    " WHERE name = 'b'"
+                )
+            listed = {node.name: node for node in await a.list()}
+            assert listed["b"].status == "dead" and not listed["b"].alive
+        finally:
+            await a.stop()
+            await b.stop()
+        assert {node.status for node in await Nodes(url, "c", "x:1", None).list()} == {"stopped"}
+
+
+async def test_claims_hold_the_bound_across_nodes() -> None:
+    with fresh_schema() as url:
+        a = Nodes(url, "a", "127.0.0.1:1", None)
+        b = Nodes(url, "b", "127.0.0.1:2", None)
+        await a.start()
+        await b.start()
+        try:
+            assert [await a.claim("f", n, 4) for n in (1, 2, 3)] == [True, True, True]
+            assert await b.claim("f", 1, 4)
+            assert not await b.claim("f", 2, 4)  # a holds 3, b 1: the bound is reached
+            assert b.elsewhere("f") == 3  # what the refusal told, before any heartbeat
+            assert await b.claim("g", 1, 4)  # another function has its own bound
+            # A dead node's instances stop counting.
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE fissile_nodes SET heartbeat_at = now() - interval '10 seconds'"
+                    " WHERE name = 'a'"
+                )
+            assert await b.claim("f", 2, 4)
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+async def test_a_build_is_fetched_and_checked_by_sha256(tmp_path: Path) -> None:
+    build = tmp_path / "one" / "deploy" / "k1"
+    build.mkdir(parents=True)
+    (build / "handler.py").write_text("def main():\n    return 'hi'\n")
+    archive = tmp_path / "k1.tar"
+    digest, size = pack(build, archive)
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == digest and size > 0
+    served = {"body": archive.read_bytes()}
+
+    def peer(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer t0ken"
+        assert request.url.path == f"/_fissile/cluster/artifacts/{digest}"
+        return httpx.Response(200, content=served["body"])
+
+    with fresh_schema() as url:
+        holder = Nodes(url, "one", "127.0.0.1:1", None)
+        await holder.start()
+        deploy = tmp_path / "two" / "deploy"
+        deploy.mkdir(parents=True)
+        fetcher = Artifacts(url, "two", tmp_path / "two" / "artifacts", deploy, "t0ken", 10)
+        fetcher.transport = httpx.MockTransport(peer)
+        await fetcher.start()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO fissile_artifacts (key, node, sha256, size) VALUES (%s, %s, %s, %s)",
+                ("k1", "one", digest, size),
+            )
+        try:
+            # A peer serving other bytes than the store's sha256 names is not believed.
+            served["body"] = served["body"][:-1] + b"x"
+            with pytest.raises(ArtifactError, match="sha256 mismatch"):
+                await fetcher._download("k1", digest, "127.0.0.1:1")
+            assert not (deploy / "k1").exists()
+
+            served["body"] = archive.read_bytes()
+            await fetcher.ensure(str(deploy / "k1"))
+            assert (deploy / "k1" / "handler.py").read_text().startswith("def main")
+            assert fetcher.fetched == 1
+            assert (tmp_path / "two" / "artifacts" / f"{digest}.tar").is_file()
+        finally:
+            await fetcher.aclose()
+            await holder.stop()
