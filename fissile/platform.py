@@ -291,6 +291,11 @@ class Platform:
             router.cluster = self.cluster.peers
             executor.fetch_deploy = self.cluster.artifacts.ensure
             executor.claim = self.cluster.nodes.claim
+            from fissile.cluster.logs import ClusterLogs
+
+            # fn logs reads every node's lines: peers ask this router, the API asks the peers.
+            self.cluster.peers.logs = ClusterLogs(self.cluster.nodes, token, logs)
+            api.state.cluster_logs = self.cluster.peers.logs
         add_node_routes(api, self.cluster.nodes if self.cluster is not None else None)
 
         builder.resume()

@@ -14,23 +14,31 @@ function's memory limit (to the peer with the most free memory, if one has enoug
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import httpx
 
+from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile.cluster.artifacts import Artifacts
 from fissile.cluster.nodes import DEAD_AFTER, NodeInfo, Nodes
 from fissile.executor.pools import FunctionPool
 from fissile.router.app import CLUSTER_PREFIX
 
+if TYPE_CHECKING:
+    from fissile.cluster.logs import ClusterLogs
+
 log = logging.getLogger("fissile.cluster")
 
 HOP = b"x-fissile-hop"
+NAME = re.compile(NAME_PATTERN)
 
 # Hop-by-hop headers (RFC 9110 7.6.1) are the connection's, not the request's.
 _HOP_BY_HOP = frozenset(
@@ -58,6 +66,7 @@ class Peers:
         self.token = token
         self.artifacts = artifacts
         self._hop = nodes.name.encode()
+        self.logs: ClusterLogs | None = None  # set by the cluster: the logs endpoint
         self._turn = itertools.count()
         # What ``forwarding`` saw of the request it said yes to: its function, and the memory
         # a cold start of it needs when that was the reason.
@@ -190,6 +199,9 @@ class Peers:
             return
         rest = scope["path"][len(CLUSTER_PREFIX) :]
         kind, _, digest = rest.partition("/")
+        if scope["method"] == "GET" and kind == "logs" and self.logs is not None:
+            await self._logs(scope, send, digest)
+            return
         if scope["method"] != "GET" or kind != "artifacts":
             await _error(send, 404, "not_found", "no such cluster endpoint")
             return
@@ -212,6 +224,26 @@ class Peers:
             while chunk := archive.read(1 << 20):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _logs(self, scope: Scope, send: Send, function: str) -> None:
+        """``GET /_fissile/cluster/logs/<function>``: this node's lines of a function's log."""
+        assert self.logs is not None
+        if len(function) > NAME_MAX or not NAME.fullmatch(function):
+            await _error(send, 404, "not_found", "no such function name")
+            return
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        status, body = await asyncio.to_thread(self.logs.serve, function, query)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/x-ndjson"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         expected = b"Bearer " + self.token.encode()

@@ -400,6 +400,9 @@ def create_api(
         if tail is None:
             tail = 200 if since is None else 100_000
         resources.get("functions", name)
+        gathered = getattr(app.state, "cluster_logs", None)
+        if gathered is not None and not follow:
+            return await _gathered_log(gathered, name, keep, tail, format == "json")
         path = logs.function_log(name)
         view = loglines.LogView(keep, as_json=format == "json")
         return StreamingResponse(
@@ -500,6 +503,29 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _topic(topic: str) -> None:
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
         raise ApiError(422, "invalid", f"invalid topic {topic!r}")
+
+
+async def _gathered_log(
+    gathered: Any, name: str, keep: loglines.LogFilter, tail: int, as_json: bool
+) -> StreamingResponse:
+    """Cluster mode: every live node's lines of the function, merged by time and tagged with
+    their node (fissile/cluster/logs.py); a peer that did not answer is named in a warning."""
+    from fissile.cluster import logs as cluster_logs
+
+    lines, skipped = await gathered.gather(name, keep, tail)
+    out = [
+        cluster_logs.warning(node, why, as_json, gathered.nodes.name)
+        for node, why in skipped.items()
+    ]
+    render = cluster_logs.render_json if as_json else cluster_logs.render_text
+    out.extend(render(line) for line in lines)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"".join(out)
+
+    return StreamingResponse(
+        chunks(), media_type="application/x-ndjson" if as_json else "text/plain; charset=utf-8"
+    )
 
 
 async def _stream_log(

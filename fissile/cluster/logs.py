@@ -1,0 +1,157 @@
+"""``fissile fn logs`` across the cluster: each node keeps the log lines of the instances it ran,
+so the node whose API is asked reads its own lines and asks every live peer for theirs.
+
+A peer answers over its router's internal, token-protected endpoint
+(``GET /_fissile/cluster/logs/<function>``, the same filters as the API's), one JSON object
+per line. The node merges every node's lines by time, keeps the last ``tail`` and tags each
+with the node that holds it. A peer that does not answer within ``PEER_TIMEOUT`` is skipped
+and named in a warning: a dead or slow node costs its lines, never the whole call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from fissile.cluster.nodes import Nodes
+from fissile.observability import loglines
+from fissile.observability.logs import LogBook
+
+log = logging.getLogger("fissile.cluster")
+
+PEER_TIMEOUT = 3.0  # seconds a peer has to send its lines
+
+Line = dict[str, Any]
+
+
+def read_local(path: Path, keep: loglines.LogFilter, tail: int) -> list[Line]:
+    """This node's lines of one function's log that pass ``keep``, the last ``tail``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    view = loglines.LogView(keep, as_json=True)
+    return [json.loads(line) for line in view.history(data, tail).splitlines() if line]
+
+
+def filter_params(keep: loglines.LogFilter, tail: int) -> dict[str, str]:
+    params = {"tail": str(tail)}
+    if keep.since is not None:
+        params["since"] = keep.since
+    if keep.level is not None:
+        params["level"] = str(keep.level)
+    if keep.instance is not None:
+        params["instance"] = keep.instance
+    return params
+
+
+def parse_params(query: dict[str, str]) -> tuple[loglines.LogFilter, int]:
+    """The filter a peer sent (``filter_params``); ValueError if malformed."""
+    level = query.get("level")
+    tail = int(query.get("tail", "200"))
+    if tail < 0:
+        raise ValueError("tail must be 0 or more")
+    keep = loglines.LogFilter(
+        since=query.get("since") or None,
+        level=None if level is None else int(level),
+        instance=query.get("instance") or None,
+    )
+    return keep, tail
+
+
+def merge(parts: dict[str, list[Line]], tail: int) -> list[Line]:
+    """Every node's lines in time order (ties keep each node's own order), the last ``tail``,
+    each tagged with its node."""
+    tagged = [{**line, "node": node} for node, lines in parts.items() for line in lines]
+    tagged.sort(key=lambda line: str(line.get("time", "")))  # sorted() is stable
+    return tagged[-tail:] if tail else []
+
+
+def render_json(line: Line) -> bytes:
+    return json.dumps(line).encode() + b"\n"
+
+
+def render_text(line: Line) -> bytes:
+    """A merged line as the log file has it, its source prefixed by its node."""
+    source = line["instance"] or loglines.PLATFORM
+    body = loglines.body(
+        f"{line['node']}/{source}", line["level"], line["invocation_id"], line["message"]
+    )
+    return f"{line['time']} {body}\n".encode()
+
+
+def warning(node: str, why: str, as_json: bool, here: str) -> bytes:
+    message = f"node {node} did not answer ({why}): its lines are missing"
+    if as_json:
+        return json.dumps({"warning": message, "node": node}).encode() + b"\n"
+    now = loglines.stamp(datetime.now(UTC))
+    return f"{now} {here}/{loglines.PLATFORM} WARNING [-] {message}\n".encode()
+
+
+class ClusterLogs:
+    def __init__(self, nodes: Nodes, token: str, book: LogBook) -> None:
+        self.nodes = nodes
+        self.token = token
+        self.book = book
+        self.timeout = PEER_TIMEOUT
+        self.transport: httpx.AsyncBaseTransport | None = None  # tests: a fake peer
+
+    async def gather(
+        self, function: str, keep: loglines.LogFilter, tail: int
+    ) -> tuple[list[Line], dict[str, str]]:
+        """Every live node's lines, merged, and the peers skipped with why."""
+        # The peers as of the last heartbeat (a second old at most): no query per call.
+        peers = [node for node in self.nodes.peers if node.alive]
+        path = self.book.function_log(function)
+        params = filter_params(keep, tail)
+
+        async def ask(client: httpx.AsyncClient, address: str) -> list[Line]:
+            url = f"http://{address}/_fissile/cluster/logs/{quote(function, safe='')}"
+            response = await client.get(
+                url, params=params, headers={"authorization": f"Bearer {self.token}"}
+            )
+            if response.status_code != 200:
+                raise httpx.HTTPStatusError(
+                    f"HTTP {response.status_code}", request=response.request, response=response
+                )
+            return [json.loads(line) for line in response.text.splitlines() if line]
+
+        async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
+            local = asyncio.to_thread(read_local, path, keep, tail)
+            results = await asyncio.gather(
+                local,
+                *(asyncio.wait_for(ask(client, n.address), self.timeout) for n in peers),
+                return_exceptions=True,
+            )
+        parts: dict[str, list[Line]] = {}
+        skipped: dict[str, str] = {}
+        mine = results[0]
+        if isinstance(mine, BaseException):
+            raise mine
+        parts[self.nodes.name] = mine
+        for node, result in zip(peers, results[1:], strict=True):
+            if isinstance(result, BaseException):
+                why = "timed out" if isinstance(result, TimeoutError) else str(result)
+                why = why or type(result).__name__
+                log.warning("cluster: logs of %s from %s: %s", function, node.name, why)
+                skipped[node.name] = why
+            else:
+                parts[node.name] = result
+        return merge(parts, tail), skipped
+
+    def serve(self, function: str, query: dict[str, str]) -> tuple[int, bytes]:
+        """The internal endpoint's answer: this node's lines, one JSON object per line."""
+        try:
+            keep, tail = parse_params(query)
+        except ValueError as exc:
+            body = {"error": {"code": "invalid", "message": str(exc)}}
+            return 422, json.dumps(body).encode()
+        lines = read_local(self.book.function_log(function), keep, tail)
+        return 200, b"".join(json.dumps(line).encode() + b"\n" for line in lines)
