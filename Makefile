@@ -57,6 +57,7 @@ bench: install-bench bench-tools
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/sandbox.py
 	$(BIN)/python benchmarks/async.py
+	$(BIN)/python benchmarks/cluster.py
 	$(BIN)/python benchmarks/plot.py
 
 clean:
