@@ -295,6 +295,7 @@ class Platform:
 
             # fn logs reads every node's lines: peers ask this router, the API asks the peers.
             self.cluster.peers.logs = ClusterLogs(self.cluster.nodes, token, logs)
+            self.cluster.peers.logs.access = access_log if access_log.enabled else None
             api.state.cluster_logs = self.cluster.peers.logs
         add_node_routes(api, self.cluster.nodes if self.cluster is not None else None)
 

@@ -654,6 +654,9 @@ def logs(
                 raise click.UsageError("--requests cannot be followed (yet): drop --follow")
             records = client.requests(name, limit=max(1, min(tail or 200, 200)))
             for record in records:
+                if "warning" in record:  # a cluster node that did not answer
+                    click.echo(f"warning: {record['warning']}", err=True)
+                    continue
                 if output == "json":
                     click.echo(json.dumps(record))
                 else:

@@ -2,10 +2,11 @@
 so the node whose API is asked reads its own lines and asks every live peer for theirs.
 
 A peer answers over its router's internal, token-protected endpoint
-(``GET /_fissile/cluster/logs/<function>``, the same filters as the API's), one JSON object
-per line. The node merges every node's lines by time, keeps the last ``tail`` and tags each
-with the node that holds it. A peer that does not answer within ``PEER_TIMEOUT`` is skipped
-and named in a warning: a dead or slow node costs its lines, never the whole call.
+(``GET /_fissile/cluster/logs/<function>``, the same filters as the API's; ``requests/`` for
+``fn logs --requests``, from its router's access log), one JSON object per line. The node
+merges every node's lines by time, keeps the last ``tail`` and tags each with the node that
+holds it. A peer that does not answer within ``PEER_TIMEOUT`` is skipped and named in a
+warning: a dead or slow node costs its lines, never the whole call.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import httpx
 
 from fissile.cluster.nodes import Nodes
 from fissile.observability import loglines
+from fissile.observability.access import AccessLog
 from fissile.observability.logs import LogBook
 
 log = logging.getLogger("fissile.cluster")
@@ -101,19 +104,53 @@ class ClusterLogs:
         self.token = token
         self.book = book
         self.timeout = PEER_TIMEOUT
+        self.access: AccessLog | None = None  # this router's, when it keeps one
         self.transport: httpx.AsyncBaseTransport | None = None  # tests: a fake peer
 
     async def gather(
         self, function: str, keep: loglines.LogFilter, tail: int
     ) -> tuple[list[Line], dict[str, str]]:
         """Every live node's lines, merged, and the peers skipped with why."""
+        path = self.book.function_log(function)
+        local = asyncio.to_thread(read_local, path, keep, tail)
+        parts, skipped = await self._ask("logs", function, filter_params(keep, tail), local)
+        return merge(parts, tail), skipped
+
+    async def gather_requests(self, function: str, limit: int) -> tuple[list[Line], dict[str, str]]:
+        """Every live node's last requests of the function (its router's access log), merged
+        by time, the last ``limit``; and the peers skipped with why."""
+
+        async def local() -> list[Line]:
+            return self.requests(function, limit)
+
+        params = {"limit": str(limit)}
+        parts, skipped = await self._ask("requests", function, params, local())
+        return merge(parts, limit), skipped
+
+    async def requests_listing(self, function: str, limit: int) -> list[Line]:
+        """``/v1/functions/<f>/requests`` in a cluster: a node that did not answer first, as
+        ``{"warning", "node"}``, then every other node's requests merged by time."""
+        records, skipped = await self.gather_requests(function, limit)
+        warnings = [
+            {
+                "warning": f"node {node} did not answer ({why}): its requests are missing",
+                "node": node,
+            }
+            for node, why in skipped.items()
+        ]
+        return warnings + records
+
+    def requests(self, function: str, limit: int) -> list[Line]:
+        return [] if self.access is None else self.access.recent(function, limit)
+
+    async def _ask(
+        self, kind: str, function: str, params: dict[str, str], local: Awaitable[list[Line]]
+    ) -> tuple[dict[str, list[Line]], dict[str, str]]:
         # The peers as of the last heartbeat (a second old at most): no query per call.
         peers = [node for node in self.nodes.peers if node.alive]
-        path = self.book.function_log(function)
-        params = filter_params(keep, tail)
 
         async def ask(client: httpx.AsyncClient, address: str) -> list[Line]:
-            url = f"http://{address}/_fissile/cluster/logs/{quote(function, safe='')}"
+            url = f"http://{address}/_fissile/cluster/{kind}/{quote(function, safe='')}"
             response = await client.get(
                 url, params=params, headers={"authorization": f"Bearer {self.token}"}
             )
@@ -124,7 +161,6 @@ class ClusterLogs:
             return [json.loads(line) for line in response.text.splitlines() if line]
 
         async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
-            local = asyncio.to_thread(read_local, path, keep, tail)
             results = await asyncio.gather(
                 local,
                 *(asyncio.wait_for(ask(client, n.address), self.timeout) for n in peers),
@@ -140,18 +176,22 @@ class ClusterLogs:
             if isinstance(result, BaseException):
                 why = "timed out" if isinstance(result, TimeoutError) else str(result)
                 why = why or type(result).__name__
-                log.warning("cluster: logs of %s from %s: %s", function, node.name, why)
+                log.warning("cluster: %s of %s from %s: %s", kind, function, node.name, why)
                 skipped[node.name] = why
             else:
                 parts[node.name] = result
-        return merge(parts, tail), skipped
+        return parts, skipped
 
-    def serve(self, function: str, query: dict[str, str]) -> tuple[int, bytes]:
-        """The internal endpoint's answer: this node's lines, one JSON object per line."""
+    def serve(self, kind: str, function: str, query: dict[str, str]) -> tuple[int, bytes]:
+        """The internal endpoints' answer (``kind``: logs or requests): this node's lines or
+        requests of the function, one JSON object per line."""
         try:
-            keep, tail = parse_params(query)
+            if kind == "requests":
+                lines = self.requests(function, max(0, min(int(query.get("limit", "200")), 200)))
+            else:
+                keep, tail = parse_params(query)
+                lines = read_local(self.book.function_log(function), keep, tail)
         except ValueError as exc:
             body = {"error": {"code": "invalid", "message": str(exc)}}
             return 422, json.dumps(body).encode()
-        lines = read_local(self.book.function_log(function), keep, tail)
         return 200, b"".join(json.dumps(line).encode() + b"\n" for line in lines)

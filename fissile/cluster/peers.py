@@ -199,8 +199,8 @@ class Peers:
             return
         rest = scope["path"][len(CLUSTER_PREFIX) :]
         kind, _, digest = rest.partition("/")
-        if scope["method"] == "GET" and kind == "logs" and self.logs is not None:
-            await self._logs(scope, send, digest)
+        if scope["method"] == "GET" and kind in ("logs", "requests") and self.logs is not None:
+            await self._logs(scope, send, kind, digest)
             return
         if scope["method"] != "GET" or kind != "artifacts":
             await _error(send, 404, "not_found", "no such cluster endpoint")
@@ -225,14 +225,18 @@ class Peers:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _logs(self, scope: Scope, send: Send, function: str) -> None:
-        """``GET /_fissile/cluster/logs/<function>``: this node's lines of a function's log."""
+    async def _logs(self, scope: Scope, send: Send, kind: str, function: str) -> None:
+        """``GET /_fissile/cluster/{logs,requests}/<function>``: this node's lines of a
+        function's log, or its last requests through this router."""
         assert self.logs is not None
         if len(function) > NAME_MAX or not NAME.fullmatch(function):
             await _error(send, 404, "not_found", "no such function name")
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        status, body = await asyncio.to_thread(self.logs.serve, function, query)
+        if kind == "requests":  # the access log's memory belongs to the event loop
+            status, body = self.logs.serve(kind, function, query)
+        else:  # reading a log file is for a thread, not the loop the router shares
+            status, body = await asyncio.to_thread(self.logs.serve, kind, function, query)
         await send(
             {
                 "type": "http.response.start",

@@ -419,6 +419,11 @@ def create_api(
         """The function's last requests through the router (its access log's records, kept in
         memory), oldest first; none when the access log is off."""
         resources.get("functions", name)
+        gathered = getattr(app.state, "cluster_logs", None)
+        if gathered is not None:
+            # Cluster mode: every live node's requests, each with its node (cluster/logs.py).
+            records: list[dict[str, Any]] = await gathered.requests_listing(name, limit)
+            return records
         if access_log is None:
             return []
         return access_log.recent(name, limit)

@@ -524,6 +524,8 @@ def text_line(fields: dict[str, Any]) -> str:
         f"invocation={fields['invocation_id'] or '-'}",
         f"trace={fields['trace_id'] or '-'}",
     ]
+    if "node" in fields:  # fn logs --requests in a cluster
+        parts.append(f"node={fields['node']}")
     return " ".join(parts) + "\n"
 
 

@@ -64,3 +64,17 @@ def test_fn_logs_gathers_the_lines_of_every_node(tmp_path: Path) -> None:
         tail = first.ok("fn", "logs", "--name", "shout", "--tail", "1", "--level", "info").out
         assert len(tail.splitlines()) == 1, tail
         assert first.ok("fn", "logs", "--name", "shout", "--level", "error").out == ""
+
+        # --requests: each router's access log, merged, each record with its node.
+        def requests() -> list[dict[str, object]]:
+            out = first.ok("fn", "logs", "--name", "shout", "--requests", "-o", "json").out
+            return [json.loads(line) for line in out.splitlines() if line]
+
+        def both_routers() -> bool:
+            return {"node1", "node2"} <= {str(r.get("node")) for r in requests()}
+
+        wait_for(both_routers, 30, "both routers' requests in fn logs --requests")
+        paths = {(r["node"], r["path"]) for r in requests()}
+        assert ("node1", "/shout") in paths and ("node2", "/shout") in paths, paths
+        text = second.ok("fn", "logs", "--name", "shout", "--requests").out
+        assert " node=node1" in text and " node=node2" in text, text

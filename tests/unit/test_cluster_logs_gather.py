@@ -98,3 +98,21 @@ def test_a_peer_sends_a_malformed_filter() -> None:
         parse_params({"tail": "-1"})
     with pytest.raises(ValueError):
         parse_params({"level": "loud"})
+
+
+def test_requests_of_every_router_and_a_silent_one_named(gatherer: ClusterLogs) -> None:
+    async def peer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "down":
+            raise httpx.ConnectError("refused", request=request)
+        assert request.url.path == "/_fissile/cluster/requests/f"
+        assert request.url.params["limit"] == "2"
+        return httpx.Response(200, text=json.dumps({"time": "2026-01-01T00:00:02Z"}) + "\n")
+
+    gatherer.transport = httpx.MockTransport(peer)
+    gatherer.nodes.peers = [node("other"), node("down")]
+    listing = asyncio.run(gatherer.requests_listing("f", 2))
+    assert listing[0]["node"] == "down" and "did not answer" in listing[0]["warning"]
+    assert listing[1:] == [{"time": "2026-01-01T00:00:02Z", "node": "other"}]  # no access log here
+    status, body = gatherer.serve("requests", "f", {"limit": "5"})
+    assert (status, body) == (200, b"")
+    assert gatherer.serve("logs", "f", {"tail": "x"})[0] == 422
