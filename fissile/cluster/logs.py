@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ from fissile.observability.logs import LogBook
 log = logging.getLogger("fissile.cluster")
 
 PEER_TIMEOUT = 3.0  # seconds a peer has to send its lines
+FOLLOW_EVERY = 1.0  # seconds between two polls of every node by a cluster follower
+FOLLOW_MAX = 10_000  # lines a node sends per poll of a follower
 
 Line = dict[str, Any]
 
@@ -77,6 +79,10 @@ def merge(parts: dict[str, list[Line]], tail: int) -> list[Line]:
     return tagged[-tail:] if tail else []
 
 
+def _key(line: Line) -> str:
+    return json.dumps({k: v for k, v in line.items() if k != "node"}, sort_keys=True)
+
+
 def render_json(line: Line) -> bytes:
     return json.dumps(line).encode() + b"\n"
 
@@ -116,6 +122,67 @@ class ClusterLogs:
         parts, skipped = await self._ask("logs", function, filter_params(keep, tail), local)
         return merge(parts, tail), skipped
 
+    async def follow(
+        self,
+        function: str,
+        keep: loglines.LogFilter,
+        tail: int,
+        as_json: bool,
+        gone: Callable[[], bool],
+    ) -> AsyncIterator[bytes]:
+        """``fn logs --follow`` in a cluster: the gathered history, then every node's new lines
+        as they come, polled every ``FOLLOW_EVERY`` seconds (each node asked for its lines from
+        the newest one it sent on, those already sent dropped), until the function is gone."""
+        started = loglines.stamp(datetime.now(UTC))
+        lines, skipped = await self.gather(function, keep, tail)
+        since: dict[str, str] = {}
+        sent: dict[str, set[str]] = {}
+
+        def note(line: Line) -> None:
+            # The newest time sent per node, and which of its lines had that time.
+            node = line["node"]
+            key = _key(line)
+            if line["time"] > since.get(node, started):
+                since[node], sent[node] = line["time"], {key}
+            elif line["time"] == since.get(node, started):
+                sent.setdefault(node, set()).add(key)
+
+        for line in lines:
+            note(line)
+        render = render_json if as_json else render_text
+        here = self.nodes.name
+        yield b"".join(warning(n, why, as_json, here) for n, why in skipped.items()) + b"".join(
+            render(line) for line in lines
+        )
+        silent = set(skipped)
+        while True:
+            await asyncio.sleep(FOLLOW_EVERY)
+            ended = gone()
+
+            def after(node: str) -> loglines.LogFilter:
+                start = max(since.get(node, started), keep.since or "")
+                return loglines.LogFilter(since=start, level=keep.level, instance=keep.instance)
+
+            path = self.book.function_log(function)
+            local = asyncio.to_thread(read_local, path, after(here), FOLLOW_MAX)
+            parts, skipped = await self._ask(
+                "logs", function, lambda node: filter_params(after(node), FOLLOW_MAX), local
+            )
+            fresh = [
+                line
+                for line in merge(parts, FOLLOW_MAX * (len(parts) or 1))
+                if _key(line) not in sent.get(line["node"], set())
+            ]
+            for line in fresh:
+                note(line)
+            out = [warning(n, why, as_json, here) for n, why in skipped.items() if n not in silent]
+            silent = set(skipped)
+            out.extend(render(line) for line in fresh)
+            if out:
+                yield b"".join(out)
+            if ended:
+                return
+
     async def gather_requests(self, function: str, limit: int) -> tuple[list[Line], dict[str, str]]:
         """Every live node's last requests of the function (its router's access log), merged
         by time, the last ``limit``; and the peers skipped with why."""
@@ -144,15 +211,20 @@ class ClusterLogs:
         return [] if self.access is None else self.access.recent(function, limit)
 
     async def _ask(
-        self, kind: str, function: str, params: dict[str, str], local: Awaitable[list[Line]]
+        self,
+        kind: str,
+        function: str,
+        params: dict[str, str] | Callable[[str], dict[str, str]],
+        local: Awaitable[list[Line]],
     ) -> tuple[dict[str, list[Line]], dict[str, str]]:
         # The peers as of the last heartbeat (a second old at most): no query per call.
         peers = [node for node in self.nodes.peers if node.alive]
 
-        async def ask(client: httpx.AsyncClient, address: str) -> list[Line]:
+        async def ask(client: httpx.AsyncClient, name: str, address: str) -> list[Line]:
             url = f"http://{address}/_fissile/cluster/{kind}/{quote(function, safe='')}"
+            query = params(name) if callable(params) else params
             response = await client.get(
-                url, params=params, headers={"authorization": f"Bearer {self.token}"}
+                url, params=query, headers={"authorization": f"Bearer {self.token}"}
             )
             if response.status_code != 200:
                 raise httpx.HTTPStatusError(
@@ -163,7 +235,7 @@ class ClusterLogs:
         async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
             results = await asyncio.gather(
                 local,
-                *(asyncio.wait_for(ask(client, n.address), self.timeout) for n in peers),
+                *(asyncio.wait_for(ask(client, n.name, n.address), self.timeout) for n in peers),
                 return_exceptions=True,
             )
         parts: dict[str, list[Line]] = {}

@@ -401,7 +401,20 @@ def create_api(
             tail = 200 if since is None else 100_000
         resources.get("functions", name)
         gathered = getattr(app.state, "cluster_logs", None)
-        if gathered is not None and not follow:
+        if gathered is not None and follow:
+            return StreamingResponse(
+                gathered.follow(
+                    name,
+                    keep,
+                    tail,
+                    format == "json",
+                    lambda: resources.store.find("functions", name) is None,
+                ),
+                media_type="application/x-ndjson"
+                if format == "json"
+                else "text/plain; charset=utf-8",
+            )
+        if gathered is not None:
             return await _gathered_log(gathered, name, keep, tail, format == "json")
         path = logs.function_log(name)
         view = loglines.LogView(keep, as_json=format == "json")

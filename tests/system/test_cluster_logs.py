@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from clusterkit import cluster
 from syskit import wait_for, write
@@ -78,3 +79,20 @@ def test_fn_logs_gathers_the_lines_of_every_node(tmp_path: Path) -> None:
         assert ("node1", "/shout") in paths and ("node2", "/shout") in paths, paths
         text = second.ok("fn", "logs", "--name", "shout", "--requests").out
         assert " node=node1" in text and " node=node2" in text, text
+
+        # --follow: a line printed on node 2 after the follow began reaches a follower of node 1.
+        url = f"{first.api_url}/v1/functions/shout/logs"
+        params = {"follow": "true", "format": "json", "tail": "0"}
+        headers = {"authorization": f"Bearer {nodes.token}"}
+        with (
+            httpx.Client(timeout=60) as http,
+            http.stream("GET", url, params=params, headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            assert second.get("/shout?n=late").status_code == 200
+            for raw in response.iter_lines():
+                if raw:
+                    followed = json.loads(raw)
+                    if followed.get("message") == "shout late":
+                        break
+            assert followed["node"] == "node2", followed

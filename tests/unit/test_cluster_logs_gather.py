@@ -116,3 +116,45 @@ def test_requests_of_every_router_and_a_silent_one_named(gatherer: ClusterLogs) 
     status, body = gatherer.serve("requests", "f", {"limit": "5"})
     assert (status, body) == (200, b"")
     assert gatherer.serve("logs", "f", {"tail": "x"})[0] == 422
+
+
+def test_a_follower_gets_every_nodes_new_lines_once(
+    gatherer: ClusterLogs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fissile.cluster.logs.FOLLOW_EVERY", 0.01)
+    theirs = [line("2026-01-01T00:00:02.000Z", "old theirs")]
+    asked: list[str | None] = []
+
+    async def peer(request: httpx.Request) -> httpx.Response:
+        since = request.url.params.get("since")
+        asked.append(since)
+        kept = [x for x in theirs if since is None or x["time"] >= since]
+        return httpx.Response(200, text="".join(json.dumps(x) + "\n" for x in kept))
+
+    gatherer.transport = httpx.MockTransport(peer)
+    gatherer.nodes.peers = [node("other")]
+    polls = 0
+
+    def gone() -> bool:
+        nonlocal polls
+        polls += 1
+        if polls == 1:  # between the history and the first poll: one new line on each node
+            theirs.append(line("2099-01-01T00:00:01.000Z", "new theirs"))
+            with gatherer.book.function_log("f").open("a") as log:
+                log.write("2099-01-01T00:00:02.000Z abc123 STDOUT [-] new mine\n")
+        return polls >= 3
+
+    async def read() -> list[bytes]:
+        follower = gatherer.follow("f", loglines.LogFilter(), 200, True, gone)
+        return [chunk async for chunk in follower]
+
+    chunks = asyncio.run(read())
+    got = [json.loads(x) for chunk in chunks for x in chunk.splitlines()]
+    assert [(x["node"], x["message"]) for x in got] == [
+        ("me", "mine one"),
+        ("other", "old theirs"),
+        ("me", "mine two"),
+        ("other", "new theirs"),
+        ("me", "new mine"),
+    ]
+    assert asked[0] is None and all(since is not None for since in asked[1:])
