@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
+from operator import itemgetter
 from typing import Any, Literal
 
 from fissile.observability.logs import MAX_LOG_BYTES
@@ -110,6 +111,7 @@ class AccessLog:
         self._spelt: dict[tuple[str | None, str | None, str, str, int, int | None], str] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._writing = False  # a batch is on the writer thread
+        self._watch = 0  # records pending below which ``add`` only appends (``_rewatch``)
         self._lock = threading.Lock()  # the file, between the writer thread and close()
         self._file: int | None = None
         self._size = 0
@@ -124,7 +126,18 @@ class AccessLog:
 
     def add(self, record: Record) -> None:
         """One request's record (on the event loop): a list append. The function's recent
-        requests are filled from the batch when it is sent (``_fold``), not per request."""
+        requests are filled from the batch when it is sent (``_fold``), not per request.
+
+        One comparison decides: below ``_watch`` records, a timer is armed and nothing else
+        is due (callgrind, in the router under wrk: the checks cost ~0.3k instructions a
+        request when made one by one)."""
+        pending = self._pending
+        if len(pending) < self._watch:
+            pending.append(record)
+            return
+        self._add(record)
+
+    def _add(self, record: Record) -> None:
         pending = self._pending
         if self.path is None:
             self._keep(record)
@@ -141,6 +154,19 @@ class AccessLog:
         elif len(pending) >= self.batch and not self._writing:
             self._timer.cancel()
             self._flush()
+        self._rewatch()
+
+    def _rewatch(self) -> None:
+        """``add``'s threshold: 0 (every record looks closer) without a path or a timer
+        armed; else one short of a batch (the record completing it sends it), or the bound
+        on pending records while a batch is being written on the thread (more gather
+        meanwhile)."""
+        if self.path is None or self._timer is None or self._closed:
+            self._watch = 0
+        elif self._writing:
+            self._watch = self.max_pending
+        else:
+            self._watch = min(self.batch - 1, self.max_pending)
 
     def _keep(self, record: Record) -> None:
         function = record[1]
@@ -151,20 +177,35 @@ class AccessLog:
             recent.append(record)
 
     def _fold(self) -> None:
-        """The records added since the last fold, into their functions' recent requests."""
+        """The records added since the last fold, into their functions' recent requests.
+
+        A batch of one function's records (the usual case under load) gives its deque only
+        its last ``keep`` records, in one ``extend``: a Python loop over every record was
+        ~0.5k instructions a request (callgrind)."""
         pending = self._pending
-        if self._folded >= len(pending):
+        folded = self._folded
+        if folded >= len(pending):
             return
+        batch = pending[folded:] if folded else pending
+        self._folded = len(pending)
         recents = self._recent
         keep = self.keep
-        for record in pending[self._folded :] if self._folded else pending:
+        functions = set(map(_FUNCTION, batch))
+        if len(functions) == 1:
+            function = functions.pop()
+            if function is not None:
+                recent = recents.get(function)
+                if recent is None:
+                    recent = recents[function] = deque(maxlen=keep)
+                recent.extend(batch[-keep:] if len(batch) > keep else batch)
+            return
+        for record in batch:
             function = record[1]
             if function is not None:
                 recent = recents.get(function)
                 if recent is None:
                     recent = recents[function] = deque(maxlen=keep)
                 recent.append(record)
-        self._folded = len(pending)
 
     def _take(self) -> list[Record]:
         """The pending records, folded, for writing; a new list gathers the next."""
@@ -357,6 +398,10 @@ class AccessLog:
         stdin.write(_FRAME.pack(len(payload)) + payload)
 
     def _flush(self) -> None:
+        self._send_or_write()
+        self._rewatch()
+
+    def _send_or_write(self) -> None:
         self._timer = None
         if self._process is not None:
             if self._pending and not self._closed:
@@ -391,6 +436,7 @@ class AccessLog:
         if self._pending and self._timer is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.interval, self._flush)
+        self._rewatch()
 
     def _text(self, records: list[Record], dropped: int) -> str:
         text = self.format_lines(records, time.time() - time.monotonic())
@@ -456,6 +502,7 @@ class AccessLog:
         if self._pending or self._unreported:
             self._send()
         self._closed = True
+        self._rewatch()
         assert process.stdin is not None
         process.stdin.close()
         try:
@@ -470,6 +517,7 @@ class AccessLog:
             self._timer.cancel()
             self._timer = None
         self._closed = True
+        self._rewatch()
         records = self._take()
         if records or self._unreported:
             dropped, self._unreported = self._unreported, 0
@@ -528,6 +576,7 @@ def text_line(fields: dict[str, Any]) -> str:
 
 
 _QUOTE = '"'
+_FUNCTION = itemgetter(1)  # a record's function
 _MAX_QUOTED = 4096
 
 
