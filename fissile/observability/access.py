@@ -27,8 +27,8 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
-from pathlib import Path
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Literal
 
 from fissile.observability.logs import MAX_LOG_BYTES
