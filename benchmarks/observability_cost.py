@@ -14,7 +14,13 @@ Timed per request, as the router runs it (``fissile/router/protocol.py``, ``prox
 Warm requests under wrk mostly wait a little for an instance (32 connections, 10 instances):
 half the trips here were queued (warm, not cold), half were not.
 
-    .venv/bin/python benchmarks/observability_cost.py [--router-cpu-us 115]
+With ``--instructions`` (needs valgrind, ~4 minutes): the instructions the platform's process
+executes per request in a real run instead, with them on and off, each platform under
+callgrind with wrk's load; the load and the machine's other work change how fast instructions
+run, not how many run. Per side: the process's instructions while idle (timers) are measured
+first and taken out.
+
+    .venv/bin/python benchmarks/observability_cost.py [--router-cpu-us 115] [--instructions]
 
 Prints JSON and writes it to benchmarks/results/observability_cost.json.
 """
@@ -23,25 +29,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import marshal
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import RESULTS, log, machine_info, write_results
+from _harness import RESULTS, Platform, Workdir, log, machine_info, run_wrk, write_results, wrk_path
 
 from fissile.observability.access import AccessLog
 from fissile.observability.metrics import Metrics
 from fissile.router.protocol import RouterProtocol
 from fissile.router.proxy import Answer, Trip, _count
 
+OBSERVABILITY_OFF = ("--no-metrics", "--access-log", "off")
 ROUTER_CPU_US = 115.0  # the router's process per warm request (docs/observability.md)
 
 
@@ -74,8 +85,96 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--number", type=int, default=20000, help="requests per timing")
     parser.add_argument("--repeat", type=int, default=15, help="timings (the minimum is kept)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the platform process's instructions per request under callgrind, on"
+        " against off, in a real run with wrk (instead of the in-process timings)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="--instructions: seconds per measurement"
+    )
+    parser.add_argument(
+        "--measurements", type=int, default=2, help="--instructions: measurements per side"
+    )
     parser.add_argument("--output", default=None)
     return parser.parse_args()
+
+
+def instructions(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Instructions per request of the platform's process (callgrind), metrics and access log
+    on against off: one platform at a time, a warm hello at max_scale 4 under wrk (1 thread,
+    4 connections: valgrind slows the router ~50x, the instances run natively)."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (callgrind_control)")
+    wrk = wrk_path()
+    if wrk is None:
+        raise SystemExit("--instructions needs wrk")
+    sides: dict[str, Any] = {}
+    for key, extra in (("on", ()), ("off", OBSERVABILITY_OFF)):
+        home = workdir / key
+        home.mkdir()
+        out = home / "callgrind.out"
+        prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p")
+        platform = Platform(home, extra, prefix=prefix)
+        platform.start(timeout=600)
+        try:
+            platform.create_function(
+                "hello", 'def main():\n    return "Hello, world!"\n', route="/hello", max_scale=4
+            )
+            url = f"http://127.0.0.1:{platform.port}/hello"
+            run_wrk(wrk, url, 1, 4, 5, workdir)  # warm: instances up, code translated
+            assert platform.proc is not None
+            pid = platform.proc.pid
+            idle, wall, _ = _counted(pid, home, functools.partial(time.sleep, args.seconds))
+            idle_rate = idle / wall
+            per_request = []
+            requests = []
+            load = functools.partial(run_wrk, wrk, url, 1, 4, args.seconds, workdir)
+            for _ in range(args.measurements):
+                total, wall, run = _counted(pid, home, load)
+                n = run["requests"]
+                requests.append(n)
+                per_request.append(round((total - idle_rate * wall) / max(n, 1)))
+            sides[key] = {
+                "extra_args": list(extra),
+                "idle_instructions_per_s": round(idle_rate),
+                "requests": requests,
+                "instructions_per_request": per_request,
+                "median": statistics.median(per_request),
+            }
+            log(f"{key}: {per_request} instructions per request (idle {idle_rate:.0f}/s)")
+        finally:
+            platform.stop()
+    on, off = sides["on"]["median"], sides["off"]["median"]
+    return {
+        "sides": sides,
+        "cost_instructions_per_request": round(on - off),
+        "cost_pct": round((on / off - 1) * 100, 2),
+    }
+
+
+def _counted(pid: int, home: Path, work: Callable[[], Any]) -> tuple[int, float, Any]:
+    """Instructions callgrind counted in process ``pid`` while ``work()`` ran, the seconds
+    that took, and what ``work()`` returned."""
+    subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+    begin = time.monotonic()
+    result = work()
+    time.sleep(0.5)  # the access log's last batch of the run goes out (its interval: 0.15 s)
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+    wall = time.monotonic() - begin
+    deadline = time.monotonic() + 60
+    while True:
+        dumps = sorted(home.glob(f"callgrind.out.{pid}.*"), key=lambda path: path.stat().st_mtime)
+        if dumps:
+            text = dumps[-1].read_text(errors="replace")
+            for line in text.splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    dumps[-1].unlink()
+                    return int(line.split()[1]), wall, result
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no callgrind dump of {pid} in {home}")
+        time.sleep(0.2)
 
 
 def router_cpu_us(given: float | None) -> tuple[float, str]:
@@ -118,7 +217,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             trip.invocation = 42
             trip.trace = trace
             _count(executor_on, pool_on, trip, 200)
-            log_record(_Protocol(access, trip), result)  # type: ignore[arg-type]
+            log_record(_Protocol(access, trip), access, result)  # type: ignore[arg-type]
 
     def request_off_protocol() -> None:
         # The same fake connection object, so that only the work differs.
@@ -157,6 +256,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if access._timer is not None:
             access._timer.cancel()
             access._timer = None
+            access._rewatch()
         return times, batch
 
     times, batch = asyncio.run(measure())
@@ -187,13 +287,32 @@ def _records(access: AccessLog, trips: list[Trip], result: Answer) -> list[Any]:
     """The records the protocol adds for ``trips``."""
     access._pending.clear()
     for trip in trips:
-        RouterProtocol._log(_Protocol(access, trip), result)  # type: ignore[arg-type]
+        RouterProtocol._log(_Protocol(access, trip), access, result)  # type: ignore[arg-type]
     records, access._pending = access._pending, []
     return records
 
 
 def main() -> None:
     args = parse_args()
+    if args.instructions:
+        with Workdir("fissile-bench-obs-") as workdir:
+            counts = instructions(args, workdir)
+        on, off = counts["sides"]["on"]["median"], counts["sides"]["off"]["median"]
+        log(
+            f"instructions per request of the platform's process: {on} on, {off} off:"
+            f" +{counts['cost_instructions_per_request']} ({counts['cost_pct']}%)"
+        )
+        write_results(
+            "observability_instructions",
+            {
+                "benchmark": "observability_cost --instructions",
+                "machine": machine_info(),
+                "parameters": vars(args),
+                **counts,
+            },
+            args.output,
+        )
+        return
     with tempfile.TemporaryDirectory(prefix="fissile-bench-obs-") as workdir:
         costs = bench(args, Path(workdir))
     log(
