@@ -81,7 +81,8 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=None,
         help="the router's CPU per request with metrics and the access log off (default: the"
-        f" median of benchmarks/results/warm.json's cost runs, else {ROUTER_CPU_US})",
+        f" median of benchmarks/results/warm_cost.json's (or warm.json's) cost runs, else"
+        f" {ROUTER_CPU_US})",
     )
     parser.add_argument("--number", type=int, default=20000, help="requests per timing")
     parser.add_argument("--repeat", type=int, default=15, help="timings (the minimum is kept)")
@@ -180,11 +181,13 @@ def _counted(pid: int, home: Path, work: Callable[[], Any]) -> tuple[int, float,
 def router_cpu_us(given: float | None) -> tuple[float, str]:
     if given is not None:
         return given, "--router-cpu-us"
-    try:
-        cost = json.loads((RESULTS / "warm.json").read_text())["observability_cost"]
-        return statistics.median(cost["router_cpu_us_per_request"]["off"]), "warm.json"
-    except (OSError, KeyError, TypeError, ValueError):
-        return ROUTER_CPU_US, "default"
+    for name in ("warm_cost.json", "warm.json"):
+        try:
+            cost = json.loads((RESULTS / name).read_text())["observability_cost"]
+            return statistics.median(cost["router_cpu_us_per_request"]["off"]), name
+        except (OSError, KeyError, TypeError, ValueError):
+            continue
+    return ROUTER_CPU_US, "default"
 
 
 def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:

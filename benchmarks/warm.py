@@ -19,7 +19,7 @@ Measured:
 
     .venv/bin/python benchmarks/warm.py [--duration 10] [--connections 32] [--scales 10,1]
 
-Prints JSON and writes it to benchmarks/results/warm.json.
+Prints JSON and writes it to benchmarks/results/warm.json (``--only-cost``: warm_cost.json).
 """
 
 from __future__ import annotations
@@ -144,7 +144,11 @@ def parse_args() -> argparse.Namespace:
         help="measure only the cost of metrics + access log (no bare, functions-framework or"
         " other fissile runs)",
     )
-    parser.add_argument("--output", default=None, help="default: benchmarks/results/warm.json")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="default: benchmarks/results/warm.json (warm_cost.json with --only-cost)",
+    )
     return parser.parse_args()
 
 
@@ -592,7 +596,8 @@ def main() -> None:
                 "observability_cost": bench_cost(args, load, workdir),
             }
         only["elapsed_s"] = round(time.monotonic() - started, 1)
-        write_results("warm", only, args.output)
+        # A file of its own: warm.json stays the last full run (the table's warm rows).
+        write_results("warm_cost", only, args.output)
         return
     with Workdir("fissile-bench-warm-") as workdir:
         load = Load(args, workdir)
