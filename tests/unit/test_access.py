@@ -215,3 +215,46 @@ async def test_a_batch_is_sent_by_the_record_completing_it(tmp_path: Path) -> No
     assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == [
         f"/{i}" for i in range(5)
     ]
+
+
+async def test_the_writer_process_gets_chunks_marshalled_as_they_fill(tmp_path: Path) -> None:
+    # With a writer process, every ``chunk`` records are marshalled at once (the records
+    # themselves die young); a batch's chunks go out together once ``batch`` records are
+    # packed, the rest at the interval or when the log closes: every line, in order.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=8, chunk=3)
+    await log.start()
+    try:
+        for i in range(7):
+            log.add(record(path=f"/{i}"))
+        assert len(log._pending) == 1 and log._packed_count == 6 and len(log._packed) == 2
+        assert [r["path"] for r in log.recent("fn")] == [f"/{i}" for i in range(7)]
+        for i in range(7, 10):
+            log.add(record(path=f"/{i}"))  # the third chunk makes 9 >= 8: all sent
+        assert log._packed == [] and log._packed_count == 0 and len(log._pending) == 1
+        deadline = time.monotonic() + 10
+        while (not path.exists() or path.read_text().count("\n") < 9) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        assert path.read_text().count("\n") == 9
+    finally:
+        await log.aclose()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["path"] for line in lines] == [f"/{i}" for i in range(10)]
+    assert [r["path"] for r in log.recent("fn", limit=3)] == ["/7", "/8", "/9"]
+
+
+async def test_the_writer_process_says_records_lost_before(tmp_path: Path) -> None:
+    # Records dropped while the writer process was behind are said in a line of their own,
+    # before the next records sent.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60)
+    await log.start()
+    try:
+        log._unreported = 5  # as _send counts a batch it could not send
+        log.add(record(path="/after"))
+    finally:
+        await log.aclose()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["dropped"] == 5 and lines[1]["path"] == "/after"
