@@ -96,7 +96,7 @@ def parse_args() -> argparse.Namespace:
         "--seconds", type=float, default=10.0, help="--instructions: seconds per measurement"
     )
     parser.add_argument(
-        "--measurements", type=int, default=2, help="--instructions: measurements per side"
+        "--measurements", type=int, default=4, help="--instructions: measurements per side"
     )
     parser.add_argument("--output", default=None)
     return parser.parse_args()
@@ -104,49 +104,60 @@ def parse_args() -> argparse.Namespace:
 
 def instructions(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Instructions per request of the platform's process (callgrind), metrics and access log
-    on against off: one platform at a time, a warm hello at max_scale 4 under wrk (1 thread,
-    4 connections: valgrind slows the router ~50x, the instances run natively)."""
+    on against off: both platforms up at once, a warm hello at max_scale 4 under wrk (1 thread,
+    4 connections: valgrind slows the router ~50x, the instances run natively), measurements
+    alternating so that both sides run at the rate the machine allows then (per-request counts
+    move with the request rate: the loop's and the access log's per-wake-up work is shared by
+    the requests of that wake-up)."""
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("--instructions needs valgrind (callgrind_control)")
     wrk = wrk_path()
     if wrk is None:
         raise SystemExit("--instructions needs wrk")
+    platforms: dict[str, Platform] = {}
     sides: dict[str, Any] = {}
-    for key, extra in (("on", ()), ("off", OBSERVABILITY_OFF)):
-        home = workdir / key
-        home.mkdir()
-        out = home / "callgrind.out"
-        prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p")
-        platform = Platform(home, extra, prefix=prefix)
-        platform.start(timeout=600)
-        try:
+    try:
+        for key, extra in (("on", ()), ("off", OBSERVABILITY_OFF)):
+            home = workdir / key
+            home.mkdir()
+            out = home / "callgrind.out"
+            prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p")
+            platform = platforms[key] = Platform(home, extra, prefix=prefix)
+            platform.start(timeout=600)
             platform.create_function(
                 "hello", 'def main():\n    return "Hello, world!"\n', route="/hello", max_scale=4
             )
             url = f"http://127.0.0.1:{platform.port}/hello"
             run_wrk(wrk, url, 1, 4, 5, workdir)  # warm: instances up, code translated
             assert platform.proc is not None
-            pid = platform.proc.pid
-            idle, wall, _ = _counted(pid, home, functools.partial(time.sleep, args.seconds))
-            idle_rate = idle / wall
-            per_request = []
-            requests = []
-            load = functools.partial(run_wrk, wrk, url, 1, 4, args.seconds, workdir)
-            for _ in range(args.measurements):
-                total, wall, run = _counted(pid, home, load)
-                n = run["requests"]
-                requests.append(n)
-                per_request.append(round((total - idle_rate * wall) / max(n, 1)))
+            idle, wall, _ = _counted(
+                platform.proc.pid, home, functools.partial(time.sleep, args.seconds)
+            )
             sides[key] = {
                 "extra_args": list(extra),
-                "idle_instructions_per_s": round(idle_rate),
-                "requests": requests,
-                "instructions_per_request": per_request,
-                "median": statistics.median(per_request),
+                "idle_instructions_per_s": round(idle / wall),
+                "requests": [],
+                "instructions_per_request": [],
             }
-            log(f"{key}: {per_request} instructions per request (idle {idle_rate:.0f}/s)")
-        finally:
-            platform.stop()
+        for measurement in range(args.measurements):
+            order = list(platforms.items())
+            for key, platform in order if measurement % 2 == 0 else order[::-1]:
+                assert platform.proc is not None
+                url = f"http://127.0.0.1:{platform.port}/hello"
+                load = functools.partial(run_wrk, wrk, url, 1, 4, args.seconds, workdir)
+                total, wall, run = _counted(platform.proc.pid, platform.workdir, load)
+                side = sides[key]
+                n = max(run["requests"], 1)
+                side["requests"].append(n)
+                idle = side["idle_instructions_per_s"] * wall
+                side["instructions_per_request"].append(round((total - idle) / n))
+                log(f"{key}: {side['instructions_per_request'][-1]} instructions per request")
+    finally:
+        for platform in platforms.values():
+            if platform.proc is not None:
+                platform.stop()
+    for side in sides.values():
+        side["median"] = statistics.median(side["instructions_per_request"])
     on, off = sides["on"]["median"], sides["off"]["median"]
     return {
         "sides": sides,
