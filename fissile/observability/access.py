@@ -65,8 +65,9 @@ INTERVAL = 0.15  # seconds between writes, at most
 BATCH = 1024  # records that start a write before the interval is over
 # Records marshalled together as they gather, when a writer process takes them: a request's
 # record then dies a few ms after it was made, its memory still in the CPU's cache and used
-# again by the next ones (kept for a whole batch, records of ~330 bytes each crossed the
-# caches three times and pushed the router's own data out).
+# again by the next ones. Kept for a whole batch (~330 bytes a record), each was made,
+# marshalled and freed out of the caches, and the router's allocations and CPU per request
+# grew with it (docs/observability.md, "Request metrics: cost").
 CHUNK = 128
 MAX_PENDING = 65536  # records waiting to be written, past which they are dropped
 RECENT = 200  # records kept per function for the API
@@ -137,11 +138,11 @@ class AccessLog:
 
     def add(self, record: Record) -> None:
         """One request's record (on the event loop): a list append. The function's recent
-        requests are filled from the batch when it is sent (``_fold``), not per request.
+        requests are filled from the records when they are marshalled or written (``_fold``),
+        not per request.
 
         One comparison decides: below ``_watch`` records, a timer is armed and nothing else
-        is due (callgrind, in the router under wrk: the checks cost ~0.3k instructions a
-        request when made one by one)."""
+        is due (the checks made one by one: 80 ns a record against 55, timeit)."""
         pending = self._pending
         if len(pending) < self._watch:
             pending.append(record)
@@ -175,9 +176,10 @@ class AccessLog:
 
     def _rewatch(self) -> None:
         """``add``'s threshold: 0 (every record looks closer) without a path or a timer
-        armed; else one short of a batch (the record completing it sends it), or the bound
-        on pending records while a batch is being written on the thread (more gather
-        meanwhile)."""
+        armed; else one short of a chunk with a writer process (the record completing it has
+        it marshalled), one short of a batch without (the record completing it sends it), or
+        the bound on pending records while a batch is being written on the thread (more
+        gather meanwhile)."""
         if self.path is None or self._timer is None or self._closed:
             self._watch = 0
         elif self._process is not None:
@@ -199,8 +201,8 @@ class AccessLog:
         """The records added since the last fold, into their functions' recent requests.
 
         A batch of one function's records (the usual case under load) gives its deque only
-        its last ``keep`` records, in one ``extend``: a Python loop over every record was
-        ~0.5k instructions a request (callgrind)."""
+        its last ``keep`` records, in one ``extend``: a Python loop over every record cost
+        35 ns a record against 15 (timeit)."""
         pending = self._pending
         folded = self._folded
         if folded >= len(pending):
@@ -566,9 +568,9 @@ def _serve_writer(argv: list[str]) -> None:
     path, format, prefix, max_bytes = argv
     with contextlib.suppress(OSError):
         os.nice(WRITER_NICE)
-    # With autogroups (Linux's default for desktop and server kernels alike), niceness only
-    # orders the tasks of one session: in the router's, the writer took its share from the
-    # router's. In a session of its own, its group's niceness ranks it below the others.
+    # With autogroups (on by default in Linux), niceness only orders the tasks of one
+    # session: in the platform's, the writer was paid out of the router's share of the CPU.
+    # In a session of its own, its group's niceness ranks it below the other sessions.
     with contextlib.suppress(OSError):
         Path("/proc/self/autogroup").write_text(f"{WRITER_NICE}\n")
     log = AccessLog(
