@@ -9,10 +9,12 @@ Measured:
   bare uvicorn (before and after the platform runs) and for each fissile case (Fission-style
   hello at max_scale 10 and 1, native hello at max_scale 10);
 * the cost of request metrics and the access log: fissile as it comes against fissile with
-  ``--no-metrics --access-log off``, two platforms up side by side, their wrk runs alternating
-  (``--cost-rounds`` pairs of ``--cost-duration`` s): cost = the median of the pairs'
-  ``1 - on/off`` of req/s (with their min and max), and the CPU per request of the platform's
-  process plus the access log's writer process (on against off);
+  ``--no-metrics --access-log off`` and, as an A/A control, against a second fissile as it
+  comes; ``--cost-pairs`` groups of new platforms, three up at once, their wrk runs rotating
+  (``--cost-rounds`` rounds of ``--cost-duration`` s): cost = the median over all pairs of
+  ``1 - on/off`` of req/s (with their min and max), and of the extra CPU per request of the
+  platform's process, of it with the access log's writer process, and of everything the
+  benchmark started; the control's figures beside, the same way;
 * sequential latency without load, one keep-alive connection per target, rounds visiting bare,
   the router, and one instance's unix socket directly (found through the function's log and
   /proc, bypassing the router): router overhead = router p50 - direct p50.
