@@ -592,9 +592,12 @@ def memory_of(pid: int) -> dict[str, float] | None:
 class Platform:
     """``fissile up`` on free loopback ports with a throwaway data dir."""
 
-    def __init__(self, workdir: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, extra_args: Sequence[str] = (), prefix: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.extra_args = tuple(extra_args)
+        self.prefix = tuple(prefix)  # a command the platform runs under (valgrind...)
         self.data_dir = workdir / "data"
         self.port = free_port()
         self.api_port = free_port()
@@ -617,6 +620,7 @@ class Platform:
         begin = time.perf_counter()
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 PYTHON,
                 "-m",
                 "fissile",

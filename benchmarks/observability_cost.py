@@ -14,7 +14,13 @@ Timed per request, as the router runs it (``fissile/router/protocol.py``, ``prox
 Warm requests under wrk mostly wait a little for an instance (32 connections, 10 instances):
 half the trips here were queued (warm, not cold), half were not.
 
-    .venv/bin/python benchmarks/observability_cost.py [--router-cpu-us 115]
+With ``--instructions`` (needs valgrind, ~4 minutes): the instructions the platform's process
+executes per request in a real run instead, with them on and off, each platform under
+callgrind with wrk's load; the load and the machine's other work change how fast instructions
+run, not how many run. Per side: the process's instructions while idle (timers) are measured
+first and taken out.
+
+    .venv/bin/python benchmarks/observability_cost.py [--router-cpu-us 115] [--instructions]
 
 Prints JSON and writes it to benchmarks/results/observability_cost.json.
 """
@@ -23,25 +29,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import marshal
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import RESULTS, log, machine_info, write_results
+from _harness import RESULTS, Platform, Workdir, log, machine_info, run_wrk, write_results, wrk_path
 
 from fissile.observability.access import AccessLog
 from fissile.observability.metrics import Metrics
 from fissile.router.protocol import RouterProtocol
 from fissile.router.proxy import Answer, Trip, _count
 
+OBSERVABILITY_OFF = ("--no-metrics", "--access-log", "off")
 ROUTER_CPU_US = 115.0  # the router's process per warm request (docs/observability.md)
 
 
@@ -70,22 +81,124 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=None,
         help="the router's CPU per request with metrics and the access log off (default: the"
-        f" median of benchmarks/results/warm.json's cost runs, else {ROUTER_CPU_US})",
+        f" median of benchmarks/results/warm_cost.json's (or warm.json's) cost runs, else"
+        f" {ROUTER_CPU_US})",
     )
     parser.add_argument("--number", type=int, default=20000, help="requests per timing")
     parser.add_argument("--repeat", type=int, default=15, help="timings (the minimum is kept)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the platform process's instructions per request under callgrind, on"
+        " against off, in a real run with wrk (instead of the in-process timings)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="--instructions: seconds per measurement"
+    )
+    parser.add_argument(
+        "--measurements", type=int, default=4, help="--instructions: measurements per side"
+    )
     parser.add_argument("--output", default=None)
     return parser.parse_args()
+
+
+def instructions(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Instructions per request of the platform's process (callgrind), metrics and access log
+    on against off: both platforms up at once, a warm hello at max_scale 4 under wrk (1 thread,
+    4 connections: valgrind slows the router ~50x, the instances run natively), measurements
+    alternating so that both sides run at the rate the machine allows then (per-request counts
+    move with the request rate: the loop's and the access log's per-wake-up work is shared by
+    the requests of that wake-up)."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (callgrind_control)")
+    wrk = wrk_path()
+    if wrk is None:
+        raise SystemExit("--instructions needs wrk")
+    platforms: dict[str, Platform] = {}
+    sides: dict[str, Any] = {}
+    try:
+        for key, extra in (("on", ()), ("off", OBSERVABILITY_OFF)):
+            home = workdir / key
+            home.mkdir()
+            out = home / "callgrind.out"
+            prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p")
+            platform = platforms[key] = Platform(home, extra, prefix=prefix)
+            platform.start(timeout=600)
+            platform.create_function(
+                "hello", 'def main():\n    return "Hello, world!"\n', route="/hello", max_scale=4
+            )
+            url = f"http://127.0.0.1:{platform.port}/hello"
+            run_wrk(wrk, url, 1, 4, 5, workdir)  # warm: instances up, code translated
+            assert platform.proc is not None
+            idle, wall, _ = _counted(
+                platform.proc.pid, home, functools.partial(time.sleep, args.seconds)
+            )
+            sides[key] = {
+                "extra_args": list(extra),
+                "idle_instructions_per_s": round(idle / wall),
+                "requests": [],
+                "instructions_per_request": [],
+            }
+        for measurement in range(args.measurements):
+            order = list(platforms.items())
+            for key, platform in order if measurement % 2 == 0 else order[::-1]:
+                assert platform.proc is not None
+                url = f"http://127.0.0.1:{platform.port}/hello"
+                load = functools.partial(run_wrk, wrk, url, 1, 4, args.seconds, workdir)
+                total, wall, run = _counted(platform.proc.pid, platform.workdir, load)
+                side = sides[key]
+                n = max(run["requests"], 1)
+                side["requests"].append(n)
+                idle = side["idle_instructions_per_s"] * wall
+                side["instructions_per_request"].append(round((total - idle) / n))
+                log(f"{key}: {side['instructions_per_request'][-1]} instructions per request")
+    finally:
+        for platform in platforms.values():
+            if platform.proc is not None:
+                platform.stop()
+    for side in sides.values():
+        side["median"] = statistics.median(side["instructions_per_request"])
+    on, off = sides["on"]["median"], sides["off"]["median"]
+    return {
+        "sides": sides,
+        "cost_instructions_per_request": round(on - off),
+        "cost_pct": round((on / off - 1) * 100, 2),
+    }
+
+
+def _counted(pid: int, home: Path, work: Callable[[], Any]) -> tuple[int, float, Any]:
+    """Instructions callgrind counted in process ``pid`` while ``work()`` ran, the seconds
+    that took, and what ``work()`` returned."""
+    subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+    begin = time.monotonic()
+    result = work()
+    time.sleep(0.5)  # the access log's last batch of the run goes out (its interval: 0.15 s)
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+    wall = time.monotonic() - begin
+    deadline = time.monotonic() + 60
+    while True:
+        dumps = sorted(home.glob(f"callgrind.out.{pid}.*"), key=lambda path: path.stat().st_mtime)
+        if dumps:
+            text = dumps[-1].read_text(errors="replace")
+            for line in text.splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    dumps[-1].unlink()
+                    return int(line.split()[1]), wall, result
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no callgrind dump of {pid} in {home}")
+        time.sleep(0.2)
 
 
 def router_cpu_us(given: float | None) -> tuple[float, str]:
     if given is not None:
         return given, "--router-cpu-us"
-    try:
-        cost = json.loads((RESULTS / "warm.json").read_text())["observability_cost"]
-        return statistics.median(cost["router_cpu_us_per_request"]["off"]), "warm.json"
-    except (OSError, KeyError, TypeError, ValueError):
-        return ROUTER_CPU_US, "default"
+    for name in ("warm_cost.json", "warm.json"):
+        try:
+            cost = json.loads((RESULTS / name).read_text())["observability_cost"]
+            return statistics.median(cost["router_cpu_us_per_request"]["off"]), name
+        except (OSError, KeyError, TypeError, ValueError):
+            continue
+    return ROUTER_CPU_US, "default"
 
 
 def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -118,7 +231,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             trip.invocation = 42
             trip.trace = trace
             _count(executor_on, pool_on, trip, 200)
-            log_record(_Protocol(access, trip), result)  # type: ignore[arg-type]
+            log_record(_Protocol(access, trip), access, result)  # type: ignore[arg-type]
 
     def request_off_protocol() -> None:
         # The same fake connection object, so that only the work differs.
@@ -157,6 +270,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if access._timer is not None:
             access._timer.cancel()
             access._timer = None
+            access._rewatch()
         return times, batch
 
     times, batch = asyncio.run(measure())
@@ -187,13 +301,32 @@ def _records(access: AccessLog, trips: list[Trip], result: Answer) -> list[Any]:
     """The records the protocol adds for ``trips``."""
     access._pending.clear()
     for trip in trips:
-        RouterProtocol._log(_Protocol(access, trip), result)  # type: ignore[arg-type]
+        RouterProtocol._log(_Protocol(access, trip), access, result)  # type: ignore[arg-type]
     records, access._pending = access._pending, []
     return records
 
 
 def main() -> None:
     args = parse_args()
+    if args.instructions:
+        with Workdir("fissile-bench-obs-") as workdir:
+            counts = instructions(args, workdir)
+        on, off = counts["sides"]["on"]["median"], counts["sides"]["off"]["median"]
+        log(
+            f"instructions per request of the platform's process: {on} on, {off} off:"
+            f" +{counts['cost_instructions_per_request']} ({counts['cost_pct']}%)"
+        )
+        write_results(
+            "observability_instructions",
+            {
+                "benchmark": "observability_cost --instructions",
+                "machine": machine_info(),
+                "parameters": vars(args),
+                **counts,
+            },
+            args.output,
+        )
+        return
     with tempfile.TemporaryDirectory(prefix="fissile-bench-obs-") as workdir:
         costs = bench(args, Path(workdir))
     log(

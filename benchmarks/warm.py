@@ -9,17 +9,19 @@ Measured:
   bare uvicorn (before and after the platform runs) and for each fissile case (Fission-style
   hello at max_scale 10 and 1, native hello at max_scale 10);
 * the cost of request metrics and the access log: fissile as it comes against fissile with
-  ``--no-metrics --access-log off``, two platforms up side by side, their wrk runs alternating
-  (``--cost-rounds`` pairs of ``--cost-duration`` s): cost = the median of the pairs'
-  ``1 - on/off`` of req/s (with their min and max), and the CPU per request of the platform's
-  process plus the access log's writer process (on against off);
+  ``--no-metrics --access-log off`` and, as an A/A control, against a second fissile as it
+  comes; ``--cost-pairs`` groups of new platforms, three up at once, their wrk runs rotating
+  (``--cost-rounds`` rounds of ``--cost-duration`` s): cost = the median over all pairs of
+  ``1 - on/off`` of req/s (with their min and max), and of the extra CPU per request of the
+  platform's process, of it with the access log's writer process, and of everything the
+  benchmark started; the control's figures beside, the same way;
 * sequential latency without load, one keep-alive connection per target, rounds visiting bare,
   the router, and one instance's unix socket directly (found through the function's log and
   /proc, bypassing the router): router overhead = router p50 - direct p50.
 
     .venv/bin/python benchmarks/warm.py [--duration 10] [--connections 32] [--scales 10,1]
 
-Prints JSON and writes it to benchmarks/results/warm.json.
+Prints JSON and writes it to benchmarks/results/warm.json (``--only-cost``: warm_cost.json).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from _harness import (
     Platform,
     RawHTTP,
     Workdir,
+    _machine_ticks,
+    _tree_cpu_ticks,
     get_request,
     http_get,
     log,
@@ -104,8 +108,23 @@ def parse_args() -> argparse.Namespace:
         "--cost-rounds",
         type=int,
         default=None,
-        help="pairs of alternating runs (metrics + access log on, then off) measuring their"
-        " cost (0: none; default 8 with --only-cost, else 2)",
+        help="rounds of alternating runs (metrics + access log on, off, and the A/A control)"
+        " per group of platforms measuring their cost (0: none; default 3 with --only-cost,"
+        " else 2)",
+    )
+    parser.add_argument(
+        "--cost-pairs",
+        type=int,
+        default=None,
+        help="groups of new platforms (on, off, control) the cost's rounds run on, one after"
+        " the other (default 3 with --only-cost, else 1)",
+    )
+    parser.add_argument(
+        "--no-cost-control",
+        dest="cost_control",
+        action="store_false",
+        help="no A/A control (a second platform as it comes, compared with the first as off"
+        " is): the noise between two alike processes is then not measured",
     )
     parser.add_argument(
         "--cost-duration",
@@ -129,7 +148,11 @@ def parse_args() -> argparse.Namespace:
         help="measure only the cost of metrics + access log (no bare, functions-framework or"
         " other fissile runs)",
     )
-    parser.add_argument("--output", default=None, help="default: benchmarks/results/warm.json")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="default: benchmarks/results/warm.json (warm_cost.json with --only-cost)",
+    )
     return parser.parse_args()
 
 
@@ -156,12 +179,19 @@ class Load:
         return run_pyload(port, path, args.connections, duration)
 
     def measure(
-        self, port: int, path: str, duration: float | None = None, warmup: float | None = None
+        self,
+        port: int,
+        path: str,
+        duration: float | None = None,
+        warmup: float | None = None,
+        before_run: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
         quiet = wait_until_quiet(self.args.quiet_wait) if self.args.quiet_wait > 0 else None
         warmup = self.args.warmup if warmup is None else warmup
         if warmup > 0:
             self.run(port, path, warmup)
+        if before_run is not None:
+            before_run()
         meter = CpuMeter().start()
         result = self.run(port, path, self.args.duration if duration is None else duration)
         result["cpu"] = meter.stop()
@@ -263,111 +293,231 @@ def bench_fissile(args: argparse.Namespace, load: Load, workdir: Path) -> dict[s
 
 
 def bench_cost(args: argparse.Namespace, load: Load, workdir: Path) -> dict[str, Any]:
-    """Warm req/s of the headline case with request metrics and the access log on (the
-    default) and off, on two platforms up at once, runs alternating so that both see the same
-    drift of the machine."""
+    """Warm req/s and CPU per request of the headline case with request metrics and the
+    access log on (the default) and off.
+
+    ``--cost-pairs`` times, a new group of platforms up at once: "on", "off" and (the A/A
+    control, unless ``--no-cost-control``) a second "on" alike; ``--cost-rounds`` rounds of
+    runs, the order rotating so that no side always goes first. New processes per group: a
+    pair of processes can differ by several % however alike they are (memory layout, hash
+    seeds, where the scheduler puts them), and a run that kept its two processes throughout
+    carried that bias into its median. The control measures that noise in the same run."""
     scale = args.scales[0]
     off_args = tuple(args.cost_off.split()) if args.cost_off is not None else OBSERVABILITY_OFF
-    log(f"cost of metrics + access log: fission_style, max_scale {scale}, {args.cost_rounds} pairs")
-    platforms = {
-        "on": Platform(workdir / "fissile-on"),
-        "off": Platform(workdir / "fissile-off", off_args),
-    }
-    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-    try:
-        for key, platform in platforms.items():
-            platform.workdir.mkdir()
-            platform.start()
-            platform.create_function(
-                "hello",
-                CONTRACTS["fission_style"],
-                route="/hello",
-                max_scale=scale,
-                concurrency=args.concurrency,
-            )
-            check(platform.port, "/hello")
-            log(f"  {key}: {' '.join(platform.extra_args) or 'defaults'}")
-        for round_ in range(args.cost_rounds):
-            # Which side goes first alternates too: neither always runs on a warmer machine.
+    sides: dict[str, tuple[str, ...]] = {"on": (), "off": off_args}
+    if args.cost_control:
+        sides["control"] = ()
+    log(
+        f"cost of metrics + access log: fission_style, max_scale {scale}, {args.cost_pairs}"
+        f" platform groups ({', '.join(sides)}) of {args.cost_rounds} rounds"
+    )
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in sides}
+    groups: list[dict[str, Any]] = []
+    for group in range(args.cost_pairs):
+        platforms = {
+            key: Platform(workdir / f"fissile-{key}-{group}", extra) for key, extra in sides.items()
+        }
+        group_runs: dict[str, list[dict[str, Any]]] = {key: [] for key in sides}
+        try:
+            for key, platform in platforms.items():
+                platform.workdir.mkdir()
+                platform.start()
+                platform.create_function(
+                    "hello",
+                    CONTRACTS["fission_style"],
+                    route="/hello",
+                    max_scale=scale,
+                    concurrency=args.concurrency,
+                )
+                check(platform.port, "/hello")
+                log(f"  group {group} {key}: {' '.join(platform.extra_args) or 'defaults'}")
             order = list(platforms.items())
-            for key, platform in order if round_ % 2 == 0 else order[::-1]:
-                log(f" {key}")
-                assert platform.proc is not None
-                writers = access_writers(platform.proc.pid)
-                before = process_cpu(platform.proc.pid)
-                writer_before = sum(process_cpu(pid) for pid in writers)
-                run = load.measure(platform.port, "/hello", args.cost_duration, args.cost_warmup)
-                spent = process_cpu(platform.proc.pid) - before
-                writer = sum(process_cpu(pid) for pid in writers) - writer_before
-                run["access_writer_cpu_us_per_request"] = round(
-                    writer / max(run["requests"], 1) * 1e6, 2
-                )
-                # The platform's own process (router, access log writer...), not its
-                # instances: what the router spends per request, less sensitive to what
-                # else runs on the machine than req/s.
-                run["router_cpu_us_per_request"] = round(spent / max(run["requests"], 1) * 1e6, 2)
-                # What the machine spends per request because of the platform: its process and
-                # the access log's writer (deferred work, but CPU all the same).
-                run["total_cpu_us_per_request"] = round(
-                    (spent + writer) / max(run["requests"], 1) * 1e6, 2
-                )
-                log(
-                    f"  router CPU: {run['router_cpu_us_per_request']} µs per request,"
-                    f" access log writer: {run['access_writer_cpu_us_per_request']} µs"
-                )
-                runs[key].append(run)
-    finally:
-        for platform in platforms.values():
-            if platform.proc is not None:
-                platform.stop()
+            for round_ in range(args.cost_rounds):
+                # The order rotates: each side goes first, in the middle and last in turn.
+                shift = (round_ + group) % len(order)
+                for key, platform in order[shift:] + order[:shift]:
+                    log(f" group {group} round {round_} {key}")
+                    run = cost_run(args, load, platform)
+                    group_runs[key].append(run)
+                    runs[key].append(run)
+        finally:
+            for platform in platforms.values():
+                if platform.proc is not None:
+                    platform.stop()
+        groups.append(
+            {
+                "versus_off": compare(group_runs["on"], group_runs["off"]),
+                **(
+                    {"control": compare(group_runs["on"], group_runs["control"])}
+                    if "control" in group_runs
+                    else {}
+                ),
+            }
+        )
+    result = compare(runs["on"], runs["off"])
+    control = compare(runs["on"], runs["control"]) if "control" in runs else None
+    cost = result["rps_cost_pct"]["median"]
+    cpu_cost = result["router_cpu_cost_pct"]["median"]
+    log(
+        f"  metrics + access log: throughput cost (median of pairs) {cost}%"
+        f" {result['rps_cost_pct']}, router CPU per request {result['router_cpu_cost_pct']}%,"
+        f" router + writer {result['total_cpu_cost_pct']}%, the benchmark's processes"
+        f" {result['benchmark_cpu_cost_pct']}%"
+        f" (target <= {TARGET_OBSERVABILITY_COST_PCT}%)"
+    )
+    if control is not None:
+        log(
+            f"  A/A control (on against on): throughput {control['rps_cost_pct']}%,"
+            f" router CPU {control['router_cpu_cost_pct']}%"
+        )
     on = [run["requests_per_s"] for run in runs["on"]]
     off = [run["requests_per_s"] for run in runs["off"]]
-    cpu_on = [run["router_cpu_us_per_request"] for run in runs["on"]]
-    cpu_off = [run["router_cpu_us_per_request"] for run in runs["off"]]
-    total_on = [run["total_cpu_us_per_request"] for run in runs["on"]]
-    total_off = [run["total_cpu_us_per_request"] for run in runs["off"]]
-    mean_cpu_on, mean_cpu_off = sum(cpu_on) / len(cpu_on), sum(cpu_off) / len(cpu_off)
-    cpu_cost = round((mean_cpu_on / mean_cpu_off - 1) * 100, 2) if mean_cpu_off else None
-    pairs = [round((1 - a / b) * 100, 2) for a, b in zip(on, off, strict=True) if b]
-    cpu_pairs = [round((a / b - 1) * 100, 2) for a, b in zip(cpu_on, cpu_off, strict=True) if b]
-    total_pairs = [
-        round((a / b - 1) * 100, 2) for a, b in zip(total_on, total_off, strict=True) if b
-    ]
-    mean_on, mean_off = sum(on) / len(on), sum(off) / len(off)
-    mean_cost = round((1 - mean_on / mean_off) * 100, 2) if mean_off else None
-    # The median of the pairs: one disturbed run moves it little, unlike the mean of req/s.
-    cost = spread(pairs)["median"] if pairs else mean_cost
-    log(
-        f"  metrics + access log: {mean_on:.0f} req/s on, {mean_off:.0f} off:"
-        f" cost (median of pairs) {cost}% {spread(pairs)} (mean {mean_cost}%;"
-        f" target <= {TARGET_OBSERVABILITY_COST_PCT}%); router CPU per request"
-        f" {statistics.median(cpu_on):.1f} µs on, {statistics.median(cpu_off):.1f} off:"
-        f" {spread(cpu_pairs)}%; router + writer {statistics.median(total_on):.1f} µs on:"
-        f" {spread(total_pairs)}%"
-    )
     return {
         "case": {"contract": "fission_style", "max_scale": scale, "path": "/hello"},
         "off_args": list(off_args),
-        "rounds": len(pairs),
+        "groups": args.cost_pairs,
+        "rounds_per_group": args.cost_rounds,
+        "rounds": len(result["pairs"]["rps_cost_pct"]),
         "run_duration_s": args.cost_duration,
         "rps": {"on": on, "off": off},
         "runs": runs,
-        "cost_pct_per_pair": pairs,
-        "cost_pct_pairs": spread(pairs),
-        "cost_pct_of_means": mean_cost,
-        "router_cpu_us_per_request": {"on": cpu_on, "off": cpu_off},
+        "per_group": groups,
+        "versus_off": result,
+        "control": control,
+        # The figures of earlier versions of this benchmark, from the same runs.
+        "cost_pct_per_pair": result["pairs"]["rps_cost_pct"],
+        "cost_pct_pairs": result["rps_cost_pct"],
+        "cost_pct_of_means": result["rps_cost_pct_of_means"],
+        "router_cpu_us_per_request": {
+            "on": [run["router_cpu_us_per_request"] for run in runs["on"]],
+            "off": [run["router_cpu_us_per_request"] for run in runs["off"]],
+        },
         "access_writer_cpu_us_per_request": [
             run["access_writer_cpu_us_per_request"] for run in runs["on"]
         ],
-        "total_cpu_us_per_request": {"on": total_on, "off": total_off},
+        "total_cpu_us_per_request": {
+            "on": [run["total_cpu_us_per_request"] for run in runs["on"]],
+            "off": [run["total_cpu_us_per_request"] for run in runs["off"]],
+        },
         "router_cpu_cost_pct": cpu_cost,
-        "router_cpu_cost_pct_pairs": spread(cpu_pairs),
-        "total_cpu_cost_pct_pairs": spread(total_pairs),
-        "total_cpu_cost_pct": spread(total_pairs)["median"] if total_pairs else None,
+        "router_cpu_cost_pct_pairs": result["router_cpu_cost_pct"],
+        "total_cpu_cost_pct_pairs": result["total_cpu_cost_pct"],
+        "total_cpu_cost_pct": result["total_cpu_cost_pct"]["median"],
+        "benchmark_cpu_cost_pct": result["benchmark_cpu_cost_pct"]["median"],
+        "control_cost_pct": None if control is None else control["rps_cost_pct"]["median"],
+        "control_router_cpu_cost_pct": (
+            None if control is None else control["router_cpu_cost_pct"]["median"]
+        ),
         "cost_pct": cost,
         "cost_pct_at_most": TARGET_OBSERVABILITY_COST_PCT,
         "cost_met": cost is not None and cost <= TARGET_OBSERVABILITY_COST_PCT,
+        "router_cpu_cost_met": cpu_cost is not None and cpu_cost <= TARGET_OBSERVABILITY_COST_PCT,
     }
+
+
+def cost_run(args: argparse.Namespace, load: Load, platform: Platform) -> dict[str, Any]:
+    """One wrk run of a cost side, with what its platform process (and the access log's
+    writer process) spent per request: CPU, and context switches of the platform process."""
+    assert platform.proc is not None
+    pid = platform.proc.pid
+    writers = access_writers(pid)
+    before, switches = process_cpu(pid), context_switches(pid)
+    writer_before = sum(process_cpu(p) for p in writers)
+    # Everything this benchmark started (wrk, the platforms and their instances) and the
+    # machine's interrupts, measured around the wrk run only (the warm-up is left out).
+    holder: dict[str, int] = {}
+
+    def begin() -> None:
+        holder["tree"], holder["irq"] = _tree_cpu_ticks(os.getpid()), _machine_ticks()[1]
+
+    run = load.measure(
+        platform.port, "/hello", args.cost_duration, args.cost_warmup, before_run=begin
+    )
+    tree = _tree_cpu_ticks(os.getpid()) - holder["tree"] + _machine_ticks()[1] - holder["irq"]
+    spent = process_cpu(pid) - before
+    voluntary, involuntary = (b - a for a, b in zip(switches, context_switches(pid), strict=True))
+    writer = sum(process_cpu(p) for p in writers) - writer_before
+    requests = max(run["requests"], 1)
+    run["access_writer_cpu_us_per_request"] = round(writer / requests * 1e6, 2)
+    # The platform's own process (router, control API, executor), not its instances: what
+    # the router spends per request, less sensitive to what else runs on the machine than
+    # req/s (wrk's, the instances' and others' CPU are not in it).
+    run["router_cpu_us_per_request"] = round(spent / requests * 1e6, 2)
+    # What the machine spends per request because of the platform: its process and the
+    # access log's writer process (deferred work, but CPU all the same).
+    run["total_cpu_us_per_request"] = round((spent + writer) / requests * 1e6, 2)
+    # The machine's work per request, wherever done: with the cores saturated, req/s
+    # follows its inverse.
+    run["benchmark_cpu_us_per_request"] = round(tree / os.sysconf("SC_CLK_TCK") / requests * 1e6, 2)
+    run["router_context_switches_per_request"] = {
+        "voluntary": round(voluntary / requests, 4),
+        "involuntary": round(involuntary / requests, 4),
+    }
+    log(
+        f"  router CPU: {run['router_cpu_us_per_request']} µs per request,"
+        f" access log writer: {run['access_writer_cpu_us_per_request']} µs"
+    )
+    return run
+
+
+def compare(on: list[dict[str, Any]], off: list[dict[str, Any]]) -> dict[str, Any]:
+    """Runs of two sides, paired in the order they ran: the pairs' loss of req/s and their
+    extra CPU per request (in %), with median, min and max. The median of pairs: one
+    disturbed run moves it little, unlike the mean of req/s."""
+    rps_on = [run["requests_per_s"] for run in on]
+    rps_off = [run["requests_per_s"] for run in off]
+    pairs = {
+        "rps_cost_pct": [
+            round((1 - a / b) * 100, 2) for a, b in zip(rps_on, rps_off, strict=True) if b
+        ],
+    }
+    for key in (
+        "router_cpu_us_per_request",
+        "total_cpu_us_per_request",
+        "benchmark_cpu_us_per_request",
+    ):
+        pairs[key.replace("_us_per_request", "_cost_pct")] = [
+            round((a[key] / b[key] - 1) * 100, 2) for a, b in zip(on, off, strict=True) if b[key]
+        ]
+    mean_on = sum(rps_on) / len(rps_on) if rps_on else 0.0
+    mean_off = sum(rps_off) / len(rps_off) if rps_off else 0.0
+    return {
+        "pairs": pairs,
+        **{key: spread(values) for key, values in pairs.items()},
+        "rps_cost_pct_of_means": round((1 - mean_on / mean_off) * 100, 2) if mean_off else None,
+        "router_cpu_us_per_request_median": {
+            "on": median_of(on, "router_cpu_us_per_request"),
+            "off": median_of(off, "router_cpu_us_per_request"),
+        },
+        "benchmark_cpu_us_per_request_median": {
+            "on": median_of(on, "benchmark_cpu_us_per_request"),
+            "off": median_of(off, "benchmark_cpu_us_per_request"),
+        },
+        "access_writer_cpu_us_per_request_median": {
+            "on": median_of(on, "access_writer_cpu_us_per_request"),
+            "off": median_of(off, "access_writer_cpu_us_per_request"),
+        },
+    }
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    return round(statistics.median(run[key] for run in runs), 2) if runs else None
+
+
+def context_switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of a process, its threads included."""
+    voluntary = involuntary = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        voluntary += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        involuntary += int(line.split()[1])
+        except OSError:
+            continue  # a thread that ended meanwhile
+    return voluntary, involuntary
 
 
 def spread(values: list[float]) -> dict[str, float | None]:
@@ -466,7 +616,9 @@ def main() -> None:
     args.scales = [int(s) for s in str(args.scales).split(",") if s.strip()]
     args.native_scales = [int(s) for s in str(args.native_scales).split(",") if s.strip()]
     if args.cost_rounds is None:
-        args.cost_rounds = 8 if args.only_cost else 2
+        args.cost_rounds = 3 if args.only_cost else 2
+    if args.cost_pairs is None:
+        args.cost_pairs = 3 if args.only_cost else 1
     started = time.monotonic()
     if args.only_cost:
         with Workdir("fissile-bench-warm-") as workdir:
@@ -478,7 +630,8 @@ def main() -> None:
                 "observability_cost": bench_cost(args, load, workdir),
             }
         only["elapsed_s"] = round(time.monotonic() - started, 1)
-        write_results("warm", only, args.output)
+        # A file of its own: warm.json stays the last full run (the table's warm rows).
+        write_results("warm_cost", only, args.output)
         return
     with Workdir("fissile-bench-warm-") as workdir:
         load = Load(args, workdir)
@@ -495,7 +648,11 @@ def main() -> None:
         log("functions-framework")
         ff = measure_ff(load, workdir)
         fissile = bench_fissile(args, load, workdir)
-        cost = bench_cost(args, load, workdir) if args.cost_rounds > 0 else None
+        cost = (
+            bench_cost(args, load, workdir)
+            if args.cost_rounds > 0 and args.cost_pairs > 0
+            else None
+        )
         log("bare uvicorn (after fissile)")
         bare_runs.append(measure_bare(load, workdir, bare_stops))
     bare = {"runs": bare_runs, "average": average(bare_runs), "stops": bare_stops}

@@ -26,6 +26,7 @@ from uvicorn.server import ServerState
 
 from fissile.executor.connection import BodyStream, InstanceResponse
 from fissile.executor.pools import FunctionPool
+from fissile.observability.access import AccessLog
 from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
@@ -504,8 +505,9 @@ class RouterProtocol(asyncio.Protocol):
         self._answered(result)
 
     def _answered(self, result: InstanceResponse | Answer) -> None:
-        if self.access_log is not None:
-            self._log(result)
+        access_log = self.access_log
+        if access_log is not None:
+            self._log(access_log, result)
         if result.stream is not None:
             self._stream(result)
             return
@@ -513,13 +515,13 @@ class RouterProtocol(asyncio.Protocol):
         self.busy = False
         self._next()
 
-    def _log(self, result: InstanceResponse | Answer) -> None:
+    def _log(self, access_log: AccessLog, result: InstanceResponse | Answer) -> None:
         """The access log's record of the request in flight: a tuple, formatted later."""
         trip = self.trip
-        if trip is None or self.access_log is None:
+        if trip is None:
             return
         size = len(result.body) if result.stream is None else result.length
-        self.access_log.add(
+        access_log.add(
             (
                 trip.started,
                 self.function,

@@ -173,3 +173,88 @@ async def test_the_writer_process_formats_and_writes_batches(tmp_path: Path) -> 
     assert [line["path"] for line in lines] == ["/0", "/1", "/2", "/last"]
     assert lines[0]["invocation_id"] == "abcd00000007"
     assert log._process is not None and log._process.returncode == 0
+
+
+async def test_recent_from_pending_batches_one_function_or_several(tmp_path: Path) -> None:
+    # With a file, records gather in a batch and reach the recent requests when folded: a
+    # batch of one function's records in one go (its last ``recent``), a mixed one record by
+    # record; a fold mid-batch (a reader) and the rest later keep the order.
+    log = AccessLog(tmp_path / "access.log", "json", recent=3, interval=60, batch=10_000)
+    base = time.monotonic()
+    for i in range(5):
+        log.add(record(path=f"/a{i}", started=base + i))
+    assert [r["path"] for r in log.recent("fn")] == ["/a2", "/a3", "/a4"]
+    log.add(record(path="/a5", started=base + 5))
+    log.add(record(function="other", path="/b", started=base + 5.5))
+    log.add(record(function=None, path="/none", started=base + 5.7))
+    log.add(record(path="/a6", started=base + 6))
+    assert [r["path"] for r in log.recent("fn")] == ["/a4", "/a5", "/a6"]
+    assert [r["path"] for r in log.recent("other")] == ["/b"]
+    for i in range(7, 12):
+        log.add(record(path=f"/a{i}", started=base + i))
+    log.close()
+    assert [r["path"] for r in log.recent("fn")] == ["/a9", "/a10", "/a11"]
+    assert (tmp_path / "access.log").read_text().count("\n") == 14
+
+
+async def test_a_batch_is_sent_by_the_record_completing_it(tmp_path: Path) -> None:
+    # ``add`` only appends below one short of a batch; the record that completes it sends it
+    # at once, and the next one starts a new batch with its own timer.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=4)
+    for i in range(4):
+        assert len(log._pending) == i
+        log.add(record(path=f"/{i}"))
+    assert log._pending == []
+    log.add(record(path="/4"))
+    assert len(log._pending) == 1 and log._timer is not None
+    deadline = time.monotonic() + 5
+    while (not path.exists() or path.read_text().count("\n") < 4) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    log.close()
+    assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == [
+        f"/{i}" for i in range(5)
+    ]
+
+
+async def test_the_writer_process_gets_chunks_marshalled_as_they_fill(tmp_path: Path) -> None:
+    # With a writer process, every ``chunk`` records are marshalled at once (the records
+    # themselves die young); a batch's chunks go out together once ``batch`` records are
+    # packed, the rest at the interval or when the log closes: every line, in order.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=8, chunk=3)
+    await log.start()
+    try:
+        for i in range(7):
+            log.add(record(path=f"/{i}"))
+        assert len(log._pending) == 1 and log._packed_count == 6 and len(log._packed) == 2
+        assert [r["path"] for r in log.recent("fn")] == [f"/{i}" for i in range(7)]
+        for i in range(7, 10):
+            log.add(record(path=f"/{i}"))  # the third chunk makes 9 >= 8: all sent
+        assert log._packed == [] and log._packed_count == 0 and len(log._pending) == 1
+        deadline = time.monotonic() + 10
+        while (not path.exists() or path.read_text().count("\n") < 9) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        assert path.read_text().count("\n") == 9
+    finally:
+        await log.aclose()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["path"] for line in lines] == [f"/{i}" for i in range(10)]
+    assert [r["path"] for r in log.recent("fn", limit=3)] == ["/7", "/8", "/9"]
+
+
+async def test_the_writer_process_says_records_lost_before(tmp_path: Path) -> None:
+    # Records dropped while the writer process was behind are said in a line of their own,
+    # before the next records sent.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60)
+    await log.start()
+    try:
+        log._unreported = 5  # as _send counts a batch it could not send
+        log.add(record(path="/after"))
+    finally:
+        await log.aclose()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["dropped"] == 5 and lines[1]["path"] == "/after"
