@@ -36,10 +36,11 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from fissile.invocations.errors import InvocationError
 from fissile.invocations.records import FINAL, Invocation, Response, Status
+from fissile.store.pgpool import create_tables, open_pool
 from fissile.store.space import StorageFull
 
 _SCHEMA = """
@@ -108,21 +109,8 @@ class PostgresInvocationStore:
         self.lease = lease
         self.data_dir = Path(".")  # for the service's messages only; nothing is written there
         self._lock = threading.Lock()
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=1,
-            kwargs={"autocommit": True},
-            timeout=5.0,
-            configure=_configure,
-            open=True,
-            name="fissile-invocations",
-        )
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement.encode())
+        self._pool = open_pool(url, "fissile-invocations", _configure)
+        create_tables(self._pool, _CREATE_LOCK, _SCHEMA.split(";"))
 
     def close(self) -> None:
         self._pool.close()

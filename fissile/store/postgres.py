@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from fissile.store import schema
 from fissile.store.base import (
@@ -44,6 +44,7 @@ from fissile.store.base import (
     StoreUnavailable,
     Subscriber,
 )
+from fissile.store.pgpool import open_pool
 from fissile.store.postgres_revisions import SCHEMA as REVISIONS_SCHEMA
 from fissile.store.postgres_revisions import PostgresRevisions
 
@@ -117,18 +118,9 @@ class PostgresStore(PostgresRevisions):
         # Hashed: a channel name must fit in 63 bytes, a schema name alone may take them all.
         digest = hashlib.md5(self._schema.encode(), usedforsecurity=False).hexdigest()
         self._channel = f"fissile_{digest}"
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=1,
-            kwargs={"autocommit": True},
-            # A write waits this long for a connection while the database is away (on the
-            # loop: keep it short); then it fails with StoreUnavailable.
-            timeout=5.0,
-            configure=self._configure,
-            open=True,
-            name="fissile-store",
-        )
+        # A write waits 5 s for the connection while the database is away, then fails with
+        # StoreUnavailable.
+        self._pool = open_pool(url, "fissile-store", self._configure)
         try:
             # Listen before the first load, so nothing committed in between goes unseen.
             self._listener = self._listen()

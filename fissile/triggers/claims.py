@@ -18,8 +18,9 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
+from fissile.store.pgpool import create_tables, open_pool
 from fissile.store.space import StorageFull
 
 _SCHEMA = (
@@ -48,19 +49,8 @@ class SharedClaims:
     def __init__(self, url: str, node: str) -> None:
         self.node = node
         self._lock = threading.Lock()
-        self._pool = ConnectionPool(
-            url,
-            min_size=1,
-            max_size=1,
-            kwargs={"autocommit": True},
-            timeout=5.0,
-            open=True,
-            name="fissile-timer-slots",
-        )
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
-            for statement in _SCHEMA:
-                conn.execute(statement.encode())
+        self._pool = open_pool(url, "fissile-timer-slots")
+        create_tables(self._pool, _CREATE_LOCK, _SCHEMA)
         self._claims = 0
 
     def last_fired(self, name: str) -> datetime | None:
