@@ -38,3 +38,38 @@ def migrate(source: str, target: str, force: bool) -> None:
         click.echo(f"{kind}: {count}")
     click.echo(f"revisions: {moved.revisions}")
     click.echo(f"moved {sum(moved.resources.values())} resources and {moved.revisions} revisions")
+
+
+@store.command()
+@click.option(
+    "--store", "url", required=True, metavar="URL", help="sqlite:///path or postgresql://..."
+)
+def schema(url: str) -> None:
+    """Show the schema version a store records beside the one this fissile uses, and what
+    starting this fissile on it would do. Changes nothing."""
+    from fissile.store import StoreError
+    from fissile.store import schema as versions
+
+    try:
+        if url.startswith("sqlite:///"):
+            from fissile.store.sqlite import recorded_version
+
+            found = recorded_version(Path(url.removeprefix("sqlite://")))
+        elif url.startswith(("postgresql://", "postgres://")):
+            from fissile.store.postgres import recorded_version as recorded_pg_version
+
+            found = recorded_pg_version(url)
+        else:
+            raise click.BadParameter("must be sqlite:///path or postgresql://...")
+    except (StoreError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"store schema version: {found if found else 'none recorded'}")
+    click.echo(f"this fissile's: {versions.VERSION}")
+    if found > versions.VERSION:
+        raise click.ClickException(
+            "the store is newer than this fissile, which refuses to start on it: upgrade fissile"
+        )
+    if found < versions.VERSION:
+        click.echo(f"starting this fissile migrates the store to version {versions.VERSION}")
+    else:
+        click.echo("up to date")

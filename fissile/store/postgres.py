@@ -390,6 +390,20 @@ def _migrate(url: str) -> str:
         return name
 
 
+def recorded_version(url: str) -> int:
+    """The schema version the database at ``url`` records in its ``search_path`` schema (0:
+    none yet), read without changing anything."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT to_regclass('fissile_schema') IS NOT NULL").fetchone()
+            if row is None or not row[0]:
+                return 0
+            found = conn.execute("SELECT max(version) FROM fissile_schema").fetchone()
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot read the store at {_safe(url)}: {exc}") from None
+    return 0 if found is None or found[0] is None else int(found[0])
+
+
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
     try:

@@ -40,6 +40,19 @@ CREATE TABLE IF NOT EXISTS resources (
 MIGRATIONS: dict[int, list[str]] = {1: [_RESOURCES, REVISIONS_SCHEMA]}
 
 
+def recorded_version(path: Path) -> int:
+    """The schema version the SQLite file at ``path`` records (0: none yet), read without
+    changing anything."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no store at {path}")
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        (found,) = db.execute("PRAGMA user_version").fetchone()
+    finally:
+        db.close()
+    return int(found)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
