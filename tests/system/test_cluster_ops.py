@@ -4,11 +4,14 @@ node, and a cancel through one node that stops the attempt another node runs."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from clusterkit import cluster
-from syskit import assert_one_line_error, wait_for, write
+from syskit import Platform, assert_one_line_error, process_table, wait_for, write
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +67,60 @@ def test_forget_removes_a_retired_node_and_refuses_a_running_one(tmp_path: Path)
             30,
             "node2 joined again, active",
         )
+
+
+SLEEPY = """
+import time
+
+
+def main(request):
+    time.sleep(float(request.query.get("s", "60")))
+    return "slept"
+"""
+
+
+def test_a_cancel_through_one_node_stops_the_attempt_running_on_another(tmp_path: Path) -> None:
+    with cluster(tmp_path / "c", 2) as nodes:
+        first, second = nodes.nodes
+        write(tmp_path / "sleepy.py", SLEEPY)
+        first.ok("fn", "create", "--name", "sleepy", "--code", str(tmp_path / "sleepy.py"))
+        # Accepted by node2's router, which has room for it: node2 holds and runs it.
+        accepted = second.request("POST", "/async-function/sleepy?s=120", content=b"x")
+        assert accepted.status_code == 202, accepted.text
+        invocation_id = accepted.json()["id"]
+
+        def running_on_node2() -> bool:
+            document = first.get(f"/invocations/{invocation_id}").json()
+            return document["status"] == "running" and document["node"] == "node2"
+
+        wait_for(running_on_node2, 60, "the invocation running on node2")
+
+        def busy_on_node2() -> list[int] | None:
+            status = control(second, "GET", "/v1/functions/sleepy").json()["status"]
+            return status["pids"] if status["busy"] >= 1 else None
+
+        # Its instance took the request (a cancel during the cold start leaves it idle).
+        [pid] = wait_for(busy_on_node2, 60, "node2's instance running the invocation")
+        assert not first.nodes()["node1"]["functions"].get("sleepy")
+
+        cancelled_at = time.monotonic()
+        first.ok("invocation", "cancel", invocation_id)
+        # node2 stops its attempt: the instance running it is killed, within a few seconds
+        # (the function would sleep for two minutes).
+        wait_for(lambda: pid not in process_table(), 10, "node2's instance killed")
+        print(f"cancel to instance killed: {time.monotonic() - cancelled_at:.2f} s")
+        for node in (first, second):
+            document = node.get(f"/invocations/{invocation_id}").json()
+            assert document["status"] == "cancelled", document
+        assert "cancelled through another node" in second.stderr()
+        logs = first.ok("fn", "logs", "--name", "sleepy").out
+        assert f"invocation {invocation_id} cancelled through another node" in logs, logs
+        # Its outcome stays the cancel's: the stopped attempt recorded nothing over it.
+        assert first.get(f"/invocations/{invocation_id}").json()["status"] == "cancelled"
+
+
+def control(platform: Platform, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """A request to the control API of ``platform`` (one node), with the cluster's token."""
+    token = (platform.data_dir / "api-token").read_text().strip()
+    headers = {"authorization": f"Bearer {token}"}
+    return platform.http.request(method, platform.api_url + path, headers=headers, **kwargs)
