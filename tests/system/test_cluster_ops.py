@@ -124,3 +124,50 @@ def control(platform: Platform, method: str, path: str, **kwargs: Any) -> httpx.
     token = (platform.data_dir / "api-token").read_text().strip()
     headers = {"authorization": f"Bearer {token}"}
     return platform.http.request(method, platform.api_url + path, headers=headers, **kwargs)
+
+
+def test_pruned_builds_take_their_archives_along_on_every_node(tmp_path: Path) -> None:
+    import psycopg
+
+    with cluster(tmp_path / "c", 2, "--keep-revisions", "1") as nodes:
+        first, second = nodes.nodes
+        write(tmp_path / "v1.py", 'def main():\n    return "one"\n')
+        write(tmp_path / "v2.py", 'def main():\n    return "two"\n')
+        first.ok("fn", "create", "--name", "f", "--code", str(tmp_path / "v1.py"))
+        assert second.get("/function/f").text == "one"  # node2 fetched the first build
+
+        def holders() -> dict[str, set[str]]:
+            with psycopg.connect(nodes.store, autocommit=True) as conn:
+                found: dict[str, set[str]] = {}
+                for key, node in conn.execute("SELECT key, node FROM fissile_artifacts"):
+                    found.setdefault(key, set()).add(node)
+                return found
+
+        def archives(node: Platform) -> set[str]:
+            return {path.stem for path in (node.data_dir / "artifacts").glob("*.tar")}
+
+        wait_for(lambda: len(holders()) == 1 and len(archives(second)) == 1, 30, "build 1 held")
+        [one] = holders()
+        assert holders()[one] == {"node1", "node2"}
+        assert archives(first) == archives(second)
+        first_archive = archives(first)
+        assert (second.data_dir / "deploy" / one).is_dir()
+
+        # A new build: revision 2; with --keep-revisions 1, revision 1's build is pruned.
+        first.ok("fn", "update", "--name", "f", "--code", str(tmp_path / "v2.py"))
+        wait_for(lambda: second.get("/function/f").text == "two", 60, "node2 serving build 2")
+
+        def pruned() -> bool:
+            return (
+                one not in holders()
+                and not archives(first) & first_archive
+                and not archives(second) & first_archive
+                and not (first.data_dir / "deploy" / one).exists()
+                and not (second.data_dir / "deploy" / one).exists()
+            )
+
+        wait_for(pruned, 60, "build 1's archives, rows and deploy dirs gone on both nodes")
+        [two] = holders()
+        assert holders()[two] == {"node1", "node2"}
+        assert len(archives(first)) == len(archives(second)) == 1
+        assert first.get("/function/f").text == "two"
