@@ -51,10 +51,18 @@ CREATE TABLE IF NOT EXISTS fissile_nodes (
 )
 """
 
-# A table made by a fissile before drains outlived restarts.
-_DRAINED = (
-    "ALTER TABLE fissile_nodes ADD COLUMN IF NOT EXISTS drained BOOLEAN NOT NULL DEFAULT false"
-)
+# A table made by a fissile before drains outlived restarts gets the column (the nodes drained
+# then stay so). Checked first: ALTER TABLE locks the table (every node's heartbeat) even when
+# the column exists.
+_DRAINED = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+            AND table_name = 'fissile_nodes' AND column_name = 'drained') THEN
+        ALTER TABLE fissile_nodes ADD COLUMN IF NOT EXISTS drained BOOLEAN NOT NULL DEFAULT false;
+        UPDATE fissile_nodes SET drained = true WHERE state = 'draining';
+    END IF;
+END $$
+"""
 
 # Inserting a node that exists (a restart) takes its row over: back at work, or still
 # draining if it was drained (by ``fissile node drain``, before or while it was away).

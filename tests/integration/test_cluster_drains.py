@@ -110,3 +110,28 @@ async def test_forget_deletes_a_stopped_or_dead_node_and_refuses_a_live_one() ->
         finally:
             for node in (a, b, c):
                 await node.stop()
+
+
+async def test_a_table_from_before_drains_persisted_gets_the_column() -> None:
+    with fresh_schema() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE fissile_nodes (name TEXT PRIMARY KEY, address TEXT NOT NULL,"
+                " version TEXT NOT NULL, state TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL,"
+                " heartbeat_at TIMESTAMPTZ NOT NULL, instances INTEGER NOT NULL DEFAULT 0,"
+                " inflight INTEGER NOT NULL DEFAULT 0, memory_free BIGINT NOT NULL DEFAULT 0,"
+                " functions JSONB NOT NULL DEFAULT '{}')"
+            )
+            conn.execute(
+                "INSERT INTO fissile_nodes VALUES ('old', 'x:1', '0', 'draining', now(), now())"
+            )
+        a = Nodes(url, "a", "127.0.0.1:1", None)
+        await a.start()
+        try:
+            listed = {node.name: node for node in await a.list()}
+            assert listed["old"].status == "draining" and listed["old"].drained
+            assert not listed["a"].drained
+            await a.set_state("old", "active")
+            assert not {node.name: node for node in await a.list()}["old"].drained
+        finally:
+            await a.stop()
