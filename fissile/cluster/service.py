@@ -127,7 +127,7 @@ class Cluster:
             busy: set[str] = set()
             try:
                 busy = await self.sweep()
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:  # the database away (here or in the store): next change
                 log.warning("cluster: cannot sweep this node's builds: %s", exc)
             if self._sweep_again:
                 delay = SWEEP_DELAY

@@ -214,13 +214,13 @@ class Revisions:
         gone = self.store.forget_revisions(function)
         self._locks.pop(function, None)
         self.preflights.pop(function, None)
-        self._free(r.deploy for r in gone)
+        self.free(r.deploy for r in gone)
 
     def prune(self, function: str) -> None:
         self.store.prune_revisions(function, self.keep)
         # Every pruned revision's build, not only the newly pruned: one an instance still ran
         # last time (draining) is freed now.
-        self._free(r.deploy for r in self.store.revisions(function) if r.pruned)
+        self.free(r.deploy for r in self.store.revisions(function) if r.pruned)
 
     # -- background builds ----------------------------------------------------------------
 
@@ -392,13 +392,9 @@ class Revisions:
 
     def free(self, deploys: Iterable[str | None]) -> set[str]:
         """Delete those of ``deploys`` no kept revision, package or live function serves any
-        longer (a cluster's node sweeps the builds it fetched so: ``cluster/service.py``);
-        the ones kept only because this node's instances still run them."""
-        return self._free(deploys)
-
-    def _free(self, deploys: Iterable[str | None]) -> set[str]:
-        """Delete the builds no kept revision, package or live function serves any longer;
-        the ones kept only for this node's instances (free again once they are gone)."""
+        longer (a cluster's node also sweeps the builds it fetched so: ``cluster/service.py``);
+        the ones kept only because this node's instances still run them (free again once
+        they are gone)."""
         candidates = {d for d in deploys if d}
         if not candidates:
             return set()
