@@ -291,6 +291,8 @@ class Platform:
             router.cluster = self.cluster.peers
             executor.fetch_deploy = self.cluster.artifacts.ensure
             executor.claim = self.cluster.nodes.claim
+            nodes = self.cluster.nodes
+            invocations.paused = lambda: nodes.draining  # a drained node claims no async work
             # Pruned builds take their packed archives along, on every node that holds them.
             revisions.freed = self.cluster.forget_builds
             self.cluster.free = revisions.free

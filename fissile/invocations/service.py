@@ -109,6 +109,9 @@ class Invocations:
         )
         self._seen: dict[str, tuple[str, int]] = {}  # watched here: the last state told
         self._claim_now = asyncio.Event()  # an attempt ended: claim more at once
+        # In a cluster: whether this node takes no new work (drained): it then claims nothing
+        # and leaves what it accepts to the others.
+        self.paused: Callable[[], bool] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -229,7 +232,7 @@ class Invocations:
         if self._shared is None:
             self.store.add(invocation, body)
             self._enqueue(invocation.id, function, now)
-        elif self._room(function) > 0:
+        elif self._room(function) > 0 and not (self.paused is not None and self.paused()):
             self._shared.add(invocation, body)
             self._enqueue(invocation.id, function, now)
         else:
@@ -358,7 +361,9 @@ class Invocations:
 
     def _claim(self, shared: PostgresInvocationStore) -> None:
         """Claim free invocations of the functions this node has room for, as many as the
-        room; the rest stay free for nodes with room."""
+        room; the rest stay free for nodes with room. A drained node claims nothing."""
+        if self.paused is not None and self.paused():
+            return
         held = sum(len(q) for q in self._queues.values()) + len(self._delayed)
         room = self.max_running - len(self._running) - held
         if room <= 0:
