@@ -121,6 +121,10 @@ class Client:
         result: dict[str, Any] = self._json("POST", f"/v1/nodes/{name}/{action}")
         return result
 
+    def forget_node(self, name: str) -> None:
+        """Delete a stopped or dead node's row."""
+        self._send("DELETE", f"/v1/nodes/{name}")
+
     # -- packages -----------------------------------------------------------------------
 
     def upload_archive(self, data: bytes) -> dict[str, Any]:

@@ -291,6 +291,11 @@ class Platform:
             router.cluster = self.cluster.peers
             executor.fetch_deploy = self.cluster.artifacts.ensure
             executor.claim = self.cluster.nodes.claim
+            nodes = self.cluster.nodes
+            invocations.paused = lambda: nodes.draining  # a drained node claims no async work
+            # Pruned builds take their packed archives along, on every node that holds them.
+            revisions.freed = self.cluster.forget_builds
+            self.cluster.free = revisions.free
             from fissile.cluster.logs import ClusterLogs
 
             # fn logs reads every node's lines: peers ask this router, the API asks the peers.

@@ -9,6 +9,9 @@ token-protected endpoint (``GET /_fissile/cluster/artifacts/<sha256>``), checks 
 against the store's record (a peer can neither corrupt nor substitute a build), unpacks it next
 to the deploy root and moves it into place in one rename, then records itself as a holder too
 (so the build survives the death of the node that made it).
+
+A build freed on a node (its revisions pruned, ``--keep-revisions``, or its function deleted)
+takes its archive and the node's holder row with it (``forget``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +164,36 @@ class Artifacts:
         )
         self._published.add(key)
         log.info("cluster: build %s published (%d bytes, sha256 %s)", key[:12], size, digest)
+
+    async def held(self) -> list[str]:
+        """The build keys this node is recorded as holding."""
+        rows = await self._execute(
+            "SELECT key FROM fissile_artifacts WHERE node = %s", (self.node,)
+        )
+        return [str(row[0]) for row in rows]
+
+    async def forget(self, keys: Iterable[str]) -> None:
+        """Builds freed here: this node no longer offers them, and their archives go (unless
+        another build held here packed to the same bytes)."""
+        keys = sorted(set(keys))
+        if not keys:
+            return
+        self._published.difference_update(keys)
+        rows = await self._execute(
+            "DELETE FROM fissile_artifacts WHERE node = %s AND key = ANY(%s) RETURNING key, sha256",
+            (self.node, keys),
+        )
+        digests = {str(row[1]) for row in rows}
+        if not digests:
+            return
+        shared = await self._execute(
+            "SELECT sha256 FROM fissile_artifacts WHERE node = %s AND sha256 = ANY(%s)",
+            (self.node, sorted(digests)),
+        )
+        for digest in digests - {str(row[0]) for row in shared}:
+            (self.root / f"{digest}.tar").unlink(missing_ok=True)
+        for key, digest in rows:
+            log.info("cluster: build %s freed: archive %s deleted", str(key)[:12], digest)
 
     async def ensure(self, deploy_dir: str) -> None:
         """Make ``deploy_dir`` (a build under the deploy root) exist here, fetching it from a

@@ -5,7 +5,10 @@ function, in-flight requests, free memory) and reads everyone's in the same roun
 its view of the cluster is at most one heartbeat old. Ages are measured by the database's
 clock, never by the nodes' (which may disagree): a node whose last heartbeat is older than
 ``DEAD_AFTER`` is dead to everyone. Draining is a state in the row, set by whichever node's
-API received ``fissile node drain``; the drained node sees it at its next heartbeat.
+API received ``fissile node drain``; the drained node sees it at its next heartbeat. The drain
+is also kept apart (``drained``) from the state a node writes itself (``stopped`` when it stops,
+back to work when it starts): a drained node stays drained through its restarts until
+``fissile node resume``.
 
 The heartbeat runs on its own connection (not the store's pool, whose one connection serves
 the control plane's writes), so a slow write never delays a heartbeat and the other way round.
@@ -43,17 +46,33 @@ CREATE TABLE IF NOT EXISTS fissile_nodes (
     instances INTEGER NOT NULL DEFAULT 0,
     inflight INTEGER NOT NULL DEFAULT 0,
     memory_free BIGINT NOT NULL DEFAULT 0,
-    functions JSONB NOT NULL DEFAULT '{}'
+    functions JSONB NOT NULL DEFAULT '{}',
+    drained BOOLEAN NOT NULL DEFAULT false
 )
 """
 
-# Inserting a node that exists (a restart) takes its row over, back at work.
+# A table made by a fissile before drains outlived restarts gets the column (the nodes drained
+# then stay so). Checked first: ALTER TABLE locks the table (every node's heartbeat) even when
+# the column exists.
+_DRAINED = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+            AND table_name = 'fissile_nodes' AND column_name = 'drained') THEN
+        ALTER TABLE fissile_nodes ADD COLUMN IF NOT EXISTS drained BOOLEAN NOT NULL DEFAULT false;
+        UPDATE fissile_nodes SET drained = true WHERE state = 'draining';
+    END IF;
+END $$
+"""
+
+# Inserting a node that exists (a restart) takes its row over: back at work, or still
+# draining if it was drained (by ``fissile node drain``, before or while it was away).
 _JOIN = """
 INSERT INTO fissile_nodes (name, address, version, state, started_at, heartbeat_at)
 VALUES (%(name)s, %(address)s, %(version)s, 'active', now(), now())
 ON CONFLICT (name) DO UPDATE SET
     address = EXCLUDED.address, version = EXCLUDED.version, started_at = now(),
-    heartbeat_at = now(), state = 'active'
+    heartbeat_at = now(),
+    state = CASE WHEN fissile_nodes.drained THEN 'draining' ELSE 'active' END
 """
 
 _BEAT = """
@@ -64,13 +83,25 @@ WHERE name = %(name)s
 
 _LIST = """
 SELECT name, address, version, state, started_at, heartbeat_at, instances, inflight,
-    memory_free, functions, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
+    memory_free, functions, drained, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
 FROM fissile_nodes ORDER BY name
+"""
+
+# Draining (or resuming) a node: its drain, and its state unless it is stopped (a stopped node
+# takes the drain up when it starts again).
+_SET_STATE = """
+UPDATE fissile_nodes SET drained = %(drained)s,
+    state = CASE WHEN state = 'stopped' THEN 'stopped' ELSE %(state)s END
+WHERE name = %(name)s
 """
 
 
 class NodeNotFound(Exception):
     pass
+
+
+class NodeAlive(Exception):
+    """A node whose row cannot be forgotten: it is running (not stopped, heartbeat recent)."""
 
 
 @dataclass
@@ -88,6 +119,7 @@ class NodeInfo:
     inflight: int = 0
     memory_free: int = 0
     functions: dict[str, int] = field(default_factory=dict)
+    drained: bool = False  # drained by an operator: it stays so through restarts until resumed
 
     @property
     def alive(self) -> bool:
@@ -115,6 +147,7 @@ class NodeInfo:
             "inflight": self.inflight,
             "memory_free": self.memory_free,
             "functions": self.functions,
+            "drained": self.drained,
         }
 
 
@@ -134,6 +167,7 @@ def _info(row: dict[str, Any]) -> NodeInfo:
         inflight=row["inflight"],
         memory_free=row["memory_free"],
         functions=dict(functions),
+        drained=bool(row.get("drained", False)),
     )
 
 
@@ -179,6 +213,7 @@ class Nodes:
     async def start(self) -> None:
         conn = await self._connect()
         await conn.execute(_TABLE)
+        await conn.execute(_DRAINED)
         await conn.execute(
             _JOIN, {"name": self.name, "address": self.address, "version": fissile.__version__}
         )
@@ -192,7 +227,8 @@ class Nodes:
                 await self._task
         with contextlib.suppress(psycopg.Error, OSError):
             conn = await self._connect()
-            # A stopped node is not dead: nobody should wait for it to come back.
+            # A stopped node is not dead: nobody should wait for it to come back. Its drain,
+            # if any, stays (``drained``) for its next start.
             await conn.execute(
                 "UPDATE fissile_nodes SET state = 'stopped' WHERE name = %s",
                 (self.name,),
@@ -307,14 +343,35 @@ class Nodes:
         return [_info(row) for row in await cursor.fetchall()]
 
     async def set_state(self, name: str, state: str) -> NodeInfo:
-        """Drain a node (``draining``) or put it back to work (``active``)."""
+        """Drain a node (``draining``) or put it back to work (``active``). A stopped node
+        keeps the drain for its next start, a dead one for when it is back."""
         conn = await self._connect()
         cursor = await conn.execute(
-            "UPDATE fissile_nodes SET state = %s WHERE name = %s AND state != 'stopped'",
-            (state, name),
+            _SET_STATE, {"drained": state == "draining", "state": state, "name": name}
         )
         if cursor.rowcount == 0:
             raise NodeNotFound(name)
         if name == self.name:
             self.draining = state == "draining"
         return next(node for node in await self.list() if node.name == name)
+
+    async def forget(self, name: str) -> None:
+        """Delete the row of a node retired for good: one that stopped, or is dead (no
+        heartbeat for DEAD_AFTER). A live node is refused (it would join again at its next
+        heartbeat anyway); so is this node. The builds it held are no longer offered."""
+        conn = await self._connect()
+        async with conn.transaction():
+            cursor = await conn.execute(
+                "DELETE FROM fissile_nodes WHERE name = %s AND name != %s AND (state = 'stopped'"
+                " OR now() - heartbeat_at >= make_interval(secs => %s)) RETURNING name",
+                (name, self.name, DEAD_AFTER),
+            )
+            if await cursor.fetchone() is None:
+                cursor = await conn.execute("SELECT 1 FROM fissile_nodes WHERE name = %s", (name,))
+                if await cursor.fetchone() is None:
+                    raise NodeNotFound(name)
+                raise NodeAlive(name)
+            cursor = await conn.execute("SELECT to_regclass('fissile_artifacts') IS NOT NULL AS t")
+            row = await cursor.fetchone()
+            if row is not None and row["t"]:
+                await conn.execute("DELETE FROM fissile_artifacts WHERE node = %s", (name,))

@@ -1,11 +1,20 @@
 """This node's part in a cluster: membership, forwarding and shared builds, started and
-stopped with the platform (``fissile/platform.py``)."""
+stopped with the platform (``fissile/platform.py``).
+
+Builds are freed where revisions are pruned: by the node whose API (or build follower) made the
+change (``controlplane/revisions.py``), which also drops their archives. The other nodes free
+the builds they fetched by a sweep: a moment after any function changes (a new revision, hence
+maybe pruned ones, or a deletion) and at start, each frees the builds it holds that no kept
+revision, package or instance of its own uses any longer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -16,6 +25,9 @@ from fissile.executor import Executor
 from fissile.store import Change, Store
 
 log = logging.getLogger("fissile.cluster")
+
+SWEEP_DELAY = 2.0  # seconds after a function's change before this node sweeps its builds
+SWEEP_RETRY = 10.0  # seconds before sweeping again builds kept only for instances draining
 
 
 class ClusterUnavailable(Exception):
@@ -39,7 +51,12 @@ class Cluster:
             store_url, name, data_dir / "artifacts", deploy_root, token, timeout
         )
         self.peers = Peers(self.nodes, token, self.artifacts, timeout)
+        # Frees those of the builds given that nothing uses (``Revisions.free``): set by the
+        # platform, with ``forget_builds`` as what it calls back for the builds it freed.
+        self.free: Callable[[Iterable[str]], set[str]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeping: asyncio.Task[None] | None = None
+        self._sweep_again = False
 
     async def start(self, store: Store) -> None:
         try:
@@ -51,8 +68,12 @@ class Cluster:
         for record in store.list("packages"):
             self._offer(record.data)
         store.subscribe(self._changed)
+        self._schedule_sweep()  # builds pruned while this node was away
 
     async def stop(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            await asyncio.gather(self._sweeping, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -63,15 +84,64 @@ class Cluster:
     def _changed(self, change: Change) -> None:
         if change.record.kind == "packages" and change.action != "deleted":
             self._offer(change.record.data)
+        elif change.record.kind == "functions":
+            self._schedule_sweep()
 
     def _offer(self, package: dict[str, object]) -> None:
         status = package.get("status")
         key = status.get("deploy") if isinstance(status, dict) else None
         if not isinstance(key, str) or not (self.artifacts.deploy_root / key).is_dir():
             return
-        task = asyncio.get_running_loop().create_task(self._publish(key))
+        self._spawn(self._publish(key))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def forget_builds(self, keys: set[str]) -> None:
+        """Builds freed on this node (``Revisions.free``): their archives and rows go too."""
+        self._spawn(self._forget(keys))
+
+    async def _forget(self, keys: set[str]) -> None:
+        try:
+            await self.artifacts.forget(keys)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("cluster: cannot drop the archives of freed builds: %s", exc)
+
+    def _schedule_sweep(self) -> None:
+        """Sweep once changes settle: one sweep for a burst of them, and another if some come
+        while it runs."""
+        if self.free is None:
+            return
+        if self._sweeping is None or self._sweeping.done():
+            self._sweeping = asyncio.get_running_loop().create_task(self._sweep_later())
+        else:
+            self._sweep_again = True
+
+    async def _sweep_later(self) -> None:
+        delay = SWEEP_DELAY
+        while True:
+            await asyncio.sleep(delay)
+            self._sweep_again = False
+            busy: set[str] = set()
+            try:
+                busy = await self.sweep()
+            except Exception as exc:  # the database away (here or in the store): next change
+                log.warning("cluster: cannot sweep this node's builds: %s", exc)
+            if self._sweep_again:
+                delay = SWEEP_DELAY
+            elif busy:  # pruned, but an instance here still runs it: again once it is gone
+                delay = SWEEP_RETRY
+            else:
+                return
+
+    async def sweep(self) -> set[str]:
+        """Free the builds this node holds that nothing uses any longer; the ones pruned but
+        still run by an instance of this node."""
+        if self.free is None:
+            return set()
+        return self.free(await self.artifacts.held())
 
     async def _publish(self, key: str) -> None:
         try:

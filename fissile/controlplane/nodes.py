@@ -1,4 +1,4 @@
-"""``/v1/nodes``: the nodes of a cluster (``fissile node list|drain|resume``)."""
+"""``/v1/nodes``: the nodes of a cluster (``fissile node list|drain|resume|forget``)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def add_node_routes(app: FastAPI, nodes: Nodes | None) -> None:
         try:
             return (await nodes.set_state(name, state)).as_json()
         except NodeNotFound:
-            raise ApiError(404, "not_found", f"node {name!r} not found (or stopped)") from None
+            raise ApiError(404, "not_found", f"node {name!r} not found") from None
         except (psycopg.Error, OSError) as exc:
             raise await unavailable(exc) from None
 
@@ -60,5 +60,27 @@ def add_node_routes(app: FastAPI, nodes: Nodes | None) -> None:
 
     @app.post("/v1/nodes/{name}/resume", tags=["cluster"], responses=_ERRORS)
     async def resume_node(name: str) -> dict[str, Any]:
-        """Put a drained node back to work."""
+        """Put a drained node back to work (a stopped one: when it starts again)."""
         return await set_state(name, "active")
+
+    @app.delete("/v1/nodes/{name}", status_code=204, tags=["cluster"], responses=_ERRORS)
+    async def forget_node(name: str) -> None:
+        """Delete the row of a node retired for good (stopped, or dead): it leaves ``node
+        list``. A live node is refused with 409 ``node_alive``."""
+        nodes = cluster()
+        import psycopg
+
+        from fissile.cluster.nodes import NodeAlive, NodeNotFound
+
+        try:
+            await nodes.forget(name)
+        except NodeNotFound:
+            raise ApiError(404, "not_found", f"node {name!r} not found") from None
+        except NodeAlive:
+            raise ApiError(
+                409,
+                "node_alive",
+                f"node {name!r} is running: stop it first (drain it, then stop its fissile up)",
+            ) from None
+        except (psycopg.Error, OSError) as exc:
+            raise await unavailable(exc) from None

@@ -56,6 +56,8 @@ class Revisions:
         self.logs = logs
         self.deploy_root = deploy_root
         self.keep = keep
+        # In a cluster: told which builds were freed here, so their packed archives go too.
+        self.freed: Callable[[set[str]], None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         # The last pre-flight of a background build, per function, while it runs or after it
         # refused a build (cleared when the function moves to a build).
@@ -212,13 +214,13 @@ class Revisions:
         gone = self.store.forget_revisions(function)
         self._locks.pop(function, None)
         self.preflights.pop(function, None)
-        self._free(r.deploy for r in gone)
+        self.free(r.deploy for r in gone)
 
     def prune(self, function: str) -> None:
         self.store.prune_revisions(function, self.keep)
         # Every pruned revision's build, not only the newly pruned: one an instance still ran
         # last time (draining) is freed now.
-        self._free(r.deploy for r in self.store.revisions(function) if r.pruned)
+        self.free(r.deploy for r in self.store.revisions(function) if r.pruned)
 
     # -- background builds ----------------------------------------------------------------
 
@@ -388,16 +390,22 @@ class Revisions:
         )
         return str(name)
 
-    def _free(self, deploys: Iterable[str | None]) -> None:
-        """Delete the builds no kept revision, package or live function serves any longer."""
+    def free(self, deploys: Iterable[str | None]) -> set[str]:
+        """Delete those of ``deploys`` no kept revision, package or live function serves any
+        longer (a cluster's node also sweeps the builds it fetched so: ``cluster/service.py``);
+        the ones kept only because this node's instances still run them (free again once
+        they are gone)."""
         candidates = {d for d in deploys if d}
         if not candidates:
-            return
-        used = self.store.kept_deploys()
-        used |= {d for r in self.store.list("packages") if (d := _deploy_of(r))}
-        used |= {p.deploy for p in self.executor.functions.values() if p.deploy}
-        used |= {Path(i.deploy_dir).name for i in self.executor.instances() if i.deploy_dir}
-        for deploy in candidates - used:
+            return set()
+        kept = self.store.kept_deploys()
+        kept |= {d for r in self.store.list("packages") if (d := _deploy_of(r))}
+        running = {p.deploy for p in self.executor.functions.values() if p.deploy}
+        running |= {Path(i.deploy_dir).name for i in self.executor.instances() if i.deploy_dir}
+        unused = candidates - kept - running
+        if unused and self.freed is not None:
+            self.freed(unused)
+        for deploy in unused:
             path = self.deploy_root / deploy
             if not path.is_dir():
                 continue
@@ -410,6 +418,7 @@ class Revisions:
                 logger.warning("build %s not pruned: %s", deploy[:12], exc)
                 continue
             self.executor.spawn(asyncio.to_thread(shutil.rmtree, doomed, True))
+        return (candidates - kept) & running
 
 
 def describe(

@@ -157,6 +157,13 @@ class PostgresInvocationStore:
                 (self.node, list(ids)),
             )
 
+    def cancelled(self, ids: Sequence[str]) -> builtins.list[str]:
+        """Which of ``ids`` (attempts running here) were cancelled through another node."""
+        rows = self._query(
+            "SELECT id FROM invocations WHERE id = ANY(%s) AND status = 'cancelled'", (list(ids),)
+        )
+        return [row[0] for row in rows]
+
     def states(self, ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         """(status, attempts) of each of ``ids`` that exists: what watchers poll for."""
         rows = self._query(

@@ -8,7 +8,8 @@ the platform died runs again (at-least-once).
 In a cluster (a store with ``shared``: ``pgstore.py``) the database is also where nodes meet:
 each node claims what nobody holds for a lease it renews, runs it as above, and gives it back
 when it stops; what a dead node held is claimed by another once its lease runs out. Watchers
-of an invocation another node runs learn its changes by polling the record.
+of an invocation another node runs learn its changes by polling the record, and so does the
+node running an attempt that another node's API cancelled: it stops the attempt.
 
 A full disk loses nothing that was accepted: an attempt that cannot record its start waits and
 starts again later, and an outcome that cannot be recorded is kept in memory and written by a
@@ -108,6 +109,9 @@ class Invocations:
         )
         self._seen: dict[str, tuple[str, int]] = {}  # watched here: the last state told
         self._claim_now = asyncio.Event()  # an attempt ended: claim more at once
+        # In a cluster: whether this node takes no new work (drained): it then claims nothing
+        # and leaves what it accepts to the others.
+        self.paused: Callable[[], bool] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -228,7 +232,7 @@ class Invocations:
         if self._shared is None:
             self.store.add(invocation, body)
             self._enqueue(invocation.id, function, now)
-        elif self._room(function) > 0:
+        elif self._room(function) > 0 and not (self.paused is not None and self.paused()):
             self._shared.add(invocation, body)
             self._enqueue(invocation.id, function, now)
         else:
@@ -264,25 +268,32 @@ class Invocations:
             )
         attempt = self._running.get(invocation_id)
         if attempt is not None:
-            attempt.cancelled = True
-            instance = attempt.instance
-            if instance is not None and instance.inflight <= 1:
-                # The function would go on running in its instance: end it. An instance
-                # serving other requests too (concurrency > 1) is left to finish them; only
-                # this invocation's connection is dropped.
-                self.executor.kill(instance, "invocation cancelled", crash=False)
-                self.executor.logs.platform(
-                    invocation.function,
-                    f"invocation {invocation_id} cancelled: its instance {instance.id} stopped",
-                    "WARNING",
-                    invocation_id,
-                )
-            attempt.task.cancel()
+            self._stop(attempt, "cancelled")
             invocation = attempt.invocation
+        # In a cluster, another node may be running it: recorded cancelled, the running node
+        # sees it within CLAIM_INTERVAL and stops its attempt (``_stop_cancelled``).
         invocation.status = Status.cancelled
         invocation.error = "cancelled"
         self._finish(invocation)
         return invocation
+
+    def _stop(self, attempt: _Attempt, why: str) -> None:
+        """End a running attempt whose invocation is cancelled; its outcome is not recorded."""
+        attempt.cancelled = True
+        invocation = attempt.invocation
+        instance = attempt.instance
+        if instance is not None and instance.inflight <= 1:
+            # The function would go on running in its instance: end it. An instance serving
+            # other requests too (concurrency > 1) is left to finish them; only this
+            # invocation's connection is dropped.
+            self.executor.kill(instance, "invocation cancelled", crash=False)
+            self.executor.logs.platform(
+                invocation.function,
+                f"invocation {invocation.id} {why}: its instance {instance.id} stopped",
+                "WARNING",
+                invocation.id,
+            )
+        attempt.task.cancel()
 
     # -- watching -----------------------------------------------------------------------
 
@@ -333,6 +344,8 @@ class Invocations:
                 if now - claimed >= CLAIM_INTERVAL or self._claim_now.is_set():
                     self._claim_now.clear()
                     claimed = now
+                    if self._running:
+                        self._stop_cancelled(shared)
                     self._claim(shared)
                 if self._watchers:
                     self._poll_watched(shared)
@@ -348,7 +361,9 @@ class Invocations:
 
     def _claim(self, shared: PostgresInvocationStore) -> None:
         """Claim free invocations of the functions this node has room for, as many as the
-        room; the rest stay free for nodes with room."""
+        room; the rest stay free for nodes with room. A drained node claims nothing."""
+        if self.paused is not None and self.paused():
+            return
         held = sum(len(q) for q in self._queues.values()) + len(self._delayed)
         room = self.max_running - len(self._running) - held
         if room <= 0:
@@ -362,6 +377,17 @@ class Invocations:
             room -= take
             if room <= 0:
                 return
+
+    def _stop_cancelled(self, shared: PostgresInvocationStore) -> None:
+        """Stop the attempts running here whose invocation another node's API cancelled (the
+        record says so: that node wrote it). Polled with the claims, one query while attempts
+        run, rather than pushed: nothing is lost while a node or the database is away, and the
+        cancelling node needs neither to know nor to reach the running one."""
+        for invocation_id in shared.cancelled(list(self._running)):
+            attempt = self._running.get(invocation_id)
+            if attempt is not None and not attempt.cancelled:
+                logger.info("invocation %s cancelled through another node: stopped", invocation_id)
+                self._stop(attempt, "cancelled through another node")
 
     def _room(self, function: str) -> int:
         """Attempts of ``function`` this node could start now beyond those it holds."""

@@ -189,6 +189,9 @@ def test_a_cancel_through_another_node_wins_over_the_attempt(pg_url: str) -> Non
         invocation.response = Response(200, [], b"late")
         one.finished(invocation)
         assert one.get("x").status is Status.cancelled  # type: ignore[union-attr]
+        # What the running node polls for to stop its attempt.
+        one.add(make("y"), b"")
+        assert one.cancelled(["x", "y", "missing"]) == ["x"]
     finally:
         one.close()
         two.close()

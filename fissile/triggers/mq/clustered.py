@@ -55,5 +55,11 @@ class ClusterBroker:
     async def subscribe(self, topic: str, group: str) -> Subscription:
         return await self.nats.subscribe(self.subject(topic), group)
 
+    async def drop_group(self, topic: str, group: str) -> bool:
+        """Delete ``group``'s durable consumer of ``topic``: its trigger was deleted, or moved
+        to another topic. Every node does it once its own consumer stopped, so the last one
+        to stop deletes it for good (a node still fetching might have made it again)."""
+        return await self.nats.drop_group(self.subject(topic), group)
+
     async def close(self) -> None:
         await self.nats.close()

@@ -349,6 +349,11 @@ class ConsumerManager:
 
         async def restart() -> None:
             await old.stop()
+            moved = (old.spec.mqtype, old.spec.topic) != (spec.mqtype, spec.topic)
+            # A new topic: the old one's position is garbage (unless a later change, which
+            # replaced the placeholder, went back to it).
+            if moved and self.consumers.get(spec.name) is placeholder:
+                await self._drop_durable(old.spec)
             if self.consumers.get(spec.name) is placeholder and not self._stopping:
                 self.consumers.pop(spec.name)
                 self._add(spec)
@@ -367,6 +372,27 @@ class ConsumerManager:
             broker = await self.hub.get("embedded")
             if isinstance(broker, EmbeddedBroker):
                 broker.drop_group(group_of(consumer.spec.name))
+            else:
+                await self._drop_durable(consumer.spec)
+
+    async def _drop_durable(self, spec: MessageQueueTriggerSpec) -> None:
+        """In a cluster, the embedded type's group is a durable JetStream consumer on the NATS
+        server: delete it, or it stays there, holding its position and the stream's
+        messages' interest, for ever."""
+        if spec.mqtype != "embedded" or self.hub.shared is None:
+            return
+        from fissile.triggers.mq.clustered import ClusterBroker
+
+        try:
+            broker = await self.hub.get("embedded")
+            if isinstance(broker, ClusterBroker) and await broker.drop_group(
+                spec.topic, group_of(spec.name)
+            ):
+                logger.info("mq trigger %s: its JetStream consumer deleted", spec.name)
+        except Exception as exc:  # the trigger is gone either way: say what stays behind
+            logger.warning(
+                "mq trigger %s: its JetStream consumer was not deleted: %s", spec.name, exc
+            )
 
     async def stop(self) -> None:
         self._stopping = True

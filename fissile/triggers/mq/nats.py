@@ -184,6 +184,22 @@ class NatsBroker:
         self._subscriptions.add(subscription)
         return subscription
 
+    async def drop_group(self, topic: str, group: str) -> bool:
+        """Delete ``group``'s durable consumer of ``topic`` (its position and unacked
+        deliveries); whether there was one. The stream and its messages stay."""
+        durable = jetstream_name(group, topic)
+        try:
+            try:
+                stream = self._streams.get(topic) or await self.js.find_stream_name_by_subject(
+                    topic
+                )
+                await self.js.delete_consumer(stream, durable)
+            except nats.js.errors.NotFoundError:
+                return False  # no stream, or no such consumer (another node deleted it)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise self._error(f"deleting consumer {durable!r}", exc) from exc
+        return True
+
     async def close(self) -> None:
         for subscription in list(self._subscriptions):
             await subscription.close()
