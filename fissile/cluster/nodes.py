@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,9 +44,13 @@ CREATE TABLE IF NOT EXISTS fissile_nodes (
     instances INTEGER NOT NULL DEFAULT 0,
     inflight INTEGER NOT NULL DEFAULT 0,
     memory_free BIGINT NOT NULL DEFAULT 0,
-    functions JSONB NOT NULL DEFAULT '{}'
+    functions JSONB NOT NULL DEFAULT '{}',
+    idle JSONB NOT NULL DEFAULT '{}'
 )
 """
+
+# Added after the table's first release: a table made by an older fissile gains it at start.
+_IDLE = "ALTER TABLE fissile_nodes ADD COLUMN IF NOT EXISTS idle JSONB NOT NULL DEFAULT '{}'"
 
 # Inserting a node that exists (a restart) takes its row over, back at work.
 _JOIN = """
@@ -58,13 +63,14 @@ ON CONFLICT (name) DO UPDATE SET
 
 _BEAT = """
 UPDATE fissile_nodes SET heartbeat_at = now(), instances = %(instances)s,
-    inflight = %(inflight)s, memory_free = %(memory_free)s, functions = %(functions)s
+    inflight = %(inflight)s, memory_free = %(memory_free)s, functions = %(functions)s,
+    idle = %(idle)s
 WHERE name = %(name)s
 """
 
 _LIST = """
 SELECT name, address, version, state, started_at, heartbeat_at, instances, inflight,
-    memory_free, functions, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
+    memory_free, functions, idle, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
 FROM fissile_nodes ORDER BY name
 """
 
@@ -88,6 +94,8 @@ class NodeInfo:
     inflight: int = 0
     memory_free: int = 0
     functions: dict[str, int] = field(default_factory=dict)
+    # Requests each function could take at once without a new instance (cluster/placement.py).
+    idle: dict[str, int] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -119,9 +127,11 @@ class NodeInfo:
 
 
 def _info(row: dict[str, Any]) -> NodeInfo:
-    functions = row["functions"]
+    functions, idle = row["functions"], row.get("idle") or {}
     if isinstance(functions, str):
         functions = json.loads(functions)
+    if isinstance(idle, str):
+        idle = json.loads(idle)
     return NodeInfo(
         name=row["name"],
         address=row["address"],
@@ -134,6 +144,7 @@ def _info(row: dict[str, Any]) -> NodeInfo:
         inflight=row["inflight"],
         memory_free=row["memory_free"],
         functions=dict(functions),
+        idle=dict(idle),
     )
 
 
@@ -158,6 +169,7 @@ class Nodes:
         self.address = address
         self.executor = executor
         self.peers: list[NodeInfo] = []  # the other nodes, as of the last heartbeat
+        self.viewed_at = 0.0  # when ``peers`` was read (time.monotonic())
         self.draining = False
         self.memory_free = 0  # this node's, as its last heartbeat measured it (0: unknown)
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
@@ -179,6 +191,7 @@ class Nodes:
     async def start(self) -> None:
         conn = await self._connect()
         await conn.execute(_TABLE)
+        await conn.execute(_IDLE)
         await conn.execute(
             _JOIN, {"name": self.name, "address": self.address, "version": fissile.__version__}
         )
@@ -219,12 +232,19 @@ class Nodes:
     def report(self) -> dict[str, Any]:
         """What this node's heartbeat publishes about its work."""
         functions: dict[str, int] = {}
+        idle: dict[str, int] = {}
         inflight = 0
         if self.executor is not None:
             for name, pool in self.executor.functions.items():
                 count = len(pool.instances) + pool.starting
                 if count:
                     functions[name] = count
+                    # Free slots of the ready instances and of those starting, less the
+                    # requests queued for them.
+                    free = sum(max(0, pool.limit - i.inflight) for i in pool.instances)
+                    free += pool.starting * pool.limit - len(pool.waiters)
+                    if free > 0:
+                        idle[name] = free
                 inflight += pool.inflight
         self.memory_free = memory_available()
         return {
@@ -233,6 +253,7 @@ class Nodes:
             "inflight": inflight,
             "memory_free": self.memory_free,
             "functions": json.dumps(functions),
+            "idle": json.dumps(idle),
         }
 
     async def _beat(self) -> None:
@@ -257,6 +278,7 @@ class Nodes:
                 log.warning("cluster: node %s is draining: new requests go to peers", self.name)
             self.draining = me.state == "draining"
         self.peers = [node for node in everyone if node.name != self.name]
+        self.viewed_at = time.monotonic()
         self._seen.clear()  # the rows just read are fresher
 
     def elsewhere(self, function: str) -> int:

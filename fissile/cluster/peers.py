@@ -9,7 +9,10 @@ A node forwards while it is drained (``fissile node drain``): it serves nothing 
 and every new request goes to a serving peer. It also forwards a request for a function it
 holds no instance of while the cluster holds the function's ``max_scale`` instances elsewhere
 (to a peer holding some: the least busy, ties in turn), or while its free memory is below the
-function's memory limit (to the peer with the most free memory, if one has enough).
+function's memory limit (to the peer with the most free memory, if one has enough). And when
+all its instances of the function are busy (and those starting are spoken for), it forwards
+to a peer with a free slot of the function, or to the peer that should start the next
+instance, which spreads a function's instances over the nodes (``cluster/placement.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import httpx
 from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile.cluster.artifacts import Artifacts
 from fissile.cluster.nodes import DEAD_AFTER, NodeInfo, Nodes
+from fissile.cluster.placement import choose
 from fissile.executor.pools import FunctionPool
 from fissile.router.app import CLUSTER_PREFIX
 
@@ -72,6 +76,10 @@ class Peers:
         # a cold start of it needs when that was the reason.
         self._function: str | None = None
         self._memory = 0
+        self._chosen: NodeInfo | None = None  # the peer placement chose, when it did
+        # Forwarded requests still in flight, by (peer, function): when each was sent
+        # (time.monotonic()). Those sent after the peer's heartbeat in the view are not in it.
+        self._sent: dict[tuple[str, str], list[float]] = {}
         self._unreachable: dict[str, float] = {}  # peer -> until when it is not tried
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0),
@@ -94,19 +102,71 @@ class Peers:
         lacks the memory to start one that a peer has."""
         memory = 0
         if not self.nodes.draining:
-            if pool is None or pool.instances:
+            if pool is None:
                 return False
+            if pool.instances:
+                # The common case, one comparison: an instance here has room.
+                if pool.inflight < len(pool.instances) * pool.limit:
+                    return False
+                return self._spreading(headers, pool)
             if self.nodes.elsewhere(pool.name) + pool.starting < pool.spec.max_scale:
                 free = self.nodes.memory_free
                 if not free or free >= pool.spec.memory:
-                    return False
+                    # A cold start stays here; a request past the ones starting may not.
+                    return bool(pool.starting) and self._spreading(headers, pool)
                 memory = pool.spec.memory  # a cold start goes where there is room for it
-        for name, _ in headers:
-            if name == HOP:
-                return False  # forwarded once already: served here, whatever the state
+        if _hopped(headers):
+            return False  # forwarded once already: served here, whatever the state
         self._function = pool.name if pool is not None else None
         self._memory = memory
+        self._chosen = None
         return self.target(self._function, memory) is not None
+
+    def _spreading(self, headers: list[tuple[bytes, bytes]], pool: FunctionPool) -> bool:
+        """Whether a request that no instance here can take at once (and none starting
+        either) goes to a peer: one with a free slot, or the one that should start the next
+        instance (``placement.choose``)."""
+        if len(pool.waiters) < pool.starting * pool.limit or pool.pick() is not None:
+            return False  # an instance here has room (one draining held the count up)
+        if _hopped(headers):
+            return False  # a peer chose this node: it serves here (starting one if it must)
+        chosen = choose(
+            pool.name,
+            held=len(pool.instances) + pool.starting,
+            memory=pool.spec.memory,
+            memory_free=self.nodes.memory_free,
+            max_scale=pool.spec.max_scale,
+            limit=pool.limit,
+            peers=self.nodes.peers,
+            sent=self._since_view(pool.name) if self._sent else {},
+            unreachable=self._skipped(),
+        )
+        if chosen is None:
+            return False
+        self._function = pool.name
+        self._memory = 0
+        self._chosen = chosen
+        return True
+
+    def _since_view(self, function: str) -> dict[str, int]:
+        """The requests for ``function`` in flight to each peer, sent after the peer's
+        heartbeat that the view holds (so not counted in it)."""
+        sent: dict[str, int] = {}
+        viewed = self.nodes.viewed_at
+        for node in self.nodes.peers:
+            times = self._sent.get((node.name, function))
+            if times:
+                beat = viewed - node.age  # when its heartbeat was, on this node's clock
+                count = sum(1 for at in times if at > beat)
+                if count:
+                    sent[node.name] = count
+        return sent
+
+    def _skipped(self) -> set[str]:
+        if not self._unreachable:
+            return set()
+        now = time.monotonic()
+        return {name for name, until in self._unreachable.items() if until >= now}
 
     def target(self, function: str | None = None, memory: int = 0) -> NodeInfo | None:
         """The serving peer to forward to. With ``memory``, the one with the most free memory
@@ -131,7 +191,8 @@ class Peers:
 
     async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ``forwarding`` ran just before, on this request, with nothing awaited in between.
-        function, memory = self._function, self._memory
+        function, memory, chosen = self._function, self._memory, self._chosen
+        self._chosen = None
         headers = [(n, v) for n, v in scope["headers"] if n not in _HOP_BY_HOP]
         headers.append((HOP, self._hop))
         target = scope.get("raw_path") or scope["path"].encode()
@@ -146,25 +207,34 @@ class Peers:
         body = None if replayable else _body(receive)
         attempts = 0
         while True:
-            peer = self.target(function, memory)
+            peer = chosen or self.target(function, memory)
+            chosen = None  # a second try goes where ``target`` says
             if peer is None:  # every peer went away since ``forwarding``
                 await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
                 return
             url = f"http://{peer.address}{target.decode('latin-1')}"
             request = self.client.build_request(scope["method"], url, headers=headers, content=body)
+            # Counted as taking a slot of the function there until answered (``_since_view``).
+            key = (peer.name, function) if function is not None else None
+            at = self._took(key)
             try:
                 response = await self.client.send(request, stream=True)
                 break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except BaseException as exc:
+                self._gave_back(key, at)
+                if not isinstance(exc, httpx.HTTPError):
+                    raise
+                error = exc
+            if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)):
                 # Nothing was sent: another peer may take it. This one is skipped until its
                 # heartbeat could tell (a dead node's row turns dead within DEAD_AFTER).
-                log.warning("cluster: cannot reach %s: %s", peer.name, exc)
+                log.warning("cluster: cannot reach %s: %s", peer.name, error)
                 self._unreachable[peer.name] = time.monotonic() + DEAD_AFTER
-            except httpx.HTTPError as exc:
-                why = str(exc) or type(exc).__name__  # a dropped connection has no message
+            else:
+                why = str(error) or type(error).__name__  # a dropped connection has no message
                 log.warning("cluster: forwarding to %s failed: %s", peer.name, why)
                 attempts += 1
-                if replayable and attempts < 3 and not isinstance(exc, httpx.TimeoutException):
+                if replayable and attempts < 3 and not isinstance(error, httpx.TimeoutException):
                     # The connection broke before an answer: a kept-alive one the peer closed
                     # meanwhile, or a dying peer (whose next connect fails and skips it).
                     continue
@@ -190,7 +260,21 @@ class Peers:
                 return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            self._gave_back(key, at)
             await response.aclose()
+
+    def _took(self, key: tuple[str, str] | None) -> float:
+        at = time.monotonic()
+        if key is not None:
+            self._sent.setdefault(key, []).append(at)
+        return at
+
+    def _gave_back(self, key: tuple[str, str] | None, at: float) -> None:
+        if key is not None:
+            times = self._sent[key]
+            times.remove(at)
+            if not times:
+                del self._sent[key]
 
     async def internal(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``GET /_fissile/cluster/artifacts/<sha256>``: a build's archive, for peers only."""
@@ -255,6 +339,10 @@ class Peers:
             if name == b"authorization":
                 return hmac.compare_digest(value, expected)
         return False
+
+
+def _hopped(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == HOP for name, _ in headers)
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

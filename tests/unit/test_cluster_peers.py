@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -23,13 +24,34 @@ def node(name: str, **fields: Any) -> NodeInfo:
         "started_at": now,
         "heartbeat_at": now,
         "age": 0.5,
+        "memory_free": 4096 * MiB,
     }
     return NodeInfo(name=name, **{**defaults, **fields})
 
 
-def pool(name: str = "f", instances: int = 0, max_scale: int = 4, memory: int = 256 * MiB) -> Any:
+def pool(
+    name: str = "f",
+    instances: int = 0,
+    max_scale: int = 4,
+    memory: int = 256 * MiB,
+    busy: int = 0,
+    starting: int = 0,
+    queued: int = 0,
+) -> Any:
+    """A function's pool here: ``instances`` ready ones (one request at a time), the first
+    ``busy`` of them serving one, ``starting`` more starting, ``queued`` requests waiting."""
     spec = SimpleNamespace(max_scale=max_scale, memory=memory)
-    return SimpleNamespace(name=name, instances=[object()] * instances, starting=0, spec=spec)
+    ready = [SimpleNamespace(inflight=1 if i < busy else 0) for i in range(instances)]
+    return SimpleNamespace(
+        name=name,
+        instances=ready,
+        starting=starting,
+        spec=spec,
+        limit=1,
+        inflight=busy,
+        waiters=[object()] * queued,
+        pick=lambda: next((i for i in ready if i.inflight < 1), None),
+    )
 
 
 @pytest.fixture
@@ -84,3 +106,54 @@ def test_short_of_memory_a_cold_start_goes_where_there_is_room(peers: Peers) -> 
     # Enough here: local.
     peers.nodes.memory_free = 512 * MiB
     assert not peers.forwarding([], pool(memory=256 * MiB))
+
+
+def test_a_busy_node_spreads_the_next_instance_to_a_peer_holding_fewer(peers: Peers) -> None:
+    peers.nodes.peers = [node("a", functions={"f": 1}), node("b"), node("c", state="draining")]
+    # An instance free here: served here, whatever the peers hold.
+    assert not peers.forwarding([], pool(instances=2, busy=1))
+    # Both busy: the third instance starts on b, which holds 2 fewer (a holds only 1 fewer).
+    assert peers.forwarding([], pool(instances=2, busy=2))
+    assert peers._chosen is not None and peers._chosen.name == "b"
+    # One busy and b as busy as this node by the margin: it starts here.
+    assert not peers.forwarding([], pool(instances=1, busy=1))
+    # The one starting here takes the request queued first; the next would need another.
+    assert not peers.forwarding([], pool(instances=2, busy=2, starting=1, max_scale=8))
+    assert peers.forwarding([], pool(instances=2, busy=2, starting=1, queued=1, max_scale=8))
+    # Unless the cluster holds max_scale already (3 here, 1 on a): it waits here.
+    assert not peers.forwarding([], pool(instances=2, busy=2, starting=1, queued=1))
+    # A peer chose this node: served here, never a second hop.
+    assert not peers.forwarding([(HOP, b"a")], pool(instances=2, busy=2))
+
+
+def test_a_busy_node_forwards_to_a_peer_with_a_free_slot(peers: Peers) -> None:
+    peers.nodes.peers = [node("a", functions={"f": 3}, idle={"f": 1}), node("b")]
+    assert peers.forwarding([], pool(instances=1, busy=1))
+    assert peers._chosen is not None and peers._chosen.name == "a"
+
+
+def test_requests_queued_behind_a_cold_start_spread_past_the_first_instances(
+    peers: Peers,
+) -> None:
+    peers.nodes.peers = [node("a"), node("b")]
+    assert not peers.forwarding([], pool(starting=1))  # the cold start's own request
+    assert not peers.forwarding([], pool(starting=1, queued=1))  # a second instance here
+    assert peers.forwarding([], pool(starting=2, queued=2))  # the third goes to a peer
+
+
+def test_forwards_in_flight_since_a_peers_heartbeat_count_there(peers: Peers) -> None:
+    """A burst does not send every request to the one peer the view shows as free."""
+    peers.nodes.peers = [node("a", age=0.5), node("b", age=0.5)]
+    peers.nodes.viewed_at = time.monotonic()
+    chosen = []
+    while peers.forwarding([], pool(instances=3, busy=3, max_scale=8)):
+        assert peers._chosen is not None
+        chosen.append(peers._chosen.name)
+        peers._took((peers._chosen.name, "f"))  # as ``forward`` does while it waits
+    # Each forward starts an instance there: 3 held here, then 2 on each peer at most.
+    assert chosen == ["a", "b", "a", "b"]
+    assert peers._since_view("f") == {"a": 2, "b": 2}
+    # Forwards sent before the peer's heartbeat in the view are in its counts already.
+    peers._sent.clear()
+    peers._sent[("a", "f")] = [peers.nodes.viewed_at - 1.0] * 5
+    assert peers._since_view("f") == {}

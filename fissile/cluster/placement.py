@@ -1,0 +1,87 @@
+"""Where a request goes when this node's instances of its function are all busy: to a peer
+with a free slot of the function, to a peer that should start the next instance (the
+function's instances are spread over the nodes), or nowhere (it waits here).
+
+A pure function of this node's view of the cluster (its peers' last heartbeats, at most a
+second old) and of what it forwarded since those heartbeats, so that a burst does not send
+every request to the one peer the view shows as free: a request forwarded to a peer after
+the peer's heartbeat counts there as one slot taken, or as one more instance when the view
+showed no free slot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Container, Mapping, Sequence
+
+from fissile.cluster.nodes import NodeInfo
+
+# The next instance of a function starts on a peer rather than here when the peer holds at
+# least this many fewer instances of it than this node. With 1, every function's second
+# instance would already leave the node that received the traffic, each move paying a hop
+# for the request that starts it (and, on a peer that never ran the function, fetching its
+# build); with 2, a node keeps a pair before spreading, and the counts of the nodes that
+# receive no traffic of their own stay within 2 of the busiest one's.
+SPREAD_MARGIN = 2
+
+
+def choose(
+    function: str,
+    *,
+    held: int,
+    memory: int,
+    memory_free: int,
+    max_scale: int,
+    limit: int,
+    peers: Sequence[NodeInfo],
+    sent: Mapping[str, int],
+    unreachable: Container[str] = (),
+) -> NodeInfo | None:
+    """The peer to forward a request for ``function`` to, when this node holds ``held``
+    instances of it (ready or starting) and none can take one more request.
+
+    ``memory`` is the function's memory limit and ``memory_free`` this node's free memory
+    (0: unknown); ``limit`` the requests one instance serves at once; ``sent`` the requests
+    for the function forwarded to each peer, still in flight, since the peer's heartbeat in
+    the view; ``unreachable`` the peers not tried for now.
+
+    In order: the serving peer with the most free slots of the function (a warm instance
+    beats a wait here and a start anywhere); if none, and the cluster is under
+    ``max_scale``, the serving peer that should start the next instance: one with room for
+    it (free memory at least ``memory``) and at least ``SPREAD_MARGIN`` fewer instances of the
+    function than this node (any roomy one when this node lacks the memory itself), the one
+    with the fewest, then the most free memory. None: the request waits here (and this node
+    starts the instance if the cluster's bound allows)."""
+    candidates: list[tuple[NodeInfo, int]] = []  # (serving peer, its instances as estimated)
+    total = held
+    best: NodeInfo | None = None
+    best_free = 0
+    for node in peers:
+        if not node.alive:
+            continue
+        forwarded = sent.get(node.name, 0)
+        idle = node.idle.get(function, 0)
+        # Requests forwarded past its free slots start instances there (one per ``limit``).
+        count = node.functions.get(function, 0) + math.ceil(max(0, forwarded - idle) / limit)
+        total += count
+        if node.state != "active" or node.name in unreachable:
+            continue
+        free = idle - forwarded
+        if free > best_free:
+            best, best_free = node, free
+        candidates.append((node, count))
+    if best is not None:
+        return best
+    if total >= max_scale:
+        return None  # no instance may start anywhere: wait for one here
+    # Short of memory here, any peer with room beats this node; otherwise only a peer
+    # holding fewer by the margin.
+    most = math.inf if 0 < memory_free < memory else held - SPREAD_MARGIN
+    roomy = [
+        (count, -node.memory_free, node)
+        for node, count in candidates
+        if node.memory_free >= memory and count <= most
+    ]
+    if not roomy:
+        return None
+    return min(roomy, key=lambda entry: entry[:2])[2]

@@ -1,0 +1,97 @@
+"""Where a request goes when this node's instances of its function are all busy
+(``cluster/placement.py``): a pure function of the heartbeat view."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fissile.cluster.nodes import NodeInfo
+from fissile.cluster.placement import SPREAD_MARGIN, choose
+
+MiB = 1024**2
+
+
+def node(name: str, **fields: Any) -> NodeInfo:
+    now = datetime.now(UTC)
+    defaults: dict[str, Any] = {
+        "address": f"{name}:8080",
+        "version": "0.1.0",
+        "state": "active",
+        "started_at": now,
+        "heartbeat_at": now,
+        "age": 0.5,
+        "memory_free": 4096 * MiB,
+    }
+    return NodeInfo(name=name, **{**defaults, **fields})
+
+
+def place(held: int, peers: list[NodeInfo], **given: Any) -> str | None:
+    arguments: dict[str, Any] = {
+        "memory": 256 * MiB,
+        "memory_free": 4096 * MiB,
+        "max_scale": 10,
+        "limit": 1,
+        "sent": {},
+        **given,
+    }
+    chosen = choose("f", held=held, peers=peers, **arguments)
+    return None if chosen is None else chosen.name
+
+
+def test_the_margin_decides_whether_the_next_instance_leaves() -> None:
+    assert SPREAD_MARGIN == 2
+    assert place(1, [node("a")]) is None  # the second instance stays here
+    assert place(2, [node("a")]) == "a"
+    assert place(3, [node("a", functions={"f": 2})]) is None
+    assert place(4, [node("a", functions={"f": 2})]) == "a"
+
+
+def test_the_peer_holding_fewest_starts_it_then_the_one_with_most_memory() -> None:
+    peers = [
+        node("a", functions={"f": 1}),
+        node("b", memory_free=1024 * MiB),
+        node("c", memory_free=2048 * MiB),
+    ]
+    assert place(3, peers) == "c"
+    assert place(3, peers[:2]) == "b"
+    assert place(3, peers[:1]) == "a"
+
+
+def test_a_free_slot_anywhere_beats_a_start() -> None:
+    peers = [node("a"), node("b", functions={"f": 5}, idle={"f": 1}), node("c", idle={"f": 2})]
+    # c's slots are claimed by what was forwarded since its heartbeat; b has one left.
+    assert place(1, peers, sent={"c": 2}) == "b"
+    assert place(1, peers) == "c"  # the most free slots
+    # Even with the cluster at max_scale: a warm instance takes it.
+    assert place(5, peers[:2], max_scale=10) == "b"
+
+
+def test_nothing_starts_past_max_scale_anywhere() -> None:
+    peers = [node("a", functions={"f": 2}), node("b")]
+    assert place(4, peers, max_scale=6) is None
+    assert place(4, peers, max_scale=7) == "b"
+    # A dead or drained node does not start it, but what a draining one holds counts.
+    assert (
+        place(4, [node("a", functions={"f": 2}, state="draining"), node("b")], max_scale=6) is None
+    )
+    assert place(4, [node("a", functions={"f": 2}, age=10.0), node("b")], max_scale=6) == "b"
+    # Requests forwarded past a peer's free slots count as instances starting there.
+    assert place(4, [node("b")], max_scale=6, sent={"b": 2}) is None
+    assert place(4, [node("b")], max_scale=6, sent={"b": 2}, limit=2) == "b"
+
+
+def test_only_peers_with_room_serving_and_reachable_start_it() -> None:
+    assert place(3, [node("a", memory_free=100 * MiB)]) is None
+    assert place(3, [node("a", memory_free=0)]) is None  # unknown: not chosen
+    assert place(3, [node("a", state="draining")]) is None
+    assert place(3, [node("a", state="stopped")]) is None
+    assert place(3, [node("a")], unreachable={"a"}) is None
+    assert place(3, [node("a", idle={"f": 3})], unreachable={"a"}) is None
+
+
+def test_short_of_memory_here_any_peer_with_room_starts_it() -> None:
+    peers = [node("a", functions={"f": 4})]
+    assert place(1, peers) is None
+    assert place(1, peers, memory_free=100 * MiB) == "a"
+    assert place(1, [node("a", memory_free=100 * MiB)], memory_free=100 * MiB) is None
