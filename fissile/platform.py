@@ -291,6 +291,7 @@ class Platform:
             router.cluster = self.cluster.peers
             executor.fetch_deploy = self.cluster.artifacts.ensure
             executor.claim = self.cluster.nodes.claim
+            executor.warm_share = self.cluster.warm_share
             from fissile.cluster.logs import ClusterLogs
 
             # fn logs reads every node's lines: peers ask this router, the API asks the peers.

@@ -85,3 +85,36 @@ def choose(
     if not roomy:
         return None
     return min(roomy, key=lambda entry: entry[:2])[2]
+
+
+def warm_share(
+    function: str,
+    *,
+    min_scale: int,
+    memory: int,
+    draining: bool,
+    peers: Sequence[NodeInfo],
+) -> int:
+    """How many of the ``min_scale`` instances ``function`` keeps warm this node should hold.
+
+    Each serving node takes an equal share (rounded up), this one none while it is drained;
+    and this node tops the cluster up to ``min_scale`` for the peers that will not take
+    theirs: those drained, dead or without room for an instance (free memory below
+    ``memory``). A peer holding more than its share counts for what it holds. So the
+    instances kept warm spread over the nodes instead of all starting on whichever node
+    claimed first, and the claims (bounded by ``min_scale`` across the cluster) still keep
+    the total."""
+    takers = [node for node in peers if node.serving]
+    nodes = len(takers) + (0 if draining else 1)
+    if not nodes:
+        return min_scale  # no one else to keep them
+    share = math.ceil(min_scale / nodes)
+    others = 0
+    for node in peers:
+        if not node.alive:
+            continue
+        held = node.functions.get(function, 0)
+        taking = share if node.serving and node.memory_free >= memory else 0
+        others += max(held, taking)
+    mine = 0 if draining else share
+    return min(min_scale, max(mine, min_scale - others))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fissile.cluster.nodes import NodeInfo
-from fissile.cluster.placement import SPREAD_MARGIN, choose
+from fissile.cluster.placement import SPREAD_MARGIN, choose, warm_share
 
 MiB = 1024**2
 
@@ -95,3 +95,28 @@ def test_short_of_memory_here_any_peer_with_room_starts_it() -> None:
     assert place(1, peers) is None
     assert place(1, peers, memory_free=100 * MiB) == "a"
     assert place(1, [node("a", memory_free=100 * MiB)], memory_free=100 * MiB) is None
+
+
+def share(peers: list[NodeInfo], min_scale: int = 3, draining: bool = False) -> int:
+    return warm_share("f", min_scale=min_scale, memory=256 * MiB, draining=draining, peers=peers)
+
+
+def test_instances_kept_warm_are_shared_between_the_serving_nodes() -> None:
+    assert share([]) == 3  # alone: the whole minimum
+    assert share([node("a"), node("b")]) == 1
+    assert share([node("a"), node("b")], min_scale=4) == 2  # rounded up (claims bound it)
+    assert share([node("a"), node("b")], min_scale=1) == 1  # one node's claim wins
+    # A peer that will not take its share leaves it to the others.
+    assert share([node("a", state="draining"), node("b")]) == 2
+    assert share([node("a", age=10.0), node("b")]) == 2
+    assert share([node("a", memory_free=100 * MiB), node("b")]) == 2
+    # ...unless it holds instances anyway: they count.
+    assert share([node("a", memory_free=100 * MiB, functions={"f": 1}), node("b")]) == 1
+    assert share([node("a", functions={"f": 3}), node("b")]) == 1
+    assert share([node("a", functions={"f": 3}), node("b")], min_scale=6) == 2
+
+
+def test_a_drained_node_keeps_warm_only_what_the_others_cannot() -> None:
+    assert share([node("a"), node("b")], draining=True) == 0
+    assert share([node("a", memory_free=0)], draining=True) == 3
+    assert share([], draining=True) == 3
