@@ -80,6 +80,11 @@ class Peers:
         # Forwarded requests still in flight, by (peer, function): when each was sent
         # (time.monotonic()). Those sent after the peer's heartbeat in the view are not in it.
         self._sent: dict[tuple[str, str], list[float]] = {}
+        # Bumped whenever ``_sent`` or the peers skipped change: with the view (a new list at
+        # each heartbeat) and the count here, what ``choose`` said for a function holds until
+        # one of them changes, so a node saturated at max_scale asks it once, not per request.
+        self._version = 0
+        self._nowhere: tuple[object, str, int, int] | None = None
         self._unreachable: dict[str, float] = {}  # peer -> until when it is not tried
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0),
@@ -126,13 +131,23 @@ class Peers:
         """Whether a request that no instance here can take at once (and none starting
         either) goes to a peer: one with a free slot, or the one that should start the next
         instance (``placement.choose``)."""
-        if len(pool.waiters) < pool.starting * pool.limit or pool.pick() is not None:
+        if len(pool.waiters) < pool.starting * pool.limit:
+            return False  # an instance starting here will take it
+        held = len(pool.instances) + pool.starting
+        nowhere = self._nowhere
+        if (
+            nowhere is not None
+            and nowhere[0] is self.nodes.peers
+            and nowhere[1:] == (pool.name, held, self._version)
+        ):
+            return False  # nothing changed since ``choose`` said to wait here
+        if pool.pick() is not None:
             return False  # an instance here has room (one draining held the count up)
         if _hopped(headers):
             return False  # a peer chose this node: it serves here (starting one if it must)
         chosen = choose(
             pool.name,
-            held=len(pool.instances) + pool.starting,
+            held=held,
             memory=pool.spec.memory,
             memory_free=self.nodes.memory_free,
             max_scale=pool.spec.max_scale,
@@ -142,6 +157,7 @@ class Peers:
             unreachable=self._skipped(),
         )
         if chosen is None:
+            self._nowhere = (self.nodes.peers, pool.name, held, self._version)
             return False
         self._function = pool.name
         self._memory = 0
@@ -230,6 +246,7 @@ class Peers:
                 # heartbeat could tell (a dead node's row turns dead within DEAD_AFTER).
                 log.warning("cluster: cannot reach %s: %s", peer.name, error)
                 self._unreachable[peer.name] = time.monotonic() + DEAD_AFTER
+                self._version += 1
             else:
                 why = str(error) or type(error).__name__  # a dropped connection has no message
                 log.warning("cluster: forwarding to %s failed: %s", peer.name, why)
@@ -267,6 +284,7 @@ class Peers:
         at = time.monotonic()
         if key is not None:
             self._sent.setdefault(key, []).append(at)
+            self._version += 1
         return at
 
     def _gave_back(self, key: tuple[str, str] | None, at: float) -> None:
@@ -275,6 +293,7 @@ class Peers:
             times.remove(at)
             if not times:
                 del self._sent[key]
+            self._version += 1
 
     async def internal(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``GET /_fissile/cluster/artifacts/<sha256>``: a build's archive, for peers only."""

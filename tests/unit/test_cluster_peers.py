@@ -157,3 +157,21 @@ def test_forwards_in_flight_since_a_peers_heartbeat_count_there(peers: Peers) ->
     peers._sent.clear()
     peers._sent[("a", "f")] = [peers.nodes.viewed_at - 1.0] * 5
     assert peers._since_view("f") == {}
+
+
+def test_waiting_here_is_remembered_until_the_view_or_a_forward_changes(peers: Peers) -> None:
+    peers.nodes.viewed_at = time.monotonic()
+    peers.nodes.peers = [node("a", functions={"f": 3}, idle={"f": 1})]
+    at = peers._took(("a", "f"))  # a forward in flight takes a's free slot
+    busy = pool(instances=3, busy=3, max_scale=6)
+    assert not peers.forwarding([], busy)  # the cluster holds 6: wait here
+    assert peers._nowhere is not None
+    assert not peers.forwarding([], busy)
+    peers._gave_back(("a", "f"), at)  # answered: a's slot is free again
+    assert peers.forwarding([], busy)
+    assert peers._chosen is not None and peers._chosen.name == "a"
+    peers.nodes.peers = [node("a", functions={"f": 3})]
+    assert not peers.forwarding([], busy)
+    peers.nodes.peers = [node("a", functions={"f": 2})]  # a new view: a slot free in the cluster
+    assert not peers.forwarding([], busy)  # 3 here, 2 there: it starts here
+    assert peers.forwarding([], pool(instances=4, busy=4, max_scale=7))  # 4 here: on a
