@@ -23,6 +23,7 @@ import itertools
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -77,10 +78,13 @@ class Peers:
         self._function: str | None = None
         self._memory = 0
         self._chosen: NodeInfo | None = None  # the peer placement chose, when it did
-        # Forwarded requests still in flight, by (peer, function): when each was sent
-        # (time.monotonic()). Those sent after the peer's heartbeat in the view are not in it.
-        self._sent: dict[tuple[str, str], list[float]] = {}
-        # Bumped whenever ``_sent`` or the peers skipped change: with the view (a new list at
+        # Requests forwarded to a peer for a function, by (peer, function): how many the
+        # peer's heartbeat saw from this node, and how many are in flight now.
+        self._trips: dict[tuple[str, str], _Trips] = {}
+        self._seen_at: dict[tuple[str, str], int] = {}  # ``_Trips.at`` for the view below
+        self._seen_view: object = None
+        self._tickets = itertools.count()
+        # Bumped whenever ``_trips`` or the peers skipped change: with the view (a new list at
         # each heartbeat) and the count here, what ``choose`` said for a function holds until
         # one of them changes, so a node saturated at max_scale asks it once, not per request.
         self._version = 0
@@ -153,7 +157,7 @@ class Peers:
             max_scale=pool.spec.max_scale,
             limit=pool.limit,
             peers=self.nodes.peers,
-            sent=self._since_view(pool.name) if self._sent else {},
+            forwarded=self._forwarded(pool.name) if self._trips else {},
             unreachable=self._skipped(),
         )
         if chosen is None:
@@ -164,19 +168,26 @@ class Peers:
         self._chosen = chosen
         return True
 
-    def _since_view(self, function: str) -> dict[str, int]:
-        """The requests for ``function`` in flight to each peer, sent after the peer's
-        heartbeat that the view holds (so not counted in it)."""
-        sent: dict[str, int] = {}
-        viewed = self.nodes.viewed_at
-        for node in self.nodes.peers:
-            times = self._sent.get((node.name, function))
-            if times:
-                beat = viewed - node.age  # when its heartbeat was, on this node's clock
-                count = sum(1 for at in times if at > beat)
-                if count:
-                    sent[node.name] = count
-        return sent
+    def _forwarded(self, function: str) -> dict[str, tuple[int, int]]:
+        """For each peer, the requests for ``function`` this node had forwarded to it and not
+        yet seen answered at the peer's heartbeat in the view, and those in flight now."""
+        peers = self.nodes.peers
+        if self._seen_view is not peers:  # a new view: the peers' heartbeats moved on
+            self._seen_view = peers
+            self._seen_at.clear()
+        forwarded: dict[str, tuple[int, int]] = {}
+        for node in peers:
+            key = (node.name, function)
+            trips = self._trips.get(key)
+            if trips is None:
+                continue
+            seen = self._seen_at.get(key)
+            if seen is None:
+                # The peer's heartbeat on this node's clock: when the view was read, less
+                # the row's age then. What was in flight at that moment never changes.
+                seen = self._seen_at[key] = trips.at(self.nodes.viewed_at - node.age)
+            forwarded[node.name] = (seen, len(trips.flying))
+        return forwarded
 
     def _skipped(self) -> set[str]:
         if not self._unreachable:
@@ -230,14 +241,14 @@ class Peers:
                 return
             url = f"http://{peer.address}{target.decode('latin-1')}"
             request = self.client.build_request(scope["method"], url, headers=headers, content=body)
-            # Counted as taking a slot of the function there until answered (``_since_view``).
+            # Counted as taking a slot of the function there until answered (``_forwarded``).
             key = (peer.name, function) if function is not None else None
-            at = self._took(key)
+            ticket = self._took(key)
             try:
                 response = await self.client.send(request, stream=True)
                 break
             except BaseException as exc:
-                self._gave_back(key, at)
+                self._gave_back(key, ticket)
                 if not isinstance(exc, httpx.HTTPError):
                     raise
                 error = exc
@@ -277,22 +288,22 @@ class Peers:
                 return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            self._gave_back(key, at)
+            self._gave_back(key, ticket)
             await response.aclose()
 
-    def _took(self, key: tuple[str, str] | None) -> float:
-        at = time.monotonic()
+    def _took(self, key: tuple[str, str] | None) -> int:
+        ticket = next(self._tickets)
         if key is not None:
-            self._sent.setdefault(key, []).append(at)
+            trips = self._trips.get(key)
+            if trips is None:
+                trips = self._trips[key] = _Trips()
+            trips.flying[ticket] = time.monotonic()
             self._version += 1
-        return at
+        return ticket
 
-    def _gave_back(self, key: tuple[str, str] | None, at: float) -> None:
+    def _gave_back(self, key: tuple[str, str] | None, ticket: int) -> None:
         if key is not None:
-            times = self._sent[key]
-            times.remove(at)
-            if not times:
-                del self._sent[key]
+            self._trips[key].landed(ticket, time.monotonic())
             self._version += 1
 
     async def internal(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -358,6 +369,35 @@ class Peers:
             if name == b"authorization":
                 return hmac.compare_digest(value, expected)
         return False
+
+
+class _Trips:
+    """The requests forwarded to one peer for one function: those in flight (when each was
+    sent) and those answered in the last few seconds (when sent, when answered, in the order
+    answered), enough to tell how many were in flight at any heartbeat a view can hold."""
+
+    __slots__ = ("answered", "flying")
+
+    KEPT = DEAD_AFTER + 1.0  # a heartbeat older than DEAD_AFTER is a dead node's: never asked
+
+    def __init__(self) -> None:
+        self.flying: dict[int, float] = {}
+        self.answered: deque[tuple[float, float]] = deque()
+
+    def landed(self, ticket: int, now: float) -> None:
+        self.answered.append((self.flying.pop(ticket), now))
+        while self.answered[0][1] < now - self.KEPT:
+            self.answered.popleft()
+
+    def at(self, moment: float) -> int:
+        """How many were in flight at ``moment`` (a time.monotonic() in the last seconds)."""
+        count = sum(1 for sent in self.flying.values() if sent <= moment)
+        for sent, done in reversed(self.answered):
+            if done <= moment:
+                break  # answered in order: the older ones too
+            if sent <= moment:
+                count += 1
+        return count
 
 
 def _hopped(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -1,12 +1,16 @@
 """Where a request goes when this node's instances of its function are all busy: to a peer
 with a free slot of the function, to a peer that should start the next instance (the
-function's instances are spread over the nodes), or nowhere (it waits here).
+function's instances are spread over the nodes), or nowhere (it waits here); and how many of
+the instances a function keeps warm this node holds.
 
-A pure function of this node's view of the cluster (its peers' last heartbeats, at most a
-second old) and of what it forwarded since those heartbeats, so that a burst does not send
-every request to the one peer the view shows as free: a request forwarded to a peer after
-the peer's heartbeat counts there as one slot taken, or as one more instance when the view
-showed no free slot.
+Pure functions of this node's view of the cluster (its peers' last heartbeats, at most a
+second old) and of what it forwarded itself. A heartbeat tells a peer's instances of each
+function and their free slots then; this node knows which of the busy slots were its own
+forwarded requests, and how many it has in flight now. So a peer's free slots now are taken
+as its instances' slots less the rest of its load at the heartbeat (its own clients, other
+nodes: assumed still there) less this node's requests in flight: a burst does not send every
+request to the one peer the view shows as free, and the slots freed since the heartbeat by
+this node's answered requests count as free again.
 """
 
 from __future__ import annotations
@@ -34,16 +38,17 @@ def choose(
     max_scale: int,
     limit: int,
     peers: Sequence[NodeInfo],
-    sent: Mapping[str, int],
+    forwarded: Mapping[str, tuple[int, int]],
     unreachable: Container[str] = (),
 ) -> NodeInfo | None:
     """The peer to forward a request for ``function`` to, when this node holds ``held``
     instances of it (ready or starting) and none can take one more request.
 
     ``memory`` is the function's memory limit and ``memory_free`` this node's free memory
-    (0: unknown); ``limit`` the requests one instance serves at once; ``sent`` the requests
-    for the function forwarded to each peer, still in flight, since the peer's heartbeat in
-    the view; ``unreachable`` the peers not tried for now.
+    (0: unknown); ``limit`` the requests one instance serves at once; ``forwarded`` the
+    requests for the function this node had forwarded to each peer in flight at the peer's
+    heartbeat in the view, and those in flight now; ``unreachable`` the peers not tried for
+    now.
 
     In order: the serving peer with the most free slots of the function (a warm instance
     beats a wait here and a start anywhere); if none, and the cluster is under
@@ -59,14 +64,17 @@ def choose(
     for node in peers:
         if not node.alive:
             continue
-        forwarded = sent.get(node.name, 0)
-        idle = node.idle.get(function, 0)
-        # Requests forwarded past its free slots start instances there (one per ``limit``).
-        count = node.functions.get(function, 0) + math.ceil(max(0, forwarded - idle) / limit)
+        theirs = node.functions.get(function, 0)
+        seen, flying = forwarded.get(node.name, (0, 0))
+        slots = theirs * limit
+        # Its load at the heartbeat that was not this node's requests, taken as still there.
+        others = max(0, slots - node.idle.get(function, 0) - seen)
+        free = slots - others - flying
+        # Requests past its slots start instances there (one per ``limit``).
+        count = theirs + math.ceil(max(0, -free) / limit)
         total += count
         if node.state != "active" or node.name in unreachable:
             continue
-        free = idle - forwarded
         if free > best_free:
             best, best_free = node, free
         candidates.append((node, count))

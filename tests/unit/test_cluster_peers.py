@@ -152,11 +152,28 @@ def test_forwards_in_flight_since_a_peers_heartbeat_count_there(peers: Peers) ->
         peers._took((peers._chosen.name, "f"))  # as ``forward`` does while it waits
     # Each forward starts an instance there: 3 held here, then 2 on each peer at most.
     assert chosen == ["a", "b", "a", "b"]
-    assert peers._since_view("f") == {"a": 2, "b": 2}
-    # Forwards sent before the peer's heartbeat in the view are in its counts already.
-    peers._sent.clear()
-    peers._sent[("a", "f")] = [peers.nodes.viewed_at - 1.0] * 5
-    assert peers._since_view("f") == {}
+    assert peers._forwarded("f") == {"a": (0, 2), "b": (0, 2)}
+
+
+def test_a_peers_heartbeat_counts_what_this_node_had_in_flight_there(peers: Peers) -> None:
+    """What a peer served for this node at its heartbeat, answered since, is free again."""
+    start = time.monotonic()
+    early = [peers._took(("a", "f")) for _ in range(3)]  # in flight at a's heartbeat
+    peers._trips[("a", "f")].flying.update({ticket: start - 2.0 for ticket in early})
+    late = peers._took(("a", "f"))  # sent after it
+    peers.nodes.peers = [node("a", age=1.0, functions={"f": 3})]
+    peers.nodes.viewed_at = start
+    assert peers._forwarded("f") == {"a": (3, 4)}
+    for ticket in early:
+        peers._gave_back(("a", "f"), ticket)
+    assert peers._forwarded("f") == {"a": (3, 1)}  # seen at the heartbeat: fixed for this view
+    assert peers.forwarding([], pool(instances=3, busy=3, max_scale=6))  # 2 of a's 3 free
+    assert peers._chosen is not None and peers._chosen.name == "a"
+    peers._gave_back(("a", "f"), late)
+    # A view read after a's next heartbeat, which came after every answer.
+    peers.nodes.peers = [node("a", age=0.1, functions={"f": 3}, idle={"f": 3})]
+    peers.nodes.viewed_at = time.monotonic() + 0.2
+    assert peers._forwarded("f") == {"a": (0, 0)}
 
 
 def test_waiting_here_is_remembered_until_the_view_or_a_forward_changes(peers: Peers) -> None:

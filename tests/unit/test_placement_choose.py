@@ -32,7 +32,7 @@ def place(held: int, peers: list[NodeInfo], **given: Any) -> str | None:
         "memory_free": 4096 * MiB,
         "max_scale": 10,
         "limit": 1,
-        "sent": {},
+        "forwarded": {},
         **given,
     }
     chosen = choose("f", held=held, peers=peers, **arguments)
@@ -59,9 +59,13 @@ def test_the_peer_holding_fewest_starts_it_then_the_one_with_most_memory() -> No
 
 
 def test_a_free_slot_anywhere_beats_a_start() -> None:
-    peers = [node("a"), node("b", functions={"f": 5}, idle={"f": 1}), node("c", idle={"f": 2})]
-    # c's slots are claimed by what was forwarded since its heartbeat; b has one left.
-    assert place(1, peers, sent={"c": 2}) == "b"
+    peers = [
+        node("a"),
+        node("b", functions={"f": 5}, idle={"f": 1}),
+        node("c", functions={"f": 2}, idle={"f": 2}),
+    ]
+    # c's slots are taken by what this node forwarded since its heartbeat; b has one left.
+    assert place(1, peers, forwarded={"c": (0, 2)}) == "b"
     assert place(1, peers) == "c"  # the most free slots
     # Even with the cluster at max_scale: a warm instance takes it.
     assert place(5, peers[:2], max_scale=10) == "b"
@@ -77,8 +81,23 @@ def test_nothing_starts_past_max_scale_anywhere() -> None:
     )
     assert place(4, [node("a", functions={"f": 2}, age=10.0), node("b")], max_scale=6) == "b"
     # Requests forwarded past a peer's free slots count as instances starting there.
-    assert place(4, [node("b")], max_scale=6, sent={"b": 2}) is None
-    assert place(4, [node("b")], max_scale=6, sent={"b": 2}, limit=2) == "b"
+    assert place(4, [node("b")], max_scale=6, forwarded={"b": (0, 2)}) is None
+    assert place(4, [node("b")], max_scale=6, forwarded={"b": (0, 2)}, limit=2) == "b"
+
+
+def test_slots_this_nodes_answered_requests_held_at_a_heartbeat_are_free_again() -> None:
+    full = node("a", functions={"f": 2})  # both busy at its heartbeat
+    # Busy with this node's two requests, answered since: both free, even at max_scale.
+    assert place(4, [full], max_scale=6, forwarded={"a": (2, 0)}) == "a"
+    assert place(4, [full], max_scale=6, forwarded={"a": (2, 1)}) == "a"
+    assert place(4, [full], max_scale=6, forwarded={"a": (2, 2)}) is None
+    # Busy with others' requests (its own clients, other nodes): still taken.
+    assert place(4, [full], max_scale=6, forwarded={"a": (0, 0)}) is None
+    assert place(4, [full], max_scale=6, forwarded={"a": (1, 0)}) == "a"
+    # One of two free at its heartbeat, the other busy with this node's answered request.
+    half = node("a", functions={"f": 2}, idle={"f": 1})
+    assert place(4, [half], max_scale=6, forwarded={"a": (1, 1)}) == "a"
+    assert place(4, [half], max_scale=6, forwarded={"a": (1, 2)}) is None
 
 
 def test_only_peers_with_room_serving_and_reachable_start_it() -> None:
