@@ -216,10 +216,14 @@ class Peers:
         quiet = [node for node in serving if node.inflight == least]
         return quiet[next(self._turn) % len(quiet)]
 
-    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Send the request to a peer and its answer to the client. False, with nothing read
+        of the request nor sent, when placement chose the peer (this node could serve it, only
+        busier) and the peer failed before answering: the router then serves it here."""
         # ``forwarding`` ran just before, on this request, with nothing awaited in between.
         function, memory, chosen = self._function, self._memory, self._chosen
         self._chosen = None
+        placed = chosen is not None
         headers = [(n, v) for n, v in scope["headers"] if n not in _HOP_BY_HOP]
         headers.append((HOP, self._hop))
         target = scope.get("raw_path") or scope["path"].encode()
@@ -238,7 +242,7 @@ class Peers:
             chosen = None  # a second try goes where ``target`` says
             if peer is None:  # every peer went away since ``forwarding``
                 await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
-                return
+                return True
             url = f"http://{peer.address}{target.decode('latin-1')}"
             request = self.client.build_request(scope["method"], url, headers=headers, content=body)
             # Counted as taking a slot of the function there until answered (``_forwarded``).
@@ -258,16 +262,22 @@ class Peers:
                 log.warning("cluster: cannot reach %s: %s", peer.name, error)
                 self._unreachable[peer.name] = time.monotonic() + DEAD_AFTER
                 self._version += 1
+                if placed:
+                    return False  # nothing of the body was read: served here after all
             else:
                 why = str(error) or type(error).__name__  # a dropped connection has no message
                 log.warning("cluster: forwarding to %s failed: %s", peer.name, why)
                 attempts += 1
-                if replayable and attempts < 3 and not isinstance(error, httpx.TimeoutException):
-                    # The connection broke before an answer: a kept-alive one the peer closed
-                    # meanwhile, or a dying peer (whose next connect fails and skips it).
-                    continue
+                if replayable and not isinstance(error, httpx.TimeoutException):
+                    if placed:
+                        return False  # bodiless: served here after all
+                    if attempts < 3:
+                        # The connection broke before an answer: a kept-alive one the peer
+                        # closed meanwhile, or a dying peer (whose next connect fails and
+                        # skips it).
+                        continue
                 await _error(send, 502, "peer_failed", f"node {peer.name} failed: {why}")
-                return
+                return True
         try:
             await send(
                 {
@@ -285,11 +295,12 @@ class Peers:
             except httpx.HTTPError as exc:
                 # The head went out: the client sees a cut response, as from a dying instance.
                 log.warning("cluster: %s failed mid-response: %s", peer.name, exc)
-                return
+                return True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self._gave_back(key, ticket)
             await response.aclose()
+        return True
 
     def _took(self, key: tuple[str, str] | None) -> int:
         ticket = next(self._tickets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -192,3 +193,35 @@ def test_waiting_here_is_remembered_until_the_view_or_a_forward_changes(peers: P
     peers.nodes.peers = [node("a", functions={"f": 2})]  # a new view: a slot free in the cluster
     assert not peers.forwarding([], busy)  # 3 here, 2 there: it starts here
     assert peers.forwarding([], pool(instances=4, busy=4, max_scale=7))  # 4 here: on a
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the test connects
+
+
+async def test_a_placed_request_whose_peer_is_gone_is_served_here(peers: Peers) -> None:
+    peers.nodes.peers = [node("a", address=f"127.0.0.1:{closed_port()}")]
+    scope = {"method": "GET", "path": "/function/f", "headers": [(b"host", b"x")]}
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        raise AssertionError("nothing of the request is read")
+
+    try:
+        assert peers.forwarding([], pool(instances=2, busy=2))  # to a: 2 fewer
+        assert not await peers.forward(scope, receive, send)  # a refuses: served here
+        assert sent == [] and "a" in peers._skipped()
+        assert not peers._trips[("a", "f")].flying
+        # A drained node has nowhere else to serve it: the client hears so.
+        peers.nodes.draining = True
+        peers._unreachable.clear()
+        assert peers.forwarding([], pool(instances=2))
+        assert await peers.forward(scope, receive, send)
+        assert sent[0]["status"] == 503
+    finally:
+        await peers.aclose()
