@@ -108,7 +108,8 @@ class Peers:
         """Whether the router should hand this request to a peer rather than serve it: this
         node is drained; or the function has no instance here and either the cluster holds
         its ``max_scale`` elsewhere (as of the peers' last heartbeats or claims) or this node
-        lacks the memory to start one that a peer has."""
+        lacks the memory to start one that a peer has; or every instance here is busy and
+        placement names a peer (``_spreading``). Never for a request forwarded once already."""
         memory = 0
         if not self.nodes.draining:
             if pool is None:
