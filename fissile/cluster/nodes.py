@@ -50,7 +50,17 @@ CREATE TABLE IF NOT EXISTS fissile_nodes (
 """
 
 # Added after the table's first release: a table made by an older fissile gains it at start.
-_IDLE = "ALTER TABLE fissile_nodes ADD COLUMN IF NOT EXISTS idle JSONB NOT NULL DEFAULT '{}'"
+# Looked up first, so that a node joining a running cluster takes no lock on the table.
+_IDLE = """
+DO $$ BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+        AND table_name = 'fissile_nodes' AND column_name = 'idle'
+    ) THEN
+        ALTER TABLE fissile_nodes ADD COLUMN IF NOT EXISTS idle JSONB NOT NULL DEFAULT '{}';
+    END IF;
+END $$
+"""
 
 # Inserting a node that exists (a restart) takes its row over, back at work.
 _JOIN = """
