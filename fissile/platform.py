@@ -296,6 +296,7 @@ class Platform:
             # Pruned builds take their packed archives along, on every node that holds them.
             revisions.freed = self.cluster.forget_builds
             self.cluster.free = revisions.free
+            executor.warm_share = self.cluster.warm_share
             from fissile.cluster.logs import ClusterLogs
 
             # fn logs reads every node's lines: peers ask this router, the API asks the peers.

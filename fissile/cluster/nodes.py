@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -47,19 +48,32 @@ CREATE TABLE IF NOT EXISTS fissile_nodes (
     inflight INTEGER NOT NULL DEFAULT 0,
     memory_free BIGINT NOT NULL DEFAULT 0,
     functions JSONB NOT NULL DEFAULT '{}',
-    drained BOOLEAN NOT NULL DEFAULT false
+    drained BOOLEAN NOT NULL DEFAULT false,
+    idle JSONB NOT NULL DEFAULT '{}'
 )
 """
 
-# A table made by a fissile before drains outlived restarts gets the column (the nodes drained
-# then stay so). Checked first: ALTER TABLE locks the table (every node's heartbeat) even when
-# the column exists.
+# Columns added after the table's first release: a table made by an older fissile gains them
+# at start. Each is looked up first: ALTER TABLE locks the table (every node's heartbeat) even
+# when the column exists, and a node joining a running cluster should take no lock on it.
+# The nodes drained before drains outlived restarts stay drained.
 _DRAINED = """
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
             AND table_name = 'fissile_nodes' AND column_name = 'drained') THEN
         ALTER TABLE fissile_nodes ADD COLUMN IF NOT EXISTS drained BOOLEAN NOT NULL DEFAULT false;
         UPDATE fissile_nodes SET drained = true WHERE state = 'draining';
+    END IF;
+END $$
+"""
+
+_IDLE = """
+DO $$ BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+        AND table_name = 'fissile_nodes' AND column_name = 'idle'
+    ) THEN
+        ALTER TABLE fissile_nodes ADD COLUMN IF NOT EXISTS idle JSONB NOT NULL DEFAULT '{}';
     END IF;
 END $$
 """
@@ -77,13 +91,14 @@ ON CONFLICT (name) DO UPDATE SET
 
 _BEAT = """
 UPDATE fissile_nodes SET heartbeat_at = now(), instances = %(instances)s,
-    inflight = %(inflight)s, memory_free = %(memory_free)s, functions = %(functions)s
+    inflight = %(inflight)s, memory_free = %(memory_free)s, functions = %(functions)s,
+    idle = %(idle)s
 WHERE name = %(name)s
 """
 
 _LIST = """
 SELECT name, address, version, state, started_at, heartbeat_at, instances, inflight,
-    memory_free, functions, drained, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
+    memory_free, functions, drained, idle, EXTRACT(EPOCH FROM now() - heartbeat_at) AS age
 FROM fissile_nodes ORDER BY name
 """
 
@@ -120,6 +135,8 @@ class NodeInfo:
     memory_free: int = 0
     functions: dict[str, int] = field(default_factory=dict)
     drained: bool = False  # drained by an operator: it stays so through restarts until resumed
+    # Requests each function could take at once without a new instance (cluster/placement.py).
+    idle: dict[str, int] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -152,9 +169,11 @@ class NodeInfo:
 
 
 def _info(row: dict[str, Any]) -> NodeInfo:
-    functions = row["functions"]
+    functions, idle = row["functions"], row.get("idle") or {}
     if isinstance(functions, str):
         functions = json.loads(functions)
+    if isinstance(idle, str):
+        idle = json.loads(idle)
     return NodeInfo(
         name=row["name"],
         address=row["address"],
@@ -168,6 +187,7 @@ def _info(row: dict[str, Any]) -> NodeInfo:
         memory_free=row["memory_free"],
         functions=dict(functions),
         drained=bool(row.get("drained", False)),
+        idle=dict(idle),
     )
 
 
@@ -192,6 +212,7 @@ class Nodes:
         self.address = address
         self.executor = executor
         self.peers: list[NodeInfo] = []  # the other nodes, as of the last heartbeat
+        self.viewed_at = 0.0  # when ``peers`` was read (time.monotonic())
         self.draining = False
         self.memory_free = 0  # this node's, as its last heartbeat measured it (0: unknown)
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
@@ -214,6 +235,7 @@ class Nodes:
         conn = await self._connect()
         await conn.execute(_TABLE)
         await conn.execute(_DRAINED)
+        await conn.execute(_IDLE)
         await conn.execute(
             _JOIN, {"name": self.name, "address": self.address, "version": fissile.__version__}
         )
@@ -255,12 +277,19 @@ class Nodes:
     def report(self) -> dict[str, Any]:
         """What this node's heartbeat publishes about its work."""
         functions: dict[str, int] = {}
+        idle: dict[str, int] = {}
         inflight = 0
         if self.executor is not None:
             for name, pool in self.executor.functions.items():
                 count = len(pool.instances) + pool.starting
                 if count:
                     functions[name] = count
+                    # Free slots of the ready instances and of those starting, less the
+                    # requests queued for them.
+                    free = sum(max(0, pool.limit - i.inflight) for i in pool.instances)
+                    free += pool.starting * pool.limit - len(pool.waiters)
+                    if free > 0:
+                        idle[name] = free
                 inflight += pool.inflight
         self.memory_free = memory_available()
         return {
@@ -269,6 +298,7 @@ class Nodes:
             "inflight": inflight,
             "memory_free": self.memory_free,
             "functions": json.dumps(functions),
+            "idle": json.dumps(idle),
         }
 
     async def _beat(self) -> None:
@@ -293,6 +323,7 @@ class Nodes:
                 log.warning("cluster: node %s is draining: new requests go to peers", self.name)
             self.draining = me.state == "draining"
         self.peers = [node for node in everyone if node.name != self.name]
+        self.viewed_at = time.monotonic()
         self._seen.clear()  # the rows just read are fresher
 
     def elsewhere(self, function: str) -> int:

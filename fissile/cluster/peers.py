@@ -9,7 +9,10 @@ A node forwards while it is drained (``fissile node drain``): it serves nothing 
 and every new request goes to a serving peer. It also forwards a request for a function it
 holds no instance of while the cluster holds the function's ``max_scale`` instances elsewhere
 (to a peer holding some: the least busy, ties in turn), or while its free memory is below the
-function's memory limit (to the peer with the most free memory, if one has enough).
+function's memory limit (to the peer with the most free memory, if one has enough). And when
+all its instances of the function are busy (and those starting are spoken for), it forwards
+to a peer with a free slot of the function, or to the peer that should start the next
+instance, which spreads a function's instances over the nodes (``cluster/placement.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import itertools
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -29,6 +33,7 @@ import httpx
 from fissile._names import NAME_MAX, NAME_PATTERN
 from fissile.cluster.artifacts import Artifacts
 from fissile.cluster.nodes import DEAD_AFTER, NodeInfo, Nodes
+from fissile.cluster.placement import choose
 from fissile.executor.pools import FunctionPool
 from fissile.router.app import CLUSTER_PREFIX
 
@@ -72,6 +77,18 @@ class Peers:
         # a cold start of it needs when that was the reason.
         self._function: str | None = None
         self._memory = 0
+        self._chosen: NodeInfo | None = None  # the peer placement chose, when it did
+        # Requests forwarded to a peer for a function, by (peer, function): how many the
+        # peer's heartbeat saw from this node, and how many are in flight now.
+        self._trips: dict[tuple[str, str], _Trips] = {}
+        self._seen_at: dict[tuple[str, str], int] = {}  # ``_Trips.at`` for the view below
+        self._seen_view: object = None
+        self._tickets = itertools.count()
+        # Bumped whenever ``_trips`` or the peers skipped change: with the view (a new list at
+        # each heartbeat) and the count here, what ``choose`` said for a function holds until
+        # one of them changes, so a node saturated at max_scale asks it once, not per request.
+        self._version = 0
+        self._nowhere: tuple[object, str, int, int] | None = None
         self._unreachable: dict[str, float] = {}  # peer -> until when it is not tried
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0),
@@ -91,22 +108,93 @@ class Peers:
         """Whether the router should hand this request to a peer rather than serve it: this
         node is drained; or the function has no instance here and either the cluster holds
         its ``max_scale`` elsewhere (as of the peers' last heartbeats or claims) or this node
-        lacks the memory to start one that a peer has."""
+        lacks the memory to start one that a peer has; or every instance here is busy and
+        placement names a peer (``_spreading``). Never for a request forwarded once already."""
         memory = 0
         if not self.nodes.draining:
-            if pool is None or pool.instances:
+            if pool is None:
                 return False
+            if pool.instances:
+                # The common case, one comparison: an instance here has room.
+                if pool.inflight < len(pool.instances) * pool.limit:
+                    return False
+                return self._spreading(headers, pool)
             if self.nodes.elsewhere(pool.name) + pool.starting < pool.spec.max_scale:
                 free = self.nodes.memory_free
                 if not free or free >= pool.spec.memory:
-                    return False
+                    # A cold start stays here; a request past the ones starting may not.
+                    return bool(pool.starting) and self._spreading(headers, pool)
                 memory = pool.spec.memory  # a cold start goes where there is room for it
-        for name, _ in headers:
-            if name == HOP:
-                return False  # forwarded once already: served here, whatever the state
+        if _hopped(headers):
+            return False  # forwarded once already: served here, whatever the state
         self._function = pool.name if pool is not None else None
         self._memory = memory
+        self._chosen = None
         return self.target(self._function, memory) is not None
+
+    def _spreading(self, headers: list[tuple[bytes, bytes]], pool: FunctionPool) -> bool:
+        """Whether a request that no instance here can take at once (and none starting
+        either) goes to a peer: one with a free slot, or the one that should start the next
+        instance (``placement.choose``)."""
+        if len(pool.waiters) < pool.starting * pool.limit:
+            return False  # an instance starting here will take it
+        held = len(pool.instances) + pool.starting
+        nowhere = self._nowhere
+        if (
+            nowhere is not None
+            and nowhere[0] is self.nodes.peers
+            and nowhere[1:] == (pool.name, held, self._version)
+        ):
+            return False  # nothing changed since ``choose`` said to wait here
+        if pool.pick() is not None:
+            return False  # an instance here has room (one draining held the count up)
+        if _hopped(headers):
+            return False  # a peer chose this node: it serves here (starting one if it must)
+        chosen = choose(
+            pool.name,
+            held=held,
+            memory=pool.spec.memory,
+            memory_free=self.nodes.memory_free,
+            max_scale=pool.spec.max_scale,
+            limit=pool.limit,
+            peers=self.nodes.peers,
+            forwarded=self._forwarded(pool.name) if self._trips else {},
+            unreachable=self._skipped(),
+        )
+        if chosen is None:
+            self._nowhere = (self.nodes.peers, pool.name, held, self._version)
+            return False
+        self._function = pool.name
+        self._memory = 0
+        self._chosen = chosen
+        return True
+
+    def _forwarded(self, function: str) -> dict[str, tuple[int, int]]:
+        """For each peer, the requests for ``function`` this node had forwarded to it and not
+        yet seen answered at the peer's heartbeat in the view, and those in flight now."""
+        peers = self.nodes.peers
+        if self._seen_view is not peers:  # a new view: the peers' heartbeats moved on
+            self._seen_view = peers
+            self._seen_at.clear()
+        forwarded: dict[str, tuple[int, int]] = {}
+        for node in peers:
+            key = (node.name, function)
+            trips = self._trips.get(key)
+            if trips is None:
+                continue
+            seen = self._seen_at.get(key)
+            if seen is None:
+                # The peer's heartbeat on this node's clock: when the view was read, less
+                # the row's age then. What was in flight at that moment never changes.
+                seen = self._seen_at[key] = trips.at(self.nodes.viewed_at - node.age)
+            forwarded[node.name] = (seen, len(trips.flying))
+        return forwarded
+
+    def _skipped(self) -> set[str]:
+        if not self._unreachable:
+            return set()
+        now = time.monotonic()
+        return {name for name, until in self._unreachable.items() if until >= now}
 
     def target(self, function: str | None = None, memory: int = 0) -> NodeInfo | None:
         """The serving peer to forward to. With ``memory``, the one with the most free memory
@@ -129,9 +217,14 @@ class Peers:
         quiet = [node for node in serving if node.inflight == least]
         return quiet[next(self._turn) % len(quiet)]
 
-    async def forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Send the request to a peer and its answer to the client. False, with nothing read
+        of the request nor sent, when placement chose the peer (this node could serve it, only
+        busier) and the peer failed before answering: the router then serves it here."""
         # ``forwarding`` ran just before, on this request, with nothing awaited in between.
-        function, memory = self._function, self._memory
+        function, memory, chosen = self._function, self._memory, self._chosen
+        self._chosen = None
+        placed = chosen is not None
         headers = [(n, v) for n, v in scope["headers"] if n not in _HOP_BY_HOP]
         headers.append((HOP, self._hop))
         target = scope.get("raw_path") or scope["path"].encode()
@@ -146,30 +239,46 @@ class Peers:
         body = None if replayable else _body(receive)
         attempts = 0
         while True:
-            peer = self.target(function, memory)
+            peer = chosen or self.target(function, memory)
+            chosen = None  # a second try goes where ``target`` says
             if peer is None:  # every peer went away since ``forwarding``
                 await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
-                return
+                return True
             url = f"http://{peer.address}{target.decode('latin-1')}"
             request = self.client.build_request(scope["method"], url, headers=headers, content=body)
+            # Counted as taking a slot of the function there until answered (``_forwarded``).
+            key = (peer.name, function) if function is not None else None
+            ticket = self._took(key)
             try:
                 response = await self.client.send(request, stream=True)
                 break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except BaseException as exc:
+                self._gave_back(key, ticket)
+                if not isinstance(exc, httpx.HTTPError):
+                    raise
+                error = exc
+            if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)):
                 # Nothing was sent: another peer may take it. This one is skipped until its
                 # heartbeat could tell (a dead node's row turns dead within DEAD_AFTER).
-                log.warning("cluster: cannot reach %s: %s", peer.name, exc)
+                log.warning("cluster: cannot reach %s: %s", peer.name, error)
                 self._unreachable[peer.name] = time.monotonic() + DEAD_AFTER
-            except httpx.HTTPError as exc:
-                why = str(exc) or type(exc).__name__  # a dropped connection has no message
+                self._version += 1
+                if placed:
+                    return False  # nothing of the body was read: served here after all
+            else:
+                why = str(error) or type(error).__name__  # a dropped connection has no message
                 log.warning("cluster: forwarding to %s failed: %s", peer.name, why)
                 attempts += 1
-                if replayable and attempts < 3 and not isinstance(exc, httpx.TimeoutException):
-                    # The connection broke before an answer: a kept-alive one the peer closed
-                    # meanwhile, or a dying peer (whose next connect fails and skips it).
-                    continue
+                if replayable and not isinstance(error, httpx.TimeoutException):
+                    if placed:
+                        return False  # bodiless: served here after all
+                    if attempts < 3:
+                        # The connection broke before an answer: a kept-alive one the peer
+                        # closed meanwhile, or a dying peer (whose next connect fails and
+                        # skips it).
+                        continue
                 await _error(send, 502, "peer_failed", f"node {peer.name} failed: {why}")
-                return
+                return True
         try:
             await send(
                 {
@@ -187,10 +296,27 @@ class Peers:
             except httpx.HTTPError as exc:
                 # The head went out: the client sees a cut response, as from a dying instance.
                 log.warning("cluster: %s failed mid-response: %s", peer.name, exc)
-                return
+                return True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            self._gave_back(key, ticket)
             await response.aclose()
+        return True
+
+    def _took(self, key: tuple[str, str] | None) -> int:
+        ticket = next(self._tickets)
+        if key is not None:
+            trips = self._trips.get(key)
+            if trips is None:
+                trips = self._trips[key] = _Trips()
+            trips.flying[ticket] = time.monotonic()
+            self._version += 1
+        return ticket
+
+    def _gave_back(self, key: tuple[str, str] | None, ticket: int) -> None:
+        if key is not None:
+            self._trips[key].landed(ticket, time.monotonic())
+            self._version += 1
 
     async def internal(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``GET /_fissile/cluster/artifacts/<sha256>``: a build's archive, for peers only."""
@@ -255,6 +381,39 @@ class Peers:
             if name == b"authorization":
                 return hmac.compare_digest(value, expected)
         return False
+
+
+class _Trips:
+    """The requests forwarded to one peer for one function: those in flight (when each was
+    sent) and those answered in the last few seconds (when sent, when answered, in the order
+    answered), enough to tell how many were in flight at any heartbeat a view can hold."""
+
+    __slots__ = ("answered", "flying")
+
+    KEPT = DEAD_AFTER + 1.0  # a heartbeat older than DEAD_AFTER is a dead node's: never asked
+
+    def __init__(self) -> None:
+        self.flying: dict[int, float] = {}
+        self.answered: deque[tuple[float, float]] = deque()
+
+    def landed(self, ticket: int, now: float) -> None:
+        self.answered.append((self.flying.pop(ticket), now))
+        while self.answered[0][1] < now - self.KEPT:
+            self.answered.popleft()
+
+    def at(self, moment: float) -> int:
+        """How many were in flight at ``moment`` (a time.monotonic() in the last seconds)."""
+        count = sum(1 for sent in self.flying.values() if sent <= moment)
+        for sent, done in reversed(self.answered):
+            if done <= moment:
+                break  # answered in order: the older ones too
+            if sent <= moment:
+                count += 1
+        return count
+
+
+def _hopped(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == HOP for name, _ in headers)
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:

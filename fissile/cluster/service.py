@@ -21,6 +21,7 @@ import psycopg
 from fissile.cluster.artifacts import Artifacts
 from fissile.cluster.nodes import Nodes
 from fissile.cluster.peers import Peers
+from fissile.cluster.placement import warm_share
 from fissile.executor import Executor
 from fissile.store import Change, Store
 
@@ -80,6 +81,16 @@ class Cluster:
         await self.peers.aclose()
         await self.artifacts.aclose()
         await self.nodes.stop()
+
+    def warm_share(self, function: str, min_scale: int, memory: int) -> int:
+        """This node's share of the instances a function keeps warm, by its current view."""
+        return warm_share(
+            function,
+            min_scale=min_scale,
+            memory=memory,
+            draining=self.nodes.draining,
+            peers=self.nodes.peers,
+        )
 
     def _changed(self, change: Change) -> None:
         if change.record.kind == "packages" and change.action != "deleted":

@@ -102,6 +102,9 @@ class Executor:
         # Cluster mode: whether this node may hold this many instances of a function with the
         # cluster's total within a bound (cluster/nodes.py ``claim``).
         self.claim: Callable[[str, int, int], Awaitable[bool]] | None = None
+        # Cluster mode: this node's share of a function's min_scale, from its function name,
+        # min_scale and memory limit (cluster/placement.py ``warm_share``).
+        self.warm_share: Callable[[str, int, int], int] | None = None
         # Request counts and latencies by function (observability/metrics.py), kept across
         # updates of a function and dropped with it.
         self.metrics = Metrics()

@@ -553,11 +553,20 @@ class FunctionPool:
         return max(0.0, self.retry_at - time.monotonic())
 
     def keep_warm(self) -> None:
-        if self.backing_off():
+        if not self.spec.min_scale or self.backing_off():
             return
-        while len(self.instances) + self.starting < self.spec.min_scale:
+        minimum = self._minimum()
+        while len(self.instances) + self.starting < minimum:
             self.starting += 1
             self.executor.spawn(self._start(self.spec.min_scale))
+
+    def _minimum(self) -> int:
+        """The instances kept warm here: ``min_scale``, or in cluster mode this node's share
+        of it (cluster/placement.py ``warm_share``)."""
+        share = self.executor.warm_share
+        if share is None or not self.spec.min_scale:
+            return self.spec.min_scale
+        return share(self.name, self.spec.min_scale, self.spec.memory)
 
     def autoscale(self, now: float) -> Decision | None:
         """One tick of the autoscaler: start instances up to the desired count, or stop idle
@@ -566,10 +575,11 @@ class FunctionPool:
         if not (previous or self.instances or self.starting or self.scaler.demand):
             self.scaler.rest(now)  # scaled to zero and idle: nothing to decide (cheap for 1,000)
             return None
+        minimum = self._minimum()
         decision = self.scaler.decide(
             now,
             len(self.instances),
-            self.spec.min_scale,
+            minimum,
             self.spec.max_scale,
             self.spec.idle_timeout,
         )
@@ -587,7 +597,7 @@ class FunctionPool:
         if decision.desired > current and not self.failures:
             # Wanting no more than the minimum, the instances count against min_scale across
             # a cluster (``_start``), not against max_scale on every node.
-            bound = self.spec.min_scale if decision.desired <= self.spec.min_scale else None
+            bound = self.spec.min_scale if decision.desired <= minimum else None
             while len(self.instances) + self.starting < decision.desired:
                 self.starting += 1
                 self.executor.spawn(self._start(bound))

@@ -363,14 +363,14 @@ class Router:
             if path.startswith(CLUSTER_PREFIX):
                 await self.cluster.internal(scope, receive, send)
                 return
-            # Invocations live on the node that accepted them: never forwarded.
-            if not path.startswith(("/_fissile/", INVOCATIONS_PREFIX)) and (
-                self.cluster.forwarding(
-                    scope["headers"], self._function_pool(method, path, scope["headers"])
-                )
-            ):
-                await self.cluster.forward(scope, receive, send)
-                return
+            # Invocations live on the node that accepted them: never forwarded. A request sent
+            # to a peer that placement chose and that failed before answering is served here.
+            if not path.startswith(("/_fissile/", INVOCATIONS_PREFIX)):
+                pool = self._function_pool(method, path, scope["headers"])
+                if self.cluster.forwarding(scope["headers"], pool) and (
+                    await self.cluster.forward(scope, receive, send)
+                ):
+                    return
         params: dict[str, str] = {}
         prefix: str | None = None
         asynchronous = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import psycopg
@@ -12,7 +13,7 @@ import pytest
 from pgkit import fresh_schema
 
 from fissile.cluster.artifacts import ArtifactError, Artifacts, pack
-from fissile.cluster.nodes import NodeNotFound, Nodes
+from fissile.cluster.nodes import _TABLE, NodeNotFound, Nodes
 
 
 async def test_nodes_join_beat_drain_and_die() -> None:
@@ -64,6 +65,44 @@ async def test_claims_hold_the_bound_across_nodes() -> None:
                     " WHERE name = 'a'"
                 )
             assert await b.claim("f", 2, 4)
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+async def test_heartbeats_publish_free_slots_also_on_an_older_table() -> None:
+    with fresh_schema() as url:
+        older = _TABLE.replace(",\n    idle JSONB NOT NULL DEFAULT '{}'", "")
+        assert "idle" not in older
+        with psycopg.connect(url, autocommit=True) as conn:  # as an older fissile made it
+            conn.execute(older)
+            conn.execute(
+                "INSERT INTO fissile_nodes (name, address, version, state, started_at,"
+                " heartbeat_at) VALUES ('old', 'x:1', '0.0.1', 'active', now(), now())"
+            )
+        # f: two ready instances of one slot each (one busy), one starting, nothing queued.
+        pool = SimpleNamespace(
+            instances=[SimpleNamespace(inflight=1), SimpleNamespace(inflight=0)],
+            starting=1,
+            limit=1,
+            waiters=[],
+            inflight=1,
+        )
+        executor = SimpleNamespace(functions={"f": pool})
+        a = Nodes(url, "a", "127.0.0.1:1", executor)  # type: ignore[arg-type]
+        b = Nodes(url, "b", "127.0.0.1:2", None)
+        await a.start()
+        await b.start()
+        try:
+            await b._beat()
+            seen = {peer.name: peer for peer in b.peers}
+            assert seen["a"].functions == {"f": 3} and seen["a"].idle == {"f": 2}
+            assert seen["old"].idle == {}  # a node that does not write it: no free slot known
+            assert b.viewed_at > 0
+            pool.waiters = [object()] * 2  # both free slots spoken for
+            await a._beat()
+            await b._beat()
+            assert {peer.name: peer.idle for peer in b.peers}["a"] == {}
         finally:
             await a.stop()
             await b.stop()

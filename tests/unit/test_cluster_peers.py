@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -23,13 +25,34 @@ def node(name: str, **fields: Any) -> NodeInfo:
         "started_at": now,
         "heartbeat_at": now,
         "age": 0.5,
+        "memory_free": 4096 * MiB,
     }
     return NodeInfo(name=name, **{**defaults, **fields})
 
 
-def pool(name: str = "f", instances: int = 0, max_scale: int = 4, memory: int = 256 * MiB) -> Any:
+def pool(
+    name: str = "f",
+    instances: int = 0,
+    max_scale: int = 4,
+    memory: int = 256 * MiB,
+    busy: int = 0,
+    starting: int = 0,
+    queued: int = 0,
+) -> Any:
+    """A function's pool here: ``instances`` ready ones (one request at a time), the first
+    ``busy`` of them serving one, ``starting`` more starting, ``queued`` requests waiting."""
     spec = SimpleNamespace(max_scale=max_scale, memory=memory)
-    return SimpleNamespace(name=name, instances=[object()] * instances, starting=0, spec=spec)
+    ready = [SimpleNamespace(inflight=1 if i < busy else 0) for i in range(instances)]
+    return SimpleNamespace(
+        name=name,
+        instances=ready,
+        starting=starting,
+        spec=spec,
+        limit=1,
+        inflight=busy,
+        waiters=[object()] * queued,
+        pick=lambda: next((i for i in ready if i.inflight < 1), None),
+    )
 
 
 @pytest.fixture
@@ -84,3 +107,121 @@ def test_short_of_memory_a_cold_start_goes_where_there_is_room(peers: Peers) -> 
     # Enough here: local.
     peers.nodes.memory_free = 512 * MiB
     assert not peers.forwarding([], pool(memory=256 * MiB))
+
+
+def test_a_busy_node_spreads_the_next_instance_to_a_peer_holding_fewer(peers: Peers) -> None:
+    peers.nodes.peers = [node("a", functions={"f": 1}), node("b"), node("c", state="draining")]
+    # An instance free here: served here, whatever the peers hold.
+    assert not peers.forwarding([], pool(instances=2, busy=1))
+    # Both busy: the third instance starts on b, which holds 2 fewer (a holds only 1 fewer).
+    assert peers.forwarding([], pool(instances=2, busy=2))
+    assert peers._chosen is not None and peers._chosen.name == "b"
+    # One busy and b as busy as this node by the margin: it starts here.
+    assert not peers.forwarding([], pool(instances=1, busy=1))
+    # The one starting here takes the request queued first; the next would need another.
+    assert not peers.forwarding([], pool(instances=2, busy=2, starting=1, max_scale=8))
+    assert peers.forwarding([], pool(instances=2, busy=2, starting=1, queued=1, max_scale=8))
+    # Unless the cluster holds max_scale already (3 here, 1 on a): it waits here.
+    assert not peers.forwarding([], pool(instances=2, busy=2, starting=1, queued=1))
+    # A peer chose this node: served here, never a second hop.
+    assert not peers.forwarding([(HOP, b"a")], pool(instances=2, busy=2))
+
+
+def test_a_busy_node_forwards_to_a_peer_with_a_free_slot(peers: Peers) -> None:
+    peers.nodes.peers = [node("a", functions={"f": 3}, idle={"f": 1}), node("b")]
+    assert peers.forwarding([], pool(instances=1, busy=1))
+    assert peers._chosen is not None and peers._chosen.name == "a"
+
+
+def test_requests_queued_behind_a_cold_start_spread_past_the_first_instances(
+    peers: Peers,
+) -> None:
+    peers.nodes.peers = [node("a"), node("b")]
+    assert not peers.forwarding([], pool(starting=1))  # the cold start's own request
+    assert not peers.forwarding([], pool(starting=1, queued=1))  # a second instance here
+    assert peers.forwarding([], pool(starting=2, queued=2))  # the third goes to a peer
+
+
+def test_forwards_in_flight_since_a_peers_heartbeat_count_there(peers: Peers) -> None:
+    """A burst does not send every request to the one peer the view shows as free."""
+    peers.nodes.peers = [node("a", age=0.5), node("b", age=0.5)]
+    peers.nodes.viewed_at = time.monotonic()
+    chosen = []
+    while peers.forwarding([], pool(instances=3, busy=3, max_scale=8)):
+        assert peers._chosen is not None
+        chosen.append(peers._chosen.name)
+        peers._took((peers._chosen.name, "f"))  # as ``forward`` does while it waits
+    # Each forward starts an instance there: 3 held here, then 2 on each peer at most.
+    assert chosen == ["a", "b", "a", "b"]
+    assert peers._forwarded("f") == {"a": (0, 2), "b": (0, 2)}
+
+
+def test_a_peers_heartbeat_counts_what_this_node_had_in_flight_there(peers: Peers) -> None:
+    """What a peer served for this node at its heartbeat, answered since, is free again."""
+    start = time.monotonic()
+    early = [peers._took(("a", "f")) for _ in range(3)]  # in flight at a's heartbeat
+    peers._trips[("a", "f")].flying.update({ticket: start - 2.0 for ticket in early})
+    late = peers._took(("a", "f"))  # sent after it
+    peers.nodes.peers = [node("a", age=1.0, functions={"f": 3})]
+    peers.nodes.viewed_at = start
+    assert peers._forwarded("f") == {"a": (3, 4)}
+    for ticket in early:
+        peers._gave_back(("a", "f"), ticket)
+    assert peers._forwarded("f") == {"a": (3, 1)}  # seen at the heartbeat: fixed for this view
+    assert peers.forwarding([], pool(instances=3, busy=3, max_scale=6))  # 2 of a's 3 free
+    assert peers._chosen is not None and peers._chosen.name == "a"
+    peers._gave_back(("a", "f"), late)
+    # A view read after a's next heartbeat, which came after every answer.
+    peers.nodes.peers = [node("a", age=0.1, functions={"f": 3}, idle={"f": 3})]
+    peers.nodes.viewed_at = time.monotonic() + 0.2
+    assert peers._forwarded("f") == {"a": (0, 0)}
+
+
+def test_waiting_here_is_remembered_until_the_view_or_a_forward_changes(peers: Peers) -> None:
+    peers.nodes.viewed_at = time.monotonic()
+    peers.nodes.peers = [node("a", functions={"f": 3}, idle={"f": 1})]
+    at = peers._took(("a", "f"))  # a forward in flight takes a's free slot
+    busy = pool(instances=3, busy=3, max_scale=6)
+    assert not peers.forwarding([], busy)  # the cluster holds 6: wait here
+    assert peers._nowhere is not None
+    assert not peers.forwarding([], busy)
+    peers._gave_back(("a", "f"), at)  # answered: a's slot is free again
+    assert peers.forwarding([], busy)
+    assert peers._chosen is not None and peers._chosen.name == "a"
+    peers.nodes.peers = [node("a", functions={"f": 3})]
+    assert not peers.forwarding([], busy)
+    peers.nodes.peers = [node("a", functions={"f": 2})]  # a new view: a slot free in the cluster
+    assert not peers.forwarding([], busy)  # 3 here, 2 there: it starts here
+    assert peers.forwarding([], pool(instances=4, busy=4, max_scale=7))  # 4 here: on a
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again when the test connects
+
+
+async def test_a_placed_request_whose_peer_is_gone_is_served_here(peers: Peers) -> None:
+    peers.nodes.peers = [node("a", address=f"127.0.0.1:{closed_port()}")]
+    scope = {"method": "GET", "path": "/function/f", "headers": [(b"host", b"x")]}
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        raise AssertionError("nothing of the request is read")
+
+    try:
+        assert peers.forwarding([], pool(instances=2, busy=2))  # to a: 2 fewer
+        assert not await peers.forward(scope, receive, send)  # a refuses: served here
+        assert sent == [] and "a" in peers._skipped()
+        assert not peers._trips[("a", "f")].flying
+        # A drained node has nowhere else to serve it: the client hears so.
+        peers.nodes.draining = True
+        peers._unreachable.clear()
+        assert peers.forwarding([], pool(instances=2))
+        assert await peers.forward(scope, receive, send)
+        assert sent[0]["status"] == 503
+    finally:
+        await peers.aclose()
