@@ -105,6 +105,7 @@ class Platform:
         self.stats: Stats | None = None
         self.canaries: Canaries | None = None
         self.cluster: Any = None  # fissile.cluster.service.Cluster in cluster mode
+        self.rate_sharing: Any = None  # fissile.cluster.ratelimits.RateSharing, likewise
         self._servers: list[_Server] = []
         self._serving: list[asyncio.Task[None]] = []
         self._ready = False
@@ -204,13 +205,14 @@ class Platform:
             sandbox=_build_sandbox(executor, config),
             timeout=config.build_timeout,
         )
+        shared_mq = _shared_mq(config)
         self.triggers = triggers = Triggers(
             store,
             executor,
             self.events,
             config.data_dir,
             claims=_claims(config),
-            shared_mq=_shared_mq(config),
+            shared_mq=shared_mq,
         )
         caps = Caps.of_host(config.max_memory, config.max_cpu, config.max_scale, config.max_timeout)
         revisions = Revisions(store, executor, logs, config.deploy, keep=config.keep_revisions)
@@ -289,6 +291,9 @@ class Platform:
         if config.cluster:
             self.cluster = await _join_cluster(config, token, executor)
             router.cluster = self.cluster.peers
+            assert shared_mq is not None
+            self.rate_sharing = _rate_sharing(config, shared_mq[1])
+            router.keys.buckets = self.rate_sharing.limits.bucket  # before router.follow
             executor.fetch_deploy = self.cluster.artifacts.ensure
             executor.claim = self.cluster.nodes.claim
             nodes = self.cluster.nodes
@@ -315,6 +320,7 @@ class Platform:
         router.follow(store)
         if self.cluster is not None:
             await self._start_cluster(store)
+            self.rate_sharing.start()
         triggers.start()
         self.canaries = Canaries(store, executor.metrics)
         self.canaries.start()
@@ -402,6 +408,8 @@ class Platform:
             await self.stats.stop()
         if self.canaries is not None:
             await self.canaries.stop()
+        if self.rate_sharing is not None:
+            await self.rate_sharing.stop()
         if self.cluster is not None:
             await self.cluster.stop()
         if self.triggers is not None:
@@ -446,6 +454,14 @@ async def _join_cluster(config: Config, token: str, executor: Executor) -> Any:
         executor,
         timeout=(config.max_timeout or 3600.0) + 30.0,
     )
+
+
+def _rate_sharing(config: Config, namespace: str) -> Any:
+    """The routers' rate limits shared over NATS, under the cluster's namespace."""
+    from fissile.cluster.ratelimits import RateSharing, subject
+
+    assert config.nats_url is not None and config.node_name is not None
+    return RateSharing(config.nats_url, subject(namespace), config.node_name)
 
 
 async def _check_nats(url: str) -> None:

@@ -182,7 +182,7 @@ class Router:
 
     def _add(self, spec: HTTPTriggerSpec) -> None:
         self._routes[spec.name] = Route.from_trigger(spec)
-        guard = guard_of(spec, self.keys)
+        guard = guard_of(spec, self.keys, self.keys.buckets)
         if guard is None:
             self._guards.pop(spec.name, None)
         else:

@@ -21,7 +21,7 @@ import jwt
 
 from fissile.models import APIKeySpec, JWTSettings, parse_rate
 from fissile.router.passwords import verify_password
-from fissile.router.ratelimit import TokenBucket
+from fissile.router.ratelimit import Buckets, TokenBucket, local_bucket
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -88,6 +88,9 @@ class KeyRing:
 
     def __init__(self) -> None:
         self._by_hash: dict[str, Key] = {}
+        #: How the router makes its rate buckets (its keys' and its routes'): in a cluster,
+        #: buckets that share their counts with the other routers'.
+        self.buckets: Buckets = local_bucket
         self._rates: dict[str, tuple[str | None, int | None, TokenBucket | None]] = {}
 
     def load(self, records: Iterable[dict[str, Any]]) -> None:
@@ -100,7 +103,9 @@ class KeyRing:
                 bucket = old[2]
             else:
                 bucket = (
-                    None if spec.rate is None else TokenBucket(parse_rate(spec.rate), spec.burst)
+                    None
+                    if spec.rate is None
+                    else self.buckets(f"apikey/{spec.name}", parse_rate(spec.rate), spec.burst)
                 )
             rates[spec.name] = (spec.rate, spec.burst, bucket)
             by_hash[data["hash"]] = Key(spec.name, frozenset(spec.functions), bucket)

@@ -11,7 +11,7 @@ from fissile.models import HTTPTriggerSpec, parse_rate
 from fissile.revision_targets import base
 from fissile.router.auth import APIKeyAuth, Authenticator, BasicAuth, JWTAuth, KeyRing
 from fissile.router.cors import Cors
-from fissile.router.ratelimit import TokenBucket
+from fissile.router.ratelimit import Buckets, TokenBucket, local_bucket
 
 logger = logging.getLogger("fissile.router")
 
@@ -29,7 +29,7 @@ class Guard:
     broken: str | None = None
 
 
-def guard_of(spec: HTTPTriggerSpec, keys: KeyRing) -> Guard | None:
+def guard_of(spec: HTTPTriggerSpec, keys: KeyRing, buckets: Buckets = local_bucket) -> Guard | None:
     """The route's guard; None when it asks for nothing."""
     if spec.cors is None and spec.auth == "none" and spec.rate is None and not spec.webhook_secret:
         return None
@@ -38,7 +38,7 @@ def guard_of(spec: HTTPTriggerSpec, keys: KeyRing) -> Guard | None:
         methods = frozenset() if spec.methods == ["*"] else frozenset(spec.methods)
         guard.cors = Cors(spec.cors, methods)
     if spec.rate is not None:
-        guard.bucket = TokenBucket(parse_rate(spec.rate), spec.burst)
+        guard.bucket = buckets(f"route/{spec.name}", parse_rate(spec.rate), spec.burst)
     if spec.webhook_secret:
         guard.webhook_secret = spec.webhook_secret.encode()
     if spec.auth == "apikey":
