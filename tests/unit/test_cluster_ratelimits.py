@@ -78,6 +78,18 @@ def test_a_shared_bucket_counts_what_it_gave_and_collect_starts_again() -> None:
     assert bucket.level() == pytest.approx(0.0)
 
 
+def test_a_shared_bucket_answers_as_a_local_one() -> None:
+    clocks = Clock(), Clock()
+    local, shared = TokenBucket(3.0, 4, clocks[0]), SharedBucket(3.0, 4, clocks[1])
+    answers: list[tuple[float, float]] = []
+    for step in (0.0, 0.0, 0.1, 0.0, 0.0, 0.0, 0.5, 0.01, 0.0, 2.0, 0.0):
+        for clock in clocks:
+            clock.now += step
+        answers.append((local.take(), shared.take()))
+    assert [a for a, _ in answers] == pytest.approx([b for _, b in answers])
+    assert shared.taken == sum(1 for a, _ in answers if a == 0.0)
+
+
 def test_a_limit_keeps_its_bucket_while_its_rate_and_burst_stay() -> None:
     limits = SharedLimits("n1", clock=Clock())
     bucket = limits.bucket("route/a", 5.0, 5)
