@@ -67,3 +67,5 @@ def test_a_routes_rate_holds_across_two_nodes(tmp_path: Path) -> None:
         print(f"{calls} calls in {elapsed:.2f} s: {statuses}; limit {limit:.1f}")
         assert calls > 4 * limit, statuses  # the clients asked for far more than the limit
         assert limit - 2 <= passed <= limit + overshoot + 1, (statuses, limit)
+        for node in nodes.nodes:  # NATS was there throughout: no node counted alone
+            assert "rate limits: NATS" not in node.stderr(), node.stderr()[-3000:]
