@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from clusterkit import cluster
 from syskit import wait_for, write
@@ -88,6 +89,15 @@ def test_top_and_fn_stats_add_up_every_node(tmp_path: Path) -> None:
         assert row[2] == "3", top
         wrong = third.cli("top", "--once", "--node", "nobody")
         assert wrong.rc != 0 and "nobody" in wrong.err, wrong
+
+        # The dashboard of node 3 shows the same: the sum, and each node's instances.
+        with httpx.Client(base_url=third.api_url, follow_redirects=False) as http:
+            assert http.post("/ui/login", data={"token": nodes.token}).status_code == 303
+            overview = http.get("/ui").text
+            assert '<td class="num" data-field="requests">8</td>' in overview, overview
+            page = http.get("/ui/functions/hello").text
+            assert '<span class="value" data-field="requests">8</span>' in page, page
+            assert "<td>node1/" in page and "<td>node2/" in page, page
 
         # /metrics stays per node, each naming itself.
         headers = {"authorization": f"Bearer {nodes.token}"}
