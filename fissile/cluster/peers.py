@@ -103,6 +103,8 @@ class Peers:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.stats is not None:
+            await self.stats.aclose()
 
     def forwarding(
         self, headers: list[tuple[bytes, bytes]], pool: FunctionPool | None = None
@@ -333,9 +335,8 @@ class Peers:
             await self._logs(scope, send, kind, digest)
             return
         if scope["method"] == "GET" and kind == "stats" and self.stats is not None:
-            # Windows over counters on this loop: cheap, and theirs to read.
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-            status, body = self.stats.serve(query)
+            status, body = await self.stats.serve(query)
             await _answer(send, status, b"application/json", body)
             return
         if scope["method"] != "GET" or kind != "artifacts":

@@ -146,7 +146,7 @@ def test_every_live_node_is_asked_and_a_silent_one_named() -> None:
             return httpx.Response(500, text="no")
         if request.headers.get("authorization") != "Bearer s":
             return httpx.Response(401)
-        status, body = other.serve(dict(request.url.params))
+        status, body = await other.serve(dict(request.url.params))
         return httpx.Response(status, content=body)
 
     here.transport = httpx.MockTransport(peers)
@@ -174,7 +174,7 @@ def test_one_node_alone_and_an_unknown_one_refused() -> None:
 
     async def peers(request: httpx.Request) -> httpx.Response:
         asked.append(request.url.host)
-        status, body = other.serve(dict(request.url.params))
+        status, body = await other.serve(dict(request.url.params))
         return httpx.Response(status, content=body)
 
     here.transport = httpx.MockTransport(peers)
@@ -193,6 +193,6 @@ def test_one_node_alone_and_an_unknown_one_refused() -> None:
 def test_a_peer_refuses_a_malformed_window() -> None:
     other = cluster(node_stats([]))
     for since in ("abc", "0", "7200"):
-        status, body = other.serve({"since": since})
+        status, body = asyncio.run(other.serve({"since": since}))
         assert status == 422, since
         assert json.loads(body)["error"]["code"] == "invalid"
