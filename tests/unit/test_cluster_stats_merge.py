@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from fissile.cluster.nodes import NodeInfo, Nodes
+from fissile.cluster.peers import Peers
 from fissile.cluster.stats import ClusterStats, UnknownNode, merge, zero
 from fissile.observability.crashes import CrashLog
 from fissile.observability.metrics import Metrics
@@ -196,3 +197,33 @@ def test_a_peer_refuses_a_malformed_window() -> None:
         status, body = asyncio.run(other.serve({"since": since}))
         assert status == 422, since
         assert json.loads(body)["error"]["code"] == "invalid"
+
+
+async def test_the_peer_endpoint_needs_the_token_and_answers_this_nodes_windows() -> None:
+    nodes = Nodes("postgresql://unused", "me", "me:8080", None)
+    peers = Peers(nodes, "s", None, 30.0)  # type: ignore[arg-type]
+    peers.stats = ClusterStats(nodes, "s", node_stats([(200, 0.01)] * 3), CrashLog())
+
+    async def get(token: str) -> tuple[int, Any]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/_fissile/cluster/stats",
+            "query_string": b"since=60&function=hello",
+            "headers": [(b"authorization", f"Bearer {token}".encode())],
+        }
+        await peers.internal(scope, None, send)
+        return sent[0]["status"], json.loads(sent[-1]["body"])
+
+    status, answer = await get("wrong")
+    assert status == 401
+    status, answer = await get("s")
+    assert status == 200 and answer["node"] == "me"
+    (hello,) = answer["functions"]
+    assert (hello["function"], hello["requests"], sum(hello["buckets"])) == ("hello", 3, 3)
+    await peers.aclose()
