@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from fissile.cluster.nodes import Nodes
+from fissile.controlplane.errors import ApiError
 from fissile.observability.crashes import CrashLog
 from fissile.observability.metrics import DURATION_BUCKETS
 from fissile.observability.stats import Stats, quantile
@@ -47,8 +48,11 @@ _INSTANCE_KEYS = ("ready", "busy", "idle", "starting", "desired")
 _SUMMED = ("queued", "inflight", "restarts")
 
 
-class UnknownNode(LookupError):
-    """``--node`` named no live node of the cluster."""
+class UnknownNode(ApiError):
+    """``--node`` named no live node of the cluster: the API's 404."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(404, "not_found", f"no live node named {node!r} in the cluster")
 
 
 def zero(name: str, since: float) -> Document:
@@ -284,7 +288,7 @@ class ClusterStats:
         peers = [p for p in self.nodes.peers if p.alive]
         if node is not None:
             if node != here and not any(p.name == node for p in peers):
-                raise UnknownNode(f"no live node named {node!r} in the cluster")
+                raise UnknownNode(node)
             peers = [p for p in peers if p.name == node]
         query = {"since": repr(since)}
         if series:

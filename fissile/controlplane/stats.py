@@ -34,10 +34,6 @@ def gatherer(app: FastAPI, node: str | None) -> Any:
     return gathered
 
 
-def unknown_node(exc: LookupError) -> ApiError:
-    return ApiError(404, "not_found", str(exc.args[0]) if exc.args else "no such node")
-
-
 def add_stats_routes(
     app: FastAPI, resources: Resources, stats: Stats, crashes: CrashLog | None, errors: Errors
 ) -> None:
@@ -55,10 +51,8 @@ def add_stats_routes(
         names = sorted(record.name for record in resources.store.list("functions"))
         gathered = gatherer(app, node)
         if gathered is not None:
-            try:
-                merged: dict[str, Any] = await gathered.all(names, seconds, series, node)
-            except LookupError as exc:
-                raise unknown_node(exc) from None
+            # A node that is not live: the 404 of cluster.stats.UnknownNode.
+            merged: dict[str, Any] = await gathered.all(names, seconds, series, node)
             return merged
         return {"since": seconds, "functions": [stats.function(n, seconds, series) for n in names]}
 
@@ -73,10 +67,8 @@ def add_stats_routes(
         resources.get("functions", name)
         gathered = gatherer(app, node)
         if gathered is not None:
-            try:
-                merged: dict[str, Any] = await gathered.function(name, seconds, node)
-            except LookupError as exc:
-                raise unknown_node(exc) from None
+            # A node that is not live: the 404 of cluster.stats.UnknownNode.
+            merged: dict[str, Any] = await gathered.function(name, seconds, node)
             return merged
         document = stats.function(name, seconds, series=True)
         document["recent_crashes"] = crashes.of(name) if crashes is not None else []
