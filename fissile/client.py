@@ -242,15 +242,18 @@ class Client:
 
     # -- live statistics ------------------------------------------------------------------
 
-    def stats(self, since: str = "1m") -> dict[str, Any]:
-        """Every function over the last ``since`` (``30s``, ``10m``, ``1h``)."""
-        result: dict[str, Any] = self._json("GET", "/v1/stats", params={"since": since})
+    def stats(self, since: str = "1m", node: str | None = None) -> dict[str, Any]:
+        """Every function over the last ``since`` (``30s``, ``10m``, ``1h``); in a cluster,
+        merged over the nodes, or ``node``'s alone."""
+        params = {"since": since} if node is None else {"since": since, "node": node}
+        result: dict[str, Any] = self._json("GET", "/v1/stats", params=params)
         return result
 
-    def function_stats(self, name: str, since: str = "10m") -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "GET", f"/v1/functions/{name}/stats", params={"since": since}
-        )
+    def function_stats(
+        self, name: str, since: str = "10m", node: str | None = None
+    ) -> dict[str, Any]:
+        params = {"since": since} if node is None else {"since": since, "node": node}
+        result: dict[str, Any] = self._json("GET", f"/v1/functions/{name}/stats", params=params)
         return result
 
     # -- invocations --------------------------------------------------------------------

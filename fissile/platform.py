@@ -278,6 +278,7 @@ class Platform:
                     brokers=triggers.brokers,
                     timers=triggers.timers,
                     builder=builder,
+                    node=config.node_name if config.cluster else None,
                 )
             ),
             metrics_public=config.metrics_public,
@@ -308,6 +309,11 @@ class Platform:
             self.cluster.peers.logs = ClusterLogs(self.cluster.nodes, token, logs)
             self.cluster.peers.logs.access = access_log if access_log.enabled else None
             api.state.cluster_logs = self.cluster.peers.logs
+            from fissile.cluster.stats import ClusterStats
+
+            # top, fn stats and the dashboard merge every node's windows the same way.
+            self.cluster.peers.stats = ClusterStats(self.cluster.nodes, token, stats, crashes)
+            api.state.cluster_stats = self.cluster.peers.stats
         add_node_routes(api, self.cluster.nodes if self.cluster is not None else None)
 
         builder.resume()

@@ -71,15 +71,26 @@ def top_table(functions: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _screen(client: Client, since: str, interval: float | None) -> list[str]:
-    stats = client.stats(since)
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _warnings(stats: dict[str, Any]) -> list[str]:
+    """A cluster's nodes that did not answer (``warnings``), one line each."""
+    return [f"warning: {w['warning']}" for w in stats.get("warnings", [])]
+
+
+def _screen(client: Client, since: str, interval: float | None, node: str | None) -> list[str]:
+    stats = client.stats(since, node)
     functions = stats["functions"]
     every = f", every {interval:g}s (Ctrl-C to quit)" if interval is not None else ""
-    count = f"{len(functions)} function{'' if len(functions) == 1 else 's'}"
+    count = _plural(len(functions), "function")
+    if "nodes" in stats:  # a cluster: whose numbers these are
+        count += f" on {f'node {node}' if node else _plural(len(stats['nodes']), 'node')}"
     header = f"fissile top  {time.strftime('%H:%M:%S')}  {count}, last {since}{every}"
     if not functions:
-        return [header, "", "no functions"]
-    return [header, "", *top_table(functions)]
+        return [header, *_warnings(stats), "", "no functions"]
+    return [header, *_warnings(stats), "", *top_table(functions)]
 
 
 @click.command()
@@ -92,12 +103,14 @@ def _screen(client: Client, since: str, interval: float | None) -> list[str]:
     help="Seconds between refreshes.",
 )
 @click.option("--once", is_flag=True, help="Print the table once and exit.")
-def top(since: str, interval: float, once: bool) -> None:
+@click.option("--node", default=None, help="In a cluster: this node's numbers alone.")
+def top(since: str, interval: float, once: bool, node: str | None) -> None:
     """Every function's traffic, live: requests per second, error rate, p50/p99 latency,
-    instances (warm, busy), cold starts, queue and crashes over the last --since."""
+    instances (warm, busy), cold starts, queue and crashes over the last --since. In a
+    cluster, every node's numbers together (--node: one node's)."""
     with Client() as client:
         if once:
-            click.echo("\n".join(_screen(client, since, None)))
+            click.echo("\n".join(_screen(client, since, None, node)))
             return
         live = sys.stdout.isatty()
         try:
@@ -105,9 +118,9 @@ def top(since: str, interval: float, once: bool) -> None:
                 click.echo("\x1b[?25l\x1b[2J", nl=False)  # hide the cursor, clear once
             while True:
                 try:
-                    lines = _screen(client, since, interval)
+                    lines = _screen(client, since, interval, node)
                 except ClientError as exc:
-                    if exc.status == 422:  # a wrong --since will not get better
+                    if exc.status in (404, 422):  # a wrong --since or --node will not get better
                         raise
                     lines = [f"fissile top  {time.strftime('%H:%M:%S')}", "", str(exc)]
                 if live:
@@ -128,7 +141,8 @@ def _stats_rows(stats: dict[str, Any], since: str) -> list[tuple[str, str]]:
     instances = stats["instances"]
     statuses = ", ".join(f"{code}={n}" for code, n in stats["statuses"].items()) or "-"
     processes = ", ".join(
-        f"{p['id']} (pid {p['pid']}, {p['state']}, {p['inflight']} in flight)"
+        f"{p['node'] + '/' if 'node' in p else ''}{p['id']} (pid {p['pid']}, {p['state']},"
+        f" {p['inflight']} in flight)"
         for p in stats.get("processes", [])
     )
     return [
@@ -152,24 +166,65 @@ def _stats_rows(stats: dict[str, Any], since: str) -> list[tuple[str, str]]:
     ]
 
 
+NODE_COLUMNS = ("NODE", "REQ/S", "REQS", "ERRORS", "P50", "P99", "READY", "BUSY", "QUEUE")
+
+
+def node_table(nodes: Sequence[dict[str, Any]]) -> list[str]:
+    """A cluster's share of a function per node (``nodes``), one line each."""
+    cells = [list(NODE_COLUMNS)]
+    for n in nodes:
+        instances = n["instances"]
+        cells.append(
+            [
+                n["node"],
+                per_second(n["rate"]),
+                str(n["requests"]),
+                str(n["errors"]),
+                ms(n["p50_ms"]),
+                ms(n["p99_ms"]),
+                str(instances["ready"]),
+                str(instances["busy"]),
+                str(n["queued"]),
+            ]
+        )
+    widths = [max(len(line[i]) for line in cells) for i in range(len(NODE_COLUMNS))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in cells
+    ]
+
+
 @click.command("stats")
 @click.option("--name", required=True)
 @click.option(
     "--since", default="10m", show_default=True, help="Window: 30s, 10m, 1h (at most 1h)."
 )
+@click.option("--node", default=None, help="In a cluster: this node's numbers alone.")
 @output_option
-def fn_stats(name: str, since: str, output: str) -> None:
+def fn_stats(name: str, since: str, node: str | None, output: str) -> None:
     """A function's requests, error rate, p50/p99 latency, cold starts and crashes over the
-    last --since, with its instances now and its recent crashes."""
+    last --since, with its instances now and its recent crashes. In a cluster, every node's
+    numbers together, then each node's share (--node: one node's)."""
     with Client() as client:
-        stats = client.function_stats(name, since)
+        stats = client.function_stats(name, since, node)
     if output != "table":
         emit(stats, output, [])
         return
+    for line in _warnings(stats):
+        click.echo(line, err=True)
     for key, value in _stats_rows(stats, since):
         click.echo(f"{key + ':':<13}{value}")
     crashes = stats.get("recent_crashes") or []
     if crashes:
         click.echo("Recent crashes:")
         for crash in crashes:
-            click.echo(f"  {crash['time']}  {crash.get('instance') or '-'}  {crash['reason']}")
+            where = f"{crash['node']}/" if "node" in crash else ""
+            instance = f"{where}{crash.get('instance') or '-'}"
+            click.echo(f"  {crash['time']}  {instance}  {crash['reason']}")
+    if "nodes" in stats:
+        click.echo("Nodes:")
+        for line in node_table(stats["nodes"]):
+            click.echo(f"  {line}")

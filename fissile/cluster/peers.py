@@ -39,6 +39,7 @@ from fissile.router.app import CLUSTER_PREFIX
 
 if TYPE_CHECKING:
     from fissile.cluster.logs import ClusterLogs
+    from fissile.cluster.stats import ClusterStats
 
 log = logging.getLogger("fissile.cluster")
 
@@ -72,6 +73,7 @@ class Peers:
         self.artifacts = artifacts
         self._hop = nodes.name.encode()
         self.logs: ClusterLogs | None = None  # set by the cluster: the logs endpoint
+        self.stats: ClusterStats | None = None  # and the stats endpoint
         self._turn = itertools.count()
         # What ``forwarding`` saw of the request it said yes to: its function, and the memory
         # a cold start of it needs when that was the reason.
@@ -101,6 +103,8 @@ class Peers:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.stats is not None:
+            await self.stats.aclose()
 
     def forwarding(
         self, headers: list[tuple[bytes, bytes]], pool: FunctionPool | None = None
@@ -319,7 +323,9 @@ class Peers:
             self._version += 1
 
     async def internal(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``GET /_fissile/cluster/artifacts/<sha256>``: a build's archive, for peers only."""
+        """``GET /_fissile/cluster/artifacts/<sha256>``: a build's archive, for peers only;
+        ``logs/``, ``requests/`` and ``stats``: this node's share of ``fn logs`` and
+        ``fissile top``."""
         if not self._authorized(scope["headers"]):
             await _error(send, 401, "unauthorized", "the cluster's endpoints need the token")
             return
@@ -327,6 +333,11 @@ class Peers:
         kind, _, digest = rest.partition("/")
         if scope["method"] == "GET" and kind in ("logs", "requests") and self.logs is not None:
             await self._logs(scope, send, kind, digest)
+            return
+        if scope["method"] == "GET" and kind == "stats" and self.stats is not None:
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            status, body = await self.stats.serve(query)
+            await _answer(send, status, b"application/json", body)
             return
         if scope["method"] != "GET" or kind != "artifacts":
             await _error(send, 404, "not_found", "no such cluster endpoint")
@@ -426,6 +437,20 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             yield body
         if not message.get("more_body", False):
             return
+
+
+async def _answer(send: Send, status: int, content_type: bytes, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _error(send: Send, status: int, code: str, message: str) -> None:

@@ -64,6 +64,7 @@ class Sources:
     brokers: BrokerHub | None = None
     timers: TimerService | None = None
     builder: Builder | None = None
+    node: str | None = None  # in a cluster, this node's name: ``fissile_node_info``
 
 
 class _Function(NamedTuple):
@@ -183,6 +184,13 @@ class FissileCollector(Collector):
         info = InfoMetricFamily("fissile", "The fissile platform serving these metrics.")
         info.add_metric([], {"version": fissile.__version__})
         yield info
+        if self.sources.node is not None:
+            # One scrape target per node; this names the node behind Prometheus' ``instance``.
+            node = GaugeMetricFamily(
+                "fissile_node_info", "The cluster node serving these metrics.", labels=["node"]
+            )
+            node.add_metric([self.sources.node], 1)
+            yield node
         yield from self._functions(snapshot)
         yield from self._invocations(snapshot)
         yield from self._triggers(snapshot)

@@ -345,8 +345,16 @@ class Stats:
             ring = self.rings[name] = Ring(metrics, now, self.interval, self.steps)
         return ring
 
-    def function(self, name: str, since: float, series: bool = False) -> dict[str, Any]:
-        document = {"function": name, **self.window(name, since).to_json(since)}
+    def function(
+        self, name: str, since: float, series: bool = False, buckets: bool = False
+    ) -> dict[str, Any]:
+        """``name``'s window as the API shows it; ``buckets``: also the window's duration
+        histogram (counts per bucket of ``DURATION_BUCKETS``, +Inf last), from which a cluster
+        merges the nodes' quantiles (``fissile/cluster/stats.py``)."""
+        window = self.window(name, since)
+        document = {"function": name, **window.to_json(since)}
+        if buckets:
+            document["buckets"] = window.durations
         if self.gauges is not None:
             document.update(self.gauges(name))
         if series:

@@ -107,15 +107,27 @@ def add_dashboard(
         html = _templates().get_template(template).render(**values)
         return HTMLResponse(html, code, headers=SECURITY_HEADERS)
 
-    def function_stats(name: str, since: float) -> dict[str, Any] | None:
+    async def function_stats(name: str, since: float) -> dict[str, Any] | None:
+        gathered = getattr(app.state, "cluster_stats", None)  # a cluster: every node's
+        if gathered is not None:
+            merged: dict[str, Any] = await gathered.function(name, since)
+            return merged
         return None if stats is None else stats.function(name, since, series=True)
+
+    async def overview_stats(names: list[str], since: float) -> list[dict[str, Any] | None]:
+        gathered = getattr(app.state, "cluster_stats", None)
+        if gathered is not None:  # one round of the peers for the whole page
+            merged = await gathered.all(names, since, series=True)
+            return list(merged["functions"])
+        return [None if stats is None else stats.function(n, since, series=True) for n in names]
 
     @app.get(PREFIX, include_in_schema=False)
     async def overview(request: Request) -> Response:
         if not signed_in(request):
             return to_login()
         functions = resources.list_kind("functions")
-        rows = [(f, function_stats(f["name"], OVERVIEW_SINCE)) for f in functions]
+        found = await overview_stats([f["name"] for f in functions], OVERVIEW_SINCE)
+        rows = list(zip(functions, found, strict=True))
         return render("overview.html", rows=rows, since="1m", page="overview")
 
     @app.get(PREFIX + "/", include_in_schema=False)
@@ -172,11 +184,16 @@ def add_dashboard(
             kind: [t for t in resources.list_kind(kind) if t.get("function") == name]
             for kind in TRIGGER_KINDS
         }
+        found = await function_stats(name, FUNCTION_SINCE)
+        if found is not None and "recent_crashes" in found:  # a cluster: every node's
+            recent = found["recent_crashes"]
+        else:
+            recent = crashes.of(name) if crashes is not None else []
         return render(
             "function.html",
             function=function,
-            stats=function_stats(name, FUNCTION_SINCE),
-            crashes=crashes.of(name) if crashes is not None else [],
+            stats=found,
+            crashes=recent,
             triggers=triggers,
             since="10m",
             config=_config_rows(function),

@@ -99,6 +99,22 @@ async def test_a_wrong_window_is_a_422_naming_the_accepted_forms(make: Client) -
     assert missing.status_code == 404
 
 
+async def test_a_single_node_gathers_nothing_and_has_no_node_to_name(
+    make: Client, harness: Harness
+) -> None:
+    harness.function("alone", HELLO)
+    client = make()
+    body = (await client.get("/v1/stats", headers=BEARER)).json()
+    one = (await client.get("/v1/functions/alone/stats", headers=BEARER)).json()
+    # The cluster's fields (cluster/stats.py) are not there: the answer is the node's own.
+    for document in (body, body["functions"][0], one):
+        assert "nodes" not in document and "warnings" not in document
+    for path in ("/v1/stats", "/v1/functions/alone/stats"):
+        response = await client.get(path, params={"node": "n1"}, headers=BEARER)
+        assert response.status_code == 404, response.text
+        assert "not a cluster" in response.json()["error"]["message"]
+
+
 async def test_recent_crashes_come_from_the_event_bus(make: Client, harness: Harness) -> None:
     harness.function("crashy", HELLO)
     client = make()

@@ -150,6 +150,14 @@ def test_info_and_the_supervisors_process_metrics_are_there() -> None:
     assert "python_info" in families
 
 
+def test_a_cluster_node_names_itself_and_a_single_node_does_not() -> None:
+    # One scrape target per node: fissile_node_info says which node a target is.
+    families = _scrape(Sources(_executor(), node="n2"))
+    (sample,) = families["fissile_node_info"].samples
+    assert (sample.labels, sample.value) == ({"node": "n2"}, 1)
+    assert "fissile_node_info" not in _scrape(Sources(_executor()))
+
+
 def _tally(*events: tuple[str, ...]) -> Tally:
     tally = Tally()
     for labels in events:

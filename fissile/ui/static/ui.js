@@ -155,12 +155,12 @@
       document.getElementById("instance-counts").textContent =
         `${i.ready} ready, ${i.busy} busy, ${i.starting} starting, ${stats.queued} queued`;
       rows(document.getElementById("processes"), stats.processes, [
-        [(p) => p.id], [(p) => p.pid, "num"], [(p) => p.state], [(p) => p.inflight, "num"], [(p) => `${p.age_s} s`, "num"],
+        [(p) => (p.node ? `${p.node}/${p.id}` : p.id)], [(p) => p.pid, "num"], [(p) => p.state], [(p) => p.inflight, "num"], [(p) => `${p.age_s} s`, "num"],
       ], "no instance running");
       const last = stats.last_exit_reason ? `; last exit: ${stats.last_exit_reason}` : "";
       document.getElementById("restarts").textContent = `${stats.restarts} restarts${last}`;
       rows(document.getElementById("crashes"), stats.recent_crashes, [
-        [(c) => clock(c.time)], [(c) => c.instance], [(c) => c.pid, "num"], [(c) => c.reason],
+        [(c) => clock(c.time)], [(c) => (c.node ? `${c.node}/${c.instance || "-"}` : c.instance)], [(c) => c.pid, "num"], [(c) => c.reason],
       ], "no crash since the platform started");
 
       const logs = await api(`${base}/logs?tail=100`);
