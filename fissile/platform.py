@@ -104,6 +104,7 @@ class Platform:
         self.triggers: Triggers | None = None
         self.stats: Stats | None = None
         self.canaries: Canaries | None = None
+        self.canary_leader: Any = None  # fissile.cluster.canary_leader.CanaryLeader in a cluster
         self.cluster: Any = None  # fissile.cluster.service.Cluster in cluster mode
         self.rate_sharing: Any = None  # fissile.cluster.ratelimits.RateSharing, likewise
         self._servers: list[_Server] = []
@@ -329,7 +330,16 @@ class Platform:
             self.rate_sharing.start()
         triggers.start()
         self.canaries = Canaries(store, executor.metrics)
+        if config.cluster:
+            # One node of the cluster runs the canaries, on every node's counts.
+            from fissile.cluster.canary_leader import CanaryLeader
+
+            self.canary_leader = CanaryLeader(config.store, config.node, executor.metrics)
+            self.canaries.counts = self.canary_leader
+            self.canaries.leading = False
         self.canaries.start()
+        if self.canary_leader is not None:
+            await self._start_canary_leader()
         servers: list[tuple[Any, socket.socket]] = [
             (router, router_sock),
             (api, api_sock),
@@ -391,6 +401,15 @@ class Platform:
         except ClusterUnavailable as exc:
             raise StartupError(str(exc)) from None
 
+    async def _start_canary_leader(self) -> None:
+        import psycopg
+
+        assert self.canaries is not None
+        try:
+            await self.canary_leader.start(self.canaries)
+        except (psycopg.Error, OSError) as exc:
+            raise StartupError(f"cannot join the cluster's canary controller: {exc}") from None
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to DRAIN_TIMEOUT, or until a
         second Ctrl-C), then stop builds, instances and zygotes."""
@@ -412,6 +431,8 @@ class Platform:
             await asyncio.wait(self._serving, timeout=2.0)
         if self.stats is not None:
             await self.stats.stop()
+        if self.canary_leader is not None:
+            await self.canary_leader.stop()
         if self.canaries is not None:
             await self.canaries.stop()
         if self.rate_sharing is not None:

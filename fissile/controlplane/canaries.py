@@ -12,6 +12,13 @@ request decides nothing (as in Fission): the next one is waited for.
 Everything a canary needs to go on is in the store (its status, the time of its next step),
 so after a restart the schedule resumes where it was; the counting starts again with the
 restart, as the router's counters do.
+
+The counts come from a ``Counts``: this router's counters on one node (``LocalCounts``); in a
+cluster, every node's, summed by the one node that leads the controller
+(``fissile/cluster/canary_leader.py``). Either way the controller keeps the counts it saw at the
+last step (a ``Tally``) and ``interval`` says what happened since. Its writes of a canary's
+status are compare-and-set on the record's generation, so two controllers that both believed
+they led (for the moment a leader takes to see it lost its lock) never both take one step.
 """
 
 from __future__ import annotations
@@ -20,12 +27,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from fissile.controlplane.errors import ApiError, conflict, not_found
 from fissile.models import CanarySpec, CanaryState, CanaryStatus, HTTPTriggerSpec
 from fissile.observability.metrics import Metrics, server_errors
-from fissile.store import Change, NotFound, Store
+from fissile.store import Change, NotFound, Record, StaleWrite, Store
 
 logger = logging.getLogger("fissile.canary")
 
@@ -64,6 +71,82 @@ def decide(
     return Decision("pending", weight, rate, "")
 
 
+@dataclass(frozen=True)
+class Count:
+    """One source's counters of a function: requests answered, of which 5xx, and since when
+    it counts (None: as long as this process has run)."""
+
+    requests: int
+    errors: int
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A function's counters by source (one per node in a cluster, one alone on a single
+    node), as read at ``at`` (the database's clock in a cluster; None on a single node)."""
+
+    counts: dict[str, Count]
+    at: datetime | None = None
+
+
+def interval(before: Tally | None, after: Tally) -> tuple[int, int, Tally]:
+    """The requests and 5xx answers counted between ``before`` (the last step's tally) and
+    ``after``, and the tally to keep for the next step.
+
+    Counters only grow, except when they start again: a node restarted (its counting began
+    later: ``since`` changed) or a function's series was forgotten. Whatever a counter that
+    started again holds came after ``before``, so it is counted whole; never a negative delta.
+    A source ``before`` did not know counts whole if it began counting after ``before`` was
+    read, and nothing otherwise (what it held then is not this interval's: it becomes the
+    baseline). A source gone from ``after`` (a dead node) adds nothing and keeps its baseline,
+    in case it comes back under the same counting."""
+    requests = errors = 0
+    kept = dict(before.counts) if before is not None else {}
+    for source, now in after.counts.items():
+        then = before.counts.get(source) if before is not None else None
+        if then is not None and then.since == now.since and now.requests >= then.requests:
+            requests += now.requests - then.requests
+            errors += max(0, now.errors - then.errors)
+        elif then is not None or _began_after(now, before):
+            requests += now.requests
+            errors += now.errors
+        kept[source] = now
+    return requests, errors, Tally(kept, after.at)
+
+
+def _began_after(count: Count, before: Tally | None) -> bool:
+    if before is None or before.at is None:
+        return before is None
+    return count.since is not None and count.since >= before.at
+
+
+class Counts(Protocol):
+    """Where the controller reads a function's counts."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests are counted at all (``--no-metrics``: not)."""
+        ...
+
+    def tally(self, function: str) -> Tally: ...
+
+
+class LocalCounts:
+    """This node's router's counters (``observability/metrics.py``): a single node's."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    @property
+    def enabled(self) -> bool:
+        return self.metrics.enabled
+
+    def tally(self, function: str) -> Tally:
+        requests = self.metrics.function(function).requests
+        return Tally({"": Count(sum(requests.values()), server_errors(requests))})
+
+
 def weights_for(trigger: HTTPTriggerSpec, spec: CanarySpec, weight: int) -> dict[str, int]:
     """The route's weights with the new function at ``weight`` percent, the old one at the
     rest; other functions of the route keep theirs."""
@@ -99,21 +182,43 @@ def check(store: Store, spec: CanarySpec) -> CanaryStatus:
 
 
 class Canaries:
-    """Runs every pending canary: one task each, sleeping until its next step."""
+    """Runs every pending canary: one task each, sleeping until its next step.
 
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    ``leading`` False (a cluster node that does not lead): it follows the store and runs
+    nothing until ``lead``."""
+
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        counts: Counts | None = None,
+        leading: bool = True,
+    ) -> None:
         self.store = store
-        self.metrics = metrics
+        self.counts: Counts = counts if counts is not None else LocalCounts(metrics)
+        self.leading = leading
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        # The new function's counts by status at the canary's last step (in memory: the
-        # counters themselves start again with the platform).
-        self._baselines: dict[str, dict[int, int]] = {}
+        # The new function's counts at the canary's last step (in memory: a restart, or
+        # another node taking the lead, counts from then on).
+        self._baselines: dict[str, Tally] = {}
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        for record in self.store.list(KIND):
-            self._arm(record.name)
         self.store.subscribe(self._changed)
+        if self.leading:
+            self._arm_all()
+
+    def lead(self) -> None:
+        """Run the pending canaries from now on (this node took the lead)."""
+        if not self.leading:
+            self.leading = True
+            self._arm_all()
+
+    async def follow(self) -> None:
+        """Run nothing from now on (another node leads, or may)."""
+        self.leading = False
+        await self.stop()
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -122,6 +227,19 @@ class Canaries:
         if tasks:
             await asyncio.wait(tasks)
         self._tasks.clear()
+        self._baselines.clear()
+
+    def pending(self) -> set[str]:
+        """The new functions of the pending canaries: what must be counted."""
+        return {
+            record.data["newfunction"]
+            for record in self.store.list(KIND)
+            if (record.data.get("status") or {}).get("state") == "pending"
+        }
+
+    def _arm_all(self) -> None:
+        for record in self.store.list(KIND):
+            self._arm(record.name)
 
     def _changed(self, change: Change) -> None:
         if change.record.kind != KIND:
@@ -134,7 +252,11 @@ class Canaries:
         if status.get("state") == "pending" and status.get("next_step_at") is None:
             # Created, or changed through the API (which starts it over): the controller's
             # own writes always carry the next step's time. Armed once the write returns.
-            self._loop.call_soon_threadsafe(self._arm, name)
+            self._loop.call_soon_threadsafe(self._arm_if_leading, name)
+
+    def _arm_if_leading(self, name: str) -> None:
+        if self.leading:
+            self._arm(name)
 
     def _cancel(self, name: str) -> None:
         task = self._tasks.pop(name, None)
@@ -144,23 +266,33 @@ class Canaries:
 
     def _arm(self, name: str) -> None:
         self._cancel(name)
-        record = self.store.find(KIND, name)
-        if record is None:
-            return
-        status = CanaryStatus.model_validate(record.data.get("status") or {})
-        if status.state != "pending":
-            return
-        spec = _spec(record.data)
-        if status.next_step_at is None:
-            # A fresh start: the route gets both functions, and the first step is one
-            # interval away.
+        for _attempt in range(3):
+            record = self.store.find(KIND, name)
+            if record is None:
+                return
+            status = CanaryStatus.model_validate(record.data.get("status") or {})
+            if status.state != "pending":
+                return
+            spec = _spec(record.data)
+            # The route gets the weight the status says: a fresh start puts both functions
+            # on it; a resumed canary (a restart, a new leader) repairs a route whose update
+            # a controller stopped before making.
             if not self._set_weight(spec, status.weight):
                 self._finish(name, "aborted", status, f"HTTP trigger {spec.httptrigger!r} is gone")
                 return
-            status.next_step_at = _now() + timedelta(seconds=spec.increment_interval)
-            status.message = ""
-            self._save(name, status)
-        self._baselines[name] = dict(self.metrics.function(spec.newfunction).requests)
+            if status.next_step_at is None:
+                # A fresh start: the first step is one interval away.
+                status.next_step_at = _now() + timedelta(seconds=spec.increment_interval)
+                status.message = ""
+                try:
+                    self._save(record, status)
+                except StaleWrite:
+                    continue  # changed meanwhile: read it again
+            break
+        else:
+            logger.warning("canary %s: changed under every attempt to start it", name)
+            return
+        self._baselines[name] = self.counts.tally(spec.newfunction)
         self._tasks[name] = self._loop.create_task(self._run(name), name=f"canary {name}")
 
     async def _run(self, name: str) -> None:
@@ -185,32 +317,44 @@ class Canaries:
             return
         spec = _spec(record.data)
         status = CanaryStatus.model_validate(record.data.get("status") or {})
-        counts = dict(self.metrics.function(spec.newfunction).requests)
-        before = self._baselines.get(name, {})
-        self._baselines[name] = counts
-        requests = sum(counts.values()) - sum(before.values())
-        errors = server_errors(counts) - server_errors(before)
+        if status.state != "pending" or status.next_step_at is None or status.next_step_at > _now():
+            return  # finished, started over or stepped since this task read it
+        tally = self.counts.tally(spec.newfunction)
+        requests, errors, self._baselines[name] = interval(self._baselines.get(name), tally)
         decision = decide(
             status.weight,
             spec.increment_step,
             spec.failure_threshold,
             requests,
             errors,
-            measured=self.metrics.enabled,
+            measured=self.counts.enabled,
         )
-        if not self._set_weight(spec, decision.weight):
-            self._finish(name, "aborted", status, f"HTTP trigger {spec.httptrigger!r} is gone")
-            return
         status.weight = decision.weight
         status.requests = requests
         status.message = decision.message
         if decision.error_rate is not None or requests:
             status.error_rate = decision.error_rate
-        if decision.state != "pending":
-            self._finish(name, decision.state, status, decision.message)
+        if decision.state == "pending":
+            status.next_step_at = _now() + timedelta(seconds=spec.increment_interval)
+        else:
+            status.state = decision.state
+            status.next_step_at = None
+        try:
+            # The decision is recorded first, on the generation it was made from: a step
+            # another controller took meanwhile makes this one void, not a second step.
+            self._save(record, status)
+        except StaleWrite:
+            logger.info("canary %s: changed meanwhile: this step is not taken", name)
             return
-        status.next_step_at = _now() + timedelta(seconds=spec.increment_interval)
-        self._save(name, status)
+        if not self._set_weight(spec, decision.weight):
+            self._finish(name, "aborted", status, f"HTTP trigger {spec.httptrigger!r} is gone")
+            return
+        if decision.state != "pending":
+            self._tasks.pop(name, None)
+            self._baselines.pop(name, None)
+            log = logger.warning if decision.state != "succeeded" else logger.info
+            log("canary %s %s: %s", name, decision.state, decision.message)
+            return
         logger.info("canary %s: %s at %d%%", name, spec.newfunction, decision.weight)
 
     def _set_weight(self, spec: CanarySpec, weight: int) -> bool:
@@ -233,18 +377,19 @@ class Canaries:
         status.state = state
         status.message = message
         status.next_step_at = None
-        self._save(name, status)
+        record = self.store.find(KIND, name)
+        if record is not None:
+            self._save(record, status)
         self._tasks.pop(name, None)
         self._baselines.pop(name, None)
         log = logger.warning if state != "succeeded" else logger.info
         log("canary %s %s: %s", name, state, message)
 
-    def _save(self, name: str, status: CanaryStatus) -> None:
-        record = self.store.find(KIND, name)
-        if record is None:
-            return
+    def _save(self, record: Record, status: CanaryStatus) -> None:
+        """Write ``status`` over ``record`` if the record is still at its generation
+        (``StaleWrite`` otherwise)."""
         data = {**record.data, "status": status.model_dump(mode="json")}
-        self.store.update(KIND, name, data)
+        self.store.update(KIND, record.name, data, generation=record.generation)
 
 
 def _spec(data: dict[str, Any]) -> CanarySpec:
