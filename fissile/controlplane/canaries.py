@@ -37,6 +37,10 @@ from fissile.store import Change, NotFound, Record, StaleWrite, Store
 logger = logging.getLogger("fissile.canary")
 
 KIND = "canaries"
+# A write that lost to another (StaleWrite) is looked at again after this long, when the
+# store's copy has the winner's write; a start is tried again this many times.
+RETRY_DELAY = 0.1
+RETRIES = 50
 
 
 @dataclass(frozen=True)
@@ -264,36 +268,41 @@ class Canaries:
             task.cancel()
         self._baselines.pop(name, None)
 
-    def _arm(self, name: str) -> None:
+    def _arm(self, name: str, attempt: int = 0) -> None:
         self._cancel(name)
-        for _attempt in range(3):
-            record = self.store.find(KIND, name)
-            if record is None:
-                return
-            status = CanaryStatus.model_validate(record.data.get("status") or {})
-            if status.state != "pending":
-                return
-            spec = _spec(record.data)
-            # The route gets the weight the status says: a fresh start puts both functions
-            # on it; a resumed canary (a restart, a new leader) repairs a route whose update
-            # a controller stopped before making.
-            if not self._set_weight(spec, status.weight):
-                self._finish(name, "aborted", status, f"HTTP trigger {spec.httptrigger!r} is gone")
-                return
-            if status.next_step_at is None:
-                # A fresh start: the first step is one interval away.
-                status.next_step_at = _now() + timedelta(seconds=spec.increment_interval)
-                status.message = ""
-                try:
-                    self._save(record, status)
-                except StaleWrite:
-                    continue  # changed meanwhile: read it again
-            break
-        else:
-            logger.warning("canary %s: changed under every attempt to start it", name)
+        record = self.store.find(KIND, name)
+        if record is None:
             return
+        status = CanaryStatus.model_validate(record.data.get("status") or {})
+        if status.state != "pending":
+            return
+        spec = _spec(record.data)
+        # The route gets the weight the status says: a fresh start puts both functions on
+        # it; a resumed canary (a restart, a new leader) repairs a route whose update a
+        # controller stopped before making.
+        if not self._set_weight(spec, status.weight):
+            self._finish(name, "aborted", status, f"HTTP trigger {spec.httptrigger!r} is gone")
+            return
+        if status.next_step_at is None:
+            # A fresh start: the first step is one interval away.
+            status.next_step_at = _now() + timedelta(seconds=spec.increment_interval)
+            status.message = ""
+            try:
+                self._save(record, status)
+            except StaleWrite:
+                # Written meanwhile (another controller started it, or the API changed it):
+                # once this store's copy has the write, it is armed from it.
+                if attempt < RETRIES:
+                    self._loop.call_later(RETRY_DELAY, self._arm_again, name, attempt + 1)
+                else:
+                    logger.warning("canary %s: changed under every attempt to start it", name)
+                return
         self._baselines[name] = self.counts.tally(spec.newfunction)
         self._tasks[name] = self._loop.create_task(self._run(name), name=f"canary {name}")
+
+    def _arm_again(self, name: str, attempt: int) -> None:
+        if self.leading and name not in self._tasks:
+            self._arm(name, attempt)
 
     async def _run(self, name: str) -> None:
         while True:
@@ -305,20 +314,24 @@ class Canaries:
                 return
             await asyncio.sleep(max(0.0, (status.next_step_at - _now()).total_seconds()))
             try:
-                self._step(name)
+                if not self._step(name):
+                    # Another controller's write, not in this store's copy yet.
+                    await asyncio.sleep(RETRY_DELAY)
             except Exception:
                 # A store that failed this once (disk full...): the next interval tries again.
                 logger.exception("canary %s: step failed", name)
                 await asyncio.sleep(_spec(record.data).increment_interval)
 
-    def _step(self, name: str) -> None:
+    def _step(self, name: str) -> bool:
+        """Take the canary's step if it is due; False when another write came first."""
         record = self.store.find(KIND, name)
         if record is None:
-            return
+            return True
         spec = _spec(record.data)
         status = CanaryStatus.model_validate(record.data.get("status") or {})
+        weight = status.weight
         if status.state != "pending" or status.next_step_at is None or status.next_step_at > _now():
-            return  # finished, started over or stepped since this task read it
+            return True  # finished, started over or stepped since this task read it
         tally = self.counts.tally(spec.newfunction)
         requests, errors, self._baselines[name] = interval(self._baselines.get(name), tally)
         decision = decide(
@@ -345,17 +358,22 @@ class Canaries:
             self._save(record, status)
         except StaleWrite:
             logger.info("canary %s: changed meanwhile: this step is not taken", name)
-            return
+            return False
         if not self._set_weight(spec, decision.weight):
             self._finish(name, "aborted", status, f"HTTP trigger {spec.httptrigger!r} is gone")
-            return
+            return True
         if decision.state != "pending":
             self._tasks.pop(name, None)
             self._baselines.pop(name, None)
             log = logger.warning if decision.state != "succeeded" else logger.info
             log("canary %s %s: %s", name, decision.state, decision.message)
-            return
-        logger.info("canary %s: %s at %d%%", name, spec.newfunction, decision.weight)
+        elif decision.weight != weight:
+            logger.info("canary %s: %s at %d%%", name, spec.newfunction, decision.weight)
+        else:
+            logger.info(
+                "canary %s: %s stays at %d%%: %s", name, spec.newfunction, weight, decision.message
+            )
+        return True
 
     def _set_weight(self, spec: CanarySpec, weight: int) -> bool:
         """Give the route's new function ``weight`` percent; False when the route is gone."""
