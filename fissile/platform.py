@@ -329,14 +329,17 @@ class Platform:
             await self._start_cluster(store)
             self.rate_sharing.start()
         triggers.start()
-        self.canaries = Canaries(store, executor.metrics)
         if config.cluster:
             # One node of the cluster runs the canaries, on every node's counts.
             from fissile.cluster.canary_leader import CanaryLeader
 
             self.canary_leader = CanaryLeader(config.store, config.node, executor.metrics)
-            self.canaries.counts = self.canary_leader
-            self.canaries.leading = False
+        self.canaries = Canaries(
+            store,
+            executor.metrics,
+            counts=self.canary_leader,
+            leading=self.canary_leader is None,
+        )
         self.canaries.start()
         if self.canary_leader is not None:
             await self._start_canary_leader()
