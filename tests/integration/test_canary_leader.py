@@ -129,10 +129,12 @@ async def test_one_node_leads_and_decides_on_the_others_counts() -> None:
             assert not other.canaries._tasks  # it never ran the canary
 
             # Rows of the functions no pending canary moves are forgotten.
-            await asyncio.sleep(2.5)
-            with psycopg.connect(url, autocommit=True) as conn:
-                rows = conn.execute("SELECT count(*) FROM fissile_canary_counts").fetchone()
-            assert rows == (0,)
+            def counted() -> int:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    row = conn.execute("SELECT count(*) FROM fissile_canary_counts").fetchone()
+                return int(row[0]) if row else -1
+
+            await until(lambda: counted() == 0, "the rows forgotten", lambda: None)
 
 
 async def test_counts_of_both_nodes_are_summed() -> None:
@@ -142,9 +144,9 @@ async def test_counts_of_both_nodes_are_summed() -> None:
             (leader,) = leaders(running)
             other = next(node for node in running if node is not leader)
             # The leader's own router answers well, the other's fails one in three: 1/6 of
-            # the cluster's answers fail, over the threshold of 10 % that neither node
-            # alone would cross the same way (0 % and 33 %).
-            create(leader.store, failure_threshold=10, increment_step=50)
+            # the cluster's answers fail, over the threshold of 5 %, and neither node's own
+            # rate (0 % and 33 %).
+            create(leader.store, failure_threshold=5, increment_step=50, increment_interval=3)
 
             def serve() -> None:
                 leader.serve(200, 3)
@@ -154,7 +156,8 @@ async def test_counts_of_both_nodes_are_summed() -> None:
             await until(lambda: status(leader.store)["state"] != "pending", "a decision", serve)
             final = status(leader.store)
             assert final["state"] == "failed", final
-            assert 12.0 < final["error_rate"] < 22.0, final
+            # Counts reach the table once a second on each node, a little apart: about 1/6.
+            assert 5.0 < final["error_rate"] < 30.0, final
 
 
 async def test_another_node_takes_over_when_the_leader_goes() -> None:
@@ -204,7 +207,7 @@ async def test_two_controllers_running_at_once_never_step_twice(
             await until(lambda: len(leaders(running)) == 1, "a leader", lambda: None)
             for node in running:
                 await node.canaries.follow()
-            create(running[0].store, increment_step=10, increment_interval=0.3)
+            create(running[0].store, increment_step=20, increment_interval=0.5)
             await until(
                 lambda: all(node.store.find("canaries", "c") for node in running),
                 "the canary in both copies",
@@ -230,14 +233,15 @@ async def test_two_controllers_running_at_once_never_step_twice(
             # Each weight was reached once, in order (an interval without a count in it
             # keeps the weight: "stays at").
             steps = re.findall(r"canary c: new at (\d+)%", caplog.text)
-            assert steps == [str(w) for w in range(10, 100, 10)], caplog.text
+            assert steps == [str(w) for w in range(20, 100, 20)], caplog.text
             assert caplog.text.count("canary c succeeded") == 1, caplog.text
             # One decision per interval: a second controller stepping right after the first
-            # would put two within moments of each other.
+            # would put two within moments of each other (a loaded machine can delay the log
+            # line of one step by its writes, hence half an interval).
             decided = [
                 record.created
                 for record in caplog.records
                 if record.getMessage().startswith(("canary c: new", "canary c succeeded"))
             ]
             gaps = [later - earlier for earlier, later in itertools.pairwise(decided)]
-            assert min(gaps) > 0.3 * 0.8, (gaps, caplog.text)
+            assert min(gaps) > 0.5 / 2, (gaps, caplog.text)
