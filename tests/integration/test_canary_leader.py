@@ -17,11 +17,19 @@ import psycopg
 import pytest
 from pgkit import fresh_schema
 
+from fissile.cluster import canary_leader
 from fissile.cluster.canary_leader import CanaryLeader
 from fissile.controlplane.canaries import Canaries, check
 from fissile.models import CanarySpec
 from fissile.observability.metrics import Metrics
 from fissile.store import Store, open_store
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts written and the lock tried four times a second (one in production): the
+    intervals below can then be short."""
+    monkeypatch.setattr(canary_leader, "TICK", 0.25)
 
 
 class Node:
