@@ -136,6 +136,12 @@ class CanaryLeader:
                     log.warning("cluster: canary controller: lead lost (%s)", exc)
                 await self._give_up()
                 await self._drop()
+            except Exception:
+                # Anything else (the store failing under ``lead``): give the lead up rather
+                # than hold it without running, and try again at the next tick.
+                log.exception("cluster: canary controller failed")
+                await self._give_up()
+                await self._drop()
             await asyncio.sleep(TICK)
 
     async def _tick(self) -> None:

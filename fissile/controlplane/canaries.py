@@ -243,7 +243,13 @@ class Canaries:
 
     def _arm_all(self) -> None:
         for record in self.store.list(KIND):
-            self._arm(record.name)
+            try:
+                self._arm(record.name)
+            except Exception:
+                # The store failed this once (PostgreSQL away...): the others still start,
+                # and this one is tried again in a moment.
+                logger.exception("canary %s: cannot start it", record.name)
+                self._loop.call_later(RETRY_DELAY * 10, self._arm_again, record.name, 0)
 
     def _changed(self, change: Change) -> None:
         if change.record.kind != KIND:
@@ -302,7 +308,12 @@ class Canaries:
 
     def _arm_again(self, name: str, attempt: int) -> None:
         if self.leading and name not in self._tasks:
-            self._arm(name, attempt)
+            try:
+                self._arm(name, attempt)
+            except Exception:
+                logger.exception("canary %s: cannot start it", name)
+                if attempt < RETRIES:
+                    self._loop.call_later(RETRY_DELAY * 10, self._arm_again, name, attempt + 1)
 
     async def _run(self, name: str) -> None:
         while True:

@@ -14,7 +14,7 @@ import pytest
 from fissile.controlplane.canaries import Canaries, check
 from fissile.models import CanarySpec
 from fissile.observability.metrics import Metrics
-from fissile.store import Store, open_store
+from fissile.store import Store, StoreUnavailable, open_store
 
 INTERVAL = 0.05
 
@@ -169,3 +169,27 @@ def test_a_canary_must_name_a_route_serving_the_old_function(store: Store) -> No
     second = CanarySpec(name="d", httptrigger="t", newfunction="new", oldfunction="old")
     with pytest.raises(ApiError, match="already moves"):
         check(store, second)
+
+
+async def test_a_store_failing_when_the_lead_is_taken_only_delays_the_canary(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create(store)
+    update = store.update
+    failures = [StoreUnavailable("the store is away")]
+
+    def failing_once(kind: str, name: str, data: dict[str, Any], **kwargs: Any) -> Any:
+        if kind == "canaries" and failures:
+            raise failures.pop()
+        return update(kind, name, data, **kwargs)
+
+    monkeypatch.setattr(store, "update", failing_once)
+    metrics = Metrics()
+    canaries = Canaries(store, metrics, leading=False)
+    canaries.start()
+    try:
+        canaries.lead()  # the failure is logged, not raised into the node's leader loop
+        assert not failures
+        await until(lambda: status(store)["weight"] == 25, "the first step", lambda: None)
+    finally:
+        await canaries.stop()
