@@ -83,6 +83,7 @@ class CanaryLeader:
         self.leading = False
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         # function -> this router's counters when it began counting it for the cluster
         self._counting: dict[str, Count] = {}
         self._fresh: set[str] = set()  # counted from this write on: a new ``since``
@@ -117,20 +118,23 @@ class CanaryLeader:
     async def stop(self) -> None:
         """Stop leading (the lock goes with the connection), after a last write of the
         counts, so the next leader sums this node's last requests too."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # The loop also ends by itself at its next turn (``_stopping``).
+            await asyncio.wait({self._task}, timeout=TIMEOUT + TICK)
         await self._give_up()
         if self._conn is not None and not self._conn.closed:
             with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
-                await asyncio.wait_for(self._write(self._conn), TIMEOUT)
+                async with asyncio.timeout(TIMEOUT):
+                    await self._write(self._conn)
         await self._drop()
 
     async def _running(self) -> None:
-        while True:
+        while not self._stopping:
             try:
-                await asyncio.wait_for(self._tick(), TIMEOUT)
+                async with asyncio.timeout(TIMEOUT):
+                    await self._tick()
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 if self.leading:
                     log.warning("cluster: canary controller: lead lost (%s)", exc)
