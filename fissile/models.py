@@ -841,7 +841,7 @@ class MessageQueueTriggerSpec(Spec):
 
 
 class ConsumerStatus(BaseModel):
-    state: Literal["starting", "running", "error", "stopped"] = "stopped"
+    state: Literal["starting", "running", "paused", "error", "stopped"] = "stopped"
     error: str | None = None
     processed: int = Field(0, description="messages whose function answered 2xx")
     failed: int = Field(

@@ -299,7 +299,14 @@ class Platform:
             executor.fetch_deploy = self.cluster.artifacts.ensure
             executor.claim = self.cluster.nodes.claim
             nodes = self.cluster.nodes
-            invocations.paused = lambda: nodes.draining  # a drained node claims no async work
+            # A drained node takes no new background work: it claims no async invocation,
+            # lets the serving nodes claim timer slots and watch events first, and its MQ
+            # consumers stop fetching (docs/cluster.md, Draining).
+            invocations.paused = lambda: nodes.draining
+            if triggers.claims is not None:
+                triggers.claims.paused = lambda: nodes.draining
+            nodes.drain_followers.append(triggers.consumers.pause)
+            triggers.consumers.pause(nodes.draining)
             # Pruned builds take their packed archives along, on every node that holds them.
             revisions.freed = self.cluster.forget_builds
             self.cluster.free = revisions.free

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -214,6 +215,9 @@ class Nodes:
         self.peers: list[NodeInfo] = []  # the other nodes, as of the last heartbeat
         self.viewed_at = 0.0  # when ``peers`` was read (time.monotonic())
         self.draining = False
+        # Called with the new value whenever ``draining`` changes (the node's background
+        # work follows it: MQ consumers stop fetching, ``platform.py``).
+        self.drain_followers: list[Callable[[bool], None]] = []
         self.memory_free = 0  # this node's, as its last heartbeat measured it (0: unknown)
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         # Heartbeats and claims take turns on the connection: a heartbeat computed before a
@@ -321,10 +325,17 @@ class Nodes:
         else:
             if me.state == "draining" and not self.draining:
                 log.warning("cluster: node %s is draining: new requests go to peers", self.name)
-            self.draining = me.state == "draining"
+            self._drained(me.state == "draining")
         self.peers = [node for node in everyone if node.name != self.name]
         self.viewed_at = time.monotonic()
         self._seen.clear()  # the rows just read are fresher
+
+    def _drained(self, draining: bool) -> None:
+        if draining == self.draining:
+            return
+        self.draining = draining
+        for follower in self.drain_followers:
+            follower(draining)
 
     def elsewhere(self, function: str) -> int:
         """Instances of ``function`` the live peers held at their last heartbeat or claim
@@ -383,7 +394,7 @@ class Nodes:
         if cursor.rowcount == 0:
             raise NodeNotFound(name)
         if name == self.name:
-            self.draining = state == "draining"
+            self._drained(state == "draining")
         return next(node for node in await self.list() if node.name == name)
 
     async def forget(self, name: str) -> None:

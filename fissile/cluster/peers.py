@@ -13,6 +13,10 @@ function's memory limit (to the peer with the most free memory, if one has enoug
 all its instances of the function are busy (and those starting are spoken for), it forwards
 to a peer with a free slot of the function, or to the peer that should start the next
 instance, which spreads a function's instances over the nodes (``cluster/placement.py``).
+The view behind that choice is up to a heartbeat old: a peer it shows under ``max_scale``
+may find the cluster full, and holding no instance answer ``503 no_capacity``. Such a request
+is served here after all (this node's instances are merely busy), and that peer is not chosen
+for the function again until the next view.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import json
 import logging
 import re
 import time
@@ -61,6 +66,9 @@ _HOP_BY_HOP = frozenset(
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
+# A peer's ``503 no_capacity`` is the router's own small JSON answer: a longer body is not it.
+_REFUSAL_MAX = 4096
+
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
@@ -92,6 +100,10 @@ class Peers:
         self._version = 0
         self._nowhere: tuple[object, str, int, int] | None = None
         self._unreachable: dict[str, float] = {}  # peer -> until when it is not tried
+        # (peer, function) whose placed requests the peer refused (503 no_capacity), and the
+        # view they were refused in: not chosen for the function again until the next view.
+        self._refused: set[tuple[str, str]] = set()
+        self._refused_view: object = None
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=5.0),
             # Idle connections are dropped before a peer's router would close them (its
@@ -163,7 +175,7 @@ class Peers:
             limit=pool.limit,
             peers=self.nodes.peers,
             forwarded=self._forwarded(pool.name) if self._trips else {},
-            unreachable=self._skipped(),
+            unreachable=self._skipped(pool.name),
         )
         if chosen is None:
             self._nowhere = (self.nodes.peers, pool.name, held, self._version)
@@ -194,11 +206,26 @@ class Peers:
             forwarded[node.name] = (seen, len(trips.flying))
         return forwarded
 
-    def _skipped(self) -> set[str]:
-        if not self._unreachable:
-            return set()
-        now = time.monotonic()
-        return {name for name, until in self._unreachable.items() if until >= now}
+    def _skipped(self, function: str | None = None) -> set[str]:
+        """The peers not tried for now: unreachable ones, and (with ``function``) those that
+        refused to start an instance of it in the current view."""
+        skipped: set[str] = set()
+        if self._unreachable:
+            now = time.monotonic()
+            skipped = {name for name, until in self._unreachable.items() if until >= now}
+        if self._refused and function is not None:
+            if self._refused_view is self.nodes.peers:
+                skipped.update(peer for peer, refused in self._refused if refused == function)
+            else:  # a new view: the peers' counts moved on
+                self._refused.clear()
+        return skipped
+
+    def _refuse(self, peer: str, function: str) -> None:
+        if self._refused_view is not self.nodes.peers:
+            self._refused.clear()
+            self._refused_view = self.nodes.peers
+        self._refused.add((peer, function))
+        self._version += 1
 
     def target(self, function: str | None = None, memory: int = 0) -> NodeInfo | None:
         """The serving peer to forward to. With ``memory``, the one with the most free memory
@@ -221,10 +248,14 @@ class Peers:
         quiet = [node for node in serving if node.inflight == least]
         return quiet[next(self._turn) % len(quiet)]
 
-    async def forward(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        """Send the request to a peer and its answer to the client. False, with nothing read
-        of the request nor sent, when placement chose the peer (this node could serve it, only
-        busier) and the peer failed before answering: the router then serves it here."""
+    async def forward(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Send the request to a peer and its answer to the client: None once answered.
+
+        When placement chose the peer (this node could serve the request, only busier), the
+        request is served here after all if the peer failed before answering, or refused it
+        with ``503 no_capacity`` (the cluster was at ``max_scale`` and it holds no instance)
+        before any of its answer went to the client: then the receive to serve it with, which
+        gives again what was read of the request's body."""
         # ``forwarding`` ran just before, on this request, with nothing awaited in between.
         function, memory, chosen = self._function, self._memory, self._chosen
         self._chosen = None
@@ -240,14 +271,17 @@ class Peers:
             n in (b"content-length", b"transfer-encoding") and v != b"0"
             for n, v in scope["headers"]
         )
-        body = None if replayable else _body(receive)
+        # A placed request's body is kept as it is sent, to serve it here if the peer refuses
+        # it (as serving it here would have read it whole anyway).
+        replay = _Replay(receive) if placed and not replayable else None
+        body = None if replayable else _body(receive if replay is None else replay.reading)
         attempts = 0
         while True:
             peer = chosen or self.target(function, memory)
             chosen = None  # a second try goes where ``target`` says
             if peer is None:  # every peer went away since ``forwarding``
                 await _error(send, 503, "no_peer", "no node of the cluster can serve this now")
-                return True
+                return None
             url = f"http://{peer.address}{target.decode('latin-1')}"
             request = self.client.build_request(scope["method"], url, headers=headers, content=body)
             # Counted as taking a slot of the function there until answered (``_forwarded``).
@@ -268,22 +302,36 @@ class Peers:
                 self._unreachable[peer.name] = time.monotonic() + DEAD_AFTER
                 self._version += 1
                 if placed:
-                    return False  # nothing of the body was read: served here after all
+                    return receive  # nothing of the body was read: served here after all
             else:
                 why = str(error) or type(error).__name__  # a dropped connection has no message
                 log.warning("cluster: forwarding to %s failed: %s", peer.name, why)
                 attempts += 1
                 if replayable and not isinstance(error, httpx.TimeoutException):
                     if placed:
-                        return False  # bodiless: served here after all
+                        return receive  # bodiless: served here after all
                     if attempts < 3:
                         # The connection broke before an answer: a kept-alive one the peer
                         # closed meanwhile, or a dying peer (whose next connect fails and
                         # skips it).
                         continue
                 await _error(send, 502, "peer_failed", f"node {peer.name} failed: {why}")
-                return True
+                return None
         try:
+            early: bytes | None = None  # the answer's body, when read before its head went out
+            if placed and function is not None and _maybe_refusal(response):
+                try:
+                    early = b"".join([chunk async for chunk in response.aiter_raw()])
+                except httpx.HTTPError as exc:
+                    why = str(exc) or type(exc).__name__
+                    await _error(send, 502, "peer_failed", f"node {peer.name} failed: {why}")
+                    return None
+                if _code(early) == "no_capacity":
+                    # The peer could start no instance (the cluster is at max_scale, which the
+                    # view did not show yet) and holds none: this node's busy ones will serve it.
+                    self._refuse(peer.name, function)
+                    log.info("cluster: %s has no capacity for %s: served here", peer.name, function)
+                    return receive if replay is None else replay.again()
             await send(
                 {
                     "type": "http.response.start",
@@ -294,18 +342,21 @@ class Peers:
                     + [(b"x-fissile-node", peer.name.encode())],
                 }
             )
+            if early is not None:
+                await send({"type": "http.response.body", "body": early, "more_body": False})
+                return None
             try:
                 async for chunk in response.aiter_raw():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except httpx.HTTPError as exc:
                 # The head went out: the client sees a cut response, as from a dying instance.
                 log.warning("cluster: %s failed mid-response: %s", peer.name, exc)
-                return True
+                return None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self._gave_back(key, ticket)
             await response.aclose()
-        return True
+        return None
 
     def _took(self, key: tuple[str, str] | None) -> int:
         ticket = next(self._tickets)
@@ -423,6 +474,62 @@ class _Trips:
         return count
 
 
+class _Replay:
+    """The body of a request as it is read to be forwarded, kept to be read again."""
+
+    __slots__ = ("_chunks", "_ended", "_receive")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._chunks: list[bytes] = []
+        self._ended = False  # the last message of the body was read
+
+    async def reading(self) -> Any:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            if message.get("body"):
+                self._chunks.append(message["body"])
+            self._ended = not message.get("more_body", False)
+        return message
+
+    def again(self) -> Receive:
+        """A receive giving what was read, then what the client still sends."""
+        body = b"".join(self._chunks)
+        first = {"type": "http.request", "body": body, "more_body": not self._ended}
+        pending: list[dict[str, Any]] = [first]
+        receive = self._receive
+
+        async def replayed() -> Any:
+            if pending:
+                return pending.pop()
+            return await receive()
+
+        return replayed
+
+
+def _maybe_refusal(response: httpx.Response) -> bool:
+    """Whether an answer may be a router's ``503 no_capacity``: small JSON, read whole."""
+    if response.status_code != 503:
+        return False
+    headers = response.headers
+    length = headers.get("content-length")
+    return (
+        headers.get("content-type", "").startswith("application/json")
+        and "content-encoding" not in headers
+        and length is not None
+        and length.isdigit()
+        and int(length) <= _REFUSAL_MAX
+    )
+
+
+def _code(body: bytes) -> str | None:
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
 def _hopped(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name == HOP for name, _ in headers)
 
@@ -454,8 +561,6 @@ async def _answer(send: Send, status: int, content_type: bytes, body: bytes) -> 
 
 
 async def _error(send: Send, status: int, code: str, message: str) -> None:
-    import json
-
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     await send(
         {

@@ -364,13 +364,15 @@ class Router:
                 await self.cluster.internal(scope, receive, send)
                 return
             # Invocations live on the node that accepted them: never forwarded. A request sent
-            # to a peer that placement chose and that failed before answering is served here.
+            # to a peer that placement chose and that failed before answering, or refused it
+            # for want of capacity, is served here.
             if not path.startswith(("/_fissile/", INVOCATIONS_PREFIX)):
                 pool = self._function_pool(method, path, scope["headers"])
-                if self.cluster.forwarding(scope["headers"], pool) and (
-                    await self.cluster.forward(scope, receive, send)
-                ):
-                    return
+                if self.cluster.forwarding(scope["headers"], pool):
+                    back = await self.cluster.forward(scope, receive, send)
+                    if back is None:
+                        return
+                    receive = back  # served here after all (its body read again)
         params: dict[str, str] = {}
         prefix: str | None = None
         asynchronous = False

@@ -7,12 +7,19 @@ function and publishes its event under the same id (``watch.py``); a watch trigg
 the node that inserted the (trigger, event) row. No leader, nothing to elect or hand over: a dead
 node simply stops inserting. A node that claims and dies before calling the function loses that
 run, as a single node does (timers and watches are at most once).
+
+A drained node (``fissile node drain``) takes no new work: it lets the serving nodes claim
+first, and claims a slot or an event only ``LATE`` seconds after it was due, which finds the
+row there unless no serving node claimed it (all drained, the others dead or not seeing the
+change). The insert decides as ever, so a slot still fires once, whenever the drain comes: one
+this node claimed before it saw the drain is its own to fire, and no one else's.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +42,9 @@ KEEP = 24 * 3600.0
 # Old watch deliveries are deleted by one claim in this many.
 PRUNE_EVERY = 100
 _CREATE_LOCK = 0x66697375
+# How long after a slot or an event a drained node waits before claiming it itself: the
+# serving nodes claim within milliseconds of it; this is for when none does.
+LATE = 3.0
 
 
 class SlotsUnavailable(StorageFull):
@@ -52,6 +62,13 @@ class SharedClaims:
         self._pool = open_pool(url, "fissile-timer-slots")
         create_tables(self._pool, _CREATE_LOCK, _SCHEMA)
         self._claims = 0
+        # Whether this node is drained: set by the platform (``Nodes.draining``).
+        self.paused: Callable[[], bool] | None = None
+
+    def claim_delay(self) -> float:
+        """How long after a slot or an event this node claims it: at once, or ``LATE``
+        seconds while it is drained, to let the serving nodes claim it first."""
+        return LATE if self.paused is not None and self.paused() else 0.0
 
     def last_fired(self, name: str) -> datetime | None:
         rows = self._query("SELECT max(slot) FROM timer_slots WHERE timer = %s", (name,))

@@ -37,6 +37,7 @@ class Triggers:
         self.brokers = BrokerHub(data_dir / "mq.db", shared_mq)
         self.consumers = ConsumerManager(store, self.brokers, executor)
         # In a cluster, slots (and watch deliveries) are claimed in PostgreSQL (claims.py).
+        self.claims = claims
         self._timer_state = claims or TimerState(data_dir / "triggers.db")
         self.timers = TimerService(store, self._timer_state, executor)
         self.watches = WatchService(store, events, executor, claims)

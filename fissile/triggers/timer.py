@@ -7,7 +7,8 @@ the last slot fired: runs missed while the platform was down are skipped, not ca
 Each run is its own task, so a slow function does not delay the next slot.
 
 In a cluster the state is ``SharedClaims`` (``claims.py``): recording a slot claims it,
-and only the node whose claim succeeded fires it.
+and only the node whose claim succeeded fires it. A drained node claims a slot only when no
+serving node did, a few seconds after it (``claims.py``).
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ class TimerState:
         with self._lock:
             self._db.execute("DELETE FROM timer_state WHERE name = ?", (name,))
 
+    def claim_delay(self) -> float:
+        return 0.0  # a single node is never drained
+
     def close(self) -> None:
         self._db.close()
 
@@ -102,6 +106,7 @@ class Timer:
         self.next_fire: datetime | None = None
         self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()
+        self._late: set[asyncio.Task[None]] = set()  # slots a drained node may claim later
         self._skipped = 0  # slots skipped since the last one recorded
 
     def status(self) -> TimeTriggerStatus:
@@ -116,6 +121,8 @@ class Timer:
         """Stop scheduling; runs already started finish on their own."""
         if self._task is not None:
             self._task.cancel()
+        for late in self._late:
+            late.cancel()
 
     async def _run(self) -> None:
         name = self.spec.name
@@ -124,25 +131,39 @@ class Timer:
             self.next_fire = slot
             while (delay := slot.timestamp() - time.time()) > 0:
                 await asyncio.sleep(min(delay, MAX_SLEEP))
-            try:
-                if not self.state.record(name, slot):
-                    continue  # another node of the cluster claimed it first and fires it
-            except StorageFull as exc:
-                # Unrecorded, a run could fire twice after a restart: skip the slot (timers
-                # are at most once) and keep the schedule for when the disk has space.
-                if not self._skipped:
-                    logger.warning(
-                        "timer %s: skipping slots until it can record them: %s", name, exc
-                    )
-                self._skipped += 1
-                self.fires.add(name, "skipped")
+            delay = self.state.claim_delay()
+            if delay:
+                # Drained: the serving nodes claim the slot; this one only if none did.
+                late = asyncio.get_running_loop().create_task(self._claim_late(slot, delay))
+                self._late.add(late)
+                late.add_done_callback(self._late.discard)
                 continue
-            if self._skipped:
-                logger.warning("timer %s: %d slots skipped (disk full)", name, self._skipped)
-                self._skipped = 0
-            run = asyncio.get_running_loop().create_task(self._fire(slot))
-            self._runs.add(run)
-            run.add_done_callback(self._runs.discard)
+            self._claim(slot)
+
+    async def _claim_late(self, slot: datetime, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._claim(slot)
+
+    def _claim(self, slot: datetime) -> None:
+        """Record ``slot`` and, if it is this node's to fire, fire it."""
+        name = self.spec.name
+        try:
+            if not self.state.record(name, slot):
+                return  # another node of the cluster claimed it first and fires it
+        except StorageFull as exc:
+            # Unrecorded, a run could fire twice after a restart: skip the slot (timers
+            # are at most once) and keep the schedule for when the disk has space.
+            if not self._skipped:
+                logger.warning("timer %s: skipping slots until it can record them: %s", name, exc)
+            self._skipped += 1
+            self.fires.add(name, "skipped")
+            return
+        if self._skipped:
+            logger.warning("timer %s: %d slots skipped (disk full)", name, self._skipped)
+            self._skipped = 0
+        run = asyncio.get_running_loop().create_task(self._fire(slot))
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
 
     async def _fire(self, slot: datetime) -> None:
         spec = self.spec

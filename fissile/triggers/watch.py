@@ -11,11 +11,14 @@ This module also turns store changes of functions into ``function.created``,
 
 In a cluster every node sees every change and every node runs every watch trigger: a change's
 event has the same id on every node (derived from the change), and each delivery is claimed in
-PostgreSQL first (``claims.py``), so a watch is called once per event across the cluster.
+PostgreSQL first (``claims.py``), so a watch is called once per event across the cluster. A
+drained node claims a change's event only a few seconds late, if no serving node did; the
+events only it sees (``instance.crashed`` of its instances, ...) it claims at once, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 import json
@@ -44,6 +47,11 @@ def change_id(change: Change) -> str:
     key = f"{record.kind}\0{record.name}\0{record.generation}\0{change.action}"
     key += f"\0{record.created_at.timestamp():.6f}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# The events every node of a cluster publishes (under one id), as opposed to those of one
+# node's own doings, which only that node sees.
+SHARED_EVENTS = frozenset({"function.created", "function.updated", "function.deleted"})
 
 
 def publish_function_changes(store: Store, events: EventBus, shared: bool = False) -> None:
@@ -100,8 +108,20 @@ class WatchService:
                 continue
             if event.type == "instance.crashed" and event.data.get("function") == spec.function:
                 continue
-            if self.claims is not None and not self._claim(spec.name, event):
-                continue
+            if self.claims is not None:
+                delay = self.claims.claim_delay() if event.type in SHARED_EVENTS else 0.0
+                if delay:
+                    # Drained: a serving node delivers it; this one only if none claimed it.
+                    asyncio.get_running_loop().call_later(delay, self._late, spec, event)
+                    continue
+                if not self._claim(spec.name, event):
+                    continue
+            self.executor.spawn(self._deliver(spec, event))
+
+    def _late(self, spec: WatchTriggerSpec, event: Event) -> None:
+        if self.watches.get(spec.name) is not spec or self._unsubscribe is None:
+            return  # changed, deleted or stopped meanwhile
+        if self._claim(spec.name, event):
             self.executor.spawn(self._deliver(spec, event))
 
     def _claim(self, watch: str, event: Event) -> bool:

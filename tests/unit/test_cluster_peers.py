@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import time
 from datetime import UTC, datetime
@@ -214,14 +216,147 @@ async def test_a_placed_request_whose_peer_is_gone_is_served_here(peers: Peers) 
 
     try:
         assert peers.forwarding([], pool(instances=2, busy=2))  # to a: 2 fewer
-        assert not await peers.forward(scope, receive, send)  # a refuses: served here
+        assert await peers.forward(scope, receive, send) is receive  # a refuses: served here
         assert sent == [] and "a" in peers._skipped()
         assert not peers._trips[("a", "f")].flying
         # A drained node has nowhere else to serve it: the client hears so.
         peers.nodes.draining = True
         peers._unreachable.clear()
         assert peers.forwarding([], pool(instances=2))
-        assert await peers.forward(scope, receive, send)
+        assert await peers.forward(scope, receive, send) is None
         assert sent[0]["status"] == 503
     finally:
         await peers.aclose()
+
+
+class FakePeer:
+    """A peer's router on loopback answering every request with ``status`` and ``body`` (a
+    JSON error by default), after reading the request whole; it keeps the bodies it read."""
+
+    def __init__(self, status: int = 503, code: str = "no_capacity") -> None:
+        self.status = status
+        self.body = json.dumps({"error": {"code": code, "message": "full"}}).encode()
+        self.received: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> FakePeer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                self.received.append(await reader.readexactly(length))
+                writer.write(
+                    b"HTTP/1.1 %d Unavailable\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n" % (self.status, len(self.body)) + self.body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+def body_receive(chunks: list[bytes]) -> Any:
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+
+    async def receive() -> Any:
+        return messages.pop(0)
+
+    return receive
+
+
+async def read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
+async def test_a_placed_request_a_full_peer_refuses_is_served_here(peers: Peers) -> None:
+    """A peer the view shows under max_scale may find the cluster full: holding no instance,
+    it answers 503 no_capacity. The request is served here after all, its body read again,
+    and that peer is not chosen for the function again until the next view."""
+    async with FakePeer() as fake:
+        peers.nodes.peers = [node("a", address=fake.address)]
+        scope = {
+            "method": "POST",
+            "path": "/function/f",
+            "headers": [(b"host", b"x"), (b"content-length", b"11")],
+        }
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        try:
+            assert peers.forwarding([], pool(instances=2, busy=2))  # to a: 2 fewer
+            again = await peers.forward(scope, body_receive([b"hello ", b"world"]), send)
+            assert again is not None and sent == []  # nothing of a's answer went out
+            assert fake.received == [b"hello world"]
+            assert await read_body(again) == b"hello world"
+            assert not peers._trips[("a", "f")].flying
+            # Not placed on a again in this view, for this function only.
+            assert not peers.forwarding([], pool(instances=2, busy=2))
+            assert peers.forwarding([], pool(name="g", instances=2, busy=2))
+            peers._chosen = None
+            # The next view: a may have room again.
+            peers.nodes.peers = [node("a", address=fake.address)]
+            assert peers.forwarding([], pool(instances=2, busy=2))
+            # A bodiless request comes back as it was: nothing to read again.
+            get = {"method": "GET", "path": "/function/f", "headers": [(b"host", b"x")]}
+
+            async def untouched() -> Any:
+                raise AssertionError("nothing of the request is read")
+
+            assert await peers.forward(get, untouched, send) is untouched
+            assert sent == []
+        finally:
+            await peers.aclose()
+
+
+async def test_other_answers_of_a_peer_reach_the_client(peers: Peers) -> None:
+    """A 503 that is not a refusal (a queue timeout there, or a request not placed but
+    forwarded because this node is drained) is the client's answer, sent as it came."""
+    async with FakePeer(code="queue_timeout") as fake:
+        peers.nodes.peers = [node("a", address=fake.address)]
+        scope = {"method": "GET", "path": "/function/f", "headers": [(b"host", b"x")]}
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        try:
+            assert peers.forwarding([], pool(instances=2, busy=2))
+            assert await peers.forward(scope, body_receive([b""]), send) is None
+            assert sent[0]["status"] == 503
+            assert json.loads(sent[1]["body"])["error"]["code"] == "queue_timeout"
+            assert "a" not in peers._skipped("f")
+            fake.body = json.dumps({"error": {"code": "no_capacity", "message": "x"}}).encode()
+            peers.nodes.draining = True  # not placed: a drained node has nowhere else
+            sent.clear()
+            assert peers.forwarding([], pool(instances=2))
+            assert await peers.forward(scope, body_receive([b""]), send) is None
+            assert sent[0]["status"] == 503
+        finally:
+            await peers.aclose()

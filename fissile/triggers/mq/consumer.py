@@ -14,6 +14,10 @@ If recording fails (the response or error topic cannot be published), the messag
 the broker delivers it again after a restart. A broker that cannot be reached leaves the
 consumer in state ``error`` with the reason (``fissile mqt get``) and retried with back-off;
 it never stops the platform.
+
+A consumer can be paused (in a cluster, while its node is drained): it stops fetching, lets
+the deliveries it holds finish (each acked as usual), then closes its subscription, so the
+group's other members (the other nodes) take every message; resumed, it subscribes again.
 """
 
 from __future__ import annotations
@@ -78,10 +82,24 @@ class Consumer:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
+        self._resumed = asyncio.Event()  # clear while paused
+        self._resumed.set()
 
     def start(self) -> None:
-        self.status.state = "starting"
+        self.status.state = "paused" if self.paused else "starting"
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
+
+    def pause(self) -> None:
+        """Stop fetching; what was fetched finishes, then the subscription closes."""
+        self._resumed.clear()
+        self._room.set()  # a consumer waiting for room looks again
+
+    def resume(self) -> None:
+        self._resumed.set()
 
     async def stop(self) -> None:
         """Stop fetching; deliveries in flight are abandoned unacked (delivered again)."""
@@ -98,6 +116,11 @@ class Consumer:
         delay = 0.5
         failures = 0
         while True:
+            if self.paused:
+                self.status.state, self.status.error = "paused", None
+                await self._resumed.wait()
+                self.status.state = "starting"
+                delay, failures = 0.5, 0
             subscription: Subscription | None = None
             broker: Broker | None = None
             try:
@@ -106,6 +129,7 @@ class Consumer:
                 self.status.state, self.status.error = "running", None
                 delay, failures = 0.5, 0
                 await self._consume(subscription)
+                continue  # paused: the subscription closes (below), then waits to resume
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -129,8 +153,10 @@ class Consumer:
             delay = min(delay * 2, RECONNECT_MAX)
 
     async def _consume(self, subscription: Subscription) -> None:
+        """Fetch and hand out deliveries until paused; then return once the deliveries
+        taken are done (acked while the subscription is still open)."""
         limit = self.spec.concurrency
-        while True:
+        while not self.paused:
             room = limit - len(self._inflight)
             if room <= 0:
                 self._room.clear()
@@ -141,6 +167,9 @@ class Consumer:
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
             self.status.inflight = len(self._inflight)
+        while self._inflight:
+            self._room.clear()
+            await self._room.wait()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -315,6 +344,19 @@ class ConsumerManager:
         # (trigger, outcome) -> messages, since the platform started or the trigger was made
         self.outcomes = Tally()
         self._stopping = False
+        self.paused = False  # every consumer's, made now or later (``pause``)
+
+    def pause(self, paused: bool) -> None:
+        """Pause (or resume) every consumer: in a cluster, while this node is drained, the
+        other nodes consume the messages."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        for consumer in self.consumers.values():
+            if paused:
+                consumer.pause()
+            else:
+                consumer.resume()
 
     def start(self) -> None:
         for record in self.store.list("mqtriggers"):
@@ -327,6 +369,8 @@ class ConsumerManager:
 
     def _add(self, spec: MessageQueueTriggerSpec) -> None:
         consumer = Consumer(spec, self.hub, self.executor, outcomes=self.outcomes)
+        if self.paused:
+            consumer.pause()
         self.consumers[spec.name] = consumer
         consumer.start()
 
