@@ -290,6 +290,9 @@ class Platform:
             self.cluster = await _join_cluster(config, token, executor)
             router.cluster = self.cluster.peers
             executor.fetch_deploy = self.cluster.artifacts.ensure
+            # Any node builds any package: sources are offered, copied and fetched.
+            builder.fetch_source = self.cluster.sources.ensure
+            resources.sources = self.cluster.sources
             executor.claim = self.cluster.nodes.claim
             nodes = self.cluster.nodes
             invocations.paused = lambda: nodes.draining  # a drained node claims no async work
@@ -445,6 +448,7 @@ async def _join_cluster(config: Config, token: str, executor: Executor) -> Any:
         token,
         executor,
         timeout=(config.max_timeout or 3600.0) + 30.0,
+        archives=config.archives,
     )
 
 

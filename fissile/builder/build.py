@@ -20,7 +20,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,9 @@ class Builder:
         # builds that ran (not those reused) took, by environment.
         self.outcomes = Tally()
         self.durations: dict[str, Histogram] = {}
+        # Cluster mode: fetches a source archive this node lacks from a peer
+        # (cluster/sources.py); a single node builds only what was uploaded to it.
+        self.fetch_source: Callable[[str], Awaitable[None]] | None = None
 
     def resume(self) -> None:
         """Restart builds a previous run left unfinished."""
@@ -266,6 +269,15 @@ class Builder:
 
     async def _make(self, spec: PackageSpec, target: Path, log: list[str]) -> None:
         archive = self.archives.path(spec.source)
+        if not archive.is_file() and self.fetch_source is not None:
+            try:
+                await self.fetch_source(spec.source)
+            except Exception as exc:
+                raise BuildError(
+                    f"source archive {spec.source[:12]} is not on this node and could not be"
+                    f" fetched: {exc}"
+                ) from None
+            log.append(f"source archive {spec.source[:12]} fetched from another node\n")
         if not archive.is_file():
             raise BuildError(f"source archive {spec.source[:12]} is missing from storage")
         work = Path(tempfile.mkdtemp(prefix="build-", dir=self.work_root))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -40,6 +40,9 @@ from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
 from fissile.values import records, refs
 from fissile.values.sealing import Sealer, SealError
 
+if TYPE_CHECKING:
+    from fissile.cluster.sources import Sources
+
 logger = logging.getLogger("fissile.controlplane")
 
 
@@ -70,6 +73,8 @@ class Resources:
         self.executor = executor
         self.logs = logs
         self.revision_functions = RevisionFunctions(self)
+        # Cluster mode: the source archives shared between nodes (cluster/sources.py).
+        self.sources: Sources | None = None
 
     # -- reads --------------------------------------------------------------------------
 
@@ -115,6 +120,29 @@ class Resources:
         """The digest a secret holding ``spec``'s values has (``spec apply`` compares it with
         the stored one's: the values themselves are never read back)."""
         return self._sealer().digest(spec.data)
+
+    # -- source archives in a cluster ---------------------------------------------------
+
+    async def source_stored(self, digest: str) -> None:
+        """An archive uploaded here: in a cluster, this node offers it to the others."""
+        if self.sources is None:
+            return
+        try:
+            await self.sources.publish(digest)
+        except Exception as exc:  # the database away: the package's create offers it again
+            logger.warning("source archive %s not offered to the cluster: %s", digest[:12], exc)
+
+    async def source_here(self, digest: str) -> None:
+        """Before a package naming ``digest`` is stored through this node: in a cluster, the
+        source, uploaded through another node, is copied here first and offered (the node
+        receiving a package holds its source). One nobody holds is left to the check that
+        refuses a source never uploaded."""
+        if self.sources is None:
+            return
+        try:
+            await self.sources.ensure(digest, wait=0)
+        except Exception as exc:
+            logger.warning("source archive %s not copied here: %s", digest[:12], exc)
 
     # -- writes -------------------------------------------------------------------------
 

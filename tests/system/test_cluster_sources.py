@@ -1,0 +1,74 @@
+"""Packages build on any node of a cluster (``fissile up --cluster``, one PostgreSQL schema):
+a source uploaded through one node is recorded and copied to the others, so a rebuild or a
+build-command change through another node builds after the first is stopped or drained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from clusterkit import Node, cluster
+from syskit import wait_for, write
+
+# The build writes which command built it and when: each build answers differently.
+BUILD = 'cp -r "$SRC_PKG" "$DEPLOY_PKG" && echo "{tag} $(date +%s%N)" > "$DEPLOY_PKG/stamp"'
+
+
+def source(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    write(src / "stamped.py", "def main():\n    return open('stamp').read().strip()\n")
+    return src
+
+
+def deploy(node: Node, tmp_path: Path) -> str:
+    """A package with a build command and a function on it, made through ``node``."""
+    node.ok("pkg", "create", "--name", "p", "--env", "python", "--src", str(source(tmp_path)),
+            "--buildcmd", BUILD.format(tag="one"), "--wait")  # fmt: skip
+    node.ok("fn", "create", "--name", "stamped", "--pkg", "p", "--entrypoint", "stamped.main")
+    answer = node.get("/function/stamped", timeout=60)
+    assert answer.status_code == 200 and answer.text.startswith("one "), answer.text
+    return answer.text
+
+
+def answered(node: Node, before: str) -> str:
+    """The function's answer through ``node`` once it is no longer ``before``."""
+
+    def fresh() -> str | None:
+        answer = node.get("/function/stamped", timeout=60)
+        return answer.text if answer.status_code == 200 and answer.text != before else None
+
+    result: str = wait_for(fresh, 60, "the function answering with its new build")
+    return result
+
+
+# Slow (about 15-25 s on a loaded machine): two cluster nodes, three builds, a node stopped.
+@pytest.mark.slow
+def test_a_rebuild_through_another_node_builds_after_the_receiving_node_stopped(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path / "c", 2) as nodes:
+        first, second = nodes.nodes
+        before = deploy(first, tmp_path)
+        first.stop()  # SIGTERM: node1, which received the source, is gone
+
+        result = second.ok("pkg", "rebuild", "--name", "p", "--wait")
+        assert "rebuilt" in result.out, result
+        after = answered(second, before)
+        assert after.startswith("one ") and after != before
+        package = second.json_of("pkg", "info", "--name", "p")
+        assert package["status"]["state"] == "succeeded", package
+        assert "build succeeded" in package["status"]["log"], package
+
+
+@pytest.mark.slow
+def test_a_build_command_change_through_another_node_builds_while_the_first_is_drained(
+    tmp_path: Path,
+) -> None:
+    with cluster(tmp_path / "c", 2) as nodes:
+        first, second = nodes.nodes
+        before = deploy(first, tmp_path)
+        second.ok("node", "drain", "node1")
+        wait_for(lambda: second.nodes()["node1"]["state"] == "draining", 30, "node1 draining")
+
+        second.ok("pkg", "update", "--name", "p", "--buildcmd", BUILD.format(tag="two"), "--wait")
+        assert answered(second, before).startswith("two ")
