@@ -362,6 +362,42 @@ async def test_missing_source_archive(builds: Builds, tmp_path: Path) -> None:
     assert f"source archive {spec.source[:12]} is missing from storage" in status.log
 
 
+async def test_a_missing_source_is_fetched_before_the_build(plain: Builds, tmp_path: Path) -> None:
+    """In a cluster the builder fetches a source it lacks from another node first
+    (``Builder.fetch_source``); one it cannot fetch fails the build, saying why."""
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    spec = plain.create("elsewhere", source)
+    held = plain.archives.path(spec.source).read_bytes()
+    plain.archives.path(spec.source).unlink()
+    asked: list[str] = []
+
+    async def fetch(digest: str) -> None:
+        asked.append(digest)
+        if len(asked) == 1:
+            raise OSError("no live node holds it")
+        plain.archives.put(held)
+
+    plain.builder.fetch_source = fetch
+    plain.builder.submit("elsewhere")
+    await plain.builder.wait()
+    failed = plain.status("elsewhere")
+    assert failed.state == "failed", failed.log
+    assert "is not on this node and could not be fetched: no live node holds it" in failed.log
+
+    plain.store.update(
+        "packages",
+        "elsewhere",
+        {**plain.store.get("packages", "elsewhere").data, "status": {"rebuild": 1}},
+    )
+    plain.builder.submit("elsewhere")
+    await plain.builder.wait()
+    built = plain.status("elsewhere")
+    assert built.state == "succeeded", built.log
+    assert f"source archive {spec.source[:12]} fetched from another node" in built.log
+    assert (plain.deployed(built) / "main.py").is_file()
+    assert asked == [spec.source, spec.source]
+
+
 async def test_long_logs_are_trimmed(builds: Builds, tmp_path: Path) -> None:
     source = write(tmp_path / "src", {"main.py": HELLO})
     cmd = "python -c \"print('x' * 200000)\"; exit 1"
