@@ -43,9 +43,7 @@ def node(url: str, root: Path, name: str) -> tuple[Artifacts, Sources]:
     archives = ArchiveStore(root / name / "archives")
     deploy = root / name / "deploy"
     deploy.mkdir(parents=True)
-    artifacts = Artifacts(
-        url, name, root / name / "artifacts", deploy, "t0ken", 10, archives.root
-    )
+    artifacts = Artifacts(url, name, root / name / "artifacts", deploy, "t0ken", 10, archives.root)
     return artifacts, Sources(artifacts, archives)
 
 
