@@ -290,9 +290,14 @@ class Platform:
             self.cluster = await _join_cluster(config, token, executor)
             router.cluster = self.cluster.peers
             executor.fetch_deploy = self.cluster.artifacts.ensure
-            # Any node builds any package: sources are offered, copied and fetched.
+            # Any node builds any package: sources are offered, copied and fetched; a build
+            # runs on the node whose API asked for it, or on one that takes it over.
             builder.fetch_source = self.cluster.sources.ensure
             resources.sources = self.cluster.sources
+            builder.node = resources.node = self.cluster.nodes.name
+            resources.alive = self.cluster.alive
+            self.cluster.adopt = builder.adopt  # also resumes this node's own, at its start
+            store.subscribe(builder.changed)
             executor.claim = self.cluster.nodes.claim
             nodes = self.cluster.nodes
             invocations.paused = lambda: nodes.draining  # a drained node claims no async work
@@ -308,7 +313,8 @@ class Platform:
             api.state.cluster_logs = self.cluster.peers.logs
         add_node_routes(api, self.cluster.nodes if self.cluster is not None else None)
 
-        builder.resume()
+        if self.cluster is None:
+            builder.resume()
         revisions.start()  # first: the executor serves each function's newest revision
         # A revision function made for a route that a stop kept from being stored.
         resources.revision_functions.sweep()

@@ -42,7 +42,7 @@ from fissile.executor._prctl import die_with_parent
 from fissile.models import BuildState, BuildStatus, PackageSpec
 from fissile.observability.metrics import Histogram
 from fissile.observability.tally import Tally
-from fissile.store import NotFound, Store
+from fissile.store import Change, NotFound, StaleWrite, Store
 
 logger = logging.getLogger("fissile.builder")
 
@@ -122,6 +122,10 @@ class Builder:
         # Cluster mode: fetches a source archive this node lacks from a peer
         # (cluster/sources.py); a single node builds only what was uploaded to it.
         self.fetch_source: Callable[[str], Awaitable[None]] | None = None
+        # Cluster mode: this node's name, written into the status of the builds it runs. A
+        # package's build belongs to the node its status names (the one whose API last asked
+        # for it): another node's builder leaves it alone unless that node is gone (``adopt``).
+        self.node: str | None = None
 
     def resume(self) -> None:
         """Restart builds a previous run left unfinished."""
@@ -140,6 +144,50 @@ class Builder:
                 current.cancel()
             return
         self._running[name] = asyncio.get_running_loop().create_task(self._run(name))
+
+    def adopt(self, alive: Callable[[str], bool]) -> list[str]:
+        """Cluster mode: build the packages whose build is unfinished and belongs to no live
+        node (its node stopped or died mid-build, or it is this node's, left by its previous
+        run); the names it took. Taking one is a write conditional on the package's
+        generation, so of nodes adopting at once, one builds it."""
+        taken: list[str] = []
+        for record in self.store.list("packages"):
+            status = BuildStatus.model_validate(record.data.get("status", {}))
+            if status.state not in (BuildState.pending, BuildState.building):
+                continue
+            if record.name in self._running:
+                continue
+            if status.node is not None and status.node != self.node and alive(status.node):
+                continue
+            mine = status.model_copy(update={"state": BuildState.pending, "node": self.node})
+            data = {**record.data, "status": mine.model_dump(mode="json")}
+            try:
+                self.store.update("packages", record.name, data, generation=record.generation)
+            except (StaleWrite, NotFound):
+                continue  # changed meanwhile (another node took it): its owner builds it
+            logger.warning(
+                "building package %s: its build was left by node %s",
+                record.name,
+                status.node or "(none)",
+            )
+            self.submit(record.name)
+            taken.append(record.name)
+        return taken
+
+    def changed(self, change: Change) -> None:
+        """Cluster mode (a store subscriber): a build running here for a package whose status
+        now names another node (its API took the build over, for a change or a rebuild) or
+        that was deleted is cancelled: the other node builds it."""
+        if self.node is None or change.record.kind != "packages":
+            return
+        name = change.record.name
+        if name not in self._current:
+            return
+        if change.action != "deleted":
+            owner = change.record.data.get("status", {}).get("node")
+            if owner is None or owner == self.node:
+                return
+        self.cancel(name)
 
     def cancel(self, name: str) -> None:
         """Stop building ``name`` (a deleted package): its build is cancelled and killed."""
@@ -196,7 +244,11 @@ class Builder:
             name,
             spec,
             BuildStatus(
-                state=BuildState.building, deploy=serving, started_at=started, rebuild=rebuild
+                state=BuildState.building,
+                deploy=serving,
+                started_at=started,
+                rebuild=rebuild,
+                node=self.node,
             ),
         )
         target = self.deploy_root / key
@@ -208,6 +260,7 @@ class Builder:
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 rebuild=rebuild,
+                node=self.node,
             )
             self._set_status(name, spec, status)
             self.outcomes.add(spec.env, "reused")
@@ -231,6 +284,7 @@ class Builder:
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 rebuild=rebuild,
+                node=self.node,
             )
             self._counted(spec.env, "failed", began)
         else:
@@ -243,6 +297,7 @@ class Builder:
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 rebuild=rebuild,
+                node=self.node,
             )
         self._set_status(name, spec, status)
 
@@ -260,6 +315,9 @@ class Builder:
             built.buildcmd,
         ):
             return  # the package changed meanwhile; the build queued for it will report
+        owner = current.data.get("status", {}).get("node")
+        if owner is not None and owner != self.node:
+            return  # another node took the build over (cluster mode): it reports
         data: dict[str, Any] = {**current.data, "status": status.model_dump(mode="json")}
         self.store.update("packages", name, data)
 

@@ -9,13 +9,16 @@ revision, package or instance of its own uses any longer, and removes the source
 holds that no package or kept revision names (``cluster/sources.py``).
 
 Every node copies the source of every package as soon as it sees the package (and at start),
-so that its builder can build any package whichever node received it.
+so that its builder can build any package whichever node received it. A package's build runs
+on the node whose API asked for it (its status names that node); every second each node
+adopts the unfinished builds whose node is gone (``Builder.adopt``), one node per build.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ log = logging.getLogger("fissile.cluster")
 
 SWEEP_DELAY = 2.0  # seconds after a function's change before this node sweeps its builds
 SWEEP_RETRY = 10.0  # seconds before sweeping again builds kept only for instances draining
+ADOPT_EVERY = 1.0  # seconds between two looks for builds left by a node that is gone
 
 
 class ClusterUnavailable(Exception):
@@ -69,6 +73,10 @@ class Cluster:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeping: asyncio.Task[None] | None = None
         self._sweep_again = False
+        # Takes over the unfinished builds of nodes that are gone (``Builder.adopt``): set by
+        # the platform.
+        self.adopt: Callable[[Callable[[str], bool]], list[str]] | None = None
+        self._adopting: asyncio.Task[None] | None = None
 
     async def start(self, store: Store) -> None:
         try:
@@ -84,11 +92,14 @@ class Cluster:
             self._copy(record.data)
         store.subscribe(self._changed)
         self._schedule_sweep()  # builds pruned while this node was away
+        if self.adopt is not None:
+            self._adopting = asyncio.get_running_loop().create_task(self._adopt_forever())
 
     async def stop(self) -> None:
-        if self._sweeping is not None:
-            self._sweeping.cancel()
-            await asyncio.gather(self._sweeping, return_exceptions=True)
+        for task in (self._sweeping, self._adopting):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -106,6 +117,28 @@ class Cluster:
             draining=self.nodes.draining,
             peers=self.nodes.peers,
         )
+
+    def alive(self, node: str) -> bool:
+        """Whether ``node`` is this node or a live peer, by this node's view."""
+        if node == self.nodes.name:
+            return True
+        return any(peer.name == node and peer.alive for peer in self.nodes.peers)
+
+    async def _adopt_forever(self) -> None:
+        """Builds left unfinished by a node that stopped or died (or by this node's previous
+        run) are built here, by the first node to take each."""
+        from fissile.cluster.nodes import DEAD_AFTER
+
+        assert self.adopt is not None
+        while True:
+            # An old view (the heartbeats fail) cannot tell who is gone: wait for a new one.
+            # A drained node is on its way out: it leaves them to the others.
+            if time.monotonic() - self.nodes.viewed_at < DEAD_AFTER and not self.nodes.draining:
+                try:
+                    self.adopt(self.alive)
+                except Exception as exc:  # the store away: next time
+                    log.warning("cluster: cannot look for builds to take over: %s", exc)
+            await asyncio.sleep(ADOPT_EVERY)
 
     def _changed(self, change: Change) -> None:
         if change.record.kind == "packages":

@@ -36,7 +36,7 @@ from fissile.models import (
 from fissile.observability import LogBook
 from fissile.revision_targets import base, parse, resolve
 from fissile.router.routes import Route, find_conflict
-from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
+from fissile.store import AlreadyExists, NotFound, StaleWrite, StorageFull, Store, uids
 from fissile.values import records, refs
 from fissile.values.sealing import Sealer, SealError
 
@@ -73,8 +73,12 @@ class Resources:
         self.executor = executor
         self.logs = logs
         self.revision_functions = RevisionFunctions(self)
-        # Cluster mode: the source archives shared between nodes (cluster/sources.py).
+        # Cluster mode: the source archives shared between nodes (cluster/sources.py), this
+        # node's name (written into the status of the builds its API asks for: they are its
+        # builder's) and whether another node is alive (a build left by a dead one is taken).
         self.sources: Sources | None = None
+        self.node: str | None = None
+        self.alive: Callable[[str], bool] | None = None
 
     # -- reads --------------------------------------------------------------------------
 
@@ -195,7 +199,9 @@ class Resources:
                 data["status"] = current.data["status"]
             else:
                 rebuild = True
-                fresh = BuildStatus(deploy=previous.deploy, rebuild=previous.rebuild)
+                fresh = BuildStatus(
+                    deploy=previous.deploy, rebuild=previous.rebuild, node=self.node
+                )
                 data["status"] = fresh.model_dump(mode="json")
         record = self.store.update(kind, name, data)
         if rebuild:
@@ -260,14 +266,26 @@ class Resources:
         if current is None:
             raise not_found("package", name)
         status = BuildStatus.model_validate(current.data.get("status", {}))
-        if status.state in (BuildState.pending, BuildState.building):
+        if status.state in (BuildState.pending, BuildState.building) and not self._left(status):
             raise conflict(f"package {name!r} is already {status.state.value}")
-        fresh = BuildStatus(deploy=status.deploy, rebuild=status.rebuild + 1)
-        record = self.store.update(
-            "packages", name, {**current.data, "status": fresh.model_dump(mode="json")}
-        )
+        fresh = BuildStatus(deploy=status.deploy, rebuild=status.rebuild + 1, node=self.node)
+        try:
+            record = self.store.update(
+                "packages",
+                name,
+                {**current.data, "status": fresh.model_dump(mode="json")},
+                generation=current.generation,
+            )
+        except StaleWrite:
+            raise conflict(f"package {name!r} changed meanwhile; try again") from None
         self.builder.submit(name)
         return record.merged()
+
+    def _left(self, status: BuildStatus) -> bool:
+        """A build another node of the cluster started and can no longer finish (it stopped
+        or died): a rebuild here takes its place."""
+        owner = status.node
+        return self.alive is not None and owner not in (None, self.node) and not self.alive(owner)
 
     def delete(self, kind: str, name: str) -> dict[str, Any]:
         record = self.store.find(kind, name)
@@ -330,7 +348,7 @@ class Resources:
                     f"source archive {spec.source[:12]} has not been uploaded",
                     [{"path": "source", "message": "upload it first: POST /v1/archives"}],
                 )
-            data["status"] = BuildStatus().model_dump(mode="json")
+            data["status"] = BuildStatus(node=self.node).model_dump(mode="json")
         elif isinstance(spec, FunctionSpec):
             self._require("environments", spec.env, "env")
             package = self._require("packages", spec.package, "package")

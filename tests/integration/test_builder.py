@@ -10,6 +10,7 @@ import textwrap
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -673,3 +674,55 @@ async def test_deleting_a_package_cancels_its_build(builds: Builds, tmp_path: Pa
     await asyncio.wait_for(builds.builder.wait(), 30.0)
     await until(lambda: not _marked(marker), timeout=10.0)
     assert list(builds.builder.work_root.iterdir()) == []
+
+
+def _left_by(builds: Builds, name: str, node: str, tmp_path: Path) -> None:
+    """Package ``name``, whose build node ``node`` started (and may never finish)."""
+    builds.create(name, write(tmp_path / name, {"main.py": HELLO}))
+    data = builds.store.get("packages", name).data
+    status = BuildStatus(state="building", node=node).model_dump(mode="json")
+    builds.store.update("packages", name, {**data, "status": status})
+
+
+async def test_a_build_left_by_a_gone_node_is_taken_over_once(
+    plain: Builds, tmp_path: Path
+) -> None:
+    """Cluster mode: a build whose node stopped or died is built by the first node to take
+    it (a write conditional on the package's generation); one a live node runs is left to it."""
+    _left_by(plain, "left", "gone", tmp_path)
+    _left_by(plain, "running", "c", tmp_path)
+    other = Builder(plain.store, plain.archives, tmp_path / "b-deploy")
+    plain.builder.node, other.node = "a", "b"
+    alive = {"a", "b", "c"}.__contains__
+    stale = plain.store.list("packages")  # what a node whose copy lags still sees
+
+    assert plain.builder.adopt(alive) == ["left"]
+    # Another node reading the same records a moment later: its write finds them changed.
+    other.store = SimpleNamespace(list=lambda kind: stale, update=plain.store.update)  # type: ignore[assignment]
+    assert other.adopt(alive) == []
+    other.store = plain.store
+    assert other.adopt(alive) == []  # now named "a", which is alive and builds it
+    await plain.builder.wait()
+    built = plain.status("left")
+    assert built.state == "succeeded" and built.node == "a", built
+    assert plain.status("running").state == "building"
+    assert plain.builder.adopt(alive) == []
+    await other.stop()
+
+
+async def test_a_build_another_node_took_over_is_cancelled_here(
+    plain: Builds, tmp_path: Path
+) -> None:
+    """Cluster mode: a package changed through another node's API (its status names that
+    node) stops the build running here for it, whose result would be stale anyway."""
+    plain.builder.node = "a"
+    plain.store.subscribe(plain.builder.changed)
+    plain.create("slow", write(tmp_path / "slow", {"main.py": HELLO}), "sleep 600")
+    plain.builder.submit("slow")
+    await until(lambda: plain.status("slow").state == "building")
+    assert plain.status("slow").node == "a"
+    data = plain.store.get("packages", "slow").data
+    taken = BuildStatus(rebuild=1, node="b").model_dump(mode="json")
+    plain.store.update("packages", "slow", {**data, "status": taken})
+    await asyncio.wait_for(plain.builder.wait(), 10)
+    assert plain.status("slow") == BuildStatus(rebuild=1, node="b")  # left to node b

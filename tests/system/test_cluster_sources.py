@@ -4,6 +4,7 @@ build-command change through another node builds after the first is stopped or d
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,9 @@ def test_a_rebuild_through_another_node_builds_after_the_receiving_node_stopped(
     with cluster(tmp_path / "c", 2) as nodes:
         first, second = nodes.nodes
         before = deploy(first, tmp_path)
+        sha = second.json_of("pkg", "info", "--name", "p")["source"]
+        # node2 copied the source as soon as it saw the package.
+        wait_for(lambda: (second.data_dir / "archives" / f"{sha}.zip").is_file(), 30, "a copy")
         first.stop()  # SIGTERM: node1, which received the source, is gone
 
         result = second.ok("pkg", "rebuild", "--name", "p", "--wait")
@@ -57,6 +61,7 @@ def test_a_rebuild_through_another_node_builds_after_the_receiving_node_stopped(
         assert after.startswith("one ") and after != before
         package = second.json_of("pkg", "info", "--name", "p")
         assert package["status"]["state"] == "succeeded", package
+        assert package["status"]["node"] == "node2", package
         assert "build succeeded" in package["status"]["log"], package
 
 
@@ -72,3 +77,39 @@ def test_a_build_command_change_through_another_node_builds_while_the_first_is_d
 
         second.ok("pkg", "update", "--name", "p", "--buildcmd", BUILD.format(tag="two"), "--wait")
         assert answered(second, before).startswith("two ")
+
+
+# Slow (about 15-20 s on a loaded machine): two cluster nodes, a build cut short by a stop.
+@pytest.mark.slow
+def test_a_build_cut_short_by_its_nodes_stop_is_finished_by_another(tmp_path: Path) -> None:
+    # Bound but not listening (connections are refused) until the build may finish.
+    gate = socket.socket()
+    gate.bind(("127.0.0.1", 0))
+    knock = f"import socket; socket.create_connection(('127.0.0.1', {gate.getsockname()[1]}), 1)"
+    gated = f'until python -c "{knock}" 2>/dev/null; do sleep 0.05; done; ' + BUILD.format(
+        tag="gated"
+    )
+    with cluster(tmp_path / "c", 2) as nodes:
+        first, second = nodes.nodes
+        first.ok("pkg", "create", "--name", "p", "--env", "python", "--src",
+                 str(source(tmp_path)), "--buildcmd", gated)  # fmt: skip
+
+        def status() -> dict[str, str]:
+            info: dict[str, str] = second.json_of("pkg", "info", "--name", "p")["status"]
+            return info
+
+        wait_for(lambda: status()["state"] == "building", 30, "node1 building")
+        assert status()["node"] == "node1"
+        first.stop()  # SIGTERM mid-build: its build is killed, the package left "building"
+
+        wait_for(lambda: status()["node"] == "node2", 30, "node2 taking the build over")
+        gate.listen()
+        try:
+            wait_for(lambda: status()["state"] == "succeeded", 60, "the build finished")
+        finally:
+            gate.close()
+        second.ok("fn", "create", "--name", "stamped", "--pkg", "p", "--entrypoint",
+                  "stamped.main")  # fmt: skip
+        answer = second.get("/function/stamped", timeout=60)
+        assert answer.status_code == 200 and answer.text.startswith("gated "), answer.text
+        assert "its build was left by node node1" in second.stderr()
