@@ -151,12 +151,14 @@ class Builder:
         run); the names it took. Taking one is a write conditional on the package's
         generation, so of nodes adopting at once, one builds it."""
         taken: list[str] = []
+        unfinished = (BuildState.pending.value, BuildState.building.value)
         for record in self.store.list("packages"):
-            status = BuildStatus.model_validate(record.data.get("status", {}))
-            if status.state not in (BuildState.pending, BuildState.building):
+            # Looked at every second on every node: the common case costs a dict lookup.
+            if record.data.get("status", {}).get("state") not in unfinished:
                 continue
             if record.name in self._running:
                 continue
+            status = BuildStatus.model_validate(record.data["status"])
             if status.node is not None and status.node != self.node and alive(status.node):
                 continue
             mine = status.model_copy(update={"state": BuildState.pending, "node": self.node})
