@@ -145,11 +145,12 @@ class Builder:
             return
         self._running[name] = asyncio.get_running_loop().create_task(self._run(name))
 
-    def adopt(self, alive: Callable[[str], bool]) -> list[str]:
+    def adopt(self, alive: Callable[[str], bool], others: bool = True) -> list[str]:
         """Cluster mode: build the packages whose build is unfinished and belongs to no live
         node (its node stopped or died mid-build, or it is this node's, left by its previous
-        run); the names it took. Taking one is a write conditional on the package's
-        generation, so of nodes adopting at once, one builds it."""
+        run; only the latter unless ``others``); the names it took. Taking one is a write
+        conditional on the package's generation, so of nodes adopting at once, one builds
+        it."""
         taken: list[str] = []
         unfinished = (BuildState.pending.value, BuildState.building.value)
         for record in self.store.list("packages"):
@@ -159,7 +160,9 @@ class Builder:
             if record.name in self._running:
                 continue
             status = BuildStatus.model_validate(record.data["status"])
-            if status.node is not None and status.node != self.node and alive(status.node):
+            if status.node != self.node and (
+                not others or (status.node is not None and alive(status.node))
+            ):
                 continue
             mine = status.model_copy(update={"state": BuildState.pending, "node": self.node})
             data = {**record.data, "status": mine.model_dump(mode="json")}

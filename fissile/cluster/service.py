@@ -75,7 +75,7 @@ class Cluster:
         self._sweep_again = False
         # Takes over the unfinished builds of nodes that are gone (``Builder.adopt``): set by
         # the platform.
-        self.adopt: Callable[[Callable[[str], bool]], list[str]] | None = None
+        self.adopt: Callable[[Callable[[str], bool], bool], list[str]] | None = None
         self._adopting: asyncio.Task[None] | None = None
 
     async def start(self, store: Store) -> None:
@@ -132,10 +132,10 @@ class Cluster:
         assert self.adopt is not None
         while True:
             # An old view (the heartbeats fail) cannot tell who is gone: wait for a new one.
-            # A drained node is on its way out: it leaves them to the others.
-            if time.monotonic() - self.nodes.viewed_at < DEAD_AFTER and not self.nodes.draining:
+            if time.monotonic() - self.nodes.viewed_at < DEAD_AFTER:
                 try:
-                    self.adopt(self.alive)
+                    # A drained node is on its way out: it resumes only its own builds.
+                    self.adopt(self.alive, not self.nodes.draining)
                 except Exception as exc:  # the store away: next time
                     log.warning("cluster: cannot look for builds to take over: %s", exc)
             await asyncio.sleep(ADOPT_EVERY)

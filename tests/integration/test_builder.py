@@ -695,7 +695,10 @@ async def test_a_build_left_by_a_gone_node_is_taken_over_once(
     plain.builder.node, other.node = "a", "b"
     alive = {"a", "b", "c"}.__contains__
     stale = plain.store.list("packages")  # what a node whose copy lags still sees
+    _left_by(plain, "own", "a", tmp_path)  # by this node's previous run
 
+    # Drained, a node resumes only its own builds.
+    assert plain.builder.adopt(alive, others=False) == ["own"]
     assert plain.builder.adopt(alive) == ["left"]
     # Another node reading the same records a moment later: its write finds them changed.
     other.store = SimpleNamespace(list=lambda kind: stale, update=plain.store.update)  # type: ignore[assignment]
@@ -705,6 +708,7 @@ async def test_a_build_left_by_a_gone_node_is_taken_over_once(
     await plain.builder.wait()
     built = plain.status("left")
     assert built.state == "succeeded" and built.node == "a", built
+    assert plain.status("own").state == "succeeded"
     assert plain.status("running").state == "building"
     assert plain.builder.adopt(alive) == []
     await other.stop()
