@@ -35,6 +35,7 @@ log = logging.getLogger("fissile.cluster")
 
 GRACE = 600.0  # seconds an unused source is kept after this node stored it
 RETRY = 0.25  # seconds between two looks for a holder while none is recorded yet
+FETCHES = 4  # sources downloaded at once (a node joining copies every package's)
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -52,6 +53,7 @@ class Sources:
         self.grace = GRACE
         self._fetching: dict[str, asyncio.Task[None]] = {}
         self._published: set[str] = set()
+        self._slots = asyncio.Semaphore(FETCHES)
         self.fetched = 0  # sources copied from peers (for tests)
 
     @property
@@ -63,16 +65,18 @@ class Sources:
             task.cancel()
         await asyncio.gather(*self._fetching.values(), return_exceptions=True)
 
-    async def publish(self, digest: str) -> None:
-        """Record that this node holds source ``digest`` (if it does)."""
-        if digest in self._published:
+    async def publish(self, digest: str, uploaded: bool = False) -> None:
+        """Record that this node holds source ``digest`` (if it does). ``uploaded``: it was
+        uploaded again just now, so its grace starts again."""
+        if digest in self._published and not uploaded:
             return
         path = self.archives.path(digest)
         if not _DIGEST.fullmatch(digest) or not path.is_file():
             return
+        again = "UPDATE SET created_at = now()" if uploaded else "NOTHING"
         await self.artifacts.execute(
             "INSERT INTO fissile_artifacts (key, node, sha256, size) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (key, node) DO NOTHING",
+            f" ON CONFLICT (key, node) DO {again}",
             (SOURCE_PREFIX + digest, self.node, digest, path.stat().st_size),
         )
         self._published.add(digest)
@@ -98,7 +102,8 @@ class Sources:
         while True:
             for _, size, name, address in await self.artifacts.holders(SOURCE_PREFIX + digest):
                 try:
-                    await self._download(digest, address)
+                    async with self._slots:
+                        await self._download(digest, address)
                 except (ArtifactError, ArchiveError, httpx.HTTPError, OSError) as exc:
                     failures.append(f"{name}: {exc}")
                     log.warning(
@@ -146,22 +151,25 @@ class Sources:
             return set()
         used = set(packages) | await self.kept()
         unused = {d for d, age in held.items() if d not in used and age >= self.grace}
-        await self.forget(unused)
-        return unused
+        return await self.forget(unused, self.grace)
 
-    async def forget(self, digests: Iterable[str]) -> None:
-        """This node no longer offers these sources, and their files go."""
+    async def forget(self, digests: Iterable[str], older: float = 0.0) -> set[str]:
+        """This node no longer offers those of these sources it stored at least ``older``
+        seconds ago (an upload since restarted the grace), and their files go; those gone."""
         digests = sorted(set(digests))
         if not digests:
-            return
-        self._published.difference_update(digests)
-        await self.artifacts.execute(
-            "DELETE FROM fissile_artifacts WHERE node = %s AND key = ANY(%s)",
-            (self.node, [SOURCE_PREFIX + d for d in digests]),
+            return set()
+        rows = await self.artifacts.execute(
+            "DELETE FROM fissile_artifacts WHERE node = %s AND key = ANY(%s)"
+            " AND now() - created_at >= make_interval(secs => %s) RETURNING sha256",
+            (self.node, [SOURCE_PREFIX + d for d in digests], older),
         )
-        for digest in digests:
+        gone = {str(row[0]) for row in rows}
+        self._published.difference_update(gone)
+        for digest in sorted(gone):
             self.archives.path(digest).unlink(missing_ok=True)
             log.info("cluster: source %s no longer used: removed", digest[:12])
+        return gone
 
 
 def referenced(packages: Iterable[dict[str, object]]) -> set[str]:

@@ -132,7 +132,7 @@ class Resources:
         if self.sources is None:
             return
         try:
-            await self.sources.publish(digest)
+            await self.sources.publish(digest, uploaded=True)
         except Exception as exc:  # the database away: the package's create offers it again
             logger.warning("source archive %s not offered to the cluster: %s", digest[:12], exc)
 

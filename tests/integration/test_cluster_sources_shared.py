@@ -151,7 +151,9 @@ async def test_unused_sources_are_removed_after_the_grace(tmp_path: Path) -> Non
             kept_by_revision, _, _ = sources.archives.put(zip_path(tmp_path / "a"))
             (tmp_path / "a" / "x.py").write_text("A = 3\n")
             unused, _, _ = sources.archives.put(zip_path(tmp_path / "a"))
-            for digest in (used, kept_by_revision, unused):
+            (tmp_path / "a" / "x.py").write_text("A = 4\n")
+            uploaded_again, _, _ = sources.archives.put(zip_path(tmp_path / "a"))
+            for digest in (used, kept_by_revision, unused, uploaded_again):
                 await sources.publish(digest)
             await artifacts.execute(
                 "CREATE TABLE revisions (function TEXT, number INTEGER, pruned BOOLEAN, data TEXT)",
@@ -166,13 +168,17 @@ async def test_unused_sources_are_removed_after_the_grace(tmp_path: Path) -> Non
             )
             # Within the grace (an upload waiting for its package): kept.
             assert await sources.sweep([used]) == set()
-            sources.grace = 0
+            await artifacts.execute(
+                "UPDATE fissile_artifacts SET created_at = now() - interval '1 hour'", ()
+            )
+            await sources.publish(uploaded_again, uploaded=True)  # its grace starts again
             assert await sources.sweep([used]) == {unused}
             assert not sources.archives.exists(unused)
             assert sources.archives.exists(used) and sources.archives.exists(kept_by_revision)
-            assert set(await sources.held()) == {used, kept_by_revision}
+            assert set(await sources.held()) == {used, kept_by_revision, uploaded_again}
             # Stored again later (uploaded again): offered again, not skipped as known.
-            sources.archives.put(zip_path(tmp_path / "a"))
+            (tmp_path / "a" / "x.py").write_text("A = 3\n")
+            assert sources.archives.put(zip_path(tmp_path / "a"))[0] == unused
             await sources.publish(unused)
             assert unused in await sources.held()
         finally:
