@@ -3,6 +3,7 @@ names are unique, nothing in use is deleted, and builds start when sources chang
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from fissile.cluster.sources import Sources
 
 logger = logging.getLogger("fissile.controlplane")
+
+SOURCE_WAIT = 10.0  # seconds a package's create or update waits for its source's copy here
 
 
 class Resources:
@@ -144,7 +147,8 @@ class Resources:
         if self.sources is None:
             return
         try:
-            await self.sources.ensure(digest, wait=0)
+            # Bounded: a copy already under way (which may wait for a holder) is shared.
+            await asyncio.wait_for(self.sources.ensure(digest, wait=0), SOURCE_WAIT)
         except Exception as exc:
             logger.warning("source archive %s not copied here: %s", digest[:12], exc)
 
