@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from clusterkit import Node, cluster
 from syskit import wait_for, write
 
+from fissile.builder.archive import zip_path
+
 # The build writes which command built it and when: each build answers differently.
 BUILD = 'cp -r "$SRC_PKG" "$DEPLOY_PKG" && echo "{tag} $(date +%s%N)" > "$DEPLOY_PKG/stamp"'
+
+
+def api(node: Node, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    token = (node.data_dir / "api-token").read_text().strip()
+    headers = {"authorization": f"Bearer {token}"}
+    return node.http.request(method, node.api_url + path, headers=headers, **kwargs)
 
 
 def source(tmp_path: Path) -> Path:
@@ -77,6 +87,17 @@ def test_a_build_command_change_through_another_node_builds_while_the_first_is_d
 
         second.ok("pkg", "update", "--name", "p", "--buildcmd", BUILD.format(tag="two"), "--wait")
         assert answered(second, before).startswith("two ")
+
+        # A source uploaded through one node (a balancer spreading API calls) and named by a
+        # package created through another: copied there first.
+        write(tmp_path / "other" / "stamped.py", "def main():\n    return 'other'\n")
+        uploaded = api(first, "POST", "/v1/archives", content=zip_path(tmp_path / "other"))
+        assert uploaded.status_code == 201, uploaded.text
+        sha = uploaded.json()["sha256"]
+        body = {"name": "q", "env": "python", "source": sha}
+        created = api(second, "POST", "/v1/packages", json=body)
+        assert created.status_code == 201, created.text
+        assert (second.data_dir / "archives" / f"{sha}.zip").is_file()
 
 
 # Slow (about 15-20 s on a loaded machine): two cluster nodes, a build cut short by a stop.
