@@ -1,6 +1,7 @@
 """Packages build on any node of a cluster (``fissile up --cluster``, one PostgreSQL schema):
 a source uploaded through one node is recorded and copied to the others, so a rebuild or a
-build-command change through another node builds after the first is stopped or drained."""
+build-command change through another node builds after the first is stopped or drained, and
+a build cut short by its node's stop is finished by another."""
 
 from __future__ import annotations
 
