@@ -53,7 +53,7 @@ def answered(node: Node, before: str) -> str:
     return result
 
 
-# Slow (about 15-25 s on a loaded machine): two cluster nodes, three builds, a node stopped.
+# Slow (about 20-25 s on a loaded machine): two cluster nodes, three builds, a node stopped.
 @pytest.mark.slow
 def test_a_rebuild_through_another_node_builds_after_the_receiving_node_stopped(
     tmp_path: Path,
@@ -101,7 +101,7 @@ def test_a_build_command_change_through_another_node_builds_while_the_first_is_d
         assert (second.data_dir / "archives" / f"{sha}.zip").is_file()
 
 
-# Slow (about 15-20 s on a loaded machine): two cluster nodes, a build cut short by a stop.
+# Slow (about 25-30 s on a loaded machine): two cluster nodes, a build cut short by a stop.
 @pytest.mark.slow
 def test_a_build_cut_short_by_its_nodes_stop_is_finished_by_another(tmp_path: Path) -> None:
     # Bound but not listening (connections are refused) until the build may finish.
