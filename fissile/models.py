@@ -252,6 +252,9 @@ class BuildStatus(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     rebuild: int = Field(0, description="explicit rebuilds so far; part of the build's address")
+    node: str | None = Field(
+        None, description="in a cluster: the node that runs (or ran) this build"
+    )
 
 
 class Package(PackageSpec, Meta):

@@ -297,6 +297,14 @@ class Platform:
             self.rate_sharing = _rate_sharing(config, shared_mq[1])
             router.keys.buckets = self.rate_sharing.limits.bucket  # before router.follow
             executor.fetch_deploy = self.cluster.artifacts.ensure
+            # Any node builds any package: sources are offered, copied and fetched; a build
+            # runs on the node whose API asked for it, or on one that takes it over.
+            builder.fetch_source = self.cluster.sources.ensure
+            resources.sources = self.cluster.sources
+            builder.node = resources.node = self.cluster.nodes.name
+            resources.alive = self.cluster.alive
+            self.cluster.adopt = builder.adopt  # also resumes this node's own, at its start
+            store.subscribe(builder.changed)
             executor.claim = self.cluster.nodes.claim
             nodes = self.cluster.nodes
             # A drained node takes no new background work: it claims no async invocation,
@@ -324,7 +332,8 @@ class Platform:
             api.state.cluster_stats = self.cluster.peers.stats
         add_node_routes(api, self.cluster.nodes if self.cluster is not None else None)
 
-        builder.resume()
+        if self.cluster is None:
+            builder.resume()
         revisions.start()  # first: the executor serves each function's newest revision
         # A revision function made for a route that a stop kept from being stored.
         resources.revision_functions.sweep()
@@ -490,6 +499,7 @@ async def _join_cluster(config: Config, token: str, executor: Executor) -> Any:
         token,
         executor,
         timeout=(config.max_timeout or 3600.0) + 30.0,
+        archives=config.archives,
     )
 
 

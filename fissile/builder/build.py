@@ -20,7 +20,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from fissile.executor._prctl import die_with_parent
 from fissile.models import BuildState, BuildStatus, PackageSpec
 from fissile.observability.metrics import Histogram
 from fissile.observability.tally import Tally
-from fissile.store import NotFound, Store
+from fissile.store import Change, NotFound, StaleWrite, Store
 
 logger = logging.getLogger("fissile.builder")
 
@@ -119,6 +119,13 @@ class Builder:
         # builds that ran (not those reused) took, by environment.
         self.outcomes = Tally()
         self.durations: dict[str, Histogram] = {}
+        # Cluster mode: fetches a source archive this node lacks from a peer
+        # (cluster/sources.py); a single node builds only what was uploaded to it.
+        self.fetch_source: Callable[[str], Awaitable[None]] | None = None
+        # Cluster mode: this node's name, written into the status of the builds it runs. A
+        # package's build belongs to the node its status names (the one whose API last asked
+        # for it): another node's builder leaves it alone unless that node is gone (``adopt``).
+        self.node: str | None = None
 
     def resume(self) -> None:
         """Restart builds a previous run left unfinished."""
@@ -137,6 +144,55 @@ class Builder:
                 current.cancel()
             return
         self._running[name] = asyncio.get_running_loop().create_task(self._run(name))
+
+    def adopt(self, alive: Callable[[str], bool], others: bool = True) -> list[str]:
+        """Cluster mode: build the packages whose build is unfinished and belongs to no live
+        node (its node stopped or died mid-build, or it is this node's, left by its previous
+        run; only the latter unless ``others``); the names it took. Taking one is a write
+        conditional on the package's generation, so of nodes adopting at once, one builds
+        it."""
+        taken: list[str] = []
+        unfinished = (BuildState.pending.value, BuildState.building.value)
+        for record in self.store.list("packages"):
+            # Looked at every second on every node: the common case costs a dict lookup.
+            if record.data.get("status", {}).get("state") not in unfinished:
+                continue
+            if record.name in self._running:
+                continue
+            status = BuildStatus.model_validate(record.data["status"])
+            if status.node != self.node and (
+                not others or (status.node is not None and alive(status.node))
+            ):
+                continue
+            mine = status.model_copy(update={"state": BuildState.pending, "node": self.node})
+            data = {**record.data, "status": mine.model_dump(mode="json")}
+            try:
+                self.store.update("packages", record.name, data, generation=record.generation)
+            except (StaleWrite, NotFound):
+                continue  # changed meanwhile (another node took it): its owner builds it
+            logger.warning(
+                "building package %s: its build was left by node %s",
+                record.name,
+                status.node or "(none)",
+            )
+            self.submit(record.name)
+            taken.append(record.name)
+        return taken
+
+    def changed(self, change: Change) -> None:
+        """Cluster mode (a store subscriber): a build running here for a package whose status
+        now names another node (its API took the build over, for a change or a rebuild) or
+        that was deleted is cancelled: the other node builds it."""
+        if self.node is None or change.record.kind != "packages":
+            return
+        name = change.record.name
+        if name not in self._current:
+            return
+        if change.action != "deleted":
+            owner = change.record.data.get("status", {}).get("node")
+            if owner is None or owner == self.node:
+                return
+        self.cancel(name)
 
     def cancel(self, name: str) -> None:
         """Stop building ``name`` (a deleted package): its build is cancelled and killed."""
@@ -193,7 +249,11 @@ class Builder:
             name,
             spec,
             BuildStatus(
-                state=BuildState.building, deploy=serving, started_at=started, rebuild=rebuild
+                state=BuildState.building,
+                deploy=serving,
+                started_at=started,
+                rebuild=rebuild,
+                node=self.node,
             ),
         )
         target = self.deploy_root / key
@@ -205,6 +265,7 @@ class Builder:
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 rebuild=rebuild,
+                node=self.node,
             )
             self._set_status(name, spec, status)
             self.outcomes.add(spec.env, "reused")
@@ -228,6 +289,7 @@ class Builder:
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 rebuild=rebuild,
+                node=self.node,
             )
             self._counted(spec.env, "failed", began)
         else:
@@ -240,6 +302,7 @@ class Builder:
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 rebuild=rebuild,
+                node=self.node,
             )
         self._set_status(name, spec, status)
 
@@ -257,6 +320,9 @@ class Builder:
             built.buildcmd,
         ):
             return  # the package changed meanwhile; the build queued for it will report
+        owner = current.data.get("status", {}).get("node")
+        if owner is not None and owner != self.node:
+            return  # another node took the build over (cluster mode): it reports
         data: dict[str, Any] = {**current.data, "status": status.model_dump(mode="json")}
         self.store.update("packages", name, data)
 
@@ -266,6 +332,15 @@ class Builder:
 
     async def _make(self, spec: PackageSpec, target: Path, log: list[str]) -> None:
         archive = self.archives.path(spec.source)
+        if not archive.is_file() and self.fetch_source is not None:
+            try:
+                await self.fetch_source(spec.source)
+            except Exception as exc:
+                raise BuildError(
+                    f"source archive {spec.source[:12]} is not on this node and could not be"
+                    f" fetched: {exc}"
+                ) from None
+            log.append(f"source archive {spec.source[:12]} fetched from another node\n")
         if not archive.is_file():
             raise BuildError(f"source archive {spec.source[:12]} is missing from storage")
         work = Path(tempfile.mkdtemp(prefix="build-", dir=self.work_root))

@@ -56,6 +56,11 @@ ORDER BY n.heartbeat_at DESC
 """
 
 
+# Source archives are recorded in the same table under this prefix and their sha256
+# (``cluster/sources.py``); build keys are bare sha256s.
+SOURCE_PREFIX = "source:"
+
+
 class ArtifactError(Exception):
     pass
 
@@ -100,12 +105,22 @@ def unpack(archive: Path, target: Path) -> None:
 
 class Artifacts:
     def __init__(
-        self, url: str, node: str, root: Path, deploy_root: Path, token: str, timeout: float
+        self,
+        url: str,
+        node: str,
+        root: Path,
+        deploy_root: Path,
+        token: str,
+        timeout: float,
+        archives: Path | None = None,
     ) -> None:
+        """``archives``: where the node keeps source archives (``<sha256>.zip``), which its
+        endpoint serves too (``cluster/sources.py``)."""
         self.url = url
         self.node = node
         self.root = root
         self.deploy_root = deploy_root
+        self.archives = archives
         self.token = token
         self.timeout = timeout
         root.mkdir(parents=True, exist_ok=True)
@@ -116,7 +131,7 @@ class Artifacts:
         self.fetched = 0  # builds fetched from peers (for tests and metrics)
         self.transport: httpx.AsyncBaseTransport | None = None  # tests: a fake peer
 
-    async def _execute(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    async def execute(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = await psycopg.AsyncConnection.connect(
@@ -131,7 +146,7 @@ class Artifacts:
                 raise
 
     async def start(self) -> None:
-        await self._execute(_TABLE, ())
+        await self.execute(_TABLE, ())
 
     async def aclose(self) -> None:
         for task in self._fetching.values():
@@ -143,7 +158,14 @@ class Artifacts:
         if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             return None
         path = self.root / f"{digest}.tar"
-        return path if path.is_file() else None
+        if path.is_file():
+            return path
+        # Content-addressed like packed builds: a digest names one content, whichever it is.
+        if self.archives is not None:
+            path = self.archives / f"{digest}.zip"
+            if path.is_file():
+                return path
+        return None
 
     async def publish(self, key: str) -> None:
         """Record that this node holds build ``key`` (packing it first)."""
@@ -156,7 +178,7 @@ class Artifacts:
         digest, size = await asyncio.to_thread(pack, source, scratch)
         final = self.root / f"{digest}.tar"
         os.replace(scratch, final)
-        await self._execute(
+        await self.execute(
             "INSERT INTO fissile_artifacts (key, node, sha256, size) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (key, node) DO UPDATE SET sha256 = EXCLUDED.sha256,"
             " size = EXCLUDED.size",
@@ -167,8 +189,9 @@ class Artifacts:
 
     async def held(self) -> list[str]:
         """The build keys this node is recorded as holding."""
-        rows = await self._execute(
-            "SELECT key FROM fissile_artifacts WHERE node = %s", (self.node,)
+        rows = await self.execute(
+            "SELECT key FROM fissile_artifacts WHERE node = %s AND key NOT LIKE %s",
+            (self.node, SOURCE_PREFIX + "%"),
         )
         return [str(row[0]) for row in rows]
 
@@ -179,14 +202,14 @@ class Artifacts:
         if not keys:
             return
         self._published.difference_update(keys)
-        rows = await self._execute(
+        rows = await self.execute(
             "DELETE FROM fissile_artifacts WHERE node = %s AND key = ANY(%s) RETURNING key, sha256",
             (self.node, keys),
         )
         digests = {str(row[1]) for row in rows}
         if not digests:
             return
-        shared = await self._execute(
+        shared = await self.execute(
             "SELECT sha256 FROM fissile_artifacts WHERE node = %s AND sha256 = ANY(%s)",
             (self.node, sorted(digests)),
         )
@@ -209,17 +232,10 @@ class Artifacts:
         await asyncio.shield(task)
 
     async def _fetch(self, key: str) -> None:
-        from fissile.cluster.nodes import DEAD_AFTER
-
         deadline = time.monotonic() + WAIT_FOR_HOLDER
         failures: list[str] = []
         while True:
-            holders = [
-                row
-                for row in await self._execute(_HOLDERS, (key, DEAD_AFTER))
-                if row[2] != self.node
-            ]
-            for digest, size, name, address in holders:
+            for digest, size, name, address in await self.holders(key):
                 try:
                     await self._download(key, digest, address)
                 except (ArtifactError, httpx.HTTPError, OSError, tarfile.TarError) as exc:
@@ -241,27 +257,55 @@ class Artifacts:
 
     async def _download(self, key: str, digest: str, address: str) -> None:
         target = self.root / f"{digest}.tar"
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
+        tmp = await self.download(digest, address, self.root)
+        try:
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        await asyncio.to_thread(unpack, target, self.deploy_root / key)
+
+    async def holders(self, key: str) -> list[tuple[str, int, str, str]]:
+        """The live peers recorded as holding ``key``: (sha256, size, name, address) each,
+        the freshest heartbeat first."""
+        from fissile.cluster.nodes import DEAD_AFTER
+
+        rows = await self.execute(_HOLDERS, (key, DEAD_AFTER))
+        return [(str(d), int(s), str(n), str(a)) for d, s, n, a in rows if n != self.node]
+
+    async def download(
+        self, digest: str, address: str, directory: Path, limit: int | None = None
+    ) -> Path:
+        """Fetch the archive ``digest`` from the peer at ``address`` into a scratch file of
+        ``directory``, checked against its sha256 (and cut off past ``limit`` bytes); the
+        caller moves or removes the file."""
+        fd, name = tempfile.mkstemp(dir=directory, suffix=".part")
         os.close(fd)
+        tmp = Path(name)
         try:
             hasher = hashlib.sha256()
+            received = 0
             url = f"http://{address}/_fissile/cluster/artifacts/{digest}"
             headers = {"authorization": f"Bearer {self.token}"}
+            # Peers speak plain HTTP: no TLS context, whose CA bundle took ~50 ms a client.
+            client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport, verify=False)
             async with (
-                httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client,
+                client,
                 client.stream("GET", url, headers=headers) as response,
             ):
                 if response.status_code != 200:
                     raise ArtifactError(f"HTTP {response.status_code}")
                 with open(tmp, "wb") as out:
                     async for chunk in response.aiter_bytes():
+                        received += len(chunk)
+                        if limit is not None and received > limit:
+                            raise ArtifactError(f"larger than {limit} bytes")
                         hasher.update(chunk)
                         out.write(chunk)
             if hasher.hexdigest() != digest:
                 raise ArtifactError(
                     f"sha256 mismatch: got {hasher.hexdigest()}, the store says {digest}"
                 )
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        await asyncio.to_thread(unpack, target, self.deploy_root / key)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp

@@ -231,6 +231,7 @@ def create_api(
             raise ApiError(413, "too_large", str(exc)) from None
         except ArchiveError as exc:
             raise ApiError(422, "bad_archive", str(exc)) from None
+        await resources.source_stored(digest)
         return ArchiveInfo(sha256=digest, size=length, files=summary.files)
 
     # -- CRUD for every kind ------------------------------------------------------------
@@ -248,9 +249,13 @@ def create_api(
         async def create(spec: spec_model) -> Any:
             if kind == "httptriggers":
                 return await resources.save_route(spec)
+            if kind == "packages":
+                await resources.source_here(spec.source)
             return resources.create(kind, spec)
 
         async def update(name: str, spec: spec_model) -> Any:
+            if kind == "packages":
+                await resources.source_here(spec.source)
             if kind == "functions":
                 return await resources.update_function(name, spec)
             if kind == "httptriggers":

@@ -3,9 +3,10 @@ names are unique, nothing in use is deleted, and builds start when sources chang
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -36,11 +37,16 @@ from fissile.models import (
 from fissile.observability import LogBook
 from fissile.revision_targets import base, parse, resolve
 from fissile.router.routes import Route, find_conflict
-from fissile.store import AlreadyExists, NotFound, StorageFull, Store, uids
+from fissile.store import AlreadyExists, NotFound, StaleWrite, StorageFull, Store, uids
 from fissile.values import records, refs
 from fissile.values.sealing import Sealer, SealError
 
+if TYPE_CHECKING:
+    from fissile.cluster.sources import Sources
+
 logger = logging.getLogger("fissile.controlplane")
+
+SOURCE_WAIT = 10.0  # seconds a package's create or update waits for its source's copy here
 
 
 class Resources:
@@ -70,6 +76,12 @@ class Resources:
         self.executor = executor
         self.logs = logs
         self.revision_functions = RevisionFunctions(self)
+        # Cluster mode: the source archives shared between nodes (cluster/sources.py), this
+        # node's name (written into the status of the builds its API asks for: they are its
+        # builder's) and whether another node is alive (a build left by a dead one is taken).
+        self.sources: Sources | None = None
+        self.node: str | None = None
+        self.alive: Callable[[str], bool] | None = None
 
     # -- reads --------------------------------------------------------------------------
 
@@ -115,6 +127,30 @@ class Resources:
         """The digest a secret holding ``spec``'s values has (``spec apply`` compares it with
         the stored one's: the values themselves are never read back)."""
         return self._sealer().digest(spec.data)
+
+    # -- source archives in a cluster ---------------------------------------------------
+
+    async def source_stored(self, digest: str) -> None:
+        """An archive uploaded here: in a cluster, this node offers it to the others."""
+        if self.sources is None:
+            return
+        try:
+            await self.sources.publish(digest, uploaded=True)
+        except Exception as exc:  # the database away: the package's create offers it again
+            logger.warning("source archive %s not offered to the cluster: %s", digest[:12], exc)
+
+    async def source_here(self, digest: str) -> None:
+        """Before a package naming ``digest`` is stored through this node: in a cluster, the
+        source, uploaded through another node, is copied here first and offered (the node
+        receiving a package holds its source). One nobody holds is left to the check that
+        refuses a source never uploaded."""
+        if self.sources is None:
+            return
+        try:
+            # Bounded: a copy already under way (which may wait for a holder) is shared.
+            await asyncio.wait_for(self.sources.ensure(digest, wait=0), SOURCE_WAIT)
+        except Exception as exc:
+            logger.warning("source archive %s not copied here: %s", digest[:12], exc)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -167,7 +203,9 @@ class Resources:
                 data["status"] = current.data["status"]
             else:
                 rebuild = True
-                fresh = BuildStatus(deploy=previous.deploy, rebuild=previous.rebuild)
+                fresh = BuildStatus(
+                    deploy=previous.deploy, rebuild=previous.rebuild, node=self.node
+                )
                 data["status"] = fresh.model_dump(mode="json")
         record = self.store.update(kind, name, data)
         if rebuild:
@@ -232,14 +270,26 @@ class Resources:
         if current is None:
             raise not_found("package", name)
         status = BuildStatus.model_validate(current.data.get("status", {}))
-        if status.state in (BuildState.pending, BuildState.building):
+        if status.state in (BuildState.pending, BuildState.building) and not self._left(status):
             raise conflict(f"package {name!r} is already {status.state.value}")
-        fresh = BuildStatus(deploy=status.deploy, rebuild=status.rebuild + 1)
-        record = self.store.update(
-            "packages", name, {**current.data, "status": fresh.model_dump(mode="json")}
-        )
+        fresh = BuildStatus(deploy=status.deploy, rebuild=status.rebuild + 1, node=self.node)
+        try:
+            record = self.store.update(
+                "packages",
+                name,
+                {**current.data, "status": fresh.model_dump(mode="json")},
+                generation=current.generation,
+            )
+        except StaleWrite:
+            raise conflict(f"package {name!r} changed meanwhile; try again") from None
         self.builder.submit(name)
         return record.merged()
+
+    def _left(self, status: BuildStatus) -> bool:
+        """A build another node of the cluster started and can no longer finish (it stopped
+        or died): a rebuild here takes its place."""
+        owner = status.node
+        return self.alive is not None and owner not in (None, self.node) and not self.alive(owner)
 
     def delete(self, kind: str, name: str) -> dict[str, Any]:
         record = self.store.find(kind, name)
@@ -302,7 +352,7 @@ class Resources:
                     f"source archive {spec.source[:12]} has not been uploaded",
                     [{"path": "source", "message": "upload it first: POST /v1/archives"}],
                 )
-            data["status"] = BuildStatus().model_dump(mode="json")
+            data["status"] = BuildStatus(node=self.node).model_dump(mode="json")
         elif isinstance(spec, FunctionSpec):
             self._require("environments", spec.env, "env")
             package = self._require("packages", spec.package, "package")

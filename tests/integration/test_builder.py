@@ -10,6 +10,7 @@ import textwrap
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -362,6 +363,42 @@ async def test_missing_source_archive(builds: Builds, tmp_path: Path) -> None:
     assert f"source archive {spec.source[:12]} is missing from storage" in status.log
 
 
+async def test_a_missing_source_is_fetched_before_the_build(plain: Builds, tmp_path: Path) -> None:
+    """In a cluster the builder fetches a source it lacks from another node first
+    (``Builder.fetch_source``); one it cannot fetch fails the build, saying why."""
+    source = write(tmp_path / "src", {"main.py": HELLO})
+    spec = plain.create("elsewhere", source)
+    held = plain.archives.path(spec.source).read_bytes()
+    plain.archives.path(spec.source).unlink()
+    asked: list[str] = []
+
+    async def fetch(digest: str) -> None:
+        asked.append(digest)
+        if len(asked) == 1:
+            raise OSError("no live node holds it")
+        plain.archives.put(held)
+
+    plain.builder.fetch_source = fetch
+    plain.builder.submit("elsewhere")
+    await plain.builder.wait()
+    failed = plain.status("elsewhere")
+    assert failed.state == "failed", failed.log
+    assert "is not on this node and could not be fetched: no live node holds it" in failed.log
+
+    plain.store.update(
+        "packages",
+        "elsewhere",
+        {**plain.store.get("packages", "elsewhere").data, "status": {"rebuild": 1}},
+    )
+    plain.builder.submit("elsewhere")
+    await plain.builder.wait()
+    built = plain.status("elsewhere")
+    assert built.state == "succeeded", built.log
+    assert f"source archive {spec.source[:12]} fetched from another node" in built.log
+    assert (plain.deployed(built) / "main.py").is_file()
+    assert asked == [spec.source, spec.source]
+
+
 async def test_long_logs_are_trimmed(builds: Builds, tmp_path: Path) -> None:
     source = write(tmp_path / "src", {"main.py": HELLO})
     cmd = "python -c \"print('x' * 200000)\"; exit 1"
@@ -637,3 +674,59 @@ async def test_deleting_a_package_cancels_its_build(builds: Builds, tmp_path: Pa
     await asyncio.wait_for(builds.builder.wait(), 30.0)
     await until(lambda: not _marked(marker), timeout=10.0)
     assert list(builds.builder.work_root.iterdir()) == []
+
+
+def _left_by(builds: Builds, name: str, node: str, tmp_path: Path) -> None:
+    """Package ``name``, whose build node ``node`` started (and may never finish)."""
+    builds.create(name, write(tmp_path / name, {"main.py": HELLO}))
+    data = builds.store.get("packages", name).data
+    status = BuildStatus(state="building", node=node).model_dump(mode="json")
+    builds.store.update("packages", name, {**data, "status": status})
+
+
+async def test_a_build_left_by_a_gone_node_is_taken_over_once(
+    plain: Builds, tmp_path: Path
+) -> None:
+    """Cluster mode: a build whose node stopped or died is built by the first node to take
+    it (a write conditional on the package's generation); one a live node runs is left to it."""
+    _left_by(plain, "left", "gone", tmp_path)
+    _left_by(plain, "running", "c", tmp_path)
+    other = Builder(plain.store, plain.archives, tmp_path / "b-deploy")
+    plain.builder.node, other.node = "a", "b"
+    alive = {"a", "b", "c"}.__contains__
+    stale = plain.store.list("packages")  # what a node whose copy lags still sees
+    _left_by(plain, "own", "a", tmp_path)  # by this node's previous run
+
+    # Drained, a node resumes only its own builds.
+    assert plain.builder.adopt(alive, others=False) == ["own"]
+    assert plain.builder.adopt(alive) == ["left"]
+    # Another node reading the same records a moment later: its write finds them changed.
+    other.store = SimpleNamespace(list=lambda kind: stale, update=plain.store.update)  # type: ignore[assignment]
+    assert other.adopt(alive) == []
+    other.store = plain.store
+    assert other.adopt(alive) == []  # now named "a", which is alive and builds it
+    await plain.builder.wait()
+    built = plain.status("left")
+    assert built.state == "succeeded" and built.node == "a", built
+    assert plain.status("own").state == "succeeded"
+    assert plain.status("running").state == "building"
+    assert plain.builder.adopt(alive) == []
+    await other.stop()
+
+
+async def test_a_build_another_node_took_over_is_cancelled_here(
+    plain: Builds, tmp_path: Path
+) -> None:
+    """Cluster mode: a package changed through another node's API (its status names that
+    node) stops the build running here for it, whose result would be stale anyway."""
+    plain.builder.node = "a"
+    plain.store.subscribe(plain.builder.changed)
+    plain.create("slow", write(tmp_path / "slow", {"main.py": HELLO}), "sleep 600")
+    plain.builder.submit("slow")
+    await until(lambda: plain.status("slow").state == "building")
+    assert plain.status("slow").node == "a"
+    data = plain.store.get("packages", "slow").data
+    taken = BuildStatus(rebuild=1, node="b").model_dump(mode="json")
+    plain.store.update("packages", "slow", {**data, "status": taken})
+    await asyncio.wait_for(plain.builder.wait(), 10)
+    assert plain.status("slow") == BuildStatus(rebuild=1, node="b")  # left to node b

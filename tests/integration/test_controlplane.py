@@ -467,6 +467,32 @@ async def test_rebuild(api: Api) -> None:
     assert rebuilt["status"]["deploy"] != first["status"]["deploy"]
 
 
+async def test_a_rebuild_replaces_a_build_whose_node_is_gone(harness: Harness) -> None:
+    """Cluster mode: a package left building by a node that stopped or died is rebuilt through
+    any node's API (which names itself); one a live node builds is still refused."""
+    from fissile.controlplane.errors import ApiError
+
+    archives = ArchiveStore(harness.root / "archives")
+    builder = Builder(harness.store, archives, harness.deploy_root)
+    resources = Resources(harness.store, builder, archives, harness.executor, harness.logs)
+    resources.node = builder.node = "a"
+    resources.alive = {"a", "b"}.__contains__
+    for name, node in (("by-b", "b"), ("by-gone", "gone")):
+        status = {"state": "building", "rebuild": 2, "node": node}
+        harness.store.create(
+            "packages", name, {"name": name, "env": "python", "source": "0" * 64, "status": status}
+        )
+    try:
+        with pytest.raises(ApiError) as refused:
+            resources.rebuild("by-b")
+        assert refused.value.status == 409
+        rebuilt = resources.rebuild("by-gone")
+        assert rebuilt["status"]["state"] == "pending"
+        assert (rebuilt["status"]["rebuild"], rebuilt["status"]["node"]) == (3, "a")
+    finally:
+        await builder.stop()
+
+
 async def test_package_update_rebuilds_only_when_the_build_changes(api: Api) -> None:
     built = await api.package()
     same = {k: built[k] for k in ("name", "env", "source", "buildcmd", "owner")}
