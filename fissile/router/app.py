@@ -72,6 +72,7 @@ _INVOCATION_PREFIX = secrets.token_hex(4).encode()
 INVOCATION_PREFIX = _INVOCATION_PREFIX.decode()
 _invocations = itertools.count()
 _getrandbits = random.getrandbits
+_SPAN_BITS = (1 << 64) - 1
 # Set by the router's protocol on a request it refused for its body's size but must let the
 # ASGI path answer (responses go out in order). A client setting it only refuses itself.
 REFUSED_BODY = b"x-fissile-refused-body"
@@ -650,11 +651,13 @@ def encode_forward(
     lines += (fixed, per_request % invocation, host, target, b"\r\n")
     # The router's span id; ids from random.getrandbits (tracecontext.py). A new trace id is
     # formatted once, as bytes: the access log's writer decodes it rather than format it again.
-    span = _getrandbits(64) or 1
+    # One draw for both ids: the span's 64 bits and a new trace's 128.
+    bits = _getrandbits(192)
+    span = bits & _SPAN_BITS or 1
     trace: bytes | str
     continued = None if parent is None else tracecontext.parse(parent)
     if continued is None:
-        trace = b"%032x" % (_getrandbits(128) or 1)
+        trace = b"%032x" % (bits >> 64 or 1)
         lines.append(b"traceparent: 00-%s-%016x-01\r\n" % (trace, span))
     else:
         trace, _, flags = continued

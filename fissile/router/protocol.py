@@ -35,6 +35,7 @@ from fissile.router.routes import request_path
 from fissile.router.tls import hurry_close
 
 logger = logging.getLogger("fissile.router")
+_monotonic = time.monotonic
 
 # Request headers rewritten when a request is replayed to uvicorn's protocol (the body is
 # re-framed with a content length, and a 100 Continue was already sent).
@@ -144,6 +145,7 @@ class RouterProtocol(asyncio.Protocol):
         if not isinstance(config.app, Router):
             raise TypeError("RouterProtocol serves a fissile Router")
         self.router: Router = config.app
+        self.executor = self.router.executor
         self.config = config
         self.server_state = server_state
         self.app_state = app_state
@@ -419,26 +421,28 @@ class RouterProtocol(asyncio.Protocol):
             self.keep_alive = request.keep_alive
             self.http10 = request.version == "1.0"
             # Counted into the function's metrics when answered (proxy.py), and logged.
-            self.trip = trip = Trip(time.monotonic())
+            self.trip = trip = Trip(_monotonic())
+            method = request.method
+            function = pool.name
             scheme, client, headers = self.scheme, self.client, request.headers
             if self.via_proxy:
                 scheme, client, headers = self.forwarded  # as _direct resolved them
             if self.access_log is not None:
-                self.method = request.method
-                self.function = pool.name
+                self.method = method
+                self.function = function
                 self.route = route
                 self.logged_client = client
             try:
                 data = encode_forward(
-                    request.method,
+                    method,
                     request.target,
                     headers,
                     scheme,
                     client,
-                    pool.name,
+                    function,
                     params,
                     request.body,
-                    pool.spec.timeout,
+                    pool.timeout,
                     prefix,
                     trip,
                 )
@@ -446,7 +450,7 @@ class RouterProtocol(asyncio.Protocol):
                 logger.exception("router: cannot forward %s %r", request.method, request.target)
                 self._answered(Answer(500, "internal_error", "the router cannot forward this"))
                 continue
-            if forward_soon(self.router.executor, pool, data, self._answered, trip):
+            if forward_soon(self.executor, pool, data, self._answered, trip):
                 continue
             # No instance with room and an open connection: wait for one in a task.
             task = self.loop.create_task(self._serve(pool, data, trip))
@@ -546,10 +550,15 @@ class RouterProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return  # the client left; the function's work is done regardless
-        lines = [status_line(status), _default_head(self.server_state.default_headers)]
+        # status_line() and _default_head(), without the calls when cached.
+        line = _STATUS_LINES.get(status) or status_line(status)
+        source, default = _default_lines
+        if source is not self.server_state.default_headers:
+            default = _default_head(self.server_state.default_headers)
+        lines = [line, default]
         for name, value in headers:
             if name.lower() not in DROP_FROM_RESPONSE:
-                lines += [name, b": ", value, b"\r\n"]
+                lines += (name, b": ", value, b"\r\n")
         lines.append(b"content-length: %d\r\n" % len(body))
         if not keep_alive:
             lines.append(b"connection: close\r\n")
