@@ -294,7 +294,8 @@ class FunctionPool:
         return instance
 
     def take(self, instance: Instance) -> None:
-        """Count one more request on ``instance``, which ``pick`` chose."""
+        """Count one more request on ``instance``, which ``pick`` chose. (The router's hot
+        path, ``proxy.forward_soon``, does the same inline: keep them in step.)"""
         instance.inflight += 1
         instance.served = True
         self.inflight += 1

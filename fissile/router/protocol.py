@@ -48,6 +48,8 @@ MAX_RAW = 1 << 20
 LINGER = 2.0
 
 _STATUS_LINES: dict[int, bytes] = {}
+# httptools' method bytes, as the str every request is given: a look-up, not a decode.
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")}
 
 
 class _StopParsing(Exception):
@@ -102,6 +104,7 @@ class _Request:
         body: bytes,
         keep_alive: bool,
         upgrade: bool,
+        raw: list[bytes] | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -112,7 +115,7 @@ class _Request:
         self.upgrade = upgrade
         # The packets it arrived in when it began at the start of one (and, perhaps, what
         # followed it in the last): what uvicorn's protocol can be given as it came.
-        self.raw: list[bytes] | None = None
+        self.raw = raw
 
     def replay(self) -> bytes:
         """The request as bytes again, for uvicorn's protocol."""
@@ -374,12 +377,25 @@ class RouterProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.in_message = False
         self.completed_in_chunk += 1
-        if self.refused or self.upgraded or self.parser.should_upgrade():
+        parser = self.parser
+        if self.refused or self.upgraded or parser.should_upgrade():
             return  # an upgrade is queued when feed_data raises HttpParserUpgrade
-        request = self._parsed(upgrade=False)
-        request.raw = self.raw
-        self.queue.append(request)
-        if len(self.queue) > MAX_PIPELINED and self.transport is not None:
+        # self._parsed(upgrade=False), inlined: once per request.
+        body = self.body
+        method = parser.get_method()
+        request = _Request(
+            _METHODS.get(method) or method.decode("ascii"),
+            self.target,
+            parser.get_http_version(),
+            self.headers,
+            body[0] if len(body) == 1 else b"".join(body),
+            parser.should_keep_alive(),
+            False,
+            self.raw,
+        )
+        queue = self.queue
+        queue.append(request)
+        if len(queue) > MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
         self.completing = request
         self._next()
@@ -409,7 +425,18 @@ class RouterProtocol(asyncio.Protocol):
                 continue
             if request.upgrade and websocket.start(self, request):
                 return  # the connection is the websocket's from now on
-            direct = None if request.upgrade else self._direct(request)
+            # self._direct(request), inlined: once per request.
+            direct = None
+            if not request.upgrade and request.method != "HEAD":
+                path = request_path(request.target)
+                if path is not None:
+                    self.path = path
+                    headers = request.headers
+                    if self.via_proxy:
+                        # Routes bound to a host match the forwarded one.
+                        self.forwarded = self._forwarded(headers)
+                        headers = self.forwarded[2]
+                    direct = self.router.direct(request.method, path, headers)
             if direct is None:
                 self._hand_over()
                 if self._pass_through(request):

@@ -169,7 +169,11 @@ def forward_soon(
         conn = instance.idle_connection()
         if conn is None:
             return False
-        pool.take(instance)
+        # pool.take(instance), inlined (two calls fewer per request).
+        instance.inflight += 1
+        instance.served = True
+        pool.inflight += 1
+        pool.scaler.observe(time.monotonic(), pool.inflight + len(pool.waiters))
         if trip is None:
             trip = Trip(time.monotonic())
         # trip.served(instance, False), without the call.
