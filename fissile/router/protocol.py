@@ -163,6 +163,8 @@ class RouterProtocol(asyncio.Protocol):
         self.logged_client: str | None = None
         self.forwarded: tuple[str, str | None, list[tuple[bytes, bytes]]] = ("http", None, [])
         self.delegate: _Delegate | None = None
+        # encode_forward's: the forwarded head of the last request, reused while they repeat.
+        self.forward_memo: list[Any] = [None, None, None]
         self.upgraded = False  # everything received goes to the delegate as it comes
         self.queue: deque[_Request] = deque()
         self.busy = False
@@ -472,6 +474,7 @@ class RouterProtocol(asyncio.Protocol):
                     pool.timeout,
                     prefix,
                     trip,
+                    memo=self.forward_memo,
                 )
             except Exception:
                 logger.exception("router: cannot forward %s %r", request.method, request.target)
