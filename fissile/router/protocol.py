@@ -165,6 +165,8 @@ class RouterProtocol(asyncio.Protocol):
         self.delegate: _Delegate | None = None
         # encode_forward's: the forwarded head of the last request, reused while they repeat.
         self.forward_memo: list[Any] = [None, None, None]
+        # _respond's: the head of the last response written, reused while they repeat.
+        self.respond_memo: list[Any] = [None, None, None, None, None, b""]
         self.upgraded = False  # everything received goes to the delegate as it comes
         self.queue: deque[_Request] = deque()
         self.busy = False
@@ -580,21 +582,34 @@ class RouterProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return  # the client left; the function's work is done regardless
-        # status_line() and _default_head(), without the calls when cached.
-        line = _STATUS_LINES.get(status) or status_line(status)
-        source, default = _default_lines
-        if source is not self.server_state.default_headers:
-            default = _default_head(self.server_state.default_headers)
-        lines = [line, default]
-        for name, value in headers:
-            if name.lower() not in DROP_FROM_RESPONSE:
-                lines += (name, b": ", value, b"\r\n")
-        lines.append(b"content-length: %d\r\n" % len(body))
         if not keep_alive:
-            lines.append(b"connection: close\r\n")
             self.closing = True
-        lines += [b"\r\n", body]
-        transport.write(b"".join(lines))
+        # The head is remembered per connection and written again while the response's
+        # status, headers (the instance's content type and length: a repeated call's are
+        # the same), length and uvicorn's default headers (their date: once a second) are.
+        size = len(body)
+        default = self.server_state.default_headers
+        memo = self.respond_memo
+        if (
+            memo[0] is default
+            and memo[1] == status
+            and memo[2] == size
+            and memo[3] == keep_alive
+            and memo[4] == headers
+        ):
+            head = memo[5]
+        else:
+            lines = [status_line(status), _default_head(default)]
+            for name, value in headers:
+                if name.lower() not in DROP_FROM_RESPONSE:
+                    lines += (name, b": ", value, b"\r\n")
+            lines.append(b"content-length: %d\r\n" % size)
+            if not keep_alive:
+                lines.append(b"connection: close\r\n")
+            lines.append(b"\r\n")
+            head = b"".join(lines)
+            memo[:] = (default, status, size, keep_alive, headers, head)
+        transport.write(head + body)
 
     def _stream(self, response: InstanceResponse | Answer) -> None:
         """Write a streamed response's head now and its body as it comes (``_ClientBody``);
