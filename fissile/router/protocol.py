@@ -35,6 +35,7 @@ from fissile.router.routes import request_path
 from fissile.router.tls import hurry_close
 
 logger = logging.getLogger("fissile.router")
+_monotonic = time.monotonic
 
 # Request headers rewritten when a request is replayed to uvicorn's protocol (the body is
 # re-framed with a content length, and a 100 Continue was already sent).
@@ -47,6 +48,8 @@ MAX_RAW = 1 << 20
 LINGER = 2.0
 
 _STATUS_LINES: dict[int, bytes] = {}
+# httptools' method bytes, as the str every request is given: a look-up, not a decode.
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")}
 
 
 class _StopParsing(Exception):
@@ -101,6 +104,7 @@ class _Request:
         body: bytes,
         keep_alive: bool,
         upgrade: bool,
+        raw: list[bytes] | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -111,7 +115,7 @@ class _Request:
         self.upgrade = upgrade
         # The packets it arrived in when it began at the start of one (and, perhaps, what
         # followed it in the last): what uvicorn's protocol can be given as it came.
-        self.raw: list[bytes] | None = None
+        self.raw = raw
 
     def replay(self) -> bytes:
         """The request as bytes again, for uvicorn's protocol."""
@@ -144,6 +148,7 @@ class RouterProtocol(asyncio.Protocol):
         if not isinstance(config.app, Router):
             raise TypeError("RouterProtocol serves a fissile Router")
         self.router: Router = config.app
+        self.executor = self.router.executor
         self.config = config
         self.server_state = server_state
         self.app_state = app_state
@@ -158,6 +163,10 @@ class RouterProtocol(asyncio.Protocol):
         self.logged_client: str | None = None
         self.forwarded: tuple[str, str | None, list[tuple[bytes, bytes]]] = ("http", None, [])
         self.delegate: _Delegate | None = None
+        # encode_forward's: the forwarded head of the last request, reused while they repeat.
+        self.forward_memo: list[Any] = [None, None, None]
+        # _respond's: the head of the last response written, reused while they repeat.
+        self.respond_memo: list[Any] = [None, None, None, None, None, b""]
         self.upgraded = False  # everything received goes to the delegate as it comes
         self.queue: deque[_Request] = deque()
         self.busy = False
@@ -372,12 +381,25 @@ class RouterProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.in_message = False
         self.completed_in_chunk += 1
-        if self.refused or self.upgraded or self.parser.should_upgrade():
+        parser = self.parser
+        if self.refused or self.upgraded or parser.should_upgrade():
             return  # an upgrade is queued when feed_data raises HttpParserUpgrade
-        request = self._parsed(upgrade=False)
-        request.raw = self.raw
-        self.queue.append(request)
-        if len(self.queue) > MAX_PIPELINED and self.transport is not None:
+        # self._parsed(upgrade=False), inlined: once per request.
+        body = self.body
+        method = parser.get_method()
+        request = _Request(
+            _METHODS.get(method) or method.decode("ascii"),
+            self.target,
+            parser.get_http_version(),
+            self.headers,
+            body[0] if len(body) == 1 else b"".join(body),
+            parser.should_keep_alive(),
+            False,
+            self.raw,
+        )
+        queue = self.queue
+        queue.append(request)
+        if len(queue) > MAX_PIPELINED and self.transport is not None:
             self.transport.pause_reading()
         self.completing = request
         self._next()
@@ -407,7 +429,18 @@ class RouterProtocol(asyncio.Protocol):
                 continue
             if request.upgrade and websocket.start(self, request):
                 return  # the connection is the websocket's from now on
-            direct = None if request.upgrade else self._direct(request)
+            # self._direct(request), inlined: once per request.
+            direct = None
+            if not request.upgrade and request.method != "HEAD":
+                path = request_path(request.target)
+                if path is not None:
+                    self.path = path
+                    headers = request.headers
+                    if self.via_proxy:
+                        # Routes bound to a host match the forwarded one.
+                        self.forwarded = self._forwarded(headers)
+                        headers = self.forwarded[2]
+                    direct = self.router.direct(request.method, path, headers)
             if direct is None:
                 self._hand_over()
                 if self._pass_through(request):
@@ -419,34 +452,37 @@ class RouterProtocol(asyncio.Protocol):
             self.keep_alive = request.keep_alive
             self.http10 = request.version == "1.0"
             # Counted into the function's metrics when answered (proxy.py), and logged.
-            self.trip = trip = Trip(time.monotonic())
+            self.trip = trip = Trip(_monotonic())
+            method = request.method
+            function = pool.name
             scheme, client, headers = self.scheme, self.client, request.headers
             if self.via_proxy:
                 scheme, client, headers = self.forwarded  # as _direct resolved them
             if self.access_log is not None:
-                self.method = request.method
-                self.function = pool.name
+                self.method = method
+                self.function = function
                 self.route = route
                 self.logged_client = client
             try:
                 data = encode_forward(
-                    request.method,
+                    method,
                     request.target,
                     headers,
                     scheme,
                     client,
-                    pool.name,
+                    function,
                     params,
                     request.body,
-                    pool.spec.timeout,
+                    pool.timeout,
                     prefix,
                     trip,
+                    memo=self.forward_memo,
                 )
             except Exception:
                 logger.exception("router: cannot forward %s %r", request.method, request.target)
                 self._answered(Answer(500, "internal_error", "the router cannot forward this"))
                 continue
-            if forward_soon(self.router.executor, pool, data, self._answered, trip):
+            if forward_soon(self.executor, pool, data, self._answered, trip):
                 continue
             # No instance with room and an open connection: wait for one in a task.
             task = self.loop.create_task(self._serve(pool, data, trip))
@@ -546,16 +582,34 @@ class RouterProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return  # the client left; the function's work is done regardless
-        lines = [status_line(status), _default_head(self.server_state.default_headers)]
-        for name, value in headers:
-            if name.lower() not in DROP_FROM_RESPONSE:
-                lines += [name, b": ", value, b"\r\n"]
-        lines.append(b"content-length: %d\r\n" % len(body))
         if not keep_alive:
-            lines.append(b"connection: close\r\n")
             self.closing = True
-        lines += [b"\r\n", body]
-        transport.write(b"".join(lines))
+        # The head is remembered per connection and written again while the response's
+        # status, headers (the instance's content type and length: a repeated call's are
+        # the same), length and uvicorn's default headers (their date: once a second) are.
+        size = len(body)
+        default = self.server_state.default_headers
+        memo = self.respond_memo
+        if (
+            memo[0] is default
+            and memo[1] == status
+            and memo[2] == size
+            and memo[3] == keep_alive
+            and memo[4] == headers
+        ):
+            head = memo[5]
+        else:
+            lines = [status_line(status), _default_head(default)]
+            for name, value in headers:
+                if name.lower() not in DROP_FROM_RESPONSE:
+                    lines += (name, b": ", value, b"\r\n")
+            lines.append(b"content-length: %d\r\n" % size)
+            if not keep_alive:
+                lines.append(b"connection: close\r\n")
+            lines.append(b"\r\n")
+            head = b"".join(lines)
+            memo[:] = (default, status, size, keep_alive, headers, head)
+        transport.write(head + body)
 
     def _stream(self, response: InstanceResponse | Answer) -> None:
         """Write a streamed response's head now and its body as it comes (``_ClientBody``);

@@ -148,7 +148,7 @@ class BodyRelay:
     def _expired(self) -> None:
         if self.finished:
             return
-        timeout = self.pool.spec.timeout
+        timeout = self.pool.timeout
         self.conn.close()
         self.pool.overran(self.instance, timeout)  # not a crash (executor/pools.py)
         self._end(ResponseTimedOut(f"response not complete within {timeout:g}s"))

@@ -51,6 +51,32 @@ def test_json_fields() -> None:
     )  # the wall clock, not the monotonic one
 
 
+def test_json_lines_say_what_the_api_says() -> None:
+    # The usual record takes a %-template, the others an f-string: every line, parsed, is
+    # the record as the API gives it (as_dict), for each mix of queue wait, invocation id
+    # and trace id, and milliseconds at both ends of a second.
+    log = AccessLog(None, "json", invocation_prefix="abcd")
+    base = record()
+    records: list[Record] = []
+    for started in (1000.0, 1000.0009, 1000.9996, 1001.5):
+        for queue in (None, 0.0, 0.0012345, 1.23456):
+            for invocation in (7, 2**36 + 5, "given-id", None):
+                for trace in (
+                    b"4bf92f3577b34da6a3ce929d0e0e4736",
+                    "0af7651916cd43dd8448eb211c80319c",
+                    None,
+                ):
+                    for cold, instance, client in ((True, "i1", "127.0.0.1"), (False, None, None)):
+                        records.append(
+                            (started, *base[1:8], queue, instance, cold, invocation, trace, client)
+                        )
+    offset = 1.7e9
+    lines = log.format_lines(records, offset).splitlines()
+    assert len(lines) == len(records)
+    for line, one in zip(lines, records, strict=True):
+        assert json.loads(line) == log.as_dict(one, offset)
+
+
 def test_json_escapes_what_a_client_sent() -> None:
     log = AccessLog(None, "json")
     for path in ('/a"b\\c', "/\u00e9\n", "/plain"):
