@@ -151,6 +151,11 @@ class NatsBroker:
     async def publish(
         self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> None:
+        if self._nc is not None and not self._nc.is_connected:
+            # While it reconnects the client would buffer the message and send it once back,
+            # after this call had failed with a timeout: the caller, told it was not published,
+            # would find it stored after all. Refuse it now instead.
+            raise self._error(f"publish to {topic!r}", "not connected (reconnecting); not sent")
         await self.stream_for(topic)
         try:
             try:
@@ -160,7 +165,12 @@ class NatsBroker:
                 self._streams.pop(topic, None)
                 await self.stream_for(topic)
                 await self.js.publish(topic, body, headers=dict(headers) if headers else None)
-        except (nats.errors.Error, TimeoutError) as exc:
+        except TimeoutError as exc:
+            # Sent but not confirmed (the connection died meanwhile, or the server is slow).
+            raise self._error(
+                f"publish to {topic!r}", "no confirmation in time; may be stored"
+            ) from exc
+        except nats.errors.Error as exc:
             raise self._error(f"publish to {topic!r}", exc) from exc
 
     async def subscribe(self, topic: str, group: str) -> Subscription:
