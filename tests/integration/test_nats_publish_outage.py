@@ -53,3 +53,28 @@ async def test_a_publish_refused_during_an_outage_is_not_stored_once_nats_is_bac
     finally:
         await broker.close()
         await proxy.close()
+
+
+async def test_a_delivery_whose_ack_failed_is_no_longer_claimed_as_in_progress(
+    nats_url: str,  # noqa: F811
+) -> None:
+    """A failed ack (NATS away) may be lost: the subscription must stop telling the server
+    the delivery is still worked on, or it would never come again."""
+    port = urlsplit(nats_url).port or 4222
+    proxy = await Proxy(port).start()
+    broker = ClusterBroker(proxy.url(nats_url), f"fissile.{unique('ack')}")
+    await broker.start()
+    subscription = await broker.subscribe("t", "g")
+    try:
+        await broker.publish("t", b"one")
+        deliveries: list[Delivery] = []
+        deadline = time.monotonic() + 10
+        while not deliveries and time.monotonic() < deadline:
+            deliveries = await subscription.fetch(1, 1.0)
+        assert [d.message.body for d in deliveries] == [b"one"]
+        await proxy.close()  # NATS unreachable: connections cut, new ones refused
+        with pytest.raises(BrokerError, match="ack on"):
+            await deliveries[0].ack()
+        assert not subscription._inflight  # type: ignore[attr-defined]
+    finally:
+        await broker.close()

@@ -217,7 +217,7 @@ class NatsBroker:
         if nc is not None and not nc.is_closed:
             try:
                 await asyncio.wait_for(nc.close(), CONNECT_TIMEOUT)
-            except (nats.errors.Error, TimeoutError):
+            except (nats.errors.Error, TimeoutError, OSError):  # OSError: NATS away
                 pass
 
 
@@ -264,7 +264,10 @@ class NatsSubscription:
             await delivery._msg.ack_sync(timeout=CONNECT_TIMEOUT)
         except (nats.errors.Error, TimeoutError) as exc:
             raise self.broker._error(f"ack on {self.topic!r}", exc) from exc
-        self._inflight.pop(id(delivery), None)
+        finally:
+            # Acked, or the ack failed (NATS away): either way no longer worked on. Telling the
+            # server it still is would keep a delivery whose ack was lost from coming again.
+            self._inflight.pop(id(delivery), None)
 
     def _pulled_not_handed_out(self) -> list[Msg]:
         """Messages a fetch that timed out pulled in late: the server counts them as delivered.
@@ -307,5 +310,5 @@ class NatsSubscription:
 async def _quietly(awaitable: Any) -> None:
     try:
         await asyncio.wait_for(awaitable, CONNECT_TIMEOUT)
-    except (nats.errors.Error, TimeoutError):
+    except (nats.errors.Error, TimeoutError, OSError):
         pass
