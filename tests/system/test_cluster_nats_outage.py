@@ -204,6 +204,8 @@ def test_a_node_rides_out_a_nats_outage(tmp_path: Path, outage: Outage, receiver
             60,
             "the async invocation succeeded",
         )
+        # The consumer's client reconnects underneath: the trigger still says running.
+        assert node.json_of("mqt", "get", "--name", "jobs")["status"]["state"] == "running"
         # Away for 10 s: past "slow"'s end and its ack's 5 s timeout, about ack_wait (10 s).
         time.sleep(max(0.0, 10 - (time.monotonic() - cut)))
         outage.up()
