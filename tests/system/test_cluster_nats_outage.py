@@ -244,6 +244,6 @@ def test_a_node_refuses_to_start_without_nats(tmp_path: Path) -> None:
         node.launch()
         assert node.process is not None
         code = node.process.wait(60)
-        assert code != 0
+        assert code == 1
         assert f"cannot reach NATS at {unreachable}: " in node.stderr(), node.stderr()
         assert "Traceback" not in node.stderr(), node.stderr()
