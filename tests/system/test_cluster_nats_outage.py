@@ -10,6 +10,7 @@ NATS or PostgreSQL the tests skip, except under CI=true. Slow (marked): a node's
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 from collections import Counter
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterkit import NATS, Node, cluster, require_nats
+from clusterkit import NATS, Cluster, Node, cluster, require_nats
 from integration.brokerkit import Proxy
+from pgkit import fresh_schema
 from syskit import free_port, wait_for, write
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -238,12 +240,17 @@ def test_a_node_rides_out_a_nats_outage(tmp_path: Path, outage: Outage, receiver
 
 
 def test_a_node_refuses_to_start_without_nats(tmp_path: Path) -> None:
-    unreachable = f"nats://127.0.0.1:{free_port()}"
-    with cluster(tmp_path, 1) as running:
-        node = running.add("--nats", unreachable, start=False)
+    unreachable = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    with fresh_schema() as store:
+        node = Cluster(tmp_path, store, secrets.token_urlsafe(32)).add(
+            "--nats", unreachable, start=False
+        )
         node.launch()
         assert node.process is not None
-        code = node.process.wait(60)
+        try:
+            code = node.process.wait(60)
+        finally:
+            node.abandon()
         assert code == 1
         assert f"cannot reach NATS at {unreachable}: " in node.stderr(), node.stderr()
         assert "Traceback" not in node.stderr(), node.stderr()
