@@ -6,7 +6,9 @@ group is a durable pull consumer with explicit acks that starts, when first crea
 oldest message the stream holds. A delivery not acked within ``ack_wait`` seconds is delivered
 again; while a delivery is being worked on the subscription tells the server so
 (``in_progress``) every half ``ack_wait``, so only a dead consumer's deliveries come back, and
-closing a subscription hands its unacked deliveries back at once (``nak``).
+closing a subscription hands its unacked deliveries back at once (``nak``). While the connection
+is down (the client reconnects by itself) a publish is refused at once rather than kept by the
+client and sent on reconnecting, after its caller was told it failed.
 
 URL options (query string): ``ack_wait`` (seconds, default 30), ``max_ack_pending`` (default
 1000).
