@@ -514,14 +514,33 @@ def _rate_sharing(config: Config, namespace: str) -> Any:
 async def _check_nats(url: str) -> None:
     """Cluster mode needs NATS: a node that cannot reach it refuses to start, saying so."""
     import nats
-    from nats.errors import NoServersError
+    import nats.errors
+
+    from fissile.triggers.mq.base import redact
+
+    failures: list[Exception] = []
+
+    async def remember(exc: Exception) -> None:
+        # Instead of the client's own log line (a traceback at every attempt).
+        failures.append(exc)
 
     try:
-        client = await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=0, allow_reconnect=False
+        # max_reconnect_attempts=0 would mean forever to nats-py: one retry, then give up.
+        client = await asyncio.wait_for(
+            nats.connect(
+                url,
+                connect_timeout=5,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=remember,
+            ),
+            12,
         )
-    except (TimeoutError, NoServersError, OSError) as exc:
-        raise StartupError(f"cannot reach NATS at {url}: {exc or type(exc).__name__}") from None
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        cause = failures[-1] if failures else exc
+        reason = str(cause) or type(cause).__name__
+        raise StartupError(f"cannot reach NATS at {redact(url)}: {reason}") from None
     await client.close()
 
 

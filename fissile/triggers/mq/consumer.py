@@ -251,7 +251,16 @@ class Consumer:
                 break
             self.outcomes.add(spec.name, "retried")
             await asyncio.sleep(min(RETRY_BASE * 2 ** (attempts - 1), RETRY_MAX))
-        await delivery.ack()
+        try:
+            await delivery.ack()
+        except BrokerError as exc:
+            # The broker away (or restarting): at least once, the message may come again.
+            logger.warning(
+                "mq trigger %s: message %s handled but not acked (may come again): %s",
+                spec.name,
+                message.id,
+                exc,
+            )
 
     async def _record(self, topic: str, body: bytes, headers: dict[str, str]) -> None:
         """Publish an outcome, retrying until it is recorded: the message is acked only then."""

@@ -6,7 +6,9 @@ group is a durable pull consumer with explicit acks that starts, when first crea
 oldest message the stream holds. A delivery not acked within ``ack_wait`` seconds is delivered
 again; while a delivery is being worked on the subscription tells the server so
 (``in_progress``) every half ``ack_wait``, so only a dead consumer's deliveries come back, and
-closing a subscription hands its unacked deliveries back at once (``nak``).
+closing a subscription hands its unacked deliveries back at once (``nak``). While the connection
+is down (the client reconnects by itself) a publish is refused at once rather than kept by the
+client and sent on reconnecting, after its caller was told it failed.
 
 URL options (query string): ``ack_wait`` (seconds, default 30), ``max_ack_pending`` (default
 1000).
@@ -151,6 +153,11 @@ class NatsBroker:
     async def publish(
         self, topic: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> None:
+        if self._nc is not None and not self._nc.is_connected:
+            # While it reconnects the client would buffer the message and send it once back,
+            # after this call had failed with a timeout: the caller, told it was not published,
+            # would find it stored after all. Refuse it now instead.
+            raise self._error(f"publish to {topic!r}", "not connected (reconnecting); not sent")
         await self.stream_for(topic)
         try:
             try:
@@ -160,7 +167,12 @@ class NatsBroker:
                 self._streams.pop(topic, None)
                 await self.stream_for(topic)
                 await self.js.publish(topic, body, headers=dict(headers) if headers else None)
-        except (nats.errors.Error, TimeoutError) as exc:
+        except TimeoutError as exc:
+            # Sent but not confirmed (the connection died meanwhile, or the server is slow).
+            raise self._error(
+                f"publish to {topic!r}", "no confirmation in time; may be stored"
+            ) from exc
+        except nats.errors.Error as exc:
             raise self._error(f"publish to {topic!r}", exc) from exc
 
     async def subscribe(self, topic: str, group: str) -> Subscription:
@@ -207,7 +219,7 @@ class NatsBroker:
         if nc is not None and not nc.is_closed:
             try:
                 await asyncio.wait_for(nc.close(), CONNECT_TIMEOUT)
-            except (nats.errors.Error, TimeoutError):
+            except (nats.errors.Error, TimeoutError, OSError):  # OSError: NATS away
                 pass
 
 
@@ -254,7 +266,10 @@ class NatsSubscription:
             await delivery._msg.ack_sync(timeout=CONNECT_TIMEOUT)
         except (nats.errors.Error, TimeoutError) as exc:
             raise self.broker._error(f"ack on {self.topic!r}", exc) from exc
-        self._inflight.pop(id(delivery), None)
+        finally:
+            # Acked, or the ack failed (NATS away): either way no longer worked on. Telling the
+            # server it still is would keep a delivery whose ack was lost from coming again.
+            self._inflight.pop(id(delivery), None)
 
     def _pulled_not_handed_out(self) -> list[Msg]:
         """Messages a fetch that timed out pulled in late: the server counts them as delivered.
@@ -297,5 +312,5 @@ class NatsSubscription:
 async def _quietly(awaitable: Any) -> None:
     try:
         await asyncio.wait_for(awaitable, CONNECT_TIMEOUT)
-    except (nats.errors.Error, TimeoutError):
+    except (nats.errors.Error, TimeoutError, OSError):
         pass
