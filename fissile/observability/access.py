@@ -213,7 +213,9 @@ class AccessLog:
         self._folded = len(pending)
         recents = self._recent
         keep = self.keep
-        functions = {endpoint[0] for endpoint in set(map(_ENDPOINT, batch))}
+        # Two C-level maps to the function's name (its hash cached): a set of the endpoints
+        # would hash a 5-tuple a record.
+        functions = set(map(_FIRST, map(_ENDPOINT, batch)))
         if len(functions) == 1:
             function = functions.pop()
             if function is not None:
@@ -667,6 +669,7 @@ _JSON_LINE_NO_QUEUE = (
 )
 _MILLIS = [f"{millis:03d}" for millis in range(1000)]
 _ENDPOINT = itemgetter(1)  # a record's endpoint
+_FIRST = itemgetter(0)  # an endpoint's function
 _MAX_QUOTED = 4096
 
 
