@@ -67,12 +67,7 @@ class _Protocol:
     def __init__(self, access_log: AccessLog | None, trip: Trip) -> None:
         self.access_log = access_log
         self.trip = trip
-        self.function = "hello"
-        self.route = "hello-route"
-        self.method = "GET"
-        self.path = "/hello"
-        self.client = "127.0.0.1"
-        self.logged_client = "127.0.0.1"
+        self.endpoint = ("hello", "hello-route", "GET", "/hello", "127.0.0.1")
 
 
 def parse_args() -> argparse.Namespace:

@@ -39,17 +39,20 @@ logger = logging.getLogger("fissile.access")
 Format = Literal["json", "text", "off"]
 FORMATS: tuple[str, ...] = ("json", "text", "off")
 
-# (started, function, route, method, path, status, bytes, duration, queue wait, instance,
-#  cold, invocation id, trace id, client). ``started`` is ``time.monotonic()`` at arrival (the
-# wall clock is derived when written: one ``time.time()`` per batch, not per request); the
-# invocation id may be an int (a counter) and the trace id bytes, spelt out when written;
-# durations are in seconds; a field not known is None.
+# (function, route, method, path, client): what a connection's requests to one endpoint share.
+# The router keeps one tuple per connection while they repeat and its records refer to it:
+# fewer fields to build per request, and marshal writes a tuple seen before in a chunk as a
+# 5-byte reference (docs/observability.md, "Request metrics: cost").
+Endpoint = tuple[str | None, str | None, str, str, str | None]
+
+# (started, endpoint, status, bytes, duration, queue wait, instance, cold, invocation id,
+#  trace id). ``started`` is ``time.monotonic()`` at arrival (the wall clock is derived when
+# written: one ``time.time()`` per batch, not per request); the invocation id may be an int (a
+# counter) and the trace id bytes, spelt out when written; durations are in seconds; a field
+# not known is None.
 Record = tuple[
     float,
-    str | None,
-    str | None,
-    str,
-    str,
+    Endpoint,
     int,
     int | None,
     float,
@@ -58,7 +61,6 @@ Record = tuple[
     bool,
     int | str | None,
     bytes | str | None,
-    str | None,
 ]
 
 INTERVAL = 0.15  # seconds between writes, at most
@@ -117,7 +119,7 @@ class AccessLog:
         self._recent: dict[str, deque[Record]] = {}
         self._quoted: dict[str | None, str] = {}  # the writer thread's (format_lines)
         # format_lines's: the fields a record shares with others to its endpoint, spelt.
-        self._spelt: dict[tuple[str | None, str | None, str, str, int, int | None], str] = {}
+        self._spelt: dict[tuple[Endpoint, int, int | None], tuple[str, str]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._writing = False  # a batch is on the writer thread
         self._watch = 0  # records pending below which ``add`` only appends (``_rewatch``)
@@ -190,7 +192,7 @@ class AccessLog:
             self._watch = min(self.batch - 1, self.max_pending)
 
     def _keep(self, record: Record) -> None:
-        function = record[1]
+        function = record[1][0]
         if function is not None:
             recent = self._recent.get(function)
             if recent is None:
@@ -211,7 +213,9 @@ class AccessLog:
         self._folded = len(pending)
         recents = self._recent
         keep = self.keep
-        functions = set(map(_FUNCTION, batch))
+        # Two C-level maps to the function's name (its hash cached): a set of the endpoints
+        # would hash a 5-tuple a record.
+        functions = set(map(_FIRST, map(_ENDPOINT, batch)))
         if len(functions) == 1:
             function = functions.pop()
             if function is not None:
@@ -221,7 +225,7 @@ class AccessLog:
                 recent.extend(batch[-keep:] if len(batch) > keep else batch)
             return
         for record in batch:
-            function = record[1]
+            function = record[1][0]
             if function is not None:
                 recent = recents.get(function)
                 if recent is None:
@@ -267,10 +271,8 @@ class AccessLog:
 
     def as_dict(self, record: Record, offset: float) -> dict[str, Any]:
         """A record's fields by name; ``offset`` turns its monotonic time into wall time."""
-        (started, function, route, method, path, status, size, duration, queue, instance) = record[
-            :10
-        ]
-        cold, invocation, trace, client = record[10:]
+        started, endpoint, status, size, duration, queue, instance, cold, invocation, trace = record
+        function, route, method, path, client = endpoint
         return {
             "time": _iso(started + offset),
             "function": function,
@@ -308,12 +310,14 @@ class AccessLog:
         append = lines.append
         second = -1
         prefix = ""
+        # The last record's endpoint, status and size, and what they share spelt: records of a
+        # chunk to one endpoint share one tuple (marshal's references), checked by identity.
+        last_endpoint: Endpoint | None = None
+        last_status, last_size = 0, None
+        shared = client_quoted = ""
         for (
             started,
-            function,
-            route,
-            method,
-            path,
+            endpoint,
             status,
             size,
             duration,
@@ -322,7 +326,6 @@ class AccessLog:
             cold,
             invocation,
             trace,
-            client,
         ) in records:
             wall = started + offset
             whole = int(wall)
@@ -332,6 +335,7 @@ class AccessLog:
             if isinstance(trace, bytes):
                 trace = trace.decode()
             if text:
+                function, route, method, path, client = endpoint
                 append(
                     f"{prefix}.{int((wall - whole) * 1000):03d}Z {client or '-'} {method}"
                     f" {_safe(path)} {status} {'-' if size is None else size}"
@@ -342,21 +346,27 @@ class AccessLog:
                 )
                 continue
             # What most requests to an endpoint share (function, route, method, path, status,
-            # size) is spelt once per batch writer, then looked up; the rest in one f-string
-            # of under 30 parts (CPython builds a longer one with a call to str.join). A name
-            # not yet escaped raises KeyError (a plain dict: subscripting a subclass with
+            # size; the client, quoted) is spelt once per batch writer, then looked up (not
+            # even that while records repeat the last one's); the rest in one f-string of
+            # under 30 parts (CPython builds a longer one with a call to str.join). A name not
+            # yet escaped raises KeyError (a plain dict: subscripting a subclass with
             # __missing__ is not specialised), then is escaped once.
-            key = (function, route, method, path, status, size)
-            shared = spelt.get(key)
-            if shared is None:
-                for name in (function, route, method, path):
-                    if name not in quoted:
-                        _quote(quoted, name)
-                shared = spelt[key] = (
-                    f'"function":{quoted[function]},"route":{quoted[route]},'
-                    f'"method":{quoted[method]},"path":{quoted[path]},"status":{status},'
-                    f'"bytes":{"null" if size is None else size},'
-                )
+            if endpoint is not last_endpoint or status != last_status or size != last_size:
+                last_endpoint, last_status, last_size = endpoint, status, size
+                key = (endpoint, status, size)
+                spelt_key = spelt.get(key)
+                if spelt_key is None:
+                    function, route, method, path, client = endpoint
+                    for name in (function, route, method, path, client):
+                        if name not in quoted:
+                            _quote(quoted, name)
+                    spelt_key = spelt[key] = (
+                        f'"function":{quoted[function]},"route":{quoted[route]},'
+                        f'"method":{quoted[method]},"path":{quoted[path]},"status":{status},'
+                        f'"bytes":{"null" if size is None else size},',
+                        quoted[client],
+                    )
+                shared, client_quoted = spelt_key
             while True:
                 try:
                     # The usual record (a direct call: a counted invocation id, a trace id)
@@ -377,7 +387,7 @@ class AccessLog:
                                 invocation_prefix,
                                 invocation,
                                 trace,
-                                quoted[client],
+                                client_quoted,
                             )
                             if queue is not None
                             else _JSON_LINE_NO_QUEUE
@@ -391,7 +401,7 @@ class AccessLog:
                                 invocation_prefix,
                                 invocation,
                                 trace,
-                                quoted[client],
+                                client_quoted,
                             )
                         )
                         if isinstance(invocation, int) and trace is not None
@@ -400,7 +410,7 @@ class AccessLog:
                         f'"queue_ms":{"null" if queue is None else f"{queue * 1000:.3f}"},'
                         f'"instance":{quoted[instance]},"cold":{"true" if cold else "false"},'
                         f'"invocation_id":{quoted[self._invocation(invocation)]},'
-                        f'"trace_id":{quoted[trace]},"client":{quoted[client]}}}\n'
+                        f'"trace_id":{quoted[trace]},"client":{client_quoted}}}\n'
                     )
                     break
                 except KeyError as missing:
@@ -658,7 +668,8 @@ _JSON_LINE_NO_QUEUE = (
     '"invocation_id":"%s%08x","trace_id":"%s","client":%s}\n'
 )
 _MILLIS = [f"{millis:03d}" for millis in range(1000)]
-_FUNCTION = itemgetter(1)  # a record's function
+_ENDPOINT = itemgetter(1)  # a record's endpoint
+_FIRST = itemgetter(0)  # an endpoint's function
 _MAX_QUOTED = 4096
 
 

@@ -864,10 +864,13 @@ class _Seen:
         client = scope.get("client")
         return (
             trip.started,
-            self.function,
-            self.route,
-            scope["method"],
-            scope["path"],
+            (
+                self.function,
+                self.route,
+                scope["method"],
+                scope["path"],
+                client[0] if client else None,
+            ),
             self.status,
             self.size,
             self.head - trip.started,
@@ -876,7 +879,6 @@ class _Seen:
             trip.cold,
             trip.invocation,
             trip.trace,
-            client[0] if client else None,
         )
 
 

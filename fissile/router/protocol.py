@@ -26,7 +26,7 @@ from uvicorn.server import ServerState
 
 from fissile.executor.connection import BodyStream, InstanceResponse
 from fissile.executor.pools import FunctionPool
-from fissile.observability.access import AccessLog
+from fissile.observability.access import AccessLog, Endpoint
 from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
@@ -160,7 +160,6 @@ class RouterProtocol(asyncio.Protocol):
         # A trusted proxy's connection: its X-Forwarded-* headers say who the client is (the
         # scheme, host and address a request is forwarded with, and the access log's client).
         self.via_proxy = False
-        self.logged_client: str | None = None
         self.forwarded: tuple[str, str | None, list[tuple[bytes, bytes]]] = ("http", None, [])
         self.delegate: _Delegate | None = None
         # encode_forward's: the forwarded head of the last request, reused while they repeat.
@@ -178,9 +177,10 @@ class RouterProtocol(asyncio.Protocol):
         # The access log (None when off) and what it records of the request in flight.
         self.access_log = self.router.access_log
         self.trip: Trip | None = None
-        self.method = ""  # not the request itself: its body would live as long as the connection
-        self.function = ""
-        self.route: str | None = None
+        # The access log's (function, route, method, path, client) of the request in flight:
+        # one tuple kept while the connection's requests repeat it, which their records share
+        # (fewer fields to build and to marshal per request).
+        self.endpoint: Endpoint = (None, None, "", "", None)
         self.path = ""  # the path of the request last routed, as ``_direct`` decoded it
         # Limits (fissile/router/limits.py), copied here: read per header.
         self.connections: Connections = self.router.connections
@@ -459,10 +459,15 @@ class RouterProtocol(asyncio.Protocol):
             if self.via_proxy:
                 scheme, client, headers = self.forwarded  # as _direct resolved them
             if self.access_log is not None:
-                self.method = method
-                self.function = function
-                self.route = route
-                self.logged_client = client
+                endpoint, path = self.endpoint, self.path  # the path as routed above
+                if (
+                    endpoint[3] != path
+                    or endpoint[0] != function
+                    or endpoint[1] != route
+                    or endpoint[2] != method
+                    or endpoint[4] != client
+                ):
+                    self.endpoint = (function, route, method, path, client)
             try:
                 data = encode_forward(
                     method,
@@ -560,10 +565,7 @@ class RouterProtocol(asyncio.Protocol):
         access_log.add(
             (
                 trip.started,
-                self.function,
-                self.route,
-                self.method,
-                self.path,
+                self.endpoint,
                 result.status,
                 size,
                 trip.duration,
@@ -572,7 +574,6 @@ class RouterProtocol(asyncio.Protocol):
                 trip.cold,
                 trip.invocation,
                 trip.trace,
-                self.logged_client,
             )
         )
 

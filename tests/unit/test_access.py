@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import marshal
 import time
 from pathlib import Path
 
@@ -17,10 +18,7 @@ def record(
 ) -> Record:
     return (
         time.monotonic() if started is None else started,
-        function,
-        "route-a" if function else None,
-        "GET",
-        path,
+        (function, "route-a" if function else None, "GET", path, "127.0.0.1"),
         status,
         13,
         0.0012345,
@@ -29,7 +27,6 @@ def record(
         True,
         7,
         b"4bf92f3577b34da6a3ce929d0e0e4736",
-        "127.0.0.1",
     )
 
 
@@ -67,14 +64,50 @@ def test_json_lines_say_what_the_api_says() -> None:
                     None,
                 ):
                     for cold, instance, client in ((True, "i1", "127.0.0.1"), (False, None, None)):
+                        endpoint = (*base[1][:4], client)
                         records.append(
-                            (started, *base[1:8], queue, instance, cold, invocation, trace, client)
+                            (
+                                started,
+                                endpoint,
+                                *base[2:5],
+                                queue,
+                                instance,
+                                cold,
+                                invocation,
+                                trace,
+                            )
                         )
     offset = 1.7e9
     lines = log.format_lines(records, offset).splitlines()
     assert len(lines) == len(records)
     for line, one in zip(lines, records, strict=True):
         assert json.loads(line) == log.as_dict(one, offset)
+
+
+def test_records_sharing_an_endpoint_keep_their_own_fields() -> None:
+    # The router's records of a connection share one endpoint tuple (and marshal keeps it
+    # one object in the writer process): the writer reuses what it spelt of the last record
+    # only while the endpoint, the status and the size all repeat.
+    log = AccessLog(None, "json", invocation_prefix="abcd")
+    base = record()
+    shared = base[1]
+    other = ("other", None, "POST", '/q"', None)
+    records: list[Record] = [
+        (base[0], endpoint, status, size, *base[4:])
+        for endpoint, status, size in (
+            (shared, 200, 13),
+            (shared, 200, 13),
+            (shared, 404, 13),
+            (shared, 404, None),
+            (shared, 404, 0),
+            (other, 404, 0),
+            (shared, 404, 0),
+            (shared, 200, 13),
+        )
+    ]
+    for chunk in (records, marshal.loads(marshal.dumps(records))):
+        lines = log.format_lines(chunk, 0.0).splitlines()
+        assert [json.loads(line) for line in lines] == [log.as_dict(one, 0.0) for one in records]
 
 
 def test_json_escapes_what_a_client_sent() -> None:
