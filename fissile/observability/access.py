@@ -1,12 +1,14 @@
 """The router's access log: one line per client request, and each function's last requests in
 memory for ``GET /v1/functions/{name}/requests``.
 
-Off the hot path: a request adds one tuple of its raw fields (``Record``) to a list, marshalled
-``CHUNK`` records at a time; a timer sends what gathered, every ``INTERVAL`` seconds or at
-``BATCH`` records, to a writer process (``start``; ``python -m fissile.observability.access``,
-in a session and scheduler autogroup of its own, at a lower priority), which formats it and
-appends it (a slow disk delays the log, never the router). Without a writer process (tests, a
-log used in-process), the timer formats the batch and a thread writes it. Records waiting are
+Off the hot path: a request adds one tuple of its raw fields (``Record``) to a list, packed
+``CHUNK`` records at a time; a timer writes what gathered, every ``INTERVAL`` seconds or at
+``BATCH`` records. Packed means formatted, as JSON lines in C (``_accesslines.c``, ~0.3 µs a
+record), and a thread appends the lines (a slow disk delays the log, never the router). Where
+that module was not built (no C compiler when fissile was installed) or for the text format,
+the chunks are marshalled instead and sent to a writer process (``start``; ``python -m
+fissile.observability.access``, in a session and scheduler autogroup of its own, at a lower
+priority) that formats them in Python (~2 µs a record) and appends them. Records waiting are
 bounded: past ``MAX_PENDING`` (or ``MAX_PIPE_BUFFER`` unread by the writer process) they are
 dropped and counted, and a line says so once writing catches up. The file is rotated like the
 function logs (``<file>.1``, at 10 MiB).
@@ -25,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
@@ -33,6 +35,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fissile.observability.logs import MAX_LOG_BYTES
+
+_json_lines: Callable[[list[Record], float, str], bytes] | None
+try:
+    from fissile.observability._accesslines import json_lines as _json_lines
+except ImportError:  # installed without a C compiler: lines formatted in Python
+    _json_lines = None
 
 logger = logging.getLogger("fissile.access")
 
@@ -97,6 +105,7 @@ class AccessLog:
         max_pending: int = MAX_PENDING,
         max_bytes: int = MAX_LOG_BYTES,
         invocation_prefix: str = "",
+        in_process: bool | None = None,
     ) -> None:
         if format not in FORMATS:
             raise ValueError(f"access log format must be one of {', '.join(FORMATS)}")
@@ -111,6 +120,11 @@ class AccessLog:
         # Direct calls' invocation ids are a per-process prefix and a counter (router/app.py):
         # the counter is kept, the id spelt out when written.
         self.invocation_prefix = invocation_prefix
+        # Lines formatted in this process (in C where it can, json; ``start`` then starts no
+        # writer process), or by a writer process. None: in this process when C can.
+        native = format == "json" and _json_lines is not None
+        self.in_process = native if in_process is None else in_process
+        self._native = native
         self.keep = recent
         self.dropped = 0  # records lost (writing could not keep up, or failed), in all
         self._unreported = 0  # of which no line has said so yet
@@ -122,8 +136,10 @@ class AccessLog:
         self._spelt: dict[tuple[Endpoint, int, int | None], tuple[str, str]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._writing = False  # a batch is on the writer thread
+        self._write: asyncio.Future[int] | None = None  # that batch's write
         self._watch = 0  # records pending below which ``add`` only appends (``_rewatch``)
-        # With a writer process: chunks of records marshalled, framed, waiting to be sent.
+        # Chunks of records packed (formatted, or marshalled and framed for the writer
+        # process), waiting to be written or sent.
         self._packed: list[bytes] = []
         self._packed_count = 0  # records in them
         self._lock = threading.Lock()  # the file, between the writer thread and close()
@@ -156,7 +172,7 @@ class AccessLog:
         if self.path is None:
             self._keep(record)
             return
-        if len(pending) >= self.max_pending:
+        if len(pending) + self._packed_count >= self.max_pending:
             self._keep(record)
             self.dropped += 1
             self._unreported += 1
@@ -165,31 +181,21 @@ class AccessLog:
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.interval, self._flush)
-        if self._process is not None:
-            if len(pending) >= min(self.chunk, self.batch):
-                self._pack()
-                if self._packed_count >= self.batch:
-                    self._timer.cancel()
-                    self._flush()
-        elif len(pending) >= self.batch and not self._writing:
-            self._timer.cancel()
-            self._flush()
+        if len(pending) >= min(self.chunk, self.batch):
+            self._pack()
+            if self._packed_count >= self.batch and not self._writing:
+                self._timer.cancel()
+                self._flush()
         self._rewatch()
 
     def _rewatch(self) -> None:
         """``add``'s threshold: 0 (every record looks closer) without a path or a timer
-        armed; else one short of a chunk with a writer process (the record completing it has
-        it marshalled), one short of a batch without (the record completing it sends it), or
-        the bound on pending records while a batch is being written on the thread (more
-        gather meanwhile)."""
+        armed; else one short of a chunk (the record completing it has it packed, and the
+        batch written or sent once it is full)."""
         if self.path is None or self._timer is None or self._closed:
             self._watch = 0
-        elif self._process is not None:
-            self._watch = min(self.chunk - 1, self.batch - 1, self.max_pending)
-        elif self._writing:
-            self._watch = self.max_pending
         else:
-            self._watch = min(self.batch - 1, self.max_pending)
+            self._watch = min(self.chunk - 1, self.batch - 1, self.max_pending)
 
     def _keep(self, record: Record) -> None:
         function = record[1][0]
@@ -425,10 +431,11 @@ class AccessLog:
     # -- writing ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the writer process: batches are formatted and written there, off the
-        router's process. Formatting a record in Python costs ~21k instructions, a fifth of
-        what the router spends on a request (callgrind); marshalling it, a fraction of that."""
-        if self.path is None or self._process is not None:
+        """Start the writer process, where lines are formatted in Python: batches are
+        formatted and written there, off the router's process. Formatting a record in Python
+        costs ~21k instructions, a fifth of what the router spends on a request (callgrind);
+        marshalling it, a fraction of that. Not started where lines are formatted in C."""
+        if self.path is None or self._process is not None or self.in_process:
             return
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -445,11 +452,15 @@ class AccessLog:
         )
 
     def _pack(self) -> None:
-        """The pending records, marshalled and framed for the writer process."""
+        """The pending records, as lines for the writer thread, or marshalled and framed for
+        the writer process."""
         records = self._take()
         if records:
-            payload = marshal.dumps((0, records))
-            self._packed.append(_FRAME.pack(len(payload)) + payload)
+            if self._process is not None:
+                payload = marshal.dumps((0, records))
+                self._packed.append(_FRAME.pack(len(payload)) + payload)
+            else:
+                self._packed.append(self._lines(records, 0))
             self._packed_count += len(records)
 
     def _send(self) -> None:
@@ -481,22 +492,31 @@ class AccessLog:
             if (self._pending or self._packed) and not self._closed:
                 self._send()
             return
-        if self._writing or not self._pending or self._closed:
-            if self._pending and not self._closed:
+        waiting = self._pending or self._packed
+        if self._writing or not waiting or self._closed:
+            if waiting and not self._closed:
                 # The writer is behind: try again later (records keep gathering, bounded).
                 loop = asyncio.get_running_loop()
                 self._timer = loop.call_later(self.interval, self._flush)
             return
-        records = self._take()
-        dropped, self._unreported = self._unreported, 0
-        # Formatted here, written on the thread: formatting holds the GIL wherever it runs,
-        # and on the thread it made the loop wait for the GIL besides; a write may block on
-        # a slow disk, and releases the GIL while it does.
-        text = self._text(records, dropped)
+        # Formatted here (chunk by chunk as they filled), written on the thread: formatting
+        # holds the GIL wherever it runs, and on the thread it made the loop wait for the GIL
+        # besides; a write may block on a slow disk, and releases the GIL while it does.
+        self._pack()
+        data, count = self._take_packed()
         self._writing = True
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(_writer(), self.write_text, text, len(records))
+        future = self._write = loop.run_in_executor(_writer(), self.write_lines, data, count)
         future.add_done_callback(self._written)
+
+    def _take_packed(self) -> tuple[bytes, int]:
+        """The lines packed, and the note of records dropped before them, to write."""
+        packed, count = self._packed, self._packed_count
+        self._packed, self._packed_count = [], 0
+        dropped, self._unreported = self._unreported, 0
+        if dropped:
+            packed.append(self._note(dropped).encode())
+        return b"".join(packed), count
 
     def _written(self, future: asyncio.Future[int]) -> None:
         self._writing = False
@@ -507,22 +527,29 @@ class AccessLog:
             lost = future.result()
             self.dropped += lost
             self._unreported += lost
-        if self._pending and self._timer is None and not self._closed:
+        if (self._pending or self._packed) and self._timer is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.interval, self._flush)
         self._rewatch()
 
-    def _text(self, records: list[Record], dropped: int) -> str:
-        text = self.format_lines(records, time.time() - time.monotonic())
-        if dropped:
-            text += self._note(dropped)
-        return text
+    def _lines(self, records: list[Record], dropped: int) -> bytes:
+        """Records as lines to append (then the note of ``dropped`` records lost): in C
+        where it can (json), else in Python."""
+        offset = time.time() - time.monotonic()
+        note = self._note(dropped).encode() if dropped else b""
+        if self._native and _json_lines is not None:
+            try:
+                return _json_lines(records, offset, self.invocation_prefix) + note
+            except (TypeError, ValueError):
+                # A record of a shape C does not take (not one the router made): Python
+                # formats it as it can.
+                pass
+        return self.format_lines(records, offset).encode("utf-8", "replace") + note
 
-    def write_text(self, text: str, count: int) -> int:
-        """Append ``text`` (``count`` records) in one ``write()``, rotating past the limit, on
-        the writer thread. Returns the records lost to a write error (counted on the loop, by
-        ``_written``)."""
-        data = text.encode("utf-8", "replace")
+    def write_lines(self, data: bytes, count: int) -> int:
+        """Append ``data`` (``count`` records' lines) in one ``write()``, rotating past the
+        limit, on the writer thread. Returns the records lost to a write error (counted on the
+        loop, by ``_written``)."""
         with self._lock:
             if self.path is None:
                 return 0
@@ -565,9 +592,14 @@ class AccessLog:
             self._file = None
 
     async def aclose(self, timeout: float = 5.0) -> None:
-        """Send or write what is pending, and wait for the writer process to finish."""
+        """Send or write what is pending, and wait for the writer process to finish (or the
+        writer thread's batch: what is pending is written after it)."""
         process = self._process
         if process is None:
+            write = self._write
+            if write is not None and not write.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(write), timeout)
             self.close()
             return
         if self._timer is not None:
@@ -593,9 +625,12 @@ class AccessLog:
         self._closed = True
         self._rewatch()
         records = self._take()
-        if records or self._unreported:
+        if records or self._packed or self._unreported:
+            data = b"".join(self._packed)
+            count = self._packed_count + len(records)
+            self._packed, self._packed_count = [], 0
             dropped, self._unreported = self._unreported, 0
-            self.dropped += self.write_text(self._text(records, dropped), len(records))
+            self.dropped += self.write_lines(data + self._lines(records, dropped), count)
         with self._lock:
             self._close_file()
 
@@ -625,7 +660,7 @@ def _serve_writer(argv: list[str]) -> None:
             break
         payload = stdin.read(_FRAME.unpack(head)[0])
         dropped, records = marshal.loads(payload)
-        failed = log.write_text(log._text(records, dropped + lost), len(records))
+        failed = log.write_lines(log._lines(records, dropped + lost), len(records))
         lost = failed + (dropped + lost if failed else 0)
     with log._lock:
         log._close_file()

@@ -186,7 +186,7 @@ def test_rotation(tmp_path: Path) -> None:
     log = AccessLog(path, "json", max_bytes=600)
     line = log.format_lines([record()], 0.0)
     for _ in range(3):
-        log.write_text(line * 2, 2)
+        log.write_lines((line * 2).encode(), 2)
     rotated = path.with_name("access.log.1")
     assert rotated.exists()
     assert path.stat().st_size <= 600 and rotated.stat().st_size <= 600
@@ -215,7 +215,7 @@ def test_off_keeps_nothing(tmp_path: Path) -> None:
 
 async def test_the_writer_process_formats_and_writes_batches(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
-    log = AccessLog(path, "json", interval=0.01, invocation_prefix="abcd")
+    log = AccessLog(path, "json", interval=0.01, invocation_prefix="abcd", in_process=False)
     await log.start()
     try:
         for i in range(3):
@@ -281,7 +281,7 @@ async def test_the_writer_process_gets_chunks_marshalled_as_they_fill(tmp_path: 
     # themselves die young); a batch's chunks go out together once ``batch`` records are
     # packed, the rest at the interval or when the log closes: every line, in order.
     path = tmp_path / "access.log"
-    log = AccessLog(path, "json", interval=60, batch=8, chunk=3)
+    log = AccessLog(path, "json", interval=60, batch=8, chunk=3, in_process=False)
     await log.start()
     try:
         for i in range(7):
@@ -308,7 +308,7 @@ async def test_the_writer_process_says_records_lost_before(tmp_path: Path) -> No
     # Records dropped while the writer process was behind are said in a line of their own,
     # before the next records sent.
     path = tmp_path / "access.log"
-    log = AccessLog(path, "json", interval=60)
+    log = AccessLog(path, "json", interval=60, in_process=False)
     await log.start()
     try:
         log._unreported = 5  # as _send counts a batch it could not send

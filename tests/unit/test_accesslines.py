@@ -1,0 +1,183 @@
+"""fissile/observability/_accesslines.c: the access log's JSON lines in C are the lines the
+Python formatter makes, byte for byte; and the log formats in process with it (no writer
+process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fissile.observability import access
+from fissile.observability.access import AccessLog, Record
+
+try:
+    from fissile.observability._accesslines import json_lines
+except ImportError:  # built without a C compiler: allowed on a laptop, never in CI
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("fissile was installed without its C access-log formatter", allow_module_level=True)
+
+PREFIX = "ab12"
+NAMES: list[str | None] = [
+    "hello",
+    "h\u00e9llo",
+    'quote"and\\backslash',
+    "tab\tnewline\nreturn\r",
+    "\U0001f600 outside the BMP",
+    "\x00\x08\x0c\x1f\x7f controls",
+    "/p?q=1&x=%20",
+    "",
+    None,
+]
+
+
+def random_record(rng: random.Random, now: float) -> Record:
+    path = rng.choice([name for name in NAMES if name is not None])
+    endpoint = (
+        rng.choice(NAMES),
+        rng.choice(NAMES),
+        rng.choice(["GET", "POST", "DELETE"]),
+        path,
+        rng.choice(NAMES),
+    )
+    duration = rng.choice(
+        [rng.random() * 0.01, rng.random() * 300, 0.0, 0.0000625, 1e-9, 0.0005, 123456.789]
+    )
+    queue = rng.choice([None, 0.0, rng.random() * 0.01, 0.0000625])
+    invocation: int | str | None = rng.choice(
+        [None, rng.randrange(0, 2**40), 0, "a-given-id", '\u00e9"id']
+    )
+    trace: bytes | str | None = rng.choice(
+        [None, b"%032x" % rng.getrandbits(128), f"{rng.getrandbits(128):032x}"]
+    )
+    return (
+        now + rng.random() * 5,
+        endpoint,
+        rng.choice([200, 201, 404, 429, 500, 503]),
+        rng.choice([None, 0, 13, 10**9]),
+        duration,
+        queue,
+        rng.choice(["i3", None, "\u00e9"]),
+        rng.choice([True, False]),
+        invocation,
+        trace,
+    )
+
+
+def test_lines_are_the_python_formatters_byte_for_byte() -> None:
+    log = AccessLog(None, "json", invocation_prefix=PREFIX)
+    rng = random.Random(20261203)
+    now = time.monotonic()
+    offset = time.time() - now
+    for _ in range(500):
+        records = [random_record(rng, now) for _ in range(rng.randrange(1, 30))]
+        expected = log.format_lines(records, offset).encode()
+        assert json_lines(records, offset, PREFIX) == expected
+    for line in json_lines(records, offset, PREFIX).splitlines():
+        json.loads(line)  # and each is JSON
+
+
+def test_milliseconds_round_as_python_does_near_ties() -> None:
+    # Three decimals of milliseconds: C rounds an integer count of thousandths where that
+    # is sure to match "%.3f", and asks Python's dtoa within a thousandth of a tie.
+    log = AccessLog(None, "json", invocation_prefix=PREFIX)
+    rng = random.Random(7)
+    endpoint = ("f", "r", "GET", "/", "c")
+    records: list[Record] = []
+    for _ in range(20_000):
+        seconds = rng.randrange(0, 10**7) / 1e7 + rng.choice([0.0, 5e-7, -5e-7, 5e-10, 1e-12])
+        seconds = max(seconds, 0.0)
+        records.append((1000.0, endpoint, 200, 1, seconds, seconds / 3, "i", False, 7, b"ab"))
+    records.append((1000.0, endpoint, 200, 1, 2.0**42, 1e300, "i", False, 7, b"ab"))
+    records.append((1000.0, endpoint, 200, 1, float("inf"), float("nan"), "i", False, 7, b"ab"))
+    assert json_lines(records, 0.0, PREFIX) == log.format_lines(records, 0.0).encode()
+
+
+def test_a_trace_id_that_is_not_hex_is_still_escaped() -> None:
+    endpoint = ("f", "r", "GET", "/", "c")
+    record: Record = (1000.0, endpoint, 200, 1, 0.1, None, None, True, None, 'x"\u00e9')
+    line = json.loads(json_lines([record], 0.0, PREFIX))
+    assert line["trace_id"] == 'x"\u00e9' and line["queue_ms"] is None
+    assert line["invocation_id"] is None and line["instance"] is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("not", "a", "record"),
+        (1000.0, ("f", "r", "GET"), 200, 1, 0.1, None, "i", True, 1, b"ab"),  # short endpoint
+        ("soon", ("f", "r", "GET", "/", "c"), 200, 1, 0.1, None, "i", True, 1, b"ab"),
+        (1000.0, ("f", "r", "GET", "/", "c"), "200", 1, 0.1, None, "i", True, 1, b"ab"),
+        (1000.0, ("f", "r", "GET", "/", "c"), 200, 1, 0.1, None, "i", True, -1, b"ab"),
+        (-1e300, ("f", "r", "GET", "/", "c"), 200, 1, 0.1, None, "i", True, 1, b"ab"),
+    ],
+)
+def test_records_of_another_shape_raise_instead_of_writing_nonsense(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        json_lines([bad], 0.0, PREFIX)
+
+
+def test_the_log_formats_records_it_cannot_take_in_python() -> None:
+    log = AccessLog(None, "json", invocation_prefix=PREFIX)
+    odd: Any = (1000.0, ("f", "r", "GET", "/", "c"), 200, 1, 0.1, None, "i", True, -1, None)
+    text = log._lines([odd], 0).decode()
+    assert json.loads(text)["invocation_id"] == "ab12-0000001"
+
+
+async def test_json_lines_are_written_in_process_without_a_writer_process(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=8, chunk=3, invocation_prefix=PREFIX)
+    await log.start()
+    assert log.in_process and log._process is None
+    endpoint = ("fn", "route", "GET", "/", "127.0.0.1")
+    for i in range(7):
+        log.add((time.monotonic(), endpoint, 200, 13, 0.001, 0.0, "i1", False, i, None))
+    # Two chunks formatted as they filled; the record of the third waits.
+    assert len(log._packed) == 2 and log._packed_count == 6 and len(log._pending) == 1
+    await log.aclose()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["invocation_id"] for line in lines] == [f"{PREFIX}{i:08x}" for i in range(7)]
+
+
+async def test_closing_waits_for_the_batch_on_the_writer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch still being written when the log closes stays ahead of what was pending.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=2, chunk=2)
+    write_lines = log.write_lines
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_write(data: bytes, count: int) -> int:
+        loop.call_soon_threadsafe(started.set)
+        time.sleep(0.3)
+        return write_lines(data, count)
+
+    monkeypatch.setattr(log, "write_lines", slow_write)
+    endpoint = ("fn", "route", "GET", "/", "127.0.0.1")
+    for i in range(3):
+        log.add((time.monotonic(), endpoint, 200, 1, 0.001, 0.0, "i1", False, i, None))
+    await asyncio.wait_for(started.wait(), 30)
+    await log.aclose()
+    ids = [json.loads(line)["invocation_id"] for line in path.read_text().splitlines()]
+    assert ids == [f"{i:08x}" for i in range(3)]
+
+
+def test_a_machine_without_the_c_formatter_starts_a_writer_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(access, "_json_lines", None)
+    log = AccessLog(tmp_path / "access.log", "json")
+    assert not log.in_process
+    text = AccessLog(tmp_path / "access.log", "text")
+    assert not text.in_process  # text lines are formatted in Python, off the router
