@@ -6,10 +6,14 @@ here with ``--router-cpu-us``, or read from its results).
 
 Timed per request, as the router runs it (``fissile/router/protocol.py``, ``proxy.py``):
 
-* ``off``: the ``Trip`` (arrival, instance), ``_count`` with metrics off (the duration only);
-* ``on``: the same with metrics on, and the protocol's access log record and ``AccessLog.add``;
-* ``writer``: what the access log's writer process spends on a record (unmarshal, format),
-  and what the router spends marshalling it: not on the hot path, but CPU of the machine.
+* ``off``: the ``Trip`` (arrival, instance), ``_count`` with metrics off (the duration only),
+  ``RouterProtocol._answered`` with the access log off;
+* ``on``: the same with the access log on: ``_answered`` adds the request's record, whose
+  access log counts it into the function's metrics (``Trip.logged``: ``_count`` only times it);
+* ``pack``: per record, what the router does with a chunk of them: count them into the
+  metrics and format them as JSON lines in C (or marshal them for a writer process, whose
+  unmarshalling and formatting are then ``writer``: not on the hot path, but CPU of the
+  machine).
 
 Warm requests under wrk mostly wait a little for an instance (32 connections, 10 instances):
 half the trips here were queued (warm, not cold), half were not.
@@ -62,12 +66,21 @@ class _Instance:
 
 
 class _Protocol:
-    """The attributes ``RouterProtocol._log`` reads of the connection."""
+    """What ``RouterProtocol._answered`` reads and calls of the connection: the response
+    itself is not written (``_respond`` and ``_next`` do nothing)."""
 
     def __init__(self, access_log: AccessLog | None, trip: Trip) -> None:
         self.access_log = access_log
         self.trip = trip
         self.endpoint = ("hello", "hello-route", "GET", "/hello", "127.0.0.1")
+        self.keep_alive = True
+        self.busy = True
+
+    def _respond(self, *args: Any) -> None:
+        pass
+
+    def _next(self) -> None:
+        pass
 
 
 def parse_args() -> argparse.Namespace:
@@ -206,63 +219,45 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     pool_off: Any = type("Pool", (), {"metrics": metrics_off.function("hello"), "name": "hello"})()
     access = AccessLog(workdir / "access.log", batch=10**9, max_pending=10**9)
     access.invocation_prefix = "5f2c9a1e"
+    counted = access.count_into(metrics_on)  # as the router does (its records count)
     instance = _Instance()
     result = Answer(200, "ok", "hello")
-    log_record = RouterProtocol._log
+    answered = RouterProtocol._answered
     monotonic = time.monotonic
     trace = b"4bf92f3577b34da6a3ce929d0e0e4736"
 
-    def request_off() -> None:
+    def request(executor: Any, pool: Any, log: AccessLog | None) -> None:
         for queued in (False, True):
-            trip = Trip(monotonic())
-            trip.served(instance, queued)  # type: ignore[arg-type]
-            trip.invocation = 42
-            trip.trace = trace
-            _count(executor_off, pool_off, trip, 200)
-
-    def request_on() -> None:
-        for queued in (False, True):
-            trip = Trip(monotonic())
-            trip.served(instance, queued)  # type: ignore[arg-type]
-            trip.invocation = 42
-            trip.trace = trace
-            _count(executor_on, pool_on, trip, 200)
-            log_record(_Protocol(access, trip), access, result)  # type: ignore[arg-type]
-
-    def request_off_protocol() -> None:
-        # The same fake connection object, so that only the work differs.
-        for queued in (False, True):
-            trip = Trip(monotonic())
+            trip = Trip(monotonic(), counted and log is not None)
             trip.served(instance, queued)  # type: ignore[arg-type]
             trip.invocation = 42  # encode_forward's, either way
             trip.trace = trace
-            _count(executor_off, pool_off, trip, 200)
-            _Protocol(None, trip)
+            _count(executor, pool, trip, 200)
+            answered(_Protocol(log, trip), result)  # type: ignore[arg-type]
 
     def timed(function: Any) -> float:
         best = []
         for _ in range(args.repeat):
             access._pending.clear()
+            access._tallied = access._folded = 0
             best.append(timeit.timeit(function, number=args.number))
         access._pending.clear()
+        access._tallied = access._folded = 0
         return min(best) / args.number / 2 * 1e6  # µs per request (two per call)
 
     async def measure() -> tuple[dict[str, float], list[Any]]:
         # AccessLog.add arms its timer on the running loop; it never fires within a timing.
         times = {
-            "off_us": timed(request_off_protocol),
-            "off_bare_us": timed(request_off),
-            "on_us": timed(request_on),
+            "off_us": timed(functools.partial(request, executor_off, pool_off, None)),
+            "on_us": timed(functools.partial(request, executor_on, pool_on, access)),
         }
-        # The writer: a batch as the router sends it, unmarshalled and formatted there.
-        trips = []
-        for queued in (False, True) * 512:
-            trip = Trip(monotonic())
-            trip.served(instance, queued)  # type: ignore[arg-type]
-            trip.invocation, trip.trace = 42, trace
-            trips.append(trip)
-            _count(executor_on, pool_on, trip, 200)
-        batch = _records(access, trips, result)
+        # A chunk as the router packs it: counted into the metrics, and formatted (or
+        # marshalled for a writer process).
+        access._pending.clear()
+        access._tallied = access._folded = 0
+        for _ in range(access.chunk // 2):
+            request(executor_on, pool_on, access)
+        batch = list(access._pending)
         if access._timer is not None:
             access._timer.cancel()
             access._timer = None
@@ -270,36 +265,39 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         return times, batch
 
     times, batch = asyncio.run(measure())
-    payload = marshal.dumps((0, batch))
-    offset = time.time() - time.monotonic()
-    marshal_us = min(timeit.repeat(lambda: marshal.dumps((0, batch)), number=20, repeat=5))
-    unmarshal_us = min(timeit.repeat(lambda: marshal.loads(payload), number=20, repeat=5))
-    format_us = min(timeit.repeat(lambda: access.format_lines(batch, offset), number=20, repeat=5))
+
+    def pack() -> None:
+        access._pending[:] = batch
+        access._tallied = access._folded = 0
+        access._pack()
+        access._packed.clear()
+        access._packed_count = 0
+
     per = 20 * len(batch) / 1e6
+    pack_us = min(timeit.repeat(pack, number=20, repeat=5)) / per
+    writer_us = 0.0
+    if not access.in_process:  # the lines are formatted by the writer process
+        payload = marshal.dumps((0, batch))
+        offset = time.time() - time.monotonic()
+        unmarshal = min(timeit.repeat(lambda: marshal.loads(payload), number=20, repeat=5))
+        formatting = min(
+            timeit.repeat(lambda: access.format_lines(batch, offset), number=20, repeat=5)
+        )
+        writer_us = (unmarshal + formatting) / per
     router_us, source = router_cpu_us(args.router_cpu_us)
     hot = times["on_us"] - times["off_us"]
-    writer = (unmarshal_us + format_us) / per
-    marshal_per = marshal_us / per
     return {
         "router_cpu_us_per_request": router_us,
         "router_cpu_us_source": source,
+        "lines_formatted": "in process, C" if access.in_process else "writer process, Python",
         "hot_path_us": {key: round(value, 3) for key, value in times.items()},
         "hot_path_cost_us": round(hot, 3),
-        "marshal_us_per_record": round(marshal_per, 3),
-        "writer_us_per_record": round(writer, 3),
+        "pack_us_per_record": round(pack_us, 3),
+        "writer_us_per_record": round(writer_us, 3),
         "hot_path_cost_pct": round(hot / router_us * 100, 2),
-        "router_cost_pct": round((hot + marshal_per) / router_us * 100, 2),
-        "total_cost_pct": round((hot + marshal_per + writer) / router_us * 100, 2),
+        "router_cost_pct": round((hot + pack_us) / router_us * 100, 2),
+        "total_cost_pct": round((hot + pack_us + writer_us) / router_us * 100, 2),
     }
-
-
-def _records(access: AccessLog, trips: list[Trip], result: Answer) -> list[Any]:
-    """The records the protocol adds for ``trips``."""
-    access._pending.clear()
-    for trip in trips:
-        RouterProtocol._log(_Protocol(access, trip), access, result)  # type: ignore[arg-type]
-    records, access._pending = access._pending, []
-    return records
 
 
 def main() -> None:
@@ -329,7 +327,8 @@ def main() -> None:
         f"hot path: {costs['hot_path_us']['on_us']:.2f} µs on,"
         f" {costs['hot_path_us']['off_us']:.2f} off per request: +{costs['hot_path_cost_us']} µs,"
         f" {costs['hot_path_cost_pct']}% of the router's {costs['router_cpu_us_per_request']} µs;"
-        f" with marshalling {costs['router_cost_pct']}%; with the writer"
+        f" with packing ({costs['pack_us_per_record']} µs a record: counted, and"
+        f" {costs['lines_formatted']}) {costs['router_cost_pct']}%; with the writer process"
         f" ({costs['writer_us_per_record']} µs a record) {costs['total_cost_pct']}%"
     )
     write_results(

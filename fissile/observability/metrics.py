@@ -11,7 +11,11 @@ exposition turns these into Prometheus families only when scraped (a custom coll
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from itertools import repeat
+from operator import add, is_not, itemgetter
 
 # Upper bounds in seconds (Prometheus' ``le``), then +Inf: from a warm call's ~0.3 ms to a
 # long function's minutes.
@@ -51,6 +55,20 @@ class Histogram:
         self.counts[bisect_left(self.bounds, seconds)] += 1
         self.sum += seconds
         self.count += 1
+
+    def add(self, counts: list[int], total: float, count: int) -> None:
+        """Observations counted elsewhere: per bucket (as ``counts``), their sum and count."""
+        self.counts[:] = map(add, self.counts, counts)
+        self.sum += total
+        self.count += count
+
+    def observe_all(self, values: Sequence[float]) -> None:
+        """``observe`` each of ``values``, in C-level loops (``map``, ``Counter``)."""
+        counts = self.counts
+        for bucket, n in Counter(map(bisect_left, repeat(self.bounds), values)).items():
+            counts[bucket] += n
+        self.sum += sum(values)
+        self.count += len(values)
 
     def cumulative(self) -> Iterator[tuple[float, int]]:
         """(upper bound, observations at or below it), +Inf last, as Prometheus exposes."""
@@ -110,6 +128,43 @@ class FunctionMetrics:
     def refused(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
+    def answered(self, records: Sequence[tuple[object, ...]]) -> None:
+        """Requests the router answered, from their access-log records (``access.Record``:
+        status, duration, queue wait, cold), counted together as ``request`` and the router's
+        ``proxy._count`` count them one by one: a record's queue wait None means it was
+        refused before it could wait (not observed); its cold flag, that it waited for an
+        instance made for it.
+
+        Counting a chunk of records in C-level loops cost ~0.6k instructions a request where
+        counting each request on the router's hot path cost ~2k (callgrind)."""
+        requests = self.requests
+        for status, n in Counter(map(_STATUS, records)).items():
+            requests[status] = requests.get(status, 0) + n
+        self.duration.observe_all(list(map(_DURATION, records)))
+        waits: list[float] = list(filter(_KNOWN, map(_WAITED, records)))
+        if waits:
+            self.queue_wait.observe_all(waits)
+        self.cold_starts += sum(map(_COLD, records))
+
+    def add_tally(
+        self,
+        statuses: dict[int, int],
+        durations: list[int],
+        duration_sum: float,
+        waits: list[int],
+        wait_sum: float,
+        wait_count: int,
+        cold: int,
+    ) -> None:
+        """``answered``'s counts, made in C (``_records.tally``)."""
+        requests = self.requests
+        for status, n in statuses.items():
+            requests[status] = requests.get(status, 0) + n
+        self.duration.add(durations, duration_sum, sum(statuses.values()))
+        if wait_count:
+            self.queue_wait.add(waits, wait_sum, wait_count)
+        self.cold_starts += cold
+
     @property
     def total(self) -> int:
         return sum(self.requests.values())
@@ -119,6 +174,14 @@ class FunctionMetrics:
         return server_errors(self.requests)
 
 
+# A record's fields (``access.Record``), as ``FunctionMetrics.answered`` reads them.
+_STATUS = itemgetter(2)
+_DURATION = itemgetter(4)
+_WAITED = itemgetter(5)
+_COLD = itemgetter(7)
+_KNOWN: Callable[[object], bool] = partial(is_not, None)
+
+
 def server_errors(requests: dict[int, int]) -> int:
     """Requests answered with a 5xx (the function's or the platform's failure), of counts by
     status."""
@@ -126,23 +189,49 @@ def server_errors(requests: dict[int, int]) -> int:
 
 
 class Metrics:
-    """Every function's ``FunctionMetrics``, by name."""
+    """Every function's ``FunctionMetrics``, by name.
+
+    Some counts arrive in bulk: the router's requests are counted from their access-log
+    records a chunk at a time (``access.AccessLog.count_into``), not one by one on its hot
+    path. Every read (``functions``, ``function``, ``forget``) first takes in what is waiting
+    (``settle``), so a reader never sees a count behind what was answered."""
 
     def __init__(self) -> None:
-        self.functions: dict[str, FunctionMetrics] = {}
+        self._functions: dict[str, FunctionMetrics] = {}
         # ``fissile up --no-metrics``: requests are not counted (the router's hot path skips
         # it); the exposition says metrics are off.
         self.enabled = True
+        # Counts waiting to be taken in (the access log's pending records), or None.
+        self.pending: Callable[[], None] | None = None
+
+    def settle(self) -> None:
+        """Take in the counts waiting in bulk."""
+        if self.pending is not None:
+            self.pending()
+
+    @property
+    def functions(self) -> dict[str, FunctionMetrics]:
+        """Every function's metrics, by name, with what is waiting taken in."""
+        self.settle()
+        return self._functions
 
     def function(self, name: str) -> FunctionMetrics:
-        metrics = self.functions.get(name)
+        self.settle()
+        metrics = self._functions.get(name)
         if metrics is None:
-            metrics = self.functions[name] = FunctionMetrics(name)
+            metrics = self._functions[name] = FunctionMetrics(name)
         return metrics
 
+    def known(self, name: str) -> FunctionMetrics | None:
+        """The function's metrics if it has any, without taking in what is waiting (for the
+        counting in bulk itself)."""
+        return self._functions.get(name)
+
     def forget(self, name: str) -> None:
-        """The function was deleted: its series end (a new function of that name starts at 0)."""
-        self.functions.pop(name, None)
+        """The function was deleted: its series end (a new function of that name starts at 0).
+        Its requests answered before are counted first, into the series that ends."""
+        self.settle()
+        self._functions.pop(name, None)
 
 
 def crash_reason(exit_reason: str | None) -> str:

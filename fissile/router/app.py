@@ -137,6 +137,12 @@ class Router:
         self.trusted = trusted
         # One record per client request (observability/access.py); None: ``--access-log off``.
         self.access_log = access_log if access_log is not None and access_log.enabled else None
+        # The direct path's requests are counted from their records, in bulk (Trip.logged).
+        self.log_counts = (
+            self.access_log is not None
+            and executor.metrics.enabled
+            and self.access_log.count_into(executor.metrics)
+        )
         self.max_body = max_body
         self.front_door = front_door
         # Client connections and what each may send (the router's protocol enforces them).
@@ -355,7 +361,8 @@ class Router:
             await self._http(scope, receive, seen.send, seen)
         finally:
             if seen.head:
-                log.add(seen.record(scope))
+                # Its function's requests are counted as it forwards them (proxy._count).
+                log.add_uncounted(seen.record(scope))
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, seen: _Seen | None) -> None:
         method: str = scope["method"]

@@ -26,7 +26,7 @@ from uvicorn.server import ServerState
 
 from fissile.executor.connection import BodyStream, InstanceResponse
 from fissile.executor.pools import FunctionPool
-from fissile.observability.access import AccessLog, Endpoint
+from fissile.observability.access import Endpoint
 from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
@@ -176,6 +176,7 @@ class RouterProtocol(asyncio.Protocol):
         self.closing = False  # close once the response in flight is written
         # The access log (None when off) and what it records of the request in flight.
         self.access_log = self.router.access_log
+        self.log_counts = self.router.log_counts  # its records count the requests (Trip)
         self.trip: Trip | None = None
         # The access log's (function, route, method, path, client) of the request in flight:
         # one tuple kept while the connection's requests repeat it, which their records share
@@ -452,7 +453,7 @@ class RouterProtocol(asyncio.Protocol):
             self.keep_alive = request.keep_alive
             self.http10 = request.version == "1.0"
             # Counted into the function's metrics when answered (proxy.py), and logged.
-            self.trip = trip = Trip(_monotonic())
+            self.trip = trip = Trip(_monotonic(), self.log_counts)
             method = request.method
             function = pool.name
             scheme, client, headers = self.scheme, self.client, request.headers
@@ -548,34 +549,33 @@ class RouterProtocol(asyncio.Protocol):
     def _answered(self, result: InstanceResponse | Answer) -> None:
         access_log = self.access_log
         if access_log is not None:
-            self._log(access_log, result)
+            trip = self.trip
+            if trip is not None:
+                # self._log(access_log, result) and AccessLog.add, inlined: two calls fewer
+                # per request (~0.5k instructions of ~100k, callgrind).
+                pending = access_log._pending
+                record = (
+                    trip.started,
+                    self.endpoint,
+                    result.status,
+                    len(result.body) if result.stream is None else result.length,
+                    trip.duration,
+                    trip.waited,
+                    trip.instance,
+                    trip.cold,
+                    trip.invocation,
+                    trip.trace,
+                )
+                if len(pending) < access_log._watch:
+                    pending.append(record)
+                else:
+                    access_log._add(record)
         if result.stream is not None:
             self._stream(result)
             return
         self._respond(result.status, result.headers, result.body, self.keep_alive)
         self.busy = False
         self._next()
-
-    def _log(self, access_log: AccessLog, result: InstanceResponse | Answer) -> None:
-        """The access log's record of the request in flight: a tuple, formatted later."""
-        trip = self.trip
-        if trip is None:
-            return
-        size = len(result.body) if result.stream is None else result.length
-        access_log.add(
-            (
-                trip.started,
-                self.endpoint,
-                result.status,
-                size,
-                trip.duration,
-                trip.waited,
-                trip.instance,
-                trip.cold,
-                trip.invocation,
-                trip.trace,
-            )
-        )
 
     def _respond(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool

@@ -1,4 +1,4 @@
-"""fissile/observability/_accesslines.c: the access log's JSON lines in C are the lines the
+"""fissile/observability/_records.c: the access log's JSON lines in C are the lines the
 Python formatter makes, byte for byte; and the log formats in process with it (no writer
 process)."""
 
@@ -16,9 +16,10 @@ import pytest
 
 from fissile.observability import access
 from fissile.observability.access import AccessLog, Record
+from fissile.observability.metrics import DURATION_BUCKETS, FunctionMetrics
 
 try:
-    from fissile.observability._accesslines import json_lines
+    from fissile.observability._records import json_lines, tally
 except ImportError:  # built without a C compiler: allowed on a laptop, never in CI
     if os.environ.get("CI") == "true":
         raise
@@ -82,6 +83,24 @@ def test_lines_are_the_python_formatters_byte_for_byte() -> None:
         assert json_lines(records, offset, PREFIX) == expected
     for line in json_lines(records, offset, PREFIX).splitlines():
         json.loads(line)  # and each is JSON
+
+
+def test_records_sharing_an_endpoint_are_spelt_as_apart() -> None:
+    # C copies what a record shares with the last one (its endpoint tuple, status and size)
+    # from that one's line: changes of any of them in between are spelt anew.
+    log = AccessLog(None, "json", invocation_prefix=PREFIX)
+    rng = random.Random(11)
+    now = time.monotonic()
+    endpoints = [random_record(rng, now)[1] for _ in range(3)]
+    records: list[Record] = []
+    for i in range(400):
+        base = random_record(rng, now)
+        endpoint = rng.choice(endpoints[:2] if i < 200 else endpoints)
+        status = rng.choice([200, 200, 200, 500])
+        size = rng.choice([13, 13, None, 10**12])
+        records.append((base[0], endpoint, status, size, *base[4:]))
+    offset = time.time() - now
+    assert json_lines(records, offset, PREFIX) == log.format_lines(records, offset).encode()
 
 
 def test_milliseconds_round_as_python_does_near_ties() -> None:
@@ -181,3 +200,47 @@ def test_a_machine_without_the_c_formatter_starts_a_writer_process(
     assert not log.in_process
     text = AccessLog(tmp_path / "access.log", "text")
     assert not text.in_process  # text lines are formatted in Python, off the router
+
+
+def test_tally_counts_as_python_does() -> None:
+    rng = random.Random(5)
+    now = time.monotonic()
+    records = [random_record(rng, now) for _ in range(2000)]
+    records.append(
+        (now, ("nan", None, "GET", "/", None), 200, 1, float("nan"), 0.0, None, False, None, None)
+    )
+    expected: dict[str, FunctionMetrics] = {}
+    for record in records:
+        function = record[1][0]
+        if function is not None:
+            expected.setdefault(function, FunctionMetrics(function)).answered([record])
+    counted: dict[str, FunctionMetrics] = {}
+    for function, *counts in tally(records, DURATION_BUCKETS):
+        counted.setdefault(function, FunctionMetrics(function)).add_tally(*counts)
+    assert set(counted) == set(expected)
+    for function, metrics in counted.items():
+        want = expected[function]
+        assert metrics.requests == want.requests
+        assert metrics.duration.counts == want.duration.counts
+        assert metrics.duration.count == want.duration.count
+        assert metrics.queue_wait.counts == want.queue_wait.counts
+        assert metrics.queue_wait.count == want.queue_wait.count
+        assert metrics.cold_starts == want.cold_starts
+        if function != "nan":
+            assert metrics.duration.sum == pytest.approx(want.duration.sum)
+            assert metrics.queue_wait.sum == pytest.approx(want.queue_wait.sum)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (1000.0, ("f", "r", "GET", "/", "c"), 200.0, 1, 0.1, None, "i", True, 1, b"ab"),
+        (1000.0, ("f", "r", "GET", "/", "c"), 200, 1, 1, None, "i", True, 1, b"ab"),
+        (1000.0, ("f", "r", "GET", "/", "c"), 200, 1, 0.1, 0, "i", True, 1, b"ab"),
+        (1000.0, ("f", "r", "GET", "/", "c"), 200, 1, 0.1, None, "i", 1, 1, b"ab"),
+        (1000.0, "f", 200, 1, 0.1, None, "i", True, 1, b"ab"),
+    ],
+)
+def test_tally_refuses_records_of_another_shape(bad: Any) -> None:
+    with pytest.raises(TypeError):
+        tally([bad], DURATION_BUCKETS)
