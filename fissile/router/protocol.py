@@ -461,12 +461,15 @@ class RouterProtocol(asyncio.Protocol):
                 scheme, client, headers = self.forwarded  # as _direct resolved them
             if self.access_log is not None:
                 endpoint, path = self.endpoint, self.path  # the path as routed above
+                # The function's and route's names, the method (_METHODS) and the client are
+                # the same objects while they repeat: compared by identity (a new tuple when
+                # an equal one is not the same object costs only the sharing).
                 if (
                     endpoint[3] != path
-                    or endpoint[0] != function
-                    or endpoint[1] != route
-                    or endpoint[2] != method
-                    or endpoint[4] != client
+                    or endpoint[0] is not function
+                    or endpoint[1] is not route
+                    or endpoint[2] is not method
+                    or endpoint[4] is not client
                 ):
                     self.endpoint = (function, route, method, path, client)
             try:
