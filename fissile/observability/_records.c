@@ -405,6 +405,9 @@ add_time(Buffer *buffer, Clock *clock, double wall)
         clock->second = whole;
     }
     int millis = (int)((wall - floored) * 1000);
+    if (millis > 999) {
+        millis = 999; /* a wall time a hair below the next second, rounded up */
+    }
     if (buffer_add(buffer, clock->text, clock->size) < 0 || ADD_LITERAL(buffer, ".") < 0
         || add_decimal(buffer, (unsigned long long)millis, 3) < 0) {
         return -1;

@@ -139,6 +139,7 @@ class AccessLog:
         # The functions' metrics the records are counted into (``count_into``), and how many
         # of ``_pending`` were; records added but not to be counted (``add_uncounted``).
         self.metrics: Metrics | None = None
+        self._counting_thread = 0
         self._tallied = 0
         self._uncounted: list[Record] = []
         self._recent: dict[str, deque[Record]] = {}
@@ -201,6 +202,7 @@ class AccessLog:
             return False
         self.metrics = metrics
         metrics.pending = self._tally
+        self._counting_thread = threading.get_ident()  # the router's loop's, which adds
         return True
 
     def _add(self, record: Record) -> None:
@@ -284,6 +286,8 @@ class AccessLog:
     def _tally(self) -> None:
         """The records added since the last tally, into their functions' metrics (those of
         ``add_uncounted`` left out)."""
+        if threading.get_ident() != self._counting_thread:
+            return  # a read off the loop: what the loop counted so far (it adds meanwhile)
         pending = self._pending
         start = self._tallied
         if start >= len(pending):
@@ -534,6 +538,8 @@ class AccessLog:
         marshalling it, a fraction of that. Not started where lines are formatted in C."""
         if self.path is None or self._process is not None or self.in_process:
             return
+        if self._packed:  # lines packed before there was a process (records added early)
+            self._hand(*self._take_packed())
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

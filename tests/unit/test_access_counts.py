@@ -4,6 +4,7 @@ reader sees the metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -158,3 +159,14 @@ def test_a_log_without_a_file_counts_nothing() -> None:
     # Its records are not kept pending: the router counts each request itself.
     log = AccessLog(None, "json")
     assert not log.count_into(Metrics()) and log.metrics is None
+
+
+async def test_a_read_off_the_loop_leaves_the_counting_to_the_loop(tmp_path: Path) -> None:
+    # The loop adds records while a thread might read: only the loop takes them in, so the
+    # pending list is never counted from two threads at once.
+    log, metrics = logged(tmp_path, chunk=100, batch=1000)
+    log.add(record(200))
+    in_thread = await asyncio.to_thread(lambda: dict(metrics.functions["fn"].requests))
+    assert in_thread == {}
+    assert metrics.function("fn").requests == {200: 1}
+    log.close()
