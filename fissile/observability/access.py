@@ -201,11 +201,13 @@ class AccessLog:
         if self.path is None:
             return False
         self.metrics = metrics
-        metrics.pending = self._tally
+        metrics.pending = self._settle
         self._counting_thread = threading.get_ident()  # the router's loop's, which adds
         return True
 
     def _add(self, record: Record) -> None:
+        # The thread that adds (the router's loop's) is the one that counts (``_tally``).
+        self._counting_thread = threading.get_ident()
         pending = self._pending
         if self.path is None:
             self._keep(record)
@@ -283,11 +285,16 @@ class AccessLog:
                     recent = recents[function] = deque(maxlen=keep)
                 recent.append(record)
 
+    def _settle(self) -> None:
+        """``Metrics.settle``: the records added so far counted, when read on the thread that
+        adds them; a read from another thread gets what was counted so far (the loop adds
+        meanwhile, and only it counts)."""
+        if threading.get_ident() == self._counting_thread:
+            self._tally()
+
     def _tally(self) -> None:
         """The records added since the last tally, into their functions' metrics (those of
         ``add_uncounted`` left out)."""
-        if threading.get_ident() != self._counting_thread:
-            return  # a read off the loop: what the loop counted so far (it adds meanwhile)
         pending = self._pending
         start = self._tallied
         if start >= len(pending):

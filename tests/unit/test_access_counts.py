@@ -170,3 +170,10 @@ async def test_a_read_off_the_loop_leaves_the_counting_to_the_loop(tmp_path: Pat
     assert in_thread == {}
     assert metrics.function("fn").requests == {200: 1}
     log.close()
+
+
+async def test_closing_from_another_thread_still_counts_what_was_pending(tmp_path: Path) -> None:
+    log, metrics = logged(tmp_path, chunk=100, batch=1000)
+    log.add(record(500))
+    await asyncio.to_thread(log.close)
+    assert metrics.function("fn").requests == {500: 1}
