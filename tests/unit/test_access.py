@@ -317,3 +317,26 @@ async def test_the_writer_process_says_records_lost_before(tmp_path: Path) -> No
         await log.aclose()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[0]["dropped"] == 5 and lines[1]["path"] == "/after"
+
+
+def test_more_chunks_than_writev_takes_are_written_whole(tmp_path: Path) -> None:
+    # writev() refuses more buffers than IOV_MAX (1024 on Linux): they are joined first.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json")
+    assert log.write_lines([b"x\n"] * 3000, 3000) == 0
+    log.close()
+    assert path.read_text().count("x\n") == 3000
+
+
+async def test_lines_packed_before_the_writer_process_started_come_first(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, chunk=2, in_process=False)
+    for i in range(3):
+        log.add(record(path=f"/{i}"))  # the first two packed as lines: no process yet
+    await log.start()
+    try:
+        log.add(record(path="/3"))
+    finally:
+        await log.aclose()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["path"] for line in lines] == ["/0", "/1", "/2", "/3"]
