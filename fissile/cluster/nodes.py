@@ -285,13 +285,15 @@ class Nodes:
         inflight = 0
         if self.executor is not None:
             for name, pool in self.executor.functions.items():
-                count = len(pool.instances) + pool.starting
+                # Starts still waiting for their claim are not this node's yet.
+                starting = pool.starting - pool.claiming
+                count = len(pool.instances) + starting
                 if count:
                     functions[name] = count
                     # Free slots of the ready instances and of those starting, less the
                     # requests queued for them.
                     free = sum(max(0, pool.limit - i.inflight) for i in pool.instances)
-                    free += pool.starting * pool.limit - len(pool.waiters)
+                    free += starting * pool.limit - len(pool.waiters)
                     if free > 0:
                         idle[name] = free
                 inflight += pool.inflight

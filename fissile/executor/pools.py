@@ -206,6 +206,10 @@ class FunctionPool:
         self.instances: list[Instance] = []
         self.draining: set[Instance] = set()
         self.starting = 0
+        # Of ``starting``, those whose cluster claim is not answered yet: the node's heartbeat
+        # leaves them out, or its row would hold more than the claims granted (a refused claim
+        # then shows the cluster above max_scale until the next heartbeat).
+        self.claiming = 0
         self.waiters: deque[Waiter] = deque()
         # The timer of the queued requests' queue timeout, kept by the router's hot path
         # (router.proxy._QueueClock): one per function rather than one per queued request.
@@ -443,12 +447,15 @@ class FunctionPool:
         claim = self.executor.claim
         assert claim is not None
         limit = self.spec.max_scale if bound is None else bound
+        self.claiming += 1
         try:
             granted = await claim(self.name, len(self.instances) + self.starting, limit)
         except Exception as exc:
             # The database is away: serving beats holding the bound (docs/cluster.md).
             logger.warning("cannot claim an instance of %s in the cluster: %s", self.name, exc)
             return True
+        finally:
+            self.claiming -= 1
         if granted:
             self.refused_until = 0.0
             return True

@@ -84,6 +84,7 @@ async def test_heartbeats_publish_free_slots_also_on_an_older_table() -> None:
         pool = SimpleNamespace(
             instances=[SimpleNamespace(inflight=1), SimpleNamespace(inflight=0)],
             starting=1,
+            claiming=0,
             limit=1,
             waiters=[],
             inflight=1,
@@ -103,6 +104,40 @@ async def test_heartbeats_publish_free_slots_also_on_an_older_table() -> None:
             await a._beat()
             await b._beat()
             assert {peer.name: peer.idle for peer in b.peers}["a"] == {}
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+async def test_a_heartbeat_leaves_out_the_starts_still_waiting_for_their_claim() -> None:
+    # The row must never hold more than the claims granted: a start counted before its claim
+    # is answered (and perhaps refused) showed the cluster above max_scale in CI.
+    with fresh_schema() as url:
+        pool = SimpleNamespace(
+            instances=[SimpleNamespace(inflight=0)] * 2,
+            starting=2,  # one claimed, one waiting for its claim
+            claiming=1,
+            limit=1,
+            waiters=[],
+            inflight=0,
+        )
+        executor = SimpleNamespace(functions={"f": pool})
+        a = Nodes(url, "a", "127.0.0.1:1", executor)  # type: ignore[arg-type]
+        b = Nodes(url, "b", "127.0.0.1:2", None)
+        await a.start()
+        await b.start()
+        try:
+            assert await b.claim("f", 1, 4)
+            await a._beat()
+            await b._beat()
+            seen = {peer.name: peer for peer in b.peers}
+            assert seen["a"].functions == {"f": 3}  # 2 ready + 1 claimed start
+            assert seen["a"].idle == {"f": 3}  # the unclaimed start's slot is not offered
+            assert not await b.claim("f", 2, 4)  # 3 + 2 > 4
+            pool.claiming = 0  # granted
+            await a._beat()
+            assert not await b.claim("f", 2, 4)
+            assert b.elsewhere("f") == 4
         finally:
             await a.stop()
             await b.stop()
