@@ -25,12 +25,19 @@ lint: install-test
 typecheck: install-test
 	$(BIN)/mypy fissile
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), a file's tests on one of them (its
+# module fixtures and platforms are shared). Three on two cores: most system tests wait on
+# heartbeats, timers and subprocesses rather than compute (one process: 27-45 min on the 2-core
+# machine kind, on two days; three: 20 min). TEST_WORKERS=0 runs them in-process.
+TEST_WORKERS ?= 3
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 # The examples' own tests (examples/*/tests) run too: pyproject's testpaths name both.
 test: lint typecheck
-	$(BIN)/python -m pytest -q tests examples
+	$(PYTEST) tests examples
 
 unit integration system: install-test
-	$(BIN)/python -m pytest -q tests/$@
+	$(PYTEST) tests/$@
 
 # docs/img/dashboard.png, taken by the dashboard's browser test (needs Debian's chromium).
 dashboard-screenshot: install-test
