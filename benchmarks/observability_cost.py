@@ -107,6 +107,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--measurements", type=int, default=4, help="--instructions: measurements per side"
     )
+    parser.add_argument(
+        "--keep-profiles",
+        metavar="DIR",
+        default=None,
+        help="--instructions: keep each side's last measurement's callgrind dump in DIR"
+        " (on.callgrind, off.callgrind), to compare by function with callgrind_annotate",
+    )
     parser.add_argument("--output", default=None)
     return parser.parse_args()
 
@@ -154,7 +161,11 @@ def instructions(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 assert platform.proc is not None
                 url = f"http://127.0.0.1:{platform.port}/hello"
                 load = functools.partial(run_wrk, wrk, url, 1, 4, args.seconds, workdir)
-                total, wall, run = _counted(platform.proc.pid, platform.workdir, load)
+                keep = None
+                if args.keep_profiles is not None and measurement == args.measurements - 1:
+                    keep = Path(args.keep_profiles) / f"{key}.callgrind"
+                    keep.parent.mkdir(parents=True, exist_ok=True)
+                total, wall, run = _counted(platform.proc.pid, platform.workdir, load, keep)
                 side = sides[key]
                 n = max(run["requests"], 1)
                 side["requests"].append(n)
@@ -175,9 +186,11 @@ def instructions(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
-def _counted(pid: int, home: Path, work: Callable[[], Any]) -> tuple[int, float, Any]:
+def _counted(
+    pid: int, home: Path, work: Callable[[], Any], keep: Path | None = None
+) -> tuple[int, float, Any]:
     """Instructions callgrind counted in process ``pid`` while ``work()`` ran, the seconds
-    that took, and what ``work()`` returned."""
+    that took, and what ``work()`` returned; the dump is moved to ``keep`` if given."""
     subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
     begin = time.monotonic()
     result = work()
@@ -191,7 +204,10 @@ def _counted(pid: int, home: Path, work: Callable[[], Any]) -> tuple[int, float,
             text = dumps[-1].read_text(errors="replace")
             for line in text.splitlines():
                 if line.startswith(("summary:", "totals:")):
-                    dumps[-1].unlink()
+                    if keep is not None:
+                        shutil.move(dumps[-1], keep)
+                    else:
+                        dumps[-1].unlink()
                     return int(line.split()[1]), wall, result
         if time.monotonic() > deadline:
             raise RuntimeError(f"no callgrind dump of {pid} in {home}")
