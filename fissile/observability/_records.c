@@ -34,12 +34,10 @@ typedef struct {
     PyObject *bytes;
 } Buffer;
 
+/* Grows the buffer: the slow path of buffer_reserve, out of line. */
 static int
-buffer_reserve(Buffer *buffer, Py_ssize_t more)
+buffer_grow(Buffer *buffer, Py_ssize_t more)
 {
-    if (buffer->size + more <= buffer->capacity) {
-        return 0;
-    }
     Py_ssize_t capacity = buffer->capacity ? buffer->capacity : 4096;
     while (capacity < buffer->size + more) {
         capacity *= 2;
@@ -63,7 +61,20 @@ buffer_reserve(Buffer *buffer, Py_ssize_t more)
     return 0;
 }
 
-static int
+/* Inline, as buffer_add: a record is ~25 appends, mostly literals of a known size that the
+ * compiler then copies with a move or two. Called, they cost ~1.1k instructions a record
+ * (buffer_add ~680 and memcpy ~400, callgrind), about a sixth of what the access log and
+ * metrics cost a request. */
+static inline int
+buffer_reserve(Buffer *buffer, Py_ssize_t more)
+{
+    if (buffer->size + more <= buffer->capacity) {
+        return 0;
+    }
+    return buffer_grow(buffer, more);
+}
+
+static inline int
 buffer_add(Buffer *buffer, const char *text, Py_ssize_t size)
 {
     if (buffer_reserve(buffer, size) < 0) {
@@ -94,6 +105,21 @@ add_decimal(Buffer *buffer, unsigned long long value, int width)
         value /= 10;
     } while (value || size < width);
     return buffer_add(buffer, digits + sizeof(digits) - size, size);
+}
+
+/* ``value`` (below 1000) as three digits: the milliseconds of times and durations. */
+static inline int
+add_three_digits(Buffer *buffer, unsigned int value)
+{
+    if (buffer_reserve(buffer, 3) < 0) {
+        return -1;
+    }
+    char *out = buffer->data + buffer->size;
+    out[0] = (char)('0' + value / 100);
+    out[1] = (char)('0' + value / 10 % 10);
+    out[2] = (char)('0' + value % 10);
+    buffer->size += 3;
+    return 0;
 }
 
 static int
@@ -238,7 +264,7 @@ add_millis(Buffer *buffer, double value)
             if (add_decimal(buffer, rounded / 1000, 1) < 0 || ADD_LITERAL(buffer, ".") < 0) {
                 return -1;
             }
-            return add_decimal(buffer, rounded % 1000, 3);
+            return add_three_digits(buffer, (unsigned int)(rounded % 1000));
         }
     }
     char *text = PyOS_double_to_string(value, 'f', 3, 0, NULL);
@@ -409,7 +435,7 @@ add_time(Buffer *buffer, Clock *clock, double wall)
         millis = 999; /* a wall time a hair below the next second, rounded up */
     }
     if (buffer_add(buffer, clock->text, clock->size) < 0 || ADD_LITERAL(buffer, ".") < 0
-        || add_decimal(buffer, (unsigned long long)millis, 3) < 0) {
+        || add_three_digits(buffer, (unsigned int)millis) < 0) {
         return -1;
     }
     return ADD_LITERAL(buffer, "Z");
