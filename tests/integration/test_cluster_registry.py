@@ -16,6 +16,25 @@ from fissile.cluster.artifacts import ArtifactError, Artifacts, pack
 from fissile.cluster.nodes import _TABLE, NodeNotFound, Nodes
 
 
+def one_slot_pool(busy: list[int], starting: int, claiming: int = 0) -> SimpleNamespace:
+    """A function's pool as a node's heartbeat reads it: ready instances of one slot each
+    (``busy``: each one's requests in flight), instances starting, nothing queued."""
+    return SimpleNamespace(
+        instances=[SimpleNamespace(inflight=n) for n in busy],
+        starting=starting,
+        claiming=claiming,
+        limit=1,
+        waiters=[],
+        inflight=sum(busy),
+    )
+
+
+def serving_node(url: str, pool: SimpleNamespace) -> Nodes:
+    """Node "a", whose executor holds ``pool`` as function "f"."""
+    executor = SimpleNamespace(functions={"f": pool})
+    return Nodes(url, "a", "127.0.0.1:1", executor)  # type: ignore[arg-type]
+
+
 async def test_nodes_join_beat_drain_and_die() -> None:
     with fresh_schema() as url:
         a = Nodes(url, "a", "127.0.0.1:1", None)
@@ -81,17 +100,8 @@ async def test_heartbeats_publish_free_slots_also_on_an_older_table() -> None:
                 " heartbeat_at) VALUES ('old', 'x:1', '0.0.1', 'active', now(), now())"
             )
         # f: two ready instances of one slot each (one busy), one starting, nothing queued.
-        pool = SimpleNamespace(
-            instances=[SimpleNamespace(inflight=1), SimpleNamespace(inflight=0)],
-            starting=1,
-            claiming=0,
-            limit=1,
-            waiters=[],
-            inflight=1,
-        )
-        executor = SimpleNamespace(functions={"f": pool})
-        a = Nodes(url, "a", "127.0.0.1:1", executor)  # type: ignore[arg-type]
-        b = Nodes(url, "b", "127.0.0.1:2", None)
+        pool = one_slot_pool([1, 0], starting=1)
+        a, b = serving_node(url, pool), Nodes(url, "b", "127.0.0.1:2", None)
         await a.start()
         await b.start()
         try:
@@ -113,17 +123,9 @@ async def test_a_heartbeat_leaves_out_the_starts_still_waiting_for_their_claim()
     # The row must never hold more than the claims granted: a start counted before its claim
     # is answered (and perhaps refused) showed the cluster above max_scale in CI.
     with fresh_schema() as url:
-        pool = SimpleNamespace(
-            instances=[SimpleNamespace(inflight=0)] * 2,
-            starting=2,  # one claimed, one waiting for its claim
-            claiming=1,
-            limit=1,
-            waiters=[],
-            inflight=0,
-        )
-        executor = SimpleNamespace(functions={"f": pool})
-        a = Nodes(url, "a", "127.0.0.1:1", executor)  # type: ignore[arg-type]
-        b = Nodes(url, "b", "127.0.0.1:2", None)
+        # f: two ready instances, two starting: one claimed, one waiting for its claim.
+        pool = one_slot_pool([0, 0], starting=2, claiming=1)
+        a, b = serving_node(url, pool), Nodes(url, "b", "127.0.0.1:2", None)
         await a.start()
         await b.start()
         try:
