@@ -4,7 +4,13 @@
  * - ``json_lines(records, offset, prefix)`` gives the bytes ``AccessLog.format_lines``
  *   gives as text for the same records in the "json" format, byte for byte;
  * - ``tally(records, bounds)`` counts them by function as ``FunctionMetrics.answered``
- *   does (statuses, the duration and queue-wait histograms, cold starts).
+ *   does (statuses, the duration and queue-wait histograms, cold starts);
+ * - ``functions(records)``: the distinct functions they are to, in order;
+ * - ``bind(Record)``: where a ``Record``'s fields are (its slots), read once.
+ *
+ * A record is a ``Record`` (the router's ``Trip``: its slots read where they are, found by
+ * ``bind``) or a tuple of its fields in the same order (``RecordFields``: the writer
+ * process's, marshalled).
  *
  * Why by hand: formatting a record in Python cost ~1.9 us (timeit, quiet machine) and
  * 5-8 us of a writer process's CPU per request under wrk, the largest part of what
@@ -21,6 +27,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +40,119 @@ typedef struct {
     Py_ssize_t capacity;
     PyObject *bytes;
 } Buffer;
+
+/* -- records ------------------------------------------------------------------------ */
+
+/* A record's fields, in ``Record.__slots__``'s order (and a ``RecordFields`` tuple's). */
+enum {
+    F_STARTED,
+    F_ENDPOINT,
+    F_STATUS,
+    F_SIZE,
+    F_DURATION,
+    F_WAITED,
+    F_INSTANCE,
+    F_COLD,
+    F_INVOCATION,
+    F_TRACE,
+    FIELD_COUNT
+};
+
+static const char *const FIELD_NAMES[FIELD_COUNT] = {
+    "started", "endpoint", "status", "size", "duration",
+    "waited", "instance", "cold", "invocation", "trace",
+};
+
+/* The Record class (a strong reference, NULL until ``bind``) and where each field's slot is
+ * in its instances (and its subclasses': a subclass's slots come after its base's). */
+static PyTypeObject *record_type = NULL;
+static Py_ssize_t field_offsets[FIELD_COUNT];
+/* The last subclass seen (a strong reference: the router's Trip), recognised without
+ * PyType_IsSubtype's walk of its bases (~60 instructions a record, callgrind). */
+static PyTypeObject *record_subtype = NULL;
+
+/* Whether ``record`` is a Record (of the bound class or a subclass of it). */
+static inline int
+is_record(PyObject *record)
+{
+    PyTypeObject *type = Py_TYPE(record);
+    if (type == record_type || type == record_subtype) {
+        return record_type != NULL;
+    }
+    if (record_type == NULL || !PyType_IsSubtype(type, record_type)) {
+        return 0;
+    }
+    Py_INCREF(type);
+    Py_XSETREF(record_subtype, type);
+    return 1;
+}
+
+/* ``record``'s fields, borrowed, into ``fields``; -1 with TypeError for another shape, or a
+ * Record with a field not set. */
+static int
+record_fields(PyObject *record, PyObject **fields)
+{
+    if (is_record(record)) {
+        for (int i = 0; i < FIELD_COUNT; i++) {
+            PyObject *value = *(PyObject **)((char *)record + field_offsets[i]);
+            if (value == NULL) {
+                PyErr_Format(PyExc_TypeError, "access record: its %s is not set",
+                             FIELD_NAMES[i]);
+                return -1;
+            }
+            fields[i] = value;
+        }
+        return 0;
+    }
+    if (PyTuple_Check(record) && PyTuple_GET_SIZE(record) == FIELD_COUNT) {
+        for (int i = 0; i < FIELD_COUNT; i++) {
+            fields[i] = PyTuple_GET_ITEM(record, i);
+        }
+        return 0;
+    }
+    PyErr_SetString(PyExc_TypeError, "access record: not a Record or a tuple of 10 fields");
+    return -1;
+}
+
+PyDoc_STRVAR(bind_doc,
+"bind(record_type, /)\n--\n\n"
+"Where ``record_type``'s fields are: each must be a slot of it (a member descriptor of an\n"
+"object), named as the fields are. Its instances (and its subclasses') are records from\n"
+"then on.");
+
+static PyObject *
+bind(PyObject *module, PyObject *type)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "bind() takes a class");
+        return NULL;
+    }
+    Py_ssize_t offsets[FIELD_COUNT];
+    for (int i = 0; i < FIELD_COUNT; i++) {
+        PyObject *descr = PyObject_GetAttrString(type, FIELD_NAMES[i]);
+        if (descr == NULL) {
+            return NULL;
+        }
+        int usable = Py_IS_TYPE(descr, &PyMemberDescr_Type)
+                     && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX
+                     && PyType_IsSubtype((PyTypeObject *)type,
+                                         ((PyDescrObject *)descr)->d_type);
+        if (usable) {
+            offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        }
+        Py_DECREF(descr);
+        if (!usable) {
+            PyErr_Format(PyExc_TypeError, "bind(): %s is not a slot of the class",
+                         FIELD_NAMES[i]);
+            return NULL;
+        }
+    }
+    memcpy(field_offsets, offsets, sizeof(offsets));
+    Py_INCREF(type);
+    Py_XSETREF(record_type, (PyTypeObject *)type);
+    Py_CLEAR(record_subtype); /* of the class bound before, if any */
+    Py_RETURN_NONE;
+}
 
 /* Grows the buffer: the slow path of buffer_reserve, out of line. */
 static int
@@ -445,26 +565,26 @@ static int
 add_record(Buffer *buffer, Clock *clock, Spelt *table, PyObject *record, double offset,
            const char *prefix, Py_ssize_t prefix_size)
 {
-    if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != 10) {
-        PyErr_SetString(PyExc_TypeError, "access record: not a tuple of 10 fields");
+    PyObject *fields[FIELD_COUNT];
+    if (record_fields(record, fields) < 0) {
         return -1;
     }
-    PyObject *endpoint = PyTuple_GET_ITEM(record, 1);
+    PyObject *endpoint = fields[F_ENDPOINT];
     if (!PyTuple_Check(endpoint) || PyTuple_GET_SIZE(endpoint) != 5) {
         PyErr_SetString(PyExc_TypeError, "access record: an endpoint that is not a 5-tuple");
         return -1;
     }
-    PyObject *arrival = PyTuple_GET_ITEM(record, 0);
-    PyObject *flag = PyTuple_GET_ITEM(record, 7);
+    PyObject *arrival = fields[F_STARTED];
+    PyObject *flag = fields[F_COLD];
     if (!PyFloat_CheckExact(arrival) || !PyBool_Check(flag)) {
         PyErr_SetString(PyExc_TypeError, "access record: a time or cold flag of another type");
         return -1;
     }
     double started = PyFloat_AS_DOUBLE(arrival);
-    PyObject *size = PyTuple_GET_ITEM(record, 3);
-    PyObject *queue = PyTuple_GET_ITEM(record, 5);
+    PyObject *size = fields[F_SIZE];
+    PyObject *queue = fields[F_WAITED];
     int cold = flag == Py_True;
-    PyObject *status = PyTuple_GET_ITEM(record, 2);
+    PyObject *status = fields[F_STATUS];
     if (ADD_LITERAL(buffer, "{\"time\":\"") < 0 || add_time(buffer, clock, started + offset) < 0
         || ADD_LITERAL(buffer, "\",") < 0) {
         return -1;
@@ -500,18 +620,18 @@ add_record(Buffer *buffer, Clock *clock, Spelt *table, PyObject *record, double 
         spelt->shared_size = buffer->size - start;
     }
     if (ADD_LITERAL(buffer, ",\"duration_ms\":") < 0
-        || add_seconds_as_millis(buffer, PyTuple_GET_ITEM(record, 4)) < 0
+        || add_seconds_as_millis(buffer, fields[F_DURATION]) < 0
         || ADD_LITERAL(buffer, ",\"queue_ms\":") < 0
         || (queue == Py_None ? ADD_LITERAL(buffer, "null") : add_seconds_as_millis(buffer, queue))
                < 0
         || ADD_LITERAL(buffer, ",\"instance\":") < 0
-        || add_quoted_or_null(buffer, PyTuple_GET_ITEM(record, 6)) < 0
+        || add_quoted_or_null(buffer, fields[F_INSTANCE]) < 0
         || (cold ? ADD_LITERAL(buffer, ",\"cold\":true") : ADD_LITERAL(buffer, ",\"cold\":false"))
                < 0
         || ADD_LITERAL(buffer, ",\"invocation_id\":") < 0
-        || add_invocation(buffer, PyTuple_GET_ITEM(record, 8), prefix, prefix_size) < 0
+        || add_invocation(buffer, fields[F_INVOCATION], prefix, prefix_size) < 0
         || ADD_LITERAL(buffer, ",\"trace_id\":") < 0
-        || add_trace(buffer, PyTuple_GET_ITEM(record, 9)) < 0
+        || add_trace(buffer, fields[F_TRACE]) < 0
         || ADD_LITERAL(buffer, ",\"client\":") < 0) {
         return -1;
     }
@@ -714,16 +834,15 @@ tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject **items = PySequence_Fast_ITEMS(records);
     Tally *last = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *record = items[i];
-        if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != 10) {
-            PyErr_SetString(PyExc_TypeError, "access record: not a tuple of 10 fields");
+        PyObject *fields[FIELD_COUNT];
+        if (record_fields(items[i], fields) < 0) {
             goto done;
         }
-        PyObject *endpoint = PyTuple_GET_ITEM(record, 1);
-        PyObject *status = PyTuple_GET_ITEM(record, 2);
-        PyObject *duration = PyTuple_GET_ITEM(record, 4);
-        PyObject *waited = PyTuple_GET_ITEM(record, 5);
-        PyObject *cold = PyTuple_GET_ITEM(record, 7);
+        PyObject *endpoint = fields[F_ENDPOINT];
+        PyObject *status = fields[F_STATUS];
+        PyObject *duration = fields[F_DURATION];
+        PyObject *waited = fields[F_WAITED];
+        PyObject *cold = fields[F_COLD];
         if (!PyTuple_Check(endpoint) || PyTuple_GET_SIZE(endpoint) != 5
             || !PyLong_CheckExact(status) || !PyFloat_CheckExact(duration)
             || !(waited == Py_None || PyFloat_CheckExact(waited)) || !PyBool_Check(cold)) {
@@ -849,7 +968,69 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(functions_doc,
+"functions(records, /)\n--\n\n"
+"The distinct functions of the records' endpoints (a str, or None), in the order they\n"
+"first come: most chunks are one function's, compared record by record with the last.");
+
+static PyObject *
+functions(PyObject *module, PyObject *arg)
+{
+    PyObject *records = PySequence_Fast(arg, "functions(): records must be a sequence");
+    if (records == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyList_New(0);
+    if (result == NULL) {
+        Py_DECREF(records);
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(records);
+    PyObject **items = PySequence_Fast_ITEMS(records);
+    PyObject *last = NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *record = items[i];
+        PyObject *endpoint;
+        if (is_record(record)) { /* only its endpoint read */
+            endpoint = *(PyObject **)((char *)record + field_offsets[F_ENDPOINT]);
+        }
+        else if (PyTuple_Check(record) && PyTuple_GET_SIZE(record) == FIELD_COUNT) {
+            endpoint = PyTuple_GET_ITEM(record, F_ENDPOINT);
+        }
+        else {
+            PyErr_SetString(PyExc_TypeError,
+                            "access record: not a Record or a tuple of 10 fields");
+            goto failed;
+        }
+        if (endpoint == NULL || !PyTuple_Check(endpoint) || PyTuple_GET_SIZE(endpoint) != 5) {
+            PyErr_SetString(PyExc_TypeError, "access record: an endpoint that is not a 5-tuple");
+            goto failed;
+        }
+        PyObject *function = PyTuple_GET_ITEM(endpoint, 0);
+        if (last != NULL && same_function(last, function)) {
+            continue;
+        }
+        int seen = 0;
+        Py_ssize_t known = PyList_GET_SIZE(result);
+        for (Py_ssize_t k = 0; !seen && k < known; k++) {
+            seen = same_function(PyList_GET_ITEM(result, k), function);
+        }
+        if (!seen && PyList_Append(result, function) < 0) {
+            goto failed;
+        }
+        last = function;
+    }
+    Py_DECREF(records);
+    return result;
+failed:
+    Py_DECREF(records);
+    Py_DECREF(result);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"bind", (PyCFunction)bind, METH_O, bind_doc},
+    {"functions", (PyCFunction)functions, METH_O, functions_doc},
     {"json_lines", (PyCFunction)(void (*)(void))json_lines, METH_FASTCALL, json_lines_doc},
     {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL, tally_doc},
     {NULL, NULL, 0, NULL},

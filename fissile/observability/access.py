@@ -1,8 +1,8 @@
 """The router's access log: one line per client request, and each function's last requests in
 memory for ``GET /v1/functions/{name}/requests``.
 
-Off the hot path: a request adds one tuple of its raw fields (``Record``) to a list, packed
-``CHUNK`` records at a time; a timer writes what gathered, every ``INTERVAL`` seconds or at
+Off the hot path: a request adds its record (``Record``: the router's ``Trip``) to a list,
+packed ``CHUNK`` records at a time; a timer writes what gathered, every ``INTERVAL`` seconds or at
 ``BATCH`` records. Packed means formatted, as JSON lines in C (``_records.c``, ~0.3 µs a
 record), and a thread appends the lines (a slow disk delays the log, never the router). Where
 that module was not built (no C compiler when fissile was installed) or for the text format,
@@ -27,10 +27,10 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Literal
@@ -38,13 +38,10 @@ from typing import Any, Literal
 from fissile.observability.logs import MAX_LOG_BYTES
 from fissile.observability.metrics import DURATION_BUCKETS, Metrics
 
-_json_lines: Callable[[list[Record], float, str], bytes] | None
-_tally: Callable[[list[Record], tuple[float, ...]], list[Any]] | None
 try:
-    from fissile.observability._records import json_lines as _json_lines
-    from fissile.observability._records import tally as _tally
+    from fissile.observability import _records
 except ImportError:  # installed without a C compiler: lines formatted, counts made in Python
-    _json_lines = _tally = None
+    _records = None  # type: ignore[assignment]
 
 logger = logging.getLogger("fissile.access")
 
@@ -57,12 +54,9 @@ FORMATS: tuple[str, ...] = ("json", "text", "off")
 # 5-byte reference (docs/observability.md, "Request metrics: cost").
 Endpoint = tuple[str | None, str | None, str, str, str | None]
 
-# (started, endpoint, status, bytes, duration, queue wait, instance, cold, invocation id,
-#  trace id). ``started`` is ``time.monotonic()`` at arrival (the wall clock is derived when
-# written: one ``time.time()`` per batch, not per request); the invocation id may be an int (a
-# counter) and the trace id bytes, spelt out when written; durations are in seconds; a field
-# not known is None.
-Record = tuple[
+# A record's fields as a tuple, in ``Record``'s order: what the writer process is sent
+# (marshal takes tuples, not objects) and what ``format_lines`` and ``_records`` read.
+RecordFields = tuple[
     float,
     Endpoint,
     int,
@@ -74,6 +68,89 @@ Record = tuple[
     int | str | None,
     bytes | str | None,
 ]
+
+
+# A record's fields, in the order of its tuple (``RecordFields``) and of ``_records.c``.
+FIELDS = (
+    "started",
+    "endpoint",
+    "status",
+    "size",
+    "duration",
+    "waited",
+    "instance",
+    "cold",
+    "invocation",
+    "trace",
+)
+
+
+class Record:
+    """One request as the access log keeps it: ``started`` is ``time.monotonic()`` at arrival
+    (the wall clock is derived when written: one ``time.time()`` per batch, not per request);
+    the invocation id may be an int (a counter) and the trace id bytes, spelt out when
+    written; durations are in seconds; a field not known is None.
+
+    The router's ``Trip`` (``router/proxy.py``) is a ``Record``: forwarding fills in its
+    fields as it learns them and the answer sets the last three (endpoint, status, size), so
+    the log keeps the object that was there anyway instead of a tuple built from it per
+    request (~1k instructions a request, callgrind). Once added, a record is not changed."""
+
+    __slots__ = FIELDS
+
+    started: float
+    endpoint: Endpoint
+    status: int
+    size: int | None
+    duration: float
+    waited: float | None
+    instance: str | None
+    cold: bool
+    invocation: int | str | None
+    trace: bytes | str | None
+
+    def __init__(
+        self,
+        started: float,
+        endpoint: Endpoint,
+        status: int,
+        size: int | None,
+        duration: float,
+        waited: float | None,
+        instance: str | None,
+        cold: bool,
+        invocation: int | str | None,
+        trace: bytes | str | None,
+    ) -> None:
+        self.started = started
+        self.endpoint = endpoint
+        self.status = status
+        self.size = size
+        self.duration = duration
+        self.waited = waited
+        self.instance = instance
+        self.cold = cold
+        self.invocation = invocation
+        self.trace = trace
+
+    def fields(self) -> RecordFields:
+        return _FIELDS(self)
+
+    def __repr__(self) -> str:
+        return f"Record{self.fields()!r}"
+
+
+# A record's fields, in one C call (``Record.fields``).
+_FIELDS = attrgetter(*FIELDS)
+
+_json_lines: Callable[[Sequence[Record | RecordFields], float, str], bytes] | None
+_tally: Callable[[Sequence[Record | RecordFields], tuple[float, ...]], list[Any]] | None
+_functions: Callable[[Sequence[Record]], list[str | None]] | None
+if _records is not None:
+    _records.bind(Record)  # C reads a Record's fields where its slots are
+    _json_lines, _tally, _functions = _records.json_lines, _records.tally, _records.functions
+else:
+    _json_lines = _tally = _functions = None
 
 INTERVAL = 0.15  # seconds between writes, at most
 BATCH = 1024  # records that start a write before the interval is over
@@ -245,7 +322,7 @@ class AccessLog:
             self._watch = min(self.chunk - 1, self.batch - 1, self.max_pending)
 
     def _keep(self, record: Record) -> None:
-        function = record[1][0]
+        function = record.endpoint[0]
         if function is not None:
             recent = self._recent.get(function)
             if recent is None:
@@ -266,9 +343,7 @@ class AccessLog:
         self._folded = len(pending)
         recents = self._recent
         keep = self.keep
-        # Two C-level maps to the function's name (its hash cached): a set of the endpoints
-        # would hash a 5-tuple a record.
-        functions = set(map(_FIRST, map(_ENDPOINT, batch)))
+        functions = _distinct_functions(batch)
         if len(functions) == 1:
             function = functions.pop()
             if function is not None:
@@ -278,7 +353,7 @@ class AccessLog:
                 recent.extend(batch[-keep:] if len(batch) > keep else batch)
             return
         for record in batch:
-            function = record[1][0]
+            function = record.endpoint[0]
             if function is not None:
                 recent = recents.get(function)
                 if recent is None:
@@ -325,7 +400,7 @@ class AccessLog:
                     if counted is not None:
                         counted.add_tally(*counts)
                 return
-        functions = set(map(_FIRST, map(_ENDPOINT, records)))
+        functions = _distinct_functions(records)
         if len(functions) == 1:
             function = functions.pop()
             # A function deleted since (``Metrics.forget``) is not counted into a new series.
@@ -335,7 +410,7 @@ class AccessLog:
             return
         by_function: dict[str, list[Record]] = {}
         for record in records:
-            function = record[1][0]
+            function = record.endpoint[0]
             if function is not None:
                 by_function.setdefault(function, []).append(record)
         for function, chosen in by_function.items():
@@ -372,7 +447,7 @@ class AccessLog:
         merged: list[Record] = []
         for records in self._recent.values():
             merged.extend(records)
-        merged.sort(key=lambda record: record[0])
+        merged.sort(key=_STARTED)
         offset = time.time() - time.monotonic()
         return [self.as_dict(record, offset) for record in merged[-limit:]] if limit > 0 else []
 
@@ -383,9 +458,11 @@ class AccessLog:
 
     # -- formatting -----------------------------------------------------------------------
 
-    def as_dict(self, record: Record, offset: float) -> dict[str, Any]:
+    def as_dict(self, record: Record | RecordFields, offset: float) -> dict[str, Any]:
         """A record's fields by name; ``offset`` turns its monotonic time into wall time."""
-        started, endpoint, status, size, duration, queue, instance, cold, invocation, trace = record
+        started, endpoint, status, size, duration, queue, instance, cold, invocation, trace = (
+            record if isinstance(record, tuple) else record.fields()
+        )
         function, route, method, path, client = endpoint
         return {
             "time": _iso(started + offset),
@@ -404,7 +481,7 @@ class AccessLog:
             "client": client,
         }
 
-    def format_lines(self, records: Iterable[Record], offset: float) -> str:
+    def format_lines(self, records: Iterable[Record | RecordFields], offset: float) -> str:
         """Records as log lines (each ending in a newline), in this log's format.
 
         One loop of local variables and f-strings per record: no dict, no ``json.dumps``,
@@ -440,7 +517,7 @@ class AccessLog:
             cold,
             invocation,
             trace,
-        ) in records:
+        ) in map(_as_fields, records):
             wall = started + offset
             whole = int(wall)
             if whole != second:
@@ -567,7 +644,7 @@ class AccessLog:
         records = self._take()
         if records:
             if self._process is not None:
-                payload = marshal.dumps((0, records))
+                payload = marshal.dumps((0, list(map(_FIELDS, records))))
                 self._packed.append(_FRAME.pack(len(payload)) + payload)
             else:
                 self._packed.append(self._lines(records, 0))
@@ -670,7 +747,7 @@ class AccessLog:
             packed.append(self._note(dropped).encode())
         return packed, count
 
-    def _lines(self, records: list[Record], dropped: int) -> bytes:
+    def _lines(self, records: Sequence[Record | RecordFields], dropped: int) -> bytes:
         """Records as lines to append (then the note of ``dropped`` records lost): in C
         where it can (json), else in Python."""
         offset = time.time() - time.monotonic()
@@ -853,9 +930,22 @@ _JSON_LINE_NO_QUEUE = (
     '"invocation_id":"%s%08x","trace_id":"%s","client":%s}\n'
 )
 _MILLIS = [f"{millis:03d}" for millis in range(1000)]
-_ENDPOINT = itemgetter(1)  # a record's endpoint
+_ENDPOINT = attrgetter("endpoint")
 _FIRST = itemgetter(0)  # an endpoint's function
+_STARTED = attrgetter("started")
 _MAX_QUOTED = 4096
+
+
+def _as_fields(record: Record | RecordFields) -> RecordFields:
+    return record if isinstance(record, tuple) else record.fields()
+
+
+def _distinct_functions(records: Sequence[Record]) -> set[str | None]:
+    """The functions the records are to; C compares each with the last (~10 instructions a
+    record), where two C-level maps and a set cost ~350 (callgrind)."""
+    if _functions is not None:
+        return set(_functions(records))
+    return set(map(_FIRST, map(_ENDPOINT, records)))
 
 
 def _quote(quoted: dict[str | None, str], key: str | None) -> None:

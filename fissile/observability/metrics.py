@@ -15,7 +15,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from itertools import repeat
-from operator import add, is_not, itemgetter
+from operator import add, attrgetter, is_not
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fissile.observability.access import Record
 
 # Upper bounds in seconds (Prometheus' ``le``), then +Inf: from a warm call's ~0.3 ms to a
 # long function's minutes.
@@ -128,7 +132,7 @@ class FunctionMetrics:
     def refused(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
-    def answered(self, records: Sequence[tuple[object, ...]]) -> None:
+    def answered(self, records: Sequence[Record]) -> None:
         """Requests the router answered, from their access-log records (``access.Record``:
         status, duration, queue wait, cold), counted together as ``request`` and the router's
         ``proxy._count`` count them one at a time: a record's queue wait None means it was
@@ -176,10 +180,10 @@ class FunctionMetrics:
 
 
 # A record's fields (``access.Record``), as ``FunctionMetrics.answered`` reads them.
-_STATUS = itemgetter(2)
-_DURATION = itemgetter(4)
-_WAITED = itemgetter(5)
-_COLD = itemgetter(7)
+_STATUS = attrgetter("status")
+_DURATION = attrgetter("duration")
+_WAITED = attrgetter("waited")
+_COLD = attrgetter("cold")
 _KNOWN: Callable[[object], bool] = partial(is_not, None)
 
 

@@ -867,26 +867,20 @@ class _Seen:
         await self._send(message)
 
     def record(self, scope: Scope) -> Record:
+        """The request's access-log record: its trip, with what the app answered."""
         trip = self.trip
         client = scope.get("client")
-        return (
-            trip.started,
-            (
-                self.function,
-                self.route,
-                scope["method"],
-                scope["path"],
-                client[0] if client else None,
-            ),
-            self.status,
-            self.size,
-            self.head - trip.started,
-            trip.waited,
-            trip.instance,
-            trip.cold,
-            trip.invocation,
-            trip.trace,
+        trip.endpoint = (
+            self.function,
+            self.route,
+            scope["method"],
+            scope["path"],
+            client[0] if client else None,
         )
+        trip.status = self.status
+        trip.size = self.size
+        trip.duration = self.head - trip.started
+        return trip
 
 
 async def admit(guard: Guard, headers: list[tuple[bytes, bytes]]) -> Principal | Answer | None:

@@ -460,18 +460,12 @@ class RouterProtocol(asyncio.Protocol):
             if self.via_proxy:
                 scheme, client, headers = self.forwarded  # as _direct resolved them
             if self.access_log is not None:
-                endpoint, path = self.endpoint, self.path  # the path as routed above
-                # The function's and route's names, the method (_METHODS) and the client are
-                # the same objects while they repeat: compared by identity (a new tuple when
-                # an equal one is not the same object costs only the sharing).
-                if (
-                    endpoint[3] != path
-                    or endpoint[0] is not function
-                    or endpoint[1] is not route
-                    or endpoint[2] is not method
-                    or endpoint[4] is not client
-                ):
-                    self.endpoint = (function, route, method, path, client)
+                # One tuple compared in C, kept while equal (the path as routed above): ~0.4k
+                # instructions a request fewer than comparing its items one by one in
+                # bytecode (callgrind).
+                endpoint = (function, route, method, self.path, client)
+                if endpoint != self.endpoint:
+                    self.endpoint = endpoint
             try:
                 data = encode_forward(
                     method,
@@ -554,25 +548,19 @@ class RouterProtocol(asyncio.Protocol):
         if access_log is not None:
             trip = self.trip
             if trip is not None:
-                # self._log(access_log, result) and AccessLog.add, inlined: two calls fewer
-                # per request (~0.5k instructions of ~100k, callgrind).
+                # The trip is the record (Trip is a Record): its last fields set, it is
+                # added as it is, and the connection lets go of it (a later answer that is
+                # not a request's, a websocket's refusal, must not change it). AccessLog.add
+                # inlined: a call fewer per request (~0.3k instructions of ~100k, callgrind).
+                self.trip = None
+                trip.endpoint = self.endpoint
+                trip.status = result.status
+                trip.size = len(result.body) if result.stream is None else result.length
                 pending = access_log._pending
-                record = (
-                    trip.started,
-                    self.endpoint,
-                    result.status,
-                    len(result.body) if result.stream is None else result.length,
-                    trip.duration,
-                    trip.waited,
-                    trip.instance,
-                    trip.cold,
-                    trip.invocation,
-                    trip.trace,
-                )
                 if len(pending) < access_log._watch:
-                    pending.append(record)
+                    pending.append(trip)
                 else:
-                    access_log._add(record)
+                    access_log._add(trip)
         if result.stream is not None:
             self._stream(result)
             return

@@ -16,6 +16,7 @@ from fissile.executor.errors import CrashLoop
 from fissile.executor.instance import Instance
 from fissile.executor.pools import FunctionPool
 from fissile.observability import tracecontext, tracing
+from fissile.observability.access import Record
 from fissile.observability.metrics import DURATION_BUCKETS
 from fissile.observability.tracing import _state as _tracing_state
 from fissile.router.relay import EXIT_REPORT_GRACE, BodyRelay, recycle_oversized
@@ -43,10 +44,12 @@ class Answer:
         self.headers = [(b"content-type", b"application/json"), *(headers or [])]
 
 
-class Trip:
+class Trip(Record):
     """How one request was served, as forwarding learns it: when it arrived, how long it
     waited for an instance, which one, and whether that instance was made for it. Counted into
-    the function's metrics when it ends (``_count``); the access log reads it too.
+    the function's metrics when it ends (``_count``). It is the request's access-log record
+    too: the router sets its endpoint, status and size when it answers (``RouterProtocol.
+    _answered``) and adds it to the log as it is.
 
     A request is a cold start when it waited in the queue and the instance that served it
     became ready after the request arrived (an instance ready before, prewarmed or freed by
@@ -56,30 +59,20 @@ class Trip:
     ``logged``: the access log's record of the request counts it into the function's metrics
     (``AccessLog.count_into``, in bulk), so ``_count`` only times it."""
 
-    __slots__ = (
-        "cold",
-        "duration",
-        "flags",
-        "instance",
-        "invocation",
-        "logged",
-        "parent",
-        "span",
-        "started",
-        "trace",
-        "waited",
-    )
+    __slots__ = ("flags", "logged", "parent", "span")
 
     def __init__(self, started: float, logged: bool = False) -> None:
+        # Record.__init__ is not called: the endpoint, status and size are set when the
+        # request is answered, and only a logged trip needs them.
         self.started = started
         self.logged = logged
         self.duration = 0.0  # to the response's head, once it came
-        self.waited: float | None = None  # seconds in the queue; None: refused before it
-        self.instance: str | None = None
+        self.waited = None  # seconds in the queue; None: refused before it
+        self.instance = None
         self.cold = False
         # Set by ``encode_forward`` for the access log: the ids the instance was sent.
-        self.invocation: int | str | None = None
-        self.trace: bytes | str | None = None
+        self.invocation = None
+        self.trace = None
         # The router's span of the hop (for --otlp-endpoint): its id, the client's span it
         # continues (None: the router started the trace) and the trace's flags.
         self.span = 0

@@ -5,6 +5,7 @@ real executor."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -101,3 +102,33 @@ async def test_no_metrics_counts_nothing(served: tuple[Router, str], harness: Ha
     async with httpx.AsyncClient(base_url=url) as client:
         assert (await client.get("/c/ok")).status_code == 200
     assert harness.executor.metrics.function("counted").requests == {}
+
+
+async def test_a_websocket_answered_after_a_request_leaves_that_requests_record_alone(
+    served: tuple[Router, str],
+) -> None:
+    # A request's record is its Trip, added when answered; a websocket upgrade later on the
+    # same connection is answered through the same path (here: the function does not speak
+    # websocket, its plain answer goes back) and must not change or add that record again.
+    router, url = served
+    port = int(url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /c/ok HTTP/1.1\r\nhost: x\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert head.startswith(b"HTTP/1.1 200")
+        await asyncio.wait_for(reader.readexactly(2), 30)  # "ok"
+        writer.write(
+            b"GET /c/missing HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+            b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 30)  # answered, then closed
+        assert not answer.startswith(b"HTTP/1.1 101")
+    finally:
+        writer.close()
+    log = router.access_log
+    assert log is not None
+    records = log.recent("counted")
+    assert [(r["path"], r["status"]) for r in records] == [("/c/ok", 200)]

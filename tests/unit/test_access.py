@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from fissile.observability.access import AccessLog, Record, text_line
+from fissile.observability import access
+from fissile.observability.access import AccessLog, Record, RecordFields, text_line
 
 
 def record(
     function: str | None = "fn", status: int = 200, path: str = "/p", started: float | None = None
 ) -> Record:
-    return (
+    return Record(
         time.monotonic() if started is None else started,
         (function, "route-a" if function else None, "GET", path, "127.0.0.1"),
         status,
@@ -53,8 +54,8 @@ def test_json_lines_say_what_the_api_says() -> None:
     # the record as the API gives it (as_dict), for each mix of queue wait, invocation id
     # and trace id, and milliseconds at both ends of a second.
     log = AccessLog(None, "json", invocation_prefix="abcd")
-    base = record()
-    records: list[Record] = []
+    base = record().fields()
+    records: list[RecordFields] = []
     for started in (1000.0, 1000.0009, 1000.9996, 1001.5):
         for queue in (None, 0.0, 0.0012345, 1.23456):
             for invocation in (7, 2**36 + 5, "given-id", None):
@@ -89,10 +90,10 @@ def test_records_sharing_an_endpoint_keep_their_own_fields() -> None:
     # one object in the writer process): the writer reuses what it spelt of the last record
     # only while the endpoint, the status and the size all repeat.
     log = AccessLog(None, "json", invocation_prefix="abcd")
-    base = record()
+    base = record().fields()
     shared = base[1]
     other = ("other", None, "POST", '/q"', None)
-    records: list[Record] = [
+    records: list[RecordFields] = [
         (base[0], endpoint, status, size, *base[4:])
         for endpoint, status, size in (
             (shared, 200, 13),
@@ -234,10 +235,16 @@ async def test_the_writer_process_formats_and_writes_batches(tmp_path: Path) -> 
     assert log._process is not None and log._process.returncode == 0
 
 
-async def test_recent_from_pending_batches_one_function_or_several(tmp_path: Path) -> None:
+@pytest.mark.parametrize("functions", ["C", "Python"])
+async def test_recent_from_pending_batches_one_function_or_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, functions: str
+) -> None:
     # With a file, records gather in a batch and reach the recent requests when folded: a
     # batch of one function's records in one go (its last ``recent``), a mixed one record by
-    # record; a fold mid-batch (a reader) and the rest later keep the order.
+    # record; a fold mid-batch (a reader) and the rest later keep the order. The functions of
+    # a batch found in C (``_records.functions``) or, without it, in Python.
+    if functions == "Python":
+        monkeypatch.setattr(access, "_functions", None)
     log = AccessLog(tmp_path / "access.log", "json", recent=3, interval=60, batch=10_000)
     base = time.monotonic()
     for i in range(5):

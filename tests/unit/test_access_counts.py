@@ -27,13 +27,14 @@ def record(
     cold: bool = False,
     endpoint: tuple[str | None, str | None, str, str, str | None] = ENDPOINT,
 ) -> Record:
-    return (time.monotonic(), endpoint, status, 5, duration, waited, "i1", cold, 1, None)
+    return Record(time.monotonic(), endpoint, status, 5, duration, waited, "i1", cold, 1, None)
 
 
 def counted_one_by_one(records: list[Record]) -> FunctionMetrics:
     """As the router's ``proxy._count`` counts a request it answered."""
     metrics = FunctionMetrics("fn")
-    for _, _, status, _, duration, waited, _, cold, _, _ in records:
+    for record in records:
+        status, duration, waited, cold = record.status, record.duration, record.waited, record.cold
         metrics.request(status, duration)
         if waited is not None:
             metrics.queue_wait.observe(waited)
@@ -74,9 +75,11 @@ def test_a_chunk_counts_as_its_requests_one_by_one(counting: str, tmp_path: Path
 
 @pytest.fixture(autouse=True, params=["C", "Python"])
 def counting(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Each test counts in C (``_records.tally``) and in Python (without the extension)."""
+    """Each test counts in C (``_records.tally``, ``functions``) and in Python (without the
+    extension)."""
     if request.param == "Python":
         monkeypatch.setattr(access, "_tally", None)
+        monkeypatch.setattr(access, "_functions", None)
     elif access._tally is None and os.environ.get("CI") != "true":
         pytest.skip("fissile was installed without its C records module")
     yield request.param
