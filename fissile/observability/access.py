@@ -48,10 +48,10 @@ logger = logging.getLogger("fissile.access")
 Format = Literal["json", "text", "off"]
 FORMATS: tuple[str, ...] = ("json", "text", "off")
 
-# (function, route, method, path, client): what a connection's requests to one endpoint share.
-# The router keeps one tuple per connection while they repeat and its records refer to it:
-# fewer fields to build per request, and marshal writes a tuple seen before in a chunk as a
-# 5-byte reference (docs/observability.md, "Request metrics: cost").
+# (function, route, method, path, client): what requests to one endpoint share. The router
+# makes one per request; the formatters spell what repeats once (format_lines by the tuple's
+# value, _records.c by its content) and copy it after (docs/observability.md, "Request
+# metrics: cost").
 Endpoint = tuple[str | None, str | None, str, str, str | None]
 
 # A record's fields as a tuple, in ``Record``'s order: what the writer process is sent

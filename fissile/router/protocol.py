@@ -26,7 +26,6 @@ from uvicorn.server import ServerState
 
 from fissile.executor.connection import BodyStream, InstanceResponse
 from fissile.executor.pools import FunctionPool
-from fissile.observability.access import Endpoint
 from fissile.router import websocket
 from fissile.router.app import DROP_FROM_RESPONSE, REFUSED_BODY, Router, encode_forward
 from fissile.router.limits import Connections
@@ -177,11 +176,10 @@ class RouterProtocol(asyncio.Protocol):
         # The access log (None when off) and what it records of the request in flight.
         self.access_log = self.router.access_log
         self.log_counts = self.router.log_counts  # its records count the requests (Trip)
+        # The request in flight's trip, also its access-log record (a Record): a path that
+        # answers through ``_answered`` without one of its own (a websocket's refusal)
+        # clears it first, so no record is changed once added.
         self.trip: Trip | None = None
-        # The access log's (function, route, method, path, client) of the request in flight:
-        # one tuple kept while the connection's requests repeat it, which their records share
-        # (fewer fields to build and to marshal per request).
-        self.endpoint: Endpoint = (None, None, "", "", None)
         self.path = ""  # the path of the request last routed, as ``_direct`` decoded it
         # Limits (fissile/router/limits.py), copied here: read per header.
         self.connections: Connections = self.router.connections
@@ -460,12 +458,9 @@ class RouterProtocol(asyncio.Protocol):
             if self.via_proxy:
                 scheme, client, headers = self.forwarded  # as _direct resolved them
             if self.access_log is not None:
-                # One tuple compared in C, kept while equal (the path as routed above): ~0.4k
-                # instructions a request fewer than comparing its items one by one in
-                # bytecode (callgrind).
-                endpoint = (function, route, method, self.path, client)
-                if endpoint != self.endpoint:
-                    self.endpoint = endpoint
+                # The path as routed above. A tuple of its own for each request: the log's
+                # formatter finds what repeats (_records.c), cheaper there than here.
+                trip.endpoint = (function, route, method, self.path, client)
             try:
                 data = encode_forward(
                     method,
@@ -548,12 +543,9 @@ class RouterProtocol(asyncio.Protocol):
         if access_log is not None:
             trip = self.trip
             if trip is not None:
-                # The trip is the record (Trip is a Record): its last fields set, it is
-                # added as it is, and the connection lets go of it (a later answer that is
-                # not a request's, a websocket's refusal, must not change it). AccessLog.add
+                # The trip is the record (Trip is a Record): its endpoint set when it was
+                # routed, its status and size now, it is added as it is. AccessLog.add
                 # inlined: a call fewer per request (~0.3k instructions of ~100k, callgrind).
-                self.trip = None
-                trip.endpoint = self.endpoint
                 trip.status = result.status
                 trip.size = len(result.body) if result.stream is None else result.length
                 pending = access_log._pending

@@ -51,6 +51,8 @@ def start(owner: RouterProtocol, request: _Request) -> bool:
     for every upgrade request); False leaves it to the protocol's other paths."""
     if request.method != "GET" or not _wants_websocket(request.headers):
         return False
+    # Not logged (no trip): the answers below must not reach the last request's record.
+    owner.trip = None
     direct = owner._direct(request)
     transport = owner.transport
     if transport is None:

@@ -86,9 +86,9 @@ def test_json_lines_say_what_the_api_says() -> None:
 
 
 def test_records_sharing_an_endpoint_keep_their_own_fields() -> None:
-    # The router's records of a connection share one endpoint tuple (and marshal keeps it
-    # one object in the writer process): the writer reuses what it spelt of the last record
-    # only while the endpoint, the status and the size all repeat.
+    # Records sharing one endpoint tuple (marshal keeps it one object in the writer process):
+    # the writer reuses what it spelt of the last record only while the endpoint, the status
+    # and the size all repeat.
     log = AccessLog(None, "json", invocation_prefix="abcd")
     base = record().fields()
     shared = base[1]

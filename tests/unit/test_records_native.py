@@ -317,3 +317,35 @@ def test_functions_are_distinct_in_the_order_they_come() -> None:
     ]
     with pytest.raises(TypeError):
         functions([("not", "a", "record")])
+
+
+def test_endpoints_equal_but_not_the_same_objects_are_spelt_right() -> None:
+    # The router makes an endpoint tuple per request (its path decoded anew, a client's
+    # address per connection): C finds what repeats by content, with the last record's and
+    # then in a table of 64 entries; more endpoints than that, interleaved, crowd it.
+    log = AccessLog(None, "json", invocation_prefix=PREFIX)
+    rng = random.Random(17)
+
+    def fresh(text: str | None) -> str | None:
+        return None if text is None else "".join(list(text))  # equal, not the same object
+
+    paths = [f"/p{i}" for i in range(100)] + ["/h\u00e9", "/\U0001f600"]
+    records: list[Record] = []
+    for i in range(3000):
+        path = paths[i % 7] if i < 1000 else rng.choice(paths)
+        client = rng.choice(["127.0.0.1", "10.0.0.2", None])
+        endpoint = (fresh("fn"), fresh(rng.choice(["r", None])), "GET", fresh(path), fresh(client))
+        status = rng.choice([200, 200, 200, 404])
+        size = rng.choice([13, 13, None])
+        records.append(
+            Record(1000.0 + i / 7, endpoint, status, size, 0.001, 0.0, "i", False, i, None)
+        )
+    offset = 1.7e9
+    assert json_lines(records, offset, PREFIX) == log.format_lines(records, offset).encode()
+
+
+def test_an_endpoint_that_cannot_be_hashed_is_refused() -> None:
+    endpoint: Any = ("f", "r", "GET", "/", ["not", "hashable"])
+    record = Record(1000.0, endpoint, 200, 1, 0.1, None, None, False, None, None)
+    with pytest.raises(TypeError):
+        json_lines([record], 0.0, PREFIX)
