@@ -545,7 +545,8 @@ class RouterProtocol(asyncio.Protocol):
             if trip is not None:
                 # The trip is the record (Trip is a Record): its endpoint set when it was
                 # routed, its status and size now, it is added as it is. AccessLog.add
-                # inlined: a call fewer per request (~0.3k instructions of ~100k, callgrind).
+                # inlined: a call fewer per request (with _log, two calls were ~0.5k
+                # instructions of ~100k, callgrind).
                 trip.status = result.status
                 trip.size = len(result.body) if result.stream is None else result.length
                 pending = access_log._pending
