@@ -531,12 +531,22 @@ same_endpoint(PyObject *a, PyObject *b)
     return 1;
 }
 
+/* An endpoint's items are str or None: hashed without running any Python code (a str's
+ * hash is computed once and kept in it). -1 with TypeError for another item. */
 static Py_hash_t
 endpoint_hash(PyObject *endpoint)
 {
     Py_uhash_t hash = 0;
     for (Py_ssize_t i = 0; i < 5; i++) {
-        Py_hash_t item = PyObject_Hash(PyTuple_GET_ITEM(endpoint, i));
+        PyObject *name = PyTuple_GET_ITEM(endpoint, i);
+        Py_hash_t item = 0;
+        if (PyUnicode_CheckExact(name)) {
+            item = PyObject_Hash(name);
+        }
+        else if (name != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "access record: a name that is not a str");
+            return -1;
+        }
         if (item == -1) {
             return -1;
         }
@@ -547,7 +557,7 @@ endpoint_hash(PyObject *endpoint)
 
 /* ``endpoint``'s entry: ``*found`` 1 when it holds what was spelt of an equal endpoint,
  * else 0 (a free entry, or one this endpoint takes over, to be filled); NULL on an error
- * (an item that cannot be hashed). */
+ * (an item that is not a str or None). */
 static Spelt *
 spelt_find(Spelt *table, Spelt *last, PyObject *endpoint, int *found)
 {

@@ -344,8 +344,14 @@ def test_endpoints_equal_but_not_the_same_objects_are_spelt_right() -> None:
     assert json_lines(records, offset, PREFIX) == log.format_lines(records, offset).encode()
 
 
-def test_an_endpoint_that_cannot_be_hashed_is_refused() -> None:
-    endpoint: Any = ("f", "r", "GET", "/", ["not", "hashable"])
+class _Name(str):
+    def __hash__(self) -> int:  # Python code C must not run while it reads records
+        raise AssertionError("hashed")
+
+
+@pytest.mark.parametrize("client", [["not", "a", "str"], _Name("127.0.0.1")])
+def test_an_endpoint_with_a_name_that_is_not_a_str_is_refused(client: Any) -> None:
+    endpoint: Any = ("f", "r", "GET", "/", client)
     record = Record(1000.0, endpoint, 200, 1, 0.1, None, None, False, None, None)
     with pytest.raises(TypeError):
         json_lines([record], 0.0, PREFIX)
