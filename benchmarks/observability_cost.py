@@ -8,8 +8,9 @@ Timed per request, as the router runs it (``fissile/router/protocol.py``, ``prox
 
 * ``off``: the ``Trip`` (arrival, instance), ``_count`` with metrics off (the duration only),
   ``RouterProtocol._answered`` with the access log off;
-* ``on``: the same with the access log on: ``_answered`` adds the request's record, whose
-  access log counts it into the function's metrics (``Trip.logged``: ``_count`` only times it);
+* ``on``: the same with the access log on: the trip's endpoint set (as routing sets it) and
+  ``_answered`` adding the trip as the request's record, whose access log counts it into the
+  function's metrics (``Trip.logged``: ``_count`` only times it);
 * ``pack``: per record, what the router does with a chunk of them: count them into the
   metrics and format them as JSON lines in C (or marshal them for a writer process, whose
   unmarshalling and formatting are then ``writer``: not on the hot path, but CPU of the
@@ -72,7 +73,6 @@ class _Protocol:
     def __init__(self, access_log: AccessLog | None, trip: Trip) -> None:
         self.access_log = access_log
         self.trip = trip
-        self.endpoint = ("hello", "hello-route", "GET", "/hello", "127.0.0.1")
         self.keep_alive = True
         self.busy = True
 
@@ -246,6 +246,8 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     def request(executor: Any, pool: Any, log: AccessLog | None) -> None:
         for queued in (False, True):
             trip = Trip(monotonic(), counted and log is not None)
+            if log is not None:  # as RouterProtocol._next, once routed
+                trip.endpoint = ("hello", "hello-route", "GET", "/hello", "127.0.0.1")
             trip.served(instance, queued)  # type: ignore[arg-type]
             trip.invocation = 42  # encode_forward's, either way
             trip.trace = trace
