@@ -1073,20 +1073,12 @@ functions(PyObject *module, PyObject *arg)
     PyObject **items = PySequence_Fast_ITEMS(records);
     PyObject *last = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *record = items[i];
-        PyObject *endpoint;
-        if (is_record(record)) { /* only its endpoint read */
-            endpoint = *(PyObject **)((char *)record + field_offsets[F_ENDPOINT]);
-        }
-        else if (PyTuple_Check(record) && PyTuple_GET_SIZE(record) == FIELD_COUNT) {
-            endpoint = PyTuple_GET_ITEM(record, F_ENDPOINT);
-        }
-        else {
-            PyErr_SetString(PyExc_TypeError,
-                            "access record: not a Record or a tuple of 10 fields");
+        PyObject *fields[FIELD_COUNT];
+        if (record_fields(items[i], fields) < 0) {
             goto failed;
         }
-        if (endpoint == NULL || !PyTuple_Check(endpoint) || PyTuple_GET_SIZE(endpoint) != 5) {
+        PyObject *endpoint = fields[F_ENDPOINT];
+        if (!PyTuple_Check(endpoint) || PyTuple_GET_SIZE(endpoint) != 5) {
             PyErr_SetString(PyExc_TypeError, "access record: an endpoint that is not a 5-tuple");
             goto failed;
         }

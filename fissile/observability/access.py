@@ -462,7 +462,7 @@ class AccessLog:
     def as_dict(self, record: Record | RecordFields, offset: float) -> dict[str, Any]:
         """A record's fields by name; ``offset`` turns its monotonic time into wall time."""
         started, endpoint, status, size, duration, queue, instance, cold, invocation, trace = (
-            record if isinstance(record, tuple) else record.fields()
+            _as_fields(record)
         )
         function, route, method, path, client = endpoint
         return {
@@ -942,8 +942,8 @@ def _as_fields(record: Record | RecordFields) -> RecordFields:
 
 
 def _distinct_functions(records: Sequence[Record]) -> set[str | None]:
-    """The functions the records are to; C compares each with the last (~10 instructions a
-    record), where two C-level maps and a set cost ~350 (callgrind)."""
+    """The functions the records are to; C compares each with the last (a few dozen
+    instructions a record), where two C-level maps and a set cost ~350 (callgrind)."""
     if _functions is not None:
         return set(_functions(records))
     return set(map(_FIRST, map(_ENDPOINT, records)))
