@@ -480,20 +480,22 @@ typedef struct {
     int size;
 } Clock;
 
-/* Where an endpoint was last spelt in the buffer: its function, route, method, path,
- * status and bytes (``shared``), and its client. Requests to an endpoint repeat it, and
- * mostly their status and size: those parts are copied from the line that spelt them, not
- * spelt again. Each record has an endpoint tuple of its own (the router makes one per
- * request: comparing it with the connection's last one in Python cost ~0.4k instructions a
- * request, here ~0.1k), so endpoints are compared by content: with the last record's first
- * (wrk's 32 connections to one path), then in a table by their hash. */
+/* What was spelt of an endpoint: its function, route, method, path, status and bytes
+ * (``shared``), and its client, each as it appears in a line. Requests to an endpoint repeat
+ * it, and mostly their status and size: those parts are copied, not spelt again. Each record
+ * has an endpoint tuple of its own (the router makes one per request: comparing it with the
+ * connection's last one in Python cost ~0.4k instructions a request, here ~0.1k), so
+ * endpoints are compared by content: with the last record's first (wrk's 32 connections to
+ * one path), then in a table by their hash. The text is the entry's own (a Journal keeps
+ * its table from one record to the next, its lines handed on meanwhile). */
 typedef struct {
-    PyObject *endpoint; /* borrowed; NULL: a free slot */
+    PyObject *endpoint; /* a strong reference; NULL: a free entry, or one being filled */
     Py_hash_t hash;
-    PyObject *status;
-    PyObject *size;
-    Py_ssize_t shared_start, shared_size;
-    Py_ssize_t client_start, client_size;
+    long long status;
+    long long size; /* -1: None */
+    int numbers; /* 0: status or size out of long long's range, never matched */
+    Buffer shared;
+    Buffer client;
 } Spelt;
 
 #define SPELT_SLOTS 64
@@ -556,8 +558,8 @@ endpoint_hash(PyObject *endpoint)
 }
 
 /* ``endpoint``'s entry: ``*found`` 1 when it holds what was spelt of an equal endpoint,
- * else 0 (a free entry, or one this endpoint takes over, to be filled); NULL on an error
- * (an item that is not a str or None). */
+ * else 0 (a free entry, or one this endpoint takes over, emptied, to be filled); NULL on an
+ * error (an item that is not a str or None). */
 static Spelt *
 spelt_find(Spelt *table, Spelt *last, PyObject *endpoint, int *found)
 {
@@ -582,32 +584,49 @@ spelt_find(Spelt *table, Spelt *last, PyObject *endpoint, int *found)
             return entry;
         }
     }
-    table[slot].endpoint = NULL; /* crowded: this endpoint takes the slot over */
+    Py_CLEAR(table[slot].endpoint); /* crowded: this endpoint takes the slot over */
     table[slot].hash = hash;
     return &table[slot];
 }
 
-static int
-copy_within(Buffer *buffer, Py_ssize_t start, Py_ssize_t size)
+static void
+spelt_clear(Spelt *table)
 {
-    if (buffer_reserve(buffer, size) < 0) {
-        return -1;
+    for (int i = 0; i < SPELT_SLOTS; i++) {
+        Py_CLEAR(table[i].endpoint);
+        PyMem_Free(table[i].shared.data);
+        PyMem_Free(table[i].client.data);
     }
-    memcpy(buffer->data + buffer->size, buffer->data + start, (size_t)size);
-    buffer->size += size;
-    return 0;
+    memset(table, 0, sizeof(Spelt) * SPELT_SLOTS);
 }
 
+/* ``size`` bytes of ``buffer`` from ``start``, as ``copy``'s whole content. */
 static int
-same_number(PyObject *a, PyObject *b)
+keep_copy(Buffer *copy, const Buffer *buffer, Py_ssize_t start, Py_ssize_t size)
 {
-    if (a == b) {
+    copy->size = 0;
+    return buffer_add(copy, buffer->data + start, size);
+}
+
+/* A number of the record, for comparing with what was spelt: 0 when it is not an int in
+ * long long's range (``*value`` then unusable). */
+static inline int
+small_number(PyObject *number, long long *value)
+{
+    if (number == Py_None) {
+        *value = -1;
         return 1;
     }
-    if (a == NULL || b == NULL || !PyLong_CheckExact(a) || !PyLong_CheckExact(b)) {
+    if (!PyLong_CheckExact(number)) {
         return 0;
     }
-    return PyObject_RichCompareBool(a, b, Py_EQ) == 1;
+    int overflow = 0;
+    *value = PyLong_AsLongLongAndOverflow(number, &overflow);
+    if (overflow || *value < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
 }
 
 static int
@@ -640,14 +659,42 @@ add_time(Buffer *buffer, Clock *clock, double wall)
     return ADD_LITERAL(buffer, "Z");
 }
 
+
+/* What formatting lines keeps from one record to the next. */
+typedef struct {
+    Clock clock;
+    Spelt table[SPELT_SLOTS];
+    Spelt *last;
+    double offset; /* a record's monotonic time + offset: its wall time */
+    Buffer prefix; /* an invocation counter's, escaped, without quotes (data + 1) */
+} Formatter;
+
 static int
-add_record(Buffer *buffer, Clock *clock, Spelt *table, Spelt **last, PyObject *record,
-           double offset, const char *prefix, Py_ssize_t prefix_size)
+formatter_init(Formatter *formatter, PyObject *prefix, double offset)
 {
-    PyObject *fields[FIELD_COUNT];
-    if (record_fields(record, fields) < 0) {
+    memset(formatter, 0, sizeof(Formatter));
+    formatter->clock.second = -1;
+    formatter->offset = offset;
+    if (!PyUnicode_Check(prefix)) {
+        PyErr_SetString(PyExc_TypeError, "the invocation prefix must be a str");
         return -1;
     }
+    return add_quoted(&formatter->prefix, prefix);
+}
+
+static void
+formatter_clear(Formatter *formatter)
+{
+    spelt_clear(formatter->table);
+    formatter->last = NULL;
+    PyMem_Free(formatter->prefix.data);
+    formatter->prefix.data = NULL;
+}
+
+/* One record's JSON line, appended to ``buffer``, from its ``fields`` (record_fields'). */
+static int
+add_line(Buffer *buffer, Formatter *formatter, PyObject **fields)
+{
     PyObject *endpoint = fields[F_ENDPOINT];
     if (!PyTuple_Check(endpoint) || PyTuple_GET_SIZE(endpoint) != 5) {
         PyErr_SetString(PyExc_TypeError, "access record: an endpoint that is not a 5-tuple");
@@ -664,18 +711,22 @@ add_record(Buffer *buffer, Clock *clock, Spelt *table, Spelt **last, PyObject *r
     PyObject *queue = fields[F_WAITED];
     int cold = flag == Py_True;
     PyObject *status = fields[F_STATUS];
-    if (ADD_LITERAL(buffer, "{\"time\":\"") < 0 || add_time(buffer, clock, started + offset) < 0
+    if (ADD_LITERAL(buffer, "{\"time\":\"") < 0
+        || add_time(buffer, &formatter->clock, started + formatter->offset) < 0
         || ADD_LITERAL(buffer, "\",") < 0) {
         return -1;
     }
     int found;
-    Spelt *spelt = spelt_find(table, *last, endpoint, &found);
+    Spelt *spelt = spelt_find(formatter->table, formatter->last, endpoint, &found);
     if (spelt == NULL) {
         return -1;
     }
-    *last = spelt;
-    if (found && same_number(spelt->status, status) && same_number(spelt->size, size)) {
-        if (copy_within(buffer, spelt->shared_start, spelt->shared_size) < 0) {
+    formatter->last = spelt;
+    long long status_value, size_value;
+    int numbers = small_number(status, &status_value) && small_number(size, &size_value);
+    if (found && numbers && spelt->numbers && spelt->status == status_value
+        && spelt->size == size_value) {
+        if (buffer_add(buffer, spelt->shared.data, spelt->shared.size) < 0) {
             return -1;
         }
     }
@@ -692,15 +743,19 @@ add_record(Buffer *buffer, Clock *clock, Spelt *table, Spelt **last, PyObject *r
             || ADD_LITERAL(buffer, ",\"status\":") < 0 || add_long(buffer, status) < 0
             || ADD_LITERAL(buffer, ",\"bytes\":") < 0
             || (size == Py_None ? ADD_LITERAL(buffer, "null") : add_long(buffer, size)) < 0) {
+            if (!found) {
+                Py_CLEAR(spelt->endpoint);
+            }
             return -1;
         }
-        if (!found) {
-            spelt->endpoint = NULL; /* until its client is spelt too */
+        if (keep_copy(&spelt->shared, buffer, start, buffer->size - start) < 0) {
+            Py_CLEAR(spelt->endpoint); /* its text is not whole */
+            formatter->last = NULL;
+            return -1;
         }
-        spelt->status = status;
-        spelt->size = size;
-        spelt->shared_start = start;
-        spelt->shared_size = buffer->size - start;
+        spelt->numbers = numbers;
+        spelt->status = numbers ? status_value : 0;
+        spelt->size = numbers ? size_value : 0;
     }
     if (ADD_LITERAL(buffer, ",\"duration_ms\":") < 0
         || add_seconds_as_millis(buffer, fields[F_DURATION]) < 0
@@ -712,26 +767,30 @@ add_record(Buffer *buffer, Clock *clock, Spelt *table, Spelt **last, PyObject *r
         || (cold ? ADD_LITERAL(buffer, ",\"cold\":true") : ADD_LITERAL(buffer, ",\"cold\":false"))
                < 0
         || ADD_LITERAL(buffer, ",\"invocation_id\":") < 0
-        || add_invocation(buffer, fields[F_INVOCATION], prefix, prefix_size) < 0
+        || add_invocation(buffer, fields[F_INVOCATION], formatter->prefix.data + 1,
+                          formatter->prefix.size - 2) < 0
         || ADD_LITERAL(buffer, ",\"trace_id\":") < 0
         || add_trace(buffer, fields[F_TRACE]) < 0
         || ADD_LITERAL(buffer, ",\"client\":") < 0) {
+        if (!found) {
+            Py_CLEAR(spelt->endpoint);
+        }
         return -1;
     }
     if (found) {
-        if (copy_within(buffer, spelt->client_start, spelt->client_size) < 0) {
+        if (buffer_add(buffer, spelt->client.data, spelt->client.size) < 0) {
             return -1;
         }
     }
     else {
         Py_ssize_t start = buffer->size;
-        if (add_quoted_or_null(buffer, PyTuple_GET_ITEM(endpoint, 4)) < 0) {
+        if (add_quoted_or_null(buffer, PyTuple_GET_ITEM(endpoint, 4)) < 0
+            || keep_copy(&spelt->client, buffer, start, buffer->size - start) < 0) {
             return -1;
         }
-        spelt->client_start = start;
-        spelt->client_size = buffer->size - start;
         /* Last: both parts of this endpoint are spelt now. */
-        spelt->endpoint = endpoint;
+        Py_INCREF(endpoint);
+        Py_XSETREF(spelt->endpoint, endpoint);
     }
     return ADD_LITERAL(buffer, "}\n");
 }
@@ -749,24 +808,18 @@ json_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "json_lines() takes records, offset and prefix");
         return NULL;
     }
+    double offset = PyFloat_AsDouble(args[1]);
+    if (offset == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
     PyObject *records = PySequence_Fast(args[0], "json_lines(): records must be a sequence");
     if (records == NULL) {
         return NULL;
     }
-    double offset = PyFloat_AsDouble(args[1]);
-    if (offset == -1.0 && PyErr_Occurred()) {
-        Py_DECREF(records);
-        return NULL;
-    }
-    Buffer prefix = {NULL, 0, 0, NULL};
     Buffer buffer = {NULL, 0, 0, NULL};
     PyObject *result = NULL;
-    /* The prefix, escaped once, without its quotes. */
-    if (!PyUnicode_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "json_lines(): prefix must be a str");
-        goto done;
-    }
-    if (add_quoted(&prefix, args[2]) < 0) {
+    Formatter formatter;
+    if (formatter_init(&formatter, args[2], offset) < 0) {
         goto done;
     }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(records);
@@ -777,14 +830,9 @@ json_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     buffer.data = PyBytes_AS_STRING(buffer.bytes);
-    Clock clock = {-1, "", 0};
-    Spelt table[SPELT_SLOTS];
-    memset(table, 0, sizeof(table));
-    Spelt *last = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (add_record(&buffer, &clock, table, &last, items[i], offset, prefix.data + 1,
-                       prefix.size - 2)
-            < 0) {
+        PyObject *fields[FIELD_COUNT];
+        if (record_fields(items[i], fields) < 0 || add_line(&buffer, &formatter, fields) < 0) {
             goto done;
         }
     }
@@ -793,7 +841,7 @@ json_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         buffer.bytes = NULL;
     }
 done:
-    PyMem_Free(prefix.data);
+    formatter_clear(&formatter);
     Py_XDECREF(buffer.bytes);
     Py_DECREF(records);
     return result;
@@ -1104,6 +1152,651 @@ failed:
     return NULL;
 }
 
+/* -- the journal: each record formatted, counted and kept as it comes ------------------ */
+
+/* A line kept (a function's recent request), in memory of its own, reused by the next. */
+typedef struct {
+    char *text;
+    Py_ssize_t size;
+    Py_ssize_t capacity;
+} Line;
+
+/* A function's counts since they were last taken (``tallies``), and its last lines. */
+typedef struct {
+    PyObject *function; /* a strong reference: a str */
+    long long *statuses; /* pairs: status, requests */
+    Py_ssize_t status_count;
+    long long *durations; /* per bucket, the last one +Inf */
+    double duration_sum;
+    long long *waits;
+    double wait_sum;
+    long long wait_count;
+    long long cold;
+    long long requests;
+    Line *recent; /* ``keep`` lines once the first came; the oldest at ``next`` once full */
+    Py_ssize_t next;
+    Py_ssize_t kept;
+} Tracked;
+
+/* Only str, tuples of str and None, and numbers are referenced (no cycle can go through a
+ * journal): not tracked by the garbage collector. */
+typedef struct {
+    PyObject_HEAD
+    Formatter formatter;
+    Buffer pending; /* lines formatted since the last take, in a bytes object take hands on */
+    Py_ssize_t pending_count;
+    Py_ssize_t pending_start; /* the capacity a new pending buffer starts with */
+    Py_ssize_t max_pending;
+    Py_ssize_t batch;
+    long long dropped; /* records not kept for want of room since the last take */
+    int counting;
+    double *bounds;
+    Py_ssize_t bound_count;
+    Tracked *tracked;
+    Py_ssize_t tracked_count;
+    Py_ssize_t tracked_capacity;
+    PyObject *index; /* {function: its index in tracked} */
+    Py_ssize_t last; /* the last record's function's index; -1: none */
+    Py_ssize_t keep;
+} Journal;
+
+static void
+tracked_free(Tracked *tracked, Py_ssize_t keep)
+{
+    Py_CLEAR(tracked->function);
+    PyMem_Free(tracked->statuses);
+    PyMem_Free(tracked->durations);
+    PyMem_Free(tracked->waits);
+    if (tracked->recent != NULL) {
+        for (Py_ssize_t i = 0; i < keep; i++) {
+            PyMem_Free(tracked->recent[i].text);
+        }
+        PyMem_Free(tracked->recent);
+    }
+    memset(tracked, 0, sizeof(Tracked));
+}
+
+/* ``function``'s entry (made on its first record), or -1 with an error set. */
+static Py_ssize_t
+journal_tracked(Journal *journal, PyObject *function)
+{
+    Py_ssize_t last = journal->last;
+    if (last >= 0 && same_function(journal->tracked[last].function, function)) {
+        return last;
+    }
+    if (!PyUnicode_CheckExact(function)) {
+        PyErr_SetString(PyExc_TypeError, "access record: a function that is not a str");
+        return -1;
+    }
+    PyObject *found = PyDict_GetItemWithError(journal->index, function); /* borrowed */
+    if (found != NULL) {
+        journal->last = PyLong_AsSsize_t(found);
+        return journal->last;
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (journal->tracked_count == journal->tracked_capacity) {
+        Py_ssize_t capacity = journal->tracked_capacity ? journal->tracked_capacity * 2 : 8;
+        Tracked *grown = PyMem_Realloc(journal->tracked, sizeof(Tracked) * (size_t)capacity);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        journal->tracked = grown;
+        journal->tracked_capacity = capacity;
+    }
+    Py_ssize_t at = journal->tracked_count;
+    Tracked *tracked = &journal->tracked[at];
+    memset(tracked, 0, sizeof(Tracked));
+    tracked->durations = PyMem_Calloc((size_t)journal->bound_count + 1, sizeof(long long));
+    tracked->waits = PyMem_Calloc((size_t)journal->bound_count + 1, sizeof(long long));
+    PyObject *number = PyLong_FromSsize_t(at);
+    if (tracked->durations == NULL || tracked->waits == NULL || number == NULL
+        || PyDict_SetItem(journal->index, function, number) < 0) {
+        Py_XDECREF(number);
+        tracked_free(tracked, 0);
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        return -1;
+    }
+    Py_DECREF(number);
+    Py_INCREF(function);
+    tracked->function = function;
+    journal->tracked_count++;
+    journal->last = at;
+    return at;
+}
+
+/* The record's request into its function's counts (types checked by the caller). */
+static int
+tracked_count(Tracked *tracked, const double *bounds, Py_ssize_t bound_count, long long code,
+              double seconds, PyObject *waited, int cold)
+{
+    Py_ssize_t s = 0;
+    while (s < tracked->status_count && tracked->statuses[2 * s] != code) {
+        s++;
+    }
+    if (s == tracked->status_count) {
+        long long *grown =
+            PyMem_Realloc(tracked->statuses, sizeof(long long) * 2 * (size_t)(s + 1));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        tracked->statuses = grown;
+        grown[2 * s] = code;
+        grown[2 * s + 1] = 0;
+        tracked->status_count++;
+    }
+    tracked->statuses[2 * s + 1]++;
+    tracked->requests++;
+    tracked->durations[bucket(bounds, bound_count, seconds)]++;
+    tracked->duration_sum += seconds;
+    if (waited != Py_None) {
+        double wait = PyFloat_AS_DOUBLE(waited);
+        tracked->waits[bucket(bounds, bound_count, wait)]++;
+        tracked->wait_sum += wait;
+        tracked->wait_count++;
+    }
+    if (cold) {
+        tracked->cold++;
+    }
+    return 0;
+}
+
+/* A copy of ``size`` bytes at ``text`` as the function's newest recent line. */
+static int
+tracked_keep(Tracked *tracked, Py_ssize_t keep, const char *text, Py_ssize_t size)
+{
+    if (keep <= 0) {
+        return 0;
+    }
+    if (tracked->recent == NULL) {
+        tracked->recent = PyMem_Calloc((size_t)keep, sizeof(Line));
+        if (tracked->recent == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    Line *line = &tracked->recent[tracked->next];
+    if (line->capacity < size) {
+        /* Room for a little more: the lines of a function vary by a few bytes. */
+        char *grown = PyMem_Realloc(line->text, (size_t)size + 32);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        line->text = grown;
+        line->capacity = size + 32;
+    }
+    memcpy(line->text, text, (size_t)size);
+    line->size = size;
+    tracked->next = (tracked->next + 1) % keep;
+    if (tracked->kept < keep) {
+        tracked->kept++;
+    }
+    return 0;
+}
+
+/* The flags ``add`` returns: what the log has to do about the record just added. */
+enum { DUE_NOTHING = 0, DUE_FIRST = 1, DUE_BATCH = 2 };
+
+static PyObject *
+journal_add_record(Journal *journal, PyObject *record, int counted)
+{
+    PyObject *fields[FIELD_COUNT];
+    if (record_fields(record, fields) < 0) {
+        return NULL;
+    }
+    PyObject *status = fields[F_STATUS];
+    PyObject *duration = fields[F_DURATION];
+    PyObject *waited = fields[F_WAITED];
+    if (!PyLong_CheckExact(status) || !PyFloat_CheckExact(duration)
+        || !(waited == Py_None || PyFloat_CheckExact(waited))) {
+        PyErr_SetString(PyExc_TypeError, "access record: a field of another type");
+        return NULL;
+    }
+    Buffer *pending = &journal->pending;
+    if (pending->bytes == NULL) {
+        /* As large as the last batch was: written in place, handed on without a copy. */
+        pending->bytes = PyBytes_FromStringAndSize(NULL, journal->pending_start);
+        if (pending->bytes == NULL) {
+            return NULL;
+        }
+        pending->data = PyBytes_AS_STRING(pending->bytes);
+        pending->capacity = journal->pending_start;
+        pending->size = 0;
+    }
+    Py_ssize_t start = pending->size;
+    if (add_line(pending, &journal->formatter, fields) < 0) {
+        pending->size = start; /* no part of a line */
+        return NULL;
+    }
+    PyObject *function = PyTuple_GET_ITEM(fields[F_ENDPOINT], 0);
+    if (function != Py_None) {
+        int overflow = 0;
+        long long code = PyLong_AsLongLongAndOverflow(status, &overflow);
+        Py_ssize_t at = overflow ? -1 : journal_tracked(journal, function);
+        if (at < 0) {
+            if (overflow) {
+                PyErr_SetString(PyExc_TypeError, "access record: a status out of range");
+            }
+            pending->size = start;
+            return NULL;
+        }
+        Tracked *tracked = &journal->tracked[at];
+        if (tracked_keep(tracked, journal->keep, pending->data + start, pending->size - start)
+            < 0) {
+            pending->size = start;
+            return NULL;
+        }
+        if (counted && journal->counting
+            && tracked_count(tracked, journal->bounds, journal->bound_count, code,
+                             PyFloat_AS_DOUBLE(duration), waited, fields[F_COLD] == Py_True)
+                   < 0) {
+            pending->size = start;
+            return NULL;
+        }
+    }
+    if (journal->pending_count >= journal->max_pending) {
+        /* Not written (counted and kept all the same): the loss is said when written. */
+        pending->size = start;
+        journal->dropped++;
+        return PyLong_FromLong(DUE_NOTHING);
+    }
+    journal->pending_count++;
+    if (journal->pending_count == 1) {
+        return PyLong_FromLong(DUE_FIRST);
+    }
+    return PyLong_FromLong(journal->pending_count == journal->batch ? DUE_BATCH : DUE_NOTHING);
+}
+
+PyDoc_STRVAR(journal_add_doc,
+"add(record, /)\n--\n\n"
+"The record's JSON line, pending until taken; counted into its function's counts (while\n"
+"``counting``) and kept as its function's newest recent line. Returns 1 for the first\n"
+"record pending since the last take, 2 for the one that makes ``batch``, else 0. Past\n"
+"``max_pending`` records pending, the line is dropped (and counted in ``take``'s third).");
+
+static PyObject *
+journal_add(Journal *journal, PyObject *record)
+{
+    return journal_add_record(journal, record, 1);
+}
+
+PyDoc_STRVAR(journal_add_uncounted_doc,
+"add_uncounted(record, /)\n--\n\n"
+"As ``add``, the record not counted (its request is counted elsewhere).");
+
+static PyObject *
+journal_add_uncounted(Journal *journal, PyObject *record)
+{
+    return journal_add_record(journal, record, 0);
+}
+
+PyDoc_STRVAR(journal_take_doc,
+"take()\n--\n\n"
+"(lines, records, dropped): the lines pending (bytes) and how many records they are, and\n"
+"how many were dropped since the last take; nothing is pending after.");
+
+static PyObject *
+journal_take(Journal *journal, PyObject *Py_UNUSED(ignored))
+{
+    Buffer *pending = &journal->pending;
+    PyObject *lines;
+    if (pending->bytes == NULL) {
+        lines = PyBytes_FromStringAndSize(NULL, 0);
+    }
+    else {
+        /* The next buffer as large as this one's lines and a quarter (4 KiB to 4 MiB). */
+        Py_ssize_t size = pending->size;
+        Py_ssize_t next = size + size / 4;
+        journal->pending_start = next < 4096 ? 4096 : (next > (4 << 20) ? (4 << 20) : next);
+        lines = pending->bytes; /* its reference, handed on */
+        pending->bytes = NULL;
+        pending->data = NULL;
+        pending->capacity = pending->size = 0;
+        if (_PyBytes_Resize(&lines, size) < 0) {
+            return NULL;
+        }
+    }
+    if (lines == NULL) {
+        return NULL;
+    }
+    PyObject *result = Py_BuildValue("(NnL)", lines, journal->pending_count, journal->dropped);
+    if (result == NULL) {
+        return NULL;
+    }
+    journal->pending_count = 0;
+    journal->dropped = 0;
+    return result;
+}
+
+PyDoc_STRVAR(journal_tallies_doc,
+"tallies()\n--\n\n"
+"The requests counted since the last call, by function, as ``tally`` gives them; the\n"
+"counts start again from nothing.");
+
+static PyObject *
+journal_tallies(Journal *journal, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *result = PyList_New(0);
+    if (result == NULL) {
+        return NULL;
+    }
+    Py_ssize_t buckets = journal->bound_count + 1;
+    for (Py_ssize_t t = 0; t < journal->tracked_count; t++) {
+        Tracked *counted = &journal->tracked[t];
+        if (counted->requests == 0) {
+            continue;
+        }
+        PyObject *statuses = PyDict_New();
+        if (statuses == NULL) {
+            goto failed;
+        }
+        for (Py_ssize_t s = 0; s < counted->status_count; s++) {
+            if (counted->statuses[2 * s + 1] == 0) {
+                continue;
+            }
+            PyObject *code = PyLong_FromLongLong(counted->statuses[2 * s]);
+            PyObject *n = PyLong_FromLongLong(counted->statuses[2 * s + 1]);
+            int failed = code == NULL || n == NULL || PyDict_SetItem(statuses, code, n) < 0;
+            Py_XDECREF(code);
+            Py_XDECREF(n);
+            if (failed) {
+                Py_DECREF(statuses);
+                goto failed;
+            }
+        }
+        PyObject *durations = counts_list(counted->durations, buckets);
+        PyObject *waits = counts_list(counted->waits, buckets);
+        PyObject *entry = NULL;
+        if (durations != NULL && waits != NULL) {
+            entry = Py_BuildValue(
+                "(OOOdOdLL)", counted->function, statuses, durations, counted->duration_sum,
+                waits, counted->wait_sum, counted->wait_count, counted->cold
+            );
+        }
+        Py_DECREF(statuses);
+        Py_XDECREF(durations);
+        Py_XDECREF(waits);
+        if (entry == NULL || PyList_Append(result, entry) < 0) {
+            Py_XDECREF(entry);
+            goto failed;
+        }
+        Py_DECREF(entry);
+        /* Taken: the statuses seen stay, at nothing (a function answers with a few). */
+        for (Py_ssize_t s = 0; s < counted->status_count; s++) {
+            counted->statuses[2 * s + 1] = 0;
+        }
+        memset(counted->durations, 0, sizeof(long long) * (size_t)buckets);
+        memset(counted->waits, 0, sizeof(long long) * (size_t)buckets);
+        counted->duration_sum = counted->wait_sum = 0.0;
+        counted->wait_count = counted->cold = counted->requests = 0;
+    }
+    return result;
+failed:
+    Py_DECREF(result);
+    return NULL;
+}
+
+PyDoc_STRVAR(journal_recent_doc,
+"recent(function, limit, /)\n--\n\n"
+"The function's last lines (bytes, each ending in a newline), at most ``limit`` of the\n"
+"``keep`` kept, oldest first.");
+
+static PyObject *
+journal_recent(Journal *journal, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recent() takes a function and a limit");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *found = PyDict_GetItemWithError(journal->index, args[0]);
+    if (found == NULL) {
+        return PyErr_Occurred() ? NULL : PyList_New(0);
+    }
+    Tracked *tracked = &journal->tracked[PyLong_AsSsize_t(found)];
+    Py_ssize_t count = tracked->kept < limit ? tracked->kept : (limit > 0 ? limit : 0);
+    PyObject *result = PyList_New(count);
+    if (result == NULL) {
+        return NULL;
+    }
+    /* The oldest of the ``count`` newest: ``count`` back from the next to write. */
+    Py_ssize_t keep = journal->keep;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Line *line = &tracked->recent[(tracked->next - count + i + keep) % keep];
+        PyObject *text = PyBytes_FromStringAndSize(line->text, line->size);
+        if (text == NULL) {
+            Py_DECREF(result);
+            return NULL;
+        }
+        PyList_SET_ITEM(result, i, text);
+    }
+    return result;
+}
+
+PyDoc_STRVAR(journal_functions_doc,
+"functions()\n--\n\n"
+"The functions it keeps lines of, in the order their first came.");
+
+static PyObject *
+journal_functions(Journal *journal, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *result = PyList_New(0);
+    if (result == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t t = 0; t < journal->tracked_count; t++) {
+        if (journal->tracked[t].kept && PyList_Append(result, journal->tracked[t].function) < 0) {
+            Py_DECREF(result);
+            return NULL;
+        }
+    }
+    return result;
+}
+
+PyDoc_STRVAR(journal_forget_doc,
+"forget(function, /)\n--\n\n"
+"The function was deleted: its lines and counts not taken are let go.");
+
+static PyObject *
+journal_forget(Journal *journal, PyObject *function)
+{
+    PyObject *found = PyDict_GetItemWithError(journal->index, function);
+    if (found == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t at = PyLong_AsSsize_t(found);
+    Py_ssize_t moved = journal->tracked_count - 1;
+    if (PyDict_DelItem(journal->index, function) < 0) {
+        return NULL;
+    }
+    tracked_free(&journal->tracked[at], journal->keep);
+    if (at != moved) {
+        /* The last entry takes the freed place. */
+        journal->tracked[at] = journal->tracked[moved];
+        PyObject *number = PyLong_FromSsize_t(at);
+        if (number == NULL
+            || PyDict_SetItem(journal->index, journal->tracked[at].function, number) < 0) {
+            Py_XDECREF(number);
+            return NULL;
+        }
+        Py_DECREF(number);
+    }
+    journal->tracked_count--;
+    journal->last = -1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+journal_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"prefix", "bounds", "keep", "max_pending", "batch", NULL};
+    PyObject *prefix, *bounds;
+    Py_ssize_t keep, max_pending, batch;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "UO!nnn:Journal", keywords, &prefix,
+                                     &PyTuple_Type, &bounds, &keep, &max_pending, &batch)) {
+        return NULL;
+    }
+    if (keep < 0 || max_pending < 0 || batch < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Journal(): keep and max_pending must be >= 0, batch >= 1");
+        return NULL;
+    }
+    Journal *journal = (Journal *)type->tp_alloc(type, 0);
+    if (journal == NULL) {
+        return NULL;
+    }
+    /* tp_alloc zeroed it: every pointer NULL, dealloc safe from here. */
+    journal->last = -1;
+    journal->pending_start = 4096;
+    journal->keep = keep;
+    journal->max_pending = max_pending;
+    journal->batch = batch;
+    journal->counting = 0;
+    journal->index = PyDict_New();
+    if (journal->index == NULL || formatter_init(&journal->formatter, prefix, 0.0) < 0) {
+        Py_DECREF(journal);
+        return NULL;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(bounds);
+    journal->bounds = PyMem_Calloc((size_t)count + 1, sizeof(double));
+    if (journal->bounds == NULL) {
+        Py_DECREF(journal);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *bound = PyTuple_GET_ITEM(bounds, i);
+        if (!PyFloat_CheckExact(bound)) {
+            Py_DECREF(journal);
+            PyErr_SetString(PyExc_TypeError, "Journal(): bounds must be a tuple of floats");
+            return NULL;
+        }
+        journal->bounds[i] = PyFloat_AS_DOUBLE(bound);
+    }
+    journal->bound_count = count;
+    return (PyObject *)journal;
+}
+
+static void
+journal_dealloc(Journal *journal)
+{
+    formatter_clear(&journal->formatter);
+    Py_XDECREF(journal->pending.bytes);
+    PyMem_Free(journal->bounds);
+    for (Py_ssize_t t = 0; t < journal->tracked_count; t++) {
+        tracked_free(&journal->tracked[t], journal->keep);
+    }
+    PyMem_Free(journal->tracked);
+    Py_XDECREF(journal->index);
+    Py_TYPE(journal)->tp_free((PyObject *)journal);
+}
+
+static PyObject *
+journal_get_offset(Journal *journal, void *Py_UNUSED(closure))
+{
+    return PyFloat_FromDouble(journal->formatter.offset);
+}
+
+static int
+journal_set_offset(Journal *journal, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "offset cannot be deleted");
+        return -1;
+    }
+    double offset = PyFloat_AsDouble(value);
+    if (offset == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    journal->formatter.offset = offset;
+    return 0;
+}
+
+static PyObject *
+journal_get_counting(Journal *journal, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(journal->counting);
+}
+
+static int
+journal_set_counting(Journal *journal, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "counting cannot be deleted");
+        return -1;
+    }
+    int counting = PyObject_IsTrue(value);
+    if (counting < 0) {
+        return -1;
+    }
+    journal->counting = counting;
+    return 0;
+}
+
+static PyObject *
+journal_get_pending(Journal *journal, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(journal->pending_count);
+}
+
+static PyObject *
+journal_get_dropped(Journal *journal, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(journal->dropped);
+}
+
+static PyGetSetDef journal_getset[] = {
+    {"offset", (getter)journal_get_offset, (setter)journal_set_offset,
+     "Added to a record's monotonic time: its wall time (set anew at each take).", NULL},
+    {"counting", (getter)journal_get_counting, (setter)journal_set_counting,
+     "Whether ``add`` counts records into their function's counts.", NULL},
+    {"pending", (getter)journal_get_pending, NULL, "Records pending, not taken yet.", NULL},
+    {"dropped", (getter)journal_get_dropped, NULL,
+     "Records dropped since the last take (past max_pending).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef journal_methods[] = {
+    {"add", (PyCFunction)journal_add, METH_O, journal_add_doc},
+    {"add_uncounted", (PyCFunction)journal_add_uncounted, METH_O, journal_add_uncounted_doc},
+    {"take", (PyCFunction)journal_take, METH_NOARGS, journal_take_doc},
+    {"tallies", (PyCFunction)journal_tallies, METH_NOARGS, journal_tallies_doc},
+    {"recent", (PyCFunction)(void (*)(void))journal_recent, METH_FASTCALL, journal_recent_doc},
+    {"functions", (PyCFunction)journal_functions, METH_NOARGS, journal_functions_doc},
+    {"forget", (PyCFunction)journal_forget, METH_O, journal_forget_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(journal_doc,
+"Journal(prefix, bounds, keep, max_pending, batch)\n--\n\n"
+"The access log of a router's event loop, record by record: each record's JSON line is\n"
+"made when it is added (its fields still in the CPU's caches, the record then let go),\n"
+"its request counted by function (``bounds``: the histograms' buckets' upper bounds) and\n"
+"its line kept among its function's last ``keep``. ``take`` hands the lines on.");
+
+static PyTypeObject JournalType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fissile.observability._records.Journal",
+    .tp_basicsize = sizeof(Journal),
+    .tp_dealloc = (destructor)journal_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = journal_doc,
+    .tp_methods = journal_methods,
+    .tp_getset = journal_getset,
+    .tp_new = journal_new,
+};
+
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)bind, METH_O, bind_doc},
     {"functions", (PyCFunction)functions, METH_O, functions_doc},
@@ -1126,5 +1819,18 @@ PyInit__records(void)
     for (int c = ' '; c <= '~'; c++) {
         PLAIN[c] = c != '\\' && c != '"';
     }
-    return PyModuleDef_Init(&module);
+    if (PyType_Ready(&JournalType) < 0) {
+        return NULL;
+    }
+    PyObject *created = PyModule_Create(&module);
+    if (created == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&JournalType);
+    if (PyModule_AddObject(created, "Journal", (PyObject *)&JournalType) < 0) {
+        Py_DECREF(&JournalType);
+        Py_DECREF(created);
+        return NULL;
+    }
+    return created;
 }

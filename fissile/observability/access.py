@@ -144,14 +144,17 @@ class Record:
 # A record's fields, in one C call (``Record.fields``).
 _FIELDS = attrgetter(*FIELDS)
 
+_Journal: type[_records.Journal] | None
 _json_lines: Callable[[Sequence[Record | RecordFields], float, str], bytes] | None
 _tally: Callable[[Sequence[Record | RecordFields], tuple[float, ...]], list[Any]] | None
 _functions: Callable[[Sequence[Record]], list[str | None]] | None
 if _records is not None:
     _records.bind(Record)  # C reads a Record's fields where its slots are
     _json_lines, _tally, _functions = _records.json_lines, _records.tally, _records.functions
+    _Journal = _records.Journal
 else:
     _json_lines = _tally = _functions = None
+    _Journal = None
 
 INTERVAL = 0.15  # seconds between writes, at most
 BATCH = 1024  # records that start a write before the interval is over
@@ -210,7 +213,7 @@ class AccessLog:
         self.in_process = native if in_process is None else in_process
         self._native = native
         self.keep = recent
-        self.dropped = 0  # records lost (writing could not keep up, or failed), in all
+        self._dropped = 0  # records lost (writing could not keep up, or failed), in all
         self._unreported = 0  # of which no line has said so yet
         self._pending: list[Record] = []
         self._folded = 0  # of ``_pending``, already in ``_recent`` (``_fold``)
@@ -245,12 +248,55 @@ class AccessLog:
         # The writer process (``start``): batches go to it raw; without it, a thread formats
         # and writes them in this process.
         self._process: asyncio.subprocess.Process | None = None
+        # Where the log keeps a file and formats json lines in this process in C, each record
+        # is formatted, counted and kept as it is added (``_records.Journal``): the record is
+        # let go with its request, where a record kept for a chunk was formatted and counted
+        # out of the CPU's caches (docs/observability.md, "Request metrics: cost"). Else
+        # records gather and are packed in chunks (``_pack``), in Python where need be.
+        self._journal = (
+            _Journal(invocation_prefix, DURATION_BUCKETS, recent, max_pending, batch)
+            if self.path is not None and self.in_process and native and _Journal is not None
+            else None
+        )
+        # Lines of records the journal did not take (of a shape C does not format), spelt in
+        # Python, written after its lines.
+        self._odd: list[str] = []
+        self._odd_count = 0
+        if self._journal is not None:
+            self._journal.offset = time.time() - time.monotonic()
+        # What the router calls with each request's record (``record``): the journal's add
+        # (one C call), or the records' list in Python; either returns what ``due`` is to do
+        # (0: nothing).
+        self.record: Callable[[Record], int] = (
+            self._journal.add if self._journal is not None else self._record
+        )
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     # -- the hot path ---------------------------------------------------------------------
 
+    @property
+    def dropped(self) -> int:
+        """Records lost (writing could not keep up, or failed), in all."""
+        journal = self._journal
+        return self._dropped + (journal.dropped if journal is not None else 0)
+
     def add(self, record: Record) -> None:
+        """One request's record (on the event loop): formatted, counted and kept by the
+        journal where there is one (``record``), else appended to the pending records."""
+        journal = self._journal
+        if journal is None:
+            self._record(record)
+            return
+        try:
+            due = journal.add(record)
+        except TypeError:
+            self._add_odd(record, counted=True)
+            return
+        if due:
+            self.due(due)
+
+    def _record(self, record: Record) -> int:
         """One request's record (on the event loop): a list append. The function's recent
         requests are filled from the records when they are marshalled or written (``_fold``),
         not per request.
@@ -260,15 +306,49 @@ class AccessLog:
         pending = self._pending
         if len(pending) < self._watch:
             pending.append(record)
-            return
+            return 0
         self._add(record)
+        return 0
+
+    def due(self, due: int) -> None:
+        """What the journal's ``add`` said is due: 1, the first record pending (the timer
+        armed); 2, a batch gathered (written now, unless the writer is busy)."""
+        if self._closed:
+            return
+        if due == 1:
+            if self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self.interval, self._flush)
+        elif self._handed == self._finished:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._flush()
+
+    def _add_odd(self, record: Record, counted: bool) -> None:
+        """A record the journal refused (a field of a type C does not take, or a counter
+        out of range): spelt in Python, counted as it can be."""
+        self._odd.append(self.format_lines([record], time.time() - time.monotonic()))
+        self._odd_count += 1
+        if counted and self.metrics is not None:
+            self._count([record])
+        self.due(1)
 
     def add_uncounted(self, record: Record) -> None:
         """A record of a request that is counted elsewhere, or not a function's request (the
         router's own answers: ASGI path), which ``count_into`` must not count."""
+        journal = self._journal
+        if journal is not None:
+            try:
+                due = journal.add_uncounted(record)
+            except TypeError:
+                self._add_odd(record, counted=False)
+                return
+            if due:
+                self.due(due)
+            return
         if self.metrics is not None:
             self._uncounted.append(record)
-        self.add(record)
+        self._record(record)
 
     def count_into(self, metrics: Metrics) -> bool:
         """Count the requests of the records added into ``metrics`` (``FunctionMetrics.
@@ -281,6 +361,8 @@ class AccessLog:
         self.metrics = metrics
         metrics.pending = self._settle
         self._counting_thread = threading.get_ident()  # the router's loop's, which adds
+        if self._journal is not None:
+            self._journal.counting = True
         return True
 
     def _add(self, record: Record) -> None:
@@ -292,7 +374,7 @@ class AccessLog:
             return
         if len(pending) + self._packed_count >= self.max_pending:
             self._keep(record)
-            self.dropped += 1
+            self._dropped += 1
             self._unreported += 1
             if self.metrics is not None:
                 # Not written, but answered all the same: counted (unless it is not to be).
@@ -371,6 +453,9 @@ class AccessLog:
     def _tally(self) -> None:
         """The records added since the last tally, into their functions' metrics (those of
         ``add_uncounted`` left out)."""
+        if self._journal is not None:
+            self._tally_journal()
+            return
         pending = self._pending
         start = self._tallied
         if start >= len(pending):
@@ -385,6 +470,21 @@ class AccessLog:
             self._uncounted.clear()
             batch = [record for record in batch if id(record) not in skip]
         self._count(batch)
+
+    def _tally_journal(self) -> None:
+        """The journal's counts since the last tally, into their functions' metrics."""
+        assert self._journal is not None
+        metrics = self.metrics
+        if metrics is None:
+            return
+        tallies = self._journal.tallies()
+        if not metrics.enabled:
+            return  # counting was turned off since: taken, not counted
+        for function, *counts in tallies:
+            # A function deleted since (``Metrics.forget``): not a new series.
+            counted = metrics.known(function)
+            if counted is not None:
+                counted.add_tally(*counts)
 
     def _count(self, records: list[Record]) -> None:
         metrics = self.metrics
@@ -434,6 +534,8 @@ class AccessLog:
     def recent(self, function: str, limit: int = RECENT) -> list[dict[str, Any]]:
         """The function's last ``limit`` requests (kept in memory, at most ``RECENT``), oldest
         first."""
+        if self._journal is not None:
+            return [json.loads(line) for line in self._journal.recent(function, limit)]
         self._fold()
         records = self._recent.get(function)
         if not records or limit <= 0:
@@ -444,6 +546,18 @@ class AccessLog:
 
     def recent_all(self, limit: int = RECENT) -> list[dict[str, Any]]:
         """Every function's last requests, oldest first across functions, at most ``limit``."""
+        journal = self._journal
+        if journal is not None:
+            if limit <= 0:
+                return []
+            # The last ``limit`` across functions are among each one's last ``limit``.
+            lines = [
+                json.loads(line)
+                for function in journal.functions()
+                for line in journal.recent(function, min(limit, self.keep))
+            ]
+            lines.sort(key=_TIME)  # ISO 8601 in UTC, to the millisecond: as their times
+            return lines[-limit:]
         self._fold()
         merged: list[Record] = []
         for records in self._recent.values():
@@ -454,6 +568,9 @@ class AccessLog:
 
     def forget(self, function: str) -> None:
         """The function was deleted: its requests are no longer kept."""
+        if self._journal is not None:
+            self._journal.forget(function)
+            return
         self._fold()
         self._recent.pop(function, None)
 
@@ -661,7 +778,7 @@ class AccessLog:
         self._packed, self._packed_count = [], 0
         stdin = process.stdin
         if stdin.is_closing() or stdin.transport.get_write_buffer_size() > MAX_PIPE_BUFFER:
-            self.dropped += count
+            self._dropped += count
             self._unreported += count
             return
         dropped, self._unreported = self._unreported, 0
@@ -681,6 +798,16 @@ class AccessLog:
                 self._send()
             return
         self._count_lost()
+        journal = self._journal
+        if journal is not None:
+            gathered = bool(journal.pending or journal.dropped or self._odd or self._unreported)
+            if self._handed != self._finished or not gathered or self._closed:
+                if gathered and not self._closed:
+                    loop = asyncio.get_running_loop()
+                    self._timer = loop.call_later(self.interval, self._flush)
+                return
+            self._hand(*self._take_journal())
+            return
         waiting = self._pending or self._packed
         if self._handed != self._finished or not waiting or self._closed:
             if waiting and not self._closed:
@@ -728,7 +855,7 @@ class AccessLog:
         lost = self._lost - self._lost_seen
         if lost:
             self._lost_seen += lost
-            self.dropped += lost
+            self._dropped += lost
             self._unreported += lost
 
     def _stop_writing(self, timeout: float) -> None:
@@ -738,6 +865,27 @@ class AccessLog:
             self._batches.put(None)
             thread.join(timeout)
         self._count_lost()
+
+    def _take_journal(self) -> tuple[list[bytes], int]:
+        """The journal's lines (counted first), those spelt in Python, and the note of
+        records dropped before them, to write."""
+        journal = self._journal
+        assert journal is not None
+        if self.metrics is not None and threading.get_ident() == self._counting_thread:
+            self._tally_journal()
+        lines, count, dropped = journal.take()
+        journal.offset = time.time() - time.monotonic()  # the wall clock may have been set
+        self._dropped += dropped
+        self._unreported += dropped
+        chunks = [lines] if lines else []
+        if self._odd:
+            chunks.append("".join(self._odd).encode("utf-8", "replace"))
+            count += self._odd_count
+            self._odd, self._odd_count = [], 0
+        dropped, self._unreported = self._unreported, 0
+        if dropped:
+            chunks.append(self._note(dropped).encode())
+        return chunks, count
 
     def _take_packed(self) -> tuple[list[bytes], int]:
         """The lines packed, and the note of records dropped before them, to write."""
@@ -851,6 +999,13 @@ class AccessLog:
         self._closed = True
         self._rewatch()
         self._stop_writing(5.0)
+        if self._journal is not None:
+            chunks, count = self._take_journal()
+            if chunks:
+                self._dropped += self.write_lines(chunks, count)
+            with self._lock:
+                self._close_file()
+            return
         records = self._take()
         if records or self._packed or self._unreported:
             chunks = self._packed
@@ -858,7 +1013,7 @@ class AccessLog:
             self._packed, self._packed_count = [], 0
             dropped, self._unreported = self._unreported, 0
             chunks.append(self._lines(records, dropped))
-            self.dropped += self.write_lines(chunks, count)
+            self._dropped += self.write_lines(chunks, count)
         with self._lock:
             self._close_file()
 
@@ -934,6 +1089,7 @@ _MILLIS = [f"{millis:03d}" for millis in range(1000)]
 _ENDPOINT = attrgetter("endpoint")
 _FIRST = itemgetter(0)  # an endpoint's function
 _STARTED = attrgetter("started")
+_TIME = itemgetter("time")
 _MAX_QUOTED = 4096
 
 

@@ -264,8 +264,33 @@ async def test_recent_from_pending_batches_one_function_or_several(
 
 
 async def test_a_batch_is_sent_by_the_record_completing_it(tmp_path: Path) -> None:
-    # ``add`` only appends below one short of a batch; the record that completes it sends it
-    # at once, and the next one starts a new batch with its own timer.
+    # The journal's ``add`` says when a batch is complete: it is handed to the writer at once,
+    # and the next record starts a new batch with its own timer.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=4)
+    if log._journal is None:
+        pytest.skip("fissile was installed without its C records module")
+    for i in range(4):
+        assert log._journal.pending == i
+        log.add(record(path=f"/{i}"))
+    assert log._journal.pending == 0
+    log.add(record(path="/4"))
+    assert log._journal.pending == 1 and log._timer is not None
+    deadline = time.monotonic() + 5
+    while (not path.exists() or path.read_text().count("\n") < 4) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    log.close()
+    assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == [
+        f"/{i}" for i in range(5)
+    ]
+
+
+async def test_a_batch_of_records_is_sent_by_the_record_completing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the journal, ``add`` only appends below one short of a batch; the record that
+    # completes it sends it at once, and the next one starts a new batch with its own timer.
+    monkeypatch.setattr(access, "_Journal", None)
     path = tmp_path / "access.log"
     log = AccessLog(path, "json", interval=60, batch=4)
     for i in range(4):

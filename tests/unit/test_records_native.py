@@ -160,8 +160,9 @@ async def test_json_lines_are_written_in_process_without_a_writer_process(
     endpoint = ("fn", "route", "GET", "/", "127.0.0.1")
     for i in range(7):
         log.add(Record(time.monotonic(), endpoint, 200, 13, 0.001, 0.0, "i1", False, i, None))
-    # Two chunks formatted as they filled; the record of the third waits.
-    assert len(log._packed) == 2 and log._packed_count == 6 and len(log._pending) == 1
+    # Each formatted as it was added (the journal's lines), none of them kept as a record.
+    assert log._journal is not None and log._journal.pending == 7
+    assert log._pending == [] and log._packed == []
     await log.aclose()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["invocation_id"] for line in lines] == [f"{PREFIX}{i:08x}" for i in range(7)]
