@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import marshal
 import os
+import socket
 import struct
 import sys
 import threading
@@ -173,6 +175,14 @@ MAX_PIPE_BUFFER = 16 * 1024 * 1024
 # catches up when the load eases.
 WRITER_NICE = 10
 _FRAME = struct.Struct(">I")  # a batch's length, before it on the writer process's pipe
+# A batch of lines formatted already (the journal's): its length with _LINES set, and how many
+# records it holds.
+_LINES_FRAME = struct.Struct(">II")
+_LINES = 1 << 31
+# The writer process's pipe, made large enough for a batch (BATCH records of ~330 bytes) to go
+# in one write (Linux's default is 64 KiB; its default ceiling for an unprivileged process,
+# /proc/sys/fs/pipe-max-size, 1 MiB).
+PIPE_SIZE = 1 << 20
 # Buffers ``writev()`` takes at once (POSIX's minimum is 16; Linux's 1024).
 _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16)
 
@@ -734,11 +744,18 @@ class AccessLog:
     # -- writing ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the writer process, where lines are formatted in Python: batches are
-        formatted and written there, off the router's process. Formatting a record in Python
-        costs ~21k instructions, a fifth of what the router spends on a request (callgrind);
-        marshalling it, a fraction of that. Not started where lines are formatted in C."""
-        if self.path is None or self._process is not None or self.in_process:
+        """Start the writer process. Where the journal formats the lines (json, in C), it only
+        appends them: a batch goes down a pipe in one write, and the router's process never
+        writes the file, nor shares its GIL with a thread that does (a writer thread had to
+        take it several times a batch, each time a hand-off the router waited on, ~10 more
+        voluntary context switches a batch, ~24 batches a second under wrk). Else batches are
+        formatted there, in Python: formatting a record in Python costs ~21k instructions, a
+        fifth of what the router spends on a request (callgrind); marshalling it, a fraction of
+        that. Without a writer process (``start`` not called, or lines formatted in process
+        without the journal), a thread of the log's own writes."""
+        if self.path is None or self._process is not None:
+            return
+        if self.in_process and self._journal is None:
             return
         if self._packed:  # lines packed before there was a process (records added early)
             self._hand(*self._take_packed())
@@ -755,6 +772,8 @@ class AccessLog:
             # A session, hence a scheduler autogroup, of its own (_serve_writer).
             start_new_session=True,
         )
+        assert self._process.stdin is not None
+        _grow_pipe(self._process.stdin.transport)
 
     def _pack(self) -> None:
         """The pending records, as lines for the writer thread, or marshalled and framed for
@@ -794,7 +813,10 @@ class AccessLog:
     def _send_or_write(self) -> None:
         self._timer = None
         if self._process is not None:
-            if (self._pending or self._packed) and not self._closed:
+            if self._journal is not None:
+                if not self._closed:
+                    self._send_lines()
+            elif (self._pending or self._packed) and not self._closed:
                 self._send()
             return
         self._count_lost()
@@ -866,9 +888,25 @@ class AccessLog:
             thread.join(timeout)
         self._count_lost()
 
-    def _take_journal(self) -> tuple[list[bytes], int]:
-        """The journal's lines (counted first), those spelt in Python, and the note of
-        records dropped before them, to write."""
+    def _send_lines(self) -> None:
+        """The journal's lines, to the writer process to append; dropped and counted when it
+        is behind."""
+        process = self._process
+        assert process is not None and process.stdin is not None
+        stdin = process.stdin
+        behind = stdin.is_closing() or stdin.transport.get_write_buffer_size() > MAX_PIPE_BUFFER
+        chunks, count = self._take_journal(note=not behind)
+        if behind:
+            self._dropped += count
+            self._unreported += count
+            return
+        if chunks:
+            size = sum(map(len, chunks))
+            stdin.writelines([_LINES_FRAME.pack(_LINES | size, count), *chunks])
+
+    def _take_journal(self, note: bool = True) -> tuple[list[bytes], int]:
+        """The journal's lines (counted first), those spelt in Python, and (``note``) the note
+        of records dropped before them, to write."""
         journal = self._journal
         assert journal is not None
         if self.metrics is not None and threading.get_ident() == self._counting_thread:
@@ -882,9 +920,10 @@ class AccessLog:
             chunks.append("".join(self._odd).encode("utf-8", "replace"))
             count += self._odd_count
             self._odd, self._odd_count = [], 0
-        dropped, self._unreported = self._unreported, 0
-        if dropped:
-            chunks.append(self._note(dropped).encode())
+        if note:
+            dropped, self._unreported = self._unreported, 0
+            if dropped:
+                chunks.append(self._note(dropped).encode())
         return chunks, count
 
     def _take_packed(self) -> tuple[list[bytes], int]:
@@ -978,7 +1017,9 @@ class AccessLog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._pending or self._packed or self._unreported:
+        if self._journal is not None:
+            self._send_lines()
+        elif self._pending or self._packed or self._unreported:
             self._send()
         self._closed = True
         self._rewatch()
@@ -1041,12 +1082,42 @@ def _serve_writer(argv: list[str]) -> None:
         head = stdin.read(_FRAME.size)
         if len(head) < _FRAME.size:
             break
-        payload = stdin.read(_FRAME.unpack(head)[0])
+        (size,) = _FRAME.unpack(head)
+        if size & _LINES:
+            # Lines the journal formatted (the note of lines dropped among them): appended as
+            # they are, after a note of what this process failed to write before.
+            counted = stdin.read(_LINES_FRAME.size - _FRAME.size)
+            data = stdin.read(size & ~_LINES)
+            if len(counted) < _LINES_FRAME.size - _FRAME.size or len(data) < size & ~_LINES:
+                break
+            (count,) = struct.unpack(">I", counted)
+            chunks = [log._note(lost).encode(), data] if lost else [data]
+            failed = log.write_lines(chunks, count)
+            lost = failed + (lost if failed else 0)
+            continue
+        payload = stdin.read(size)
         dropped, records = marshal.loads(payload)
         failed = log.write_lines(log._lines(records, dropped + lost), len(records))
         lost = failed + (dropped + lost if failed else 0)
     with log._lock:
         log._close_file()
+
+
+def _grow_pipe(transport: Any) -> None:
+    """The writer process's pipe's buffer to ``PIPE_SIZE`` where the system allows it (else
+    as it is: a batch then takes a few writes as the writer reads). asyncio's subprocess
+    stdin is a pipe; uvloop's a Unix socket pair, whose buffer is the sending end's (capped
+    by net.core.wmem_max, 208 KiB by default, doubled by the kernel)."""
+    pipe = transport.get_extra_info("pipe")
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if pipe is not None and setpipe is not None:
+        with contextlib.suppress(OSError, ValueError):
+            fcntl.fcntl(pipe.fileno(), setpipe, PIPE_SIZE)
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_SIZE)
 
 
 def text_line(fields: dict[str, Any]) -> str:

@@ -150,22 +150,41 @@ def test_the_log_formats_records_it_cannot_take_in_python() -> None:
     assert json.loads(text)["invocation_id"] == "ab12-0000001"
 
 
-async def test_json_lines_are_written_in_process_without_a_writer_process(
+async def test_json_lines_are_formatted_in_process_and_appended_by_a_writer_process(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(path, "json", interval=60, batch=8, chunk=3, invocation_prefix=PREFIX)
     await log.start()
-    assert log.in_process and log._process is None
+    assert log.in_process and log._process is not None  # it only appends
     endpoint = ("fn", "route", "GET", "/", "127.0.0.1")
     for i in range(7):
         log.add(Record(time.monotonic(), endpoint, 200, 13, 0.001, 0.0, "i1", False, i, None))
     # Each formatted as it was added (the journal's lines), none of them kept as a record.
     assert log._journal is not None and log._journal.pending == 7
     assert log._pending == [] and log._packed == []
+    for i in range(7, 9):  # the eighth makes a batch: sent at once
+        log.add(Record(time.monotonic(), endpoint, 200, 13, 0.001, 0.0, "i1", False, i, None))
+    assert log._journal.pending == 1
     await log.aclose()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [line["invocation_id"] for line in lines] == [f"{PREFIX}{i:08x}" for i in range(7)]
+    assert [line["invocation_id"] for line in lines] == [f"{PREFIX}{i:08x}" for i in range(9)]
+    assert log._thread is None  # no thread of the log's own wrote
+
+
+async def test_the_writer_process_says_lines_it_was_sent_but_dropped(tmp_path: Path) -> None:
+    # Lines the journal dropped (past max_pending) and batches the router could not send (the
+    # writer process behind) are said in a line of their own, after what was written.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=1000, max_pending=3)
+    await log.start()
+    endpoint = ("fn", "route", "GET", "/", "127.0.0.1")
+    for i in range(5):
+        log.add(Record(time.monotonic(), endpoint, 200, 13, 0.001, 0.0, "i1", False, i, None))
+    await log.aclose()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line.get("invocation_id") for line in lines[:3]] == [f"{i:08x}" for i in range(3)]
+    assert lines[3]["dropped"] == 2 and len(lines) == 4
 
 
 async def test_closing_waits_for_the_batch_on_the_writer_thread(
