@@ -6,7 +6,10 @@
  * - ``tally(records, bounds)`` counts them by function as ``FunctionMetrics.answered``
  *   does (statuses, the duration and queue-wait histograms, cold starts);
  * - ``functions(records)``: the distinct functions they are to, in order;
- * - ``bind(Record)``: where a ``Record``'s fields are (its slots), read once.
+ * - ``bind(Record)``: where a ``Record``'s fields are (its slots), read once;
+ * - ``Journal``: the router's log as it goes, each record added formatted (as ``json_lines``
+ *   would), counted (as ``tally`` would) and its line kept among its function's last, while
+ *   the record is still in the CPU's caches; its lines taken in batches, without a copy.
  *
  * A record is a ``Record`` (the router's ``Trip``: its slots read where they are, found by
  * ``bind``) or a tuple of its fields in the same order (``RecordFields``: the writer

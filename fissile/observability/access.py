@@ -1,17 +1,20 @@
 """The router's access log: one line per client request, and each function's last requests in
 memory for ``GET /v1/functions/{name}/requests``.
 
-Off the hot path: a request adds its record (``Record``: the router's ``Trip``) to a list,
-packed ``CHUNK`` records at a time; a timer writes what gathered, every ``INTERVAL`` seconds or at
-``BATCH`` records. Packed means formatted, as JSON lines in C (``_records.c``, ~0.3 µs a
-record), and a thread appends the lines (a slow disk delays the log, never the router). Where
-that module was not built (no C compiler when fissile was installed) or for the text format,
-the chunks are marshalled instead and sent to a writer process (``start``; ``python -m
-fissile.observability.access``, in a session and scheduler autogroup of its own, at a lower
-priority) that formats them in Python (~2 µs a record) and appends them. Records waiting are
-bounded: past ``MAX_PENDING`` (or ``MAX_PIPE_BUFFER`` unread by the writer process) they are
-dropped and counted, and a line says so once writing catches up. The file is rotated like the
-function logs (``<file>.1``, at 10 MiB).
+Off the hot path: where the log keeps a file in the json format and the C module was built, a
+request's record (``Record``: the router's ``Trip``) is formatted as a JSON line, counted into
+its function's metrics and kept among its function's last lines by one C call
+(``_records.Journal``, ~0.3 µs), and let go with its request. Every ``INTERVAL`` seconds, or at
+``BATCH`` records, the lines gathered go down a pipe to a writer process (``start``; ``python
+-m fissile.observability.access``, in a session and scheduler autogroup of its own, at a lower
+priority) that appends them: a slow disk delays the log, never the router. Where that module
+was not built (no C compiler when fissile was installed), or for the text format, records
+gather in a list and are packed ``CHUNK`` at a time: counted, then marshalled to the writer
+process, which formats them in Python (~2 µs a record). Without a writer process (``start``
+not called), a thread of the log's own writes. What waits is bounded: past ``MAX_PENDING``
+records (or ``MAX_PIPE_BUFFER`` unread by the writer process) lines are dropped and counted,
+and a line says so once writing catches up. The file is rotated like the function logs
+(``<file>.1``, at 10 MiB).
 """
 
 from __future__ import annotations
