@@ -178,6 +178,11 @@ class Router:
         if change.record.kind == "apikeys":
             self.keys.load(record.data for record in self._store.list("apikeys"))
             return
+        if change.record.kind == "functions":
+            if change.action == "deleted" and self.access_log is not None:
+                # A function made again under its name starts with no requests of its own.
+                self.access_log.forget(change.record.name)
+            return
         if change.record.kind != "httptriggers":
             return
         if change.action == "deleted":

@@ -132,3 +132,16 @@ async def test_a_websocket_answered_after_a_request_leaves_that_requests_record_
     assert log is not None
     records = log.recent("counted")
     assert [(r["path"], r["status"]) for r in records] == [("/c/ok", 200)]
+
+
+async def test_a_deleted_functions_recent_requests_are_forgotten(
+    served: tuple[Router, str], harness: Harness
+) -> None:
+    router, url = served
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert (await client.get("/c/ok")).status_code == 200
+    log = router.access_log
+    assert log is not None
+    assert [r["path"] for r in log.recent("counted")] == ["/c/ok"]
+    harness.store.delete("functions", "counted")
+    await until(lambda: log.recent("counted") == [], timeout=30)
