@@ -35,6 +35,13 @@ async def consumers(js: Any, subject: str) -> set[str]:
         stream = await js.find_stream_name_by_subject(subject)
     except nats.js.errors.NotFoundError:
         return set()
+    for _ in range(100):
+        try:
+            return {info.name for info in await js.consumers_info(stream)}
+        except AttributeError:
+            # A consumer being deleted while the server listed them comes as null, which
+            # nats-py cannot read: the deletion is under way, the list asked for again.
+            await asyncio.sleep(0.05)
     return {info.name for info in await js.consumers_info(stream)}
 
 
