@@ -897,7 +897,14 @@ class AccessLog:
         process = self._process
         assert process is not None and process.stdin is not None
         stdin = process.stdin
-        behind = stdin.is_closing() or stdin.transport.get_write_buffer_size() > MAX_PIPE_BUFFER
+        if stdin.is_closing() or process.returncode is not None:
+            # The writer process is gone (killed, or it failed): the log's own thread
+            # appends from now on, the lines not sent since among what it writes.
+            logger.warning("access log: the writer process ended; writing from a thread")
+            self._process = None
+            self._send_or_write()
+            return
+        behind = stdin.transport.get_write_buffer_size() > MAX_PIPE_BUFFER
         chunks, count = self._take_journal(note=not behind)
         if behind:
             self._dropped += count

@@ -375,3 +375,24 @@ def test_an_endpoint_with_a_name_that_is_not_a_str_is_refused(client: Any) -> No
     record = Record(1000.0, endpoint, 200, 1, 0.1, None, None, False, None, None)
     with pytest.raises(TypeError):
         json_lines([record], 0.0, PREFIX)
+
+
+async def test_lines_are_still_written_when_the_writer_process_is_gone(tmp_path: Path) -> None:
+    # The writer process killed (an operator, the OOM killer): the log's own thread takes over,
+    # with the lines gathered since.
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=0.01, batch=1000)
+    await log.start()
+    process = log._process
+    assert process is not None
+    process.kill()
+    await process.wait()
+    endpoint = ("fn", "route", "GET", "/", "127.0.0.1")
+    for i in range(5):
+        log.add(Record(time.monotonic(), endpoint, 200, 13, 0.001, 0.0, "i1", False, i, None))
+    deadline = time.monotonic() + 30
+    while (not path.exists() or path.read_text().count("\n") < 5) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await log.aclose()
+    ids = [json.loads(line)["invocation_id"] for line in path.read_text().splitlines()]
+    assert ids == [f"{i:08x}" for i in range(5)] and log._process is None
