@@ -901,6 +901,7 @@ class AccessLog:
             # The writer process is gone (killed, or it failed): the log's own thread
             # appends from now on, the lines not sent since among what it writes.
             logger.warning("access log: the writer process ended; writing from a thread")
+            stdin.close()  # its pipe let go (the process's transport then ends with it)
             self._process = None
             self._send_or_write()
             return

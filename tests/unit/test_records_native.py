@@ -396,3 +396,4 @@ async def test_lines_are_still_written_when_the_writer_process_is_gone(tmp_path:
     await log.aclose()
     ids = [json.loads(line)["invocation_id"] for line in path.read_text().splitlines()]
     assert ids == [f"{i:08x}" for i in range(5)] and log._process is None
+    assert process.stdin is not None and process.stdin.transport.is_closing()  # let go
