@@ -549,7 +549,10 @@ class RouterProtocol(asyncio.Protocol):
                 # the CPU's caches (AccessLog.record).
                 trip.status = result.status
                 trip.size = len(result.body) if result.stream is None else result.length
-                record = access_log.record  # an attribute: called as a method, not cached
+                # Loaded, then called: called as ``access_log.record(trip)``, an instance's
+                # attribute goes through an unspecialised method lookup (~0.3k instructions a
+                # request, callgrind).
+                record = access_log.record
                 try:
                     due = record(trip)
                 except TypeError:  # a field C does not take: spelt in Python
