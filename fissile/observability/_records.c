@@ -924,6 +924,82 @@ counts_list(const long long *counts, Py_ssize_t size)
     return list;
 }
 
+/* One record's request into ``counted`` (its fields' types checked by the caller). */
+static int
+tally_add(Tally *counted, const double *bounds, Py_ssize_t bound_count, long long code,
+          double seconds, PyObject *waited, int cold)
+{
+    Py_ssize_t s = 0;
+    while (s < counted->status_count && counted->statuses[2 * s] != code) {
+        s++;
+    }
+    if (s == counted->status_count) {
+        long long *grown =
+            PyMem_Realloc(counted->statuses, sizeof(long long) * 2 * (size_t)(s + 1));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        counted->statuses = grown;
+        grown[2 * s] = code;
+        grown[2 * s + 1] = 0;
+        counted->status_count++;
+    }
+    counted->statuses[2 * s + 1]++;
+    counted->requests++;
+    counted->durations[bucket(bounds, bound_count, seconds)]++;
+    counted->duration_sum += seconds;
+    if (waited != Py_None) {
+        double wait = PyFloat_AS_DOUBLE(waited);
+        counted->waits[bucket(bounds, bound_count, wait)]++;
+        counted->wait_sum += wait;
+        counted->wait_count++;
+    }
+    if (cold) {
+        counted->cold++;
+    }
+    return 0;
+}
+
+/* ``counted`` as ``tally`` gives it: (function, {status: requests}, duration bucket counts,
+ * duration sum, queue-wait bucket counts, queue-wait sum, queue waits, cold starts); statuses
+ * with no requests left out. */
+static PyObject *
+tally_entry(const Tally *counted, Py_ssize_t buckets)
+{
+    PyObject *statuses = PyDict_New();
+    if (statuses == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t s = 0; s < counted->status_count; s++) {
+        if (counted->statuses[2 * s + 1] == 0) {
+            continue;
+        }
+        PyObject *code = PyLong_FromLongLong(counted->statuses[2 * s]);
+        PyObject *n = PyLong_FromLongLong(counted->statuses[2 * s + 1]);
+        int failed = code == NULL || n == NULL || PyDict_SetItem(statuses, code, n) < 0;
+        Py_XDECREF(code);
+        Py_XDECREF(n);
+        if (failed) {
+            Py_DECREF(statuses);
+            return NULL;
+        }
+    }
+    PyObject *durations = counts_list(counted->durations, buckets);
+    PyObject *waits = counts_list(counted->waits, buckets);
+    PyObject *entry = NULL;
+    if (durations != NULL && waits != NULL) {
+        entry = Py_BuildValue(
+            "(OOOdOdLL)", counted->function, statuses, durations, counted->duration_sum, waits,
+            counted->wait_sum, counted->wait_count, counted->cold
+        );
+    }
+    Py_DECREF(statuses);
+    Py_XDECREF(durations);
+    Py_XDECREF(waits);
+    return entry;
+}
+
 PyDoc_STRVAR(tally_doc,
 "tally(records, bounds, /)\n--\n\n"
 "The records' requests counted by function: a list of (function, {status: requests},\n"
@@ -1021,36 +1097,10 @@ tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         last = counted;
-        counted->requests++;
-        Py_ssize_t s = 0;
-        while (s < counted->status_count && counted->statuses[2 * s] != code) {
-            s++;
-        }
-        if (s == counted->status_count) {
-            long long *grown = PyMem_Realloc(
-                counted->statuses, sizeof(long long) * 2 * (size_t)(s + 1)
-            );
-            if (grown == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            counted->statuses = grown;
-            grown[2 * s] = code;
-            grown[2 * s + 1] = 0;
-            counted->status_count++;
-        }
-        counted->statuses[2 * s + 1]++;
-        double seconds = PyFloat_AS_DOUBLE(duration);
-        counted->durations[bucket(bounds, bound_count, seconds)]++;
-        counted->duration_sum += seconds;
-        if (waited != Py_None) {
-            double wait = PyFloat_AS_DOUBLE(waited);
-            counted->waits[bucket(bounds, bound_count, wait)]++;
-            counted->wait_sum += wait;
-            counted->wait_count++;
-        }
-        if (cold == Py_True) {
-            counted->cold++;
+        if (tally_add(counted, bounds, bound_count, code, PyFloat_AS_DOUBLE(duration), waited,
+                      cold == Py_True)
+            < 0) {
+            goto done;
         }
     }
     result = PyList_New(tally_count);
@@ -1058,36 +1108,7 @@ tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     for (Py_ssize_t t = 0; t < tally_count; t++) {
-        Tally *counted = &tallies[t];
-        PyObject *statuses = PyDict_New();
-        if (statuses == NULL) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        for (Py_ssize_t s = 0; s < counted->status_count; s++) {
-            PyObject *code = PyLong_FromLongLong(counted->statuses[2 * s]);
-            PyObject *n = PyLong_FromLongLong(counted->statuses[2 * s + 1]);
-            int failed = code == NULL || n == NULL || PyDict_SetItem(statuses, code, n) < 0;
-            Py_XDECREF(code);
-            Py_XDECREF(n);
-            if (failed) {
-                Py_DECREF(statuses);
-                Py_CLEAR(result);
-                goto done;
-            }
-        }
-        PyObject *durations = counts_list(counted->durations, buckets);
-        PyObject *waits = counts_list(counted->waits, buckets);
-        PyObject *entry = NULL;
-        if (durations != NULL && waits != NULL) {
-            entry = Py_BuildValue(
-                "(OOOdOdLL)", counted->function, statuses, durations, counted->duration_sum,
-                waits, counted->wait_sum, counted->wait_count, counted->cold
-            );
-        }
-        Py_DECREF(statuses);
-        Py_XDECREF(durations);
-        Py_XDECREF(waits);
+        PyObject *entry = tally_entry(&tallies[t], buckets);
         if (entry == NULL) {
             Py_CLEAR(result);
             goto done;
@@ -1166,16 +1187,8 @@ typedef struct {
 
 /* A function's counts since they were last taken (``tallies``), and its last lines. */
 typedef struct {
-    PyObject *function; /* a strong reference: a str */
-    long long *statuses; /* pairs: status, requests */
-    Py_ssize_t status_count;
-    long long *durations; /* per bucket, the last one +Inf */
-    double duration_sum;
-    long long *waits;
-    double wait_sum;
-    long long wait_count;
-    long long cold;
-    long long requests;
+    PyObject *function; /* a strong reference: a str (``counts.function``, borrowed, is it) */
+    Tally counts;
     Line *recent; /* ``keep`` lines once the first came; the oldest at ``next`` once full */
     Py_ssize_t next;
     Py_ssize_t kept;
@@ -1207,9 +1220,9 @@ static void
 tracked_free(Tracked *tracked, Py_ssize_t keep)
 {
     Py_CLEAR(tracked->function);
-    PyMem_Free(tracked->statuses);
-    PyMem_Free(tracked->durations);
-    PyMem_Free(tracked->waits);
+    PyMem_Free(tracked->counts.statuses);
+    PyMem_Free(tracked->counts.durations);
+    PyMem_Free(tracked->counts.waits);
     if (tracked->recent != NULL) {
         for (Py_ssize_t i = 0; i < keep; i++) {
             PyMem_Free(tracked->recent[i].text);
@@ -1252,10 +1265,11 @@ journal_tracked(Journal *journal, PyObject *function)
     Py_ssize_t at = journal->tracked_count;
     Tracked *tracked = &journal->tracked[at];
     memset(tracked, 0, sizeof(Tracked));
-    tracked->durations = PyMem_Calloc((size_t)journal->bound_count + 1, sizeof(long long));
-    tracked->waits = PyMem_Calloc((size_t)journal->bound_count + 1, sizeof(long long));
+    tracked->counts.durations =
+        PyMem_Calloc((size_t)journal->bound_count + 1, sizeof(long long));
+    tracked->counts.waits = PyMem_Calloc((size_t)journal->bound_count + 1, sizeof(long long));
     PyObject *number = PyLong_FromSsize_t(at);
-    if (tracked->durations == NULL || tracked->waits == NULL || number == NULL
+    if (tracked->counts.durations == NULL || tracked->counts.waits == NULL || number == NULL
         || PyDict_SetItem(journal->index, function, number) < 0) {
         Py_XDECREF(number);
         tracked_free(tracked, 0);
@@ -1266,47 +1280,10 @@ journal_tracked(Journal *journal, PyObject *function)
     }
     Py_DECREF(number);
     Py_INCREF(function);
-    tracked->function = function;
+    tracked->function = tracked->counts.function = function;
     journal->tracked_count++;
     journal->last = at;
     return at;
-}
-
-/* The record's request into its function's counts (types checked by the caller). */
-static int
-tracked_count(Tracked *tracked, const double *bounds, Py_ssize_t bound_count, long long code,
-              double seconds, PyObject *waited, int cold)
-{
-    Py_ssize_t s = 0;
-    while (s < tracked->status_count && tracked->statuses[2 * s] != code) {
-        s++;
-    }
-    if (s == tracked->status_count) {
-        long long *grown =
-            PyMem_Realloc(tracked->statuses, sizeof(long long) * 2 * (size_t)(s + 1));
-        if (grown == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        tracked->statuses = grown;
-        grown[2 * s] = code;
-        grown[2 * s + 1] = 0;
-        tracked->status_count++;
-    }
-    tracked->statuses[2 * s + 1]++;
-    tracked->requests++;
-    tracked->durations[bucket(bounds, bound_count, seconds)]++;
-    tracked->duration_sum += seconds;
-    if (waited != Py_None) {
-        double wait = PyFloat_AS_DOUBLE(waited);
-        tracked->waits[bucket(bounds, bound_count, wait)]++;
-        tracked->wait_sum += wait;
-        tracked->wait_count++;
-    }
-    if (cold) {
-        tracked->cold++;
-    }
-    return 0;
 }
 
 /* A copy of ``size`` bytes at ``text`` as the function's newest recent line. */
@@ -1396,8 +1373,8 @@ journal_add_record(Journal *journal, PyObject *record, int counted)
             return NULL;
         }
         if (counted && journal->counting
-            && tracked_count(tracked, journal->bounds, journal->bound_count, code,
-                             PyFloat_AS_DOUBLE(duration), waited, fields[F_COLD] == Py_True)
+            && tally_add(&tracked->counts, journal->bounds, journal->bound_count, code,
+                         PyFloat_AS_DOUBLE(duration), waited, fields[F_COLD] == Py_True)
                    < 0) {
             pending->size = start;
             return NULL;
@@ -1491,40 +1468,11 @@ journal_tallies(Journal *journal, PyObject *Py_UNUSED(ignored))
     }
     Py_ssize_t buckets = journal->bound_count + 1;
     for (Py_ssize_t t = 0; t < journal->tracked_count; t++) {
-        Tracked *counted = &journal->tracked[t];
+        Tally *counted = &journal->tracked[t].counts;
         if (counted->requests == 0) {
             continue;
         }
-        PyObject *statuses = PyDict_New();
-        if (statuses == NULL) {
-            goto failed;
-        }
-        for (Py_ssize_t s = 0; s < counted->status_count; s++) {
-            if (counted->statuses[2 * s + 1] == 0) {
-                continue;
-            }
-            PyObject *code = PyLong_FromLongLong(counted->statuses[2 * s]);
-            PyObject *n = PyLong_FromLongLong(counted->statuses[2 * s + 1]);
-            int failed = code == NULL || n == NULL || PyDict_SetItem(statuses, code, n) < 0;
-            Py_XDECREF(code);
-            Py_XDECREF(n);
-            if (failed) {
-                Py_DECREF(statuses);
-                goto failed;
-            }
-        }
-        PyObject *durations = counts_list(counted->durations, buckets);
-        PyObject *waits = counts_list(counted->waits, buckets);
-        PyObject *entry = NULL;
-        if (durations != NULL && waits != NULL) {
-            entry = Py_BuildValue(
-                "(OOOdOdLL)", counted->function, statuses, durations, counted->duration_sum,
-                waits, counted->wait_sum, counted->wait_count, counted->cold
-            );
-        }
-        Py_DECREF(statuses);
-        Py_XDECREF(durations);
-        Py_XDECREF(waits);
+        PyObject *entry = tally_entry(counted, buckets);
         if (entry == NULL || PyList_Append(result, entry) < 0) {
             Py_XDECREF(entry);
             goto failed;
