@@ -300,14 +300,8 @@ class AccessLog:
         journal = self._journal
         if journal is None:
             self._record(record)
-            return
-        try:
-            due = journal.add(record)
-        except TypeError:
-            self._add_odd(record, counted=True)
-            return
-        if due:
-            self.due(due)
+        else:
+            self._journaled(journal.add, record, counted=True)
 
     def _record(self, record: Record) -> int:
         """One request's record (on the event loop): a list append. The function's recent
@@ -337,6 +331,17 @@ class AccessLog:
                 self._timer.cancel()
             self._flush()
 
+    def _journaled(self, add: Callable[[Record], int], record: Record, counted: bool) -> None:
+        """``record`` added by the journal's ``add`` (or ``add_uncounted``), and what that
+        says is due done; spelt in Python where the journal refuses it."""
+        try:
+            due = add(record)
+        except TypeError:
+            self._add_odd(record, counted)
+            return
+        if due:
+            self.due(due)
+
     def _add_odd(self, record: Record, counted: bool) -> None:
         """A record the journal refused (a field of a type C does not take, or a counter
         out of range): spelt in Python, counted as it can be."""
@@ -351,13 +356,7 @@ class AccessLog:
         router's own answers: ASGI path), which ``count_into`` must not count."""
         journal = self._journal
         if journal is not None:
-            try:
-                due = journal.add_uncounted(record)
-            except TypeError:
-                self._add_odd(record, counted=False)
-                return
-            if due:
-                self.due(due)
+            self._journaled(journal.add_uncounted, record, counted=False)
             return
         if self.metrics is not None:
             self._uncounted.append(record)

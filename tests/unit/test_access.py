@@ -31,6 +31,14 @@ def record(
     )
 
 
+async def lines_written(path: Path, count: int, timeout: float = 30.0) -> None:
+    """Until the log holds ``count`` lines (written off the loop): a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() or path.read_text().count("\n") < count:
+        assert time.monotonic() < deadline, f"{path} has not {count} lines in {timeout:g}s"
+        await asyncio.sleep(0.01)
+
+
 def test_json_fields() -> None:
     log = AccessLog(None, "json", invocation_prefix="abcd")
     line = log.format_lines([record()], time.time() - time.monotonic())
@@ -140,9 +148,7 @@ async def test_batches_are_written_together(tmp_path: Path) -> None:
     for i in range(5):
         log.add(record(path=f"/{i}"))
     assert not path.exists() or path.read_text() == ""  # nothing written per request
-    deadline = time.monotonic() + 5
-    while (not path.exists() or path.read_text().count("\n") < 5) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await lines_written(path, 5)
     assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == [
         f"/{i}" for i in range(5)
     ]
@@ -154,9 +160,7 @@ async def test_a_full_batch_is_written_before_the_interval(tmp_path: Path) -> No
     log = AccessLog(path, "text", interval=60, batch=3)
     for _ in range(3):
         log.add(record())
-    deadline = time.monotonic() + 5
-    while (not path.exists() or path.read_text().count("\n") < 3) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await lines_written(path, 3)
     assert path.read_text().count("\n") == 3
     log.close()
 
@@ -276,9 +280,7 @@ async def test_a_batch_is_sent_by_the_record_completing_it(tmp_path: Path) -> No
     assert log._journal.pending == 0
     log.add(record(path="/4"))
     assert log._journal.pending == 1 and log._timer is not None
-    deadline = time.monotonic() + 5
-    while (not path.exists() or path.read_text().count("\n") < 4) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await lines_written(path, 4)
     log.close()
     assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == [
         f"/{i}" for i in range(5)
@@ -299,9 +301,7 @@ async def test_a_batch_of_records_is_sent_by_the_record_completing_it(
     assert log._pending == []
     log.add(record(path="/4"))
     assert len(log._pending) == 1 and log._timer is not None
-    deadline = time.monotonic() + 5
-    while (not path.exists() or path.read_text().count("\n") < 4) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await lines_written(path, 4)
     log.close()
     assert [json.loads(line)["path"] for line in path.read_text().splitlines()] == [
         f"/{i}" for i in range(5)
