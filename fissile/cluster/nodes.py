@@ -17,6 +17,7 @@ the control plane's writes), so a slow write never delays a heartbeat and the ot
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -220,8 +221,10 @@ class Nodes:
         self.drain_followers: list[Callable[[bool], None]] = []
         self.memory_free = 0  # this node's, as its last heartbeat measured it (0: unknown)
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
-        # Heartbeats and claims take turns on the connection: a heartbeat computed before a
-        # claim and written after it would lower the count the claim just raised.
+        # Everything on the connection takes turns: a heartbeat computed before a claim and
+        # written after it would lower the count the claim just raised, and two transactions
+        # interleaved on one connection are refused by psycopg (a failed heartbeat then closed
+        # the connection under ``fissile node forget``).
         self._lock = asyncio.Lock()
         self.refused = 0  # instance starts refused because the cluster was at max_scale
         self._seen: dict[str, int] = {}  # function -> peers' instances, by the last claims
@@ -251,16 +254,17 @@ class Nodes:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(psycopg.Error, OSError):
-            conn = await self._connect()
-            # A stopped node is not dead: nobody should wait for it to come back. Its drain,
-            # if any, stays (``drained``) for its next start.
-            await conn.execute(
-                "UPDATE fissile_nodes SET state = 'stopped' WHERE name = %s",
-                (self.name,),
-            )
-        if self._conn is not None:
-            await self._conn.close()
+        async with self._lock:  # a call of the API may still be on the connection
+            with contextlib.suppress(psycopg.Error, OSError):
+                conn = await self._connect()
+                # A stopped node is not dead: nobody should wait for it to come back. Its
+                # drain, if any, stays (``drained``) for its next start.
+                await conn.execute(
+                    "UPDATE fissile_nodes SET state = 'stopped' WHERE name = %s",
+                    (self.name,),
+                )
+            if self._conn is not None:
+                await self._conn.close()
 
     async def _beating(self) -> None:
         delay = HEARTBEAT
@@ -382,6 +386,10 @@ class Nodes:
         return True
 
     async def list(self) -> list[NodeInfo]:
+        async with self._lock:
+            return await self._list_locked()
+
+    async def _list_locked(self) -> builtins.list[NodeInfo]:  # ``list`` is the method
         conn = await self._connect()
         cursor = await conn.execute(_LIST)
         return [_info(row) for row in await cursor.fetchall()]
@@ -389,20 +397,25 @@ class Nodes:
     async def set_state(self, name: str, state: str) -> NodeInfo:
         """Drain a node (``draining``) or put it back to work (``active``). A stopped node
         keeps the drain for its next start, a dead one for when it is back."""
-        conn = await self._connect()
-        cursor = await conn.execute(
-            _SET_STATE, {"drained": state == "draining", "state": state, "name": name}
-        )
-        if cursor.rowcount == 0:
-            raise NodeNotFound(name)
-        if name == self.name:
-            self._drained(state == "draining")
-        return next(node for node in await self.list() if node.name == name)
+        async with self._lock:
+            conn = await self._connect()
+            cursor = await conn.execute(
+                _SET_STATE, {"drained": state == "draining", "state": state, "name": name}
+            )
+            if cursor.rowcount == 0:
+                raise NodeNotFound(name)
+            if name == self.name:
+                self._drained(state == "draining")
+            return next(node for node in await self._list_locked() if node.name == name)
 
     async def forget(self, name: str) -> None:
         """Delete the row of a node retired for good: one that stopped, or is dead (no
         heartbeat for DEAD_AFTER). A live node is refused (it would join again at its next
         heartbeat anyway); so is this node. The builds it held are no longer offered."""
+        async with self._lock:
+            await self._forget_locked(name)
+
+    async def _forget_locked(self, name: str) -> None:
         conn = await self._connect()
         async with conn.transaction():
             cursor = await conn.execute(

@@ -3,6 +3,7 @@ heartbeats, drains, cluster-wide instance claims, and builds fetched by sha256."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import pytest
 from pgkit import fresh_schema
 
 from fissile.cluster.artifacts import ArtifactError, Artifacts, pack
-from fissile.cluster.nodes import _TABLE, NodeNotFound, Nodes
+from fissile.cluster.nodes import _TABLE, NodeAlive, NodeNotFound, Nodes
 
 
 def one_slot_pool(busy: list[int], starting: int, claiming: int = 0) -> SimpleNamespace:
@@ -140,6 +141,35 @@ async def test_a_heartbeat_leaves_out_the_starts_still_waiting_for_their_claim()
             await a._beat()
             assert not await b.claim("f", 2, 4)
             assert b.elsewhere("f") == 4
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+async def test_the_api_and_the_heartbeat_take_turns_on_the_connection() -> None:
+    # CI saw `fissile node forget` fail with "the connection is closed": its transaction and a
+    # heartbeat's interleaved on the one connection, psycopg refused the heartbeat's, and the
+    # failed heartbeat closed the connection under the forget.
+    with fresh_schema() as url:
+        a = Nodes(url, "a", "127.0.0.1:1", None)
+        b = Nodes(url, "b", "127.0.0.1:2", None)
+        await a.start()
+        await b.start()
+        try:
+            for _ in range(20):
+                outcomes = await asyncio.gather(
+                    a.forget("b"),
+                    a._beat(),
+                    a.set_state("b", "draining"),
+                    a._beat(),
+                    a.list(),
+                    return_exceptions=True,
+                )
+                assert isinstance(outcomes[0], NodeAlive), outcomes
+                assert [o for o in outcomes[1:] if isinstance(o, BaseException)] == []
+            await b.stop()
+            await asyncio.gather(a.forget("b"), a._beat())
+            assert [node.name for node in await a.list()] == ["a"]
         finally:
             await a.stop()
             await b.stop()
