@@ -46,6 +46,8 @@ class Config:
     otlp_endpoint: str | None = None  # where spans go over OTLP/HTTP; None: not recorded
     access_log: str = "json"  # json, text or off (fissile/observability/access.py)
     access_log_file: Path | None = None  # None: access.log in the logs dir
+    access_log_max_bytes: int = 10 * 1024 * 1024  # rotated when it would pass this size
+    access_log_backups: int = 5  # rotated files kept (access.log.1 the newest)
     # The edge (docs/security.md): who may call functions by name, which peers' X-Forwarded-*
     # headers count, and TLS for the router and the control API.
     function_door: str = "auto"

@@ -190,6 +190,8 @@ class Platform:
             config.access_log_path,
             config.access_log,  # type: ignore[arg-type]
             invocation_prefix=INVOCATION_PREFIX,
+            max_bytes=config.access_log_max_bytes,
+            backups=config.access_log_backups,
         )
         await access_log.start()
         sandbox = executor.sandbox

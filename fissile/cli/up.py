@@ -140,7 +140,7 @@ from fissile.models import MIN_MEMORY
     default="json",
     show_default=True,
     type=click.Choice(["json", "text", "off"]),
-    help="One line per router request in <data dir>/logs/access.log (rotated at 10 MiB);"
+    help="One line per router request in <data dir>/logs/access.log (rotated by size);"
     " also kept in memory for `fissile fn logs --requests`.",
 )
 @click.option(
@@ -148,6 +148,20 @@ from fissile.models import MIN_MEMORY
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write the access log here instead. [default: <data dir>/logs/access.log]",
+)
+@click.option(
+    "--access-log-max-bytes",
+    default="10Mi",
+    show_default=True,
+    type=MEMORY,
+    help="Rotate the access log when it would pass this size (at least 64Ki).",
+)
+@click.option(
+    "--access-log-backups",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 1000),
+    help="Rotated access logs kept (access.log.1 the newest); 0: the log starts over.",
 )
 @click.option(
     "--secrets-key-file",
@@ -272,6 +286,8 @@ def up(
     otlp_endpoint: str | None,
     access_log: str,
     access_log_file: Path | None,
+    access_log_max_bytes: int,
+    access_log_backups: int,
     secrets_key_file: Path | None,
     token_file: Path | None,
     metrics: bool,
@@ -300,6 +316,8 @@ def up(
             raise click.BadParameter("must be at least 0.1s", param_hint=hint)
     if max_header_bytes < 1024:
         raise click.BadParameter("must be at least 1Ki", param_hint="--max-header-bytes")
+    if access_log_max_bytes < 64 * 1024:
+        raise click.BadParameter("must be at least 64Ki", param_hint="--access-log-max-bytes")
 
     if max_timeout is not None and max_timeout <= 0:
         raise click.BadParameter("must be more than 0s", param_hint="--max-timeout")
@@ -359,6 +377,8 @@ def up(
         metrics=metrics,
         access_log=access_log,
         access_log_file=access_log_file,
+        access_log_max_bytes=access_log_max_bytes,
+        access_log_backups=access_log_backups,
         function_door=function_door,
         trusted_proxies=trusted_proxies,
         tls_cert=tls_cert,

@@ -171,6 +171,7 @@ BATCH = 1024  # records that start a write before the interval is over
 CHUNK = 128
 MAX_PENDING = 65536  # records waiting to be written, past which they are dropped
 RECENT = 200  # records kept per function for the API
+BACKUPS = 5  # rotated files kept: access.log.1 (the newest) to access.log.5
 # Bytes of batches the writer process has not read yet, past which batches are dropped.
 MAX_PIPE_BUFFER = 16 * 1024 * 1024
 # The writer process's niceness: under a saturated machine the router and the instances come
@@ -204,6 +205,7 @@ class AccessLog:
         chunk: int = CHUNK,
         max_pending: int = MAX_PENDING,
         max_bytes: int = MAX_LOG_BYTES,
+        backups: int = BACKUPS,
         invocation_prefix: str = "",
         in_process: bool | None = None,
     ) -> None:
@@ -217,6 +219,7 @@ class AccessLog:
         self.chunk = chunk
         self.max_pending = max_pending
         self.max_bytes = max_bytes
+        self.backups = backups
         # Direct calls' invocation ids are a per-process prefix and a counter (router/app.py):
         # the counter is kept, the id spelt out when written.
         self.invocation_prefix = invocation_prefix
@@ -769,6 +772,7 @@ class AccessLog:
             self.format,
             self.invocation_prefix,
             str(self.max_bytes),
+            str(self.backups),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             # A session, hence a scheduler autogroup, of its own (_serve_writer).
@@ -1003,9 +1007,19 @@ class AccessLog:
         self._size = os.fstat(self._file).st_size
 
     def _rotate(self) -> None:
-        assert self.path is not None
+        """access.log becomes access.log.1, access.log.1 access.log.2... the oldest past
+        ``backups`` is overwritten (none kept: the log starts over)."""
+        path = self.path
+        assert path is not None
         self._close_file()
-        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        if self.backups == 0:
+            path.unlink(missing_ok=True)
+        else:
+            for n in range(self.backups - 1, 0, -1):
+                older = path.with_name(f"{path.name}.{n}")
+                if older.exists():
+                    os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+            os.replace(path, path.with_name(path.name + ".1"))
         self._open()
 
     def _close_file(self) -> None:
@@ -1072,7 +1086,7 @@ class AccessLog:
 def _serve_writer(argv: list[str]) -> None:
     """The writer process: batches of records from stdin, formatted and appended to the log,
     until stdin closes (the platform stopped, or died)."""
-    path, format, prefix, max_bytes = argv
+    path, format, prefix, max_bytes, backups = argv
     with contextlib.suppress(OSError):
         os.nice(WRITER_NICE)
     # With autogroups (on by default in Linux), niceness only orders the tasks of one
@@ -1085,6 +1099,7 @@ def _serve_writer(argv: list[str]) -> None:
         format,  # type: ignore[arg-type]
         invocation_prefix=prefix,
         max_bytes=int(max_bytes),
+        backups=int(backups),
     )
     stdin = sys.stdin.buffer
     lost = 0  # records this process failed to write, said with the next batch that fits

@@ -32,7 +32,9 @@ def main(request):
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     data = tmp_path_factory.mktemp("access") / "data"
-    running = Platform(data, ("--access-log", "json")).start()
+    # Rotated small, to see rotation with a few hundred requests.
+    args = ("--access-log", "json", "--access-log-max-bytes", "64Ki", "--access-log-backups", "2")
+    running = Platform(data, args).start()
     try:
         yield running
         running.stop_cleanly()
@@ -112,6 +114,23 @@ def test_requests_are_logged_counted_and_traced(logged: Platform, tmp_path: Path
         headers={"authorization": f"Bearer {token_of(logged)}"},
     )
     assert [r["path"] for r in api.json()] == ["/acc/missing", "/acc/boom"]
+
+
+def test_the_log_rotates_at_the_size_asked_keeping_the_backups_asked(
+    logged: Platform, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "rot.py", "def main(): return 'r'\n")
+    logged.ok("fn", "create", "--name", "rot", "--code", str(source))
+    logs = logged.data_dir / "logs"
+    for _ in range(800):  # ~330 bytes a line: four files' worth of 64 KiB
+        assert logged.get("/function/rot").status_code == 200
+    rotated = [logs / "access.log.1", logs / "access.log.2"]
+    wait_for(lambda: all(path.exists() for path in rotated), 30, "two rotated access logs")
+    assert not (logs / "access.log.3").exists()
+    for path in [logs / "access.log", *rotated]:
+        assert path.stat().st_size <= 64 * 1024
+        for line in path.read_text().splitlines():
+            json.loads(line)  # whole lines: a batch is never split between two files
 
 
 def token_of(platform: Platform) -> str:

@@ -198,6 +198,49 @@ def test_rotation(tmp_path: Path) -> None:
     log.close()
 
 
+def test_rotation_keeps_the_backups_asked_for_newest_first(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", max_bytes=100, backups=3)
+    for i in range(6):  # each write passes the limit: five rotations
+        log.write_lines(f"write {i}\n".encode() * 20, 20)
+    log.close()
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["access.log", "access.log.1", "access.log.2", "access.log.3"]
+    assert path.read_text().startswith("write 5")
+    for n in (1, 2, 3):  # access.log.1 the newest
+        assert path.with_name(f"access.log.{n}").read_text().startswith(f"write {5 - n}")
+
+
+def test_rotation_without_backups_starts_the_log_over(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", max_bytes=100, backups=0)
+    for i in range(3):
+        log.write_lines(f"write {i}\n".encode() * 20, 20)
+    log.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["access.log"]
+    assert path.read_text() == "write 2\n" * 20
+
+
+async def test_the_writer_process_rotates_as_asked(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(path, "json", interval=60, batch=4, max_bytes=1000, backups=2)
+    await log.start()
+    for i in range(40):  # ten batches of ~330-byte lines: past 1,000 bytes every few
+        log.add(record(path=f"/r{i}"))
+    await log.aclose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "access.log",
+        "access.log.1",
+        "access.log.2",
+    ]
+    paths = [
+        json.loads(line)["path"]
+        for name in ("access.log.2", "access.log.1", "access.log")
+        for line in path.with_name(name).read_text().splitlines()
+    ]
+    assert paths == [f"/r{i}" for i in range(40 - len(paths), 40)]  # the newest, in order
+
+
 async def test_recent_per_function_is_bounded_and_ordered() -> None:
     log = AccessLog(None, "json", recent=3)
     base = time.monotonic()

@@ -210,6 +210,8 @@ def test_up_rejects_bad_ports() -> None:
         (["--keep-alive-timeout", "0.01s"], "--keep-alive-timeout: must be at least 0.1s"),
         (["--max-header-bytes", "100"], "--max-header-bytes: must be at least 1Ki"),
         (["--max-headers", "0"], "0 is not in the range x>=1"),
+        (["--access-log-max-bytes", "1Ki"], "--access-log-max-bytes: must be at least 64Ki"),
+        (["--access-log-backups", "-1"], "-1 is not in the range 0<=x<=1000"),
         (["--max-connections", "0"], "0 is not in the range x>=1"),
         (["--otlp-endpoint", "127.0.0.1:4318"], "--otlp-endpoint: must be an http:// or https://"),
     ],
