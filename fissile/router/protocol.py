@@ -176,9 +176,8 @@ class RouterProtocol(asyncio.Protocol):
         # The access log (None when off) and what it records of the request in flight.
         self.access_log = self.router.access_log
         self.log_counts = self.router.log_counts  # its records count the requests (Trip)
-        # The request in flight's trip, also its access-log record (a Record): a path that
-        # answers through ``_answered`` without one of its own (a websocket's refusal)
-        # clears it first, so no record is changed once added.
+        # The request in flight's trip, also its access-log record (a Record); a websocket's
+        # handshake has one too (websocket.py).
         self.trip: Trip | None = None
         self.path = ""  # the path of the request last routed, as ``_direct`` decoded it
         # Limits (fissile/router/limits.py), copied here: read per header.

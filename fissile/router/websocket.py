@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,14 @@ from fissile.executor.pools import FunctionPool
 from fissile.router.app import admit, encode_forward
 from fissile.router.auth import Principal
 from fissile.router.guard import Guard
-from fissile.router.proxy import Answer, _instance_died, queue_timed_out, refusal
+from fissile.router.proxy import (
+    Answer,
+    Trip,
+    _count,
+    _instance_died,
+    queue_timed_out,
+    refusal,
+)
 from fissile.router.routes import request_path
 
 if TYPE_CHECKING:
@@ -51,8 +59,6 @@ def start(owner: RouterProtocol, request: _Request) -> bool:
     for every upgrade request); False leaves it to the protocol's other paths."""
     if request.method != "GET" or not _wants_websocket(request.headers):
         return False
-    # Not logged (no trip): the answers below must not reach the last request's record.
-    owner.trip = None
     direct = owner._direct(request)
     transport = owner.transport
     if transport is None:
@@ -62,14 +68,21 @@ def start(owner: RouterProtocol, request: _Request) -> bool:
         scheme, client, headers = owner.forwarded  # as _direct resolved them
     guard: Guard | None = None
     if direct is not None:
-        pool, params, prefix, _ = direct
+        pool, params, prefix, route = direct
+        path = owner.path
     else:
         # A route with a guard: its checks run before the handshake (``_admitted``).
-        path = request_path(request.target)
-        found = None if path is None else owner.router.guarded(path, headers)
+        found_path = request_path(request.target)
+        found = None if found_path is None else owner.router.guarded(found_path, headers)
         if found is None:
             return False
+        path = found_path or ""
         pool, params, prefix, guard = found
+        route = guard.trigger
+    # The handshake is a request: counted and logged when answered, the 101 as any other
+    # status (its duration to the 101; its bytes, a stream's, unknown).
+    owner.trip = trip = Trip(time.monotonic(), owner.log_counts)
+    trip.endpoint = (pool.name, route, request.method, path, client)
     owner.busy = True
     owner.keep_alive = False
     # Nothing but the 101 may reach the client before the pipe exists (a websocket client
@@ -88,7 +101,7 @@ def start(owner: RouterProtocol, request: _Request) -> bool:
             b"",
             pool.spec.timeout,
             prefix,
-            None,
+            trip,
             extra,
         )
         # The request ends with its empty body's "content-length: 0" line and a blank line:
@@ -131,7 +144,7 @@ async def _admitted(
         else:
             principal = admitted
     if refused is not None:
-        owner._answered(refused)  # written with "connection: close", then closed
+        _answered(owner, pool, refused)  # written with "connection: close", then closed
         return
     extra = None
     if principal is not None:
@@ -153,9 +166,27 @@ async def _handshake(owner: RouterProtocol, pool: FunctionPool, data: bytes) -> 
         logger.exception("router: websocket to %s failed", pool.name)
         outcome = Answer(500, "internal_error", "the router failed to open this websocket")
     if isinstance(outcome, Tunnel):
+        _answered(owner, pool, outcome.answer)
         outcome.attach(owner)
     else:
-        owner._answered(outcome)  # written with "connection: close", then closed
+        _answered(owner, pool, outcome)  # written with "connection: close", then closed
+
+
+def _answered(owner: RouterProtocol, pool: FunctionPool, answer: InstanceResponse | Answer) -> None:
+    """Count and log the handshake's answer; a refusal is then written (and the connection
+    closed), a 101 is the tunnel's to write."""
+    trip = owner.trip
+    if trip is not None:
+        _count(owner.router.executor, pool, trip, answer.status)
+    if answer.status != 101:
+        owner._answered(answer)
+        return
+    access_log = owner.access_log
+    if access_log is not None and trip is not None:
+        trip.status = 101
+        trip.size = None  # what the websocket carries is not known when its 101 goes out
+        access_log.add(trip)
+    owner.trip = None
 
 
 async def _open(
@@ -163,7 +194,9 @@ async def _open(
 ) -> Tunnel | InstanceResponse | Answer:
     """Take an instance (waiting in the queue like a request), send it the upgrade on a new
     connection, and read its answer within the function's timeout."""
+    trip = owner.trip
     instance = pool.take_ready()
+    queued = instance is None
     if instance is None:
         try:
             waiter = pool.enqueue()
@@ -180,6 +213,8 @@ async def _open(
             raise
         except ExecutorError as exc:
             return refusal(exc)
+    if trip is not None:
+        trip.served(instance, queued)
     loop = asyncio.get_running_loop()
     timeout = pool.spec.timeout
     side: _InstanceSide | None = None

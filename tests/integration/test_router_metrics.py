@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from intkit import Harness, serving, until
+from websockets.asyncio.client import connect
 
 from fissile.models import HTTPTriggerSpec
 from fissile.observability.access import AccessLog
@@ -30,6 +31,20 @@ def main(request):
     if request.path.endswith("/die"):
         os._exit(3)
     return "ok"
+"""
+
+# A raw ASGI app that echoes each websocket message.
+ECHO = """
+async def app(scope, receive, send):
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        await send({"type": "websocket.send", "text": message.get("text")})
 """
 
 
@@ -104,12 +119,12 @@ async def test_no_metrics_counts_nothing(served: tuple[Router, str], harness: Ha
     assert harness.executor.metrics.function("counted").requests == {}
 
 
-async def test_a_websocket_answered_after_a_request_leaves_that_requests_record_alone(
-    served: tuple[Router, str],
+async def test_a_websocket_handshake_is_a_request_of_its_own(
+    served: tuple[Router, str], harness: Harness
 ) -> None:
     # A request's record is its Trip, added when answered; a websocket upgrade later on the
-    # same connection is answered through the same path (here: the function does not speak
-    # websocket, its plain answer goes back) and must not change or add that record again.
+    # same connection has a Trip of its own (here the function does not speak websocket: the
+    # runtime's 400 goes back), logged and counted once, the earlier record left as it was.
     router, url = served
     port = int(url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -125,13 +140,42 @@ async def test_a_websocket_answered_after_a_request_leaves_that_requests_record_
         )
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), 30)  # answered, then closed
-        assert not answer.startswith(b"HTTP/1.1 101")
+        assert answer.startswith(b"HTTP/1.1 400")
+        body = answer.split(b"\r\n\r\n", 1)[1]
     finally:
         writer.close()
     log = router.access_log
     assert log is not None
     records = log.recent("counted")
-    assert [(r["path"], r["status"]) for r in records] == [("/c/ok", 200)]
+    assert [(r["path"], r["status"]) for r in records] == [("/c/ok", 200), ("/c/missing", 400)]
+    assert records[1]["route"] == "counted-route" and records[1]["bytes"] == len(body)
+    assert harness.executor.metrics.function("counted").requests == {200: 1, 400: 1}
+
+
+async def test_a_websocket_is_logged_and_counted_at_its_101(
+    served: tuple[Router, str], harness: Harness
+) -> None:
+    harness.function("echo", ECHO, contract="asgi", entrypoint="fx_echo:app")
+    router, url = served
+    ws_url = url.replace("http://", "ws://") + "/function/echo"
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with connect(
+        ws_url, additional_headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    ) as ws:
+        await ws.send("hi")
+        assert await asyncio.wait_for(ws.recv(), 30) == "hi"
+    log = router.access_log
+    assert log is not None
+    (record,) = log.recent("echo")
+    assert record["status"] == 101 and record["bytes"] is None
+    assert record["path"] == "/function/echo" and record["route"] is None
+    assert record["method"] == "GET" and record["client"] == "127.0.0.1"
+    assert record["instance"] and record["cold"] is True  # its instance was made for it
+    assert record["trace_id"] == trace and record["invocation_id"]
+    assert record["duration_ms"] > 0
+    metrics = harness.executor.metrics.function("echo")
+    assert metrics.requests == {101: 1} and metrics.cold_starts == 1
+    assert metrics.duration.count == 1
 
 
 async def test_a_deleted_functions_recent_requests_are_forgotten(
