@@ -71,6 +71,10 @@ class PackagePool(EnvironmentPool):
         companions = {m for name in self.key for m in COMPANIONS.get(name, ())}
         zygote = await parent.fork_zygote(self.id, [*self.key, *sorted(companions)])
         zygote.on_death = self._zygote_died
+        if self._stopped:  # stopped while it was forked: ``stop`` saw none to stop
+            await zygote.stop()
+            self.executor.zygote_lost(self.name, zygote, reaped=True)
+            return
         self.zygote = zygote
         if not zygote.imported:
             return  # nothing the environment has: the caller falls back to the environment
@@ -133,7 +137,9 @@ class ImportCache:
             self.pools.pop((env.name, key), None)
             self._useless.add((env.name, key))
             return env
-        if pool.zygote is None or not pool.zygote.imported:
+        if pool.zygote is None:  # stopped as it started (its environment deleted)
+            return env
+        if not pool.zygote.imported:
             self._useless.add((env.name, key))
             self.pools.pop((env.name, key), None)
             self.executor.spawn(pool.stop())

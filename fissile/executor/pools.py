@@ -94,6 +94,12 @@ class EnvironmentPool:
         )
         zygote.on_death = self._zygote_died
         await zygote.start()
+        if self._stopped:
+            # Stopped (its environment deleted, the platform stopping) while this zygote
+            # started: ``stop`` saw none to stop, so it goes now, never serving.
+            await zygote.stop()
+            self.executor.zygote_lost(self.name, zygote, reaped=True)
+            return
         self.zygote = zygote
         self.refill()
 
@@ -136,7 +142,8 @@ class EnvironmentPool:
             if self._stopped:
                 raise ExecutorError(f"environment {self.name} is stopping")
             await self._restart()
-        assert self.zygote is not None
+            if self.zygote is None:  # stopped while it restarted
+                raise ExecutorError(f"environment {self.name} is stopping")
         return await self.executor.fork(self.zygote, self.name)
 
     def refill(self) -> None:

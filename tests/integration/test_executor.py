@@ -16,7 +16,7 @@ from intkit import Harness, kill_survivors, pid_alive, until
 
 from fissile.executor import FunctionNotFound
 from fissile.executor.connection import InstanceResponse
-from fissile.models import BuildState, BuildStatus
+from fissile.models import BuildState, BuildStatus, EnvironmentSpec
 from fissile.router.proxy import Answer, forward
 
 CODE = """
@@ -387,6 +387,36 @@ async def test_deleting_the_environment_stops_its_zygote(harness: Harness) -> No
     answer = await send(harness, "orphaned")
     assert answer.status == 503
     assert error(answer)["message"] == "environment 'python' is not running"
+
+
+def zygotes_of(env: str) -> list[int]:
+    """Live zygotes of ``env`` started by this process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        wanted = [b"--env", env.encode(), b"--parent", str(os.getpid()).encode()]
+        zygote = b"fissile.executor._zygote" in argv and all(w in argv for w in wanted)
+        if zygote and pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+async def test_an_environment_deleted_while_its_zygote_starts_leaves_none(
+    harness: Harness,
+) -> None:
+    # The delete stopped the pool before its zygote was there to stop: the zygote then
+    # finished starting and served a deleted environment, its process never reaped.
+    spec = EnvironmentSpec(name="brief", poolsize=1)
+    harness.store.create("environments", "brief", spec.model_dump(mode="json"))
+    await until(lambda: zygotes_of("brief"), timeout=30)  # started, not yet ready
+    harness.store.delete("environments", "brief")
+    await until(lambda: not zygotes_of("brief"), timeout=30)
+    assert "brief" not in harness.executor.environments
 
 
 SUPERVISOR = """
