@@ -181,8 +181,13 @@ class Executor:
             pool.close()
         await self.imports.stop()
         await asyncio.gather(*(env.stop() for env in self.environments.values()))
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            # Their cleanup runs before the loop may close: a zygote that was starting is
+            # killed and reaped (Zygote.start), not left running.
+            await asyncio.wait(tasks, timeout=10)
         for instance in list(self._by_pid.values()):
             instance.kill("platform stopped")
         for path in self.run_dir.glob("*.sock"):

@@ -121,6 +121,11 @@ class Zygote:
         except (TimeoutError, ZygoteError):
             await self.stop()
             raise ZygoteError(f"the {self.env} zygote did not start within {timeout:g}s") from None
+        except asyncio.CancelledError:
+            # Cancelled before it was ready (the platform stopping as it starts): killed and
+            # reaped, not left running with its pipe open.
+            await self.stop(timeout=0)
+            raise
         self._started(ready)
         for module, error in self.preload_failures.items():
             logger.warning("environment %s: cannot preload %s: %s", self.env, module, error)
@@ -253,5 +258,11 @@ class Zygote:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+            except asyncio.CancelledError:
+                # A stop cancelled (an environment's, spawned on its delete, when the platform
+                # stops): the zygote still goes, reaped.
+                self.process.kill()
+                await self.process.wait()
+                raise
         if self._relay is not None:  # its last lines, until the pipe's other end is gone
             await asyncio.wait([self._relay], timeout=1.0)

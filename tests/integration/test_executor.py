@@ -419,6 +419,14 @@ async def test_an_environment_deleted_while_its_zygote_starts_leaves_none(
     assert "brief" not in harness.executor.environments
 
 
+async def test_stopping_while_a_zygote_starts_leaves_none(harness: Harness) -> None:
+    spec = EnvironmentSpec(name="late", poolsize=1)
+    harness.store.create("environments", "late", spec.model_dump(mode="json"))
+    await until(lambda: zygotes_of("late"), timeout=30)  # started, not yet ready
+    await harness.stop()
+    assert zygotes_of("late") == []  # killed and reaped by the time stop returns
+
+
 SUPERVISOR = """
 import asyncio, json, sys
 from pathlib import Path
